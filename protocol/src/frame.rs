@@ -1,0 +1,523 @@
+//! The native frame: one per datagram (UDP), per SEND (RDMA) or per ring slot (IPC).
+//!
+//! ```text
+//!  0      2   3   4       6       8              12                      20             24             28   32
+//!  +------+---+---+-------+-------+--------------+-----------------------+--------------+--------------+
+//!  |magic |ver|op | flags | error |   session    |      request_id       |  partition   |   length     |
+//!  | u16  |u8 |u8 |  u16  |  u16  |     u32      |         u64           |     u32      |    u32       |
+//!  +------+---+---+-------+-------+--------------+-----------------------+--------------+--------------+
+//!  | payload: `length` bytes (a Kafka RecordBatch v2 for Produce; see each opcode below)             |
+//!  +--------------------------------------------------------------------------------------------------+
+//! ```
+//!
+//! All integers of the header and of the fixed payload parts are little-endian. The record
+//! batches inside Produce and FetchData payloads keep Kafka's own (big-endian) layout, so the
+//! bytes are stored and served with no conversion.
+//!
+//! `partition` is a [`PartitionHandle`]: topic id in the high 16 bits, partition index in
+//! the low 16 bits. A client learns a topic's id from a Metadata request, so the data path
+//! never parses topic names.
+
+use thiserror::Error;
+
+/// "PR" as the first two bytes on the wire.
+pub const FRAME_MAGIC: u16 = u16::from_le_bytes(*b"PR");
+pub const FRAME_VERSION: u8 = 1;
+pub const FRAME_HEADER_BYTES: usize = 32;
+/// The largest frame any transport carries: a jumbo Ethernet MTU less IPv4 and UDP headers.
+pub const FRAME_BYTES_MAX: usize = 9000 - 20 - 8;
+/// The largest frame on a standard 1500-byte MTU.
+pub const FRAME_BYTES_MAX_MTU_1500: usize = 1500 - 20 - 8;
+/// Topic names follow Kafka's limit.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+/// What a frame asks for or answers.
+#[repr(u8)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Opcode {
+    /// Payload: one Kafka RecordBatch v2. `flags` carries [`Acks`].
+    Produce = 1,
+    /// Payload: [`ProduceAck`]. `error` is set when the batch was refused.
+    ProduceAck = 2,
+    /// Payload: [`FetchRequest`].
+    Fetch = 3,
+    /// Payload: [`FetchDataHeader`] then whole record batches.
+    FetchData = 4,
+    /// Payload: [`MetadataRequest`]; `partition` is ignored.
+    Metadata = 5,
+    /// Payload: [`MetadataResponse`].
+    MetadataResponse = 6,
+    /// Payload: a UTF-8 message for people; `error` carries the code.
+    Error = 7,
+    /// Payload: echoed back unchanged in a Pong.
+    Ping = 8,
+    Pong = 9,
+}
+
+impl Opcode {
+    pub fn from_u8(value: u8) -> Option<Opcode> {
+        Some(match value {
+            1 => Opcode::Produce,
+            2 => Opcode::ProduceAck,
+            3 => Opcode::Fetch,
+            4 => Opcode::FetchData,
+            5 => Opcode::Metadata,
+            6 => Opcode::MetadataResponse,
+            7 => Opcode::Error,
+            8 => Opcode::Ping,
+            9 => Opcode::Pong,
+            _ => return None,
+        })
+    }
+
+    /// True for opcodes a client sends to the broker.
+    pub fn is_request(self) -> bool {
+        matches!(self, Opcode::Produce | Opcode::Fetch | Opcode::Metadata | Opcode::Ping)
+    }
+}
+
+/// Acknowledgement level of a Produce, in the low two bits of `flags`.
+#[repr(u8)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Acks {
+    /// No ack is sent at all.
+    None = 0,
+    /// Acked once appended to the in-memory active segment.
+    Leader = 1,
+    /// Acked once the flusher has written and fdatasync'd the batch.
+    Durable = 2,
+}
+
+impl Acks {
+    pub const FLAGS_MASK: u16 = 0b11;
+
+    pub fn from_flags(flags: u16) -> Option<Acks> {
+        match flags & Self::FLAGS_MASK {
+            0 => Some(Acks::None),
+            1 => Some(Acks::Leader),
+            2 => Some(Acks::Durable),
+            _ => None,
+        }
+    }
+
+    pub fn to_flags(self) -> u16 {
+        self as u16
+    }
+
+    pub fn parse(name: &str) -> Option<Acks> {
+        match name {
+            "none" | "0" => Some(Acks::None),
+            "leader" | "1" => Some(Acks::Leader),
+            "durable" | "all" | "-1" => Some(Acks::Durable),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Acks::None => "none",
+            Acks::Leader => "leader",
+            Acks::Durable => "durable",
+        }
+    }
+}
+
+/// Fetch flag: serve only what is durable (fdatasync'd), not everything appended.
+pub const FLAG_FETCH_DURABLE_ONLY: u16 = 1 << 2;
+/// Metadata flag: create the topic (broker defaults) if it does not exist.
+pub const FLAG_METADATA_AUTO_CREATE: u16 = 1 << 3;
+
+/// Error codes carried in the header's `error` field. Zero is success.
+#[repr(u16)]
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    None = 0,
+    /// The frame could not be decoded (truncated, bad length, unknown opcode for a request).
+    InvalidFrame = 1,
+    /// The partition handle or topic name names nothing the broker has.
+    UnknownTopicOrPartition = 2,
+    /// The record batch failed validation: bad CRC, bad magic, inconsistent lengths.
+    CorruptMessage = 3,
+    /// The batch exceeds the partition's or the port's limit.
+    MessageTooLarge = 4,
+    /// The producer's sequence skipped ahead: a preceding batch is missing. Retriable.
+    OutOfOrderSequence = 5,
+    /// The storage could not take the batch (disk full, I/O error). Not retriable until
+    /// an operator acts; the message says why.
+    StorageError = 6,
+    /// A bounded queue is full (pending durable acks, segment not yet prepared). Retriable.
+    Busy = 7,
+    /// The fetch offset is below the log start or beyond the log end.
+    OffsetOutOfRange = 8,
+    /// The topic name is empty, too long or has characters Kafka does not allow.
+    InvalidTopic = 9,
+    /// The topic is being created; ask again shortly. Retriable.
+    TopicNotReady = 10,
+    /// The frame's version is not one this broker speaks.
+    UnsupportedVersion = 11,
+    /// The producer epoch is older than one already seen for that producer id.
+    InvalidProducerEpoch = 12,
+}
+
+impl ErrorCode {
+    pub fn from_u16(value: u16) -> Option<ErrorCode> {
+        Some(match value {
+            0 => ErrorCode::None,
+            1 => ErrorCode::InvalidFrame,
+            2 => ErrorCode::UnknownTopicOrPartition,
+            3 => ErrorCode::CorruptMessage,
+            4 => ErrorCode::MessageTooLarge,
+            5 => ErrorCode::OutOfOrderSequence,
+            6 => ErrorCode::StorageError,
+            7 => ErrorCode::Busy,
+            8 => ErrorCode::OffsetOutOfRange,
+            9 => ErrorCode::InvalidTopic,
+            10 => ErrorCode::TopicNotReady,
+            11 => ErrorCode::UnsupportedVersion,
+            12 => ErrorCode::InvalidProducerEpoch,
+            _ => return None,
+        })
+    }
+
+    /// Whether a client should retry the same request after a back-off.
+    pub fn is_retriable(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::OutOfOrderSequence | ErrorCode::Busy | ErrorCode::TopicNotReady
+        )
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorCode::None => "success",
+            ErrorCode::InvalidFrame => "invalid frame",
+            ErrorCode::UnknownTopicOrPartition => "unknown topic or partition",
+            ErrorCode::CorruptMessage => "corrupt record batch",
+            ErrorCode::MessageTooLarge => "record batch too large",
+            ErrorCode::OutOfOrderSequence => "producer sequence out of order",
+            ErrorCode::StorageError => "storage error",
+            ErrorCode::Busy => "broker busy, retry",
+            ErrorCode::OffsetOutOfRange => "offset out of range",
+            ErrorCode::InvalidTopic => "invalid topic name",
+            ErrorCode::TopicNotReady => "topic is being created, retry",
+            ErrorCode::UnsupportedVersion => "unsupported frame version",
+            ErrorCode::InvalidProducerEpoch => "producer epoch fenced",
+        }
+    }
+}
+
+/// Topic id (high 16 bits) and partition index (low 16 bits) in one `u32`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PartitionHandle(pub u32);
+
+impl PartitionHandle {
+    pub fn new(topic_id: u16, partition: u16) -> PartitionHandle {
+        PartitionHandle(((topic_id as u32) << 16) | partition as u32)
+    }
+    pub fn topic_id(self) -> u16 {
+        (self.0 >> 16) as u16
+    }
+    pub fn partition(self) -> u16 {
+        self.0 as u16
+    }
+}
+
+/// Why a datagram is not a frame. Each variant is a counter in the data plane.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Error)]
+pub enum FrameError {
+    #[error("frame truncated: {bytes} bytes, a header needs {FRAME_HEADER_BYTES}")]
+    Truncated { bytes: usize },
+    #[error("bad frame magic {found:#06x}")]
+    BadMagic { found: u16 },
+    #[error("unsupported frame version {found} (this build speaks {FRAME_VERSION})")]
+    UnsupportedVersion { found: u8 },
+    #[error("unknown opcode {found}")]
+    UnknownOpcode { found: u8 },
+    #[error("frame length field says {declared} payload bytes, datagram carries {actual}")]
+    LengthMismatch { declared: u32, actual: usize },
+    #[error("payload of {bytes} bytes is too short for opcode {opcode:?}")]
+    PayloadTooShort { opcode: Opcode, bytes: usize },
+    #[error("payload is malformed: {reason}")]
+    Malformed { reason: &'static str },
+}
+
+impl FrameError {
+    /// A stable short name, used as the `reason` label of malformed-frame counters.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FrameError::Truncated { .. } => "truncated",
+            FrameError::BadMagic { .. } => "bad_magic",
+            FrameError::UnsupportedVersion { .. } => "unsupported_version",
+            FrameError::UnknownOpcode { .. } => "unknown_opcode",
+            FrameError::LengthMismatch { .. } => "length_mismatch",
+            FrameError::PayloadTooShort { .. } => "payload_too_short",
+            FrameError::Malformed { .. } => "malformed",
+        }
+    }
+}
+
+/// The fixed 32-byte header.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub opcode: Opcode,
+    pub flags: u16,
+    pub error: u16,
+    pub session: u32,
+    pub request_id: u64,
+    pub partition: u32,
+    pub length: u32,
+}
+
+impl FrameHeader {
+    pub fn new(opcode: Opcode, request_id: u64, partition: u32, length: usize) -> FrameHeader {
+        assert!(length <= u32::MAX as usize);
+        FrameHeader {
+            opcode,
+            flags: 0,
+            error: 0,
+            session: 0,
+            request_id,
+            partition,
+            length: length as u32,
+        }
+    }
+
+    /// Writes the header into `out[..FRAME_HEADER_BYTES]`.
+    pub fn encode(&self, out: &mut [u8]) {
+        assert!(out.len() >= FRAME_HEADER_BYTES);
+        out[0..2].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
+        out[2] = FRAME_VERSION;
+        out[3] = self.opcode as u8;
+        out[4..6].copy_from_slice(&self.flags.to_le_bytes());
+        out[6..8].copy_from_slice(&self.error.to_le_bytes());
+        out[8..12].copy_from_slice(&self.session.to_le_bytes());
+        out[12..20].copy_from_slice(&self.request_id.to_le_bytes());
+        out[20..24].copy_from_slice(&self.partition.to_le_bytes());
+        out[24..28].copy_from_slice(&self.length.to_le_bytes());
+        out[28..32].fill(0);
+    }
+
+    /// Decodes the header only; `bytes` may be longer than the header.
+    pub fn decode(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
+        if bytes.len() < FRAME_HEADER_BYTES {
+            return Err(FrameError::Truncated { bytes: bytes.len() });
+        }
+        let magic = u16::from_le_bytes([bytes[0], bytes[1]]);
+        if magic != FRAME_MAGIC {
+            return Err(FrameError::BadMagic { found: magic });
+        }
+        if bytes[2] != FRAME_VERSION {
+            return Err(FrameError::UnsupportedVersion { found: bytes[2] });
+        }
+        let opcode =
+            Opcode::from_u8(bytes[3]).ok_or(FrameError::UnknownOpcode { found: bytes[3] })?;
+        Ok(FrameHeader {
+            opcode,
+            flags: u16_le(bytes, 4),
+            error: u16_le(bytes, 6),
+            session: u32_le(bytes, 8),
+            request_id: u64_le(bytes, 12),
+            partition: u32_le(bytes, 20),
+            length: u32_le(bytes, 24),
+        })
+    }
+
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        ErrorCode::from_u16(self.error)
+    }
+}
+
+/// Decodes one whole frame: the header, and a payload of exactly `length` bytes.
+pub fn decode_frame(datagram: &[u8]) -> Result<(FrameHeader, &[u8]), FrameError> {
+    let header = FrameHeader::decode(datagram)?;
+    let payload = &datagram[FRAME_HEADER_BYTES..];
+    if payload.len() != header.length as usize {
+        return Err(FrameError::LengthMismatch {
+            declared: header.length,
+            actual: payload.len(),
+        });
+    }
+    Ok((header, payload))
+}
+
+/// Writes header + payload into `out`; returns the frame's length in bytes.
+pub fn encode_frame(header: &FrameHeader, payload: &[u8], out: &mut [u8]) -> usize {
+    assert_eq!(header.length as usize, payload.len());
+    let total = FRAME_HEADER_BYTES + payload.len();
+    assert!(out.len() >= total);
+    header.encode(out);
+    out[FRAME_HEADER_BYTES..total].copy_from_slice(payload);
+    total
+}
+
+/// ProduceAck payload: the offsets the batch was given.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ProduceAck {
+    pub base_offset: u64,
+    pub last_offset: u64,
+}
+
+impl ProduceAck {
+    pub const BYTES: usize = 16;
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.base_offset.to_le_bytes());
+        out[8..16].copy_from_slice(&self.last_offset.to_le_bytes());
+    }
+    pub fn decode(payload: &[u8]) -> Result<ProduceAck, FrameError> {
+        check_len(Opcode::ProduceAck, payload, Self::BYTES)?;
+        Ok(ProduceAck {
+            base_offset: u64_le(payload, 0),
+            last_offset: u64_le(payload, 8),
+        })
+    }
+}
+
+/// Fetch payload: serve whole batches from the batch holding `offset`, at most `max_bytes`
+/// of them (at least one batch is always served when one exists, if it fits the frame).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct FetchRequest {
+    pub offset: u64,
+    pub max_bytes: u32,
+}
+
+impl FetchRequest {
+    pub const BYTES: usize = 16;
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.offset.to_le_bytes());
+        out[8..12].copy_from_slice(&self.max_bytes.to_le_bytes());
+        out[12..16].fill(0);
+    }
+    pub fn decode(payload: &[u8]) -> Result<FetchRequest, FrameError> {
+        check_len(Opcode::Fetch, payload, Self::BYTES)?;
+        Ok(FetchRequest {
+            offset: u64_le(payload, 0),
+            max_bytes: u32_le(payload, 8),
+        })
+    }
+}
+
+/// The fixed start of a FetchData payload; whole record batches follow it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct FetchDataHeader {
+    /// The offset the next appended record will get (Kafka's log end offset).
+    pub high_watermark: u64,
+    /// Every offset below this one is on disk.
+    pub durable_offset: u64,
+    /// The first offset still retained.
+    pub log_start_offset: u64,
+}
+
+impl FetchDataHeader {
+    pub const BYTES: usize = 24;
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.high_watermark.to_le_bytes());
+        out[8..16].copy_from_slice(&self.durable_offset.to_le_bytes());
+        out[16..24].copy_from_slice(&self.log_start_offset.to_le_bytes());
+    }
+    pub fn decode(payload: &[u8]) -> Result<(FetchDataHeader, &[u8]), FrameError> {
+        if payload.len() < Self::BYTES {
+            return Err(FrameError::PayloadTooShort {
+                opcode: Opcode::FetchData,
+                bytes: payload.len(),
+            });
+        }
+        let header = FetchDataHeader {
+            high_watermark: u64_le(payload, 0),
+            durable_offset: u64_le(payload, 8),
+            log_start_offset: u64_le(payload, 16),
+        };
+        Ok((header, &payload[Self::BYTES..]))
+    }
+}
+
+/// Metadata payload: `name_len u16 | name bytes`. With [`FLAG_METADATA_AUTO_CREATE`] in the
+/// header's flags the broker creates an unknown topic (answering `TopicNotReady` until it is).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct MetadataRequest<'a> {
+    pub topic: &'a str,
+}
+
+impl<'a> MetadataRequest<'a> {
+    pub fn encoded_len(&self) -> usize {
+        2 + self.topic.len()
+    }
+    pub fn encode(&self, out: &mut [u8]) -> usize {
+        let len = self.topic.len();
+        assert!(len <= TOPIC_NAME_BYTES_MAX);
+        out[0..2].copy_from_slice(&(len as u16).to_le_bytes());
+        out[2..2 + len].copy_from_slice(self.topic.as_bytes());
+        2 + len
+    }
+    pub fn decode(payload: &'a [u8]) -> Result<MetadataRequest<'a>, FrameError> {
+        check_len(Opcode::Metadata, payload, 2)?;
+        let len = u16_le(payload, 0) as usize;
+        if payload.len() != 2 + len {
+            return Err(FrameError::Malformed {
+                reason: "metadata topic length disagrees with payload",
+            });
+        }
+        let topic = std::str::from_utf8(&payload[2..]).map_err(|_| FrameError::Malformed {
+            reason: "topic name is not UTF-8",
+        })?;
+        Ok(MetadataRequest { topic })
+    }
+}
+
+/// MetadataResponse payload: the topic's id and partition count, and the largest frame the
+/// broker's port accepts (so producers size their batches to it).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct MetadataResponse {
+    pub topic_id: u16,
+    pub partition_count: u16,
+    pub frame_bytes_max: u32,
+}
+
+impl MetadataResponse {
+    pub const BYTES: usize = 8;
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..2].copy_from_slice(&self.topic_id.to_le_bytes());
+        out[2..4].copy_from_slice(&self.partition_count.to_le_bytes());
+        out[4..8].copy_from_slice(&self.frame_bytes_max.to_le_bytes());
+    }
+    pub fn decode(payload: &[u8]) -> Result<MetadataResponse, FrameError> {
+        check_len(Opcode::MetadataResponse, payload, Self::BYTES)?;
+        Ok(MetadataResponse {
+            topic_id: u16_le(payload, 0),
+            partition_count: u16_le(payload, 2),
+            frame_bytes_max: u32_le(payload, 4),
+        })
+    }
+}
+
+/// Kafka's rule for topic names: 1..=249 bytes of `[a-zA-Z0-9._-]`, not "." or "..".
+pub fn is_valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= TOPIC_NAME_BYTES_MAX
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
+
+fn check_len(opcode: Opcode, payload: &[u8], want: usize) -> Result<(), FrameError> {
+    if payload.len() < want {
+        return Err(FrameError::PayloadTooShort {
+            opcode,
+            bytes: payload.len(),
+        });
+    }
+    Ok(())
+}
+
+fn u16_le(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn u32_le(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_le(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}

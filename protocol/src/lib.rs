@@ -1,0 +1,12 @@
+//! Precursor wire formats. Pure functions over byte slices: no I/O, no allocation on the
+//! decode paths the data plane uses.
+//!
+//! - [`frame`]: the native frame (DESIGN.md §4) carried over UDP, RDMA SEND and IPC rings.
+//! - [`record_batch`]: Kafka RecordBatch v2, the unit stored, replicated and served.
+//! - [`varint`]: zig-zag varints as Kafka's record format uses them.
+//! - [`compression`]: the codecs a batch's attributes may name.
+
+pub mod compression;
+pub mod frame;
+pub mod record_batch;
+pub mod varint;
