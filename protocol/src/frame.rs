@@ -157,6 +157,9 @@ pub enum ErrorCode {
     UnsupportedVersion = 11,
     /// The producer epoch is older than one already seen for that producer id.
     InvalidProducerEpoch = 12,
+    /// The batch's sequence was appended before, too long ago for its offsets to be known.
+    /// The data is in the log exactly once; a client treats this as delivered.
+    DuplicateSequence = 13,
 }
 
 impl ErrorCode {
@@ -175,6 +178,7 @@ impl ErrorCode {
             10 => ErrorCode::TopicNotReady,
             11 => ErrorCode::UnsupportedVersion,
             12 => ErrorCode::InvalidProducerEpoch,
+            13 => ErrorCode::DuplicateSequence,
             _ => return None,
         })
     }
@@ -202,6 +206,7 @@ impl ErrorCode {
             ErrorCode::TopicNotReady => "topic is being created, retry",
             ErrorCode::UnsupportedVersion => "unsupported frame version",
             ErrorCode::InvalidProducerEpoch => "producer epoch fenced",
+            ErrorCode::DuplicateSequence => "duplicate of an earlier batch (already in the log)",
         }
     }
 }
