@@ -1,1 +1,445 @@
-//! (being written)
+//! Precursor's configuration: one TOML file, every field documented and defaulted.
+//!
+//! Loading is three steps: take the preset the file names (`balanced` when it names none),
+//! lay the file's tables over it, then check every value's range. Unknown keys are refused
+//! with their path; out-of-range values with their path and the reason. The embedded
+//! default ([`Config::default`]) needs no file at all: a single node with a DPDK TAP port
+//! (`prc0`) that kernel-socket clients on the same host can reach.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+mod validate;
+
+/// How the data plane's lcore behaves when a loop iteration found no work.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdleStrategy {
+    /// Spin, then yield, then park for growing intervals up to `idle_park_us_max`:
+    /// friendly to a laptop, costs wake-up latency after quiet periods.
+    Backoff,
+    /// `sched_yield` between empty iterations.
+    Yield,
+    /// Never leave the CPU: lowest latency, one core at 100 %.
+    Spin,
+}
+
+/// The three presets of DESIGN.md §6.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    Balanced,
+    High,
+    Maximum,
+}
+
+impl Preset {
+    pub fn parse(name: &str) -> Option<Preset> {
+        match name {
+            "balanced" => Some(Preset::Balanced),
+            "high" => Some(Preset::High),
+            "maximum" => Some(Preset::Maximum),
+            _ => None,
+        }
+    }
+    pub const NAMES: [&'static str; 3] = ["balanced", "high", "maximum"];
+}
+
+/// Whether DPDK gets real hugepages.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hugepages {
+    /// Use them when reserved and mounted, else run with `--no-huge` and warn.
+    Auto,
+    /// Refuse to start without them.
+    Required,
+    /// Always `--no-huge` (about 4x slower mbuf handling, measured).
+    Off,
+}
+
+/// The kind of DPDK port the data plane drives.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortKind {
+    /// `net_tap`: a kernel TAP interface named `iface`, so local sockets can reach us.
+    Tap,
+    /// `net_af_packet` bound to an existing kernel interface `iface` (e.g. a veth end).
+    AfPacket,
+    /// `net_memif` on the socket `memif_socket`, as `memif_role`.
+    Memif,
+    /// A PCI device or SR-IOV VF by its address `pci_address` (bound to vfio-pci).
+    Pci,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Preset whose values fill every field the file leaves out.
+    pub preset: Preset,
+    pub node: NodeConfig,
+    pub dataplane: DataplaneConfig,
+    pub port: PortConfig,
+    pub storage: StorageConfig,
+    pub topics: TopicsConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Where partition logs live on disk. Default `./data`.
+    pub data_dir: PathBuf,
+    /// Where active segments live in memory. Empty: `/dev/hugepages/precursor` when a
+    /// hugetlbfs is mounted there, else `/dev/shm/precursor`.
+    pub memory_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataplaneConfig {
+    /// CPU core the polling lcore runs on. Default: the last core of the machine, leaving
+    /// core 0 to the kernel, the flusher and clients.
+    pub lcore: Option<u32>,
+    /// Real hugepages for DPDK: `auto`, `required` or `off`.
+    pub hugepages: Hugepages,
+    /// DPDK memory in MiB when running without hugepages (`--no-huge -m`).
+    pub no_huge_memory_mb: u32,
+    /// DPDK `--file-prefix`: distinct per data plane on one host.
+    pub file_prefix: String,
+    /// Extra EAL arguments, appended verbatim.
+    pub eal_args: Vec<String>,
+    /// Packets taken per `rx_burst`.
+    pub burst_packets: u16,
+    /// Mbufs in the packet pool.
+    pub mbufs: u32,
+    /// How often the lcore flushes buffered TX, sends durable acks and does housekeeping,
+    /// in microseconds.
+    pub drain_interval_us: u32,
+    /// What the lcore does when an iteration found no work.
+    pub idle: IdleStrategy,
+    /// Longest park of the `backoff` idle strategy, in microseconds.
+    pub idle_park_us_max: u32,
+    /// Durable acks waiting for the flusher, per lcore. A produce beyond it is answered Busy.
+    pub pending_acks_max: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortConfig {
+    pub kind: PortKind,
+    /// Kernel interface: the TAP to create (`tap`) or the one to bind (`af_packet`).
+    pub iface: String,
+    /// The data plane's own IPv4 address on this port.
+    pub address: Ipv4Addr,
+    /// `tap` only: the address and prefix length given to the kernel side of the TAP, so
+    /// that local clients can reach `address`. Empty: leave the interface alone.
+    pub kernel_address: String,
+    /// UDP port of the native protocol.
+    pub udp_port: u16,
+    /// Largest IP packet on the link, in bytes (1500, or up to 9000 for jumbo frames).
+    pub mtu_bytes: u16,
+    pub rx_descriptors: u16,
+    pub tx_descriptors: u16,
+    /// `pci` only: the device address, e.g. `0000:3b:02.1`.
+    pub pci_address: String,
+    /// `memif` only: the control socket path and role (`server` or `client`).
+    pub memif_socket: PathBuf,
+    pub memif_role: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Size of one segment, in bytes; the active one is held in (huge page) memory.
+    pub segment_bytes: u64,
+    /// Roll the active segment after this many milliseconds even when not full.
+    pub segment_ms: u64,
+    /// One sparse index entry per this many bytes of log.
+    pub index_interval_bytes: u32,
+    /// Delete the oldest segments while a partition is larger than this. 0: no limit.
+    pub retention_bytes: u64,
+    /// Delete segments whose newest record is older than this. 0: no limit.
+    pub retention_ms: u64,
+    /// Persist appended data at least this often, in milliseconds, even without
+    /// `acks=durable` producers.
+    pub flush_interval_ms: u64,
+    /// ... or once this many messages are waiting.
+    pub flush_messages: u64,
+    /// Largest record batch accepted, in bytes.
+    pub batch_bytes_max: u32,
+    /// Producer ids remembered per partition for idempotence.
+    pub producers_per_partition_max: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    /// Create a topic the first time a client asks for it.
+    pub auto_create: bool,
+    /// Partitions of an auto-created topic.
+    pub default_partitions: u16,
+    /// Topics to create at start-up when absent.
+    pub create: Vec<TopicSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: u16,
+}
+
+/// Upper bounds on configuration values, named with their units.
+pub mod limits {
+    pub const PARTITIONS_PER_TOPIC_MAX: u16 = 1024;
+    pub const TOPICS_MAX: usize = 4096;
+    pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
+    /// Segment positions are u32 in Kafka's index format.
+    pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
+    pub const BURST_PACKETS_MAX: u16 = 256;
+    pub const MTU_BYTES_MIN: u16 = 576;
+    pub const MTU_BYTES_MAX: u16 = 9000;
+    pub const BATCH_BYTES_MAX: u32 = 64 << 20;
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config::preset(Preset::Balanced)
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> NodeConfig {
+        NodeConfig {
+            data_dir: PathBuf::from("./data"),
+            memory_dir: PathBuf::new(),
+        }
+    }
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> DataplaneConfig {
+        DataplaneConfig {
+            lcore: None,
+            hugepages: Hugepages::Auto,
+            no_huge_memory_mb: 512,
+            file_prefix: "precursor".into(),
+            eal_args: Vec::new(),
+            burst_packets: 32,
+            mbufs: 8191,
+            drain_interval_us: 100,
+            idle: IdleStrategy::Backoff,
+            idle_park_us_max: 1000,
+            pending_acks_max: 4096,
+        }
+    }
+}
+
+impl Default for PortConfig {
+    fn default() -> PortConfig {
+        PortConfig {
+            kind: PortKind::Tap,
+            iface: "prc0".into(),
+            address: Ipv4Addr::new(10, 77, 0, 2),
+            kernel_address: "10.77.0.1/24".into(),
+            udp_port: 9190,
+            mtu_bytes: 1500,
+            rx_descriptors: 1024,
+            tx_descriptors: 1024,
+            pci_address: String::new(),
+            memif_socket: PathBuf::from("/run/precursor/memif.sock"),
+            memif_role: "server".into(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> StorageConfig {
+        StorageConfig {
+            segment_bytes: 32 << 20,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            retention_bytes: 0,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            flush_interval_ms: 1000,
+            flush_messages: 100_000,
+            batch_bytes_max: 1 << 20,
+            producers_per_partition_max: 1024,
+        }
+    }
+}
+
+impl Default for TopicsConfig {
+    fn default() -> TopicsConfig {
+        TopicsConfig {
+            auto_create: true,
+            default_partitions: 1,
+            create: Vec::new(),
+        }
+    }
+}
+
+/// Why a configuration was refused. Every message names the key.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}` = {value}: {reason}")]
+    OutOfRange {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+impl Config {
+    /// The full configuration of one preset, with no file.
+    pub fn preset(preset: Preset) -> Config {
+        let mut config = Config {
+            preset,
+            node: NodeConfig::default(),
+            dataplane: DataplaneConfig::default(),
+            port: PortConfig::default(),
+            storage: StorageConfig::default(),
+            topics: TopicsConfig::default(),
+        };
+        match preset {
+            Preset::Balanced => {}
+            Preset::High => {
+                config.dataplane.idle = IdleStrategy::Yield;
+                config.dataplane.burst_packets = 64;
+                config.dataplane.drain_interval_us = 50;
+                config.storage.flush_interval_ms = 100;
+            }
+            Preset::Maximum => {
+                config.dataplane.idle = IdleStrategy::Spin;
+                config.dataplane.hugepages = Hugepages::Required;
+                config.dataplane.burst_packets = 64;
+                config.dataplane.drain_interval_us = 20;
+                config.dataplane.mbufs = 32767;
+                config.storage.flush_interval_ms = 10;
+            }
+        }
+        config
+    }
+
+    /// Loads a file: its preset, then its tables over the preset, then range checks.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|error| match error {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text (see [`Config::load`]).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let parse_error = |message: String| ConfigError::Parse {
+            path: PathBuf::from("<text>"),
+            message,
+        };
+        // Deserializing the file alone first gives errors with their line and key
+        // (unknown keys, wrong types); the merged value below has no positions left.
+        toml::from_str::<Config>(text).map_err(|e| parse_error(one_line(&e.to_string())))?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| parse_error(one_line(&e.to_string())))?;
+        let preset = match table.get("preset") {
+            None => Preset::Balanced,
+            Some(toml::Value::String(name)) => {
+                Preset::parse(name).ok_or_else(|| ConfigError::OutOfRange {
+                    key: "preset".into(),
+                    value: format!("{name:?}"),
+                    reason: format!("one of {}", Preset::NAMES.join(", ")),
+                })?
+            }
+            Some(other) => {
+                return Err(ConfigError::OutOfRange {
+                    key: "preset".into(),
+                    value: other.to_string(),
+                    reason: "a string".into(),
+                })
+            }
+        };
+        let base = toml::Table::try_from(Config::preset(preset)).expect("presets serialize");
+        let merged = merge(base, table);
+        let config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| parse_error(e.message().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The effective configuration as TOML, for `precursor config show`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+
+    /// The lcore the data plane polls on: configured, else the machine's last core.
+    pub fn lcore(&self) -> u32 {
+        self.dataplane.lcore.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores - 1) as u32
+        })
+    }
+
+    /// Where active segments live in memory (see [`NodeConfig::memory_dir`]).
+    pub fn memory_dir(&self) -> PathBuf {
+        if !self.node.memory_dir.as_os_str().is_empty() {
+            return self.node.memory_dir.clone();
+        }
+        if hugetlbfs_mounted(Path::new("/dev/hugepages")) {
+            PathBuf::from("/dev/hugepages/precursor")
+        } else {
+            PathBuf::from("/dev/shm/precursor")
+        }
+    }
+}
+
+/// Whether `dir` is a mounted hugetlbfs (read from /proc/mounts).
+pub fn hugetlbfs_mounted(dir: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return false;
+    };
+    mounts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let (_, target, kind) = (fields.next(), fields.next(), fields.next());
+        kind == Some("hugetlbfs") && target.map(Path::new) == Some(dir)
+    })
+}
+
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && *line != "|")
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Lays `over` on `base`, table by table; `over` wins for every other value.
+fn merge(mut base: toml::Table, over: toml::Table) -> toml::Table {
+    for (key, value) in over {
+        match (base.remove(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
+                base.insert(key, toml::Value::Table(merge(b, o)));
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+    base
+}

@@ -1,0 +1,266 @@
+//! Range checks: every refusal names the key path and the reason.
+
+use crate::{limits, Config, ConfigError, PortKind};
+
+fn refuse(key: &str, value: impl std::fmt::Display, reason: impl Into<String>) -> ConfigError {
+    ConfigError::OutOfRange {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+fn check(
+    ok: bool,
+    key: &str,
+    value: impl std::fmt::Display,
+    reason: &str,
+) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(refuse(key, value, reason))
+    }
+}
+
+impl Config {
+    /// Checks every value's range. [`Config::load`] and [`Config::parse`] call it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let dp = &self.dataplane;
+        check(
+            !dp.file_prefix.is_empty() && !dp.file_prefix.contains('/'),
+            "dataplane.file_prefix",
+            format!("{:?}", dp.file_prefix),
+            "a non-empty name without '/'",
+        )?;
+        check(
+            (1..=limits::BURST_PACKETS_MAX).contains(&dp.burst_packets),
+            "dataplane.burst_packets",
+            dp.burst_packets,
+            "between 1 and 256",
+        )?;
+        check(
+            dp.mbufs >= 1023 && dp.mbufs <= 1 << 20,
+            "dataplane.mbufs",
+            dp.mbufs,
+            "between 1023 and 1048576",
+        )?;
+        check(
+            dp.no_huge_memory_mb >= 64,
+            "dataplane.no_huge_memory_mb",
+            dp.no_huge_memory_mb,
+            "at least 64",
+        )?;
+        check(
+            (1..=1_000_000).contains(&dp.drain_interval_us),
+            "dataplane.drain_interval_us",
+            dp.drain_interval_us,
+            "between 1 and 1000000",
+        )?;
+        check(
+            dp.idle_park_us_max <= 1_000_000,
+            "dataplane.idle_park_us_max",
+            dp.idle_park_us_max,
+            "at most 1000000",
+        )?;
+        check(
+            (16..=1 << 20).contains(&dp.pending_acks_max),
+            "dataplane.pending_acks_max",
+            dp.pending_acks_max,
+            "between 16 and 1048576",
+        )?;
+        if let Some(lcore) = dp.lcore {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+            check(
+                lcore < cores,
+                "dataplane.lcore",
+                lcore,
+                &format!("a core of this machine (0..{cores})"),
+            )?;
+        }
+
+        let port = &self.port;
+        check(
+            (limits::MTU_BYTES_MIN..=limits::MTU_BYTES_MAX).contains(&port.mtu_bytes),
+            "port.mtu_bytes",
+            port.mtu_bytes,
+            "between 576 and 9000",
+        )?;
+        check(
+            port.udp_port != 0,
+            "port.udp_port",
+            port.udp_port,
+            "a port number, not 0",
+        )?;
+        check(
+            port.rx_descriptors.is_power_of_two() && port.rx_descriptors >= 64,
+            "port.rx_descriptors",
+            port.rx_descriptors,
+            "a power of two, at least 64",
+        )?;
+        check(
+            port.tx_descriptors.is_power_of_two() && port.tx_descriptors >= 64,
+            "port.tx_descriptors",
+            port.tx_descriptors,
+            "a power of two, at least 64",
+        )?;
+        check(
+            !port.address.is_unspecified()
+                && !port.address.is_broadcast()
+                && !port.address.is_multicast(),
+            "port.address",
+            port.address,
+            "a unicast IPv4 address",
+        )?;
+        match port.kind {
+            PortKind::Tap | PortKind::AfPacket => check(
+                !port.iface.is_empty()
+                    && port.iface.len() < 16
+                    && !port.iface.contains(['/', ' ', ',']),
+                "port.iface",
+                format!("{:?}", port.iface),
+                "an interface name of 1 to 15 characters",
+            )?,
+            PortKind::Pci => check(
+                !port.pci_address.is_empty(),
+                "port.pci_address",
+                "\"\"",
+                "a PCI address such as 0000:3b:02.1",
+            )?,
+            PortKind::Memif => check(
+                port.memif_role == "server" || port.memif_role == "client",
+                "port.memif_role",
+                format!("{:?}", port.memif_role),
+                "server or client",
+            )?,
+        }
+        if port.kind == PortKind::Tap && !port.kernel_address.is_empty() {
+            let valid = port
+                .kernel_address
+                .split_once('/')
+                .is_some_and(|(ip, prefix)| {
+                    ip.parse::<std::net::Ipv4Addr>().is_ok()
+                        && prefix.parse::<u8>().is_ok_and(|p| (1..=32).contains(&p))
+                });
+            check(
+                valid,
+                "port.kernel_address",
+                format!("{:?}", port.kernel_address),
+                "an IPv4 address with prefix length, such as 10.77.0.1/24",
+            )?;
+        }
+
+        let st = &self.storage;
+        check(
+            (limits::SEGMENT_BYTES_MIN..=limits::SEGMENT_BYTES_MAX).contains(&st.segment_bytes),
+            "storage.segment_bytes",
+            st.segment_bytes,
+            "between 1 MiB and 2 GiB",
+        )?;
+        check(
+            st.segment_bytes % (2 << 20) == 0,
+            "storage.segment_bytes",
+            st.segment_bytes,
+            "a multiple of 2 MiB (the huge page size)",
+        )?;
+        check(
+            st.segment_ms >= 1000,
+            "storage.segment_ms",
+            st.segment_ms,
+            "at least 1000",
+        )?;
+        check(
+            (512..=1 << 20).contains(&st.index_interval_bytes),
+            "storage.index_interval_bytes",
+            st.index_interval_bytes,
+            "between 512 and 1048576",
+        )?;
+        check(
+            st.retention_bytes == 0 || st.retention_bytes >= st.segment_bytes,
+            "storage.retention_bytes",
+            st.retention_bytes,
+            "0 (no limit) or at least storage.segment_bytes",
+        )?;
+        check(
+            (1..=3_600_000).contains(&st.flush_interval_ms),
+            "storage.flush_interval_ms",
+            st.flush_interval_ms,
+            "between 1 and 3600000",
+        )?;
+        check(
+            st.flush_messages >= 1,
+            "storage.flush_messages",
+            st.flush_messages,
+            "at least 1",
+        )?;
+        check(
+            (1024..=limits::BATCH_BYTES_MAX).contains(&st.batch_bytes_max),
+            "storage.batch_bytes_max",
+            st.batch_bytes_max,
+            "between 1024 and 67108864",
+        )?;
+        check(
+            (st.batch_bytes_max as u64) < st.segment_bytes,
+            "storage.batch_bytes_max",
+            st.batch_bytes_max,
+            "smaller than storage.segment_bytes",
+        )?;
+        check(
+            (1..=65536).contains(&st.producers_per_partition_max),
+            "storage.producers_per_partition_max",
+            st.producers_per_partition_max,
+            "between 1 and 65536",
+        )?;
+
+        let topics = &self.topics;
+        check(
+            (1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&topics.default_partitions),
+            "topics.default_partitions",
+            topics.default_partitions,
+            "between 1 and 1024",
+        )?;
+        check(
+            topics.create.len() <= limits::TOPICS_MAX,
+            "topics.create",
+            topics.create.len(),
+            "at most 4096 topics",
+        )?;
+        for (i, spec) in topics.create.iter().enumerate() {
+            check(
+                precursor_topic_name_valid(&spec.name),
+                &format!("topics.create[{i}].name"),
+                format!("{:?}", spec.name),
+                "1 to 249 characters of [a-zA-Z0-9._-], not . or ..",
+            )?;
+            check(
+                (1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&spec.partitions),
+                &format!("topics.create[{i}].partitions"),
+                spec.partitions,
+                "between 1 and 1024",
+            )?;
+            if topics.create[..i]
+                .iter()
+                .any(|other| other.name == spec.name)
+            {
+                return Err(refuse(
+                    &format!("topics.create[{i}].name"),
+                    format!("{:?}", spec.name),
+                    "named twice",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's topic name rule (the protocol crate holds the same rule for the wire; config
+/// depends on nothing of ours, DESIGN.md §2).
+fn precursor_topic_name_valid(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+}
