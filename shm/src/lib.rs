@@ -1,1 +1,34 @@
-//! (being written)
+//! Shared-memory primitives of the data plane (DESIGN.md §3). With `ffi/`, this crate is
+//! one of the two places `unsafe` may live; every block says why it is sound.
+//!
+//! - [`SharedMapping`]: a file-backed `MAP_SHARED` mapping in the node's memory directory
+//!   (hugetlbfs when mounted, else `/dev/shm`), sized in whole pages of that filesystem.
+//! - [`append_region`]: a single-writer append region over a [`SharedMapping`]: one
+//!   [`AppendWriter`] writes past the published length and publishes with a Release store;
+//!   any number of [`AppendReader`]s read below it after an Acquire load. No lock.
+//! - [`ReadOnlyFileMap`]: a read-only map of an ordinary file (a sealed log segment).
+//! - [`memory_dir_default`], [`page_bytes_for`]: where memory files go and their page size.
+
+mod append;
+mod mapping;
+
+pub use append::{append_region, AppendReader, AppendWriter, RegionFull};
+pub use mapping::{
+    hugetlbfs_mount, memory_dir_default, page_bytes_for, round_up_to_page, ReadOnlyFileMap,
+    SharedMapping, PAGE_BYTES_DEFAULT,
+};
+
+use std::path::PathBuf;
+
+/// Errors of the shared-memory primitives. Each names the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum ShmError {
+    #[error("shared memory file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("shared memory file {path}: size {bytes} bytes is zero or too large")]
+    Size { path: PathBuf, bytes: u64 },
+}

@@ -1,0 +1,309 @@
+//! File-backed mappings: writable shared memory files and read-only maps of segment files.
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+
+use memmap2::{Mmap, MmapOptions, MmapRaw};
+
+use crate::ShmError;
+
+/// Page size of ordinary (non-hugetlbfs) memory files.
+pub const PAGE_BYTES_DEFAULT: usize = 4096;
+
+/// Largest mapping this crate creates: mappings are sized by configuration, this only
+/// catches nonsense (a negative number cast to u64, a unit mix-up).
+const MAPPING_BYTES_MAX: u64 = 1 << 40;
+
+/// Mount point of the first hugetlbfs in `/proc/mounts` and its huge page size in bytes.
+pub fn hugetlbfs_mount() -> Option<(PathBuf, usize)> {
+    let mounts = std::fs::read_to_string("/proc/mounts").ok()?;
+    mounts.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let _device = fields.next()?;
+        let mount_point = fields.next()?;
+        let fs_type = fields.next()?;
+        let options = fields.next().unwrap_or("");
+        (fs_type == "hugetlbfs").then(|| {
+            (
+                PathBuf::from(unescape_mount(mount_point)),
+                hugetlbfs_page_bytes(options),
+            )
+        })
+    })
+}
+
+/// The directory for memory files: the first hugetlbfs mount, else `/dev/shm`.
+pub fn memory_dir_default() -> PathBuf {
+    hugetlbfs_mount()
+        .map(|(dir, _)| dir)
+        .unwrap_or_else(|| PathBuf::from("/dev/shm"))
+}
+
+/// Page size of files in `dir`: the huge page size when `dir` is on hugetlbfs (there,
+/// file sizes and mapping lengths must be multiples of it), else [`PAGE_BYTES_DEFAULT`].
+pub fn page_bytes_for(dir: &Path) -> usize {
+    let Ok(dir) = dir.canonicalize() else {
+        return PAGE_BYTES_DEFAULT;
+    };
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return PAGE_BYTES_DEFAULT;
+    };
+    // The longest mount point that is a prefix of `dir` is the filesystem `dir` is on.
+    let mut best: Option<(usize, usize)> = None; // (mount point length, page bytes)
+    for line in mounts.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(_), Some(mount_point), Some(fs_type)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let options = fields.next().unwrap_or("");
+        let mount_point = unescape_mount(mount_point);
+        if !dir.starts_with(&mount_point) {
+            continue;
+        }
+        let page_bytes = if fs_type == "hugetlbfs" {
+            hugetlbfs_page_bytes(options)
+        } else {
+            PAGE_BYTES_DEFAULT
+        };
+        let longer = match best {
+            Some((len, _)) => mount_point.len() >= len,
+            None => true,
+        };
+        if longer {
+            best = Some((mount_point.len(), page_bytes));
+        }
+    }
+    best.map(|(_, page_bytes)| page_bytes)
+        .unwrap_or(PAGE_BYTES_DEFAULT)
+}
+
+/// `bytes` rounded up to a whole number of `page_bytes` pages.
+pub fn round_up_to_page(bytes: usize, page_bytes: usize) -> usize {
+    assert!(
+        page_bytes.is_power_of_two(),
+        "page size {page_bytes} is not a power of two"
+    );
+    bytes.div_ceil(page_bytes) * page_bytes
+}
+
+fn unescape_mount(field: &str) -> String {
+    // /proc/mounts escapes space, tab, newline and backslash as octal (\040 ...).
+    field
+        .replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+fn hugetlbfs_page_bytes(options: &str) -> usize {
+    let from_option = options
+        .split(',')
+        .find_map(|option| option.strip_prefix("pagesize="))
+        .and_then(parse_size);
+    from_option.unwrap_or_else(default_huge_page_bytes)
+}
+
+fn default_huge_page_bytes() -> usize {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|meminfo| {
+            meminfo.lines().find_map(|line| {
+                let kib = line
+                    .strip_prefix("Hugepagesize:")?
+                    .trim()
+                    .strip_suffix("kB")?;
+                kib.trim().parse::<usize>().ok().map(|kib| kib * 1024)
+            })
+        })
+        .unwrap_or(2 * 1024 * 1024)
+}
+
+fn parse_size(text: &str) -> Option<usize> {
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit())?);
+    let number: usize = digits.parse().ok()?;
+    let multiplier = match unit {
+        "K" | "k" => 1 << 10,
+        "M" | "m" => 1 << 20,
+        "G" | "g" => 1 << 30,
+        _ => return None,
+    };
+    Some(number * multiplier)
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ShmError + '_ {
+    move |source| ShmError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A writable `MAP_SHARED` mapping of a memory file. The file is created (or truncated) and
+/// sized with ftruncate, never written with write(2): hugetlbfs supports only mmap.
+pub struct SharedMapping {
+    map: MmapRaw,
+    path: PathBuf,
+    mapped_bytes: usize,
+}
+
+impl std::fmt::Debug for SharedMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMapping")
+            .field("path", &self.path)
+            .field("mapped_bytes", &self.mapped_bytes)
+            .finish()
+    }
+}
+
+impl SharedMapping {
+    /// Creates (or truncates) `path` and maps at least `bytes` bytes of it, rounded up to
+    /// the page size of its filesystem. The memory reads as zeros.
+    pub fn create(path: &Path, bytes: usize) -> Result<SharedMapping, ShmError> {
+        if bytes == 0 || bytes as u64 > MAPPING_BYTES_MAX {
+            return Err(ShmError::Size {
+                path: path.to_path_buf(),
+                bytes: bytes as u64,
+            });
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mapped_bytes = round_up_to_page(bytes, page_bytes_for(dir));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(io_error(path))?;
+        file.set_len(mapped_bytes as u64).map_err(io_error(path))?;
+        let map = MmapOptions::new()
+            .len(mapped_bytes)
+            .map_raw(&file)
+            .map_err(io_error(path))?;
+        assert_eq!(map.len(), mapped_bytes);
+        Ok(SharedMapping {
+            map,
+            path: path.to_path_buf(),
+            mapped_bytes,
+        })
+    }
+
+    /// Bytes mapped (a whole number of pages).
+    pub fn len(&self) -> usize {
+        self.mapped_bytes
+    }
+
+    /// Never true: a mapping has at least one page.
+    pub fn is_empty(&self) -> bool {
+        self.mapped_bytes == 0
+    }
+
+    /// The memory file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Start of the mapping. Dereferencing it is the caller's business (see `append`).
+    pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+}
+
+/// A read-only map of an ordinary file, e.g. a sealed segment.
+///
+/// The file must not be truncated while mapped (that would turn reads into SIGBUS): the
+/// log only ever truncates a segment during recovery, before mapping it, and retires a
+/// segment by unmapping it before or while unlinking it (unlink keeps the pages).
+pub struct ReadOnlyFileMap {
+    map: Option<Mmap>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for ReadOnlyFileMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadOnlyFileMap")
+            .field("path", &self.path)
+            .field("bytes", &self.len())
+            .finish()
+    }
+}
+
+impl ReadOnlyFileMap {
+    /// Maps the first `bytes` bytes of `path` read-only (`bytes` may be zero: then nothing
+    /// is mapped and [`ReadOnlyFileMap::bytes`] is empty).
+    pub fn open(path: &Path, bytes: usize) -> Result<ReadOnlyFileMap, ShmError> {
+        let file = File::open(path).map_err(io_error(path))?;
+        let file_bytes = file.metadata().map_err(io_error(path))?.len();
+        if bytes as u64 > file_bytes {
+            return Err(ShmError::Size {
+                path: path.to_path_buf(),
+                bytes: bytes as u64,
+            });
+        }
+        let map = if bytes == 0 {
+            None
+        } else {
+            // SAFETY: the map is read-only and private to this process's view of a file the
+            // log owns; the log never truncates or rewrites a sealed segment while it is
+            // mapped (see the type's documentation), so the mapped bytes stay valid and
+            // unchanged for the life of the map.
+            Some(unsafe { MmapOptions::new().len(bytes).map(&file) }.map_err(io_error(path))?)
+        };
+        Ok(ReadOnlyFileMap {
+            map,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The mapped bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// Number of mapped bytes.
+    pub fn len(&self) -> usize {
+        self.bytes().len()
+    }
+
+    /// True when nothing is mapped.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The mapped file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_round_up_to_pages() {
+        assert_eq!(round_up_to_page(1, 4096), 4096);
+        assert_eq!(round_up_to_page(4096, 4096), 4096);
+        assert_eq!(round_up_to_page(4097, 4096), 8192);
+        assert_eq!(parse_size("2M"), Some(2 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("64K"), Some(64 << 10));
+    }
+
+    #[test]
+    fn shm_dir_has_small_pages() {
+        assert_eq!(page_bytes_for(Path::new("/dev/shm")), PAGE_BYTES_DEFAULT);
+    }
+
+    #[test]
+    fn read_only_map_sees_file_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment.log");
+        std::fs::write(&path, b"hello segment").unwrap();
+        let map = ReadOnlyFileMap::open(&path, 5).unwrap();
+        assert_eq!(map.bytes(), b"hello");
+        let empty = ReadOnlyFileMap::open(&path, 0).unwrap();
+        assert!(empty.is_empty());
+        assert!(ReadOnlyFileMap::open(&path, 100).is_err());
+    }
+}
