@@ -72,7 +72,10 @@ impl Opcode {
 
     /// True for opcodes a client sends to the broker.
     pub fn is_request(self) -> bool {
-        matches!(self, Opcode::Produce | Opcode::Fetch | Opcode::Metadata | Opcode::Ping)
+        matches!(
+            self,
+            Opcode::Produce | Opcode::Fetch | Opcode::Metadata | Opcode::Ping
+        )
     }
 }
 
