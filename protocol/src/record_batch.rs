@@ -860,3 +860,891 @@ fn i32_be(bytes: &[u8], at: usize) -> i32 {
 fn i64_be(bytes: &[u8], at: usize) -> i64 {
     i64::from_be_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE_TIMESTAMP_MS: i64 = 1_700_000_000_000;
+
+    /// One record, key "key", value "value", no producer id: laid out by hand from Kafka's
+    /// documented format. The CRC32C was computed independently (a bitwise Castagnoli
+    /// CRC over bytes 21..76, outside this crate).
+    #[rustfmt::skip]
+    const GOLDEN_ONE_RECORD: [u8; 76] = [
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // base_offset 0
+        0x00, 0x00, 0x00, 0x40,                         // batch_length 64 = 76 - 12
+        0xff, 0xff, 0xff, 0xff,                         // partition_leader_epoch -1
+        0x02,                                           // magic 2
+        0xdb, 0x5e, 0x9c, 0xdd,                         // crc32c
+        0x00, 0x00,                                     // attributes: none, create time
+        0x00, 0x00, 0x00, 0x00,                         // last_offset_delta 0
+        0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, // base_timestamp 1_700_000_000_000
+        0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, // max_timestamp
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // producer_id -1
+        0xff, 0xff,                                     // producer_epoch -1
+        0xff, 0xff, 0xff, 0xff,                         // base_sequence -1
+        0x00, 0x00, 0x00, 0x01,                         // records_count 1
+        // record
+        0x1c,                                           // length 14 (zig-zag 28)
+        0x00,                                           // attributes
+        0x00,                                           // timestamp_delta 0
+        0x00,                                           // offset_delta 0
+        0x06, b'k', b'e', b'y',                         // key length 3, "key"
+        0x0a, b'v', b'a', b'l', b'u', b'e',             // value length 5, "value"
+        0x00,                                           // headers count 0
+    ];
+
+    /// Two records from an idempotent producer (id 1234, epoch 3, sequence 7); the second
+    /// has a null key, a timestamp 5 ms later and one header. CRC computed independently.
+    #[rustfmt::skip]
+    const GOLDEN_TWO_RECORDS: [u8; 89] = [
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // base_offset 0
+        0x00, 0x00, 0x00, 0x4d,                         // batch_length 77
+        0xff, 0xff, 0xff, 0xff,                         // partition_leader_epoch -1
+        0x02,                                           // magic 2
+        0x59, 0xc3, 0x64, 0xff,                         // crc32c
+        0x00, 0x00,                                     // attributes
+        0x00, 0x00, 0x00, 0x01,                         // last_offset_delta 1
+        0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x00, // base_timestamp
+        0x00, 0x00, 0x01, 0x8b, 0xcf, 0xe5, 0x68, 0x05, // max_timestamp = base + 5
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x04, 0xd2, // producer_id 1234
+        0x00, 0x03,                                     // producer_epoch 3
+        0x00, 0x00, 0x00, 0x07,                         // base_sequence 7
+        0x00, 0x00, 0x00, 0x02,                         // records_count 2
+        // record 0
+        0x1c, 0x00, 0x00, 0x00,
+        0x06, b'k', b'e', b'y',
+        0x0a, b'v', b'a', b'l', b'u', b'e',
+        0x00,
+        // record 1
+        0x18,                                           // length 12
+        0x00,                                           // attributes
+        0x0a,                                           // timestamp_delta 5
+        0x02,                                           // offset_delta 1
+        0x01,                                           // key length -1: null
+        0x04, b'v', b'2',                               // value "v2"
+        0x02,                                           // headers count 1
+        0x02, b'h',                                     // header key "h"
+        0x02, b'x',                                     // header value "x"
+    ];
+
+    fn golden_one_builder() -> RecordBatchBuilder {
+        let mut builder = RecordBatchBuilder::new(
+            Compression::None,
+            NO_PRODUCER_ID,
+            NO_PRODUCER_EPOCH,
+            NO_SEQUENCE,
+            BASE_TIMESTAMP_MS,
+        );
+        builder.append(BASE_TIMESTAMP_MS, Some(b"key"), b"value", &[]);
+        builder
+    }
+
+    fn golden_two_builder() -> RecordBatchBuilder {
+        let mut builder = RecordBatchBuilder::new(Compression::None, 1234, 3, 7, BASE_TIMESTAMP_MS);
+        builder.append(BASE_TIMESTAMP_MS, Some(b"key"), b"value", &[]);
+        builder.append(BASE_TIMESTAMP_MS + 5, None, b"v2", &[("h", b"x")]);
+        builder
+    }
+
+    /// Recomputes the CRC after a test edits covered bytes on purpose.
+    fn reseal(batch: &mut [u8]) {
+        let crc = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+        batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    /// A sealed batch around hand-made record bytes.
+    fn raw_batch(records: &[u8], records_count: i32, attributes: i16) -> Vec<u8> {
+        let mut batch = vec![0; BATCH_HEADER_BYTES];
+        RecordBatchHeader {
+            base_offset: 0,
+            batch_length: (BATCH_HEADER_BYTES - LOG_OVERHEAD_BYTES + records.len()) as i32,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            magic: MAGIC_V2,
+            crc: 0,
+            attributes,
+            last_offset_delta: records_count.wrapping_sub(1),
+            base_timestamp: BASE_TIMESTAMP_MS,
+            max_timestamp: BASE_TIMESTAMP_MS,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: NO_PRODUCER_EPOCH,
+            base_sequence: NO_SEQUENCE,
+            records_count,
+        }
+        .write(&mut batch);
+        batch.extend_from_slice(records);
+        reseal(&mut batch);
+        batch
+    }
+
+    /// A batch of `count` varied records; compressible.
+    fn sample_builder(
+        compression: Compression,
+        count: usize,
+    ) -> (RecordBatchBuilder, Vec<OwnedRecord>) {
+        let mut builder = RecordBatchBuilder::new(compression, 42, 1, 100, BASE_TIMESTAMP_MS);
+        let mut expected = Vec::new();
+        for i in 0..count {
+            let timestamp = BASE_TIMESTAMP_MS + (i as i64 % 7) * 3 - 4;
+            let key = (i % 3 != 0).then(|| format!("key-{i}").into_bytes());
+            let value =
+                format!("value {i} of a sample batch, repeated text repeated text").into_bytes();
+            let header_value = format!("{}", i * 11).into_bytes();
+            let headers: Vec<(&str, &[u8])> = if i % 2 == 0 {
+                vec![("trace", &header_value), ("empty", b"")]
+            } else {
+                vec![]
+            };
+            builder.append(timestamp, key.as_deref(), &value, &headers);
+            expected.push(OwnedRecord {
+                offset: i as i64,
+                timestamp,
+                key,
+                value: Some(value),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), Some(v.to_vec())))
+                    .collect(),
+            });
+        }
+        (builder, expected)
+    }
+
+    #[test]
+    fn crc32c_is_castagnoli() {
+        // The standard check value of CRC-32C.
+        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn header_layout_constants() {
+        assert_eq!(BATCH_HEADER_BYTES, 61);
+        assert_eq!(RECORDS_OFFSET, BATCH_HEADER_BYTES);
+        assert_eq!(BATCH_LENGTH_MIN, 49);
+        assert_eq!(CRC_OFFSET + 4, ATTRIBUTES_OFFSET);
+        assert_eq!(RECORDS_COUNT_OFFSET + 4, RECORDS_OFFSET);
+        assert_eq!(
+            varint::varint_len(-1),
+            1,
+            "a null key or value takes one byte"
+        );
+    }
+
+    #[test]
+    fn golden_one_record_builder_parse_and_decode() {
+        assert_eq!(golden_one_builder().finish(), GOLDEN_ONE_RECORD);
+        let header = validate_batch(&GOLDEN_ONE_RECORD).unwrap();
+        assert_eq!(
+            header,
+            RecordBatchHeader {
+                base_offset: 0,
+                batch_length: 64,
+                partition_leader_epoch: -1,
+                magic: 2,
+                crc: 0xdb5e_9cdd,
+                attributes: 0,
+                last_offset_delta: 0,
+                base_timestamp: BASE_TIMESTAMP_MS,
+                max_timestamp: BASE_TIMESTAMP_MS,
+                producer_id: -1,
+                producer_epoch: -1,
+                base_sequence: -1,
+                records_count: 1,
+            }
+        );
+        assert_eq!(RecordBatchHeader::parse(&GOLDEN_ONE_RECORD), Ok(header));
+        assert_eq!(header.total_bytes(), GOLDEN_ONE_RECORD.len());
+        assert_eq!(header.compression(), Ok(Compression::None));
+        assert!(!header.has_producer_id());
+        assert_eq!(header.last_sequence(), NO_SEQUENCE);
+        assert_eq!(
+            records(&GOLDEN_ONE_RECORD).unwrap(),
+            vec![OwnedRecord {
+                offset: 0,
+                timestamp: BASE_TIMESTAMP_MS,
+                key: Some(b"key".to_vec()),
+                value: Some(b"value".to_vec()),
+                headers: vec![],
+            }]
+        );
+        let mut written = [0u8; BATCH_HEADER_BYTES];
+        header.write(&mut written);
+        assert_eq!(written, GOLDEN_ONE_RECORD[..BATCH_HEADER_BYTES]);
+    }
+
+    #[test]
+    fn golden_two_records_builder_parse_and_decode() {
+        let builder = golden_two_builder();
+        assert_eq!(builder.uncompressed_bytes(), GOLDEN_TWO_RECORDS.len());
+        assert_eq!(builder.finish(), GOLDEN_TWO_RECORDS);
+        let header = validate_batch(&GOLDEN_TWO_RECORDS).unwrap();
+        assert_eq!(header.producer_id, 1234);
+        assert_eq!(header.producer_epoch, 3);
+        assert_eq!(header.base_sequence, 7);
+        assert_eq!(header.last_sequence(), 8);
+        assert_eq!(header.max_timestamp, BASE_TIMESTAMP_MS + 5);
+        assert!(header.has_producer_id());
+        assert_eq!(
+            records(&GOLDEN_TWO_RECORDS).unwrap(),
+            vec![
+                OwnedRecord {
+                    offset: 0,
+                    timestamp: BASE_TIMESTAMP_MS,
+                    key: Some(b"key".to_vec()),
+                    value: Some(b"value".to_vec()),
+                    headers: vec![],
+                },
+                OwnedRecord {
+                    offset: 1,
+                    timestamp: BASE_TIMESTAMP_MS + 5,
+                    key: None,
+                    value: Some(b"v2".to_vec()),
+                    headers: vec![("h".to_string(), Some(b"x".to_vec()))],
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn every_codec_round_trips() {
+        for codec in Compression::ALL {
+            let (builder, expected) = sample_builder(codec, 200);
+            let uncompressed_bytes = builder.uncompressed_bytes();
+            let batch = builder.finish();
+            let header = validate_batch(&batch).unwrap();
+            assert_eq!(header.compression(), Ok(codec), "{codec} kept");
+            assert_eq!(header.records_count, 200);
+            assert_eq!(header.last_offset_delta, 199);
+            assert_eq!(header.base_sequence, 100);
+            assert_eq!(header.last_sequence(), 299);
+            assert_eq!(header.producer_id, 42);
+            assert_eq!(header.max_timestamp, BASE_TIMESTAMP_MS + 14);
+            assert_eq!(header.total_bytes(), batch.len());
+            assert!(batch.len() <= uncompressed_bytes);
+            if codec != Compression::None {
+                assert!(batch.len() < uncompressed_bytes / 2, "{codec} compresses");
+            }
+            assert_eq!(records(&batch).unwrap(), expected, "{codec}");
+        }
+    }
+
+    #[test]
+    fn broker_rewrites_keep_the_batch_valid_and_shift_offsets() {
+        for codec in [Compression::None, Compression::Lz4] {
+            let (builder, expected) = sample_builder(codec, 10);
+            let mut batch = builder.finish();
+            set_base_offset(&mut batch, 1_000_000);
+            set_partition_leader_epoch(&mut batch, 17);
+            let header = validate_batch(&batch).unwrap();
+            assert_eq!(header.base_offset, 1_000_000);
+            assert_eq!(header.partition_leader_epoch, 17);
+            assert_eq!(header.last_offset(), 1_000_009);
+            let decoded = records(&batch).unwrap();
+            for (got, want) in decoded.iter().zip(&expected) {
+                assert_eq!(got.offset, want.offset + 1_000_000);
+                assert_eq!(got.value, want.value);
+            }
+        }
+    }
+
+    #[test]
+    fn incompressible_records_are_sent_uncompressed() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let noise: Vec<u8> = (0..3000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        for codec in Compression::ALL {
+            let mut builder = RecordBatchBuilder::new(codec, -1, -1, -1, 0);
+            builder.append(0, None, &noise, &[]);
+            let bound = builder.uncompressed_bytes();
+            let batch = builder.finish();
+            assert_eq!(batch.len(), bound, "{codec}");
+            let header = validate_batch(&batch).unwrap();
+            assert_eq!(header.compression(), Ok(Compression::None), "{codec}");
+            assert_eq!(
+                records(&batch).unwrap()[0].value.as_deref(),
+                Some(&noise[..])
+            );
+        }
+    }
+
+    #[test]
+    fn size_estimates_are_exact_for_uncompressed_batches() {
+        let mut builder = RecordBatchBuilder::new(Compression::None, -1, -1, -1, 1000);
+        assert!(builder.is_empty());
+        assert_eq!(builder.uncompressed_bytes(), BATCH_HEADER_BYTES);
+        let big_value = vec![7u8; 300];
+        type Case<'a> = (
+            i64,
+            Option<&'a [u8]>,
+            Option<&'a [u8]>,
+            &'a [(&'a str, &'a [u8])],
+        );
+        let cases: [Case; 5] = [
+            (1000, None, Some(b""), &[]),
+            (990, Some(b"k"), Some(b"v"), &[("a", b"b")]),
+            (1_000_000, Some(&[1u8; 200]), Some(&big_value), &[]),
+            (
+                i64::MIN,
+                Some(b"tomb"),
+                None,
+                &[("x", b""), ("y", &[9; 70])],
+            ),
+            (1000, None, Some(b"v"), &[]),
+        ];
+        for (timestamp, key, value, headers) in cases {
+            let before = builder.uncompressed_bytes();
+            let predicted = builder.next_record_bytes(timestamp, key, value, headers);
+            assert_eq!(
+                predicted,
+                record_encoded_bytes(
+                    timestamp.wrapping_sub(1000),
+                    builder.records_count() as i32,
+                    key,
+                    value,
+                    headers
+                )
+            );
+            match value {
+                Some(value) => builder.append(timestamp, key, value, headers),
+                None => builder.append_tombstone(timestamp, key.unwrap(), headers),
+            }
+            assert_eq!(builder.uncompressed_bytes(), before + predicted);
+        }
+        assert_eq!(builder.records_count(), 5);
+        let bound = builder.uncompressed_bytes();
+        let batch = builder.finish();
+        assert_eq!(batch.len(), bound);
+        let decoded = records(&batch).unwrap();
+        assert_eq!(decoded[3].timestamp, i64::MIN);
+        assert_eq!(decoded[3].value, None);
+        assert_eq!(decoded[3].key.as_deref(), Some(&b"tomb"[..]));
+        assert_eq!(decoded[3].headers[0], ("x".to_string(), Some(vec![])));
+        assert_eq!(decoded[0].value, Some(vec![]));
+        assert_eq!(decoded[1].timestamp, 990);
+        // max_timestamp is the largest, not the last.
+        assert_eq!(validate_batch(&batch).unwrap().max_timestamp, 1_000_000);
+    }
+
+    #[test]
+    fn record_encoded_bytes_known_values() {
+        // The golden record: 1 length byte + 14 body bytes.
+        assert_eq!(
+            record_encoded_bytes(0, 0, Some(b"key"), Some(b"value"), &[]),
+            15
+        );
+        // The golden second record.
+        assert_eq!(
+            record_encoded_bytes(5, 1, None, Some(b"v2"), &[("h", b"x")]),
+            13
+        );
+        // A 64-byte body needs a two-byte length (zig-zag 128).
+        let value = [0u8; 58];
+        assert_eq!(record_encoded_bytes(0, 0, None, Some(&value), &[]), 2 + 64);
+    }
+
+    #[test]
+    fn builder_is_reusable() {
+        let mut builder = golden_two_builder();
+        let mut out = vec![0xaa; 500];
+        builder.finish_into(&mut out);
+        assert_eq!(out, GOLDEN_TWO_RECORDS);
+        builder.clear(NO_SEQUENCE, BASE_TIMESTAMP_MS);
+        assert!(builder.is_empty());
+        assert_eq!(builder.uncompressed_bytes(), BATCH_HEADER_BYTES);
+        builder.append(BASE_TIMESTAMP_MS, Some(b"key"), b"value", &[]);
+        let mut reused = golden_one_builder();
+        reused.set_base_sequence(NO_SEQUENCE);
+        // Same records, different producer id: only the producer fields and CRC differ.
+        builder.finish_into(&mut out);
+        let header = validate_batch(&out).unwrap();
+        assert_eq!(header.producer_id, 1234);
+        assert_eq!(header.base_sequence, NO_SEQUENCE);
+        assert_eq!(out[RECORDS_OFFSET..], GOLDEN_ONE_RECORD[RECORDS_OFFSET..]);
+        assert_eq!(reused.finish(), GOLDEN_ONE_RECORD);
+    }
+
+    #[test]
+    fn set_base_sequence_is_written() {
+        let mut builder = golden_two_builder();
+        assert_eq!(builder.compression(), Compression::None);
+        builder.set_base_sequence(i32::MAX);
+        let header = validate_batch(&builder.finish()).unwrap();
+        assert_eq!(header.base_sequence, i32::MAX);
+        assert_eq!(header.last_sequence(), 0, "wraps to 0 like Kafka");
+    }
+
+    #[test]
+    #[should_panic(expected = "at least one record")]
+    fn finishing_an_empty_batch_panics() {
+        RecordBatchBuilder::new(Compression::None, -1, -1, -1, 0).finish();
+    }
+
+    #[test]
+    fn sequence_arithmetic_wraps_like_kafka() {
+        assert_eq!(increment_sequence(0, 0), 0);
+        assert_eq!(increment_sequence(5, 3), 8);
+        assert_eq!(increment_sequence(i32::MAX, 0), i32::MAX);
+        assert_eq!(increment_sequence(i32::MAX, 1), 0);
+        assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
+        assert_eq!(increment_sequence(i32::MAX - 10, i32::MAX), i32::MAX - 11);
+        let mut header = RecordBatchHeader::parse(&GOLDEN_TWO_RECORDS).unwrap();
+        header.base_sequence = NO_SEQUENCE;
+        assert_eq!(header.last_sequence(), NO_SEQUENCE);
+        header.base_sequence = i32::MAX;
+        header.last_offset_delta = 1;
+        assert_eq!(header.last_sequence(), 0);
+    }
+
+    #[test]
+    fn attribute_flags() {
+        let mut header = RecordBatchHeader::parse(&GOLDEN_ONE_RECORD).unwrap();
+        assert!(!header.is_transactional());
+        assert!(!header.is_control());
+        assert!(!header.timestamp_type_log_append());
+        header.attributes = ATTRIBUTE_TRANSACTIONAL | Compression::Zstd.attribute_bits();
+        assert!(header.is_transactional() && !header.is_control());
+        assert_eq!(header.compression(), Ok(Compression::Zstd));
+        header.attributes = ATTRIBUTE_CONTROL;
+        assert!(header.is_control() && !header.is_transactional());
+        header.attributes = ATTRIBUTE_LOG_APPEND_TIME | 6;
+        assert!(header.timestamp_type_log_append());
+        assert_eq!(
+            header.compression(),
+            Err(BatchError::UnknownCompression { codec: 6 })
+        );
+        header.producer_id = 0;
+        assert!(header.has_producer_id());
+        header.producer_id = i64::MIN;
+        assert!(!header.has_producer_id());
+        header.batch_length = -5;
+        assert_eq!(header.total_bytes(), LOG_OVERHEAD_BYTES);
+    }
+
+    #[test]
+    fn log_append_time_gives_every_record_the_max_timestamp() {
+        let mut batch = golden_two_builder().finish();
+        let mut header = RecordBatchHeader::parse(&batch).unwrap();
+        header.attributes |= ATTRIBUTE_LOG_APPEND_TIME;
+        header.max_timestamp = 1_800_000_000_000;
+        header.write(&mut batch);
+        reseal(&mut batch);
+        let decoded = records(&batch).unwrap();
+        assert!(decoded.iter().all(|r| r.timestamp == 1_800_000_000_000));
+    }
+
+    #[test]
+    fn truncation_at_every_length_is_refused() {
+        for batch in [
+            GOLDEN_ONE_RECORD.to_vec(),
+            GOLDEN_TWO_RECORDS.to_vec(),
+            sample_builder(Compression::Gzip, 20).0.finish(),
+        ] {
+            for cut in 0..batch.len() {
+                let error = validate_batch(&batch[..cut]).unwrap_err();
+                let needed = if cut < BATCH_HEADER_BYTES {
+                    BATCH_HEADER_BYTES
+                } else {
+                    batch.len()
+                };
+                assert_eq!(
+                    error,
+                    BatchError::Truncated {
+                        needed,
+                        available: cut
+                    }
+                );
+                assert_eq!(records(&batch[..cut]).unwrap_err(), error);
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_are_a_length_mismatch() {
+        let mut batch = GOLDEN_ONE_RECORD.to_vec();
+        batch.push(0);
+        assert_eq!(
+            validate_batch(&batch),
+            Err(BatchError::LengthMismatch {
+                declared: GOLDEN_ONE_RECORD.len(),
+                actual: GOLDEN_ONE_RECORD.len() + 1
+            })
+        );
+    }
+
+    #[test]
+    fn flipping_any_byte_is_caught_unless_the_crc_does_not_cover_it() {
+        for batch in [
+            GOLDEN_TWO_RECORDS.to_vec(),
+            sample_builder(Compression::Snappy, 30).0.finish(),
+        ] {
+            for at in 0..batch.len() {
+                for mask in [0x01u8, 0x80, 0xff] {
+                    let mut flipped = batch.clone();
+                    flipped[at] ^= mask;
+                    let result = validate_batch(&flipped);
+                    match at {
+                        // base_offset and partition_leader_epoch: the broker's to rewrite.
+                        BASE_OFFSET_OFFSET..BATCH_LENGTH_OFFSET
+                        | PARTITION_LEADER_EPOCH_OFFSET..MAGIC_OFFSET => {
+                            let header = result.unwrap();
+                            assert_ne!(
+                                (header.base_offset, header.partition_leader_epoch),
+                                (0, NO_PARTITION_LEADER_EPOCH)
+                            );
+                        }
+                        BATCH_LENGTH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET => assert!(
+                            matches!(
+                                result,
+                                Err(BatchError::Truncated { .. }
+                                    | BatchError::LengthMismatch { .. }
+                                    | BatchError::BadBatchLength { .. })
+                            ),
+                            "length byte {at}: {result:?}"
+                        ),
+                        MAGIC_OFFSET => assert!(
+                            matches!(result, Err(BatchError::BadMagic { .. })),
+                            "{result:?}"
+                        ),
+                        _ => assert!(
+                            matches!(result, Err(BatchError::CrcMismatch { .. })),
+                            "byte {at} mask {mask:#x}: {result:?}"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn crc_mismatch_reports_both_values() {
+        let mut batch = GOLDEN_ONE_RECORD.to_vec();
+        let last = batch.len() - 1;
+        batch[last] = 0x01;
+        let computed = crc32c::crc32c(&batch[ATTRIBUTES_OFFSET..]);
+        assert_eq!(
+            validate_batch(&batch),
+            Err(BatchError::CrcMismatch {
+                expected: 0xdb5e_9cdd,
+                computed
+            })
+        );
+    }
+
+    #[test]
+    fn wrong_magic_is_refused() {
+        for magic in [0i8, 1, 3, -1, i8::MAX] {
+            let mut batch = GOLDEN_ONE_RECORD.to_vec();
+            batch[MAGIC_OFFSET] = magic as u8;
+            assert_eq!(
+                validate_batch(&batch),
+                Err(BatchError::BadMagic { found: magic })
+            );
+            assert_eq!(
+                RecordBatchHeader::parse(&batch),
+                Err(BatchError::BadMagic { found: magic })
+            );
+        }
+    }
+
+    #[test]
+    fn bad_batch_length_is_refused() {
+        for batch_length in [0, 48, -1, i32::MIN] {
+            let mut batch = GOLDEN_ONE_RECORD.to_vec();
+            batch[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4]
+                .copy_from_slice(&batch_length.to_be_bytes());
+            assert_eq!(
+                validate_batch(&batch),
+                Err(BatchError::BadBatchLength { batch_length })
+            );
+        }
+    }
+
+    #[test]
+    fn bad_record_counts_are_refused() {
+        let record = &GOLDEN_ONE_RECORD[RECORDS_OFFSET..];
+        for records_count in [0, -1, i32::MIN] {
+            let batch = raw_batch(record, records_count, 0);
+            assert_eq!(
+                validate_batch(&batch),
+                Err(BatchError::BadRecordCount { records_count })
+            );
+        }
+        // More records than 15 bytes can hold (two at most).
+        let batch = raw_batch(record, 3, 0);
+        assert_eq!(
+            validate_batch(&batch),
+            Err(BatchError::BadRecordCount { records_count: 3 })
+        );
+        let batch = raw_batch(record, i32::MAX, 0);
+        assert_eq!(
+            validate_batch(&batch),
+            Err(BatchError::BadRecordCount {
+                records_count: i32::MAX
+            })
+        );
+        // Two declared, only one present: validation passes, decoding does not.
+        let batch = raw_batch(record, 2, 0);
+        assert!(validate_batch(&batch).is_ok());
+        assert_eq!(
+            records(&batch),
+            Err(BatchError::MalformedRecord("record length is not a varint"))
+        );
+    }
+
+    #[test]
+    fn last_offset_delta_must_match_the_count() {
+        let mut batch = GOLDEN_TWO_RECORDS.to_vec();
+        batch[LAST_OFFSET_DELTA_OFFSET..LAST_OFFSET_DELTA_OFFSET + 4]
+            .copy_from_slice(&0i32.to_be_bytes());
+        reseal(&mut batch);
+        assert_eq!(
+            validate_batch(&batch),
+            Err(BatchError::LastOffsetDeltaMismatch {
+                last_offset_delta: 0,
+                records_count: 2
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_codecs_are_refused() {
+        for codec in 5..=7i16 {
+            let batch = raw_batch(&GOLDEN_ONE_RECORD[RECORDS_OFFSET..], 1, codec);
+            assert_eq!(
+                validate_batch(&batch),
+                Err(BatchError::UnknownCompression { codec: codec as u8 })
+            );
+        }
+    }
+
+    #[test]
+    fn undecompressable_records_are_refused() {
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            // Uncompressed record bytes labelled with a codec.
+            let batch = raw_batch(
+                &GOLDEN_ONE_RECORD[RECORDS_OFFSET..],
+                1,
+                codec.attribute_bits(),
+            );
+            assert!(
+                validate_batch(&batch).is_ok(),
+                "validation does not decompress"
+            );
+            match records(&batch) {
+                Err(error @ BatchError::Decompress(_)) => assert_eq!(error.reason(), "decompress"),
+                other => panic!("{codec}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_records_are_refused() {
+        let good: &[u8] = &GOLDEN_ONE_RECORD[RECORDS_OFFSET..];
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            ([good, &[0x00]].concat(), "bytes left after the last record"),
+            (vec![0x01, 0, 0, 0, 0, 0, 0], "negative record length"),
+            (
+                vec![0x7e, 0, 0, 0, 0, 0, 0],
+                "record length runs past the records",
+            ),
+            (
+                vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0],
+                "record length is not a varint",
+            ),
+            (vec![0x00, 0, 0, 0, 0, 0, 0], "record attributes missing"),
+            // Length 7 (zig-zag 14) for a 6-byte record and one byte more.
+            (
+                vec![0x0e, 0, 0, 0, 0x01, 0x01, 0x00, 0x00],
+                "record length is longer than its fields",
+            ),
+            (
+                vec![0x0c, 0, 0xff, 0xff, 0xff, 0xff, 0x7f],
+                "record offset delta is not a varint",
+            ),
+            (
+                vec![0x02, 0, 0, 0, 0, 0, 0],
+                "record timestamp delta is not a varlong",
+            ),
+            (vec![0x0c, 0, 0, 0, 0x03, 0x01, 0x00], "record key"),
+            (vec![0x0c, 0, 0, 0, 0x01, 0x03, 0x00], "record value"),
+            (vec![0x0c, 0, 0, 0, 0x01, 0x7e, 0x00], "record value"),
+            (
+                vec![0x0c, 0, 0, 0, 0x01, 0x01, 0x01],
+                "negative record header count",
+            ),
+            (
+                vec![0x10, 0, 0, 0, 0x01, 0x01, 0x02, 0x01, 0x00],
+                "negative header key length",
+            ),
+            (
+                vec![0x0e, 0, 0, 0, 0x01, 0x01, 0x02, 0x04],
+                "header key runs past the record",
+            ),
+            (
+                vec![0x12, 0, 0, 0, 0x01, 0x01, 0x02, 0x02, 0xff, 0x01],
+                "header key is not UTF-8",
+            ),
+            (
+                vec![0x12, 0, 0, 0, 0x01, 0x01, 0x02, 0x02, b'h', 0x03],
+                "header value",
+            ),
+            (
+                vec![0x0a, 0, 0, 0, 0x01, 0x01, 0x00],
+                "record header count is not a varint",
+            ),
+            (
+                vec![0x0c, 0, 0, 0, 0x01, 0x01, 0x04, 0, 0],
+                "header key length is not a varint",
+            ),
+        ];
+        for (records_bytes, expected) in cases {
+            let batch = raw_batch(&records_bytes, 1, 0);
+            assert_eq!(
+                records(&batch),
+                Err(BatchError::MalformedRecord(expected)),
+                "{records_bytes:02x?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_null_header_value_decodes() {
+        // Length 9: attributes, ts, offset, key null, value null, one header "h" = null.
+        let batch = raw_batch(&[0x12, 0, 0, 0, 0x01, 0x01, 0x02, 0x02, b'h', 0x01], 1, 0);
+        let decoded = records(&batch).unwrap();
+        assert_eq!(decoded[0].headers, vec![("h".to_string(), None)]);
+        assert_eq!(decoded[0].key, None);
+        assert_eq!(decoded[0].value, None);
+    }
+
+    #[test]
+    fn batches_iterates_concatenated_batches() {
+        let first = GOLDEN_ONE_RECORD.to_vec();
+        let second = sample_builder(Compression::Zstd, 5).0.finish();
+        let third = GOLDEN_TWO_RECORDS.to_vec();
+        let log = [&first[..], &second, &third].concat();
+        let mut iter = batches(&log);
+        let mut seen = Vec::new();
+        for item in iter.by_ref() {
+            let (header, bytes) = item.unwrap();
+            assert_eq!(validate_batch(bytes), Ok(header));
+            seen.push(bytes.to_vec());
+        }
+        assert_eq!(seen, vec![first, second, third]);
+        assert_eq!(iter.position(), log.len());
+        assert!(iter.remaining().is_empty());
+        assert!(batches(&[]).next().is_none());
+    }
+
+    #[test]
+    fn batches_reports_a_torn_tail_at_every_cut() {
+        let whole = [&GOLDEN_ONE_RECORD[..], &GOLDEN_TWO_RECORDS[..]].concat();
+        for cut in 1..GOLDEN_TWO_RECORDS.len() {
+            let log = &whole[..GOLDEN_ONE_RECORD.len() + cut];
+            let mut iter = batches(log);
+            assert!(iter.next().unwrap().is_ok());
+            assert_eq!(iter.position(), GOLDEN_ONE_RECORD.len());
+            let needed = if cut < BATCH_HEADER_BYTES {
+                BATCH_HEADER_BYTES
+            } else {
+                GOLDEN_TWO_RECORDS.len()
+            };
+            assert_eq!(
+                iter.next(),
+                Some(Err(BatchError::Truncated {
+                    needed,
+                    available: cut
+                }))
+            );
+            assert_eq!(iter.position(), GOLDEN_ONE_RECORD.len(), "valid prefix");
+            assert_eq!(iter.next(), None, "fused after an error");
+        }
+    }
+
+    #[test]
+    fn batches_stops_at_zeroed_or_garbage_space() {
+        // A preallocated segment: whole batches then zeros.
+        let mut log = GOLDEN_ONE_RECORD.to_vec();
+        log.resize(GOLDEN_ONE_RECORD.len() + 200, 0);
+        let mut iter = batches(&log);
+        assert!(iter.next().unwrap().is_ok());
+        assert_eq!(iter.next(), Some(Err(BatchError::BadMagic { found: 0 })));
+        assert_eq!(iter.position(), GOLDEN_ONE_RECORD.len());
+        assert_eq!(iter.next(), None);
+        // A bad length field.
+        let mut log = GOLDEN_ONE_RECORD.to_vec();
+        log[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&3i32.to_be_bytes());
+        assert_eq!(
+            batches(&log).next(),
+            Some(Err(BatchError::BadBatchLength { batch_length: 3 }))
+        );
+    }
+
+    #[test]
+    fn batches_does_not_check_crcs() {
+        let mut log = GOLDEN_ONE_RECORD.to_vec();
+        let last = log.len() - 1;
+        log[last] ^= 0xff;
+        let (_, bytes) = batches(&log).next().unwrap().unwrap();
+        assert!(matches!(
+            validate_batch(bytes),
+            Err(BatchError::CrcMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn every_error_has_a_distinct_snake_case_reason() {
+        let errors = [
+            BatchError::Truncated {
+                needed: 61,
+                available: 3,
+            },
+            BatchError::LengthMismatch {
+                declared: 1,
+                actual: 2,
+            },
+            BatchError::BadBatchLength { batch_length: 3 },
+            BatchError::BadMagic { found: 1 },
+            BatchError::CrcMismatch {
+                expected: 1,
+                computed: 2,
+            },
+            BatchError::BadRecordCount { records_count: 0 },
+            BatchError::LastOffsetDeltaMismatch {
+                last_offset_delta: 0,
+                records_count: 2,
+            },
+            BatchError::UnknownCompression { codec: 7 },
+            BatchError::Decompress("x".into()),
+            BatchError::MalformedRecord("y"),
+        ];
+        let mut reasons: Vec<&str> = errors.iter().map(BatchError::reason).collect();
+        for (error, reason) in errors.iter().zip(&reasons) {
+            assert!(reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(!error.to_string().is_empty());
+            assert_eq!(error.error_code(), ErrorCode::CorruptMessage);
+        }
+        reasons.sort();
+        reasons.dedup();
+        assert_eq!(reasons.len(), errors.len());
+        assert!(errors[4].to_string().contains("0x00000001"));
+    }
+
+    #[test]
+    #[should_panic]
+    fn set_base_offset_on_a_short_slice_panics() {
+        set_base_offset(&mut [0u8; 7], 1);
+    }
+}
