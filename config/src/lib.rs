@@ -109,8 +109,6 @@ pub struct DataplaneConfig {
     pub file_prefix: String,
     /// Extra EAL arguments, appended verbatim.
     pub eal_args: Vec<String>,
-    /// Packets taken per `rx_burst`.
-    pub burst_packets: u16,
     /// Mbufs in the packet pool.
     pub mbufs: u32,
     /// How often the lcore flushes buffered TX, sends durable acks and does housekeeping,
@@ -197,7 +195,6 @@ pub mod limits {
     pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
     /// Segment positions are u32 in Kafka's index format.
     pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
-    pub const BURST_PACKETS_MAX: u16 = 256;
     pub const MTU_BYTES_MIN: u16 = 576;
     pub const MTU_BYTES_MAX: u16 = 9000;
     pub const BATCH_BYTES_MAX: u32 = 64 << 20;
@@ -226,7 +223,6 @@ impl Default for DataplaneConfig {
             no_huge_memory_mb: 512,
             file_prefix: "precursor".into(),
             eal_args: Vec::new(),
-            burst_packets: 32,
             mbufs: 8191,
             drain_interval_us: 100,
             idle: IdleStrategy::Backoff,
@@ -313,14 +309,12 @@ impl Config {
             Preset::Balanced => {}
             Preset::High => {
                 config.dataplane.idle = IdleStrategy::Yield;
-                config.dataplane.burst_packets = 64;
                 config.dataplane.drain_interval_us = 50;
                 config.storage.flush_interval_ms = 100;
             }
             Preset::Maximum => {
                 config.dataplane.idle = IdleStrategy::Spin;
                 config.dataplane.hugepages = Hugepages::Required;
-                config.dataplane.burst_packets = 64;
                 config.dataplane.drain_interval_us = 20;
                 config.dataplane.mbufs = 32767;
                 config.storage.flush_interval_ms = 10;

@@ -34,12 +34,6 @@ impl Config {
             "a non-empty name without '/'",
         )?;
         check(
-            (1..=limits::BURST_PACKETS_MAX).contains(&dp.burst_packets),
-            "dataplane.burst_packets",
-            dp.burst_packets,
-            "between 1 and 256",
-        )?;
-        check(
             dp.mbufs >= 1023 && dp.mbufs <= 1 << 20,
             "dataplane.mbufs",
             dp.mbufs,

@@ -88,7 +88,7 @@ fn out_of_range_values_name_the_key_and_reason() {
         ("[port]\nkernel_address = \"10.0.0.1\"", "port.kernel_address", "prefix length"),
         ("[port]\nkind = \"pci\"", "port.pci_address", "PCI address"),
         ("[port]\niface = \"a-very-long-interface-name\"", "port.iface", "1 to 15"),
-        ("[dataplane]\nburst_packets = 0", "dataplane.burst_packets", "between 1 and 256"),
+        ("[dataplane]\nmbufs = 10", "dataplane.mbufs", "between 1023"),
         ("[dataplane]\nlcore = 4096", "dataplane.lcore", "a core of this machine"),
         ("[topics]\ndefault_partitions = 0", "topics.default_partitions", "between 1 and 1024"),
         ("[[topics.create]]\nname = \"bad/name\"\npartitions = 1", "topics.create[0].name", "[a-zA-Z0-9._-]"),
