@@ -1,0 +1,145 @@
+//! The one error type of the client library, written for the person at the terminal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use precursor_protocol::frame::ErrorCode;
+use thiserror::Error;
+
+/// Everything that can go wrong between a client and a broker.
+///
+/// `Clone` so that one failed batch can report the same error on each of its messages.
+#[derive(Clone, Debug, Error)]
+pub enum ClientError {
+    /// Not one datagram came back: the usual cause is that no data plane is running.
+    #[error(
+        "no answer from {broker} after {tries} tries: is the data plane running? \
+         (ci/up.sh starts one)"
+    )]
+    NoAnswer { broker: SocketAddr, tries: u32 },
+
+    /// The broker answered before, but this request was not acknowledged in time.
+    #[error("{what}: no acknowledgement from {broker} within {waited_ms} ms ({tries} tries)")]
+    Timeout {
+        what: String,
+        broker: SocketAddr,
+        waited_ms: u64,
+        tries: u32,
+    },
+
+    #[error(
+        "topic '{topic}' does not exist on {broker} (create it with `precursor topic create`, \
+         or let the producer auto-create it)"
+    )]
+    UnknownTopic { topic: String, broker: SocketAddr },
+
+    #[error(
+        "topic '{topic}' has {partition_count} partitions: partition {partition} does not exist"
+    )]
+    UnknownPartition {
+        topic: String,
+        partition: u16,
+        partition_count: u16,
+    },
+
+    #[error("'{topic}' is not a valid topic name (1..=249 bytes of [a-zA-Z0-9._-], not . or ..)")]
+    InvalidTopic { topic: String },
+
+    /// The broker refused a request with an error code.
+    #[error("broker refused {what}: {} ({code:?}){}", code.describe(), detail_suffix(detail))]
+    Broker {
+        what: String,
+        code: ErrorCode,
+        detail: String,
+    },
+
+    /// The broker answered with an error code this build does not know.
+    #[error(
+        "broker refused {what} with unknown error code {raw}{}",
+        detail_suffix(detail)
+    )]
+    UnknownErrorCode {
+        what: String,
+        raw: u16,
+        detail: String,
+    },
+
+    /// One message does not fit in one frame, even alone in its batch.
+    #[error(
+        "message of {bytes} bytes (encoded) is too large: a batch may hold at most \
+         {limit_bytes} bytes (the broker's frame_bytes_max less the frame header)"
+    )]
+    MessageTooLarge { bytes: usize, limit_bytes: usize },
+
+    /// The broker sent something this client cannot read.
+    #[error("malformed answer from the broker: {detail}")]
+    Protocol { detail: String },
+
+    /// A fetched record batch failed to decode (CRC, lengths, codec).
+    #[error("corrupt record batch in partition {partition} near offset {offset}: {detail}")]
+    CorruptBatch {
+        partition: u16,
+        offset: u64,
+        detail: String,
+    },
+
+    /// The fetch position is outside the partition's log and the reset policy says fail.
+    #[error(
+        "offset {offset} is out of range for partition {partition} \
+         (log start {log_start_offset:?}, high watermark {high_watermark:?})"
+    )]
+    OffsetOutOfRange {
+        partition: u16,
+        offset: u64,
+        log_start_offset: Option<u64>,
+        high_watermark: Option<u64>,
+    },
+
+    /// A caller mistake that the library can name (for example a consumer with nothing assigned).
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("socket error: {0}")]
+    Io(#[source] Arc<std::io::Error>),
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(error: std::io::Error) -> ClientError {
+        ClientError::Io(Arc::new(error))
+    }
+}
+
+impl ClientError {
+    /// A broker error from a raw header code and the frame's text payload (may be empty).
+    pub(crate) fn from_broker(what: impl Into<String>, raw: u16, detail: &[u8]) -> ClientError {
+        let detail = String::from_utf8_lossy(detail).trim().to_string();
+        match ErrorCode::from_u16(raw) {
+            Some(code) => ClientError::Broker {
+                what: what.into(),
+                code,
+                detail,
+            },
+            None => ClientError::UnknownErrorCode {
+                what: what.into(),
+                raw,
+                detail,
+            },
+        }
+    }
+
+    /// The broker's error code, when this error carries one.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}

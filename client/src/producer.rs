@@ -1,0 +1,886 @@
+//! The producer: batches per partition, one Produce frame per batch, retransmission until
+//! acknowledged, idempotence by producer id and per-partition sequence numbers.
+//!
+//! Life of a message: `send()` appends it to its partition's open batch. A batch closes when
+//! the next message would not fit (`batch_bytes_max`, capped by the broker's frame limit) or
+//! when it has lingered `linger_us`; a closed batch is encoded once into a frame and sent as
+//! soon as its partition has fewer than `in_flight_max` un-acknowledged batches (a full batch
+//! facing a full window makes `send()` wait, receiving acks meanwhile). An un-acked batch is
+//! retransmitted (same bytes, same request id) on the [`RetransmitSchedule`]; its messages
+//! fail with an error once `delivery_timeout_ms` has passed since their `send()`.
+//!
+//! Progress happens inside `send()` when a batch closes, and in `poll()` / `flush()`: call
+//! `poll()` when there is nothing to send, so acks are read and timers run.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use precursor_protocol::compression::Compression;
+use precursor_protocol::frame::{
+    Acks, ErrorCode, FrameHeader, Opcode, PartitionHandle, ProduceAck, FRAME_HEADER_BYTES,
+};
+use precursor_protocol::record_batch::{
+    record_encoded_bytes, RecordBatchBuilder, BATCH_HEADER_BYTES, NO_PRODUCER_EPOCH,
+    NO_PRODUCER_ID, NO_SEQUENCE,
+};
+
+use crate::metadata::{fetch_metadata, TopicMetadata};
+use crate::partitioner::{partition_for_key, StickyPartition};
+use crate::retransmit::RetransmitSchedule;
+use crate::transport::Transport;
+use crate::{ClientConfig, ClientError};
+use precursor_protocol::record_batch::increment_sequence;
+
+/// At most this many datagrams are read per receive burst, so a flood of acks cannot starve
+/// the timers.
+const RECV_BURST_MAX: usize = 256;
+/// Producer epoch of an idempotent producer (bumped never: a new id is drawn instead).
+const PRODUCER_EPOCH: i16 = 0;
+
+/// How to produce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerConfig {
+    pub client: ClientConfig,
+    /// What the broker must have done before it acknowledges a batch.
+    pub acks: Acks,
+    /// How long an open batch waits for more messages before it is sent.
+    pub linger_us: u64,
+    /// Upper bound of one encoded batch; capped by the broker's `frame_bytes_max` less the
+    /// 32-byte frame header.
+    pub batch_bytes_max: usize,
+    /// Un-acknowledged batches per partition.
+    pub in_flight_max: usize,
+    pub compression: Compression,
+    /// Producer id + sequence numbers, so retransmissions are never appended twice.
+    /// Ignored (off) with `acks = none`: without acks a lost datagram would leave a
+    /// sequence gap the broker refuses every later batch for.
+    pub idempotent: bool,
+    /// Ask the broker to create a topic it does not know.
+    pub auto_create_topics: bool,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> ProducerConfig {
+        ProducerConfig {
+            client: ClientConfig::default(),
+            acks: Acks::Leader,
+            linger_us: 1_000,
+            batch_bytes_max: 8_192,
+            in_flight_max: 5,
+            compression: Compression::None,
+            idempotent: true,
+            auto_create_topics: false,
+        }
+    }
+}
+
+/// A producer-wide message number, in `send()` order, starting at 0.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId(pub u64);
+
+/// The outcome of one message.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub id: MessageId,
+    pub topic_id: u16,
+    pub partition: u16,
+    /// The offset the broker gave it; `None` with `acks = none`, on error, and when the
+    /// broker reports a duplicate of a batch appended earlier (offsets no longer known).
+    pub offset: Option<u64>,
+    /// From the `send()` call to the receipt of the ack (to the send, with `acks = none`).
+    pub latency_ns: u64,
+    pub error: Option<ClientError>,
+}
+
+/// Counters of a producer.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProducerStats {
+    /// Messages accepted by `send()`.
+    pub messages_sent: u64,
+    /// Messages delivered without error.
+    pub messages_delivered: u64,
+    /// Messages reported with an error.
+    pub errors: u64,
+    /// Batches sent the first time.
+    pub batches_sent: u64,
+    /// Batch transmissions after the first.
+    pub retransmits: u64,
+    /// Answers that asked for a retry (out-of-order sequence, busy).
+    pub retriable_errors: u64,
+    /// Batches the broker reported as duplicates of earlier ones.
+    pub duplicates: u64,
+    /// Batches sent and not yet acknowledged or failed.
+    pub in_flight_batches: u64,
+    /// Messages accepted and not yet delivered or failed (open batches included).
+    pub in_flight_messages: u64,
+    /// Frames received that answered nothing in flight (late duplicates of acks).
+    pub stale_answers: u64,
+}
+
+#[derive(Copy, Clone, Debug)]
+struct PendingMessage {
+    id: u64,
+    accepted_at: Instant,
+}
+
+/// The messages of a partition's open batch (their records are in the partition's builder).
+struct OpenBatch {
+    messages: Vec<PendingMessage>,
+    opened_at: Instant,
+}
+
+struct InFlightBatch {
+    request_id: u64,
+    /// The whole frame (header + batch), encoded once, retransmitted as is.
+    frame: Vec<u8>,
+    messages: Vec<PendingMessage>,
+    attempts: u32,
+    last_sent_at: Instant,
+    next_due: Instant,
+    give_up_at: Instant,
+}
+
+struct PartitionState {
+    topic_index: usize,
+    handle: PartitionHandle,
+    producer_id: i64,
+    next_sequence: i32,
+    /// A batch failed for good: start a new producer id once nothing is in flight.
+    needs_new_producer_id: bool,
+    /// Holds the open batch's records; reused (cleared) from batch to batch.
+    builder: RecordBatchBuilder,
+    open: Option<OpenBatch>,
+    /// Oldest first (ascending sequence).
+    in_flight: VecDeque<InFlightBatch>,
+}
+
+struct TopicEntry {
+    name: String,
+    meta: TopicMetadata,
+    sticky: StickyPartition,
+}
+
+/// The part of a producer that handles answers: separate from the transport so a frame
+/// borrowed from the transport's buffer can be handled in place.
+struct ProducerState {
+    config: ProducerConfig,
+    schedule: RetransmitSchedule,
+    idempotent: bool,
+    topics: Vec<TopicEntry>,
+    topic_index: HashMap<String, usize>,
+    partitions: HashMap<PartitionHandle, PartitionState>,
+    deliveries: VecDeque<Delivery>,
+    next_message_id: u64,
+    stats: ProducerStats,
+    frame_pool: Vec<Vec<u8>>,
+    message_pool: Vec<Vec<PendingMessage>>,
+    /// A finished batch before it is copied behind its frame header.
+    batch_buf: Vec<u8>,
+}
+
+/// Produces messages to one broker over UDP. Not thread-safe by design: one per thread.
+pub struct Producer {
+    transport: Transport,
+    state: ProducerState,
+}
+
+/// A random positive 63-bit number (never 0), from the process's random hash keys, the
+/// clock and the process id: no dependency on a random-number crate.
+pub(crate) fn random_positive_i64() -> i64 {
+    let mut hasher = RandomState::new().build_hasher();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    hasher.write_u128(now);
+    hasher.write_u32(std::process::id());
+    let value = (hasher.finish() & i64::MAX as u64) as i64;
+    value.max(1)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The largest batch allowed for a broker frame limit and the configured batch size.
+pub(crate) fn batch_bytes_limit(batch_bytes_max: usize, frame_bytes_max: usize) -> usize {
+    batch_bytes_max
+        .min(frame_bytes_max.saturating_sub(FRAME_HEADER_BYTES))
+        .max(BATCH_HEADER_BYTES + 1)
+}
+
+/// Whether a batch holding `current_bytes` (uncompressed, header included: an upper bound of
+/// its encoded size, as the builder falls back to no compression when a codec does not
+/// shrink the records) can take a record of `record_bytes` under `limit_bytes`.
+pub(crate) fn batch_has_room(
+    current_bytes: usize,
+    record_bytes: usize,
+    limit_bytes: usize,
+) -> bool {
+    current_bytes + record_bytes <= limit_bytes
+}
+
+impl Producer {
+    pub fn new(config: ProducerConfig) -> Result<Producer, ClientError> {
+        if config.in_flight_max == 0 {
+            return Err(ClientError::Usage(
+                "producer in_flight_max must be at least 1".to_string(),
+            ));
+        }
+        let transport = Transport::open(&config.client)?;
+        let schedule = RetransmitSchedule::from_config(&config.client);
+        let idempotent = config.idempotent && config.acks != Acks::None;
+        Ok(Producer {
+            transport,
+            state: ProducerState {
+                schedule,
+                idempotent,
+                topics: Vec::new(),
+                topic_index: HashMap::new(),
+                partitions: HashMap::new(),
+                deliveries: VecDeque::new(),
+                next_message_id: 0,
+                stats: ProducerStats::default(),
+                frame_pool: Vec::new(),
+                message_pool: Vec::new(),
+                batch_buf: Vec::new(),
+                config,
+            },
+        })
+    }
+
+    pub fn config(&self) -> &ProducerConfig {
+        &self.state.config
+    }
+
+    /// Accepts one message for `topic`. Fetches the topic's metadata on its first use.
+    /// Partition: `partition` if given, else Kafka's murmur2 of the key, else the topic's
+    /// sticky partition (moves on each time its batch closes). Waits (receiving acks) only
+    /// when the partition's batch is full and its in-flight window too.
+    pub fn send(
+        &mut self,
+        topic: &str,
+        partition: Option<u16>,
+        key: Option<&[u8]>,
+        value: &[u8],
+    ) -> Result<MessageId, ClientError> {
+        let accepted_at = Instant::now();
+        let timestamp_ms = now_ms();
+        let topic_index = self.ensure_topic(topic)?;
+        let entry = &self.state.topics[topic_index];
+        let meta = entry.meta;
+        let partition = match (partition, key) {
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key, meta.partition_count),
+            (None, None) => entry.sticky.current(),
+        };
+        if partition >= meta.partition_count {
+            return Err(ClientError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                partition_count: meta.partition_count,
+            });
+        }
+        let handle = PartitionHandle::new(meta.topic_id, partition);
+        let limit_bytes =
+            batch_bytes_limit(self.state.config.batch_bytes_max, meta.frame_bytes_max);
+        let alone_bytes = BATCH_HEADER_BYTES + record_encoded_bytes(0, 0, key, Some(value), &[]);
+        if alone_bytes > limit_bytes {
+            return Err(ClientError::MessageTooLarge {
+                bytes: alone_bytes,
+                limit_bytes,
+            });
+        }
+        if !self.state.partitions.contains_key(&handle) {
+            let p = self.state.new_partition(topic_index, handle, timestamp_ms);
+            self.state.partitions.insert(handle, p);
+        }
+
+        // The open batch is full for this record: it must go before the record can be added.
+        let full = {
+            let p = &self.state.partitions[&handle];
+            p.open.is_some()
+                && !batch_has_room(
+                    p.builder.uncompressed_bytes(),
+                    p.builder
+                        .next_record_bytes(timestamp_ms, key, Some(value), &[]),
+                    limit_bytes,
+                )
+        };
+        if full {
+            self.wait_for_window(handle)?;
+            self.state
+                .close_and_transmit(&mut self.transport, handle, Instant::now())?;
+        }
+
+        let state = &mut self.state;
+        let id = state.next_message_id;
+        state.next_message_id += 1;
+        if state.partitions[&handle].open.is_none() {
+            state.open_batch(handle, accepted_at, timestamp_ms);
+        }
+        let p = state.partitions.get_mut(&handle).expect("inserted above");
+        p.builder.append(timestamp_ms, key, value, &[]);
+        p.open
+            .as_mut()
+            .expect("opened above")
+            .messages
+            .push(PendingMessage { id, accepted_at });
+        state.stats.messages_sent += 1;
+        state.stats.in_flight_messages += 1;
+
+        // Send at once when lingering is off or the batch is as full as it gets, if the
+        // window allows; otherwise poll() or the next send() takes it.
+        let smallest_record_bytes = record_encoded_bytes(0, 0, None, Some(&[]), &[]);
+        let now_full = !batch_has_room(
+            p.builder.uncompressed_bytes(),
+            smallest_record_bytes,
+            limit_bytes,
+        );
+        let linger_off = state.config.linger_us == 0;
+        if (linger_off || now_full) && p.in_flight.len() < state.config.in_flight_max {
+            state.close_and_transmit(&mut self.transport, handle, Instant::now())?;
+            self.receive_burst(None)?;
+        }
+        Ok(MessageId(id))
+    }
+
+    /// Non-blocking progress: reads acks, sends lingered batches, retransmits, fails expired
+    /// batches. Returns how much it did (frames received + frames sent).
+    pub fn poll(&mut self) -> Result<usize, ClientError> {
+        let received = self.receive_burst(None)?;
+        let sent = self.state.run_timers(&mut self.transport, Instant::now())?;
+        Ok(received + sent)
+    }
+
+    /// Hands every finished message (delivered or failed) to `f`, oldest first.
+    pub fn drain_deliveries(&mut self, mut f: impl FnMut(Delivery)) {
+        while let Some(delivery) = self.state.deliveries.pop_front() {
+            f(delivery);
+        }
+    }
+
+    /// Sends every open batch and waits until every message is delivered or failed.
+    /// `ClientError::Timeout` if that takes longer than `timeout`.
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        loop {
+            let now = Instant::now();
+            // Close every open batch whose window has room; the others wait for acks.
+            let ready: Vec<PartitionHandle> = self
+                .state
+                .partitions
+                .values()
+                .filter(|p| p.open.is_some() && p.in_flight.len() < self.state.config.in_flight_max)
+                .map(|p| p.handle)
+                .collect();
+            for handle in ready {
+                self.state
+                    .close_and_transmit(&mut self.transport, handle, now)?;
+            }
+            self.state.run_timers(&mut self.transport, now)?;
+            if self.state.stats.in_flight_messages == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(ClientError::Timeout {
+                    what: format!(
+                        "flush ({} messages in {} batches still unacknowledged)",
+                        self.state.stats.in_flight_messages, self.state.stats.in_flight_batches
+                    ),
+                    broker: self.transport.broker(),
+                    waited_ms: started.elapsed().as_millis() as u64,
+                    tries: 0,
+                });
+            }
+            let wake = self.state.next_timer(now).unwrap_or(deadline).min(deadline);
+            self.receive_burst(Some(wake.saturating_duration_since(now)))?;
+        }
+    }
+
+    pub fn stats(&self) -> ProducerStats {
+        self.state.stats
+    }
+
+    /// Counters of the socket underneath.
+    pub fn transport_stats(&self) -> crate::TransportStats {
+        self.transport.stats
+    }
+
+    /// The topic's id and partition count (fetching metadata if not known yet).
+    pub fn partition_count(&mut self, topic: &str) -> Result<u16, ClientError> {
+        let index = self.ensure_topic(topic)?;
+        Ok(self.state.topics[index].meta.partition_count)
+    }
+
+    fn ensure_topic(&mut self, topic: &str) -> Result<usize, ClientError> {
+        if let Some(&index) = self.state.topic_index.get(topic) {
+            return Ok(index);
+        }
+        let state = &mut self.state;
+        let schedule = state.schedule;
+        let meta = fetch_metadata(
+            &mut self.transport,
+            &schedule,
+            topic,
+            state.config.auto_create_topics,
+            &mut |header, payload| state.on_frame(header, payload, Instant::now()),
+        )?;
+        Ok(self.add_topic(topic, meta))
+    }
+
+    fn add_topic(&mut self, topic: &str, meta: TopicMetadata) -> usize {
+        let seed = random_positive_i64() as u64;
+        let index = self.state.topics.len();
+        self.state.topics.push(TopicEntry {
+            name: topic.to_string(),
+            meta,
+            sticky: StickyPartition::new(seed, meta.partition_count),
+        });
+        self.state.topic_index.insert(topic.to_string(), index);
+        index
+    }
+
+    /// Receives up to a burst of frames; the first receive waits up to `wait`.
+    fn receive_burst(&mut self, wait: Option<Duration>) -> Result<usize, ClientError> {
+        let mut received = 0;
+        for i in 0..RECV_BURST_MAX {
+            if !self.transport.recv(if i == 0 { wait } else { None })? {
+                break;
+            }
+            if let Some((header, payload)) = self.transport.frame() {
+                self.state.on_frame(&header, payload, Instant::now());
+                received += 1;
+            }
+        }
+        Ok(received)
+    }
+
+    /// Runs receive/timer rounds until `handle` has room in its window. Bounded: every
+    /// in-flight batch is acked or fails by its delivery timeout.
+    fn wait_for_window(&mut self, handle: PartitionHandle) -> Result<(), ClientError> {
+        loop {
+            let now = Instant::now();
+            self.state.run_timers(&mut self.transport, now)?;
+            if self.state.partitions[&handle].in_flight.len() < self.state.config.in_flight_max {
+                return Ok(());
+            }
+            let wake = self
+                .state
+                .next_timer(now)
+                .unwrap_or(now + self.state.schedule.wait(0));
+            self.receive_burst(Some(wake.saturating_duration_since(now)))?;
+        }
+    }
+}
+
+impl ProducerState {
+    fn new_partition(
+        &self,
+        topic_index: usize,
+        handle: PartitionHandle,
+        timestamp_ms: i64,
+    ) -> PartitionState {
+        let producer_id = if self.idempotent {
+            random_positive_i64()
+        } else {
+            NO_PRODUCER_ID
+        };
+        PartitionState {
+            topic_index,
+            handle,
+            producer_id,
+            next_sequence: 0,
+            needs_new_producer_id: false,
+            builder: self.new_builder(producer_id, timestamp_ms),
+            open: None,
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    fn new_builder(&self, producer_id: i64, timestamp_ms: i64) -> RecordBatchBuilder {
+        let epoch = if self.idempotent {
+            PRODUCER_EPOCH
+        } else {
+            NO_PRODUCER_EPOCH
+        };
+        RecordBatchBuilder::new(
+            self.config.compression,
+            producer_id,
+            epoch,
+            NO_SEQUENCE,
+            timestamp_ms,
+        )
+    }
+
+    /// Starts an empty batch for `handle` (a new producer id first, if a failure asked for
+    /// one and nothing of the old id is in flight any more).
+    fn open_batch(&mut self, handle: PartitionHandle, now: Instant, timestamp_ms: i64) {
+        let messages = self.message_pool.pop().unwrap_or_default();
+        let p = &self.partitions[&handle];
+        debug_assert!(p.open.is_none());
+        let fresh = (p.needs_new_producer_id && p.in_flight.is_empty())
+            .then(random_positive_i64)
+            .map(|id| (id, self.new_builder(id, timestamp_ms)));
+        let p = self.partitions.get_mut(&handle).expect("known partition");
+        if let Some((producer_id, builder)) = fresh {
+            p.producer_id = producer_id;
+            p.next_sequence = 0;
+            p.needs_new_producer_id = false;
+            p.builder = builder;
+        } else {
+            p.builder.clear(NO_SEQUENCE, timestamp_ms);
+        }
+        p.open = Some(OpenBatch {
+            messages,
+            opened_at: now,
+        });
+    }
+
+    /// Closes the open batch of `handle`, encodes its frame and sends it.
+    fn close_and_transmit(
+        &mut self,
+        transport: &mut Transport,
+        handle: PartitionHandle,
+        now: Instant,
+    ) -> Result<(), ClientError> {
+        let Some(p) = self.partitions.get_mut(&handle) else {
+            return Ok(());
+        };
+        let Some(open) = p.open.take() else {
+            return Ok(());
+        };
+        let topic = &mut self.topics[p.topic_index];
+        topic
+            .sticky
+            .on_batch_closed(handle.partition(), topic.meta.partition_count);
+        let frame_bytes_max = topic.meta.frame_bytes_max;
+        let record_count = p.builder.records_count();
+        debug_assert_eq!(record_count, open.messages.len());
+        if self.idempotent {
+            let base = p.next_sequence;
+            p.builder.set_base_sequence(base);
+            p.next_sequence = increment_sequence(base, record_count as i32);
+        }
+        let mut batch = std::mem::take(&mut self.batch_buf);
+        p.builder.finish_into(&mut batch);
+        let messages = open.messages;
+        let message_count = messages.len() as u64;
+        if FRAME_HEADER_BYTES + batch.len() > frame_bytes_max {
+            // Cannot happen while batches are sized by their uncompressed upper bound.
+            let error = ClientError::MessageTooLarge {
+                bytes: batch.len(),
+                limit_bytes: frame_bytes_max - FRAME_HEADER_BYTES,
+            };
+            if self.idempotent {
+                p.needs_new_producer_id = true;
+            }
+            self.batch_buf = batch;
+            self.fail_messages(handle, messages, &error, now);
+            return Ok(());
+        }
+        let request_id = transport.next_request_id();
+        let mut header = FrameHeader::new(Opcode::Produce, request_id, handle.0, batch.len());
+        header.flags = self.config.acks.to_flags();
+        let mut frame = self.frame_pool.pop().unwrap_or_default();
+        frame.clear();
+        frame.resize(FRAME_HEADER_BYTES, 0);
+        header.encode(&mut frame[..FRAME_HEADER_BYTES]);
+        frame.extend_from_slice(&batch);
+        self.batch_buf = batch;
+        self.stats.batches_sent += 1;
+
+        if self.config.acks == Acks::None {
+            // Nothing will answer: delivered once sent.
+            if let Err(error) = transport.send_raw(&frame) {
+                self.fail_messages(handle, messages, &error, now);
+                self.recycle(frame, Vec::new());
+                return Err(error);
+            }
+            let topic_id = handle.topic_id();
+            for m in &messages {
+                self.deliveries.push_back(Delivery {
+                    id: MessageId(m.id),
+                    topic_id,
+                    partition: handle.partition(),
+                    offset: None,
+                    latency_ns: now.saturating_duration_since(m.accepted_at).as_nanos() as u64,
+                    error: None,
+                });
+            }
+            self.stats.messages_delivered += message_count;
+            self.stats.in_flight_messages -= message_count;
+            self.recycle(frame, messages);
+            return Ok(());
+        }
+
+        let oldest = messages.first().map(|m| m.accepted_at).unwrap_or(now);
+        self.stats.in_flight_batches += 1;
+        let p = self.partitions.get_mut(&handle).expect("known partition");
+        p.in_flight.push_back(InFlightBatch {
+            request_id,
+            frame,
+            messages,
+            attempts: 1,
+            last_sent_at: now,
+            next_due: self.schedule.next_due(now, 0),
+            give_up_at: self.schedule.give_up_at(oldest),
+        });
+        // On a socket error the batch stays in flight: retransmission tries again until the
+        // delivery timeout, and the caller hears of the error now.
+        let sent = p.in_flight.back().expect("pushed above");
+        transport.send_raw(&sent.frame)
+    }
+
+    /// Sends lingered batches, retransmits due ones, fails expired ones. Returns frames sent.
+    fn run_timers(
+        &mut self,
+        transport: &mut Transport,
+        now: Instant,
+    ) -> Result<usize, ClientError> {
+        let linger = Duration::from_micros(self.config.linger_us);
+        let mut sent = 0;
+        let mut lingered: Vec<PartitionHandle> = Vec::new();
+        let mut expired: Vec<(PartitionHandle, u64)> = Vec::new();
+        for p in self.partitions.values_mut() {
+            if let Some(open) = &p.open {
+                if now.saturating_duration_since(open.opened_at) >= linger
+                    && p.in_flight.len() < self.config.in_flight_max
+                {
+                    lingered.push(p.handle);
+                }
+            }
+            for batch in p.in_flight.iter_mut() {
+                if now >= batch.give_up_at {
+                    expired.push((p.handle, batch.request_id));
+                } else if now >= batch.next_due {
+                    transport.send_raw(&batch.frame)?;
+                    batch.next_due = self.schedule.next_due(now, batch.attempts);
+                    batch.attempts += 1;
+                    batch.last_sent_at = now;
+                    self.stats.retransmits += 1;
+                    sent += 1;
+                }
+            }
+        }
+        for (handle, request_id) in expired {
+            let Some(batch) = self.take_in_flight(handle, request_id) else {
+                continue;
+            };
+            let what = format!(
+                "produce to partition {} of topic {} ({} messages)",
+                handle.partition(),
+                self.topic_name(handle),
+                batch.messages.len()
+            );
+            let first_sent_at = batch.messages.first().map(|m| m.accepted_at).unwrap_or(now);
+            let error = transport.no_answer(&what, batch.attempts, first_sent_at);
+            self.fail_batch(handle, batch, &error, now);
+        }
+        for handle in lingered {
+            self.close_and_transmit(transport, handle, now)?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// The earliest moment a timer (linger, retransmit, give-up) needs attention.
+    fn next_timer(&self, now: Instant) -> Option<Instant> {
+        let linger = Duration::from_micros(self.config.linger_us);
+        let mut earliest: Option<Instant> = None;
+        let mut consider = |t: Instant| {
+            earliest = Some(earliest.map_or(t, |e| e.min(t)));
+        };
+        for p in self.partitions.values() {
+            if let Some(open) = &p.open {
+                if p.in_flight.len() < self.config.in_flight_max {
+                    consider((open.opened_at + linger).max(now));
+                }
+            }
+            for batch in &p.in_flight {
+                consider(batch.next_due.min(batch.give_up_at));
+            }
+        }
+        earliest
+    }
+
+    /// Handles one frame from the broker.
+    fn on_frame(&mut self, header: &FrameHeader, payload: &[u8], now: Instant) {
+        if !matches!(header.opcode, Opcode::ProduceAck | Opcode::Error) {
+            self.stats.stale_answers += 1;
+            return;
+        }
+        let handle = PartitionHandle(header.partition);
+        let Some(p) = self.partitions.get_mut(&handle) else {
+            self.stats.stale_answers += 1;
+            return;
+        };
+        let Some(position) = p
+            .in_flight
+            .iter()
+            .position(|b| b.request_id == header.request_id)
+        else {
+            // A late answer to a retransmitted batch that was already acknowledged.
+            self.stats.stale_answers += 1;
+            return;
+        };
+        let code = header.error;
+        if code == 0 && header.opcode == Opcode::ProduceAck {
+            let batch = p.in_flight.remove(position).expect("position is in range");
+            match ProduceAck::decode(payload) {
+                Ok(ack) => self.deliver_batch(handle, batch, Some(ack.base_offset), now),
+                Err(e) => {
+                    let error = ClientError::Protocol {
+                        detail: format!("produce ack: {e}"),
+                    };
+                    self.fail_batch(handle, batch, &error, now);
+                }
+            }
+            return;
+        }
+        match ErrorCode::from_u16(code) {
+            Some(ErrorCode::DuplicateSequence) => {
+                let batch = p.in_flight.remove(position).expect("position is in range");
+                self.stats.duplicates += 1;
+                self.deliver_batch(handle, batch, None, now);
+            }
+            Some(c) if c.is_retriable() => {
+                self.stats.retriable_errors += 1;
+                let schedule = self.schedule;
+                let batch = &mut p.in_flight[position];
+                batch.next_due = now + schedule.wait(batch.attempts.saturating_sub(1));
+                if c == ErrorCode::OutOfOrderSequence && position > 0 {
+                    // The broker misses an earlier batch: resend the oldest one soon (at
+                    // most once per first-request timeout), the others after it.
+                    let front = &mut p.in_flight[0];
+                    front.next_due = front.next_due.min(front.last_sent_at + schedule.wait(0));
+                }
+            }
+            _ => {
+                let batch = p.in_flight.remove(position).expect("position is in range");
+                let what = format!(
+                    "produce to partition {} of topic {}",
+                    handle.partition(),
+                    self.topic_name(handle)
+                );
+                let error = ClientError::from_broker(what, code, payload);
+                if matches!(
+                    ErrorCode::from_u16(code),
+                    Some(ErrorCode::UnknownTopicOrPartition)
+                ) {
+                    // The topic may have been deleted: ask for metadata again next time.
+                    let name = self.topic_name(handle);
+                    self.topic_index.remove(&name);
+                }
+                self.fail_batch(handle, batch, &error, now);
+            }
+        }
+    }
+
+    fn take_in_flight(
+        &mut self,
+        handle: PartitionHandle,
+        request_id: u64,
+    ) -> Option<InFlightBatch> {
+        let p = self.partitions.get_mut(&handle)?;
+        let position = p
+            .in_flight
+            .iter()
+            .position(|b| b.request_id == request_id)?;
+        p.in_flight.remove(position)
+    }
+
+    fn topic_name(&self, handle: PartitionHandle) -> String {
+        self.partitions
+            .get(&handle)
+            .map(|p| self.topics[p.topic_index].name.clone())
+            .unwrap_or_else(|| format!("#{}", handle.topic_id()))
+    }
+
+    fn deliver_batch(
+        &mut self,
+        handle: PartitionHandle,
+        batch: InFlightBatch,
+        base_offset: Option<u64>,
+        now: Instant,
+    ) {
+        let count = batch.messages.len() as u64;
+        for (i, m) in batch.messages.iter().enumerate() {
+            self.deliveries.push_back(Delivery {
+                id: MessageId(m.id),
+                topic_id: handle.topic_id(),
+                partition: handle.partition(),
+                offset: base_offset.map(|b| b + i as u64),
+                latency_ns: now.saturating_duration_since(m.accepted_at).as_nanos() as u64,
+                error: None,
+            });
+        }
+        self.stats.messages_delivered += count;
+        self.stats.in_flight_messages -= count;
+        self.stats.in_flight_batches -= 1;
+        self.recycle(batch.frame, batch.messages);
+    }
+
+    fn fail_batch(
+        &mut self,
+        handle: PartitionHandle,
+        batch: InFlightBatch,
+        error: &ClientError,
+        now: Instant,
+    ) {
+        self.stats.in_flight_batches -= 1;
+        if self.idempotent {
+            if let Some(p) = self.partitions.get_mut(&handle) {
+                // The broker may or may not hold this batch: its sequence state is unknown.
+                p.needs_new_producer_id = true;
+            }
+        }
+        let InFlightBatch {
+            frame, messages, ..
+        } = batch;
+        self.fail_messages(handle, messages, error, now);
+        self.frame_pool.push(frame);
+    }
+
+    fn fail_messages(
+        &mut self,
+        handle: PartitionHandle,
+        messages: Vec<PendingMessage>,
+        error: &ClientError,
+        now: Instant,
+    ) {
+        let count = messages.len() as u64;
+        for m in &messages {
+            self.deliveries.push_back(Delivery {
+                id: MessageId(m.id),
+                topic_id: handle.topic_id(),
+                partition: handle.partition(),
+                offset: None,
+                latency_ns: now.saturating_duration_since(m.accepted_at).as_nanos() as u64,
+                error: Some(error.clone()),
+            });
+        }
+        self.stats.errors += count;
+        self.stats.in_flight_messages -= count;
+        self.recycle(Vec::new(), messages);
+    }
+
+    fn recycle(&mut self, frame: Vec<u8>, mut messages: Vec<PendingMessage>) {
+        /// Pools hold at most this many buffers; more are dropped.
+        const POOL_BUFFERS_MAX: usize = 1024;
+        if frame.capacity() > 0 && self.frame_pool.len() < POOL_BUFFERS_MAX {
+            self.frame_pool.push(frame);
+        }
+        if messages.capacity() > 0 && self.message_pool.len() < POOL_BUFFERS_MAX {
+            messages.clear();
+            self.message_pool.push(messages);
+        }
+    }
+}
