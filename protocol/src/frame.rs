@@ -529,3 +529,456 @@ fn u32_le(bytes: &[u8], at: usize) -> u32 {
 fn u64_le(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL_OPCODES: [Opcode; 9] = [
+        Opcode::Produce,
+        Opcode::ProduceAck,
+        Opcode::Fetch,
+        Opcode::FetchData,
+        Opcode::Metadata,
+        Opcode::MetadataResponse,
+        Opcode::Error,
+        Opcode::Ping,
+        Opcode::Pong,
+    ];
+
+    fn sample_header() -> FrameHeader {
+        FrameHeader {
+            opcode: Opcode::Produce,
+            flags: Acks::Durable.to_flags() | FLAG_FETCH_DURABLE_ONLY,
+            error: ErrorCode::Busy as u16,
+            session: 0xdead_beef,
+            request_id: 0x0102_0304_0506_0708,
+            partition: PartitionHandle::new(7, 3).0,
+            length: 5,
+        }
+    }
+
+    fn encoded(header: &FrameHeader, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![0u8; FRAME_HEADER_BYTES + payload.len()];
+        assert_eq!(encode_frame(header, payload, &mut out), out.len());
+        out
+    }
+
+    #[test]
+    fn constants() {
+        assert_eq!(FRAME_MAGIC.to_le_bytes(), *b"PR");
+        assert_eq!(FRAME_HEADER_BYTES, 32);
+        assert_eq!(FRAME_BYTES_MAX, 8972);
+        assert_eq!(FRAME_BYTES_MAX_MTU_1500, 1472);
+    }
+
+    #[test]
+    fn header_layout_is_little_endian_at_documented_offsets() {
+        let bytes = encoded(&sample_header(), b"hello");
+        assert_eq!(&bytes[0..2], b"PR");
+        assert_eq!(bytes[2], FRAME_VERSION);
+        assert_eq!(bytes[3], Opcode::Produce as u8);
+        assert_eq!(
+            &bytes[4..6],
+            &(2u16 | FLAG_FETCH_DURABLE_ONLY).to_le_bytes()
+        );
+        assert_eq!(&bytes[6..8], &7u16.to_le_bytes());
+        assert_eq!(&bytes[8..12], &[0xef, 0xbe, 0xad, 0xde]);
+        assert_eq!(&bytes[12..20], &[8, 7, 6, 5, 4, 3, 2, 1]);
+        assert_eq!(&bytes[20..24], &[3, 0, 7, 0]);
+        assert_eq!(&bytes[24..28], &5u32.to_le_bytes());
+        assert_eq!(&bytes[28..32], &[0; 4], "reserved bytes are zero");
+        assert_eq!(&bytes[32..], b"hello");
+    }
+
+    #[test]
+    fn round_trips_every_opcode() {
+        for opcode in ALL_OPCODES {
+            for payload in [&b""[..], b"x", &[0xabu8; 1000]] {
+                let mut header = FrameHeader::new(opcode, u64::MAX - 1, u32::MAX, payload.len());
+                header.flags = u16::MAX;
+                header.error = ErrorCode::DuplicateSequence as u16;
+                header.session = 1;
+                let bytes = encoded(&header, payload);
+                let (decoded, decoded_payload) = decode_frame(&bytes).unwrap();
+                assert_eq!(decoded, header);
+                assert_eq!(decoded_payload, payload);
+                assert_eq!(FrameHeader::decode(&bytes).unwrap(), header);
+                assert_eq!(decoded.error_code(), Some(ErrorCode::DuplicateSequence));
+            }
+        }
+    }
+
+    #[test]
+    fn header_decode_ignores_bytes_after_the_header() {
+        let mut bytes = encoded(&sample_header(), b"hello");
+        bytes.extend_from_slice(b"more");
+        assert_eq!(FrameHeader::decode(&bytes), Ok(sample_header()));
+    }
+
+    #[test]
+    fn opcodes_map_both_ways() {
+        for opcode in ALL_OPCODES {
+            assert_eq!(Opcode::from_u8(opcode as u8), Some(opcode));
+        }
+        for value in [0u8, 10, 100, 255] {
+            assert_eq!(Opcode::from_u8(value), None);
+        }
+        let requests: Vec<Opcode> = ALL_OPCODES.into_iter().filter(|o| o.is_request()).collect();
+        assert_eq!(
+            requests,
+            [
+                Opcode::Produce,
+                Opcode::Fetch,
+                Opcode::Metadata,
+                Opcode::Ping
+            ]
+        );
+    }
+
+    #[test]
+    fn acks_flags_and_names() {
+        for acks in [Acks::None, Acks::Leader, Acks::Durable] {
+            assert_eq!(Acks::from_flags(acks.to_flags()), Some(acks));
+            // Other flag bits do not disturb the acks bits.
+            assert_eq!(
+                Acks::from_flags(acks.to_flags() | FLAG_FETCH_DURABLE_ONLY | 0xff00),
+                Some(acks)
+            );
+            assert_eq!(Acks::parse(acks.name()), Some(acks));
+        }
+        assert_eq!(Acks::from_flags(3), None);
+        assert_eq!(Acks::parse("0"), Some(Acks::None));
+        assert_eq!(Acks::parse("1"), Some(Acks::Leader));
+        assert_eq!(Acks::parse("all"), Some(Acks::Durable));
+        assert_eq!(Acks::parse("-1"), Some(Acks::Durable));
+        assert_eq!(Acks::parse("ALL"), None);
+        assert_eq!(Acks::parse(""), None);
+        assert_eq!(FLAG_FETCH_DURABLE_ONLY & Acks::FLAGS_MASK, 0);
+        assert_eq!(FLAG_METADATA_AUTO_CREATE & Acks::FLAGS_MASK, 0);
+        assert_ne!(FLAG_FETCH_DURABLE_ONLY, FLAG_METADATA_AUTO_CREATE);
+    }
+
+    #[test]
+    fn error_codes_map_both_ways() {
+        let mut described = Vec::new();
+        for value in 0..=13u16 {
+            let code = ErrorCode::from_u16(value).unwrap();
+            assert_eq!(code as u16, value);
+            assert!(!code.describe().is_empty());
+            described.push(code.describe());
+        }
+        described.sort();
+        described.dedup();
+        assert_eq!(described.len(), 14, "every description is distinct");
+        assert_eq!(ErrorCode::from_u16(14), None);
+        assert_eq!(ErrorCode::from_u16(u16::MAX), None);
+        let retriable: Vec<u16> = (0..=13)
+            .filter(|&v| ErrorCode::from_u16(v).unwrap().is_retriable())
+            .collect();
+        assert_eq!(
+            retriable,
+            [
+                ErrorCode::OutOfOrderSequence as u16,
+                ErrorCode::Busy as u16,
+                ErrorCode::TopicNotReady as u16
+            ]
+        );
+        let mut header = sample_header();
+        header.error = 999;
+        assert_eq!(header.error_code(), None);
+    }
+
+    #[test]
+    fn partition_handle_packs_topic_high_partition_low() {
+        for (topic, partition) in [
+            (0u16, 0u16),
+            (1, 0),
+            (0, 1),
+            (7, 3),
+            (u16::MAX, 0),
+            (0, u16::MAX),
+            (u16::MAX, u16::MAX),
+        ] {
+            let handle = PartitionHandle::new(topic, partition);
+            assert_eq!(handle.topic_id(), topic);
+            assert_eq!(handle.partition(), partition);
+            assert_eq!(handle.0, (topic as u32) << 16 | partition as u32);
+        }
+        assert_eq!(PartitionHandle::new(0x1234, 0x5678).0, 0x1234_5678);
+        // Ordered by topic first, then partition.
+        assert!(PartitionHandle::new(1, 0) > PartitionHandle::new(0, u16::MAX));
+        assert!(PartitionHandle::new(1, 2) < PartitionHandle::new(1, 3));
+    }
+
+    #[test]
+    fn truncated_frames_are_refused_at_every_length() {
+        let bytes = encoded(&sample_header(), b"hello");
+        for cut in 0..FRAME_HEADER_BYTES {
+            let error = FrameError::Truncated { bytes: cut };
+            assert_eq!(FrameHeader::decode(&bytes[..cut]), Err(error));
+            assert_eq!(decode_frame(&bytes[..cut]), Err(error));
+        }
+        for cut in FRAME_HEADER_BYTES..bytes.len() {
+            assert_eq!(
+                decode_frame(&bytes[..cut]),
+                Err(FrameError::LengthMismatch {
+                    declared: 5,
+                    actual: cut - FRAME_HEADER_BYTES
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn every_frame_error_variant() {
+        let good = encoded(&sample_header(), b"hello");
+
+        let mut bad_magic = good.clone();
+        bad_magic[0] = b'X';
+        assert_eq!(
+            decode_frame(&bad_magic),
+            Err(FrameError::BadMagic {
+                found: u16::from_le_bytes([b'X', b'R'])
+            })
+        );
+
+        let mut bad_version = good.clone();
+        bad_version[2] = FRAME_VERSION + 1;
+        assert_eq!(
+            decode_frame(&bad_version),
+            Err(FrameError::UnsupportedVersion {
+                found: FRAME_VERSION + 1
+            })
+        );
+
+        let mut bad_opcode = good.clone();
+        bad_opcode[3] = 0;
+        assert_eq!(
+            decode_frame(&bad_opcode),
+            Err(FrameError::UnknownOpcode { found: 0 })
+        );
+
+        let mut longer = good.clone();
+        longer.push(0);
+        assert_eq!(
+            decode_frame(&longer),
+            Err(FrameError::LengthMismatch {
+                declared: 5,
+                actual: 6
+            })
+        );
+
+        assert_eq!(
+            ProduceAck::decode(&[0; 15]),
+            Err(FrameError::PayloadTooShort {
+                opcode: Opcode::ProduceAck,
+                bytes: 15
+            })
+        );
+        assert_eq!(
+            MetadataRequest::decode(&[3, 0, b'a']),
+            Err(FrameError::Malformed {
+                reason: "metadata topic length disagrees with payload"
+            })
+        );
+    }
+
+    #[test]
+    fn frame_error_reasons_are_distinct_and_messages_say_something() {
+        let errors = [
+            FrameError::Truncated { bytes: 3 },
+            FrameError::BadMagic { found: 0x1234 },
+            FrameError::UnsupportedVersion { found: 9 },
+            FrameError::UnknownOpcode { found: 200 },
+            FrameError::LengthMismatch {
+                declared: 1,
+                actual: 2,
+            },
+            FrameError::PayloadTooShort {
+                opcode: Opcode::Fetch,
+                bytes: 1,
+            },
+            FrameError::Malformed { reason: "why" },
+        ];
+        let mut reasons: Vec<&str> = errors.iter().map(FrameError::reason).collect();
+        for reason in &reasons {
+            assert!(reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
+        }
+        reasons.sort();
+        reasons.dedup();
+        assert_eq!(reasons.len(), errors.len());
+        assert!(errors[0].to_string().contains("32"));
+        assert!(errors[1].to_string().contains("0x1234"));
+        assert!(errors[6].to_string().contains("why"));
+    }
+
+    #[test]
+    fn produce_ack_round_trips() {
+        let ack = ProduceAck {
+            base_offset: 1,
+            last_offset: u64::MAX,
+        };
+        let mut out = [0u8; ProduceAck::BYTES];
+        ack.encode(&mut out);
+        assert_eq!(&out[0..8], &1u64.to_le_bytes());
+        assert_eq!(ProduceAck::decode(&out), Ok(ack));
+    }
+
+    #[test]
+    fn fetch_request_round_trips_and_zeroes_padding() {
+        let request = FetchRequest {
+            offset: 42,
+            max_bytes: 65536,
+        };
+        let mut out = [0xffu8; FetchRequest::BYTES];
+        request.encode(&mut out);
+        assert_eq!(&out[12..16], &[0; 4]);
+        assert_eq!(FetchRequest::decode(&out), Ok(request));
+        assert_eq!(
+            FetchRequest::decode(&out[..15]),
+            Err(FrameError::PayloadTooShort {
+                opcode: Opcode::Fetch,
+                bytes: 15
+            })
+        );
+    }
+
+    #[test]
+    fn fetch_data_header_round_trips_and_returns_the_batches() {
+        let header = FetchDataHeader {
+            high_watermark: 100,
+            durable_offset: 90,
+            log_start_offset: 5,
+        };
+        let mut out = vec![0u8; FetchDataHeader::BYTES];
+        header.encode(&mut out);
+        out.extend_from_slice(b"batches");
+        let (decoded, rest) = FetchDataHeader::decode(&out).unwrap();
+        assert_eq!(decoded, header);
+        assert_eq!(rest, b"batches");
+        let (_, empty) = FetchDataHeader::decode(&out[..FetchDataHeader::BYTES]).unwrap();
+        assert!(empty.is_empty());
+        assert_eq!(
+            FetchDataHeader::decode(&out[..23]),
+            Err(FrameError::PayloadTooShort {
+                opcode: Opcode::FetchData,
+                bytes: 23
+            })
+        );
+    }
+
+    #[test]
+    fn metadata_request_round_trips() {
+        for topic in ["a", "orders.eu-west_1", &"t".repeat(TOPIC_NAME_BYTES_MAX)] {
+            let request = MetadataRequest { topic };
+            let mut out = vec![0u8; request.encoded_len()];
+            assert_eq!(request.encode(&mut out), out.len());
+            assert_eq!(MetadataRequest::decode(&out), Ok(request));
+        }
+        // An empty name is framed fine; validity is is_valid_topic_name's job.
+        assert_eq!(
+            MetadataRequest::decode(&[0, 0]),
+            Ok(MetadataRequest { topic: "" })
+        );
+    }
+
+    #[test]
+    fn metadata_request_errors() {
+        assert_eq!(
+            MetadataRequest::decode(&[1]),
+            Err(FrameError::PayloadTooShort {
+                opcode: Opcode::Metadata,
+                bytes: 1
+            })
+        );
+        assert!(matches!(
+            MetadataRequest::decode(&[1, 0, b'a', b'b']),
+            Err(FrameError::Malformed { .. })
+        ));
+        assert_eq!(
+            MetadataRequest::decode(&[2, 0, 0xc3, 0x28]),
+            Err(FrameError::Malformed {
+                reason: "topic name is not UTF-8"
+            })
+        );
+    }
+
+    #[test]
+    #[should_panic]
+    fn metadata_request_refuses_to_encode_an_overlong_topic() {
+        let topic = "t".repeat(TOPIC_NAME_BYTES_MAX + 1);
+        let request = MetadataRequest { topic: &topic };
+        let mut out = vec![0u8; request.encoded_len()];
+        request.encode(&mut out);
+    }
+
+    #[test]
+    fn metadata_response_round_trips() {
+        let response = MetadataResponse {
+            topic_id: 9,
+            partition_count: 64,
+            frame_bytes_max: FRAME_BYTES_MAX as u32,
+        };
+        let mut out = [0u8; MetadataResponse::BYTES];
+        response.encode(&mut out);
+        assert_eq!(MetadataResponse::decode(&out), Ok(response));
+        assert!(MetadataResponse::decode(&out[..7]).is_err());
+    }
+
+    #[test]
+    #[should_panic]
+    fn encode_frame_refuses_a_length_that_disagrees_with_the_payload() {
+        let mut out = [0u8; 64];
+        encode_frame(&sample_header(), b"four", &mut out);
+    }
+
+    #[test]
+    #[should_panic]
+    fn encode_frame_refuses_a_short_buffer() {
+        let mut out = [0u8; 36];
+        encode_frame(&sample_header(), b"hello", &mut out);
+    }
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        for name in [
+            "a",
+            "A",
+            "0",
+            "orders",
+            "orders.eu-west_1",
+            "...",
+            "._-",
+            "-",
+            &"x".repeat(TOPIC_NAME_BYTES_MAX),
+        ] {
+            assert!(is_valid_topic_name(name), "{name:?} is valid");
+        }
+        for name in [
+            "",
+            ".",
+            "..",
+            "with space",
+            "slash/",
+            "colon:",
+            "tab\t",
+            "é",
+            "emoji🙂",
+            "nul\0",
+            &"x".repeat(TOPIC_NAME_BYTES_MAX + 1),
+        ] {
+            assert!(!is_valid_topic_name(name), "{name:?} is invalid");
+        }
+        // Every ASCII byte: exactly the documented set is allowed.
+        for byte in 0u8..128 {
+            let name = (byte as char).to_string();
+            let allowed = byte.is_ascii_alphanumeric() || b"._-".contains(&byte);
+            assert_eq!(
+                is_valid_topic_name(&name),
+                allowed && name != ".",
+                "{byte:#x}"
+            );
+        }
+    }
+}
