@@ -232,11 +232,12 @@ impl Consumer {
             if out.len() > started_len {
                 return Ok(out.len() - started_len);
             }
-            if now >= deadline {
-                return Ok(0);
-            }
-            let wake = self.next_timer().map_or(deadline, |t| t.min(deadline));
-            let mut wait = Some(wake.saturating_duration_since(now));
+            // At least one non-blocking receive even with a zero timeout.
+            let wait = (now < deadline).then(|| {
+                let wake = self.next_timer().map_or(deadline, |t| t.min(deadline));
+                wake.saturating_duration_since(now)
+            });
+            let mut wait = wait;
             for _ in 0..RECV_BURST_MAX {
                 if !self.transport.recv(wait.take())? {
                     break;
@@ -250,6 +251,10 @@ impl Consumer {
                 let result = self.on_frame(&header, &buf, out);
                 self.payload_buf = buf;
                 result?;
+            }
+            // With records the loop top sends the next fetches, then returns them.
+            if out.len() == started_len && now >= deadline {
+                return Ok(0);
             }
         }
     }
@@ -609,5 +614,271 @@ mod tests {
         // Resetting to the very offset that failed would fetch it again forever.
         let mut c = cursor(Position::At(40));
         assert!(reset_position(&mut c, 40, OffsetReset::Earliest, now).is_err());
+    }
+}
+
+#[cfg(test)]
+mod decode_tests {
+    use super::*;
+    use precursor_protocol::compression::Compression;
+    use precursor_protocol::frame::decode_frame;
+    use precursor_protocol::record_batch::{set_base_offset, RecordBatchBuilder};
+    use std::net::UdpSocket;
+
+    const TOPIC_ID: u16 = 9;
+
+    /// A consumer of a silent loopback "broker", with topic `t` (2 partitions) assigned
+    /// without a metadata round trip.
+    fn silent_consumer(
+        start: Position,
+        tweak: impl FnOnce(&mut ConsumerConfig),
+    ) -> (Consumer, UdpSocket) {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        silent.set_nonblocking(true).unwrap();
+        let mut config = ConsumerConfig {
+            client: ClientConfig {
+                broker: silent.local_addr().unwrap(),
+                bind: Some("127.0.0.1:0".parse().unwrap()),
+                request_timeout_ms: 60_000,
+                retransmit_backoff_max_ms: 60_000,
+                delivery_timeout_ms: 600_000,
+            },
+            ..ConsumerConfig::default()
+        };
+        tweak(&mut config);
+        let mut consumer = Consumer::new(config).unwrap();
+        let meta = TopicMetadata {
+            topic_id: TOPIC_ID,
+            partition_count: 2,
+            frame_bytes_max: 1472,
+        };
+        consumer.topic = Some(("t".to_string(), meta));
+        let now = Instant::now();
+        consumer.cursors = (0..2)
+            .map(|p| PartitionCursor {
+                handle: PartitionHandle::new(TOPIC_ID, p),
+                position: start,
+                high_watermark: None,
+                durable_offset: None,
+                log_start_offset: None,
+                in_flight: None,
+                next_fetch_at: now,
+            })
+            .collect();
+        (consumer, silent)
+    }
+
+    fn fetches(silent: &UdpSocket) -> Vec<(FrameHeader, FetchRequest)> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = silent.recv(&mut buf) {
+            let (header, payload) = decode_frame(&buf[..n]).unwrap();
+            out.push((header, FetchRequest::decode(payload).unwrap()));
+        }
+        out
+    }
+
+    /// A stored batch of `values` starting at `base_offset`.
+    fn batch(base_offset: i64, values: &[&[u8]]) -> Vec<u8> {
+        let mut builder = RecordBatchBuilder::new(Compression::None, 77, 0, 0, 1_000);
+        for (i, v) in values.iter().enumerate() {
+            builder.append(1_000 + i as i64, Some(b"k"), v, &[]);
+        }
+        let mut bytes = builder.finish();
+        set_base_offset(&mut bytes, base_offset);
+        bytes
+    }
+
+    fn fetch_data(
+        request: &FrameHeader,
+        bounds: FetchDataHeader,
+        batches: &[Vec<u8>],
+    ) -> (FrameHeader, Vec<u8>) {
+        let mut payload = vec![0u8; FetchDataHeader::BYTES];
+        bounds.encode(&mut payload);
+        for b in batches {
+            payload.extend_from_slice(b);
+        }
+        let header = FrameHeader::new(
+            Opcode::FetchData,
+            request.request_id,
+            request.partition,
+            payload.len(),
+        );
+        (header, payload)
+    }
+
+    fn bounds(high_watermark: u64, log_start_offset: u64) -> FetchDataHeader {
+        FetchDataHeader {
+            high_watermark,
+            durable_offset: high_watermark,
+            log_start_offset,
+        }
+    }
+
+    #[test]
+    fn fetched_batches_are_decoded_from_the_position_on() {
+        let (mut consumer, silent) = silent_consumer(Position::At(3), |_| {});
+        consumer.send_due_fetches(Instant::now()).unwrap();
+        let sent = fetches(&silent);
+        assert_eq!(sent.len(), 2, "one fetch per assigned partition");
+        let (request, fetch) = sent[0];
+        assert_eq!(fetch.offset, 3);
+        assert_eq!(fetch.max_bytes, (1472 - 32 - 24) as u32);
+        assert_eq!(request.flags & FLAG_FETCH_DURABLE_ONLY, 0);
+
+        let a = batch(0, &[b"0", b"1", b"2", b"3", b"4"]);
+        let b = batch(5, &[b"5", b"6", b"7"]);
+        let (header, payload) = fetch_data(&request, bounds(10, 0), &[a, b]);
+        let mut out = Vec::new();
+        consumer.on_frame(&header, &payload, &mut out).unwrap();
+        let offsets: Vec<u64> = out.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![3, 4, 5, 6, 7]);
+        assert!(out
+            .iter()
+            .all(|r| r.value == r.offset.to_string().into_bytes()));
+        assert_eq!(out[0].key.as_deref(), Some(&b"k"[..]));
+        assert_eq!(out[0].timestamp_ms, 1_003);
+        let partition = PartitionHandle(request.partition).partition();
+        assert!(out.iter().all(|r| r.partition == partition));
+        assert!(consumer.positions().contains(&(partition, Some(8))));
+        assert!(consumer.high_watermarks().contains(&(partition, Some(10))));
+        assert!(!consumer.caught_up());
+
+        // The same answer again (to a retransmission): stale, nothing handed out twice.
+        consumer.on_frame(&header, &payload, &mut out).unwrap();
+        assert_eq!(out.len(), 5);
+    }
+
+    #[test]
+    fn an_empty_answer_at_the_end_means_caught_up() {
+        let (mut consumer, silent) = silent_consumer(Position::At(4), |_| {});
+        consumer.send_due_fetches(Instant::now()).unwrap();
+        let mut out = Vec::new();
+        for (request, _) in fetches(&silent) {
+            let (header, payload) = fetch_data(&request, bounds(4, 0), &[]);
+            consumer.on_frame(&header, &payload, &mut out).unwrap();
+        }
+        assert!(out.is_empty());
+        assert!(consumer.caught_up());
+    }
+
+    #[test]
+    fn latest_starts_at_the_high_watermark_and_earliest_at_the_log_start() {
+        let (mut consumer, silent) = silent_consumer(Position::Latest, |_| {});
+        consumer.send_due_fetches(Instant::now()).unwrap();
+        let sent = fetches(&silent);
+        assert!(
+            sent.iter().all(|(_, f)| f.offset == 0),
+            "the probe asks from 0"
+        );
+        let mut out = Vec::new();
+        let (header, payload) = fetch_data(&sent[0].0, bounds(42, 0), &[batch(0, &[b"old"])]);
+        consumer.on_frame(&header, &payload, &mut out).unwrap();
+        assert!(out.is_empty(), "records before the end are not handed out");
+        assert_eq!(consumer.positions()[0], (0, Some(42)));
+
+        let (mut consumer, silent) = silent_consumer(Position::Earliest, |_| {});
+        consumer.send_due_fetches(Instant::now()).unwrap();
+        let sent = fetches(&silent);
+        let (header, payload) = fetch_data(&sent[0].0, bounds(2, 0), &[batch(0, &[b"a", b"b"])]);
+        consumer.on_frame(&header, &payload, &mut out).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(consumer.positions()[0], (0, Some(2)));
+    }
+
+    #[test]
+    fn out_of_range_answer_resets_to_the_log_start() {
+        let (mut consumer, silent) = silent_consumer(Position::At(5), |_| {});
+        consumer.send_due_fetches(Instant::now()).unwrap();
+        let (request, _) = fetches(&silent)[0];
+        let (mut header, payload) = fetch_data(&request, bounds(100, 50), &[]);
+        header.error = ErrorCode::OffsetOutOfRange as u16;
+        let mut out = Vec::new();
+        consumer.on_frame(&header, &payload, &mut out).unwrap();
+        assert_eq!(consumer.positions()[0], (0, Some(50)));
+    }
+
+    #[test]
+    fn a_corrupt_batch_is_an_error_and_the_position_stays() {
+        let (mut consumer, silent) = silent_consumer(Position::At(0), |_| {});
+        consumer.send_due_fetches(Instant::now()).unwrap();
+        let (request, _) = fetches(&silent)[0];
+        let mut damaged = batch(0, &[b"x", b"y"]);
+        let last = damaged.len() - 1;
+        damaged[last] ^= 0xff;
+        let (header, payload) = fetch_data(&request, bounds(2, 0), &[damaged]);
+        let mut out = Vec::new();
+        let error = consumer.on_frame(&header, &payload, &mut out).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ClientError::CorruptBatch {
+                    partition: 0,
+                    offset: 0,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(out.is_empty());
+        assert_eq!(consumer.positions()[0], (0, Some(0)));
+    }
+
+    #[test]
+    fn durable_only_sets_the_flag_and_reads_the_durable_end() {
+        let (mut consumer, silent) = silent_consumer(Position::At(0), |c| c.durable_only = true);
+        consumer.send_due_fetches(Instant::now()).unwrap();
+        let sent = fetches(&silent);
+        assert!(sent
+            .iter()
+            .all(|(h, _)| h.flags & FLAG_FETCH_DURABLE_ONLY != 0));
+        let (header, payload) = fetch_data(
+            &sent[0].0,
+            FetchDataHeader {
+                high_watermark: 10,
+                durable_offset: 0,
+                log_start_offset: 0,
+            },
+            &[],
+        );
+        consumer
+            .on_frame(&header, &payload, &mut Vec::new())
+            .unwrap();
+        assert_eq!(consumer.high_watermarks()[0], (0, Some(0)));
+    }
+
+    #[test]
+    fn unanswered_fetches_are_retransmitted_then_reported() {
+        let (mut consumer, silent) = silent_consumer(Position::At(7), |c| {
+            c.client.request_timeout_ms = 2;
+            c.client.retransmit_backoff_max_ms = 4;
+            c.client.delivery_timeout_ms = 40;
+        });
+        let mut out = Vec::new();
+        // Bounded: each poll waits at most its timeout; the give-up comes after 40 ms.
+        let mut error = None;
+        for _ in 0..1_000 {
+            match consumer.poll(Duration::from_millis(10), &mut out) {
+                Ok(n) => assert_eq!(n, 0),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        let error = error.expect("the fetch gives up");
+        assert!(matches!(error, ClientError::NoAnswer { .. }), "{error:?}");
+        let sent = fetches(&silent);
+        assert!(sent.len() >= 4, "two partitions, each retransmitted");
+        assert!(sent.iter().all(|(_, f)| f.offset == 7));
+    }
+
+    #[test]
+    fn poll_without_assignment_is_a_usage_error() {
+        let (mut consumer, _silent) = silent_consumer(Position::At(0), |_| {});
+        consumer.cursors.clear();
+        let error = consumer.poll(Duration::ZERO, &mut Vec::new()).unwrap_err();
+        assert!(matches!(error, ClientError::Usage(_)));
     }
 }

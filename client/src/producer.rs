@@ -884,3 +884,390 @@ impl ProducerState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partitioner::partition_for_key;
+    use precursor_protocol::frame::decode_frame;
+    use precursor_protocol::record_batch::{records, RecordBatchHeader};
+    use std::net::UdpSocket;
+
+    const TOPIC_ID: u16 = 7;
+    const FRAME_LIMIT: usize = 1472;
+
+    /// A producer whose "broker" is a loopback socket that receives and never answers, with
+    /// the topic's metadata given instead of fetched. Long timers: nothing lingers or is
+    /// retransmitted unless a test asks for it.
+    fn producer(tweak: impl FnOnce(&mut ProducerConfig)) -> (Producer, UdpSocket) {
+        let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+        silent.set_nonblocking(true).unwrap();
+        let mut config = ProducerConfig {
+            client: ClientConfig {
+                broker: silent.local_addr().unwrap(),
+                bind: Some("127.0.0.1:0".parse().unwrap()),
+                request_timeout_ms: 60_000,
+                retransmit_backoff_max_ms: 60_000,
+                delivery_timeout_ms: 600_000,
+            },
+            linger_us: 600_000_000,
+            batch_bytes_max: 1 << 20,
+            in_flight_max: 1_000,
+            ..ProducerConfig::default()
+        };
+        tweak(&mut config);
+        let mut producer = Producer::new(config).unwrap();
+        producer.add_topic(
+            "t",
+            TopicMetadata {
+                topic_id: TOPIC_ID,
+                partition_count: 4,
+                frame_bytes_max: FRAME_LIMIT,
+            },
+        );
+        (producer, silent)
+    }
+
+    /// Every frame the silent socket has received so far.
+    fn frames(silent: &UdpSocket) -> Vec<(FrameHeader, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65_536];
+        // Loopback delivery is synchronous with send(): what was sent is there.
+        while let Ok(n) = silent.recv(&mut buf) {
+            let (header, payload) = decode_frame(&buf[..n]).unwrap();
+            out.push((header, payload.to_vec()));
+        }
+        out
+    }
+
+    fn ack(request: &FrameHeader, base_offset: u64, count: u64) -> (FrameHeader, Vec<u8>) {
+        let mut payload = vec![0u8; ProduceAck::BYTES];
+        ProduceAck {
+            base_offset,
+            last_offset: base_offset + count - 1,
+        }
+        .encode(&mut payload);
+        let header = FrameHeader::new(
+            Opcode::ProduceAck,
+            request.request_id,
+            request.partition,
+            payload.len(),
+        );
+        (header, payload)
+    }
+
+    fn refusal(request: &FrameHeader, code: ErrorCode) -> FrameHeader {
+        let mut header =
+            FrameHeader::new(Opcode::ProduceAck, request.request_id, request.partition, 0);
+        header.error = code as u16;
+        header
+    }
+
+    fn deliveries(producer: &mut Producer) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        producer.drain_deliveries(|d| out.push(d));
+        out
+    }
+
+    #[test]
+    fn batch_limit_is_capped_by_the_frame() {
+        assert_eq!(batch_bytes_limit(16_384, 1472), 1472 - 32);
+        assert_eq!(batch_bytes_limit(1_000, 8972), 1_000);
+        // Never below one batch header plus a byte, whatever the configuration says.
+        assert_eq!(batch_bytes_limit(0, 8972), BATCH_HEADER_BYTES + 1);
+    }
+
+    #[test]
+    fn room_check_counts_header_and_record() {
+        assert!(batch_has_room(61, 100, 161));
+        assert!(!batch_has_room(61, 101, 161));
+    }
+
+    #[test]
+    fn random_producer_ids_are_positive_and_differ() {
+        let a = random_positive_i64();
+        let b = random_positive_i64();
+        assert!(a > 0 && b > 0);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn batches_fill_to_the_frame_limit_with_consecutive_sequences() {
+        let (mut producer, silent) = producer(|_| {});
+        let value = [0xabu8; 100];
+        for _ in 0..100 {
+            producer.send("t", Some(2), None, &value).unwrap();
+        }
+        let sent = frames(&silent);
+        assert!(
+            sent.len() >= 5,
+            "100 x 100 bytes make several 1472-byte frames"
+        );
+        let mut next_sequence = 0;
+        let mut producer_id = None;
+        for (header, batch) in &sent {
+            assert!(FRAME_HEADER_BYTES + batch.len() <= FRAME_LIMIT);
+            assert_eq!(header.opcode, Opcode::Produce);
+            assert_eq!(header.partition, PartitionHandle::new(TOPIC_ID, 2).0);
+            assert_eq!(Acks::from_flags(header.flags), Some(Acks::Leader));
+            let batch_header = RecordBatchHeader::parse(batch).unwrap();
+            assert_eq!(batch_header.base_sequence, next_sequence);
+            assert_eq!(batch_header.producer_epoch, 0);
+            assert!(batch_header.producer_id > 0);
+            assert_eq!(
+                *producer_id.get_or_insert(batch_header.producer_id),
+                batch_header.producer_id
+            );
+            let decoded = records(batch).unwrap();
+            assert!(decoded
+                .iter()
+                .all(|r| r.value.as_deref() == Some(&value[..])));
+            next_sequence += decoded.len() as i32;
+            // The batch was closed because the next record would not fit.
+            let record = record_encoded_bytes(0, decoded.len() as i32, None, Some(&value), &[]);
+            assert!(batch.len() + record > FRAME_LIMIT - FRAME_HEADER_BYTES);
+        }
+        let stats = producer.stats();
+        assert_eq!(stats.messages_sent, 100);
+        assert_eq!(stats.in_flight_messages, 100);
+        assert_eq!(stats.batches_sent, sent.len() as u64);
+        assert_eq!(stats.in_flight_batches, sent.len() as u64);
+    }
+
+    #[test]
+    fn a_message_larger_than_a_frame_is_refused_clearly() {
+        let (mut producer, silent) = producer(|_| {});
+        let limit = FRAME_LIMIT - FRAME_HEADER_BYTES;
+        let fits = (1..limit)
+            .rev()
+            .find(|&n| {
+                BATCH_HEADER_BYTES + record_encoded_bytes(0, 0, None, Some(&vec![0; n]), &[])
+                    <= limit
+            })
+            .unwrap();
+        producer.send("t", Some(0), None, &vec![1; fits]).unwrap();
+        let error = producer
+            .send("t", Some(0), None, &vec![1; fits + 1])
+            .unwrap_err();
+        assert!(
+            matches!(error, ClientError::MessageTooLarge { limit_bytes, .. } if limit_bytes == limit)
+        );
+        assert!(error.to_string().contains("too large"), "{error}");
+        // The one that fits filled its batch and went out at once.
+        let sent = frames(&silent);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(FRAME_HEADER_BYTES + sent[0].1.len(), FRAME_LIMIT);
+    }
+
+    #[test]
+    fn unknown_partition_is_an_error() {
+        let (mut producer, _silent) = producer(|_| {});
+        let error = producer.send("t", Some(4), None, b"x").unwrap_err();
+        assert!(matches!(
+            error,
+            ClientError::UnknownPartition {
+                partition: 4,
+                partition_count: 4,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn keys_land_where_kafka_puts_them_and_unkeyed_messages_stick_per_batch() {
+        let (mut producer, silent) = producer(|c| c.linger_us = 0);
+        for key in [&b"21"[..], b"foobar", b"abc", b"kafka"] {
+            producer.send("t", None, Some(key), b"v").unwrap();
+            let sent = frames(&silent);
+            assert_eq!(sent.len(), 1);
+            let handle = PartitionHandle(sent[0].0.partition);
+            assert_eq!(handle.partition(), partition_for_key(key, 4));
+            assert_eq!(handle.topic_id(), TOPIC_ID);
+        }
+        // No key, no partition, linger 0: one batch per message, each on the next partition.
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            producer.send("t", None, None, b"v").unwrap();
+            let sent = frames(&silent);
+            assert_eq!(sent.len(), 1);
+            seen.push(PartitionHandle(sent[0].0.partition).partition());
+        }
+        for pair in seen.windows(2) {
+            assert_eq!(pair[1], (pair[0] + 1) % 4, "{seen:?}");
+        }
+    }
+
+    #[test]
+    fn acks_deliver_offsets_and_errors_per_message() {
+        let (mut producer, silent) = producer(|c| c.linger_us = 0);
+        let ids: Vec<MessageId> = (0..4)
+            .map(|i| producer.send("t", Some(1), None, &[i]).unwrap())
+            .collect();
+        let sent = frames(&silent);
+        assert_eq!(sent.len(), 4);
+        let now = Instant::now();
+
+        let (header, payload) = ack(&sent[1].0, 10, 1);
+        producer.state.on_frame(&header, &payload, now);
+        // The same ack again (the broker answered a retransmission too): ignored.
+        producer.state.on_frame(&header, &payload, now);
+        producer
+            .state
+            .on_frame(&refusal(&sent[0].0, ErrorCode::DuplicateSequence), &[], now);
+        producer.state.on_frame(
+            &refusal(&sent[2].0, ErrorCode::StorageError),
+            b"disk full",
+            now,
+        );
+        // Retriable: stays in flight.
+        producer.state.on_frame(
+            &refusal(&sent[3].0, ErrorCode::OutOfOrderSequence),
+            &[],
+            now,
+        );
+
+        let got = deliveries(&mut producer);
+        assert_eq!(got.len(), 3);
+        let by_id = |id: MessageId| got.iter().find(|d| d.id == id).unwrap();
+        assert_eq!(by_id(ids[1]).offset, Some(10));
+        assert!(by_id(ids[1]).error.is_none());
+        assert_eq!(
+            by_id(ids[0]).offset,
+            None,
+            "a duplicate is delivered, offset unknown"
+        );
+        assert!(by_id(ids[0]).error.is_none());
+        let error = by_id(ids[2]).error.as_ref().unwrap();
+        assert_eq!(error.error_code(), Some(ErrorCode::StorageError));
+        assert!(error.to_string().contains("disk full"), "{error}");
+        assert!(got
+            .iter()
+            .all(|d| d.partition == 1 && d.topic_id == TOPIC_ID));
+
+        let stats = producer.stats();
+        assert_eq!(stats.stale_answers, 1);
+        assert_eq!(stats.duplicates, 1);
+        assert_eq!(stats.retriable_errors, 1);
+        assert_eq!(stats.errors, 1);
+        assert_eq!(stats.messages_delivered, 2);
+        assert_eq!(stats.in_flight_batches, 1);
+        assert_eq!(stats.in_flight_messages, 1);
+
+        // A failed batch leaves the broker's sequence state unknown: the partition's next
+        // batch (once nothing is in flight) comes from a fresh producer id, sequence 0.
+        let (header, payload) = ack(&sent[3].0, 11, 1);
+        producer.state.on_frame(&header, &payload, now);
+        producer.send("t", Some(1), None, b"after").unwrap();
+        let next = frames(&silent);
+        let old = RecordBatchHeader::parse(&sent[3].1).unwrap();
+        let new = RecordBatchHeader::parse(&next[0].1).unwrap();
+        assert_ne!(new.producer_id, old.producer_id);
+        assert_eq!(new.base_sequence, 0);
+    }
+
+    #[test]
+    fn a_batch_of_many_messages_gets_consecutive_offsets() {
+        let (mut producer, silent) = producer(|_| {});
+        for i in 0..5u8 {
+            producer.send("t", Some(0), None, &[i]).unwrap();
+        }
+        // Nothing sent yet: the batch lingers. Closing it happens in flush; use the state.
+        assert!(frames(&silent).is_empty());
+        let handle = PartitionHandle::new(TOPIC_ID, 0);
+        producer
+            .state
+            .close_and_transmit(&mut producer.transport, handle, Instant::now())
+            .unwrap();
+        let sent = frames(&silent);
+        assert_eq!(sent.len(), 1);
+        let (header, payload) = ack(&sent[0].0, 100, 5);
+        producer.state.on_frame(&header, &payload, Instant::now());
+        let offsets: Vec<Option<u64>> =
+            deliveries(&mut producer).iter().map(|d| d.offset).collect();
+        assert_eq!(
+            offsets,
+            vec![Some(100), Some(101), Some(102), Some(103), Some(104)]
+        );
+        producer.flush(Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn the_window_holds_batches_back_until_acks_free_it() {
+        let (mut producer, silent) = producer(|c| {
+            c.linger_us = 0;
+            c.in_flight_max = 1;
+        });
+        producer.send("t", Some(3), None, b"one").unwrap();
+        producer.send("t", Some(3), None, b"two").unwrap();
+        producer.send("t", Some(3), None, b"three").unwrap();
+        let sent = frames(&silent);
+        assert_eq!(
+            sent.len(),
+            1,
+            "window of one: the rest waits in the open batch"
+        );
+        assert_eq!(producer.poll().unwrap(), 0);
+        assert!(frames(&silent).is_empty());
+
+        let (header, payload) = ack(&sent[0].0, 0, 1);
+        producer.state.on_frame(&header, &payload, Instant::now());
+        assert_eq!(producer.poll().unwrap(), 1);
+        let next = frames(&silent);
+        assert_eq!(next.len(), 1);
+        let batch = RecordBatchHeader::parse(&next[0].1).unwrap();
+        assert_eq!(batch.records_count, 2, "two and three went together");
+        assert_eq!(batch.base_sequence, 1);
+    }
+
+    #[test]
+    fn acks_none_delivers_on_send_without_idempotence() {
+        let (mut producer, silent) = producer(|c| {
+            c.acks = Acks::None;
+            c.linger_us = 0;
+        });
+        let id = producer
+            .send("t", Some(0), None, b"fire and forget")
+            .unwrap();
+        let got = deliveries(&mut producer);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, id);
+        assert_eq!(got[0].offset, None);
+        assert!(got[0].error.is_none());
+        let sent = frames(&silent);
+        assert_eq!(Acks::from_flags(sent[0].0.flags), Some(Acks::None));
+        let batch = RecordBatchHeader::parse(&sent[0].1).unwrap();
+        assert_eq!(batch.producer_id, NO_PRODUCER_ID);
+        assert_eq!(batch.base_sequence, NO_SEQUENCE);
+        assert_eq!(producer.stats().in_flight_messages, 0);
+        producer.flush(Duration::from_secs(5)).unwrap();
+    }
+
+    #[test]
+    fn unanswered_batches_are_retransmitted_identically_then_fail_with_no_answer() {
+        let (mut producer, silent) = producer(|c| {
+            c.linger_us = 0;
+            c.client.request_timeout_ms = 2;
+            c.client.retransmit_backoff_max_ms = 4;
+            c.client.delivery_timeout_ms = 40;
+        });
+        let id = producer.send("t", Some(0), None, b"lost").unwrap();
+        // flush returns once the batch has failed: nothing stays in flight.
+        producer.flush(Duration::from_secs(30)).unwrap();
+        let got = deliveries(&mut producer);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, id);
+        let error = got[0].error.as_ref().unwrap();
+        assert!(
+            matches!(error, ClientError::NoAnswer { tries, .. } if *tries >= 2),
+            "{error:?}"
+        );
+        let sent = frames(&silent);
+        assert!(sent.len() >= 2);
+        assert!(
+            sent.iter().all(|f| f == &sent[0]),
+            "retransmissions repeat the same frame"
+        );
+        assert_eq!(producer.stats().retransmits, sent.len() as u64 - 1);
+        assert_eq!(producer.stats().errors, 1);
+    }
+}
