@@ -10,6 +10,28 @@
 //! - [`bench_payload`]: self-checking payloads and an in-order verifier for benchmarks.
 //!
 //! Everything is blocking-free unless a call says it waits; nothing needs an async runtime.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use precursor_client::{
+//!     ConsumedRecord, Consumer, ConsumerConfig, Producer, ProducerConfig, StartOffset,
+//! };
+//!
+//! # fn main() -> Result<(), precursor_client::ClientError> {
+//! let mut producer = Producer::new(ProducerConfig::default())?;
+//! producer.send("orders", None, Some(b"customer-7"), b"hello")?;
+//! producer.flush(Duration::from_secs(5))?;
+//! producer.drain_deliveries(|d| println!("{:?} -> {:?} {:?}", d.id, d.offset, d.error));
+//!
+//! let mut consumer = Consumer::new(ConsumerConfig::default())?;
+//! consumer.assign("orders", None, StartOffset::Earliest)?;
+//! let mut records: Vec<ConsumedRecord> = Vec::new();
+//! while !consumer.caught_up() {
+//!     consumer.poll(Duration::from_millis(100), &mut records)?;
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod bench_payload;
 mod consumer;
