@@ -1,1 +1,24 @@
-fn main() {}
+//! `precursor`: one binary for operators and clients (DESIGN.md §7). It never links DPDK:
+//! `precursor dataplane` starts the `precursor-dataplane` binary installed beside it.
+
+mod cli;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let command = cli::Cli::parse();
+    match cli::run(command) {
+        Ok(code) => code,
+        Err(error) => {
+            // One line for people: the chain of causes, no debug output.
+            let mut message = error.to_string();
+            for cause in error.chain().skip(1) {
+                message.push_str(": ");
+                message.push_str(&cause.to_string());
+            }
+            eprintln!("precursor: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}

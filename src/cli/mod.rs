@@ -1,0 +1,155 @@
+//! The command line (clap). Client commands (produce, consume, bench, ping) use the client
+//! library; `dataplane` execs the data plane binary; `config show` prints configuration.
+
+mod bench;
+mod consume;
+mod produce;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use precursor_client::{ClientConfig, DEFAULT_BROKER};
+use precursor_config::{Config, Preset};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "precursor",
+    version,
+    about = "Precursor: a persisted, partitioned message log with a kernel-bypass data plane"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the data plane (DPDK, poll mode) in the foreground.
+    Dataplane {
+        /// Configuration file; the embedded default when absent.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Produce lines from stdin as messages.
+    Produce(produce::ProduceArgs),
+    /// Consume messages and print their values.
+    Consume(consume::ConsumeArgs),
+    /// Measure produce or consume throughput and latency.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// Check that the data plane answers, and how fast.
+    Ping {
+        #[command(flatten)]
+        broker: BrokerArgs,
+        /// Pings to send.
+        #[arg(long, default_value_t = 5)]
+        count: u32,
+    },
+    /// Configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration as TOML.
+    Show {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Start from this preset instead of the file's (balanced, high, maximum).
+        #[arg(long)]
+        preset: Option<String>,
+    },
+}
+
+/// Where the broker is.
+#[derive(Args, Clone, Debug)]
+pub struct BrokerArgs {
+    /// The data plane's UDP address [env: PRECURSOR_BROKER].
+    #[arg(long, short = 'b', default_value = DEFAULT_BROKER, env = "PRECURSOR_BROKER")]
+    pub broker: SocketAddr,
+    /// Give up on a request after this many milliseconds without an answer.
+    #[arg(long, default_value_t = 10_000)]
+    pub timeout_ms: u64,
+}
+
+impl BrokerArgs {
+    pub fn client_config(&self) -> ClientConfig {
+        ClientConfig {
+            broker: self.broker,
+            delivery_timeout_ms: self.timeout_ms,
+            ..ClientConfig::default()
+        }
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Dataplane { config } => exec_dataplane(config),
+        Command::Produce(args) => produce::run(args),
+        Command::Consume(args) => consume::run(args),
+        Command::Bench(command) => bench::run(command),
+        Command::Ping { broker, count } => ping(&broker, count),
+        Command::Config(ConfigCommand::Show { config, preset }) => config_show(config, preset),
+    }
+}
+
+fn ping(broker: &BrokerArgs, count: u32) -> Result<ExitCode> {
+    let config = broker.client_config();
+    for _ in 0..count {
+        let rtt =
+            precursor_client::ping(&config).with_context(|| format!("ping {}", broker.broker))?;
+        println!(
+            "pong from {}: {:.1} us",
+            broker.broker,
+            rtt.as_secs_f64() * 1e6
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_show(path: Option<PathBuf>, preset: Option<String>) -> Result<ExitCode> {
+    let config = match (&path, &preset) {
+        (Some(path), None) => Config::load(path)?,
+        (Some(path), Some(name)) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let mut table: toml::Table = text
+                .parse()
+                .with_context(|| format!("config file {}", path.display()))?;
+            table.insert("preset".into(), toml::Value::String(name.clone()));
+            Config::parse(&toml::to_string(&table)?)?
+        }
+        (None, Some(name)) => match Preset::parse(name) {
+            Some(preset) => Config::preset(preset),
+            None => bail!(
+                "unknown preset {name:?}: one of {}",
+                Preset::NAMES.join(", ")
+            ),
+        },
+        (None, None) => Config::default(),
+    };
+    print!("{}", config.to_toml());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Replaces this process with `precursor-dataplane` from the same directory (or PATH).
+fn exec_dataplane(config: Option<PathBuf>) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("precursor-dataplane")))
+        .filter(|path| path.exists());
+    let program = beside.unwrap_or_else(|| PathBuf::from("precursor-dataplane"));
+    let mut command = std::process::Command::new(&program);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let error = command.exec();
+    bail!(
+        "cannot start {}: {error} (build it with `cargo build --release -p precursor-dataplane`)",
+        program.display()
+    )
+}
