@@ -41,7 +41,8 @@ pub enum Opcode {
     ProduceAck = 2,
     /// Payload: [`FetchRequest`].
     Fetch = 3,
-    /// Payload: [`FetchDataHeader`] then whole record batches.
+    /// Payload: [`FetchDataHeader`] then whole record batches. With `error` set to
+    /// `OffsetOutOfRange` it carries the header alone: the log's current bounds.
     FetchData = 4,
     /// Payload: [`MetadataRequest`]; `partition` is ignored.
     Metadata = 5,
