@@ -10,13 +10,33 @@ use crate::sys;
 /// `argv[0]` handed to `rte_eal_init`.
 const PROGRAM_NAME: &str = "precursor";
 
-/// Set once `rte_eal_init` has succeeded; never cleared (DPDK cannot re-init).
-static EAL_INITIALIZED: AtomicBool = AtomicBool::new(false);
-/// Set while a call to `rte_eal_init` is in progress or has succeeded.
+/// Set by the first `Eal::init`; never cleared (DPDK cannot init twice, nor
+/// retry a failed init reliably).
 static EAL_INIT_CLAIMED: AtomicBool = AtomicBool::new(false);
 /// Live references on the running EAL (the `Eal` plus every pool and port);
 /// 0 means not running. `rte_eal_cleanup` runs when it drops back to 0.
 static EAL_REFS: AtomicUsize = AtomicUsize::new(0);
+
+/// EAL's runtime directory (`/var/run/dpdk/<file-prefix>` for root).
+fn runtime_dir() -> Option<std::path::PathBuf> {
+    // SAFETY: returns a pointer to EAL's static, NUL-terminated path buffer
+    // (empty before init); we copy it at once.
+    let dir = unsafe { sys::rte_eal_get_runtime_dir() };
+    if dir.is_null() {
+        return None;
+    }
+    // SAFETY: non-null and NUL-terminated (see above).
+    let dir = unsafe { CStr::from_ptr(dir) }.to_str().ok()?;
+    (!dir.is_empty()).then(|| std::path::PathBuf::from(dir))
+}
+
+/// EAL creates its runtime directory even with `--no-shconf` / `--in-memory`
+/// and never removes it: drop it when it is empty (nothing else is touched).
+fn remove_if_empty(dir: Option<std::path::PathBuf>) {
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir(dir);
+    }
+}
 
 /// A counted reference that keeps the EAL from being cleaned up.
 pub(crate) struct EalRef(());
@@ -45,6 +65,7 @@ impl EalRef {
 impl Drop for EalRef {
     fn drop(&mut self) {
         if EAL_REFS.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let runtime_dir = runtime_dir();
             // SAFETY: this was the last reference: no Eal, Mempool or Port is alive
             // (leaked pools forget their reference, so they keep the count above 0),
             // and EAL_REFS == 0 stops new ones from being made. rte_eal_cleanup is
@@ -52,12 +73,14 @@ impl Drop for EalRef {
             // from 0). Its failure is not actionable at this point.
             let ret = unsafe { sys::rte_eal_cleanup() };
             debug_assert!(ret == 0, "rte_eal_cleanup returned {ret}");
+            remove_if_empty(runtime_dir);
         }
     }
 }
 
 /// The DPDK EAL (`rte_eal_init`). One per process: a second [`Eal::init`]
-/// returns [`DpdkError::AlreadyInitialized`], even after the first was dropped.
+/// returns [`DpdkError::AlreadyInitialized`], even after the first was dropped
+/// or failed.
 ///
 /// Dropping it runs `rte_eal_cleanup`, once every [`crate::Mempool`] and
 /// [`crate::Port`] is gone too.
@@ -88,12 +111,9 @@ impl Eal {
         if EAL_INIT_CLAIMED.swap(true, Ordering::AcqRel) {
             return Err(DpdkError::AlreadyInitialized);
         }
-        let result = Eal::init_claimed(args);
-        if result.is_err() && !EAL_INITIALIZED.load(Ordering::Acquire) {
-            // Let a corrected retry reach DPDK (which says EALREADY if it cannot).
-            EAL_INIT_CLAIMED.store(false, Ordering::Release);
-        }
-        result
+        // No retry after a failure either: EAL's getopt state is left half-way
+        // (a retry was seen to exit the process from the usage path).
+        Eal::init_claimed(args)
     }
 
     fn init_claimed(args: &[&str]) -> Result<Eal, DpdkError> {
@@ -122,7 +142,6 @@ impl Eal {
         if parsed < 0 {
             return Err(DpdkError::from_rte_errno("rte_eal_init"));
         }
-        EAL_INITIALIZED.store(true, Ordering::Release);
         EAL_REFS.store(1, Ordering::Release);
         let eal = Eal { _ref: EalRef(()) };
         if parsed < argc - 1 {
@@ -153,12 +172,27 @@ impl Eal {
     /// calls ignore `args`. Never cleaned up (the process exit does it), so a
     /// test binary should pass `--in-memory` (no files left behind) and a
     /// unique `--file-prefix`.
+    ///
+    /// Arguments that leave nothing behind: without hugepages
+    /// `-l 0 --no-pci --no-huge -m 256 --no-shconf --no-telemetry
+    /// --file-prefix=NAME-PID` (`--in-memory` is refused with `--no-huge`);
+    /// with hugepages `-l 0 --no-pci --in-memory --file-prefix=NAME-PID`
+    /// (`--in-memory` implies `--huge-unlink`). The runtime directory EAL
+    /// creates anyway is removed here if it is empty.
     pub fn shared_for_tests(args: &[&str]) -> &'static Eal {
         static SHARED: OnceLock<Eal> = OnceLock::new();
         SHARED.get_or_init(|| match Eal::init(args) {
-            Ok(eal) => eal,
+            Ok(eal) => {
+                remove_if_empty(runtime_dir());
+                eal
+            }
             Err(e) => panic!("Eal::init({args:?}) failed: {e}"),
         })
+    }
+
+    /// EAL's runtime directory (`/var/run/dpdk/<file-prefix>` for root), if any.
+    pub fn runtime_dir(&self) -> Option<std::path::PathBuf> {
+        runtime_dir()
     }
 
     /// Number of usable ethdev ports (`rte_eth_dev_count_avail`).

@@ -11,10 +11,12 @@ use crate::sys;
 /// return) decoded with `rte_strerror`, and a hint saying what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum DpdkError {
-    /// `Eal::init` was called a second time in this process.
+    /// `Eal::init` was called a second time in this process (after a success or
+    /// a failure).
     #[error(
-        "the DPDK EAL is already initialized in this process (DPDK allows one rte_eal_init per \
-         process): create one Eal at start-up and share it (tests: Eal::shared_for_tests)"
+        "the DPDK EAL was already initialized in this process (DPDK allows one rte_eal_init per \
+         process, and no retry after a failed one): create one Eal at start-up and share it \
+         (tests: Eal::shared_for_tests); after a failed init, fix the arguments and restart"
     )]
     AlreadyInitialized,
     /// A DPDK object was requested while no `Eal` is alive.
