@@ -1,0 +1,549 @@
+//! The flusher: one thread (not an lcore) that persists every partition's active segment,
+//! seals rolled segments, prepares spare segments and deletes retired ones. It talks to
+//! the lcores only through atomics and bounded lock-free queues (see the diagram in
+//! [`super`]); it may block (pwrite, fdatasync, rename), the lcores never do.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use precursor_shm::{append_region, AppendReader, AppendWriter, ReadOnlyFileMap};
+
+use super::segment::{header_at, segment_path, SealedSegment, SPARE_LOG_NAME};
+use super::{io_error, LogConfig, LogError, SparseIndex};
+
+/// Messages an lcore may have in flight to the flusher, per partition.
+pub(crate) const TO_FLUSHER_CAPACITY: usize = 64;
+/// Messages the flusher may have in flight to an lcore, per partition.
+pub(crate) const TO_LCORE_CAPACITY: usize = 16;
+/// Partitions being registered at once.
+const REGISTRATIONS_MAX: usize = 1024;
+/// Sleep of the flusher after a pass that found nothing to do.
+const IDLE_SLEEP_US: u64 = 100;
+/// Wait before retrying to prepare a spare segment that could not be created.
+const SPARE_RETRY_MS: u64 = 1000;
+/// How long `open` waits for the flusher to release a closed instance of the partition.
+const RELEASE_WAIT_MS: u64 = 30_000;
+
+/// lcore -> flusher.
+pub(crate) enum ToFlusher {
+    /// The active segment is sealed at `sealed_bytes`; the spare became the active segment
+    /// at `new_base_offset`.
+    Rolled {
+        sealed_bytes: usize,
+        new_base_offset: u64,
+    },
+    /// The lcore no longer reads this sealed segment's memory: unmap and unlink it.
+    Release(AppendReader),
+    /// Retention removed this segment: unmap it and delete its files.
+    Retire(SealedSegment),
+}
+
+/// A prepared next segment, as the lcore takes it.
+pub(crate) struct Spare {
+    pub writer: AppendWriter,
+    pub index: SparseIndex,
+}
+
+/// flusher -> lcore.
+pub(crate) enum ToLcore {
+    Spare(Spare),
+    /// The segment at `base_offset` is persisted: read it from this map from now on.
+    Sealed {
+        base_offset: u64,
+        map: ReadOnlyFileMap,
+    },
+}
+
+/// State one partition shares between its lcore and the flusher.
+pub(crate) struct PartitionShared {
+    pub name: String,
+    /// Offsets below this are fdatasynced (Release by the flusher).
+    pub durable_offset: AtomicU64,
+    /// 1 + the highest offset the lcore wants durable now; 0: none.
+    pub durable_requested: AtomicU64,
+    pub storage_error: OnceLock<&'static str>,
+    /// The PartitionLog was dropped: final flush, then release.
+    pub closed: AtomicBool,
+    /// The flusher is done with this partition (files may be reopened).
+    pub released: AtomicBool,
+    pub to_flusher: ArrayQueue<ToFlusher>,
+    pub to_lcore: ArrayQueue<ToLcore>,
+}
+
+struct FlusherShared {
+    registrations: ArrayQueue<Box<FlushedPartition>>,
+    shutdown: AtomicBool,
+    stopped: AtomicBool,
+    syncs: AtomicU64,
+    /// Partition directory -> its current instance. Locked only by `open` (admin thread)
+    /// and never by an lcore.
+    live: Mutex<HashMap<PathBuf, Arc<PartitionShared>>>,
+}
+
+/// The flusher thread.
+pub struct Flusher;
+
+impl Flusher {
+    /// Starts the flusher thread. The configuration is read per partition at `open`.
+    pub fn spawn(cfg: &LogConfig) -> Result<(FlusherHandle, JoinHandle<()>), LogError> {
+        let _ = cfg;
+        let shared = Arc::new(FlusherShared {
+            registrations: ArrayQueue::new(REGISTRATIONS_MAX),
+            shutdown: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            syncs: AtomicU64::new(0),
+            live: Mutex::new(HashMap::new()),
+        });
+        let thread_shared = Arc::clone(&shared);
+        let join = std::thread::Builder::new()
+            .name("precursor-flusher".into())
+            .spawn(move || run(&thread_shared))
+            .map_err(LogError::FlusherThread)?;
+        Ok((FlusherHandle { shared }, join))
+    }
+}
+
+/// Handle on the flusher: cheap to clone, `Send`.
+#[derive(Clone)]
+pub struct FlusherHandle {
+    shared: Arc<FlusherShared>,
+}
+
+impl std::fmt::Debug for FlusherHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlusherHandle")
+            .field("syncs", &self.syncs())
+            .finish()
+    }
+}
+
+impl FlusherHandle {
+    /// Asks the flusher to persist and sync every partition one last time and exit (join
+    /// its thread to wait). Appends after this are never persisted.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+    }
+
+    /// fdatasyncs of segment data done so far (all partitions).
+    pub fn syncs(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Claims the partition directory `dir` for a new instance: waits until the flusher
+    /// released a closed previous one; refuses while one is open.
+    pub(crate) fn claim(&self, dir: &Path, name: &str) -> Result<Arc<PartitionShared>, LogError> {
+        let deadline = Instant::now() + Duration::from_millis(RELEASE_WAIT_MS);
+        loop {
+            if self.shared.shutdown.load(Ordering::Acquire) {
+                return Err(LogError::FlusherStopped);
+            }
+            let mut live = self.shared.live.lock().unwrap_or_else(|e| e.into_inner());
+            let busy = live.get(dir).map(|previous| {
+                (
+                    previous.closed.load(Ordering::Acquire),
+                    previous.released.load(Ordering::Acquire),
+                )
+            });
+            match busy {
+                Some((false, _)) => {
+                    return Err(LogError::AlreadyOpen {
+                        name: name.to_string(),
+                    })
+                }
+                Some((true, false)) if Instant::now() < deadline => {}
+                Some((true, false)) => {
+                    return Err(LogError::AlreadyOpen {
+                        name: name.to_string(),
+                    })
+                }
+                Some((true, true)) | None => {
+                    let shared = Arc::new(PartitionShared {
+                        name: name.to_string(),
+                        durable_offset: AtomicU64::new(0),
+                        durable_requested: AtomicU64::new(0),
+                        storage_error: OnceLock::new(),
+                        closed: AtomicBool::new(false),
+                        released: AtomicBool::new(false),
+                        to_flusher: ArrayQueue::new(TO_FLUSHER_CAPACITY),
+                        to_lcore: ArrayQueue::new(TO_LCORE_CAPACITY),
+                    });
+                    live.insert(dir.to_path_buf(), Arc::clone(&shared));
+                    return Ok(shared);
+                }
+            }
+            drop(live);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub(crate) fn register(&self, partition: Box<FlushedPartition>) -> Result<(), LogError> {
+        if self.shared.shutdown.load(Ordering::Acquire) {
+            return Err(LogError::FlusherStopped);
+        }
+        self.shared
+            .registrations
+            .push(partition)
+            .map_err(|_| LogError::Config {
+                reason: format!("more than {REGISTRATIONS_MAX} partitions opened at once"),
+            })
+    }
+}
+
+fn run(shared: &FlusherShared) {
+    let mut partitions: Vec<Box<FlushedPartition>> = Vec::new();
+    loop {
+        let shutting_down = shared.shutdown.load(Ordering::Acquire);
+        while let Some(partition) = shared.registrations.pop() {
+            partitions.push(partition);
+        }
+        let mut work = 0;
+        for partition in partitions.iter_mut() {
+            work += partition.poll(shutting_down, &shared.syncs);
+        }
+        partitions.retain_mut(|partition| !partition.release_if_closed());
+        if shutting_down {
+            shared.stopped.store(true, Ordering::Release);
+            log::info!(
+                "flusher: final flush of {} partitions done",
+                partitions.len()
+            );
+            return;
+        }
+        if work == 0 {
+            std::thread::sleep(Duration::from_micros(IDLE_SLEEP_US));
+        }
+    }
+}
+
+/// The segment the flusher is persisting for a partition.
+pub(crate) struct FlushTarget {
+    pub reader: AppendReader,
+    pub file: File,
+    pub log_path: PathBuf,
+    /// Bytes pwritten to the file.
+    pub written: usize,
+    /// Bytes fdatasynced.
+    pub synced: usize,
+    /// Replayed over the written bytes: its end offset is the offset after them.
+    pub index: SparseIndex,
+}
+
+struct SpareFiles {
+    reader: AppendReader,
+    file: File,
+}
+
+/// The flusher's state of one partition.
+pub(crate) struct FlushedPartition {
+    shared: Arc<PartitionShared>,
+    dir: PathBuf,
+    memory_dir: PathBuf,
+    memory_prefix: String,
+    memory_files_made: u64,
+    segment_bytes: u64,
+    index_interval_bytes: u32,
+    flush_interval: Duration,
+    flush_messages: u64,
+    active: FlushTarget,
+    spare: Option<SpareFiles>,
+    spare_retry_at: Instant,
+    /// Sealed segments' memory, until the lcore sends its reader back.
+    sealed_memory: Vec<AppendReader>,
+    outbox: VecDeque<ToLcore>,
+    unsynced_records: u64,
+    last_sync: Instant,
+}
+
+impl FlushedPartition {
+    pub(crate) fn new(
+        shared: Arc<PartitionShared>,
+        cfg: &LogConfig,
+        dir: PathBuf,
+        memory_prefix: String,
+        active: FlushTarget,
+    ) -> FlushedPartition {
+        FlushedPartition {
+            shared,
+            dir,
+            memory_dir: cfg.memory_dir.clone(),
+            memory_prefix,
+            // `open` made memory file 1 for the first active segment.
+            memory_files_made: 1,
+            segment_bytes: cfg.segment_bytes,
+            index_interval_bytes: cfg.index_interval_bytes,
+            flush_interval: Duration::from_millis(cfg.flush_interval_ms),
+            flush_messages: cfg.flush_messages,
+            active,
+            spare: None,
+            spare_retry_at: Instant::now(),
+            sealed_memory: Vec::new(),
+            outbox: VecDeque::new(),
+            unsynced_records: 0,
+            last_sync: Instant::now(),
+        }
+    }
+
+    /// A new memory region for an active segment, named after the partition.
+    fn memory_region(&mut self) -> Result<(AppendWriter, AppendReader), LogError> {
+        self.memory_files_made += 1;
+        let path = self.memory_dir.join(format!(
+            "{}{}.segment",
+            self.memory_prefix, self.memory_files_made
+        ));
+        Ok(append_region(&path, self.segment_bytes as usize)?)
+    }
+
+    /// Creates the next segment's memory and file (the file under a temporary name).
+    pub(crate) fn prepare_spare(&mut self) -> Result<Spare, LogError> {
+        assert!(self.spare.is_none());
+        let (writer, reader) = self.memory_region()?;
+        let path = self.dir.join(SPARE_LOG_NAME);
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io_error(&path));
+        let file = match file {
+            Ok(file) => file,
+            Err(error) => {
+                let _ = std::fs::remove_file(reader.path());
+                return Err(error);
+            }
+        };
+        self.spare = Some(SpareFiles { reader, file });
+        Ok(Spare {
+            writer,
+            index: SparseIndex::new(0, self.index_interval_bytes, self.segment_bytes),
+        })
+    }
+
+    fn failed(&self) -> bool {
+        self.shared.storage_error.get().is_some()
+    }
+
+    fn fail(&mut self, operation: &'static str, error: &std::io::Error) {
+        let reason = match error.raw_os_error() {
+            Some(28) => "disk full (ENOSPC) persisting the log",
+            Some(122) => "disk quota exceeded (EDQUOT) persisting the log",
+            Some(5) => "I/O error (EIO) persisting the log",
+            _ => operation,
+        };
+        if self.shared.storage_error.set(reason).is_ok() {
+            log::error!(
+                "partition {}: {operation} failed: {error}. The partition refuses writes \
+                 until restarted; offsets below {} are durable.",
+                self.shared.name,
+                self.shared.durable_offset.load(Ordering::Relaxed),
+            );
+        }
+    }
+
+    /// One pass: commands, persistence, sync policy, spare. Returns the work done.
+    fn poll(&mut self, shutting_down: bool, syncs: &AtomicU64) -> usize {
+        let closed = self.shared.closed.load(Ordering::Acquire);
+        let force = shutting_down || closed;
+        let mut work = 0;
+        while let Some(command) = self.shared.to_flusher.pop() {
+            work += 1;
+            match command {
+                ToFlusher::Rolled {
+                    sealed_bytes,
+                    new_base_offset,
+                } => self.roll(sealed_bytes, new_base_offset, syncs),
+                ToFlusher::Release(reader) => {
+                    let path = reader.path().to_path_buf();
+                    drop(reader);
+                    self.sealed_memory.retain(|kept| kept.path() != path);
+                    remove_file_logged(&path);
+                }
+                ToFlusher::Retire(segment) => {
+                    let log_path = segment_path(&self.dir, segment.base_offset(), "log");
+                    drop(segment);
+                    for ext in ["log", "index", "timeindex"] {
+                        remove_file_logged(&log_path.with_extension(ext));
+                    }
+                }
+            }
+        }
+        if !self.failed() {
+            work += self.persist();
+            let requested = self.shared.durable_requested.load(Ordering::Acquire);
+            let durable = self.shared.durable_offset.load(Ordering::Relaxed);
+            let due = force
+                || requested > durable
+                || self.unsynced_records >= self.flush_messages
+                || self.last_sync.elapsed() >= self.flush_interval;
+            if due && self.active.synced < self.active.written {
+                self.sync(syncs);
+                work += 1;
+            }
+            if !closed && self.spare.is_none() && Instant::now() >= self.spare_retry_at {
+                match self.prepare_spare() {
+                    Ok(spare) => self.outbox.push_back(ToLcore::Spare(spare)),
+                    Err(error) => {
+                        log::warn!(
+                            "partition {}: cannot prepare the next segment: {error}",
+                            self.shared.name
+                        );
+                        self.spare_retry_at =
+                            Instant::now() + Duration::from_millis(SPARE_RETRY_MS);
+                    }
+                }
+                work += 1;
+            }
+        }
+        while let Some(message) = self.outbox.pop_front() {
+            if let Err(message) = self.shared.to_lcore.push(message) {
+                self.outbox.push_front(message);
+                break;
+            }
+        }
+        work
+    }
+
+    /// pwrites the active segment's newly published bytes.
+    fn persist(&mut self) -> usize {
+        let target = &mut self.active;
+        let bytes = target.reader.bytes();
+        let published = bytes.len();
+        if published == target.written {
+            return 0;
+        }
+        let mut position = target.written;
+        // Bounded: each step moves forward by one whole published batch.
+        while position < published {
+            let header = header_at(bytes, position);
+            let size = header.total_bytes();
+            target.index.on_batch(
+                position as u32,
+                size as u32,
+                header.base_offset as u64,
+                header.last_offset() as u64,
+                header.max_timestamp,
+            );
+            self.unsynced_records += header.records_count as u64;
+            position += size;
+        }
+        assert_eq!(
+            position, published,
+            "published length is not a batch boundary"
+        );
+        if let Err(error) = target
+            .file
+            .write_all_at(&bytes[target.written..published], target.written as u64)
+        {
+            self.fail("writing the segment file", &error);
+            return 1;
+        }
+        target.written = published;
+        1
+    }
+
+    fn sync(&mut self, syncs: &AtomicU64) {
+        if let Err(error) = self.active.file.sync_data() {
+            self.fail("fdatasync of the segment file", &error);
+            return;
+        }
+        syncs.fetch_add(1, Ordering::Relaxed);
+        self.active.synced = self.active.written;
+        self.unsynced_records = 0;
+        self.last_sync = Instant::now();
+        self.shared
+            .durable_offset
+            .store(self.active.index.end_offset(), Ordering::Release);
+    }
+
+    /// Seals the active segment and makes the spare the active one.
+    fn roll(&mut self, sealed_bytes: usize, new_base_offset: u64, syncs: &AtomicU64) {
+        if self.failed() {
+            return;
+        }
+        assert_eq!(self.active.reader.published(), sealed_bytes);
+        self.persist();
+        if self.active.synced < self.active.written {
+            self.sync(syncs);
+        }
+        if self.failed() {
+            return;
+        }
+        assert_eq!(self.active.index.end_offset(), new_base_offset);
+        self.active.index.seal();
+        if let Err(error) = self.active.index.write_files(&self.active.log_path) {
+            self.fail("writing the segment index files", &error);
+            return;
+        }
+        match ReadOnlyFileMap::open(&self.active.log_path, self.active.written) {
+            Ok(map) => self.outbox.push_back(ToLcore::Sealed {
+                base_offset: self.active.index.base_offset(),
+                map,
+            }),
+            Err(error) => {
+                log::warn!(
+                    "partition {}: cannot map sealed segment (reads stay in memory): {error}",
+                    self.shared.name
+                );
+            }
+        }
+        let spare = self.spare.take().expect("the lcore rolled onto a spare");
+        let log_path = segment_path(&self.dir, new_base_offset, "log");
+        let renamed = std::fs::rename(self.dir.join(SPARE_LOG_NAME), &log_path)
+            .and_then(|()| File::open(&self.dir)?.sync_all());
+        if let Err(error) = renamed {
+            self.fail("renaming the next segment file", &error);
+            return;
+        }
+        let old = std::mem::replace(
+            &mut self.active,
+            FlushTarget {
+                reader: spare.reader,
+                file: spare.file,
+                log_path,
+                written: 0,
+                synced: 0,
+                index: SparseIndex::new(
+                    new_base_offset,
+                    self.index_interval_bytes,
+                    self.segment_bytes,
+                ),
+            },
+        );
+        self.sealed_memory.push(old.reader);
+    }
+
+    /// After the final flush of a closed partition: drop its memory, mark it released.
+    fn release_if_closed(&mut self) -> bool {
+        if !self.shared.closed.load(Ordering::Acquire) {
+            return false;
+        }
+        while let Some(message) = self.shared.to_lcore.pop() {
+            drop(message);
+        }
+        self.outbox.clear();
+        remove_file_logged(self.active.reader.path());
+        if let Some(spare) = self.spare.take() {
+            remove_file_logged(spare.reader.path());
+            remove_file_logged(&self.dir.join(SPARE_LOG_NAME));
+        }
+        for reader in self.sealed_memory.drain(..) {
+            remove_file_logged(reader.path());
+        }
+        self.shared.released.store(true, Ordering::Release);
+        true
+    }
+}
+
+fn remove_file_logged(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            log::warn!("cannot remove {}: {error}", path.display());
+        }
+    }
+}

@@ -1,0 +1,632 @@
+//! Partition log tests on real files: the data directory in a tempdir, memory files on
+//! hugetlbfs when mounted, else /dev/shm. No timing is asserted: waits are liveness bounds.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use precursor_protocol::compression::Compression;
+use precursor_protocol::record_batch::{
+    set_base_offset, RecordBatchBuilder, RecordBatchHeader, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    NO_SEQUENCE,
+};
+
+use super::*;
+
+// ---- a counting allocator: proves append and read allocate nothing ----
+
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY-free: delegates to the system allocator, only counting calls per thread.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+// ---- helpers ----
+
+const WAIT_MAX: Duration = Duration::from_secs(60);
+
+struct Fixture {
+    _data: tempfile::TempDir,
+    _memory: tempfile::TempDir,
+    cfg: LogConfig,
+}
+
+fn fixture() -> Fixture {
+    let data = tempfile::tempdir().unwrap();
+    fixture_in(data)
+}
+
+fn fixture_in(data: tempfile::TempDir) -> Fixture {
+    let memory = tempfile::tempdir_in(precursor_shm::memory_dir_default())
+        .or_else(|_| tempfile::tempdir_in("/dev/shm"))
+        .unwrap();
+    let mut cfg = LogConfig::new(data.path().to_path_buf());
+    cfg.memory_dir = memory.path().to_path_buf();
+    cfg.segment_bytes = 8192;
+    cfg.index_interval_bytes = 512;
+    cfg.flush_interval_ms = 2;
+    cfg.flush_messages = 1000;
+    cfg.batch_bytes_max = 4096;
+    cfg.retention_ms = None;
+    cfg.producers_per_partition_max = 16;
+    Fixture {
+        _data: data,
+        _memory: memory,
+        cfg,
+    }
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT_MAX;
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// Batch number `i`: 1 + i % 3 records, values derived from `i`, timestamps `ts`.
+fn batch(i: u64, ts: i64) -> Vec<u8> {
+    producer_batch(i, ts, NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE)
+}
+
+fn producer_batch(i: u64, ts: i64, producer_id: i64, epoch: i16, sequence: i32) -> Vec<u8> {
+    let mut builder = RecordBatchBuilder::new(Compression::None, producer_id, epoch, sequence, ts);
+    for r in 0..(1 + i % 3) {
+        let value = format!("batch {i} record {r} {}", "x".repeat((i % 50) as usize));
+        builder.append(ts, Some(&i.to_be_bytes()), value.as_bytes(), &[]);
+    }
+    builder.finish()
+}
+
+fn stored(mut batch: Vec<u8>, base_offset: u64) -> Vec<u8> {
+    set_base_offset(&mut batch, base_offset as i64);
+    batch
+}
+
+/// Appends, riding out `SegmentNotReady` with `maintain` (as the lcore's drain timer).
+fn append(log: &mut PartitionLog, batch: &[u8], now_ms: i64) -> Appended {
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        match log.append(batch, now_ms) {
+            Err(AppendError::SegmentNotReady) => {
+                assert!(Instant::now() < deadline, "no spare segment");
+                log.maintain(now_ms);
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            result => return result.unwrap(),
+        }
+    }
+}
+
+/// Reads the batch holding `offset` and returns its bytes.
+fn read_batch(log: &PartitionLog, offset: u64) -> Vec<u8> {
+    let mut out = vec![0u8; 8192];
+    let n = log.read(offset, 1, false, &mut out).unwrap();
+    assert!(n > 0, "nothing at offset {offset}");
+    let header = RecordBatchHeader::parse(&out[..n]).unwrap();
+    assert_eq!(
+        header.total_bytes(),
+        n,
+        "max_bytes 1 still returns exactly one batch"
+    );
+    out.truncate(n);
+    out
+}
+
+fn settle(log: &mut PartitionLog) {
+    // Everything durable, every sealed segment read from its file.
+    log.request_durable(log.log_end_offset().saturating_sub(1));
+    wait_until("durable", || {
+        log.maintain(0);
+        log.durable_offset() == log.log_end_offset()
+    });
+}
+
+fn log_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log") && !p.ends_with("spare.log"))
+        .collect();
+    files.sort();
+    files
+}
+
+// ---- tests ----
+
+#[test]
+fn round_trip_across_rolls_and_index_at_every_offset() {
+    let f = fixture();
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let mut log = PartitionLog::open(&f.cfg, "orders", 3, &flusher).unwrap();
+    let mut expected = Vec::new(); // (base, last, stored bytes)
+    for i in 0..400u64 {
+        let b = batch(i, 1000 + i as i64);
+        let appended = append(&mut log, &b, 0);
+        assert!(!appended.duplicate);
+        assert_eq!(
+            appended.base_offset,
+            expected.last().map_or(0, |e: &(u64, u64, Vec<u8>)| e.1 + 1)
+        );
+        expected.push((
+            appended.base_offset,
+            appended.last_offset,
+            stored(b, appended.base_offset),
+        ));
+        if i % 7 == 0 {
+            log.maintain(0);
+        }
+    }
+    let end = expected.last().unwrap().1 + 1;
+    assert_eq!(log.log_end_offset(), end);
+    assert!(log.segment_count() > 5, "{} segments", log.segment_count());
+    let check = |log: &PartitionLog| {
+        for (base, last, bytes) in &expected {
+            for offset in *base..=*last {
+                assert_eq!(&read_batch(log, offset), bytes, "offset {offset}");
+            }
+        }
+        assert_eq!(log.read(end, 100, false, &mut [0; 100]), Ok(0));
+        assert_eq!(
+            log.read(end + 1, 100, false, &mut [0; 100]),
+            Err(ReadError::OffsetOutOfRange {
+                offset: end + 1,
+                start: 0,
+                end
+            })
+        );
+        // Several batches per read, within one segment, within max_bytes.
+        let mut out = vec![0u8; 8192];
+        let n = log.read(0, 2000, false, &mut out).unwrap();
+        assert!(n <= 2000 && n > expected[0].2.len());
+    };
+    check(&log); // from memory (some sealed segments may not be persisted yet)
+    settle(&mut log);
+    check(&log); // sealed segments from their files
+    assert_eq!(log_files(log.dir()).len(), log.segment_count());
+    // Sealed segments have Kafka index files.
+    let first = log_files(log.dir())[0].clone();
+    let index = std::fs::read(first.with_extension("index")).unwrap();
+    assert_eq!(index.len() % 8, 0);
+    assert!(!index.is_empty());
+    assert_eq!(
+        std::fs::read(first.with_extension("timeindex"))
+            .unwrap()
+            .len()
+            % 12,
+        0
+    );
+    let segments = log.segment_count();
+    drop(log);
+    let log = PartitionLog::open(&f.cfg, "orders", 3, &flusher).unwrap();
+    assert_eq!(log.segment_count(), segments);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(log.durable_offset(), end);
+    check(&log);
+    drop(log);
+    flusher.shutdown();
+    thread.join().unwrap();
+}
+
+#[test]
+fn append_and_read_allocate_nothing() {
+    let f = fixture();
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let mut log = PartitionLog::open(&f.cfg, "alloc", 0, &flusher).unwrap();
+    let mut sequences = [0i32; 4];
+    let batches: Vec<Vec<u8>> = (0..300u64)
+        .map(|i| {
+            let producer = (i % 4) as usize;
+            let sequence = sequences[producer];
+            sequences[producer] += 1 + (i % 3) as i32;
+            producer_batch(i, 5, 1 + producer as i64, 0, sequence)
+        })
+        .collect();
+    let mut out = vec![0u8; 8192];
+    let mut rolls = 0;
+    for b in &batches {
+        let before = allocations();
+        let result = log.append(b, 0);
+        let read = log.read(log.log_start_offset(), 4096, false, &mut out);
+        assert_eq!(allocations(), before, "append or read allocated");
+        read.unwrap();
+        match result {
+            Ok(appended) => assert!(!appended.duplicate),
+            Err(AppendError::SegmentNotReady) => panic!("the first spare is prepared by open"),
+            Err(error) => panic!("{error}"),
+        }
+        if log.segment_count() > rolls + 1 {
+            rolls = log.segment_count() - 1;
+            // Give the flusher time to prepare the next spare, off the measured path.
+            wait_until("spare", || {
+                log.maintain(0);
+                log.spare_ready()
+            });
+        }
+    }
+    assert!(rolls >= 3, "{rolls} rolls");
+    drop(log);
+    flusher.shutdown();
+    thread.join().unwrap();
+}
+
+/// Opens the log of `fixture`, appends `count` batches, makes them durable, closes it;
+/// returns the stored bytes of each batch.
+fn build_log(f: &Fixture, flusher: &FlusherHandle, topic: &str, count: u64) -> Vec<(u64, Vec<u8>)> {
+    let mut log = PartitionLog::open(&f.cfg, topic, 0, flusher).unwrap();
+    let mut out = Vec::new();
+    for i in 0..count {
+        let b = batch(i, i as i64);
+        let appended = append(&mut log, &b, 0);
+        out.push((appended.base_offset, stored(b, appended.base_offset)));
+    }
+    settle(&mut log);
+    out
+}
+
+#[test]
+fn recovery_truncates_torn_or_corrupt_tail() {
+    let f = fixture();
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let batches = build_log(&f, &flusher, "torn", 6); // fits one segment
+    let dir = f.cfg.data_dir.join("torn-0");
+    let tail = log_files(&dir).pop().unwrap();
+    let full = std::fs::read(&tail).unwrap();
+    let (last_base, last_bytes) = batches.last().unwrap().clone();
+    let prefix = full.len() - last_bytes.len();
+    assert_eq!(&full[prefix..], &last_bytes[..]);
+    let check_prefix = |log: &PartitionLog| {
+        for (base, bytes) in &batches[..batches.len() - 1] {
+            assert_eq!(&read_batch(log, *base), bytes);
+        }
+    };
+    // Torn at every byte of the last batch: it is gone whole, the rest intact.
+    for cut in 0..last_bytes.len() {
+        std::fs::write(&tail, &full[..prefix + cut]).unwrap();
+        let log = PartitionLog::open(&f.cfg, "torn", 0, &flusher).unwrap();
+        assert_eq!(log.log_end_offset(), last_base, "cut at {cut}");
+        assert_eq!(std::fs::metadata(&tail).unwrap().len() as usize, prefix);
+        check_prefix(&log);
+    }
+    // A flipped byte anywhere in the last batch: gone, unless the byte is in the one field
+    // neither the CRC nor recovery checks (partition_leader_epoch, bytes 12..16).
+    for position in 0..last_bytes.len() {
+        let mut corrupt = full.clone();
+        corrupt[prefix + position] ^= 0x40;
+        std::fs::write(&tail, &corrupt).unwrap();
+        let log = PartitionLog::open(&f.cfg, "torn", 0, &flusher).unwrap();
+        if (12..16).contains(&position) {
+            assert!(log.log_end_offset() > last_base, "flip at {position}");
+        } else {
+            assert_eq!(log.log_end_offset(), last_base, "flip at {position}");
+        }
+        check_prefix(&log);
+    }
+    // The intact file recovers whole.
+    std::fs::write(&tail, &full).unwrap();
+    let log = PartitionLog::open(&f.cfg, "torn", 0, &flusher).unwrap();
+    assert_eq!(&read_batch(&log, last_base), &last_bytes);
+    drop(log);
+    flusher.shutdown();
+    thread.join().unwrap();
+}
+
+#[test]
+fn idempotent_producer_paths_and_recovered_state() {
+    let f = fixture();
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let mut log = PartitionLog::open(&f.cfg, "idem", 1, &flusher).unwrap();
+    let b = |seq: i32, epoch: i16| producer_batch(seq as u64 * 3, 0, 77, epoch, seq);
+    // Batch i has 1 + (3 seq) % 3 = 1 record: sequence numbers advance by one.
+    let mut firsts = Vec::new();
+    for seq in 0..8 {
+        firsts.push(append(&mut log, &b(seq, 0), 0));
+    }
+    let dup = log.append(&b(6, 0), 0).unwrap();
+    assert_eq!(
+        dup,
+        Appended {
+            duplicate: true,
+            ..firsts[6]
+        }
+    );
+    assert_eq!(log.append(&b(1, 0), 0), Err(AppendError::DuplicateSequence));
+    assert_eq!(
+        log.append(&b(10, 0), 0),
+        Err(AppendError::OutOfOrderSequence {
+            expected: 8,
+            found: 10
+        })
+    );
+    let end = log.log_end_offset();
+    settle(&mut log);
+    drop(log);
+    // After reopening, the retransmission is still recognised.
+    let mut log = PartitionLog::open(&f.cfg, "idem", 1, &flusher).unwrap();
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(
+        log.append(&b(7, 0), 0).unwrap(),
+        Appended {
+            duplicate: true,
+            ..firsts[7]
+        }
+    );
+    assert!(!log.append(&b(8, 0), 0).unwrap().duplicate);
+    // A new epoch fences the old one.
+    assert!(!log.append(&b(0, 1), 0).unwrap().duplicate);
+    assert_eq!(
+        log.append(&b(9, 0), 0),
+        Err(AppendError::InvalidProducerEpoch)
+    );
+    // Garbage and oversized batches.
+    let mut bad = b(1, 1);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert!(matches!(log.append(&bad, 0), Err(AppendError::Corrupt(_))));
+    assert!(matches!(
+        log.append(&vec![0u8; 5000], 0),
+        Err(AppendError::TooLarge {
+            bytes: 5000,
+            max: 4096
+        })
+    ));
+    drop(log);
+    flusher.shutdown();
+    thread.join().unwrap();
+}
+
+#[test]
+fn retention_by_size_and_by_time() {
+    let mut f = fixture();
+    f.cfg.retention_bytes = Some(20_000);
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let mut log = PartitionLog::open(&f.cfg, "retained", 0, &flusher).unwrap();
+    for i in 0..300u64 {
+        append(&mut log, &batch(i, 1_000 + i as i64), 0);
+    }
+    settle(&mut log);
+    wait_until("retention by size", || {
+        log.maintain(0);
+        log.size_bytes() < 20_000 + 8192 && log_files(log.dir()).len() == log.segment_count()
+    });
+    assert!(log.size_bytes() >= 20_000);
+    assert!(log.log_start_offset() > 0);
+    let start = log.log_start_offset();
+    assert!(matches!(
+        log.read(start - 1, 100, false, &mut [0; 100]),
+        Err(ReadError::OffsetOutOfRange { .. })
+    ));
+    read_batch(&log, start);
+    drop(log);
+
+    let mut cfg = f.cfg.clone();
+    cfg.retention_bytes = None;
+    cfg.retention_ms = Some(10_000);
+    let mut log = PartitionLog::open(&cfg, "retained", 0, &flusher).unwrap();
+    let segments = log.segment_count();
+    assert!(segments > 1);
+    // Newest timestamp of the sealed segments is <= 1_299: at now = 5_000 nothing expires.
+    log.maintain(5_000);
+    assert_eq!(log.segment_count(), segments);
+    log.maintain(1_000_000);
+    assert_eq!(
+        log.segment_count(),
+        1,
+        "every sealed segment expired, never the active"
+    );
+    wait_until("files deleted", || log_files(log.dir()).len() == 1);
+    drop(log);
+    flusher.shutdown();
+    thread.join().unwrap();
+}
+
+#[test]
+fn durable_offset_advances_only_after_fdatasync() {
+    let mut f = fixture();
+    f.cfg.flush_interval_ms = 3_600_000;
+    f.cfg.flush_messages = u64::MAX;
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let mut log = PartitionLog::open(&f.cfg, "durable", 0, &flusher).unwrap();
+    let b = batch(1, 0);
+    append(&mut log, &b, 0);
+    let file = log.dir().join("00000000000000000000.log");
+    // The flusher writes the bytes at once but syncs only by policy or request.
+    wait_until("pwrite", || {
+        std::fs::metadata(&file).unwrap().len() == b.len() as u64
+    });
+    assert_eq!(flusher.syncs(), 0);
+    assert_eq!(log.durable_offset(), 0);
+    let mut out = vec![0u8; 8192];
+    assert_eq!(log.read(0, 8192, true, &mut out), Ok(0));
+    log.request_durable(0);
+    wait_until("durable", || log.durable_offset() == log.log_end_offset());
+    assert!(flusher.syncs() >= 1);
+    assert_eq!(log.read(0, 8192, true, &mut out), Ok(b.len()));
+    drop(log);
+    flusher.shutdown();
+    thread.join().unwrap();
+}
+
+fn run_as_root(args: &[&str]) -> bool {
+    std::process::Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn full_disk_surfaces_storage_error_and_keeps_durable_data() {
+    let data = tempfile::tempdir().unwrap();
+    let mount_point = data.path().to_str().unwrap().to_string();
+    if !run_as_root(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "size=256k",
+        "tmpfs",
+        &mount_point,
+    ]) {
+        eprintln!("skipped: cannot mount a tmpfs (not root?)");
+        return;
+    }
+    let f = fixture_in(data);
+    let result = std::panic::catch_unwind(|| {
+        let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+        let mut log = PartitionLog::open(&f.cfg, "full", 0, &flusher).unwrap();
+        let mut appended = Vec::new();
+        let mut i = 0u64;
+        let deadline = Instant::now() + WAIT_MAX;
+        let reason = loop {
+            assert!(Instant::now() < deadline, "the disk never filled");
+            log.maintain(0);
+            let b = batch(i, 0);
+            match log.append(&b, 0) {
+                Ok(a) => {
+                    appended.push((a.base_offset, stored(b, a.base_offset)));
+                    log.request_durable(a.last_offset);
+                    i += 1;
+                }
+                Err(AppendError::SegmentNotReady) => std::thread::sleep(Duration::from_micros(100)),
+                Err(AppendError::Storage { reason }) => break reason,
+                Err(error) => panic!("{error}"),
+            }
+        };
+        assert!(reason.contains("ENOSPC"), "{reason}");
+        assert_eq!(log.storage_error(), Some(reason));
+        let durable = log.durable_offset();
+        assert!(durable > 0 && durable < log.log_end_offset());
+        assert!(matches!(
+            log.append(&batch(0, 0), 0),
+            Err(AppendError::Storage { .. })
+        ));
+        drop(log);
+        flusher.shutdown();
+        thread.join().unwrap();
+        // More room, then every durable batch is back, byte for byte.
+        assert!(run_as_root(&[
+            "mount",
+            "-o",
+            "remount,size=4m",
+            &mount_point
+        ]));
+        let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+        let log = PartitionLog::open(&f.cfg, "full", 0, &flusher).unwrap();
+        assert!(log.log_end_offset() >= durable);
+        for (base, bytes) in appended.iter().filter(|(base, _)| *base < durable) {
+            assert_eq!(&read_batch(&log, *base), bytes);
+        }
+        drop(log);
+        flusher.shutdown();
+        thread.join().unwrap();
+    });
+    assert!(run_as_root(&["umount", &mount_point]));
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+const CHILD_DIR_ENV: &str = "PRECURSOR_LOG_KILL_CHILD_DIR";
+const CHILD_DURABLE_TARGET: u64 = 300;
+
+/// In the child: append forever, printing each new durable offset. In the parent: run the
+/// child, SIGKILL it mid-append, recover, and find every durable offset byte for byte.
+#[test]
+fn sigkill_mid_append_keeps_every_durable_offset() {
+    if let Ok(dir) = std::env::var(CHILD_DIR_ENV) {
+        return kill_child(Path::new(&dir));
+    }
+    let f = fixture();
+    let exe = std::env::current_exe().unwrap();
+    let mut child = std::process::Command::new(exe)
+        .args([
+            "log::tests::sigkill_mid_append_keeps_every_durable_offset",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR_ENV, f.cfg.data_dir.as_os_str())
+        .env(
+            "PRECURSOR_LOG_KILL_CHILD_MEMORY",
+            f.cfg.memory_dir.as_os_str(),
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut durable = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(offset) = line.strip_prefix("durable ") {
+            durable = offset.parse().unwrap();
+            if durable >= CHILD_DURABLE_TARGET {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        durable >= CHILD_DURABLE_TARGET,
+        "child stopped at {durable}"
+    );
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let log = PartitionLog::open(&f.cfg, "killed", 0, &flusher).unwrap();
+    assert!(log.log_end_offset() >= durable);
+    let mut offset = 0;
+    let mut i = 0;
+    while offset < durable {
+        let expected = stored(batch(i, i as i64), offset);
+        assert_eq!(read_batch(&log, offset), expected, "offset {offset}");
+        offset += 1 + i % 3;
+        i += 1;
+    }
+    drop(log);
+    flusher.shutdown();
+    thread.join().unwrap();
+}
+
+fn kill_child(dir: &Path) {
+    let mut cfg = fixture().cfg;
+    cfg.data_dir = dir.to_path_buf();
+    cfg.memory_dir = std::env::var("PRECURSOR_LOG_KILL_CHILD_MEMORY")
+        .unwrap()
+        .into();
+    let (flusher, _thread) = Flusher::spawn(&cfg).unwrap();
+    let mut log = PartitionLog::open(&cfg, "killed", 0, &flusher).unwrap();
+    let mut reported = 0;
+    // Bounded: the parent kills it long before.
+    for i in 0..10_000_000u64 {
+        let appended = append(&mut log, &batch(i, i as i64), 0);
+        log.request_durable(appended.last_offset);
+        log.maintain(0);
+        let durable = log.durable_offset();
+        if durable > reported {
+            reported = durable;
+            println!("durable {durable}");
+        }
+    }
+}
