@@ -1,1 +1,15 @@
-//! (being written)
+//! The poll-mode data plane: DPDK ports, the packet path, and the partition logs.
+//!
+//! - [`net`]: Ethernet/ARP/IPv4/ICMP/UDP headers over mbuf bytes.
+//! - [`lcore`]: the burst loop that owns a port queue and its partitions.
+//! - [`log`]: partition logs: segments in hugepage memory, the flusher, recovery.
+//! - [`topics`]: the topic manifest, the lcore's topic table, the admin thread.
+//! - [`node`]: start-up and shut-down of a whole node.
+
+pub mod counters;
+pub mod idle;
+pub mod lcore;
+pub mod log;
+pub mod net;
+pub mod node;
+pub mod topics;

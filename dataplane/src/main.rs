@@ -1,1 +1,62 @@
-fn main() {}
+//! `precursor-dataplane`: the only binary that links DPDK.
+//!
+//! Usage: `precursor-dataplane [--config FILE]`. With no file it runs the embedded default
+//! (a TAP port `prc0`, see `precursor config show`). SIGINT/SIGTERM stop it cleanly: the
+//! lcore sends what it buffered, the flusher persists everything, then it exits and prints
+//! its counters as one `COUNTERS {...}` line on stderr.
+
+use precursor_config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+fn main() -> ExitCode {
+    let mut config_path: Option<PathBuf> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--config" | "-c" => match args.next() {
+                Some(path) => config_path = Some(PathBuf::from(path)),
+                None => return usage("--config needs a file"),
+            },
+            "--help" | "-h" => {
+                println!("usage: precursor-dataplane [--config FILE]");
+                return ExitCode::SUCCESS;
+            }
+            other => return usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    let config = match &config_path {
+        Some(path) => match Config::load(path) {
+            Ok(config) => config,
+            Err(error) => {
+                eprintln!("precursor-dataplane: {error}");
+                return ExitCode::from(2);
+            }
+        },
+        None => Config::default(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(error) = signal_hook::flag::register(signal, stop.clone()) {
+            eprintln!("precursor-dataplane: cannot install a signal handler: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
+    match precursor_dataplane::node::run(&config, stop) {
+        Ok(counters) => {
+            eprintln!("COUNTERS {counters}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("precursor-dataplane: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(problem: &str) -> ExitCode {
+    eprintln!("precursor-dataplane: {problem}\nusage: precursor-dataplane [--config FILE]");
+    ExitCode::from(2)
+}

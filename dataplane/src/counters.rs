@@ -1,0 +1,149 @@
+//! The lcore's counters: plain integers written only by their lcore.
+//!
+//! They move into the shared counters page (DESIGN.md §3) with the control plane; until then
+//! the data plane prints them as one JSON object when it stops (`COUNTERS {...}` on stderr).
+
+use crate::net::DropReason;
+use precursor_protocol::frame::{ErrorCode, FrameError};
+
+/// Number of [`ErrorCode`] values (codes index the array directly).
+pub const ERROR_CODES: usize = 14;
+const FRAME_ERRORS: [&str; 7] = [
+    "truncated",
+    "bad_magic",
+    "unsupported_version",
+    "unknown_opcode",
+    "length_mismatch",
+    "payload_too_short",
+    "malformed",
+];
+
+#[derive(Clone, Debug, Default)]
+pub struct LcoreCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Responses the TX queue did not take in time (freed, the client retransmits).
+    pub tx_dropped: u64,
+    /// Multi-segment mbufs: frames never span segments, so they are dropped.
+    pub rx_multi_segment: u64,
+    pub mbuf_alloc_failures: u64,
+    pub arp_replies: u64,
+    pub echo_replies: u64,
+    pub dropped: [u64; DropReason::ALL.len()],
+    /// Datagrams on our port that are not valid frames, by [`FrameError::reason`].
+    pub bad_frames: [u64; FRAME_ERRORS.len()],
+    /// Responses sent with each error code (index = code).
+    pub errors: [u64; ERROR_CODES],
+    pub produce_requests: u64,
+    pub produce_batches: u64,
+    pub produce_records: u64,
+    pub produce_bytes: u64,
+    pub produce_duplicates: u64,
+    pub fetch_requests: u64,
+    pub fetch_bytes: u64,
+    pub metadata_requests: u64,
+    pub pings: u64,
+    pub durable_acks: u64,
+    pub topics_created: u64,
+    pub loop_iterations: u64,
+}
+
+impl LcoreCounters {
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.dropped[reason as usize] += 1;
+    }
+
+    pub fn count_bad_frame(&mut self, error: &FrameError) {
+        let index = FRAME_ERRORS
+            .iter()
+            .position(|r| *r == error.reason())
+            .expect("every FrameError reason is listed");
+        self.bad_frames[index] += 1;
+    }
+
+    pub fn count_error(&mut self, code: ErrorCode) {
+        self.errors[code as usize] += 1;
+    }
+
+    /// One JSON object, keys sorted as written; no serde in the data plane's hot crate.
+    pub fn to_json(&self) -> String {
+        let mut out = String::from("{");
+        let mut field = |name: &str, value: u64| {
+            if out.len() > 1 {
+                out.push(',');
+            }
+            out.push_str(&format!("\"{name}\":{value}"));
+        };
+        field("rx_packets", self.rx_packets);
+        field("rx_bytes", self.rx_bytes);
+        field("tx_packets", self.tx_packets);
+        field("tx_bytes", self.tx_bytes);
+        field("tx_dropped", self.tx_dropped);
+        field("rx_multi_segment", self.rx_multi_segment);
+        field("mbuf_alloc_failures", self.mbuf_alloc_failures);
+        field("arp_replies", self.arp_replies);
+        field("echo_replies", self.echo_replies);
+        for reason in DropReason::ALL {
+            field(
+                &format!("dropped_{}", reason.name()),
+                self.dropped[reason as usize],
+            );
+        }
+        for (i, reason) in FRAME_ERRORS.iter().enumerate() {
+            field(&format!("bad_frame_{reason}"), self.bad_frames[i]);
+        }
+        for code in 1..ERROR_CODES as u16 {
+            let name = format!("{:?}", ErrorCode::from_u16(code).expect("dense codes"));
+            field(
+                &format!("error_{}", snake(&name)),
+                self.errors[code as usize],
+            );
+        }
+        field("produce_requests", self.produce_requests);
+        field("produce_batches", self.produce_batches);
+        field("produce_records", self.produce_records);
+        field("produce_bytes", self.produce_bytes);
+        field("produce_duplicates", self.produce_duplicates);
+        field("fetch_requests", self.fetch_requests);
+        field("fetch_bytes", self.fetch_bytes);
+        field("metadata_requests", self.metadata_requests);
+        field("pings", self.pings);
+        field("durable_acks", self.durable_acks);
+        field("topics_created", self.topics_created);
+        field("loop_iterations", self.loop_iterations);
+        out.push('}');
+        out
+    }
+}
+
+fn snake(camel: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_code_and_frame_error_has_a_counter() {
+        assert!(
+            ErrorCode::from_u16(ERROR_CODES as u16).is_none(),
+            "ERROR_CODES is stale"
+        );
+        let mut counters = LcoreCounters::default();
+        counters.count_error(ErrorCode::CorruptMessage);
+        counters.count_bad_frame(&FrameError::BadMagic { found: 1 });
+        let json = counters.to_json();
+        assert!(json.contains("\"error_corrupt_message\":1"), "{json}");
+        assert!(json.contains("\"bad_frame_bad_magic\":1"), "{json}");
+    }
+}

@@ -1,0 +1,414 @@
+//! Start-up and shut-down of one data plane node: everything that may block happens here,
+//! before the lcore starts polling or after it stops.
+//!
+//! Order: storage first (the flusher and admin threads are spawned before `rte_eal_init`,
+//! so they do not inherit the lcore's CPU pinning), recovery of every partition, then the
+//! EAL, the mempool and the port, then the lcore loop on the EAL's main thread.
+
+use crate::idle::Idle;
+use crate::lcore::{Lcore, LcoreConfig};
+use crate::log::{Flusher, FlusherHandle, LogConfig};
+use crate::net::Endpoint;
+use crate::topics::{self, AdminLink, Manifest, Topic, TopicTable};
+use precursor_config::{Config, Hugepages, PortKind};
+use precursor_ffi::dpdk::{DpdkError, Eal, Mempool, Port, PortConfig};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// IPv4 (20) + UDP (8) bytes inside the MTU, before the native frame.
+const IP_UDP_HEADERS_BYTES: usize = 28;
+/// Ethernet header + VLAN tag + FCS allowance in an mbuf beyond the MTU.
+const ETHERNET_OVERHEAD_BYTES: usize = 14 + 4 + 4;
+/// DPDK's default mbuf headroom.
+const MBUF_HEADROOM_BYTES: usize = 128;
+const MBUF_DATA_BYTES_MIN: usize = 2048;
+const MEMPOOL_CACHE_MBUFS: u32 = 256;
+const HUGE_PAGE_BYTES: u64 = 2 << 20;
+/// Hugepage memory DPDK itself needs beyond its mbufs (rings, tables), in bytes.
+const DPDK_OVERHEAD_BYTES: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Topic(#[from] topics::TopicError),
+    #[error("storage: {0}")]
+    Log(#[from] crate::log::LogError),
+    #[error(transparent)]
+    Dpdk(#[from] DpdkError),
+    #[error(
+        "hugepages are required by the configuration (dataplane.hugepages = \"required\") but {0}"
+    )]
+    HugepagesMissing(String),
+    #[error("cannot start a thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// The storage side of a node: flusher and admin threads and the recovered topics.
+pub struct Storage {
+    pub log: LogConfig,
+    pub flusher: FlusherHandle,
+    flusher_thread: Option<JoinHandle<()>>,
+    admin_thread: Option<JoinHandle<()>>,
+    admin_stop: Arc<AtomicBool>,
+}
+
+impl Storage {
+    /// Creates the data directory, spawns the flusher, recovers every topic of the manifest
+    /// and creates the configured ones, then hands the manifest to the admin thread.
+    /// The topics and the admin link go to the lcore.
+    pub fn open(
+        config: &Config,
+        memory_dir: &Path,
+    ) -> Result<(Storage, TopicTable, AdminLink), NodeError> {
+        let data_dir = &config.node.data_dir;
+        std::fs::create_dir_all(data_dir).map_err(|source| NodeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let log = log_config(config, memory_dir);
+        let (flusher, flusher_thread) = Flusher::spawn(&log)?;
+        let mut manifest = Manifest::load(data_dir)?;
+        for spec in &config.topics.create {
+            if manifest.find(&spec.name).is_none() {
+                manifest.add(&spec.name, spec.partitions)?;
+            }
+        }
+        let mut table = TopicTable::new();
+        for entry in manifest.entries() {
+            let topic = Topic::open(entry, &log, &flusher)?;
+            eprintln!(
+                "precursor-dataplane: topic {} ({} partitions) recovered: {} messages",
+                topic.name,
+                topic.partitions.len(),
+                topic
+                    .partitions
+                    .iter()
+                    .map(|p| p.log_end_offset() - p.log_start_offset())
+                    .sum::<u64>()
+            );
+            table.install(topic);
+        }
+        let admin_stop = Arc::new(AtomicBool::new(false));
+        let (admin, admin_thread) =
+            topics::spawn_admin(manifest, log.clone(), flusher.clone(), admin_stop.clone())
+                .map_err(NodeError::Thread)?;
+        let storage = Storage {
+            log,
+            flusher,
+            flusher_thread: Some(flusher_thread),
+            admin_thread: Some(admin_thread),
+            admin_stop,
+        };
+        Ok((storage, table, admin))
+    }
+
+    /// Stops the admin thread, then lets the flusher persist everything and exit.
+    pub fn close(&mut self) {
+        self.admin_stop.store(true, Ordering::Release);
+        if let Some(thread) = self.admin_thread.take() {
+            let _ = thread.join();
+        }
+        self.flusher.shutdown();
+        if let Some(thread) = self.flusher_thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Maps the node's configuration onto the log's.
+pub fn log_config(config: &Config, memory_dir: &Path) -> LogConfig {
+    let st = &config.storage;
+    LogConfig {
+        data_dir: config.node.data_dir.clone(),
+        memory_dir: memory_dir.to_path_buf(),
+        segment_bytes: st.segment_bytes,
+        segment_ms: st.segment_ms,
+        index_interval_bytes: st.index_interval_bytes,
+        retention_bytes: (st.retention_bytes > 0).then_some(st.retention_bytes),
+        retention_ms: (st.retention_ms > 0).then_some(st.retention_ms),
+        flush_interval_ms: st.flush_interval_ms,
+        flush_messages: st.flush_messages,
+        batch_bytes_max: st.batch_bytes_max,
+        producers_per_partition_max: st.producers_per_partition_max,
+    }
+}
+
+/// Largest native frame a port with this MTU carries.
+pub fn frame_bytes_max(mtu_bytes: u16) -> usize {
+    mtu_bytes as usize - IP_UDP_HEADERS_BYTES
+}
+
+/// Free hugepage memory in bytes, from /proc/meminfo (2 MiB pages).
+pub fn hugepages_free_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(0, |pages| pages * HUGE_PAGE_BYTES)
+}
+
+fn mbuf_data_room_bytes(mtu_bytes: u16) -> u16 {
+    let data = (mtu_bytes as usize + ETHERNET_OVERHEAD_BYTES).max(MBUF_DATA_BYTES_MIN);
+    (MBUF_HEADROOM_BYTES + data.next_multiple_of(1024)) as u16
+}
+
+/// Where the node's memory goes: DPDK's hugepages or not, and the active segments' directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    pub dpdk_hugepages: bool,
+    pub memory_dir: PathBuf,
+    pub warnings: Vec<String>,
+}
+
+/// Decides, from what is reserved now, whether DPDK and the segments get hugepages.
+pub fn plan_memory(config: &Config, partitions: u64) -> Result<MemoryPlan, NodeError> {
+    let mounted = precursor_config::hugetlbfs_mounted(Path::new("/dev/hugepages"));
+    let free = hugepages_free_bytes();
+    let dpdk_need = config.dataplane.mbufs as u64
+        * mbuf_data_room_bytes(config.port.mtu_bytes) as u64
+        + DPDK_OVERHEAD_BYTES;
+    // Active + prepared spare segment per partition, and headroom for topics created later.
+    let segments_need = (partitions.max(1) * 2 + 4) * config.storage.segment_bytes;
+    let mut warnings = Vec::new();
+    let dpdk_hugepages = match config.dataplane.hugepages {
+        Hugepages::Off => false,
+        Hugepages::Required if !mounted => {
+            return Err(NodeError::HugepagesMissing(
+                "no hugetlbfs is mounted at /dev/hugepages".into(),
+            ));
+        }
+        Hugepages::Required if free < dpdk_need => {
+            return Err(NodeError::HugepagesMissing(format!(
+                "only {} MiB are free, {} MiB needed (echo N > /proc/sys/vm/nr_hugepages)",
+                free >> 20,
+                dpdk_need >> 20
+            )));
+        }
+        Hugepages::Required => true,
+        Hugepages::Auto if mounted && free >= dpdk_need => true,
+        Hugepages::Auto => {
+            warnings.push(format!(
+                "no hugepages for DPDK ({} MiB free, {} MiB needed): running with --no-huge, mbuf handling is slower; ci/up.sh reserves them",
+                free >> 20,
+                dpdk_need >> 20
+            ));
+            false
+        }
+    };
+    let configured = !config.node.memory_dir.as_os_str().is_empty();
+    let mut memory_dir = config.memory_dir();
+    if !configured && memory_dir.starts_with("/dev/hugepages") {
+        let left = if dpdk_hugepages {
+            free.saturating_sub(dpdk_need)
+        } else {
+            free
+        };
+        if left < segments_need {
+            warnings.push(format!(
+                "active segments in /dev/shm, not hugepages: {} MiB of hugepages left, {} MiB wanted",
+                left >> 20,
+                segments_need >> 20
+            ));
+            memory_dir = PathBuf::from("/dev/shm/precursor");
+        }
+    }
+    Ok(MemoryPlan {
+        dpdk_hugepages,
+        memory_dir,
+        warnings,
+    })
+}
+
+/// The EAL arguments for a configuration.
+pub fn eal_args(config: &Config, plan: &MemoryPlan) -> Vec<String> {
+    let dp = &config.dataplane;
+    let port = &config.port;
+    let mut args = vec![
+        "-l".to_string(),
+        config.lcore().to_string(),
+        format!("--file-prefix={}", dp.file_prefix),
+        "--log-level=5".into(),
+        "--no-telemetry".into(),
+    ];
+    // No secondary DPDK process ever attaches (the control plane maps our files, not
+    // DPDK's), so nothing is shared and no hugepage or config files are left behind by a
+    // kill -9. (`--in-memory` is refused together with `--no-huge`.)
+    if plan.dpdk_hugepages {
+        args.push("--in-memory".into());
+    } else {
+        args.push("--no-huge".into());
+        args.push("--no-shconf".into());
+        args.push(format!("-m={}", dp.no_huge_memory_mb));
+    }
+    match port.kind {
+        PortKind::Pci => args.push(format!("--allow={}", port.pci_address)),
+        _ => args.push("--no-pci".into()),
+    }
+    match port.kind {
+        PortKind::Tap => args.push(format!("--vdev=net_tap0,iface={}", port.iface)),
+        PortKind::AfPacket => {
+            let mut vdev = format!("--vdev=net_af_packet0,iface={},qpairs=1", port.iface);
+            if port.mtu_bytes > 1500 {
+                vdev.push_str(",blocksz=16384,framesz=16384,framecnt=512");
+            }
+            args.push(vdev);
+        }
+        PortKind::Memif => args.push(format!(
+            "--vdev=net_memif0,role={},socket={}",
+            port.memif_role,
+            port.memif_socket.display()
+        )),
+        PortKind::Pci => {}
+    }
+    args.extend(dp.eal_args.iter().cloned());
+    args
+}
+
+/// The DPDK device name of the configured port.
+pub fn port_name(config: &Config) -> String {
+    match config.port.kind {
+        PortKind::Tap => "net_tap0".into(),
+        PortKind::AfPacket => "net_af_packet0".into(),
+        PortKind::Memif => "net_memif0".into(),
+        PortKind::Pci => config.port.pci_address.clone(),
+    }
+}
+
+/// Runs a whole node in this process until `stop` is set. Returns the lcore's counters
+/// as JSON for the exit report.
+pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> {
+    let partitions: u64 = config
+        .topics
+        .create
+        .iter()
+        .map(|t| t.partitions as u64)
+        .sum();
+    let plan = plan_memory(config, partitions)?;
+    for warning in &plan.warnings {
+        eprintln!("precursor-dataplane: warning: {warning}");
+    }
+    std::fs::create_dir_all(&plan.memory_dir).map_err(|source| NodeError::DataDir {
+        path: plan.memory_dir.clone(),
+        source,
+    })?;
+    let (mut storage, topics, admin) = Storage::open(config, &plan.memory_dir)?;
+
+    let args = eal_args(config, &plan);
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    eprintln!("precursor-dataplane: EAL {}", args.join(" "));
+    let eal = Eal::init(&arg_refs)?;
+    let pool = Mempool::create(
+        "precursor-rx",
+        config.dataplane.mbufs,
+        MEMPOOL_CACHE_MBUFS,
+        mbuf_data_room_bytes(config.port.mtu_bytes),
+        -1,
+    )?;
+    let mut port = Port::by_name(&eal, &port_name(config))?;
+    port.configure(
+        &PortConfig {
+            rx_queues: 1,
+            tx_queues: 1,
+            rx_descriptors: config.port.rx_descriptors,
+            tx_descriptors: config.port.tx_descriptors,
+            mtu_bytes: config.port.mtu_bytes,
+            promiscuous: true,
+        },
+        &pool,
+    )?;
+    port.start()?;
+    if config.port.kind == PortKind::Tap {
+        configure_tap_kernel_side(config);
+    }
+    let endpoint = Endpoint {
+        mac: port.mac_address(),
+        ip: config.port.address,
+        udp_port: config.port.udp_port,
+    };
+    let lcore_config = LcoreConfig {
+        endpoint,
+        queue: 0,
+        frame_bytes_max: frame_bytes_max(config.port.mtu_bytes),
+        drain_interval: Duration::from_micros(config.dataplane.drain_interval_us as u64),
+        pending_acks_max: config.dataplane.pending_acks_max as usize,
+        auto_create_topics: config.topics.auto_create,
+        default_partitions: config.topics.default_partitions,
+    };
+    let mut lcore = Lcore::new(lcore_config, port, pool, topics, admin);
+    eprintln!(
+        "precursor-dataplane: ready: {}:{} on {} (mac {}), lcore {}, {} hugepages, segments in {}",
+        endpoint.ip,
+        endpoint.udp_port,
+        port_name(config),
+        mac_string(endpoint.mac),
+        config.lcore(),
+        if plan.dpdk_hugepages {
+            "with"
+        } else {
+            "without"
+        },
+        plan.memory_dir.display()
+    );
+    let mut idle = Idle::new(config.dataplane.idle, config.dataplane.idle_park_us_max);
+    lcore.run(&stop, &mut idle);
+    let counters = lcore.counters().to_json();
+    for (topic, partition, log) in lcore.partitions() {
+        eprintln!(
+            "precursor-dataplane: {topic}-{partition}: offsets {}..{}, durable {}",
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.durable_offset()
+        );
+    }
+    drop(lcore);
+    storage.close();
+    drop(eal);
+    Ok(counters)
+}
+
+/// Gives the kernel side of the TAP its address, so local sockets reach the data plane.
+/// Start-up only; a failure is a warning (an operator may configure it differently).
+fn configure_tap_kernel_side(config: &Config) {
+    let iface = &config.port.iface;
+    let mtu = config.port.mtu_bytes.to_string();
+    let mut commands: Vec<Vec<&str>> = vec![vec!["link", "set", "dev", iface, "mtu", &mtu, "up"]];
+    if !config.port.kernel_address.is_empty() {
+        commands.insert(
+            0,
+            vec!["addr", "replace", &config.port.kernel_address, "dev", iface],
+        );
+    }
+    for command in commands {
+        match std::process::Command::new("ip").args(&command).output() {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => eprintln!(
+                "precursor-dataplane: warning: `ip {}` failed: {}",
+                command.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+            Err(e) => eprintln!("precursor-dataplane: warning: cannot run `ip`: {e}"),
+        }
+    }
+}
+
+pub fn mac_string(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}

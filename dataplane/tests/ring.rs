@@ -1,0 +1,597 @@
+//! The data plane's lcore on a real DPDK `net_ring` port, in process: a test client on the
+//! other end of the ring pair crafts Ethernet/IPv4/UDP frames like a NIC would deliver them.
+//! Real EAL, real mempools, real partition logs on disk with the flusher thread.
+
+use precursor_config::Config;
+use precursor_dataplane::idle::Idle;
+use precursor_dataplane::lcore::{Lcore, LcoreConfig};
+use precursor_dataplane::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES};
+use precursor_dataplane::node::Storage;
+use precursor_ffi::dpdk::{ring_port_pair, Eal, Mbuf, MbufBurst, Mempool, Port, PortConfig};
+use precursor_protocol::compression::Compression;
+use precursor_protocol::frame::{
+    decode_frame, Acks, ErrorCode, FetchDataHeader, FetchRequest, FrameHeader, MetadataRequest,
+    MetadataResponse, Opcode, PartitionHandle, ProduceAck, FLAG_METADATA_AUTO_CREATE,
+    FRAME_HEADER_BYTES,
+};
+use precursor_protocol::record_batch::{records, RecordBatchBuilder};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+const MTU_BYTES: u16 = 1500;
+const FRAME_BYTES_MAX: usize = MTU_BYTES as usize - 28;
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn eal() -> &'static Eal {
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    let prefix =
+        PREFIX.get_or_init(|| format!("--file-prefix=precursor-dp-ring-{}", std::process::id()));
+    Eal::shared_for_tests(&[
+        "--no-pci",
+        "--no-huge",
+        "-m",
+        "512",
+        prefix,
+        "--log-level=3",
+        "--no-shconf",
+        "--no-telemetry",
+    ])
+}
+
+/// One test at a time owns the EAL's ports (ring pairs are named per test).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Broker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<String>>,
+    mac: [u8; 6],
+    _data: tempfile::TempDir,
+}
+
+impl Broker {
+    fn stop(mut self) -> String {
+        self.stop.store(true, Ordering::Release);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+struct Client {
+    port: Port,
+    pool: Mempool,
+    me: Endpoint,
+    broker: Peer,
+    rx: MbufBurst<32>,
+    /// Received packets in arrival order.
+    arrived: std::collections::VecDeque<Mbuf>,
+    next_request: u64,
+}
+
+fn configure(port: &mut Port, pool: &Mempool) {
+    let config = PortConfig {
+        rx_queues: 1,
+        tx_queues: 1,
+        rx_descriptors: 1024,
+        tx_descriptors: 1024,
+        mtu_bytes: MTU_BYTES,
+        promiscuous: false,
+    };
+    port.configure(&config, pool).unwrap();
+    port.start().unwrap();
+}
+
+fn start(name: &str, config_text: &str) -> (Broker, Client) {
+    let eal = eal();
+    let (mut broker_port, mut client_port) = ring_port_pair(eal, name, 1024).unwrap();
+    let broker_pool = Mempool::create(&format!("{name}-b"), 4095, 128, 2048 + 128, -1).unwrap();
+    let client_pool = Mempool::create(&format!("{name}-c"), 4095, 128, 2048 + 128, -1).unwrap();
+    configure(&mut broker_port, &broker_pool);
+    configure(&mut client_port, &client_pool);
+
+    let data = tempfile::tempdir().unwrap();
+    let mut config = Config::parse(config_text).unwrap();
+    config.node.data_dir = data.path().join("data");
+    let memory_dir = data.path().join("memory");
+    std::fs::create_dir_all(&memory_dir).unwrap();
+    let endpoint = Endpoint {
+        mac: broker_port.mac_address(),
+        ip: Ipv4Addr::new(10, 77, 0, 2),
+        udp_port: 9190,
+    };
+    let lcore_config = LcoreConfig {
+        endpoint,
+        queue: 0,
+        frame_bytes_max: FRAME_BYTES_MAX,
+        drain_interval: Duration::from_micros(100),
+        pending_acks_max: 1024,
+        auto_create_topics: config.topics.auto_create,
+        default_partitions: config.topics.default_partitions,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let (mut storage, topics, admin) = Storage::open(&config, &memory_dir).unwrap();
+            let mut lcore = Lcore::new(lcore_config, broker_port, broker_pool, topics, admin);
+            lcore.run(
+                &stop,
+                &mut Idle::new(precursor_config::IdleStrategy::Yield, 100),
+            );
+            let counters = lcore.counters().to_json();
+            drop(lcore);
+            storage.close();
+            counters
+        })
+    };
+    let client = Client {
+        me: Endpoint {
+            mac: client_port.mac_address(),
+            ip: Ipv4Addr::new(10, 77, 0, 1),
+            udp_port: 40000,
+        },
+        broker: Peer {
+            mac: endpoint.mac,
+            ip: endpoint.ip,
+            udp_port: endpoint.udp_port,
+        },
+        port: client_port,
+        pool: client_pool,
+        rx: MbufBurst::new(),
+        arrived: std::collections::VecDeque::new(),
+        next_request: 1,
+    };
+    let broker = Broker {
+        stop,
+        thread: Some(thread),
+        mac: endpoint.mac,
+        _data: data,
+    };
+    (broker, client)
+}
+
+impl Client {
+    /// Sends raw bytes as the UDP payload.
+    fn send_raw(&mut self, udp_payload: &[u8]) {
+        let mut mbuf = self.pool.alloc().expect("client mbuf");
+        let room = mbuf
+            .append(UDP_HEADERS_BYTES + udp_payload.len())
+            .expect("room");
+        room[UDP_HEADERS_BYTES..].copy_from_slice(udp_payload);
+        net::write_udp_headers(room, &self.me, &self.broker, udp_payload.len());
+        self.send_packet(mbuf);
+    }
+
+    fn send_packet(&mut self, mbuf: Mbuf) {
+        let mut burst: MbufBurst<1> = MbufBurst::new();
+        burst.push(mbuf).unwrap();
+        while !burst.is_empty() {
+            self.port.tx_burst(0, &mut burst);
+        }
+    }
+
+    fn request(&mut self, opcode: Opcode, flags: u16, partition: u32, payload: &[u8]) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        let mut header = FrameHeader::new(opcode, id, partition, payload.len());
+        header.flags = flags;
+        header.session = 77;
+        let mut frame = vec![0u8; FRAME_HEADER_BYTES + payload.len()];
+        header.encode(&mut frame);
+        frame[FRAME_HEADER_BYTES..].copy_from_slice(payload);
+        self.send_raw(&frame);
+        id
+    }
+
+    /// The next frame from the broker (skipping nothing: every answer is checked).
+    fn answer(&mut self) -> (FrameHeader, Vec<u8>) {
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            if let Some(mbuf) = self.next_packet() {
+                let me = self.me;
+                match net::classify(mbuf.data(), &me) {
+                    Inbound::Datagram { peer, payload } => {
+                        assert_eq!(peer.ip, self.broker.ip);
+                        let (header, body) = decode_frame(payload).expect("broker frames decode");
+                        assert_eq!(header.session, 77, "session echoed");
+                        return (header, body.to_vec());
+                    }
+                    other => panic!("unexpected packet from the broker: {other:?}"),
+                }
+            }
+            assert!(Instant::now() < deadline, "no answer from the data plane");
+            std::thread::yield_now();
+        }
+    }
+
+    /// The next received packet, in arrival order, if any has arrived.
+    fn next_packet(&mut self) -> Option<Mbuf> {
+        if self.arrived.is_empty() && self.port.rx_burst(0, &mut self.rx) > 0 {
+            self.arrived.extend(self.rx.drain());
+        }
+        self.arrived.pop_front()
+    }
+
+    fn call(
+        &mut self,
+        opcode: Opcode,
+        flags: u16,
+        partition: u32,
+        payload: &[u8],
+    ) -> (FrameHeader, Vec<u8>) {
+        let id = self.request(opcode, flags, partition, payload);
+        let (header, body) = self.answer();
+        assert_eq!(header.request_id, id, "answers come in order on one ring");
+        (header, body)
+    }
+
+    fn metadata(&mut self, topic: &str) -> MetadataResponse {
+        let request = MetadataRequest { topic };
+        let mut payload = vec![0u8; request.encoded_len()];
+        request.encode(&mut payload);
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let (header, body) =
+                self.call(Opcode::Metadata, FLAG_METADATA_AUTO_CREATE, 0, &payload);
+            match header.opcode {
+                Opcode::MetadataResponse => return MetadataResponse::decode(&body).unwrap(),
+                Opcode::Error => assert_eq!(header.error_code(), Some(ErrorCode::TopicNotReady)),
+                other => panic!("metadata answered with {other:?}"),
+            }
+            assert!(Instant::now() < deadline, "topic never became ready");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+/// One counter from the lcore's exit report.
+fn counter(counters: &str, name: &str) -> u64 {
+    let json: serde_json::Value = serde_json::from_str(counters).expect("counters are JSON");
+    json[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name} in {counters}"))
+}
+
+fn batch(producer_id: i64, base_sequence: i32, values: &[&[u8]]) -> Vec<u8> {
+    let mut builder = RecordBatchBuilder::new(
+        Compression::None,
+        producer_id,
+        0,
+        base_sequence,
+        1_700_000_000_000,
+    );
+    for (i, value) in values.iter().enumerate() {
+        builder.append(1_700_000_000_000 + i as i64, Some(b"k"), value, &[]);
+    }
+    builder.finish()
+}
+
+fn produce(
+    client: &mut Client,
+    handle: PartitionHandle,
+    acks: Acks,
+    batch: &[u8],
+) -> Result<ProduceAck, (ErrorCode, String)> {
+    let (header, body) = client.call(Opcode::Produce, acks.to_flags(), handle.0, batch);
+    match header.opcode {
+        Opcode::ProduceAck => Ok(ProduceAck::decode(&body).unwrap()),
+        Opcode::Error => Err((
+            header.error_code().unwrap(),
+            String::from_utf8_lossy(&body).into_owned(),
+        )),
+        other => panic!("produce answered with {other:?}"),
+    }
+}
+
+fn fetch(
+    client: &mut Client,
+    handle: PartitionHandle,
+    offset: u64,
+) -> (FrameHeader, FetchDataHeader, Vec<u8>) {
+    let mut payload = [0u8; FetchRequest::BYTES];
+    FetchRequest {
+        offset,
+        max_bytes: 1 << 20,
+    }
+    .encode(&mut payload);
+    let (header, body) = client.call(Opcode::Fetch, 0, handle.0, &payload);
+    assert_eq!(
+        header.opcode,
+        Opcode::FetchData,
+        "{:?}",
+        String::from_utf8_lossy(&body)
+    );
+    let (data, batches) = FetchDataHeader::decode(&body).unwrap();
+    (header, data, batches.to_vec())
+}
+
+#[test]
+fn produce_and_fetch_through_a_ring_port_with_every_ack_level() {
+    let _serial = serial();
+    let (broker, mut client) = start("ring-acks", "[topics]\ndefault_partitions = 2\n");
+    let meta = client.metadata("orders");
+    assert_eq!(meta.partition_count, 2);
+    assert_eq!(meta.frame_bytes_max as usize, FRAME_BYTES_MAX);
+    let handle = PartitionHandle::new(meta.topic_id, 1);
+
+    let ack = produce(
+        &mut client,
+        handle,
+        Acks::Leader,
+        &batch(1, 0, &[b"a", b"b", b"c"]),
+    )
+    .unwrap();
+    assert_eq!((ack.base_offset, ack.last_offset), (0, 2));
+    let ack = produce(&mut client, handle, Acks::Durable, &batch(1, 3, &[b"d"])).unwrap();
+    assert_eq!((ack.base_offset, ack.last_offset), (3, 3));
+    // acks=none gets no answer: the next request's answer is the next frame.
+    client.request(
+        Opcode::Produce,
+        Acks::None.to_flags(),
+        handle.0,
+        &batch(1, 4, &[b"e"]),
+    );
+
+    let (_, data, batches) = fetch(&mut client, handle, 0);
+    assert_eq!(data.high_watermark, 5);
+    assert!(
+        data.durable_offset >= 4,
+        "the durable ack implies offset 3 is on disk"
+    );
+    let values: Vec<Vec<u8>> = precursor_protocol::record_batch::batches(&batches)
+        .flat_map(|b| records(b.unwrap().1).unwrap())
+        .map(|r| r.value.unwrap())
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            b"a".to_vec(),
+            b"b".to_vec(),
+            b"c".to_vec(),
+            b"d".to_vec(),
+            b"e".to_vec()
+        ]
+    );
+
+    // A fetch at the end is an empty FetchData; beyond it, the bounds come back.
+    let (header, data, batches) = fetch(&mut client, handle, 5);
+    assert_eq!(
+        (header.error_code(), batches.len()),
+        (Some(ErrorCode::None), 0)
+    );
+    assert_eq!(data.high_watermark, 5);
+    let (header, data, _) = fetch(&mut client, handle, 99);
+    assert_eq!(header.error_code(), Some(ErrorCode::OffsetOutOfRange));
+    assert_eq!((data.log_start_offset, data.high_watermark), (0, 5));
+
+    // Partition 0 is separate.
+    let (_, data, _) = fetch(&mut client, PartitionHandle::new(meta.topic_id, 0), 0);
+    assert_eq!(data.high_watermark, 0);
+
+    let counters = broker.stop();
+    assert_eq!(counter(&counters, "produce_batches"), 3);
+    assert_eq!(counter(&counters, "durable_acks"), 1);
+    assert_eq!(counter(&counters, "error_offset_out_of_range"), 1);
+}
+
+#[test]
+fn retransmitted_batches_are_acked_once_with_their_first_offsets() {
+    let _serial = serial();
+    let (broker, mut client) = start("ring-idem", "");
+    let meta = client.metadata("idem");
+    let handle = PartitionHandle::new(meta.topic_id, 0);
+    let first = batch(42, 0, &[b"x", b"y"]);
+    let ack = produce(&mut client, handle, Acks::Leader, &first).unwrap();
+    let again = produce(&mut client, handle, Acks::Durable, &first).unwrap();
+    assert_eq!(
+        ack, again,
+        "a retransmit is acked with the original offsets"
+    );
+    let gap = produce(&mut client, handle, Acks::Leader, &batch(42, 5, &[b"z"]));
+    assert_eq!(gap.unwrap_err().0, ErrorCode::OutOfOrderSequence);
+    let next = produce(&mut client, handle, Acks::Leader, &batch(42, 2, &[b"z"])).unwrap();
+    assert_eq!(next.base_offset, 2);
+    let counters = broker.stop();
+    assert!(counters.contains("\"produce_duplicates\":1"), "{counters}");
+    assert!(
+        counters.contains("\"error_out_of_order_sequence\":1"),
+        "{counters}"
+    );
+}
+
+#[test]
+fn bad_input_is_counted_answered_and_never_stops_the_lcore() {
+    let _serial = serial();
+    let (broker, mut client) = start("ring-bad", "[topics]\nauto_create = true\n");
+    let meta = client.metadata("bad");
+    let handle = PartitionHandle::new(meta.topic_id, 0);
+    let good = batch(-1, -1, &[b"ok"]);
+
+    // Wrong CRC: one flipped byte in the records.
+    let mut corrupt = good.clone();
+    *corrupt.last_mut().unwrap() ^= 0x55;
+    let (code, reason) = produce(&mut client, handle, Acks::Leader, &corrupt).unwrap_err();
+    assert_eq!(code, ErrorCode::CorruptMessage, "{reason}");
+    // A truncated batch (the frame's length agrees, the batch's does not).
+    let (code, _) =
+        produce(&mut client, handle, Acks::Leader, &good[..good.len() - 3]).unwrap_err();
+    assert_eq!(code, ErrorCode::CorruptMessage);
+    // Unknown topic id and unknown partition.
+    let (code, _) = produce(
+        &mut client,
+        PartitionHandle::new(999, 0),
+        Acks::Leader,
+        &good,
+    )
+    .unwrap_err();
+    assert_eq!(code, ErrorCode::UnknownTopicOrPartition);
+    let (code, _) = produce(
+        &mut client,
+        PartitionHandle::new(meta.topic_id, 7),
+        Acks::Leader,
+        &good,
+    )
+    .unwrap_err();
+    assert_eq!(code, ErrorCode::UnknownTopicOrPartition);
+    // Acks bits 3 are not a level.
+    let (header, _) = client.call(Opcode::Produce, 3, handle.0, &good);
+    assert_eq!(header.error_code(), Some(ErrorCode::InvalidFrame));
+    // A frame whose length field lies is answered (its header is readable).
+    let mut frame = vec![0u8; FRAME_HEADER_BYTES + 4];
+    let mut lying = FrameHeader::new(Opcode::Ping, 555, 0, 40);
+    lying.session = 77;
+    lying.encode(&mut frame);
+    client.send_raw(&frame);
+    let (header, _) = client.answer();
+    assert_eq!(
+        (header.request_id, header.error_code()),
+        (555, Some(ErrorCode::InvalidFrame))
+    );
+    // A response opcode sent as a request.
+    let (header, _) = client.call(Opcode::ProduceAck, 0, handle.0, &[0u8; 16]);
+    assert_eq!(header.error_code(), Some(ErrorCode::InvalidFrame));
+    // Invalid and unknown topic names.
+    let bad_name = [3u8, 0, b'a', b'/', b'b'];
+    let (header, _) = client.call(Opcode::Metadata, 0, 0, &bad_name);
+    assert_eq!(header.error_code(), Some(ErrorCode::InvalidTopic));
+    let unknown = [2u8, 0, b'n', b'o'];
+    let (header, _) = client.call(Opcode::Metadata, 0, 0, &unknown);
+    assert_eq!(
+        header.error_code(),
+        Some(ErrorCode::UnknownTopicOrPartition)
+    );
+    // Garbage: bad magic, wrong version, truncated headers, random bytes — counted, silent.
+    let mut bad_magic = vec![0u8; FRAME_HEADER_BYTES];
+    FrameHeader::new(Opcode::Ping, 1, 0, 0).encode(&mut bad_magic);
+    bad_magic[0] = b'X';
+    client.send_raw(&bad_magic);
+    let mut bad_version = bad_magic.clone();
+    bad_version[0] = b'P';
+    bad_version[2] = 9;
+    client.send_raw(&bad_version);
+    client.send_raw(&[0x50, 0x52, 1]);
+    let mut state = 0x1234_5678_u64;
+    for _ in 0..1000 {
+        let len = (state % 1400) as usize;
+        let garbage: Vec<u8> = (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        client.send_raw(&garbage);
+    }
+    // A non-IP frame and an IPv4 packet to another port: dropped.
+    let mut mbuf = client.pool.alloc().unwrap();
+    mbuf.append(60).unwrap().fill(0xab);
+    client.send_packet(mbuf);
+
+    // After all that, valid clients are still served.
+    let ack = produce(&mut client, handle, Acks::Durable, &good).unwrap();
+    assert_eq!(ack.base_offset, 0, "nothing bad was appended");
+    let (_, data, _) = fetch(&mut client, handle, 0);
+    assert_eq!(data.high_watermark, 1);
+
+    let counters = broker.stop();
+    for (name, at_least) in [
+        ("error_corrupt_message", 2),
+        ("error_unknown_topic_or_partition", 3),
+        ("error_invalid_frame", 3),
+        ("error_invalid_topic", 1),
+        ("bad_frame_length_mismatch", 1),
+        ("bad_frame_bad_magic", 1),
+        ("bad_frame_unsupported_version", 1),
+        ("bad_frame_truncated", 1),
+        ("dropped_other_ethertype", 1),
+    ] {
+        assert!(
+            counter(&counters, name) >= at_least,
+            "{name} >= {at_least} in {counters}"
+        );
+    }
+    // Every garbage datagram was counted as some bad frame: none was served.
+    let bad: u64 = [
+        "truncated",
+        "bad_magic",
+        "unsupported_version",
+        "unknown_opcode",
+        "length_mismatch",
+    ]
+    .iter()
+    .map(|r| counter(&counters, &format!("bad_frame_{r}")))
+    .sum();
+    assert!(bad >= 1000, "{counters}");
+    assert_eq!(
+        counter(&counters, "produce_batches"),
+        1,
+        "only the good batch was appended"
+    );
+}
+
+#[test]
+fn arp_and_ping_are_answered_for_our_address_only() {
+    let _serial = serial();
+    let (broker, mut client) = start("ring-arp", "");
+    use smoltcp::wire::{
+        ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+        EthernetRepr,
+    };
+    let arp = |target: Ipv4Addr, client: &mut Client| {
+        let mut mbuf = client.pool.alloc().unwrap();
+        let out = mbuf.append(42).unwrap();
+        EthernetRepr {
+            src_addr: EthernetAddress(client.me.mac),
+            dst_addr: EthernetAddress::BROADCAST,
+            ethertype: EthernetProtocol::Arp,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut out[..]));
+        ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(client.me.mac),
+            source_protocol_addr: client.me.ip,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: target,
+        }
+        .emit(&mut ArpPacket::new_unchecked(&mut out[14..]));
+        client.send_packet(mbuf);
+    };
+    arp(Ipv4Addr::new(10, 77, 0, 99), &mut client);
+    arp(Ipv4Addr::new(10, 77, 0, 2), &mut client);
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let reply = loop {
+        if let Some(mbuf) = client.next_packet() {
+            break mbuf;
+        }
+        assert!(Instant::now() < deadline, "no ARP reply");
+    };
+    let frame = EthernetFrame::new_checked(reply.data()).unwrap();
+    assert_eq!(frame.ethertype(), EthernetProtocol::Arp);
+    match ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap() {
+        ArpRepr::EthernetIpv4 {
+            operation,
+            source_hardware_addr,
+            ..
+        } => {
+            assert_eq!(operation, ArpOperation::Reply);
+            assert_eq!(source_hardware_addr.0, broker.mac);
+        }
+        other => panic!("{other:?}"),
+    }
+    drop(reply);
+    let (header, body) = client.call(Opcode::Ping, 0, 0, b"are you there");
+    assert_eq!(
+        (header.opcode, body.as_slice()),
+        (Opcode::Pong, &b"are you there"[..])
+    );
+    let counters = broker.stop();
+    assert!(
+        counters.contains("\"arp_replies\":1"),
+        "only the ARP for our address: {counters}"
+    );
+    assert!(counters.contains("\"dropped_not_for_us\":1"), "{counters}");
+}
