@@ -8,11 +8,14 @@
 //!   any number of [`AppendReader`]s read below it after an Acquire load. No lock.
 //! - [`ReadOnlyFileMap`]: a read-only map of an ordinary file (a sealed log segment).
 //! - [`memory_dir_default`], [`page_bytes_for`]: where memory files go and their page size.
+//! - [`CountingAllocator`]: a per-thread allocation counter for no-allocation tests.
 
 mod append;
+mod counting_alloc;
 mod mapping;
 
 pub use append::{append_region, AppendReader, AppendWriter, RegionFull};
+pub use counting_alloc::{allocations_on_this_thread, CountingAllocator};
 pub use mapping::{
     hugetlbfs_mount, memory_dir_default, page_bytes_for, round_up_to_page, ReadOnlyFileMap,
     SharedMapping, PAGE_BYTES_DEFAULT,

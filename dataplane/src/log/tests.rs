@@ -1,8 +1,6 @@
 //! Partition log tests on real files: the data directory in a tempdir, memory files on
 //! hugetlbfs when mounted, else /dev/shm. No timing is asserted: waits are liveness bounds.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,32 +15,11 @@ use super::*;
 
 // ---- a counting allocator: proves append and read allocate nothing ----
 
-struct CountingAllocator;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY-free: delegates to the system allocator, only counting calls per thread.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCATIONS.try_with(|count| count.set(count.get() + 1));
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: precursor_shm::CountingAllocator = precursor_shm::CountingAllocator;
 
 fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
+    precursor_shm::allocations_on_this_thread()
 }
 
 // ---- helpers ----
@@ -247,6 +224,9 @@ fn append_and_read_allocate_nothing() {
         })
         .collect();
     let mut out = vec![0u8; 8192];
+    let before = allocations();
+    drop(std::hint::black_box(vec![1u8; 10]));
+    assert!(allocations() > before, "the counting allocator counts");
     let mut rolls = 0;
     for b in &batches {
         let before = allocations();
