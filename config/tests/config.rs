@@ -71,7 +71,10 @@ fn wrong_types_and_syntax_are_refused() {
     assert!(refusal("[port\n").contains("line 1"));
     assert!(refusal("[port]\nkind = \"carrier-pigeon\"\n").contains("carrier-pigeon"));
     let message = refusal("preset = \"turbo\"");
-    assert!(message.contains("turbo") && message.contains("balanced"), "{message}");
+    assert!(
+        message.contains("turbo") && message.contains("balanced"),
+        "{message}"
+    );
 }
 
 #[test]
