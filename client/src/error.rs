@@ -67,7 +67,7 @@ pub enum ClientError {
     /// One message does not fit in one frame, even alone in its batch.
     #[error(
         "message of {bytes} bytes (encoded) is too large: a batch may hold at most \
-         {limit_bytes} bytes (the broker's frame_bytes_max less the frame header)"
+         {limit_bytes} bytes (the broker's frame_bytes_max less the frame and fetch headers)"
     )]
     MessageTooLarge { bytes: usize, limit_bytes: usize },
 

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use precursor_protocol::compression::Compression;
 use precursor_protocol::frame::{
-    Acks, ErrorCode, FrameHeader, Opcode, PartitionHandle, ProduceAck, FRAME_HEADER_BYTES,
+    self, batch_bytes_max, Acks, ErrorCode, FrameHeader, Opcode, PartitionHandle, ProduceAck,
+    FRAME_HEADER_BYTES,
 };
 use precursor_protocol::record_batch::{
     record_encoded_bytes, RecordBatchBuilder, BATCH_HEADER_BYTES, NO_PRODUCER_EPOCH,
@@ -210,7 +211,7 @@ fn now_ms() -> i64 {
 /// The largest batch allowed for a broker frame limit and the configured batch size.
 pub(crate) fn batch_bytes_limit(batch_bytes_max: usize, frame_bytes_max: usize) -> usize {
     batch_bytes_max
-        .min(frame_bytes_max.saturating_sub(FRAME_HEADER_BYTES))
+        .min(frame::batch_bytes_max(frame_bytes_max))
         .max(BATCH_HEADER_BYTES + 1)
 }
 
@@ -573,11 +574,11 @@ impl ProducerState {
         p.builder.finish_into(&mut batch);
         let messages = open.messages;
         let message_count = messages.len() as u64;
-        if FRAME_HEADER_BYTES + batch.len() > frame_bytes_max {
+        if batch.len() > batch_bytes_max(frame_bytes_max) {
             // Cannot happen while batches are sized by their uncompressed upper bound.
             let error = ClientError::MessageTooLarge {
                 bytes: batch.len(),
-                limit_bytes: frame_bytes_max - FRAME_HEADER_BYTES,
+                limit_bytes: batch_bytes_max(frame_bytes_max),
             };
             if self.idempotent {
                 p.needs_new_producer_id = true;
@@ -971,7 +972,7 @@ mod tests {
 
     #[test]
     fn batch_limit_is_capped_by_the_frame() {
-        assert_eq!(batch_bytes_limit(16_384, 1472), 1472 - 32);
+        assert_eq!(batch_bytes_limit(16_384, 1472), 1472 - 32 - 24);
         assert_eq!(batch_bytes_limit(1_000, 8972), 1_000);
         // Never below one batch header plus a byte, whatever the configuration says.
         assert_eq!(batch_bytes_limit(0, 8972), BATCH_HEADER_BYTES + 1);
@@ -1025,7 +1026,7 @@ mod tests {
             next_sequence += decoded.len() as i32;
             // The batch was closed because the next record would not fit.
             let record = record_encoded_bytes(0, decoded.len() as i32, None, Some(&value), &[]);
-            assert!(batch.len() + record > FRAME_LIMIT - FRAME_HEADER_BYTES);
+            assert!(batch.len() + record > batch_bytes_max(FRAME_LIMIT));
         }
         let stats = producer.stats();
         assert_eq!(stats.messages_sent, 100);
@@ -1037,7 +1038,7 @@ mod tests {
     #[test]
     fn a_message_larger_than_a_frame_is_refused_clearly() {
         let (mut producer, silent) = producer(|_| {});
-        let limit = FRAME_LIMIT - FRAME_HEADER_BYTES;
+        let limit = batch_bytes_max(FRAME_LIMIT);
         let fits = (1..limit)
             .rev()
             .find(|&n| {
@@ -1056,7 +1057,7 @@ mod tests {
         // The one that fits filled its batch and went out at once.
         let sent = frames(&silent);
         assert_eq!(sent.len(), 1);
-        assert_eq!(FRAME_HEADER_BYTES + sent[0].1.len(), FRAME_LIMIT);
+        assert_eq!(sent[0].1.len(), batch_bytes_max(FRAME_LIMIT));
     }
 
     #[test]

@@ -16,9 +16,9 @@ use crate::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES};
 use crate::topics::{AdminLink, CreateTopic, Created, TopicName, TopicTable};
 use precursor_ffi::dpdk::{Mbuf, MbufBurst, Mempool, Port};
 use precursor_protocol::frame::{
-    decode_frame, Acks, ErrorCode, FetchDataHeader, FetchRequest, FrameHeader, MetadataRequest,
-    MetadataResponse, Opcode, PartitionHandle, ProduceAck, FLAG_FETCH_DURABLE_ONLY,
-    FLAG_METADATA_AUTO_CREATE, FRAME_HEADER_BYTES,
+    batch_bytes_max, decode_frame, Acks, ErrorCode, FetchDataHeader, FetchRequest, FrameHeader,
+    MetadataRequest, MetadataResponse, Opcode, PartitionHandle, ProduceAck,
+    FLAG_FETCH_DURABLE_ONLY, FLAG_METADATA_AUTO_CREATE, FRAME_HEADER_BYTES,
 };
 use precursor_protocol::record_batch::RecordBatchHeader;
 use std::collections::VecDeque;
@@ -242,15 +242,24 @@ impl Lcore {
         if acks == Acks::Durable && self.pending.len() >= self.config.pending_acks_max {
             return self.reply_error(mbuf, &request, ErrorCode::Busy, "durable acks queue full");
         }
-        let Some(log) = self.topics.partition_mut(handle) else {
+        if self.topics.partition(handle).is_none() {
             return self.reply_error(
                 mbuf,
                 &request,
                 ErrorCode::UnknownTopicOrPartition,
                 "no such partition",
             );
-        };
+        }
         let batch = request.payload(&mbuf);
+        if batch.len() > batch_bytes_max(self.config.frame_bytes_max) {
+            return self.reply_error(
+                mbuf,
+                &request,
+                ErrorCode::MessageTooLarge,
+                "batch larger than a fetch on this port can serve",
+            );
+        }
+        let log = self.topics.partition_mut(handle).expect("looked up above");
         let appended = log.append(batch, now_ms);
         let records = RecordBatchHeader::parse(batch).map_or(0, |h| h.records_count as u64);
         let batch_bytes = batch.len() as u64;
@@ -330,6 +339,14 @@ impl Lcore {
         let (bytes, code) = match read {
             Ok(bytes) => (bytes, ErrorCode::None),
             Err(ReadError::OffsetOutOfRange { .. }) => (0, ErrorCode::OffsetOutOfRange),
+            Err(ReadError::BatchTooLarge { .. }) => {
+                return self.reply_error(
+                    mbuf,
+                    &request,
+                    ErrorCode::MessageTooLarge,
+                    "the batch at this offset is larger than a frame of this port",
+                );
+            }
         };
         FetchDataHeader {
             high_watermark: log.log_end_offset(),

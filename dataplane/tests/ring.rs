@@ -419,6 +419,12 @@ fn bad_input_is_counted_answered_and_never_stops_the_lcore() {
     let (code, _) =
         produce(&mut client, handle, Acks::Leader, &good[..good.len() - 3]).unwrap_err();
     assert_eq!(code, ErrorCode::CorruptMessage);
+    // A batch that fits a Produce frame but could never be served back in a FetchData.
+    let too_large = batch(-1, -1, &[&[7u8; 1360]]);
+    assert!(too_large.len() + FRAME_HEADER_BYTES <= FRAME_BYTES_MAX);
+    assert!(too_large.len() > precursor_protocol::frame::batch_bytes_max(FRAME_BYTES_MAX));
+    let (code, _) = produce(&mut client, handle, Acks::Leader, &too_large).unwrap_err();
+    assert_eq!(code, ErrorCode::MessageTooLarge);
     // Unknown topic id and unknown partition.
     let (code, _) = produce(
         &mut client,
@@ -500,6 +506,7 @@ fn bad_input_is_counted_answered_and_never_stops_the_lcore() {
     let counters = broker.stop();
     for (name, at_least) in [
         ("error_corrupt_message", 2),
+        ("error_message_too_large", 1),
         ("error_unknown_topic_or_partition", 3),
         ("error_invalid_frame", 3),
         ("error_invalid_topic", 1),

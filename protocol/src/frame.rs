@@ -439,6 +439,14 @@ impl FetchDataHeader {
     }
 }
 
+/// The largest record batch a port whose frames carry at most `frame_bytes_max` bytes can
+/// both take (in a Produce) and serve back (in a FetchData, which adds its own header).
+/// Producers size their batches to it; the broker refuses larger ones, so every stored
+/// batch can be fetched over the port it came in on.
+pub const fn batch_bytes_max(frame_bytes_max: usize) -> usize {
+    frame_bytes_max.saturating_sub(FRAME_HEADER_BYTES + FetchDataHeader::BYTES)
+}
+
 /// Metadata payload: `name_len u16 | name bytes`. With [`FLAG_METADATA_AUTO_CREATE`] in the
 /// header's flags the broker creates an unknown topic (answering `TopicNotReady` until it is).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -66,6 +66,16 @@ pub enum AppendError {
 pub enum ReadError {
     #[error("offset {offset} out of range {start}..={end}")]
     OffsetOutOfRange { offset: u64, start: u64, end: u64 },
+    /// The batch holding `offset` is larger than the caller's buffer: it can never be
+    /// served into it (a consumer must not spin on an empty answer).
+    #[error(
+        "the batch holding offset {offset} is {bytes} bytes, larger than the {room}-byte buffer"
+    )]
+    BatchTooLarge {
+        offset: u64,
+        bytes: usize,
+        room: usize,
+    },
 }
 
 /// Errors opening (creating, recovering) a partition log.

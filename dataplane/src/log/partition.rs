@@ -370,7 +370,13 @@ impl PartitionLog {
             (segment.data.bytes(), &segment.index)
         };
         let position = index.lookup(offset) as usize;
-        Ok(copy_batches(bytes, position, offset, limit, max_bytes, out).unwrap_or(0))
+        copy_batches(bytes, position, offset, limit, max_bytes, out).map_err(|bytes| {
+            ReadError::BatchTooLarge {
+                offset,
+                bytes,
+                room: out.len(),
+            }
+        })
     }
 
     /// Asks the flusher to make offsets up to `offset` durable now (an atomic store).
