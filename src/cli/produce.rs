@@ -4,6 +4,7 @@ use super::BrokerArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use precursor_client::{Acks, Compression, Delivery, Producer, ProducerConfig};
+use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,7 +29,8 @@ pub struct ProduceArgs {
     /// How long a batch waits for more messages, in microseconds.
     #[arg(long, default_value_t = 1000)]
     pub linger_us: u64,
-    /// Print `partition offset` for every message.
+    /// Print `partition offset` for every message, in input order (`-` when the offset is
+    /// unknown: acks=none, or a retransmit the broker had already appended).
     #[arg(long, short)]
     pub verbose: bool,
 }
@@ -52,18 +54,7 @@ pub fn run(args: ProduceArgs) -> Result<ExitCode> {
         ..ProducerConfig::default()
     };
     let mut producer = Producer::new(config).context("cannot start the producer")?;
-    let mut failures = 0u64;
-    let mut report = |delivery: Delivery| match (&delivery.error, delivery.offset) {
-        (Some(error), _) => {
-            failures += 1;
-            eprintln!(
-                "precursor: message {} not delivered: {error}",
-                delivery.id.0
-            );
-        }
-        (None, Some(offset)) if args.verbose => println!("{} {}", delivery.partition, offset),
-        (None, _) => {}
-    };
+    let mut reports = Reports::new(args.verbose);
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
         let line = line.context("reading stdin")?;
@@ -78,15 +69,67 @@ pub fn run(args: ProduceArgs) -> Result<ExitCode> {
             .send(&args.topic, args.partition, key, value)
             .with_context(|| format!("cannot send to topic {:?}", args.topic))?;
         producer.poll()?;
-        producer.drain_deliveries(&mut report);
+        producer.drain_deliveries(|d| reports.record(d));
+        if reports.failures > 0 {
+            // Stop at the first lost message: sending later lines would reorder the input.
+            break;
+        }
     }
     let flushed = producer.flush(Duration::from_millis(
         args.broker.timeout_ms.saturating_mul(2),
     ));
-    producer.drain_deliveries(&mut report);
-    flushed.context("not every message was acknowledged")?;
-    if failures > 0 {
-        bail!("{failures} messages were not delivered");
+    producer.drain_deliveries(|d| reports.record(d));
+    if reports.failures > 0 {
+        bail!(
+            "{} messages were not delivered; stopped reading stdin at the first",
+            reports.failures
+        );
     }
+    flushed.context("not every message was acknowledged")?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Delivery reports, printed (with --verbose) as `partition offset` in input order: line i
+/// of the output is the offset of line i of the input, however the partitions' acks
+/// interleave. Printing stops at the first failed message.
+struct Reports {
+    verbose: bool,
+    /// Acknowledged messages waiting for an earlier one, by message id (= input line).
+    waiting: BTreeMap<u64, (u16, Option<u64>)>,
+    next_line: u64,
+    failures: u64,
+}
+
+impl Reports {
+    fn new(verbose: bool) -> Reports {
+        Reports {
+            verbose,
+            waiting: BTreeMap::new(),
+            next_line: 0,
+            failures: 0,
+        }
+    }
+
+    fn record(&mut self, delivery: Delivery) {
+        if let Some(error) = &delivery.error {
+            self.failures += 1;
+            eprintln!(
+                "precursor: message {} not delivered: {error}",
+                delivery.id.0 + 1
+            );
+            return;
+        }
+        if !self.verbose {
+            return;
+        }
+        self.waiting
+            .insert(delivery.id.0, (delivery.partition, delivery.offset));
+        while let Some((partition, offset)) = self.waiting.remove(&self.next_line) {
+            match offset {
+                Some(offset) => println!("{partition} {offset}"),
+                None => println!("{partition} -"),
+            }
+            self.next_line += 1;
+        }
+    }
 }
