@@ -152,7 +152,7 @@ impl Config {
             "between 1 MiB and 2 GiB",
         )?;
         check(
-            st.segment_bytes % (2 << 20) == 0,
+            st.segment_bytes.is_multiple_of(2 << 20),
             "storage.segment_bytes",
             st.segment_bytes,
             "a multiple of 2 MiB (the huge page size)",

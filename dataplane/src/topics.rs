@@ -300,7 +300,7 @@ pub struct CreateTopic {
 /// The admin thread's answer.
 pub enum Created {
     Topic(Topic),
-    Failed { name: TopicName, reason: String },
+    Failed { name: String, reason: String },
 }
 
 /// The lcore's end of the admin queues.
@@ -366,7 +366,7 @@ fn create(
             Ok(entry) => entry,
             Err(e) => {
                 return Created::Failed {
-                    name: request.name,
+                    name: request.name.as_str().to_string(),
                     reason: e.to_string(),
                 }
             }
@@ -375,7 +375,7 @@ fn create(
     match Topic::open(&entry, log, flusher) {
         Ok(topic) => Created::Topic(topic),
         Err(e) => Created::Failed {
-            name: request.name,
+            name: request.name.as_str().to_string(),
             reason: e.to_string(),
         },
     }

@@ -203,7 +203,7 @@ impl Dataplane {
                 lines.lock().unwrap().push(line);
             }
         });
-        let dataplane = Dataplane {
+        let mut dataplane = Dataplane {
             child: Some(child),
             stderr,
         };
@@ -212,8 +212,9 @@ impl Dataplane {
             if dataplane.stderr().iter().any(|l| l.contains("ready:")) {
                 return dataplane;
             }
-            if let Some(status) = dataplane.child.as_ref().and_then(|_| None::<i32>) {
-                panic!("data plane exited: {status}");
+            if let Ok(Some(status)) = dataplane.child.as_mut().expect("running").try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                panic!("data plane exited at start-up ({status}): {:?}", dataplane.stderr());
             }
             assert!(
                 Instant::now() < deadline,

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Host set-up for Precursor on Debian 12, as root: installs what is missing and reserves
+# hugepages. Idempotent; sourced by ci/up.sh and ci/test.sh, or run alone.
+set -euo pipefail
+
+# Packages: DPDK 22.11 and what bindgen needs; iproute2 for TAP/veth/netns; python3 for
+# the benchmark's disk probe; strace/procps for debugging a stuck run.
+PACKAGES=(dpdk libdpdk-dev clang libclang-dev pkg-config gcc make iproute2 procps python3 kmod)
+# 2 MiB pages to reserve: DPDK's mbufs plus active segments of the tests (2 GiB of 24).
+HUGEPAGES_WANTED=${PRECURSOR_HUGEPAGES:-1024}
+
+say() { echo "ci/setup: $*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+  say "needs root (apt packages, hugepages, network namespaces); run with sudo"
+  exit 1
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  say "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    say "no Rust toolchain (cargo) found: install rustup's stable toolchain first"
+    exit 1
+  fi
+fi
+
+# Hugepages: reserve and mount when fewer are there. A kernel that refuses (no memory, a
+# container) is not fatal: the data plane falls back to --no-huge and /dev/shm and says so.
+total=$(awk '/^HugePages_Total:/ {print $2}' /proc/meminfo)
+if [ "${total:-0}" -lt "$HUGEPAGES_WANTED" ]; then
+  echo "$HUGEPAGES_WANTED" > /proc/sys/vm/nr_hugepages 2>/dev/null || true
+  total=$(awk '/^HugePages_Total:/ {print $2}' /proc/meminfo)
+fi
+if ! grep -qs ' /dev/hugepages hugetlbfs ' /proc/mounts; then
+  mkdir -p /dev/hugepages
+  mount -t hugetlbfs nodev /dev/hugepages 2>/dev/null || true
+fi
+if grep -qs ' /dev/hugepages hugetlbfs ' /proc/mounts && [ "${total:-0}" -gt 0 ]; then
+  say "hugepages: ${total} x 2 MiB reserved, hugetlbfs at /dev/hugepages"
+else
+  say "warning: no hugepages (the data plane will run with --no-huge and segments in /dev/shm)"
+fi
+
+# A TAP device needs the tun driver.
+if [ ! -e /dev/net/tun ]; then
+  modprobe tun 2>/dev/null || true
+  [ -e /dev/net/tun ] || { mkdir -p /dev/net && mknod /dev/net/tun c 10 200 2>/dev/null || true; }
+fi
