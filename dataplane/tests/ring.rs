@@ -16,9 +16,13 @@ use precursor_protocol::frame::{
 };
 use precursor_protocol::record_batch::{records, RecordBatchBuilder};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// Counts allocations per thread, so a test can prove the lcore's loop makes none.
+#[global_allocator]
+static ALLOCATOR: precursor_shm::CountingAllocator = precursor_shm::CountingAllocator;
 
 const MTU_BYTES: u16 = 1500;
 const FRAME_BYTES_MAX: usize = MTU_BYTES as usize - 28;
@@ -46,8 +50,17 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What the lcore thread reports about its own allocations while `measuring` is set.
+#[derive(Default)]
+struct AllocationProbe {
+    measuring: AtomicBool,
+    allocations: AtomicU64,
+    busy_iterations: AtomicU64,
+}
+
 struct Broker {
     stop: Arc<AtomicBool>,
+    probe: Arc<AllocationProbe>,
     thread: Option<std::thread::JoinHandle<String>>,
     mac: [u8; 6],
     _data: tempfile::TempDir,
@@ -112,15 +125,27 @@ fn start(name: &str, config_text: &str) -> (Broker, Client) {
         default_partitions: config.topics.default_partitions,
     };
     let stop = Arc::new(AtomicBool::new(false));
+    let probe = Arc::new(AllocationProbe::default());
     let thread = {
         let stop = stop.clone();
+        let probe = probe.clone();
         std::thread::spawn(move || {
             let (mut storage, topics, admin) = Storage::open(&config, &memory_dir).unwrap();
             let mut lcore = Lcore::new(lcore_config, broker_port, broker_pool, topics, admin);
-            lcore.run(
-                &stop,
-                &mut Idle::new(precursor_config::IdleStrategy::Yield, 100),
-            );
+            // Lcore::run's loop, with the allocation count taken around each iteration.
+            let mut idle = Idle::new(precursor_config::IdleStrategy::Yield, 100);
+            while !stop.load(Ordering::Acquire) {
+                let before = precursor_shm::allocations_on_this_thread();
+                let work = lcore.do_work();
+                if probe.measuring.load(Ordering::Acquire) {
+                    let made = precursor_shm::allocations_on_this_thread() - before;
+                    probe.allocations.fetch_add(made, Ordering::Relaxed);
+                    probe
+                        .busy_iterations
+                        .fetch_add((work > 0) as u64, Ordering::Relaxed);
+                }
+                idle.idle(work);
+            }
             let counters = lcore.counters().to_json();
             drop(lcore);
             storage.close();
@@ -146,6 +171,7 @@ fn start(name: &str, config_text: &str) -> (Broker, Client) {
     };
     let broker = Broker {
         stop,
+        probe,
         thread: Some(thread),
         mac: endpoint.mac,
         _data: data,
@@ -601,4 +627,62 @@ fn arp_and_ping_are_answered_for_our_address_only() {
         "only the ARP for our address: {counters}"
     );
     assert!(counters.contains("\"dropped_not_for_us\":1"), "{counters}");
+}
+
+#[test]
+fn the_lcore_serves_every_kind_of_request_without_allocating() {
+    let _serial = serial();
+    let (broker, mut client) = start("ring-alloc", "");
+    let meta = client.metadata("quiet");
+    let handle = PartitionHandle::new(meta.topic_id, 0);
+    // Warm-up outside the measurement: the topic is installed, the first appends are done.
+    produce(&mut client, handle, Acks::Durable, &batch(9, 0, &[b"warm"])).unwrap();
+    fetch(&mut client, handle, 0);
+
+    broker.probe.measuring.store(true, Ordering::Release);
+    let mut corrupt = batch(-1, -1, &[b"bad"]);
+    *corrupt.last_mut().unwrap() ^= 1;
+    for i in 0..400u64 {
+        let acks = if i % 10 == 0 {
+            Acks::Durable
+        } else {
+            Acks::Leader
+        };
+        let ack = produce(
+            &mut client,
+            handle,
+            acks,
+            &batch(9, 1 + 2 * i as i32, &[b"v1", b"v2"]),
+        )
+        .unwrap();
+        assert_eq!(ack.base_offset, 1 + 2 * i);
+        fetch(&mut client, handle, i);
+        if i % 50 == 0 {
+            client.call(Opcode::Ping, 0, 0, b"ping");
+            client.metadata("quiet");
+            assert!(produce(&mut client, handle, Acks::Leader, &corrupt).is_err());
+            assert!(produce(
+                &mut client,
+                PartitionHandle::new(meta.topic_id, 9),
+                Acks::Leader,
+                &corrupt
+            )
+            .is_err());
+            let (header, _, _) = fetch(&mut client, handle, 1 << 40);
+            assert_eq!(header.error_code(), Some(ErrorCode::OffsetOutOfRange));
+        }
+    }
+    broker.probe.measuring.store(false, Ordering::Release);
+
+    let busy = broker.probe.busy_iterations.load(Ordering::Relaxed);
+    let allocations = broker.probe.allocations.load(Ordering::Relaxed);
+    assert!(
+        busy >= 800,
+        "the measurement saw the requests being served ({busy} busy iterations)"
+    );
+    assert_eq!(
+        allocations, 0,
+        "the lcore allocated on its loop while serving"
+    );
+    broker.stop();
 }
