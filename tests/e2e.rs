@@ -298,3 +298,106 @@ fn kill_9_under_durable_load_loses_no_acknowledged_message() {
     dataplane.stop();
     let _ = std::fs::remove_dir_all(&memory);
 }
+
+#[test]
+fn a_garbage_flood_from_kernel_sockets_is_counted_and_valid_clients_are_still_served() {
+    let _serial = serial();
+    if !can_run("a_garbage_flood") {
+        return;
+    }
+    let netns = Netns::with_veth("g", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let memory = memory_dir("garbage");
+    let config = dir.path().join("precursor.toml");
+    std::fs::write(
+        &config,
+        af_packet_config(&netns, &dir.path().join("data"), &memory, ""),
+    )
+    .unwrap();
+    let dataplane = Dataplane::start(&config, None);
+    let broker = format!("{}:9190", netns.broker_ip);
+
+    // Random datagrams of every size, frames with a valid magic and garbage after it, frames
+    // whose length field lies, and traffic to another port: from an ordinary socket.
+    let flood = format!(
+        r#"
+import os, random, socket, struct
+random.seed(7)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dst, other = ("{ip}", 9190), ("{ip}", 9191)
+sent = 0
+for i in range(20000):
+    kind = i % 4
+    if kind == 0:
+        data = os.urandom(random.randrange(0, 1472))
+    elif kind == 1:
+        data = b"PR" + os.urandom(random.randrange(0, 200))
+    elif kind == 2:
+        data = struct.pack("<HBBHHIQII4x", 0x5250, 1, 1, 1, 0, 9, i, 0, 5000) + os.urandom(64)
+    else:
+        s.sendto(os.urandom(32), other); sent += 1; continue
+    s.sendto(data, dst); sent += 1
+print(sent)
+"#,
+        ip = netns.broker_ip
+    );
+    let out = netns
+        .command(std::path::Path::new("/usr/bin/python3"))
+        .args(["-c", &flood])
+        .output()
+        .unwrap();
+    assert_success(&out, "garbage flood");
+
+    let out = netns.precursor(&[
+        "bench",
+        "produce",
+        "--broker",
+        &broker,
+        "--topic",
+        "after-flood",
+        "--messages",
+        "20000",
+        "--acks",
+        "durable",
+        "--json",
+        "--quiet",
+    ]);
+    assert_success(&out, "bench produce after the flood");
+    let out = netns.precursor(&[
+        "consume",
+        "after-flood",
+        "--broker",
+        &broker,
+        "--verify",
+        "--count",
+        "20000",
+        "--idle-timeout-ms",
+        "10000",
+    ]);
+    assert_success(&out, "consume --verify after the flood");
+
+    let counters = dataplane.stop();
+    let bad: u64 = [
+        "truncated",
+        "bad_magic",
+        "unsupported_version",
+        "unknown_opcode",
+        "length_mismatch",
+        "payload_too_short",
+        "malformed",
+    ]
+    .iter()
+    .map(|reason| counters[format!("bad_frame_{reason}")].as_u64().unwrap())
+    .sum();
+    // af_packet may lose some of a flood; what arrived was counted, none of it was appended.
+    assert!(bad >= 1000, "bad frames counted: {counters}");
+    assert!(
+        counters["dropped_other_port"].as_u64().unwrap() >= 100,
+        "{counters}"
+    );
+    assert_eq!(
+        counters["produce_records"], 20_000,
+        "only the valid messages were appended: {counters}"
+    );
+    let _ = std::fs::remove_dir_all(&memory);
+}
