@@ -8,15 +8,6 @@ use precursor_protocol::frame::{ErrorCode, FrameError};
 
 /// Number of [`ErrorCode`] values (codes index the array directly).
 pub const ERROR_CODES: usize = 14;
-const FRAME_ERRORS: [&str; 7] = [
-    "truncated",
-    "bad_magic",
-    "unsupported_version",
-    "unknown_opcode",
-    "length_mismatch",
-    "payload_too_short",
-    "malformed",
-];
 
 #[derive(Clone, Debug, Default)]
 pub struct LcoreCounters {
@@ -33,7 +24,7 @@ pub struct LcoreCounters {
     pub echo_replies: u64,
     pub dropped: [u64; DropReason::ALL.len()],
     /// Datagrams on our port that are not valid frames, by [`FrameError::reason`].
-    pub bad_frames: [u64; FRAME_ERRORS.len()],
+    pub bad_frames: [u64; FrameError::REASONS.len()],
     /// Responses sent with each error code (index = code).
     pub errors: [u64; ERROR_CODES],
     pub produce_requests: u64,
@@ -56,7 +47,7 @@ impl LcoreCounters {
     }
 
     pub fn count_bad_frame(&mut self, error: &FrameError) {
-        let index = FRAME_ERRORS
+        let index = FrameError::REASONS
             .iter()
             .position(|r| *r == error.reason())
             .expect("every FrameError reason is listed");
@@ -91,9 +82,10 @@ impl LcoreCounters {
                 self.dropped[reason as usize],
             );
         }
-        for (i, reason) in FRAME_ERRORS.iter().enumerate() {
+        for (i, reason) in FrameError::REASONS.iter().enumerate() {
             field(&format!("bad_frame_{reason}"), self.bad_frames[i]);
         }
+        field("bad_frames_total", self.bad_frames.iter().sum());
         for code in 1..ERROR_CODES as u16 {
             let name = format!("{:?}", ErrorCode::from_u16(code).expect("dense codes"));
             field(

@@ -251,6 +251,17 @@ pub enum FrameError {
 }
 
 impl FrameError {
+    /// Every [`FrameError::reason`], in variant order: the labels of malformed-frame counters.
+    pub const REASONS: [&'static str; 7] = [
+        "truncated",
+        "bad_magic",
+        "unsupported_version",
+        "unknown_opcode",
+        "length_mismatch",
+        "payload_too_short",
+        "malformed",
+    ];
+
     /// A stable short name, used as the `reason` label of malformed-frame counters.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -811,6 +822,11 @@ mod tests {
             FrameError::Malformed { reason: "why" },
         ];
         let mut reasons: Vec<&str> = errors.iter().map(FrameError::reason).collect();
+        assert_eq!(
+            reasons,
+            FrameError::REASONS,
+            "REASONS lists every variant in order"
+        );
         for reason in &reasons {
             assert!(reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
         }

@@ -214,7 +214,10 @@ impl Dataplane {
             }
             if let Ok(Some(status)) = dataplane.child.as_mut().expect("running").try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
-                panic!("data plane exited at start-up ({status}): {:?}", dataplane.stderr());
+                panic!(
+                    "data plane exited at start-up ({status}): {:?}",
+                    dataplane.stderr()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -300,4 +303,106 @@ pub fn assert_success(out: &Output, what: &str) {
         stdout(out),
         stderr(out)
     );
+}
+
+/// A data plane node on an af_packet port: a namespace with a veth pair for the client, a
+/// data directory, a memory directory and a config file. Removed on drop.
+pub struct AfPacketNode {
+    pub netns: Netns,
+    pub config: PathBuf,
+    /// `address:port` of the data plane, for `--broker`.
+    pub broker: String,
+    memory: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl AfPacketNode {
+    /// `tag` names the namespace and files; `subnet` picks 10.78.<subnet>.0/24; `extra` is
+    /// appended to the config (more TOML tables).
+    pub fn new(tag: &str, subnet: u8, extra: &str) -> AfPacketNode {
+        let netns = Netns::with_veth(tag, subnet);
+        let dir = tempfile::tempdir().unwrap();
+        let memory = memory_dir(tag);
+        let config = dir.path().join("precursor.toml");
+        std::fs::write(
+            &config,
+            af_packet_config(&netns, &dir.path().join("data"), &memory, extra),
+        )
+        .unwrap();
+        let broker = format!("{}:9190", netns.broker_ip);
+        AfPacketNode {
+            netns,
+            config,
+            broker,
+            memory,
+            _dir: dir,
+        }
+    }
+
+    /// Starts (or restarts: recovery from disk) the data plane and waits until it is ready.
+    pub fn start(&self) -> Dataplane {
+        Dataplane::start(&self.config, None)
+    }
+
+    /// Runs `precursor ARGS --broker <this node>` inside the client namespace.
+    pub fn precursor(&self, args: &[&str]) -> Output {
+        let mut with_broker = args.to_vec();
+        with_broker.extend(["--broker", &self.broker]);
+        self.netns.precursor(&with_broker)
+    }
+}
+
+impl Drop for AfPacketNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.memory);
+    }
+}
+
+/// Starts `precursor-dataplane --echo` (the bare reflection of the port, no log) and waits
+/// until it is ready; stop it like any data plane (its COUNTERS line has `"mode":"echo"`).
+pub fn start_echo_dataplane(config_path: &Path, inside: Option<&Netns>) -> Dataplane {
+    let binary = dataplane_binary();
+    let mut command = match inside {
+        Some(netns) => netns.command(&binary),
+        None => Command::new(&binary),
+    };
+    let mut child = command
+        .arg("--config")
+        .arg(config_path)
+        .arg("--echo")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("echo data plane starts");
+    let stderr = Arc::new(Mutex::new(Vec::new()));
+    let lines = stderr.clone();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            eprintln!("  [echo] {line}");
+            lines.lock().unwrap().push(line);
+        }
+    });
+    let mut dataplane = Dataplane {
+        child: Some(child),
+        stderr,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !dataplane.stderr().iter().any(|l| l.contains("ready:")) {
+        if let Ok(Some(status)) = dataplane.child.as_mut().expect("running").try_wait() {
+            std::thread::sleep(Duration::from_millis(100));
+            panic!(
+                "echo data plane exited at start-up ({status}): {:?}",
+                dataplane.stderr()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "echo data plane not ready: {:?}",
+            dataplane.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    dataplane
 }
