@@ -28,8 +28,9 @@ pub enum ClientError {
     },
 
     #[error(
-        "topic '{topic}' does not exist on {broker} (create it with `precursor topic create`, \
-         or let the producer auto-create it)"
+        "topic '{topic}' does not exist on {broker} (list it under [[topics.create]] in the \
+         broker's config, or produce to it once: producers create topics when the broker's \
+         topics.auto_create is on)"
     )]
     UnknownTopic { topic: String, broker: SocketAddr },
 
