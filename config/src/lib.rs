@@ -193,8 +193,8 @@ pub mod limits {
     pub const PARTITIONS_PER_TOPIC_MAX: u16 = 1024;
     pub const TOPICS_MAX: usize = 4096;
     pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
-    /// Segment positions are u32 in Kafka's index format.
-    pub const SEGMENT_BYTES_MAX: u64 = 1 << 31;
+    /// Kafka's own segment limit (1 GiB), well inside the u32 positions of its index format.
+    pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
     pub const MTU_BYTES_MIN: u16 = 576;
     pub const MTU_BYTES_MAX: u16 = 9000;
     pub const BATCH_BYTES_MAX: u32 = 64 << 20;

@@ -149,7 +149,7 @@ impl Config {
             (limits::SEGMENT_BYTES_MIN..=limits::SEGMENT_BYTES_MAX).contains(&st.segment_bytes),
             "storage.segment_bytes",
             st.segment_bytes,
-            "between 1 MiB and 2 GiB",
+            "between 1 MiB and 1 GiB",
         )?;
         check(
             st.segment_bytes.is_multiple_of(2 << 20),

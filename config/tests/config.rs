@@ -80,7 +80,7 @@ fn wrong_types_and_syntax_are_refused() {
 #[test]
 fn out_of_range_values_name_the_key_and_reason() {
     let cases = [
-        ("[storage]\nsegment_bytes = 1000", "storage.segment_bytes", "between 1 MiB and 2 GiB"),
+        ("[storage]\nsegment_bytes = 1000", "storage.segment_bytes", "between 1 MiB and 1 GiB"),
         ("[storage]\nsegment_bytes = 3145728", "storage.segment_bytes", "multiple of 2 MiB"),
         ("[storage]\nflush_interval_ms = 0", "storage.flush_interval_ms", "between 1"),
         ("[storage]\nbatch_bytes_max = 100", "storage.batch_bytes_max", "between 1024"),

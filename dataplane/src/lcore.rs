@@ -16,8 +16,8 @@ use crate::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES};
 use crate::topics::{AdminLink, CreateTopic, Created, TopicName, TopicTable};
 use precursor_ffi::dpdk::{Mbuf, MbufBurst, Mempool, Port};
 use precursor_protocol::frame::{
-    batch_bytes_max, decode_frame, Acks, ErrorCode, FetchDataHeader, FetchRequest, FrameHeader,
-    MetadataRequest, MetadataResponse, Opcode, PartitionHandle, ProduceAck,
+    batch_bytes_max, decode_frame, Acks, ErrorCode, FetchDataHeader, FetchRequest, FrameError,
+    FrameHeader, MetadataRequest, MetadataResponse, Opcode, PartitionHandle, ProduceAck,
     FLAG_FETCH_DURABLE_ONLY, FLAG_METADATA_AUTO_CREATE, FRAME_HEADER_BYTES,
 };
 use precursor_protocol::record_batch::RecordBatchHeader;
@@ -195,10 +195,14 @@ impl Lcore {
                 Err(error) => {
                     self.counters.count_bad_frame(&error);
                     // A header we could read gets an answer; garbage is only counted.
-                    if let Ok(mut header) = FrameHeader::decode(payload) {
+                    let code = match error {
+                        FrameError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+                        _ => ErrorCode::InvalidFrame,
+                    };
+                    if let Some(mut header) = FrameHeader::decode_for_error_reply(payload) {
                         header.length = 0;
                         let request = Request::new(peer, header, mbuf.data(), payload);
-                        self.reply_error(mbuf, &request, ErrorCode::InvalidFrame, error.reason());
+                        self.reply_error(mbuf, &request, code, error.reason());
                     }
                 }
             },
@@ -326,13 +330,13 @@ impl Lcore {
             self.counters.mbuf_alloc_failures += 1;
             return;
         };
-        let batches_max =
-            (fetch.max_bytes as usize).min(payload_bytes_max - FetchDataHeader::BYTES);
+        // `max_bytes` is a soft limit (the first batch is served even when larger, as in
+        // Kafka); the frame is the hard one.
         let read = log.read(
             fetch.offset,
-            batches_max,
+            fetch.max_bytes as usize,
             durable_only,
-            &mut payload[FetchDataHeader::BYTES..FetchDataHeader::BYTES + batches_max],
+            &mut payload[FetchDataHeader::BYTES..],
         );
         // Out of range is answered as FetchData with the error set and no batches, so the
         // client learns the log's bounds and can reset its position.
@@ -524,11 +528,11 @@ impl Lcore {
         while let Some(created) = self.admin.poll() {
             work += 1;
             match created {
-                Created::Topic(topic) => {
+                Created::Topic(topic, key) => {
                     self.creating.retain(|n| n.as_str() != topic.name);
                     if self.topics.by_name(&topic.name).is_none() {
                         self.counters.topics_created += 1;
-                        self.topics.install(topic);
+                        self.topics.install(topic, key);
                     }
                 }
                 Created::Failed { name, .. } => {

@@ -37,6 +37,8 @@ pub enum NodeError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("data directory {path} is in use by another data plane (pid {holder}): one data plane per directory")]
+    DataDirInUse { path: PathBuf, holder: String },
     #[error(transparent)]
     Topic(#[from] topics::TopicError),
     #[error("storage: {0}")]
@@ -53,6 +55,8 @@ pub enum NodeError {
 
 /// The storage side of a node: flusher and admin threads and the recovered topics.
 pub struct Storage {
+    /// Held while the node runs: one data plane per data directory.
+    _lock: std::fs::File,
     pub log: LogConfig,
     pub flusher: FlusherHandle,
     flusher_thread: Option<JoinHandle<()>>,
@@ -73,6 +77,7 @@ impl Storage {
             path: data_dir.clone(),
             source,
         })?;
+        let lock = lock_data_dir(data_dir)?;
         let log = log_config(config, memory_dir);
         let (flusher, flusher_thread) = Flusher::spawn(&log)?;
         let mut manifest = Manifest::load(data_dir)?;
@@ -94,13 +99,15 @@ impl Storage {
                     .map(|p| p.log_end_offset() - p.log_start_offset())
                     .sum::<u64>()
             );
-            table.install(topic);
+            let key = topic.name.clone();
+            table.install(topic, key);
         }
         let admin_stop = Arc::new(AtomicBool::new(false));
         let (admin, admin_thread) =
             topics::spawn_admin(manifest, log.clone(), flusher.clone(), admin_stop.clone())
                 .map_err(NodeError::Thread)?;
         let storage = Storage {
+            _lock: lock,
             log,
             flusher,
             flusher_thread: Some(flusher_thread),
@@ -127,6 +134,37 @@ impl Drop for Storage {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Takes `<data_dir>/.lock` (an advisory lock the kernel drops when the process dies, so a
+/// `kill -9` leaves nothing to clean) and writes our pid into it. A second data plane on
+/// the same directory would corrupt the logs and delete the first one's memory files.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, NodeError> {
+    use std::io::{Read, Seek, Write};
+    let path = data_dir.join(".lock");
+    let io = |source| NodeError::DataDir {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
+    if file.try_lock().is_err() {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        return Err(NodeError::DataDirInUse {
+            path: data_dir.to_path_buf(),
+            holder: holder.trim().to_string(),
+        });
+    }
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(file)
 }
 
 /// Maps the node's configuration onto the log's.
@@ -289,26 +327,10 @@ pub fn port_name(config: &Config) -> String {
     }
 }
 
-/// Runs a whole node in this process until `stop` is set. Returns the lcore's counters
-/// as JSON for the exit report.
-pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> {
-    let partitions: u64 = config
-        .topics
-        .create
-        .iter()
-        .map(|t| t.partitions as u64)
-        .sum();
-    let plan = plan_memory(config, partitions)?;
-    for warning in &plan.warnings {
-        eprintln!("precursor-dataplane: warning: {warning}");
-    }
-    std::fs::create_dir_all(&plan.memory_dir).map_err(|source| NodeError::DataDir {
-        path: plan.memory_dir.clone(),
-        source,
-    })?;
-    let (mut storage, topics, admin) = Storage::open(config, &plan.memory_dir)?;
-
-    let args = eal_args(config, &plan);
+/// The EAL, the packet pool and the started port of a configuration: the set-up shared by a
+/// node and by echo mode (`crate::echo`). Drop the port and the pool before the EAL.
+pub fn open_port(config: &Config, plan: &MemoryPlan) -> Result<(Eal, Mempool, Port), NodeError> {
+    let args = eal_args(config, plan);
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     eprintln!("precursor-dataplane: EAL {}", args.join(" "));
     let eal = Eal::init(&arg_refs)?;
@@ -335,11 +357,50 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
     if config.port.kind == PortKind::Tap {
         configure_tap_kernel_side(config);
     }
-    let endpoint = Endpoint {
+    Ok((eal, pool, port))
+}
+
+/// This node's MAC, address and UDP port on `port`.
+pub fn endpoint(config: &Config, port: &Port) -> Endpoint {
+    Endpoint {
         mac: port.mac_address(),
         ip: config.port.address,
         udp_port: config.port.udp_port,
-    };
+    }
+}
+
+/// Runs a whole node in this process until `stop` is set. Returns the lcore's counters
+/// as JSON for the exit report.
+pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> {
+    // Partitions that will be open: those recovered from the manifest and those configured.
+    let recovered = Manifest::load(&config.node.data_dir)?;
+    let partitions: u64 = recovered
+        .entries()
+        .iter()
+        .map(|t| t.partitions as u64)
+        .chain(
+            config
+                .topics
+                .create
+                .iter()
+                .filter(|t| recovered.find(&t.name).is_none())
+                .map(|t| t.partitions as u64),
+        )
+        .sum();
+    let plan = plan_memory(config, partitions)?;
+    for warning in &plan.warnings {
+        eprintln!("precursor-dataplane: warning: {warning}");
+    }
+    std::fs::create_dir_all(&plan.memory_dir).map_err(|source| NodeError::DataDir {
+        path: plan.memory_dir.clone(),
+        source,
+    })?;
+    let (mut storage, topics, admin) = Storage::open(config, &plan.memory_dir)?;
+
+    // Read before rte_eal_init: afterwards this thread is pinned and sees one core.
+    let polling_core = config.lcore();
+    let (eal, pool, port) = open_port(config, &plan)?;
+    let endpoint = endpoint(config, &port);
     let lcore_config = LcoreConfig {
         endpoint,
         queue: 0,
@@ -356,7 +417,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         endpoint.udp_port,
         port_name(config),
         mac_string(endpoint.mac),
-        config.lcore(),
+        polling_core,
         if plan.dpdk_hugepages {
             "with"
         } else {
@@ -411,4 +472,39 @@ pub fn mac_string(mac: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_data_plane_per_data_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = lock_data_dir(dir.path()).expect("first lock");
+        let message = lock_data_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            message.contains("in use by another data plane"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&std::process::id().to_string()),
+            "names the holder: {message}"
+        );
+        drop(first);
+        lock_data_dir(dir.path()).expect("free again once the holder is gone");
+    }
+
+    #[test]
+    fn memory_plan_without_hugepages_falls_back_with_a_warning() {
+        let mut config = Config::default();
+        config.dataplane.hugepages = Hugepages::Off;
+        let plan = plan_memory(&config, 1).unwrap();
+        assert!(!plan.dpdk_hugepages);
+        assert!(eal_args(&config, &plan).iter().any(|a| a == "--no-huge"));
+        assert!(
+            !eal_args(&config, &plan).iter().any(|a| a == "--in-memory"),
+            "refused with --no-huge"
+        );
+    }
 }

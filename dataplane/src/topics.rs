@@ -236,10 +236,13 @@ impl TopicTable {
         }
     }
 
-    pub fn install(&mut self, topic: Topic) {
+    /// Installs `topic` under `key` (its name, made by the caller so that installing on the
+    /// lcore allocates nothing: the admin thread builds it).
+    pub fn install(&mut self, topic: Topic, key: String) {
         let id = topic.id as usize;
         assert!(self.by_id[id].is_none(), "topic id {id} installed twice");
-        let previous = self.by_name.insert(topic.name.clone(), topic.id);
+        assert_eq!(key, topic.name);
+        let previous = self.by_name.insert(key, topic.id);
         assert!(previous.is_none(), "topic {:?} installed twice", topic.name);
         self.by_id[id] = Some(topic);
     }
@@ -299,8 +302,12 @@ pub struct CreateTopic {
 
 /// The admin thread's answer.
 pub enum Created {
-    Topic(Topic),
-    Failed { name: String, reason: String },
+    /// The topic and its name as the table's key (built off the lcore).
+    Topic(Topic, String),
+    Failed {
+        name: String,
+        reason: String,
+    },
 }
 
 /// The lcore's end of the admin queues.
@@ -373,7 +380,10 @@ fn create(
         },
     };
     match Topic::open(&entry, log, flusher) {
-        Ok(topic) => Created::Topic(topic),
+        Ok(topic) => {
+            let key = topic.name.clone();
+            Created::Topic(topic, key)
+        }
         Err(e) => Created::Failed {
             name: request.name.as_str().to_string(),
             reason: e.to_string(),

@@ -382,6 +382,18 @@ fn produce_and_fetch_through_a_ring_port_with_every_ack_level() {
         ]
     );
 
+    // max_bytes is a soft limit: the first batch is served even when larger.
+    let mut tiny = [0u8; FetchRequest::BYTES];
+    FetchRequest {
+        offset: 0,
+        max_bytes: 1,
+    }
+    .encode(&mut tiny);
+    let (header, body) = client.call(Opcode::Fetch, 0, handle.0, &tiny);
+    let (_, first) = FetchDataHeader::decode(&body).unwrap();
+    assert_eq!(header.error_code(), Some(ErrorCode::None));
+    assert_eq!(precursor_protocol::record_batch::batches(first).count(), 1);
+
     // A fetch at the end is an empty FetchData; beyond it, the bounds come back.
     let (header, data, batches) = fetch(&mut client, handle, 5);
     assert_eq!(
@@ -497,13 +509,21 @@ fn bad_input_is_counted_answered_and_never_stops_the_lcore() {
     );
     // Garbage: bad magic, wrong version, truncated headers, random bytes — counted, silent.
     let mut bad_magic = vec![0u8; FRAME_HEADER_BYTES];
-    FrameHeader::new(Opcode::Ping, 1, 0, 0).encode(&mut bad_magic);
+    let mut ping = FrameHeader::new(Opcode::Ping, 1, 0, 0);
+    ping.session = 77;
+    ping.encode(&mut bad_magic);
     bad_magic[0] = b'X';
     client.send_raw(&bad_magic);
+    // Another version of the protocol is told so (its request id is where ours is).
     let mut bad_version = bad_magic.clone();
     bad_version[0] = b'P';
     bad_version[2] = 9;
     client.send_raw(&bad_version);
+    let (header, _) = client.answer();
+    assert_eq!(
+        (header.request_id, header.error_code()),
+        (1, Some(ErrorCode::UnsupportedVersion))
+    );
     client.send_raw(&[0x50, 0x52, 1]);
     let mut state = 0x1234_5678_u64;
     for _ in 0..1000 {
@@ -538,6 +558,7 @@ fn bad_input_is_counted_answered_and_never_stops_the_lcore() {
         ("error_invalid_topic", 1),
         ("bad_frame_length_mismatch", 1),
         ("bad_frame_bad_magic", 1),
+        ("error_unsupported_version", 1),
         ("bad_frame_unsupported_version", 1),
         ("bad_frame_truncated", 1),
         ("dropped_other_ethertype", 1),

@@ -342,6 +342,21 @@ impl FrameHeader {
         })
     }
 
+    /// The header of a frame that failed [`decode_frame`], read well enough to address an
+    /// Error reply: the magic must match and the opcode be known; a frame of another
+    /// version is read with this version's layout (its request id and session sit at the
+    /// same offsets in every version, so the sender can match the `UnsupportedVersion`).
+    /// `None` for garbage, which is only counted.
+    pub fn decode_for_error_reply(bytes: &[u8]) -> Option<FrameHeader> {
+        if bytes.len() < FRAME_HEADER_BYTES {
+            return None;
+        }
+        let mut current = [0u8; FRAME_HEADER_BYTES];
+        current.copy_from_slice(&bytes[..FRAME_HEADER_BYTES]);
+        current[2] = FRAME_VERSION;
+        FrameHeader::decode(&current).ok()
+    }
+
     pub fn error_code(&self) -> Option<ErrorCode> {
         ErrorCode::from_u16(self.error)
     }
