@@ -48,8 +48,9 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// How long an open batch waits for more messages before it is sent.
     pub linger_us: u64,
-    /// Upper bound of one encoded batch; capped by the broker's `frame_bytes_max` less the
-    /// 32-byte frame header.
+    /// Upper bound of one encoded batch; capped by `frame::batch_bytes_max` of the broker's
+    /// `frame_bytes_max` (less the frame and FetchData headers, so every batch can be
+    /// fetched back over the same port).
     pub batch_bytes_max: usize,
     /// Un-acknowledged batches per partition.
     pub in_flight_max: usize,
