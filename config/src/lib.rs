@@ -83,6 +83,7 @@ pub struct Config {
     pub port: PortConfig,
     pub storage: StorageConfig,
     pub topics: TopicsConfig,
+    pub controlplane: ControlplaneConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -93,6 +94,9 @@ pub struct NodeConfig {
     /// Where active segments live in memory. Empty: `/dev/hugepages/precursor` when a
     /// hugetlbfs is mounted there, else `/dev/shm/precursor`.
     pub memory_dir: PathBuf,
+    /// Where the data plane puts the files it shares with the control plane (`cnc`:
+    /// command and event rings; `counters`). Empty: `/dev/shm/precursor-<file_prefix>`.
+    pub cnc_dir: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -182,6 +186,21 @@ pub struct TopicsConfig {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlplaneConfig {
+    /// Unix socket of the admin API (the CLI's `topic`, `status` commands).
+    pub admin_socket: PathBuf,
+    /// HTTP listener for `/metrics` (Prometheus text format) and `/healthz`.
+    pub metrics_listen: String,
+    /// `precursor up`: wait this long before restarting a data plane that died, in
+    /// milliseconds (doubling per consecutive death, up to `restart_backoff_ms_max`).
+    pub restart_backoff_ms: u64,
+    pub restart_backoff_ms_max: u64,
+    /// How long an admin request waits for the data plane's reply, in milliseconds.
+    pub command_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSpec {
     pub name: String,
@@ -211,6 +230,7 @@ impl Default for NodeConfig {
         NodeConfig {
             data_dir: PathBuf::from("./data"),
             memory_dir: PathBuf::new(),
+            cnc_dir: PathBuf::new(),
         }
     }
 }
@@ -266,6 +286,18 @@ impl Default for StorageConfig {
     }
 }
 
+impl Default for ControlplaneConfig {
+    fn default() -> ControlplaneConfig {
+        ControlplaneConfig {
+            admin_socket: PathBuf::from("/run/precursor/precursor.sock"),
+            metrics_listen: "127.0.0.1:9464".into(),
+            restart_backoff_ms: 100,
+            restart_backoff_ms_max: 10_000,
+            command_timeout_ms: 10_000,
+        }
+    }
+}
+
 impl Default for TopicsConfig {
     fn default() -> TopicsConfig {
         TopicsConfig {
@@ -304,6 +336,7 @@ impl Config {
             port: PortConfig::default(),
             storage: StorageConfig::default(),
             topics: TopicsConfig::default(),
+            controlplane: ControlplaneConfig::default(),
         };
         match preset {
             Preset::Balanced => {}
@@ -387,6 +420,15 @@ impl Config {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
             (cores - 1) as u32
         })
+    }
+
+    /// Where the control-and-command files live (see [`NodeConfig::cnc_dir`]).
+    pub fn cnc_dir(&self) -> PathBuf {
+        if self.node.cnc_dir.as_os_str().is_empty() {
+            PathBuf::from(format!("/dev/shm/precursor-{}", self.dataplane.file_prefix))
+        } else {
+            self.node.cnc_dir.clone()
+        }
     }
 
     /// Where active segments live in memory (see [`NodeConfig::memory_dir`]).

@@ -206,6 +206,32 @@ impl Config {
             "between 1 and 65536",
         )?;
 
+        let cp = &self.controlplane;
+        check(
+            cp.metrics_listen.parse::<std::net::SocketAddr>().is_ok(),
+            "controlplane.metrics_listen",
+            format!("{:?}", cp.metrics_listen),
+            "an address:port such as 127.0.0.1:9464",
+        )?;
+        check(
+            !cp.admin_socket.as_os_str().is_empty() && cp.admin_socket.as_os_str().len() < 108,
+            "controlplane.admin_socket",
+            format!("{:?}", cp.admin_socket.display().to_string()),
+            "a Unix socket path shorter than 108 bytes",
+        )?;
+        check(
+            (1..=cp.restart_backoff_ms_max).contains(&cp.restart_backoff_ms),
+            "controlplane.restart_backoff_ms",
+            cp.restart_backoff_ms,
+            "between 1 and controlplane.restart_backoff_ms_max",
+        )?;
+        check(
+            (1..=600_000).contains(&cp.command_timeout_ms),
+            "controlplane.command_timeout_ms",
+            cp.command_timeout_ms,
+            "between 1 and 600000",
+        )?;
+
         let topics = &self.topics;
         check(
             (1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&topics.default_partitions),
