@@ -9,16 +9,30 @@
 //! - [`ReadOnlyFileMap`]: a read-only map of an ordinary file (a sealed log segment).
 //! - [`memory_dir_default`], [`page_bytes_for`]: where memory files go and their page size.
 //! - [`CountingAllocator`]: a per-thread allocation counter for no-allocation tests.
+//! - [`ring`]: single-producer single-consumer rings of 512-byte slots across processes.
+//! - [`cnc`]: the command-and-control file `<dir>/cnc` (header, command ring, event ring).
+//! - [`counters`]: the counters file `<dir>/counters` (labelled u64 slots, histograms).
 
 mod append;
+pub mod cnc;
+pub mod counters;
 mod counting_alloc;
 mod mapping;
+pub mod ring;
 
 pub use append::{append_region, AppendReader, AppendWriter, RegionFull};
+pub use cnc::{CncError, ControlplaneCnc, DataplaneCnc, CNC_FILE_NAME, CNC_LAYOUT_VERSION};
+pub use counters::{
+    AllocateError, CounterId, CounterSnapshot, CountersFull, CountersReader, CountersWriter,
+    HistogramId, HistogramSnapshot, COUNTERS_FILE_NAME, HISTOGRAM_BOUNDS_NS, HISTOGRAM_BUCKETS,
+};
 pub use counting_alloc::{allocations_on_this_thread, CountingAllocator};
 pub use mapping::{
-    hugetlbfs_mount, memory_dir_default, page_bytes_for, round_up_to_page, ReadOnlyFileMap,
+    hugetlbfs_mount, memory_dir_default, page_bytes_for, round_up_to_page, FileId, ReadOnlyFileMap,
     SharedMapping, PAGE_BYTES_DEFAULT,
+};
+pub use ring::{
+    RingConsumer, RingEntry, RingError, RingProducer, RING_PAYLOAD_BYTES_MAX, RING_SLOT_BYTES,
 };
 
 use std::path::PathBuf;
@@ -34,4 +48,6 @@ pub enum ShmError {
     },
     #[error("shared memory file {path}: size {bytes} bytes is zero or too large")]
     Size { path: PathBuf, bytes: u64 },
+    #[error("shared memory file {path}: {reason}")]
+    Layout { path: PathBuf, reason: &'static str },
 }

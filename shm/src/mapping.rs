@@ -2,6 +2,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use memmap2::{Mmap, MmapOptions, MmapRaw};
 
@@ -145,6 +146,25 @@ pub struct SharedMapping {
     map: MmapRaw,
     path: PathBuf,
     mapped_bytes: usize,
+    file_id: FileId,
+}
+
+/// Identity of a file: device and inode numbers. A file replaced by rename (or deleted and
+/// created again elsewhere on the device) has another identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    pub device: u64,
+    pub inode: u64,
+}
+
+impl FileId {
+    pub fn of(metadata: &std::fs::Metadata) -> FileId {
+        use std::os::unix::fs::MetadataExt;
+        FileId {
+            device: metadata.dev(),
+            inode: metadata.ino(),
+        }
+    }
 }
 
 impl std::fmt::Debug for SharedMapping {
@@ -176,6 +196,7 @@ impl SharedMapping {
             .open(path)
             .map_err(io_error(path))?;
         file.set_len(mapped_bytes as u64).map_err(io_error(path))?;
+        let file_id = FileId::of(&file.metadata().map_err(io_error(path))?);
         let map = MmapOptions::new()
             .len(mapped_bytes)
             .map_raw(&file)
@@ -185,6 +206,7 @@ impl SharedMapping {
             map,
             path: path.to_path_buf(),
             mapped_bytes,
+            file_id,
         })
     }
 
@@ -203,9 +225,108 @@ impl SharedMapping {
         &self.path
     }
 
+    /// Maps all of an existing memory file `path` read-write (another process created it;
+    /// this one reads its header and moves its own ring positions). The file's length must
+    /// be non-zero and is what gets mapped.
+    pub fn open(path: &Path) -> Result<SharedMapping, ShmError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_error(path))?;
+        let metadata = file.metadata().map_err(io_error(path))?;
+        let file_bytes = metadata.len();
+        if file_bytes == 0 || file_bytes > MAPPING_BYTES_MAX {
+            return Err(ShmError::Size {
+                path: path.to_path_buf(),
+                bytes: file_bytes,
+            });
+        }
+        let mapped_bytes = file_bytes as usize;
+        let map = MmapOptions::new()
+            .len(mapped_bytes)
+            .map_raw(&file)
+            .map_err(io_error(path))?;
+        assert_eq!(map.len(), mapped_bytes);
+        Ok(SharedMapping {
+            map,
+            path: path.to_path_buf(),
+            mapped_bytes,
+            file_id: FileId::of(&metadata),
+        })
+    }
+
+    /// Device and inode of the mapped file.
+    pub fn file_id(&self) -> FileId {
+        self.file_id
+    }
+
+    /// Renames the memory file to `new_path` (same filesystem: an atomic replace of
+    /// whatever was there). The mapping is unaffected.
+    pub fn rename(&mut self, new_path: &Path) -> Result<(), ShmError> {
+        std::fs::rename(&self.path, new_path).map_err(io_error(new_path))?;
+        self.path = new_path.to_path_buf();
+        Ok(())
+    }
+
     /// Start of the mapping. Dereferencing it is the caller's business (see `append`).
     pub(crate) fn as_mut_ptr(&self) -> *mut u8 {
         self.map.as_mut_ptr()
+    }
+
+    /// The 8 bytes at `offset` as an atomic. `offset` must be 8-byte aligned and in bounds.
+    #[inline]
+    pub(crate) fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
+        assert!(offset % 8 == 0 && offset + 8 <= self.mapped_bytes);
+        // SAFETY: in bounds and 8-byte aligned (the mapping starts page aligned; asserted
+        // above), the mapping lives as long as `&self`, and every process touches these
+        // bytes only through atomics of this width, so there is no non-atomic data race.
+        unsafe { &*(self.map.as_mut_ptr().add(offset) as *const AtomicU64) }
+    }
+
+    /// The 4 bytes at `offset` as an atomic. `offset` must be 4-byte aligned and in bounds.
+    #[inline]
+    pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= self.mapped_bytes);
+        // SAFETY: as for `atomic_u64`, with 4-byte alignment and width.
+        unsafe { &*(self.map.as_mut_ptr().add(offset) as *const AtomicU32) }
+    }
+
+    /// Copies `source` into the mapping at `offset`.
+    ///
+    /// # Safety
+    /// No other thread or process may read or write `[offset, offset + source.len())`
+    /// during the call (the ring's sequence protocol hands each slot to one side at a time).
+    #[inline]
+    pub(crate) unsafe fn write_bytes(&self, offset: usize, source: &[u8]) {
+        assert!(offset + source.len() <= self.mapped_bytes);
+        // SAFETY: in bounds (asserted); `source` is process memory, so it cannot overlap
+        // the mapping's bytes being written; exclusivity is the caller's contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                source.as_ptr(),
+                self.map.as_mut_ptr().add(offset),
+                source.len(),
+            )
+        }
+    }
+
+    /// Copies `[offset, offset + target.len())` of the mapping into `target`.
+    ///
+    /// # Safety
+    /// No other thread or process may write those bytes during the call.
+    #[inline]
+    pub(crate) unsafe fn read_bytes(&self, offset: usize, target: &mut [u8]) {
+        assert!(offset + target.len() <= self.mapped_bytes);
+        // SAFETY: in bounds (asserted); `target` is an exclusive borrow of process memory,
+        // so it does not overlap the mapping; no concurrent writer is the caller's contract.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_mut_ptr().add(offset),
+                target.as_mut_ptr(),
+                target.len(),
+            )
+        }
     }
 }
 
