@@ -1,9 +1,13 @@
 //! The command line (clap). Client commands (produce, consume, bench, ping) use the client
-//! library; `dataplane` execs the data plane binary; `config show` prints configuration.
+//! library; `dataplane` execs the data plane binary; `up` and `controlplane` run the control
+//! plane (`up` supervising the data plane); admin commands (`topic`, `status`) ask the
+//! control plane's admin socket; `config show` prints configuration.
 
+mod admin;
 mod bench;
 mod consume;
 mod produce;
+mod up;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -26,11 +30,33 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a broker in the foreground: the data plane and the control plane, supervised
+    /// (the data plane is restarted when it dies; Ctrl-C stops both cleanly).
+    Up {
+        /// Configuration file; the embedded default when absent.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Run the data plane (DPDK, poll mode) in the foreground.
     Dataplane {
         /// Configuration file; the embedded default when absent.
         #[arg(long, short)]
         config: Option<PathBuf>,
+    },
+    /// Run the control plane alone (admin socket, metrics), attached to a data plane
+    /// started elsewhere with the same configuration.
+    Controlplane {
+        /// Configuration file; the embedded default when absent.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Topic administration, through the control plane.
+    #[command(subcommand)]
+    Topic(admin::TopicCommand),
+    /// The node's state: data plane, ports, lcores, partitions, disk use.
+    Status {
+        #[command(flatten)]
+        target: admin::AdminTarget,
     },
     /// Produce lines from stdin as messages.
     Produce(produce::ProduceArgs),
@@ -87,7 +113,11 @@ impl BrokerArgs {
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Up { config } => up::up(config),
         Command::Dataplane { config } => exec_dataplane(config),
+        Command::Controlplane { config } => up::controlplane(config),
+        Command::Topic(command) => admin::topic(command),
+        Command::Status { target } => admin::status(target),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),
         Command::Bench(command) => bench::run(command),
@@ -135,14 +165,19 @@ fn config_show(path: Option<PathBuf>, preset: Option<String>) -> Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
-/// Replaces this process with `precursor-dataplane` from the same directory (or PATH).
-fn exec_dataplane(config: Option<PathBuf>) -> Result<ExitCode> {
-    use std::os::unix::process::CommandExt;
+/// `precursor-dataplane` from the same directory as this binary, else from PATH.
+pub fn dataplane_binary() -> PathBuf {
     let beside = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|dir| dir.join("precursor-dataplane")))
         .filter(|path| path.exists());
-    let program = beside.unwrap_or_else(|| PathBuf::from("precursor-dataplane"));
+    beside.unwrap_or_else(|| PathBuf::from("precursor-dataplane"))
+}
+
+/// Replaces this process with `precursor-dataplane` (see [`dataplane_binary`]).
+fn exec_dataplane(config: Option<PathBuf>) -> Result<ExitCode> {
+    use std::os::unix::process::CommandExt;
+    let program = dataplane_binary();
     let mut command = std::process::Command::new(&program);
     if let Some(config) = config {
         command.arg("--config").arg(config);

@@ -1,0 +1,202 @@
+//! The admin API's messages: one JSON object per line, each way.
+//!
+//! Requests and responses are externally tagged serde enums with snake_case names:
+//!
+//! ```text
+//! -> {"create_topic":{"name":"orders","partitions":3,"retention_ms":null,"retention_bytes":null}}
+//! <- {"topic_created":{"name":"orders","topic_id":7,"partitions":3}}
+//! -> "list_topics"
+//! <- {"topics":[{"name":"orders","partitions":3,"bytes":0,"segments":3,"messages":0}]}
+//! -> {"describe_topic":{"name":"nope"}}
+//! <- {"error":{"code":"unknown_topic","message":"no topic named \"nope\" (topics: orders)"}}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// What the CLI asks of the control plane.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Create a topic with `partitions` partitions. Retention left out: the node's
+    /// `[storage]` defaults.
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        #[serde(default)]
+        retention_ms: Option<u64>,
+        #[serde(default)]
+        retention_bytes: Option<u64>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Change a topic's retention; a field left out keeps its value.
+    AlterTopic {
+        name: String,
+        #[serde(default)]
+        retention_ms: Option<u64>,
+        #[serde(default)]
+        retention_bytes: Option<u64>,
+    },
+    ListTopics,
+    DescribeTopic {
+        name: String,
+    },
+    Status,
+    /// The effective configuration, as TOML.
+    Config,
+}
+
+impl Request {
+    /// A short name of the request's type, for metrics labels and logs.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Request::CreateTopic { .. } => "create_topic",
+            Request::DeleteTopic { .. } => "delete_topic",
+            Request::AlterTopic { .. } => "alter_topic",
+            Request::ListTopics => "list_topics",
+            Request::DescribeTopic { .. } => "describe_topic",
+            Request::Status => "status",
+            Request::Config => "config",
+        }
+    }
+}
+
+/// The control plane's answer to one [`Request`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Response {
+    /// Done (delete, alter).
+    Ok,
+    TopicCreated {
+        name: String,
+        topic_id: u32,
+        partitions: u32,
+    },
+    Topics(Vec<TopicSummary>),
+    Topic(TopicDescription),
+    Status(NodeStatus),
+    Config(String),
+    /// The request failed; `code` is one of [`codes`], `message` one line for people.
+    Error {
+        code: String,
+        message: String,
+    },
+}
+
+impl Response {
+    pub fn error(code: &str, message: impl Into<String>) -> Response {
+        Response::Error {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A short name of the outcome, for metrics labels: `ok` or the error code.
+    pub fn outcome(&self) -> &str {
+        match self {
+            Response::Error { code, .. } => code,
+            _ => "ok",
+        }
+    }
+}
+
+/// The error codes of [`Response::Error`].
+pub mod codes {
+    /// `topic create` for a name that exists.
+    pub const TOPIC_EXISTS: &str = "topic_exists";
+    /// describe, delete or alter of a name that does not exist.
+    pub const UNKNOWN_TOPIC: &str = "unknown_topic";
+    /// A bad name, partition count or value; or a request line that is not valid JSON.
+    pub const INVALID_ARGUMENT: &str = "invalid_argument";
+    /// The data plane is not running, or its shared files cannot be read.
+    pub const DATAPLANE_UNAVAILABLE: &str = "dataplane_unavailable";
+    /// The data plane did not answer within `controlplane.command_timeout_ms`.
+    pub const TIMEOUT: &str = "timeout";
+    /// The command ring is full: the data plane is not keeping up. Retry later.
+    pub const BUSY: &str = "busy";
+    /// The data plane tried and failed (storage error, ...); the message says why.
+    pub const DATAPLANE_ERROR: &str = "dataplane_error";
+}
+
+/// One line of `topic list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSummary {
+    pub name: String,
+    pub partitions: u32,
+    /// Messages held: the sum over partitions of `end_offset - start_offset`.
+    pub messages: u64,
+    /// Bytes held by the topic's segments.
+    pub bytes: u64,
+    pub segments: u64,
+}
+
+/// `topic describe`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicDescription {
+    pub name: String,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    /// First offset still held (retention moves it).
+    pub start_offset: u64,
+    /// The offset the next message will get.
+    pub end_offset: u64,
+    /// Offsets below this are on disk (fdatasync'd).
+    pub durable_offset: u64,
+    pub bytes: u64,
+    pub segments: u64,
+}
+
+/// `precursor status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The pid in the CnC header, when a CnC file is mapped.
+    pub dataplane_pid: Option<u32>,
+    /// A data plane is attached and its heartbeat is fresh.
+    pub dataplane_alive: bool,
+    /// Data plane restarts by `precursor up` since the control plane started.
+    pub restarts: u64,
+    /// Seconds since the control plane started.
+    pub uptime_s: u64,
+    /// Seconds since the control plane attached to the current data plane.
+    pub dataplane_uptime_s: Option<u64>,
+    pub ports: Vec<PortStatus>,
+    pub lcores: Vec<LcoreStatus>,
+    /// Partitions the data plane holds, over all topics.
+    pub partitions: u32,
+    pub topics: u32,
+    /// Bytes of all partition logs.
+    pub disk_bytes: u64,
+    /// Commands waiting in the command ring (sent, not yet taken by the data plane).
+    pub command_ring_depth: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStatus {
+    /// The port's number in the data plane (`port=` label).
+    pub port: String,
+    /// The port's name or interface, when the data plane publishes one (`name=` label).
+    pub name: Option<String>,
+    pub link_up: bool,
+    /// Link speed in Mbit/s (0: unknown).
+    pub speed_mbps: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Packets the NIC dropped for lack of room in the RX queue.
+    pub rx_missed: u64,
+    pub rx_errors: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub tx_errors: u64,
+}
+
+/// One data-plane lcore and its counters, by metric name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LcoreStatus {
+    pub lcore: String,
+    pub counters: std::collections::BTreeMap<String, u64>,
+}

@@ -1,0 +1,147 @@
+//! Precursor's control plane (DESIGN.md §1, §3): a tokio process that never links DPDK.
+//! It talks to the data plane through the shared files in `Config::cnc_dir()` only:
+//!
+//! - [`admin`]: the admin API on a Unix socket (the CLI's `topic` and `status`).
+//! - [`metrics`]: `/metrics` (Prometheus text, built at scrape time from the shared
+//!   counters) and `/healthz` over HTTP.
+//! - [`link`]: the one thread that owns the CnC file (command and event rings).
+//! - [`supervisor`]: `precursor up` — runs `precursor-dataplane` as a child, restarts it
+//!   with back-off when it dies, stops it cleanly on SIGINT/SIGTERM.
+//!
+//! [`run`] puts them together: `Mode::Attach` for `precursor controlplane` (a data plane
+//! started elsewhere), `Mode::Supervise` for `precursor up`.
+
+pub mod admin;
+pub mod counters;
+pub mod link;
+pub mod metrics;
+pub mod supervisor;
+
+use precursor_config::Config;
+use precursor_protocol::frame::ErrorCode;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use supervisor::Mode;
+
+/// Why the control plane could not start or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlplaneError {
+    #[error("admin socket {}: {what}: {source}", path.display())]
+    AdminSocket {
+        path: PathBuf,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "admin socket {}: another control plane answers there; stop it first",
+        path.display()
+    )]
+    AdminSocketInUse { path: PathBuf },
+    #[error("metrics listener {address}: {source}")]
+    Metrics {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the CnC link thread: {0}")]
+    Link(#[source] std::io::Error),
+    #[error("cannot start the tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot write the effective config to {}: {source}", path.display())]
+    ConfigFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the data plane {}: {source}", binary.display())]
+    Spawn {
+        binary: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// What every task of the control plane shares.
+pub struct Node {
+    pub config: Config,
+    pub cnc_dir: PathBuf,
+    pub link: link::Link,
+    pub metrics: metrics::ControlplaneMetrics,
+    pub started: Instant,
+}
+
+impl Node {
+    /// Starts the link to the data plane's CnC in `config.cnc_dir()`.
+    pub fn new(config: Config) -> Result<Arc<Node>, ControlplaneError> {
+        let cnc_dir = config.cnc_dir();
+        let link = link::Link::start(cnc_dir.clone(), config.controlplane.command_timeout_ms)
+            .map_err(ControlplaneError::Link)?;
+        let metrics = metrics::ControlplaneMetrics::new(link.state().clone(), cnc_dir.clone());
+        Ok(Arc::new(Node {
+            config,
+            cnc_dir,
+            link,
+            metrics,
+            started: Instant::now(),
+        }))
+    }
+
+    /// `precursor status`: the link's view plus the counters file, or the answer saying
+    /// why there is none.
+    pub fn status(&self) -> Result<admin::NodeStatus, admin::Response> {
+        let state = self.link.state();
+        let mut status = admin::NodeStatus {
+            dataplane_pid: state.writer_pid(),
+            dataplane_alive: state.is_alive(),
+            restarts: self.metrics.restarts(),
+            uptime_s: self.started.elapsed().as_secs(),
+            dataplane_uptime_s: state.attached_for().map(|d| d.as_secs()),
+            command_ring_depth: state
+                .command_ring_depth
+                .load(std::sync::atomic::Ordering::Acquire),
+            ..admin::NodeStatus::default()
+        };
+        if status.dataplane_alive {
+            match counters::CountersSnapshot::read(&self.cnc_dir) {
+                Ok(counters) => counters.fill_status(&mut status),
+                Err(error) => {
+                    return Err(admin::Response::error(
+                        admin::codes::DATAPLANE_UNAVAILABLE,
+                        format!("cannot read the data plane's counters: {error}"),
+                    ))
+                }
+            }
+        }
+        Ok(status)
+    }
+}
+
+/// The admin error code for a data plane's `Failed` event.
+pub fn dataplane_error_code(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InvalidTopic => admin::codes::INVALID_ARGUMENT,
+        ErrorCode::UnknownTopicOrPartition => admin::codes::UNKNOWN_TOPIC,
+        ErrorCode::Busy | ErrorCode::TopicNotReady => admin::codes::BUSY,
+        _ => admin::codes::DATAPLANE_ERROR,
+    }
+}
+
+/// Runs the control plane until SIGINT or SIGTERM: admin socket, metrics listener, and in
+/// `Mode::Supervise` the data plane as a child. Builds its own single-threaded tokio
+/// runtime (the control plane's work is light; the data plane owns the fast cores).
+pub fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    mode: Mode,
+) -> Result<(), ControlplaneError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ControlplaneError::Runtime)?;
+    runtime.block_on(supervisor::serve(config, config_path, mode))
+}

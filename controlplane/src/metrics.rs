@@ -1,0 +1,265 @@
+//! `/metrics` and `/healthz` over HTTP (`controlplane.metrics_listen`).
+//!
+//! `/metrics` is the Prometheus text format, built at scrape time by `prometheus-client`:
+//! the data plane's shared counters and histograms (one family per counter kind, labels
+//! parsed from the counter's `k=v,k=v` label, histogram buckets converted from ns to
+//! seconds) and the control plane's own metrics (data plane restarts and up gauge,
+//! command-ring depth, admin requests by type and outcome).
+//!
+//! HTTP stack: hyper 1 with hyper-util's tokio glue, HTTP/1.1 only. Two fixed paths need
+//! no router, so axum would add tower and its layers for nothing; hyper is what axum
+//! runs on anyway, maintained by the same people, and it keeps the dependency tree and
+//! build time small on the 2-core machines this builds on.
+
+use crate::counters::CountersSnapshot;
+use crate::link::LinkState;
+use crate::ControlplaneError;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// The content type of the Prometheus text format, version 0.0.4.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// An HTTP connection that sends no complete request for this long is closed, in ms.
+pub const HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
+
+type AdminLabels = Vec<(&'static str, String)>;
+
+/// The control plane's own metrics, plus the registry that also reads the shared counters.
+pub struct ControlplaneMetrics {
+    registry: Registry,
+    restarts: Counter,
+    admin_requests: Family<AdminLabels, Counter>,
+}
+
+impl ControlplaneMetrics {
+    pub fn new(link: Arc<LinkState>, cnc_dir: PathBuf) -> ControlplaneMetrics {
+        let mut registry = Registry::default();
+        let restarts = Counter::default();
+        let admin_requests = Family::<AdminLabels, Counter>::default();
+        registry.register(
+            "precursor_controlplane_dataplane_restarts",
+            "Data plane restarts by the supervisor (precursor up) since the control plane started",
+            restarts.clone(),
+        );
+        registry.register(
+            "precursor_controlplane_admin_requests",
+            "Admin socket requests, by type and outcome (ok or the error code)",
+            admin_requests.clone(),
+        );
+        registry.register_collector(Box::new(LinkCollector { link }));
+        registry.register_collector(Box::new(SharedCounters { cnc_dir }));
+        ControlplaneMetrics {
+            registry,
+            restarts,
+            admin_requests,
+        }
+    }
+
+    pub fn count_restart(&self) {
+        self.restarts.inc();
+    }
+
+    pub fn restarts(&self) -> u64 {
+        self.restarts.get()
+    }
+
+    pub fn admin_request(&self, kind: &str, outcome: &str) {
+        self.admin_requests
+            .get_or_create(&vec![
+                ("type", kind.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
+    }
+
+    /// The whole scrape, in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String does not fail");
+        text
+    }
+}
+
+/// Whether a data plane is attached and alive, and the command ring's depth.
+#[derive(Debug)]
+struct LinkCollector {
+    link: Arc<LinkState>,
+}
+
+impl Collector for LinkCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let up = ConstGauge::new(i64::from(self.link.is_alive()));
+        up.encode(encoder.encode_descriptor(
+            "precursor_controlplane_dataplane_up",
+            "1 when a data plane is attached and its heartbeat is fresh, else 0",
+            None,
+            up.metric_type(),
+        )?)?;
+        let depth = ConstGauge::new(i64::from(
+            self.link
+                .command_ring_depth
+                .load(std::sync::atomic::Ordering::Acquire),
+        ));
+        depth.encode(encoder.encode_descriptor(
+            "precursor_controlplane_command_ring_depth",
+            "Commands in the command ring not yet taken by the data plane",
+            None,
+            depth.metric_type(),
+        )?)?;
+        Ok(())
+    }
+}
+
+/// The data plane's shared counters file, read at each scrape.
+#[derive(Debug)]
+struct SharedCounters {
+    cnc_dir: PathBuf,
+}
+
+impl Collector for SharedCounters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // No data plane (yet): the scrape has the control plane's metrics only, and
+        // precursor_controlplane_dataplane_up says why.
+        let Ok(counters) = CountersSnapshot::read(&self.cnc_dir) else {
+            return Ok(());
+        };
+        for family in counters.counter_families() {
+            let metric_type = if family.gauge {
+                MetricType::Gauge
+            } else {
+                MetricType::Counter
+            };
+            let mut metric =
+                encoder.encode_descriptor(&family.name, family.help, None, metric_type)?;
+            for sample in &family.samples {
+                let labels = &sample.labels;
+                let mut one = metric.encode_family(labels)?;
+                if family.gauge {
+                    // Offsets and byte counts fit i64 for any real log.
+                    one.encode_gauge(&(sample.value.min(i64::MAX as u64) as i64))?;
+                } else {
+                    ConstCounter::new(sample.value).encode(one)?;
+                }
+            }
+        }
+        for family in counters.histogram_families() {
+            let mut metric = encoder.encode_descriptor(
+                &family.name,
+                family.help,
+                None,
+                MetricType::Histogram,
+            )?;
+            for histogram in &family.histograms {
+                let mut buckets = Vec::with_capacity(histogram.bounds_ns.len() + 1);
+                let mut counted = 0u64;
+                for (bound_ns, count) in histogram.bounds_ns.iter().zip(&histogram.counts) {
+                    buckets.push((*bound_ns as f64 / 1e9, *count));
+                    counted = counted.saturating_add(*count);
+                }
+                // Everything above the last bound, so that +Inf equals the count.
+                buckets.push((f64::MAX, histogram.count.saturating_sub(counted)));
+                let one = metric.encode_family(&histogram.labels)?;
+                let mut one = one;
+                one.encode_histogram::<Vec<(String, String)>>(
+                    histogram.sum_ns as f64 / 1e9,
+                    histogram.count,
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Binds the metrics listener (`host:port`).
+pub async fn bind(address: &str) -> Result<TcpListener, ControlplaneError> {
+    let error = |source| ControlplaneError::Metrics {
+        address: address.to_string(),
+        source,
+    };
+    let parsed: SocketAddr = address.parse().map_err(|_| {
+        error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not an address:port (e.g. 127.0.0.1:9464)",
+        ))
+    })?;
+    TcpListener::bind(parsed).await.map_err(error)
+}
+
+/// Serves `/metrics` and `/healthz` until the task is dropped.
+pub async fn serve(listener: TcpListener, node: Arc<crate::Node>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                eprintln!("precursor-controlplane: metrics accept: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let node = node.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(&node, request)) }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_millis(HTTP_HEADER_TIMEOUT_MS));
+            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+        });
+    }
+}
+
+fn respond(node: &crate::Node, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, content_type: &str, body: String| {
+        Response::builder()
+            .status(status)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .expect("static response parts are valid")
+    };
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
+    }
+    match request.uri().path() {
+        "/metrics" => reply(StatusCode::OK, METRICS_CONTENT_TYPE, node.metrics.encode()),
+        "/healthz" => {
+            let state = node.link.state();
+            if state.is_alive() {
+                reply(StatusCode::OK, "text/plain", "ok\n".into())
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!("data plane down: {}\n", state.problem()),
+                )
+            }
+        }
+        _ => reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics or /healthz\n".into(),
+        ),
+    }
+}
