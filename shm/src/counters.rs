@@ -82,7 +82,7 @@ pub const HISTOGRAM_COUNTERS: usize = HISTOGRAM_BUCKETS + 2;
 
 const _: () = assert!(HISTOGRAM_BOUNDS_NS[HISTOGRAM_BUCKETS - 2] == 1 << 36);
 const _: () = assert!(COUNTER_RECORD_BYTES >= RECORD_LABEL_OFFSET + COUNTER_LABEL_BYTES_MAX);
-const _: () = assert!(COUNTER_LABEL_BYTES_MAX % 8 == 0);
+const _: () = assert!(COUNTER_LABEL_BYTES_MAX & 7 == 0);
 
 const VERSION_OFFSET: usize = 8;
 const PID_OFFSET: usize = 12;
@@ -357,7 +357,7 @@ impl CountersWriter {
         let mapping = &self.mapping;
         let generation = mapping.atomic_u64(record + RECORD_GENERATION_OFFSET);
         let before = generation.load(Ordering::Relaxed);
-        assert!(before % 2 == 0, "record {index} generation {before} odd");
+        assert!(before & 1 == 0, "record {index} generation {before} odd");
         generation.store(before + 1, Ordering::Relaxed);
         fence(Ordering::Release);
         mapping
@@ -569,7 +569,7 @@ impl CountersReader {
         let state = mapping
             .atomic_u32(record + RECORD_STATE_OFFSET)
             .load(Ordering::Acquire);
-        if before % 2 == 1 || state != COUNTER_STATE_ALLOCATED {
+        if before & 1 == 1 || state != COUNTER_STATE_ALLOCATED {
             return None;
         }
         let load_u32 = |offset| mapping.atomic_u32(record + offset).load(Ordering::Relaxed);

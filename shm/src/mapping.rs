@@ -277,7 +277,7 @@ impl SharedMapping {
     /// The 8 bytes at `offset` as an atomic. `offset` must be 8-byte aligned and in bounds.
     #[inline]
     pub(crate) fn atomic_u64(&self, offset: usize) -> &AtomicU64 {
-        assert!(offset % 8 == 0 && offset + 8 <= self.mapped_bytes);
+        assert!(offset & 7 == 0 && offset + 8 <= self.mapped_bytes);
         // SAFETY: in bounds and 8-byte aligned (the mapping starts page aligned; asserted
         // above), the mapping lives as long as `&self`, and every process touches these
         // bytes only through atomics of this width, so there is no non-atomic data race.
@@ -287,7 +287,7 @@ impl SharedMapping {
     /// The 4 bytes at `offset` as an atomic. `offset` must be 4-byte aligned and in bounds.
     #[inline]
     pub(crate) fn atomic_u32(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset % 4 == 0 && offset + 4 <= self.mapped_bytes);
+        assert!(offset & 3 == 0 && offset + 4 <= self.mapped_bytes);
         // SAFETY: as for `atomic_u64`, with 4-byte alignment and width.
         unsafe { &*(self.map.as_mut_ptr().add(offset) as *const AtomicU32) }
     }

@@ -59,7 +59,7 @@ const SLOT_LENGTH_OFFSET: usize = 12;
 const SLOT_CORRELATION_OFFSET: usize = 16;
 const SLOT_PAYLOAD_OFFSET: usize = RING_SLOT_HEADER_BYTES;
 
-const _: () = assert!(RING_SLOT_BYTES % CACHE_LINE_BYTES == 0);
+const _: () = assert!(RING_SLOT_BYTES & (CACHE_LINE_BYTES - 1) == 0);
 const _: () = assert!(RING_PAYLOAD_BYTES_MAX == 488);
 const _: () = assert!(RING_SLOTS_MIN.is_power_of_two() && RING_SLOTS_MAX.is_power_of_two());
 
@@ -107,7 +107,7 @@ impl RingPlace {
     fn new(mapping: Arc<SharedMapping>, offset: usize, slots: u32) -> RingPlace {
         assert!(ring_slots_valid(slots), "ring of {slots} slots");
         assert!(
-            offset % CACHE_LINE_BYTES == 0,
+            offset & (CACHE_LINE_BYTES - 1) == 0,
             "ring offset {offset} unaligned"
         );
         assert!(
