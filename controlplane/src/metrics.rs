@@ -25,7 +25,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,12 +51,12 @@ impl ControlplaneMetrics {
         let admin_requests = Family::<AdminLabels, Counter>::default();
         registry.register(
             "precursor_controlplane_dataplane_restarts",
-            "Data plane restarts by the supervisor (precursor up) since the control plane started",
+            "Data plane restarts by the supervisor (precursor up) since the control plane started.",
             restarts.clone(),
         );
         registry.register(
             "precursor_controlplane_admin_requests",
-            "Admin socket requests, by type and outcome (ok or the error code)",
+            "Admin socket requests, by type and outcome (ok or the error code).",
             admin_requests.clone(),
         );
         registry.register_collector(Box::new(LinkCollector { link }));
@@ -106,7 +105,7 @@ impl Collector for LinkCollector {
         let up = ConstGauge::new(i64::from(self.link.is_alive()));
         up.encode(encoder.encode_descriptor(
             "precursor_controlplane_dataplane_up",
-            "1 when a data plane is attached and its heartbeat is fresh, else 0",
+            "1 when a data plane is attached and its heartbeat is fresh, else 0.",
             None,
             up.metric_type(),
         )?)?;
@@ -117,7 +116,7 @@ impl Collector for LinkCollector {
         ));
         depth.encode(encoder.encode_descriptor(
             "precursor_controlplane_command_ring_depth",
-            "Commands in the command ring not yet taken by the data plane",
+            "Commands in the command ring not yet taken by the data plane, as the control plane sees it.",
             None,
             depth.metric_type(),
         )?)?;
@@ -167,12 +166,22 @@ impl Collector for SharedCounters {
             for histogram in &family.histograms {
                 let mut buckets = Vec::with_capacity(histogram.bounds_ns.len() + 1);
                 let mut counted = 0u64;
+                let mut has_infinity = false;
                 for (bound_ns, count) in histogram.bounds_ns.iter().zip(&histogram.counts) {
-                    buckets.push((*bound_ns as f64 / 1e9, *count));
+                    // u64::MAX stands for +Inf; prometheus-client writes f64::MAX as +Inf.
+                    let le = if *bound_ns == u64::MAX {
+                        has_infinity = true;
+                        f64::MAX
+                    } else {
+                        *bound_ns as f64 / 1e9
+                    };
+                    buckets.push((le, *count));
                     counted = counted.saturating_add(*count);
                 }
-                // Everything above the last bound, so that +Inf equals the count.
-                buckets.push((f64::MAX, histogram.count.saturating_sub(counted)));
+                if !has_infinity {
+                    // Everything above the last bound, so that +Inf equals the count.
+                    buckets.push((f64::MAX, histogram.count.saturating_sub(counted)));
+                }
                 let one = metric.encode_family(&histogram.labels)?;
                 let mut one = one;
                 one.encode_histogram::<Vec<(String, String)>>(
@@ -187,19 +196,14 @@ impl Collector for SharedCounters {
     }
 }
 
-/// Binds the metrics listener (`host:port`).
+/// Binds the metrics listener (`host:port`, e.g. `127.0.0.1:9464`).
 pub async fn bind(address: &str) -> Result<TcpListener, ControlplaneError> {
-    let error = |source| ControlplaneError::Metrics {
-        address: address.to_string(),
-        source,
-    };
-    let parsed: SocketAddr = address.parse().map_err(|_| {
-        error(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not an address:port (e.g. 127.0.0.1:9464)",
-        ))
-    })?;
-    TcpListener::bind(parsed).await.map_err(error)
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ControlplaneError::Metrics {
+            address: address.to_string(),
+            source,
+        })
 }
 
 /// Serves `/metrics` and `/healthz` until the task is dropped.

@@ -16,7 +16,7 @@ pub struct AdminTarget {
     #[arg(long, short)]
     config: Option<PathBuf>,
     /// The admin socket itself [default: /run/precursor/precursor.sock].
-    #[arg(long, env = "PRECURSOR_ADMIN_SOCKET", conflicts_with = "config")]
+    #[arg(long, conflicts_with = "config")]
     socket: Option<PathBuf>,
     /// Print the answer as JSON.
     #[arg(long)]
@@ -347,5 +347,74 @@ fn duration(seconds: u64) -> String {
         s if s < 60 => format!("{s} s"),
         s if s < 3600 => format!("{} min {} s", s / 60, s % 60),
         s => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Cli;
+    use clap::Parser;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("precursor").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn bad_admin_arguments_are_usage_errors() {
+        for args in [
+            &["topic", "create", "orders"][..], // no --partitions
+            &["topic", "create", "orders", "--partitions", "0"], // below 1
+            &["topic", "create", "orders", "--partitions", "1025"], // above 1024
+            &["topic", "create", "orders", "--partitions", "many"],
+            &["topic", "alter", "orders"], // nothing to alter
+            &["topic", "describe"],        // no name
+            &["topic", "list", "--socket", "/s", "--config", "/c"], // one or the other
+            &["topic", "rename", "a", "b"],
+            &["status", "--retention-ms", "5"],
+        ] {
+            let error = parse(args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} parsed"));
+            assert_eq!(error.exit_code(), 2, "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn good_admin_arguments_parse() {
+        for args in [
+            &[
+                "topic",
+                "create",
+                "orders",
+                "-p",
+                "3",
+                "--retention-ms",
+                "60000",
+            ][..],
+            &["topic", "list", "--json", "--socket", "/tmp/p.sock"],
+            &["topic", "describe", "orders", "--config", "precursor.toml"],
+            &["topic", "delete", "orders"],
+            &[
+                "topic",
+                "alter",
+                "orders",
+                "--retention-bytes",
+                "1073741824",
+            ],
+            &["status", "--json"],
+            &["up", "--config", "precursor.toml"],
+            &["controlplane"],
+        ] {
+            assert!(parse(args).is_ok(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations_read_well() {
+        assert_eq!(super::bytes(512), "512 B");
+        assert_eq!(super::bytes(3 << 20), "3.0 MiB");
+        assert_eq!(super::duration(59), "59 s");
+        assert_eq!(super::duration(61), "1 min 1 s");
+        assert_eq!(super::duration(7260), "2 h 1 min");
     }
 }

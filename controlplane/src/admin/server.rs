@@ -108,10 +108,14 @@ async fn connection(stream: UnixStream, node: Arc<Node>) {
                     node.metrics.admin_request(kind, response.outcome());
                     response
                 }
-                Err(error) => Response::error(
-                    codes::INVALID_ARGUMENT,
-                    format!("not an admin request: {error}"),
-                ),
+                Err(error) => {
+                    node.metrics
+                        .admin_request("invalid", codes::INVALID_ARGUMENT);
+                    Response::error(
+                        codes::INVALID_ARGUMENT,
+                        format!("not an admin request: {error}"),
+                    )
+                }
             }
         };
         let mut text = serde_json::to_string(&response).expect("responses serialize");

@@ -200,3 +200,108 @@ pub struct LcoreStatus {
     pub lcore: String,
     pub counters: std::collections::BTreeMap<String, u64>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug>(
+        value: T,
+    ) -> String {
+        let text = serde_json::to_string(&value).unwrap();
+        assert!(!text.contains('\n'), "one line: {text}");
+        assert_eq!(serde_json::from_str::<T>(&text).unwrap(), value);
+        text
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let create = round_trip(Request::CreateTopic {
+            name: "orders".into(),
+            partitions: 3,
+            retention_ms: Some(60_000),
+            retention_bytes: None,
+        });
+        assert_eq!(
+            create,
+            r#"{"create_topic":{"name":"orders","partitions":3,"retention_ms":60000,"retention_bytes":null}}"#
+        );
+        assert_eq!(round_trip(Request::ListTopics), r#""list_topics""#);
+        round_trip(Request::DeleteTopic { name: "a".into() });
+        round_trip(Request::AlterTopic {
+            name: "a".into(),
+            retention_ms: None,
+            retention_bytes: Some(1 << 30),
+        });
+        round_trip(Request::DescribeTopic { name: "a".into() });
+        round_trip(Request::Status);
+        round_trip(Request::Config);
+        // Optional fields may be left out by hand-written clients.
+        assert_eq!(
+            serde_json::from_str::<Request>(r#"{"create_topic":{"name":"x","partitions":1}}"#)
+                .unwrap(),
+            Request::CreateTopic {
+                name: "x".into(),
+                partitions: 1,
+                retention_ms: None,
+                retention_bytes: None
+            }
+        );
+        assert!(serde_json::from_str::<Request>(r#""drop_everything""#).is_err());
+        assert!(
+            serde_json::from_str::<Request>(r#"{"delete_topic":{"name":"x","force":true}}"#)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        assert_eq!(round_trip(Response::Ok), r#""ok""#);
+        round_trip(Response::TopicCreated {
+            name: "orders".into(),
+            topic_id: 4,
+            partitions: 3,
+        });
+        round_trip(Response::Topics(vec![TopicSummary {
+            name: "orders".into(),
+            partitions: 3,
+            messages: 10,
+            bytes: 4096,
+            segments: 3,
+        }]));
+        round_trip(Response::Topic(TopicDescription {
+            name: "orders".into(),
+            partitions: vec![PartitionInfo {
+                partition: 0,
+                start_offset: 1,
+                end_offset: 9,
+                durable_offset: 8,
+                bytes: 700,
+                segments: 1,
+            }],
+        }));
+        let mut status = NodeStatus {
+            dataplane_pid: Some(42),
+            dataplane_alive: true,
+            ..NodeStatus::default()
+        };
+        status.ports.push(PortStatus {
+            port: "0".into(),
+            link_up: true,
+            ..PortStatus::default()
+        });
+        status.lcores.push(LcoreStatus {
+            lcore: "1".into(),
+            counters: [("precursor_produce_requests_total".to_string(), 5)].into(),
+        });
+        round_trip(Response::Status(status));
+        round_trip(Response::Config("preset = \"balanced\"\n".into()));
+        let error = round_trip(Response::error(codes::TOPIC_EXISTS, "topic \"a\" exists"));
+        assert_eq!(
+            error,
+            r#"{"error":{"code":"topic_exists","message":"topic \"a\" exists"}}"#
+        );
+        assert_eq!(Response::error(codes::TIMEOUT, "x").outcome(), "timeout");
+        assert_eq!(Response::Ok.outcome(), "ok");
+    }
+}
