@@ -5,8 +5,10 @@
 //! - [`log`]: partition logs: segments in hugepage memory, the flusher, recovery.
 //! - [`topics`]: the topic manifest, the lcore's topic table, the admin thread.
 //! - [`node`]: start-up and shut-down of a whole node.
+//! - [`echo`]: echo mode, the port's bare reflection (a benchmark baseline).
 
 pub mod counters;
+pub mod echo;
 pub mod idle;
 pub mod lcore;
 pub mod log;

@@ -1,7 +1,9 @@
 //! `precursor-dataplane`: the only binary that links DPDK.
 //!
-//! Usage: `precursor-dataplane [--config FILE]`. With no file it runs the embedded default
-//! (a TAP port `prc0`, see `precursor config show`). SIGINT/SIGTERM stop it cleanly: the
+//! Usage: `precursor-dataplane [--config FILE] [--echo]`. With no file it runs the embedded
+//! default (a TAP port `prc0`, see `precursor config show`). `--echo` sets up the same EAL
+//! and port but only reflects UDP datagrams back to their senders (`echo.rs`): the raw
+//! limit of the port, for benchmarks. SIGINT/SIGTERM stop it cleanly: the
 //! lcore sends what it buffered, the flusher persists everything, then it exits and prints
 //! its counters as one `COUNTERS {...}` line on stderr.
 
@@ -29,11 +31,14 @@ impl log::Log for StderrLogger {
 
 static LOGGER: StderrLogger = StderrLogger;
 
+const USAGE: &str = "precursor-dataplane [--config FILE] [--echo]";
+
 fn main() -> ExitCode {
     if log::set_logger(&LOGGER).is_ok() {
         log::set_max_level(log::LevelFilter::Info);
     }
     let mut config_path: Option<PathBuf> = None;
+    let mut echo = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -41,8 +46,9 @@ fn main() -> ExitCode {
                 Some(path) => config_path = Some(PathBuf::from(path)),
                 None => return usage("--config needs a file"),
             },
+            "--echo" => echo = true,
             "--help" | "-h" => {
-                println!("usage: precursor-dataplane [--config FILE]");
+                println!("usage: {USAGE}");
                 return ExitCode::SUCCESS;
             }
             other => return usage(&format!("unknown argument {other:?}")),
@@ -65,7 +71,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    match precursor_dataplane::node::run(&config, stop) {
+    let result = if echo {
+        precursor_dataplane::echo::run(&config, stop)
+    } else {
+        precursor_dataplane::node::run(&config, stop)
+    };
+    match result {
         Ok(counters) => {
             eprintln!("COUNTERS {counters}");
             ExitCode::SUCCESS
@@ -78,6 +89,6 @@ fn main() -> ExitCode {
 }
 
 fn usage(problem: &str) -> ExitCode {
-    eprintln!("precursor-dataplane: {problem}\nusage: precursor-dataplane [--config FILE]");
+    eprintln!("precursor-dataplane: {problem}\nusage: {USAGE}");
     ExitCode::from(2)
 }
