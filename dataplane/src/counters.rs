@@ -7,7 +7,7 @@ use crate::net::DropReason;
 use precursor_protocol::frame::{ErrorCode, FrameError};
 
 /// Number of [`ErrorCode`] values (codes index the array directly).
-pub const ERROR_CODES: usize = 14;
+pub const ERROR_CODES: usize = 16;
 
 #[derive(Clone, Debug, Default)]
 pub struct LcoreCounters {

@@ -9,12 +9,14 @@
 //! Nothing on this path makes a system call, takes a lock or allocates: mbufs come from
 //! the pool, logs and tables are sized at start-up, the pending-ack queue is bounded.
 
+use crate::control::{Control, PartitionValues, COMMANDS_PER_ITERATION_MAX};
 use crate::counters::LcoreCounters;
 use crate::idle::Idle;
 use crate::log::{AppendError, PartitionLog, ReadError};
 use crate::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES};
-use crate::topics::{AdminLink, CreateTopic, Created, TopicName, TopicTable};
+use crate::topics::{AdminLink, AdminReply, AdminRequest, Origin, TopicName, TopicTable};
 use precursor_ffi::dpdk::{Mbuf, MbufBurst, Mempool, Port};
+use precursor_protocol::command::{Command, Event};
 use precursor_protocol::frame::{
     batch_bytes_max, decode_frame, Acks, ErrorCode, FetchDataHeader, FetchRequest, FrameError,
     FrameHeader, MetadataRequest, MetadataResponse, Opcode, PartitionHandle, ProduceAck,
@@ -48,6 +50,8 @@ pub struct LcoreConfig {
 /// A produce with `acks=durable` whose offsets the flusher has not passed yet.
 #[derive(Copy, Clone, Debug)]
 struct PendingAck {
+    /// When the batch was appended: the wait for the flusher is a histogram.
+    appended_at: Instant,
     peer: Peer,
     session: u32,
     request_id: u64,
@@ -95,7 +99,15 @@ pub struct Lcore {
     scratch: Vec<u8>,
     counters: LcoreCounters,
     last_drain: Instant,
+    /// The shared memory with the control plane; `None` when running without one (tests).
+    control: Option<Control>,
+    last_port_stats: Instant,
 }
+
+/// How often port statistics and link state are read for the counters page.
+const PORT_STATS_INTERVAL: Duration = Duration::from_secs(1);
+/// Partitions per topic an admin command may ask for (as the config's limit).
+const PARTITIONS_PER_TOPIC_MAX: u16 = 1024;
 
 impl Lcore {
     pub fn new(
@@ -120,7 +132,20 @@ impl Lcore {
             tx: MbufBurst::new(),
             counters: LcoreCounters::default(),
             last_drain: Instant::now(),
+            control: None,
+            last_port_stats: Instant::now(),
         }
+    }
+
+    /// Connects the lcore to the control plane's shared memory; registers the counters of
+    /// the topics already installed.
+    pub fn attach_control(&mut self, mut control: Control) {
+        self.topics.for_each_mut(|topic| {
+            for (partition, slot) in topic.counters.iter_mut().enumerate() {
+                *slot = control.register_partition(&topic.name, partition as u16);
+            }
+        });
+        self.control = Some(control);
     }
 
     pub fn counters(&self) -> &LcoreCounters {
@@ -156,6 +181,9 @@ impl Lcore {
                 self.handle_packet(mbuf, now_ms);
             }
             self.rx = burst;
+        }
+        if self.control.is_some() {
+            work += self.poll_commands();
         }
         let now = Instant::now();
         if now.duration_since(self.last_drain) >= self.config.drain_interval {
@@ -295,6 +323,7 @@ impl Lcore {
                 }
                 log.request_durable(ack.last_offset);
                 self.pending.push_back(PendingAck {
+                    appended_at: Instant::now(),
                     peer: request.peer,
                     session: header.session,
                     request_id: header.request_id,
@@ -419,10 +448,16 @@ impl Lcore {
         }
         if !self.creating.iter().any(|n| n.as_str() == name.as_str()) {
             let queued = self.creating.len() < CREATIONS_IN_FLIGHT_MAX
-                && self.admin.request(CreateTopic {
-                    name,
-                    partitions: self.config.default_partitions,
-                });
+                && self
+                    .admin
+                    .request(AdminRequest::Create {
+                        name,
+                        partitions: self.config.default_partitions,
+                        retention_ms: None,
+                        retention_bytes: None,
+                        origin: Origin::AutoCreate,
+                    })
+                    .is_ok();
             if !queued {
                 return self.reply_error(
                     mbuf,
@@ -522,31 +557,266 @@ impl Lcore {
         sent
     }
 
-    /// The drain timer: durable acks, created topics, log housekeeping.
-    fn drain(&mut self, _now: Instant) -> usize {
+    /// The drain timer: durable acks, the admin thread's answers, log housekeeping,
+    /// counters for the control plane.
+    fn drain(&mut self, now: Instant) -> usize {
         let mut work = self.send_durable_acks();
-        while let Some(created) = self.admin.poll() {
+        while let Some(reply) = self.admin.poll() {
             work += 1;
-            match created {
-                Created::Topic(topic, key) => {
-                    self.creating.retain(|n| n.as_str() != topic.name);
-                    if self.topics.by_name(&topic.name).is_none() {
-                        self.counters.topics_created += 1;
-                        self.topics.install(topic, key);
-                    }
-                }
-                Created::Failed { name, .. } => {
-                    self.creating.retain(|n| n.as_str() != name.as_str())
-                }
-            }
+            self.on_admin_reply(reply);
         }
         let now_ms = wall_clock_ms();
-        for topic in self.topics.topics_mut() {
-            for log in &mut topic.partitions {
+        let control = &self.control;
+        self.topics.for_each_mut(|topic| {
+            for (log, ids) in topic.partitions.iter_mut().zip(&topic.counters) {
                 log.maintain(now_ms);
+                if let (Some(control), Some(ids)) = (control, ids) {
+                    control.publish_partition(
+                        ids,
+                        &PartitionValues {
+                            start_offset: log.log_start_offset(),
+                            end_offset: log.log_end_offset(),
+                            durable_offset: log.durable_offset(),
+                            bytes: log.size_bytes(),
+                            segments: log.segment_count() as u64,
+                        },
+                    );
+                }
+            }
+        });
+        if let Some(control) = &mut self.control {
+            control.publish(&self.counters, self.pending.len());
+            control.heartbeat(now_ms as u64);
+            if now.duration_since(self.last_port_stats) >= PORT_STATS_INTERVAL {
+                self.last_port_stats = now;
+                control.publish_port(&self.port.stats(), &self.port.link());
             }
         }
         work
+    }
+
+    /// Takes the control plane's commands (a bounded number per iteration).
+    fn poll_commands(&mut self) -> usize {
+        let mut handled = 0;
+        while handled < COMMANDS_PER_ITERATION_MAX {
+            let Some(command) = self.control.as_mut().and_then(Control::poll_command) else {
+                break;
+            };
+            handled += 1;
+            let payload = &command.payload[..command.length];
+            let correlation = command.correlation_id;
+            match Command::decode(command.kind, payload) {
+                Ok(decoded) => self.on_command(correlation, decoded),
+                Err(_) => self.answer(
+                    correlation,
+                    &Event::Failed {
+                        code: ErrorCode::InvalidArgument,
+                        message: "malformed command",
+                    },
+                ),
+            }
+        }
+        handled
+    }
+
+    fn on_command(&mut self, correlation: u64, command: Command) {
+        let failed = |code, message| Event::Failed { code, message };
+        match command {
+            Command::Ping => self.answer(correlation, &Event::Done),
+            Command::CreateTopic {
+                name,
+                partitions,
+                retention_ms,
+                retention_bytes,
+            } => {
+                let Some(topic_name) = TopicName::new(name) else {
+                    return self.answer(
+                        correlation,
+                        &failed(
+                            ErrorCode::InvalidTopic,
+                            "topic names are 1-249 of [a-zA-Z0-9._-]",
+                        ),
+                    );
+                };
+                if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+                    return self.answer(
+                        correlation,
+                        &failed(
+                            ErrorCode::InvalidArgument,
+                            "partitions must be between 1 and 1024",
+                        ),
+                    );
+                }
+                let creating = self.creating.iter().any(|n| n.as_str() == name);
+                if creating || self.topics.by_name(name).is_some() {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::TopicExists, "topic already exists"),
+                    );
+                }
+                if self.creating.len() >= CREATIONS_IN_FLIGHT_MAX {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::Busy, "too many topic creations at once"),
+                    );
+                }
+                let request = AdminRequest::Create {
+                    name: topic_name,
+                    partitions,
+                    retention_ms: (retention_ms > 0).then_some(retention_ms),
+                    retention_bytes: (retention_bytes > 0).then_some(retention_bytes),
+                    origin: Origin::Command(correlation),
+                };
+                match self.admin.request(request) {
+                    Ok(()) => self.creating.push(topic_name),
+                    Err(_) => {
+                        self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full"))
+                    }
+                }
+            }
+            Command::DeleteTopic { name } => {
+                if self.creating.iter().any(|n| n.as_str() == name) {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::Busy, "topic is being created"),
+                    );
+                }
+                let Some((mut topic, key)) = self.topics.remove(name) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::UnknownTopicOrPartition, "no such topic"),
+                    );
+                };
+                if let Some(control) = &mut self.control {
+                    for ids in topic.counters.iter_mut().filter_map(Option::take) {
+                        control.free_partition(ids);
+                    }
+                }
+                if let Err(AdminRequest::Delete { topic, key, .. }) =
+                    self.admin.request(AdminRequest::Delete {
+                        topic,
+                        key,
+                        correlation,
+                    })
+                {
+                    // Put it back: nothing happened.
+                    self.topics.install(topic, key);
+                    self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full"));
+                }
+            }
+            Command::AlterTopic {
+                name,
+                retention_ms,
+                retention_bytes,
+            } => {
+                let Some(topic_name) = TopicName::new(name) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::InvalidTopic, "invalid topic name"),
+                    );
+                };
+                let Some(topic) = self.topics.by_name_mut(name) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::UnknownTopicOrPartition, "no such topic"),
+                    );
+                };
+                // 0 means "no limit"; absent means "unchanged".
+                for log in &mut topic.partitions {
+                    let (ms, bytes) = log.retention();
+                    log.set_retention(
+                        retention_ms.map_or(ms, |v| (v > 0).then_some(v)),
+                        retention_bytes.map_or(bytes, |v| (v > 0).then_some(v)),
+                    );
+                }
+                let request = AdminRequest::Alter {
+                    name: topic_name,
+                    retention_ms,
+                    retention_bytes,
+                    correlation,
+                };
+                if self.admin.request(request).is_err() {
+                    self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full"));
+                }
+            }
+        }
+    }
+
+    fn on_admin_reply(&mut self, reply: AdminReply) {
+        match reply {
+            AdminReply::Created {
+                mut topic,
+                key,
+                origin,
+            } => {
+                self.creating.retain(|n| n.as_str() != topic.name);
+                let (topic_id, partitions) = (topic.id, topic.partitions.len() as u16);
+                if self.topics.by_name(&topic.name).is_none() {
+                    if let Some(control) = &mut self.control {
+                        for (partition, slot) in topic.counters.iter_mut().enumerate() {
+                            *slot = control.register_partition(&topic.name, partition as u16);
+                        }
+                    }
+                    self.counters.topics_created += 1;
+                    self.topics.install(topic, key);
+                }
+                if let Origin::Command(correlation) = origin {
+                    self.answer(
+                        correlation,
+                        &Event::TopicCreated {
+                            topic_id,
+                            partitions,
+                        },
+                    );
+                }
+            }
+            AdminReply::CreateFailed {
+                name,
+                reason,
+                origin,
+            } => {
+                self.creating.retain(|n| n.as_str() != name.as_str());
+                if let Origin::Command(correlation) = origin {
+                    let message = truncate_message(&reason);
+                    self.answer(
+                        correlation,
+                        &Event::Failed {
+                            code: ErrorCode::StorageError,
+                            message,
+                        },
+                    );
+                }
+            }
+            AdminReply::Deleted {
+                correlation,
+                result,
+            }
+            | AdminReply::Altered {
+                correlation,
+                result,
+            } => match result {
+                Ok(()) => self.answer(correlation, &Event::Done),
+                Err(reason) => {
+                    let message = truncate_message(&reason);
+                    self.answer(
+                        correlation,
+                        &Event::Failed {
+                            code: ErrorCode::StorageError,
+                            message,
+                        },
+                    );
+                }
+            },
+        }
+    }
+
+    /// The one event that answers a command.
+    fn answer(&mut self, correlation: u64, event: &Event) {
+        if let Some(control) = &mut self.control {
+            if !control.reply(correlation, event) {
+                eprintln!("precursor-dataplane: warning: event ring full, command {correlation} unanswered");
+            }
+        }
     }
 
     /// Sends every pending ack whose offsets are durable (or whose partition failed).
@@ -599,6 +869,9 @@ impl Lcore {
             };
             if code == ErrorCode::None {
                 self.counters.durable_acks += 1;
+                if let Some(control) = &self.control {
+                    control.record_durable_wait(waiting.appended_at.elapsed().as_nanos() as u64);
+                }
                 self.reply_ack(mbuf, &request, waiting.ack);
             } else {
                 self.reply_error(
@@ -667,4 +940,17 @@ pub fn wall_clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An event message fits its slot: at most 256 bytes, cut at a character boundary.
+fn truncate_message(message: &str) -> &str {
+    const MESSAGE_BYTES_MAX: usize = 256;
+    if message.len() <= MESSAGE_BYTES_MAX {
+        return message;
+    }
+    let mut end = MESSAGE_BYTES_MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    &message[..end]
 }

@@ -5,6 +5,7 @@
 //! so they do not inherit the lcore's CPU pinning), recovery of every partition, then the
 //! EAL, the mempool and the port, then the lcore loop on the EAL's main thread.
 
+use crate::control::Control;
 use crate::idle::Idle;
 use crate::lcore::{Lcore, LcoreConfig};
 use crate::log::{Flusher, FlusherHandle, LogConfig};
@@ -45,6 +46,8 @@ pub enum NodeError {
     Log(#[from] crate::log::LogError),
     #[error(transparent)]
     Dpdk(#[from] DpdkError),
+    #[error("shared memory with the control plane: {0}")]
+    Shm(#[from] precursor_shm::ShmError),
     #[error(
         "hugepages are required by the configuration (dataplane.hugepages = \"required\") but {0}"
     )]
@@ -411,8 +414,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         default_partitions: config.topics.default_partitions,
     };
     let mut lcore = Lcore::new(lcore_config, port, pool, topics, admin);
+    let cnc_dir = config.cnc_dir();
+    lcore.attach_control(Control::create(&cnc_dir, &port_name(config))?);
     eprintln!(
-        "precursor-dataplane: ready: {}:{} on {} (mac {}), lcore {}, {} hugepages, segments in {}",
+        "precursor-dataplane: ready: {}:{} on {} (mac {}), lcore {}, {} hugepages, segments in {}, cnc in {}",
         endpoint.ip,
         endpoint.udp_port,
         port_name(config),
@@ -423,7 +428,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         } else {
             "without"
         },
-        plan.memory_dir.display()
+        plan.memory_dir.display(),
+        cnc_dir.display()
     );
     let mut idle = Idle::new(config.dataplane.idle, config.dataplane.idle_park_us_max);
     lcore.run(&stop, &mut idle);

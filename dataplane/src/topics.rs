@@ -20,8 +20,8 @@ use std::time::Duration;
 
 /// Topics one node holds at most (ids are 16 bits; the manifest stays small).
 pub const TOPICS_MAX: usize = 4096;
-/// Topic creations queued between the lcore and the admin thread.
-pub const CREATE_QUEUE_DEPTH: usize = 64;
+/// Requests (create, delete, alter) queued between the lcore and the admin thread.
+pub const ADMIN_QUEUE_DEPTH: usize = 64;
 const MANIFEST_FILE: &str = "topics.manifest";
 const ADMIN_IDLE_SLEEP: Duration = Duration::from_millis(1);
 
@@ -55,12 +55,30 @@ impl std::fmt::Debug for TopicName {
     }
 }
 
-/// One line of the manifest.
+/// One topic of the manifest.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TopicEntry {
     pub id: u16,
     pub name: String,
     pub partitions: u16,
+    /// Per-topic retention; `None` takes the broker's `[storage]` value.
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+}
+
+impl TopicEntry {
+    /// The log configuration of this topic's partitions: the broker's, with this topic's
+    /// retention where it has its own.
+    pub fn log_config(&self, broker: &LogConfig) -> LogConfig {
+        let mut log = broker.clone();
+        if self.retention_ms.is_some() {
+            log.retention_ms = self.retention_ms;
+        }
+        if self.retention_bytes.is_some() {
+            log.retention_bytes = self.retention_bytes;
+        }
+        log
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,15 +99,27 @@ pub enum TopicError {
         name: String,
         source: crate::log::LogError,
     },
-    #[error("no topic id left (at most {TOPICS_MAX} topics)")]
+    #[error("no topic id left (ids are 16 bits and never reused)")]
     TooManyTopics,
     #[error("topic {0:?} is not a valid name")]
     InvalidName(String),
+    #[error("topic {0:?} does not exist")]
+    Unknown(String),
 }
 
-/// The persisted list of topics.
+/// The persisted list of topics: `<data_dir>/topics.manifest`, written whole (write, fsync,
+/// rename, fsync the directory) on every change.
+///
+/// ```text
+/// next_id 7
+/// 0 orders 4
+/// 3 quotes 1 retention_ms=3600000 retention_bytes=1073741824
+/// ```
+/// Ids grow and are never reused (a client holding a deleted topic's handle must not write
+/// into a new topic), so `next_id` is persisted too.
 pub struct Manifest {
     path: PathBuf,
+    next_id: u32,
     entries: Vec<TopicEntry>,
 }
 
@@ -105,7 +135,8 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(io(e)),
         };
-        let mut entries = Vec::new();
+        let mut entries: Vec<TopicEntry> = Vec::new();
+        let mut next_id = 0u32;
         for (i, line) in text.lines().enumerate() {
             let corrupt = |reason: &str| TopicError::Corrupt {
                 path: path.clone(),
@@ -113,28 +144,47 @@ impl Manifest {
                 reason: reason.into(),
             };
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let [id, name, partitions] = fields[..] else {
-                return Err(corrupt("expected `id name partitions`"));
+            if let ["next_id", id] = fields[..] {
+                next_id = id.parse().map_err(|_| corrupt("bad next_id"))?;
+                continue;
+            }
+            let [id, name, partitions, ref options @ ..] = fields[..] else {
+                return Err(corrupt("expected `id name partitions [key=value ...]`"));
             };
-            let entry = TopicEntry {
+            let mut entry = TopicEntry {
                 id: id.parse().map_err(|_| corrupt("bad id"))?,
                 name: name.to_string(),
                 partitions: partitions
                     .parse()
                     .map_err(|_| corrupt("bad partition count"))?,
+                retention_ms: None,
+                retention_bytes: None,
             };
+            for option in options {
+                let value = |v: &str| v.parse::<u64>().map_err(|_| corrupt("bad option value"));
+                match option.split_once('=') {
+                    Some(("retention_ms", v)) => entry.retention_ms = Some(value(v)?),
+                    Some(("retention_bytes", v)) => entry.retention_bytes = Some(value(v)?),
+                    _ => return Err(corrupt("unknown topic option")),
+                }
+            }
             if !is_valid_topic_name(name) || entry.partitions == 0 {
                 return Err(corrupt("bad topic name or partition count"));
             }
             if entries
                 .iter()
-                .any(|e: &TopicEntry| e.id == entry.id || e.name == entry.name)
+                .any(|e| e.id == entry.id || e.name == entry.name)
             {
                 return Err(corrupt("topic id or name listed twice"));
             }
+            next_id = next_id.max(entry.id as u32 + 1);
             entries.push(entry);
         }
-        Ok(Manifest { path, entries })
+        Ok(Manifest {
+            path,
+            next_id,
+            entries,
+        })
     }
 
     pub fn entries(&self) -> &[TopicEntry] {
@@ -145,8 +195,19 @@ impl Manifest {
         self.entries.iter().find(|e| e.name == name)
     }
 
-    /// Adds a topic with the lowest free id and persists the manifest (write, fsync, rename).
+    /// Adds a topic with the next id and persists the manifest.
     pub fn add(&mut self, name: &str, partitions: u16) -> Result<TopicEntry, TopicError> {
+        self.add_with(name, partitions, None, None)
+    }
+
+    /// Adds a topic with its own retention and persists the manifest.
+    pub fn add_with(
+        &mut self,
+        name: &str,
+        partitions: u16,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<TopicEntry, TopicError> {
         if !is_valid_topic_name(name) {
             return Err(TopicError::InvalidName(name.into()));
         }
@@ -154,20 +215,68 @@ impl Manifest {
             self.find(name).is_none(),
             "caller checks for an existing topic"
         );
-        let id = (0..TOPICS_MAX as u16)
-            .find(|id| !self.entries.iter().any(|e| e.id == *id))
-            .ok_or(TopicError::TooManyTopics)?;
+        assert!(partitions > 0);
+        if self.entries.len() >= TOPICS_MAX || self.next_id > u16::MAX as u32 {
+            return Err(TopicError::TooManyTopics);
+        }
         let entry = TopicEntry {
-            id,
+            id: self.next_id as u16,
             name: name.into(),
             partitions,
+            retention_ms,
+            retention_bytes,
         };
         self.entries.push(entry.clone());
+        self.next_id += 1;
         if let Err(e) = self.persist() {
             self.entries.pop();
+            self.next_id -= 1;
             return Err(e);
         }
         Ok(entry)
+    }
+
+    /// Removes a topic and persists the manifest (its id stays used).
+    pub fn remove(&mut self, name: &str) -> Result<TopicEntry, TopicError> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.name == name)
+            .ok_or_else(|| TopicError::Unknown(name.into()))?;
+        let entry = self.entries.remove(at);
+        if let Err(e) = self.persist() {
+            self.entries.insert(at, entry);
+            return Err(e);
+        }
+        Ok(entry)
+    }
+
+    /// Changes a topic's retention (`Some` values only) and persists the manifest.
+    pub fn alter(
+        &mut self,
+        name: &str,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+    ) -> Result<TopicEntry, TopicError> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.name == name)
+            .ok_or_else(|| TopicError::Unknown(name.into()))?;
+        let before = self.entries[at].clone();
+        let entry = &mut self.entries[at];
+        if retention_ms.is_some() {
+            entry.retention_ms = retention_ms;
+        }
+        if retention_bytes.is_some() {
+            entry.retention_bytes = retention_bytes;
+        }
+        let after = entry.clone();
+        if let Err(e) = self.persist() {
+            self.entries[at] = before;
+            return Err(e);
+        }
+        Ok(after)
     }
 
     fn persist(&self) -> Result<(), TopicError> {
@@ -177,8 +286,16 @@ impl Manifest {
         };
         let tmp = self.path.with_extension("manifest.tmp");
         let mut file = std::fs::File::create(&tmp).map_err(io)?;
+        writeln!(file, "next_id {}", self.next_id).map_err(io)?;
         for e in &self.entries {
-            writeln!(file, "{} {} {}", e.id, e.name, e.partitions).map_err(io)?;
+            write!(file, "{} {} {}", e.id, e.name, e.partitions).map_err(io)?;
+            if let Some(ms) = e.retention_ms {
+                write!(file, " retention_ms={ms}").map_err(io)?;
+            }
+            if let Some(bytes) = e.retention_bytes {
+                write!(file, " retention_bytes={bytes}").map_err(io)?;
+            }
+            writeln!(file).map_err(io)?;
         }
         file.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &self.path).map_err(io)?;
@@ -195,6 +312,8 @@ pub struct Topic {
     pub id: u16,
     pub name: String,
     pub partitions: Vec<PartitionLog>,
+    /// Each partition's counters in the control plane's page (made on install).
+    pub counters: Vec<Option<crate::control::PartitionCounters>>,
 }
 
 impl Topic {
@@ -204,8 +323,9 @@ impl Topic {
         log: &LogConfig,
         flusher: &FlusherHandle,
     ) -> Result<Topic, TopicError> {
+        let log = entry.log_config(log);
         let partitions = (0..entry.partitions)
-            .map(|p| PartitionLog::open(log, &entry.name, p, flusher))
+            .map(|p| PartitionLog::open(&log, &entry.name, p, flusher))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| TopicError::Log {
                 name: entry.name.clone(),
@@ -214,25 +334,33 @@ impl Topic {
         Ok(Topic {
             id: entry.id,
             name: entry.name.clone(),
+            counters: vec![None; partitions.len()],
             partitions,
         })
     }
 }
 
 /// The lcore's view of every topic: by id for the data path, by name for Metadata.
-/// Sized for [`TOPICS_MAX`] at start-up, so installing a topic never allocates.
+/// Sized for every topic id and [`TOPICS_MAX`] names at start-up, so installing or
+/// removing a topic never allocates.
 pub struct TopicTable {
     by_id: Vec<Option<Topic>>,
     by_name: HashMap<String, u16>,
+    /// Ids of installed topics, for iterating without scanning the whole id space.
+    live: Vec<u16>,
 }
+
+/// Topic ids are 16 bits.
+const TOPIC_IDS: usize = 1 << 16;
 
 impl TopicTable {
     pub fn new() -> TopicTable {
-        let mut by_id = Vec::with_capacity(TOPICS_MAX);
-        by_id.resize_with(TOPICS_MAX, || None);
+        let mut by_id = Vec::with_capacity(TOPIC_IDS);
+        by_id.resize_with(TOPIC_IDS, || None);
         TopicTable {
             by_id,
             by_name: HashMap::with_capacity(TOPICS_MAX),
+            live: Vec::with_capacity(TOPICS_MAX),
         }
     }
 
@@ -244,12 +372,37 @@ impl TopicTable {
         assert_eq!(key, topic.name);
         let previous = self.by_name.insert(key, topic.id);
         assert!(previous.is_none(), "topic {:?} installed twice", topic.name);
+        assert!(
+            self.live.len() < TOPICS_MAX,
+            "the manifest admits at most TOPICS_MAX topics"
+        );
+        self.live.push(topic.id);
         self.by_id[id] = Some(topic);
+    }
+
+    /// Takes a topic out with its key (both go to the admin thread, which frees them).
+    pub fn remove(&mut self, name: &str) -> Option<(Topic, String)> {
+        let (key, id) = self.by_name.remove_entry(name)?;
+        let topic = self.by_id[id as usize]
+            .take()
+            .expect("by_name and by_id agree");
+        let at = self
+            .live
+            .iter()
+            .position(|live| *live == id)
+            .expect("installed");
+        self.live.swap_remove(at);
+        Some((topic, key))
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Topic> {
         let id = *self.by_name.get(name)?;
         self.by_id[id as usize].as_ref()
+    }
+
+    pub fn by_name_mut(&mut self, name: &str) -> Option<&mut Topic> {
+        let id = *self.by_name.get(name)?;
+        self.by_id[id as usize].as_mut()
     }
 
     #[inline]
@@ -271,11 +424,17 @@ impl TopicTable {
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &Topic> {
-        self.by_id.iter().flatten()
+        self.live
+            .iter()
+            .filter_map(|id| self.by_id[*id as usize].as_ref())
     }
 
-    pub fn topics_mut(&mut self) -> impl Iterator<Item = &mut Topic> {
-        self.by_id.iter_mut().flatten()
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&mut Topic)) {
+        for id in &self.live {
+            f(self.by_id[*id as usize]
+                .as_mut()
+                .expect("live ids are installed"));
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -293,38 +452,83 @@ impl Default for TopicTable {
     }
 }
 
-/// A request from the lcore to create a topic.
-#[derive(Copy, Clone, Debug)]
-pub struct CreateTopic {
-    pub name: TopicName,
-    pub partitions: u16,
+/// Who asked for a topic change, so the answer goes back to them.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A client's Metadata request with auto-creation: nobody waits for a reply; the
+    /// client asks again and finds the topic installed.
+    AutoCreate,
+    /// A control-plane command: its correlation id gets exactly one event.
+    Command(u64),
 }
 
-/// The admin thread's answer.
-pub enum Created {
+/// Work the lcore hands to the admin thread (everything that touches files).
+pub enum AdminRequest {
+    Create {
+        name: TopicName,
+        partitions: u16,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        origin: Origin,
+    },
+    /// The topic, already out of the lcore's table: close its logs, delete its files.
+    Delete {
+        topic: Topic,
+        key: String,
+        correlation: u64,
+    },
+    /// Persist new retention (the lcore has already applied it to the open logs).
+    Alter {
+        name: TopicName,
+        retention_ms: Option<u64>,
+        retention_bytes: Option<u64>,
+        correlation: u64,
+    },
+}
+
+/// The admin thread's answers.
+pub enum AdminReply {
     /// The topic and its name as the table's key (built off the lcore).
-    Topic(Topic, String),
-    Failed {
+    Created {
+        topic: Topic,
+        key: String,
+        origin: Origin,
+    },
+    CreateFailed {
         name: String,
         reason: String,
+        origin: Origin,
+    },
+    Deleted {
+        correlation: u64,
+        result: Result<(), String>,
+    },
+    Altered {
+        correlation: u64,
+        result: Result<(), String>,
     },
 }
 
 /// The lcore's end of the admin queues.
 pub struct AdminLink {
-    requests: Arc<ArrayQueue<CreateTopic>>,
-    replies: Arc<ArrayQueue<Created>>,
+    requests: Arc<ArrayQueue<AdminRequest>>,
+    replies: Arc<ArrayQueue<AdminReply>>,
 }
 
 impl AdminLink {
-    /// Queues a creation; false when the queue is full (answer Busy).
-    pub fn request(&self, request: CreateTopic) -> bool {
-        self.requests.push(request).is_ok()
+    /// Queues work; gives it back whole when the queue is full (answer Busy), so a topic
+    /// on its way to deletion can be put back.
+    #[allow(clippy::result_large_err)] // returned by value on purpose: no allocation
+    pub fn request(&self, request: AdminRequest) -> Result<(), AdminRequest> {
+        self.requests.push(request)
     }
-    pub fn poll(&self) -> Option<Created> {
+    pub fn poll(&self) -> Option<AdminReply> {
         self.replies.pop()
     }
 }
+
+/// How long deleting a topic waits for the flusher to release its partitions.
+const DELETE_RELEASE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts the admin thread; it owns the manifest from now on.
 pub fn spawn_admin(
@@ -333,8 +537,8 @@ pub fn spawn_admin(
     flusher: FlusherHandle,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(AdminLink, std::thread::JoinHandle<()>)> {
-    let requests = Arc::new(ArrayQueue::new(CREATE_QUEUE_DEPTH));
-    let replies = Arc::new(ArrayQueue::new(CREATE_QUEUE_DEPTH));
+    let requests = Arc::new(ArrayQueue::new(ADMIN_QUEUE_DEPTH));
+    let replies = Arc::new(ArrayQueue::new(ADMIN_QUEUE_DEPTH));
     let link = AdminLink {
         requests: requests.clone(),
         replies: replies.clone(),
@@ -348,47 +552,127 @@ pub fn spawn_admin(
                     std::thread::sleep(ADMIN_IDLE_SLEEP);
                     continue;
                 };
-                let reply = create(&mut manifest, &log, &flusher, request);
-                if let Created::Failed { name, reason } = &reply {
-                    eprintln!("precursor-dataplane: cannot create topic {name:?}: {reason}");
+                let reply = match request {
+                    AdminRequest::Create {
+                        name,
+                        partitions,
+                        retention_ms,
+                        retention_bytes,
+                        origin,
+                    } => create(
+                        &mut manifest,
+                        &log,
+                        &flusher,
+                        name,
+                        partitions,
+                        retention_ms,
+                        retention_bytes,
+                        origin,
+                    ),
+                    AdminRequest::Delete {
+                        topic,
+                        key,
+                        correlation,
+                    } => AdminReply::Deleted {
+                        correlation,
+                        result: delete(&mut manifest, &log, topic, key).map_err(|e| e.to_string()),
+                    },
+                    AdminRequest::Alter {
+                        name,
+                        retention_ms,
+                        retention_bytes,
+                        correlation,
+                    } => AdminReply::Altered {
+                        correlation,
+                        result: manifest
+                            .alter(name.as_str(), retention_ms, retention_bytes)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                    },
+                };
+                match &reply {
+                    AdminReply::CreateFailed { name, reason, .. } => {
+                        eprintln!("precursor-dataplane: cannot create topic {name:?}: {reason}")
+                    }
+                    AdminReply::Deleted {
+                        result: Err(reason),
+                        ..
+                    } => {
+                        eprintln!("precursor-dataplane: cannot delete a topic: {reason}")
+                    }
+                    _ => {}
                 }
-                // The lcore keeps at most CREATE_QUEUE_DEPTH creations outstanding.
+                // The lcore keeps at most ADMIN_QUEUE_DEPTH requests outstanding.
                 assert!(replies.push(reply).is_ok(), "admin reply queue overflow");
             }
         })?;
     Ok((link, handle))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn create(
     manifest: &mut Manifest,
     log: &LogConfig,
     flusher: &FlusherHandle,
-    request: CreateTopic,
-) -> Created {
-    let name = request.name.as_str();
-    let entry = match manifest.find(name) {
+    name: TopicName,
+    partitions: u16,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    origin: Origin,
+) -> AdminReply {
+    let failed = |reason: String| AdminReply::CreateFailed {
+        name: name.as_str().to_string(),
+        reason,
+        origin,
+    };
+    let entry = match manifest.find(name.as_str()) {
         // Asked twice (a retry raced the first creation): the lcore dedups on install.
         Some(entry) => entry.clone(),
-        None => match manifest.add(name, request.partitions) {
+        None => match manifest.add_with(name.as_str(), partitions, retention_ms, retention_bytes) {
             Ok(entry) => entry,
-            Err(e) => {
-                return Created::Failed {
-                    name: request.name.as_str().to_string(),
-                    reason: e.to_string(),
-                }
-            }
+            Err(e) => return failed(e.to_string()),
         },
     };
     match Topic::open(&entry, log, flusher) {
         Ok(topic) => {
             let key = topic.name.clone();
-            Created::Topic(topic, key)
+            AdminReply::Created { topic, key, origin }
         }
-        Err(e) => Created::Failed {
-            name: request.name.as_str().to_string(),
-            reason: e.to_string(),
-        },
+        Err(e) => failed(e.to_string()),
     }
+}
+
+/// Removes the topic from the manifest first (a crash half-way leaves orphaned files,
+/// never a half-deleted topic that reopens), then closes and deletes every partition.
+fn delete(
+    manifest: &mut Manifest,
+    log: &LogConfig,
+    topic: Topic,
+    key: String,
+) -> Result<(), TopicError> {
+    drop(key);
+    manifest.remove(&topic.name)?;
+    let name = topic.name;
+    let closed: Vec<_> = topic
+        .partitions
+        .into_iter()
+        .map(PartitionLog::close)
+        .collect();
+    for partition in &closed {
+        if !partition.wait_released(DELETE_RELEASE_TIMEOUT) {
+            return Err(TopicError::Io {
+                path: partition.dir().to_path_buf(),
+                source: std::io::Error::other("the flusher did not release the partition in time"),
+            });
+        }
+        partition
+            .delete_files(log)
+            .map_err(|source| TopicError::Log {
+                name: name.clone(),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -401,17 +685,45 @@ mod tests {
         let mut manifest = Manifest::load(dir.path()).unwrap();
         assert!(manifest.entries().is_empty());
         assert_eq!(manifest.add("orders", 4).unwrap().id, 0);
-        assert_eq!(manifest.add("quotes", 1).unwrap().id, 1);
+        assert_eq!(
+            manifest
+                .add_with("quotes", 1, Some(60_000), Some(1 << 30))
+                .unwrap()
+                .id,
+            1
+        );
         let reloaded = Manifest::load(dir.path()).unwrap();
         assert_eq!(reloaded.entries(), manifest.entries());
         assert_eq!(reloaded.find("orders").unwrap().partitions, 4);
+        assert_eq!(reloaded.find("quotes").unwrap().retention_ms, Some(60_000));
+        // Ids are never reused: a deleted topic's handle must not reach a new topic.
+        manifest.remove("quotes").unwrap();
+        assert_eq!(manifest.add("fresh", 1).unwrap().id, 2);
+        let mut reloaded = Manifest::load(dir.path()).unwrap();
+        assert!(reloaded.find("quotes").is_none());
+        assert_eq!(
+            reloaded.add("later", 1).unwrap().id,
+            3,
+            "next_id survives a reload"
+        );
+        let altered = reloaded.alter("orders", Some(5), None).unwrap();
+        assert_eq!(
+            (altered.retention_ms, altered.retention_bytes),
+            (Some(5), None)
+        );
+        assert!(matches!(
+            reloaded.remove("nope"),
+            Err(TopicError::Unknown(_))
+        ));
     }
 
     #[test]
     fn a_corrupt_manifest_is_refused_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
         for (text, reason) in [
-            ("0 orders\n", "expected `id name partitions`"),
+            ("0 orders\n", "expected `id name partitions"),
+            ("0 orders 1 colour=red\n", "unknown topic option"),
+            ("next_id x\n", "bad next_id"),
             ("x orders 1\n", "bad id"),
             ("0 orders 1\n0 quotes 1\n", "listed twice"),
             ("0 bad/name 1\n", "bad topic name"),

@@ -164,6 +164,10 @@ pub enum ErrorCode {
     /// The batch's sequence was appended before, too long ago for its offsets to be known.
     /// The data is in the log exactly once; a client treats this as delivered.
     DuplicateSequence = 13,
+    /// An admin command asked to create a topic that exists.
+    TopicExists = 14,
+    /// An admin command's argument is out of range (partition count, retention).
+    InvalidArgument = 15,
 }
 
 impl ErrorCode {
@@ -183,6 +187,8 @@ impl ErrorCode {
             11 => ErrorCode::UnsupportedVersion,
             12 => ErrorCode::InvalidProducerEpoch,
             13 => ErrorCode::DuplicateSequence,
+            14 => ErrorCode::TopicExists,
+            15 => ErrorCode::InvalidArgument,
             _ => return None,
         })
     }
@@ -211,6 +217,8 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => "unsupported frame version",
             ErrorCode::InvalidProducerEpoch => "producer epoch fenced",
             ErrorCode::DuplicateSequence => "duplicate of an earlier batch (already in the log)",
+            ErrorCode::TopicExists => "topic already exists",
+            ErrorCode::InvalidArgument => "invalid argument",
         }
     }
 }
@@ -697,7 +705,7 @@ mod tests {
     #[test]
     fn error_codes_map_both_ways() {
         let mut described = Vec::new();
-        for value in 0..=13u16 {
+        for value in 0..=15u16 {
             let code = ErrorCode::from_u16(value).unwrap();
             assert_eq!(code as u16, value);
             assert!(!code.describe().is_empty());
@@ -705,10 +713,10 @@ mod tests {
         }
         described.sort();
         described.dedup();
-        assert_eq!(described.len(), 14, "every description is distinct");
-        assert_eq!(ErrorCode::from_u16(14), None);
+        assert_eq!(described.len(), 16, "every description is distinct");
+        assert_eq!(ErrorCode::from_u16(16), None);
         assert_eq!(ErrorCode::from_u16(u16::MAX), None);
-        let retriable: Vec<u16> = (0..=13)
+        let retriable: Vec<u16> = (0..=15)
             .filter(|&v| ErrorCode::from_u16(v).unwrap().is_retriable())
             .collect();
         assert_eq!(

@@ -427,6 +427,73 @@ impl PartitionLog {
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
     }
+
+    /// Retention in force: (by time in ms, by size in bytes); `None` keeps forever.
+    pub fn retention(&self) -> (Option<u64>, Option<u64>) {
+        (self.retention_ms, self.retention_bytes)
+    }
+
+    /// Changes retention (`None`: keep forever by that measure); applied on the next
+    /// `maintain`. No syscall, no allocation.
+    pub fn set_retention(&mut self, retention_ms: Option<u64>, retention_bytes: Option<u64>) {
+        self.retention_ms = retention_ms;
+        self.retention_bytes = retention_bytes;
+    }
+
+    /// Closes the log: the flusher persists what was published, then releases the files.
+    /// The returned handle tells when that has happened (for deleting the directory).
+    pub fn close(self) -> ClosedPartition {
+        let closed = ClosedPartition {
+            shared: Arc::clone(&self.shared),
+            dir: self.dir.clone(),
+        };
+        drop(self);
+        closed
+    }
+}
+
+/// A partition log that was closed; its files belong to the flusher until released.
+pub struct ClosedPartition {
+    shared: Arc<PartitionShared>,
+    dir: std::path::PathBuf,
+}
+
+impl ClosedPartition {
+    /// The partition's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Deletes the partition's directory and memory files. Call after [`wait_released`].
+    ///
+    /// [`wait_released`]: ClosedPartition::wait_released
+    pub fn delete_files(&self, cfg: &LogConfig) -> Result<(), LogError> {
+        assert!(
+            self.shared.released.load(Ordering::Acquire),
+            "files still in use"
+        );
+        let name = self
+            .dir
+            .file_name()
+            .expect("a partition directory")
+            .to_string_lossy();
+        remove_stale_memory_files(cfg, &format!("{name}+"))?;
+        std::fs::remove_dir_all(&self.dir).map_err(io_error(&self.dir))?;
+        Ok(())
+    }
+
+    /// Waits until the flusher has persisted and released the partition; false on timeout.
+    /// Blocking: admin thread only.
+    pub fn wait_released(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.shared.released.load(Ordering::Acquire) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    }
 }
 
 impl Drop for PartitionLog {

@@ -1,0 +1,304 @@
+//! The data plane's end of the shared memory with the control plane (DESIGN.md §3):
+//! the CnC file (command ring in, event ring out) and the counters page.
+//!
+//! The lcore polls at most [`COMMANDS_PER_ITERATION_MAX`] commands per loop iteration and
+//! answers each with exactly one event carrying the command's correlation id — at once for
+//! what it can decide itself, or when the admin thread reports back (create, delete,
+//! alter). Counters are plain integers on the lcore, published to the page on the drain
+//! timer: one writer per slot, no syscall, no allocation.
+
+use crate::counters::{LcoreCounters, ERROR_CODES};
+use crate::net::DropReason;
+use precursor_ffi::dpdk::{LinkStatus, PortStats};
+use precursor_protocol::command::{Event, COMMAND_PAYLOAD_BYTES_MAX};
+use precursor_protocol::counter_kind as kind;
+use precursor_protocol::frame::{ErrorCode, FrameError};
+use precursor_shm::{
+    CounterId, CountersWriter, DataplaneCnc, HistogramId, ShmError, RING_PAYLOAD_BYTES_MAX,
+};
+use std::path::Path;
+
+/// Commands taken from the ring per lcore loop iteration.
+pub const COMMANDS_PER_ITERATION_MAX: usize = 4;
+/// Slots of each CnC ring.
+pub const RING_SLOTS: u32 = 256;
+/// Counters the page holds (ports, lcore, and 6 per partition).
+pub const COUNTERS_MAX: u32 = 16_384;
+/// Counters per partition: start, end, durable offsets, bytes, segments, messages.
+const PARTITION_COUNTERS: usize = 6;
+/// Counters per port: packets and bytes each way, missed, errors each way, no-mbuf, link.
+const PORT_COUNTERS: usize = 10;
+/// Longest counter label, in bytes (the page's label field).
+const LABEL_BYTES_MAX: usize = 120;
+
+/// The counter ids of one partition.
+#[derive(Copy, Clone, Debug)]
+pub struct PartitionCounters {
+    ids: [CounterId; PARTITION_COUNTERS],
+}
+
+/// The values published per partition, in the order of [`PartitionCounters`].
+pub struct PartitionValues {
+    pub start_offset: u64,
+    pub end_offset: u64,
+    pub durable_offset: u64,
+    pub bytes: u64,
+    pub segments: u64,
+}
+
+/// One command taken from the ring, copied out of it.
+pub struct ReceivedCommand {
+    pub kind: u32,
+    pub correlation_id: u64,
+    pub length: usize,
+    pub payload: [u8; RING_PAYLOAD_BYTES_MAX],
+}
+
+/// Reads one scalar of the lcore's counters.
+type ReadCounter = fn(&LcoreCounters) -> u64;
+
+/// The lcore's counters in the page, by what they count.
+struct LcoreCounterIds {
+    scalars: Vec<(CounterId, ReadCounter)>,
+    dropped: [CounterId; DropReason::ALL.len()],
+    bad_frames: [CounterId; FrameError::REASONS.len()],
+    errors: [CounterId; ERROR_CODES],
+    pending_acks: CounterId,
+    command_ring_depth: CounterId,
+    commands: CounterId,
+}
+
+pub struct Control {
+    cnc: DataplaneCnc,
+    counters: CountersWriter,
+    lcore: LcoreCounterIds,
+    port: [CounterId; PORT_COUNTERS],
+    durable_wait: HistogramId,
+    commands_handled: u64,
+    event: [u8; COMMAND_PAYLOAD_BYTES_MAX],
+}
+
+impl Control {
+    /// Creates `<dir>/cnc` and `<dir>/counters` (replacing a previous data plane's) and
+    /// registers the lcore's counters. Start-up only.
+    pub fn create(dir: &Path, port_name: &str) -> Result<Control, ShmError> {
+        std::fs::create_dir_all(dir).map_err(|source| ShmError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut counters = CountersWriter::create(dir, COUNTERS_MAX)?;
+        let lcore = register_lcore(&mut counters);
+        let port_label = format!("port={port_name}");
+        let port = [
+            kind::PORT_RX_PACKETS,
+            kind::PORT_TX_PACKETS,
+            kind::PORT_RX_BYTES,
+            kind::PORT_TX_BYTES,
+            kind::PORT_RX_MISSED,
+            kind::PORT_RX_ERRORS,
+            kind::PORT_TX_ERRORS,
+            kind::PORT_RX_NOMBUF,
+            kind::PORT_LINK_UP,
+            kind::PORT_LINK_SPEED_MBPS,
+        ]
+        .map(|counter_kind| {
+            counters
+                .allocate(counter_kind, &port_label)
+                .expect("room for the port's counters at start-up")
+        });
+        let durable_wait = counters
+            .allocate_histogram(kind::DURABLE_ACK_WAIT, "lcore=0")
+            .expect("room for the lcore's histogram at start-up");
+        // The CnC file is made last: a control plane that sees it finds counters ready.
+        let cnc = DataplaneCnc::create(dir, RING_SLOTS)?;
+        Ok(Control {
+            cnc,
+            counters,
+            lcore,
+            port,
+            durable_wait,
+            commands_handled: 0,
+            event: [0; COMMAND_PAYLOAD_BYTES_MAX],
+        })
+    }
+
+    /// The next command, if one is waiting.
+    #[inline]
+    pub fn poll_command(&mut self) -> Option<ReceivedCommand> {
+        let mut payload = [0u8; RING_PAYLOAD_BYTES_MAX];
+        let entry = self.cnc.commands().try_pop(&mut payload)?;
+        self.commands_handled += 1;
+        Some(ReceivedCommand {
+            kind: entry.kind,
+            correlation_id: entry.correlation_id,
+            length: entry.length,
+            payload,
+        })
+    }
+
+    /// Sends the one event that answers `correlation_id`. False when the event ring is full
+    /// (the control plane stopped reading; its request times out).
+    pub fn reply(&mut self, correlation_id: u64, event: &Event) -> bool {
+        let length = event.encode(&mut self.event);
+        self.cnc
+            .events()
+            .try_push(event.kind(), correlation_id, &self.event[..length])
+            .is_ok()
+    }
+
+    /// Proves to the control plane that the data plane is alive (drain timer).
+    pub fn heartbeat(&self, now_ms: u64) {
+        self.cnc.heartbeat(now_ms);
+    }
+
+    /// Records how long a durable ack waited for the flusher.
+    pub fn record_durable_wait(&self, nanos: u64) {
+        self.durable_wait.record(&self.counters, nanos);
+    }
+
+    /// Publishes the lcore's counters (drain timer).
+    pub fn publish(&mut self, counters: &LcoreCounters, pending_acks: usize) {
+        for (id, read) in &self.lcore.scalars {
+            self.counters.set(*id, read(counters));
+        }
+        for (id, value) in self.lcore.dropped.iter().zip(counters.dropped) {
+            self.counters.set(*id, value);
+        }
+        for (id, value) in self.lcore.bad_frames.iter().zip(counters.bad_frames) {
+            self.counters.set(*id, value);
+        }
+        for (id, value) in self.lcore.errors.iter().zip(counters.errors) {
+            self.counters.set(*id, value);
+        }
+        self.counters
+            .set(self.lcore.pending_acks, pending_acks as u64);
+        let depth = self.cnc.commands().depth();
+        self.counters.set(self.lcore.command_ring_depth, depth);
+        self.counters
+            .set(self.lcore.commands, self.commands_handled);
+    }
+
+    /// Registers a partition's counters (topic installed). None when the page is full: the
+    /// partition works, it is just not visible to the control plane.
+    pub fn register_partition(&mut self, topic: &str, partition: u16) -> Option<PartitionCounters> {
+        // The label is written on the stack: installing a topic allocates nothing here.
+        let mut buffer = [0u8; LABEL_BYTES_MAX];
+        let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+        use std::io::Write;
+        if write!(cursor, "topic={topic},partition={partition}").is_err() {
+            eprintln!("precursor-dataplane: warning: label of {topic}-{partition} too long, not published");
+            return None;
+        }
+        let written = cursor.position() as usize;
+        let label = std::str::from_utf8(&buffer[..written]).expect("formatted from str and u16");
+        let mut ids = [CounterId(0); PARTITION_COUNTERS];
+        let kinds = [
+            kind::PARTITION_START_OFFSET,
+            kind::PARTITION_END_OFFSET,
+            kind::PARTITION_DURABLE_OFFSET,
+            kind::PARTITION_BYTES,
+            kind::PARTITION_SEGMENTS,
+            kind::PARTITION_MESSAGES,
+        ];
+        for (slot, counter_kind) in ids.iter_mut().zip(kinds) {
+            match self.counters.allocate(counter_kind, label) {
+                Ok(id) => *slot = id,
+                Err(_) => {
+                    eprintln!(
+                        "precursor-dataplane: warning: counters page full, {label} not published"
+                    );
+                    return None;
+                }
+            }
+        }
+        Some(PartitionCounters { ids })
+    }
+
+    pub fn publish_partition(&self, ids: &PartitionCounters, values: &PartitionValues) {
+        let [start, end, durable, bytes, segments, messages] = ids.ids;
+        self.counters.set(start, values.start_offset);
+        self.counters.set(end, values.end_offset);
+        self.counters.set(durable, values.durable_offset);
+        self.counters.set(bytes, values.bytes);
+        self.counters.set(segments, values.segments);
+        self.counters
+            .set(messages, values.end_offset - values.start_offset);
+    }
+
+    /// Frees a partition's counters (topic deleted).
+    pub fn free_partition(&mut self, ids: PartitionCounters) {
+        for id in ids.ids {
+            self.counters.free(id);
+        }
+    }
+
+    /// Publishes the port's statistics (drain timer, about once a second).
+    pub fn publish_port(&self, stats: &PortStats, link: &LinkStatus) {
+        let values = [
+            stats.rx_packets,
+            stats.tx_packets,
+            stats.rx_bytes,
+            stats.tx_bytes,
+            stats.rx_missed,
+            stats.rx_errors,
+            stats.tx_errors,
+            stats.rx_nombuf,
+            link.up as u64,
+            link.speed_mbps as u64,
+        ];
+        for (id, value) in self.port.iter().zip(values) {
+            self.counters.set(*id, value);
+        }
+    }
+}
+
+fn register_lcore(counters: &mut CountersWriter) -> LcoreCounterIds {
+    let mut allocate = |counter_kind: u32, label: &str| {
+        counters
+            .allocate(counter_kind, label)
+            .expect("room for the lcore's counters at start-up")
+    };
+    let scalar_kinds: [(u32, ReadCounter); 10] = [
+        (kind::LCORE_LOOP_ITERATIONS, |c| c.loop_iterations),
+        (kind::PRODUCE_REQUESTS, |c| c.produce_requests),
+        (kind::PRODUCE_BATCHES, |c| c.produce_batches),
+        (kind::PRODUCE_RECORDS, |c| c.produce_records),
+        (kind::PRODUCE_BYTES, |c| c.produce_bytes),
+        (kind::PRODUCE_DUPLICATES, |c| c.produce_duplicates),
+        (kind::FETCH_REQUESTS, |c| c.fetch_requests),
+        (kind::FETCH_BYTES, |c| c.fetch_bytes),
+        (kind::METADATA_REQUESTS, |c| c.metadata_requests),
+        (kind::DURABLE_ACKS, |c| c.durable_acks),
+    ];
+    let scalars = scalar_kinds
+        .iter()
+        .map(|(counter_kind, read)| (allocate(*counter_kind, "lcore=0"), *read))
+        .collect();
+    let dropped = DropReason::ALL.map(|reason| {
+        allocate(
+            kind::DROPPED_PACKETS,
+            &format!("lcore=0,reason={}", reason.name()),
+        )
+    });
+    let bad_frames = FrameError::REASONS
+        .map(|reason| allocate(kind::BAD_FRAMES, &format!("lcore=0,reason={reason}")));
+    let errors = std::array::from_fn(|code| {
+        let name = ErrorCode::from_u16(code as u16).map_or("none", ErrorCode::describe);
+        allocate(
+            kind::ERROR_REPLIES,
+            &format!(
+                "lcore=0,code={code},error={}",
+                name.replace(' ', "_").replace(',', "")
+            ),
+        )
+    });
+    LcoreCounterIds {
+        scalars,
+        dropped,
+        bad_frames,
+        errors,
+        pending_acks: allocate(kind::PENDING_DURABLE_ACKS, "lcore=0"),
+        command_ring_depth: allocate(kind::COMMAND_RING_DEPTH, "lcore=0"),
+        commands: allocate(kind::COMMANDS_HANDLED, "lcore=0"),
+    }
+}
