@@ -6,7 +6,9 @@
 //! - [`topics`]: the topic manifest, the lcore's topic table, the admin thread.
 //! - [`node`]: start-up and shut-down of a whole node.
 //! - [`echo`]: echo mode, the port's bare reflection (a benchmark baseline).
+//! - [`control`]: the shared memory with the control plane (CnC rings, counters page).
 
+pub mod control;
 pub mod counters;
 pub mod echo;
 pub mod idle;
