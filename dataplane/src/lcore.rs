@@ -133,7 +133,10 @@ impl Lcore {
             counters: LcoreCounters::default(),
             last_drain: Instant::now(),
             control: None,
-            last_port_stats: Instant::now(),
+            // Due at once: the control plane sees the port on the first drain.
+            last_port_stats: Instant::now()
+                .checked_sub(PORT_STATS_INTERVAL)
+                .unwrap_or_else(Instant::now),
         }
     }
 
