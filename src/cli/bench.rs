@@ -348,11 +348,7 @@ fn consume(args: &BenchConsumeArgs) -> Result<Report> {
         transport: common.transport.clone(),
         acks: None,
         messages: consumed,
-        size: if consumed > 0 {
-            (bytes / consumed) as usize
-        } else {
-            0
-        },
+        size: bytes.checked_div(consumed).unwrap_or(0) as usize,
         seconds,
         errors,
         latency: None,
