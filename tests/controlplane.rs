@@ -210,6 +210,14 @@ fn up_administers_serves_metrics_and_restarts_a_killed_data_plane() {
         Some(30_000.0),
         "produced records in /metrics:\n{page}"
     );
+    // Latency histograms: the flusher's fdatasyncs and the durable acks' wait for them.
+    for histogram in [
+        "precursor_flusher_fdatasync_seconds_count",
+        "precursor_durable_ack_wait_seconds_count",
+    ] {
+        let count = sample(&page, histogram).unwrap_or_else(|| panic!("{histogram} in\n{page}"));
+        assert!(count >= 1.0, "{histogram} = {count}");
+    }
     assert_eq!(up.scrape("/healthz").0, 200);
 
     // kill -9 the data plane: the supervisor restarts it, recovery keeps every acked message.
@@ -293,4 +301,71 @@ fn a_bad_config_file_is_refused_with_the_key() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn ping_dataplane_times_command_ring_round_trips_against_the_real_data_plane() {
+    let _serial = serial();
+    if !can_run("ping_dataplane") {
+        return;
+    }
+    let node = AfPacketNode::new("r", 5, "");
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(&node, dir.path());
+
+    // The series, measured in the link thread: every ping answered, percentiles ordered.
+    let series = up.json(&["bench", "command-ring", "--requests", "2000"]);
+    assert_eq!(series["transport"], "command-ring", "{series}");
+    assert_eq!(series["messages"], 2000, "{series}");
+    assert_eq!(series["errors"], 0, "{series}");
+    let us = |field: &str| {
+        series[field]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{field}: {series}"))
+    };
+    assert!(us("p50_us") > 0.0, "{series}");
+    assert!(us("p50_us") <= us("p90_us"), "{series}");
+    assert!(us("p90_us") <= us("p99_us"), "{series}");
+    assert!(us("p99_us") <= us("p999_us"), "{series}");
+    assert!(us("p999_us") <= us("max_us"), "{series}");
+
+    // The raw admin answer carries the count and nanosecond percentiles.
+    let socket = dir.path().join("admin.sock");
+    let response = precursor_controlplane::admin::request(
+        &socket,
+        &precursor_controlplane::admin::Request::PingDataplane { count: 50 },
+    )
+    .unwrap();
+    match response {
+        precursor_controlplane::admin::Response::Latency {
+            count,
+            p50_ns,
+            p90_ns,
+            p99_ns,
+            p999_ns,
+            max_ns,
+        } => {
+            assert_eq!(count, 50);
+            assert!(p50_ns > 0 && p50_ns <= p90_ns && p90_ns <= p99_ns);
+            assert!(p99_ns <= p999_ns && p999_ns <= max_ns);
+        }
+        other => panic!("not a latency answer: {other:?}"),
+    }
+
+    // Out of range counts are refused with the reason, not attempted.
+    let zero = up.cli(&["bench", "command-ring", "--requests", "0"]);
+    assert!(!zero.status.success());
+    assert!(stderr(&zero).contains("1..="), "{}", stderr(&zero));
+
+    // The paced load: every request answered through the ring.
+    let paced = up.json(&["bench", "command-ring", "--rate", "200", "--seconds", "1"]);
+    assert_eq!(paced["messages"], 200, "{paced}");
+    assert_eq!(paced["errors"], 0, "{paced}");
+
+    // Ordinary admin commands still go through the ring afterwards.
+    assert_success(
+        &up.cli(&["topic", "create", "after-pings", "--partitions", "1"]),
+        "topic create after a ping series",
+    );
+    up.stop();
 }

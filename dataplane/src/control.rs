@@ -8,13 +8,15 @@
 //! timer: one writer per slot, no syscall, no allocation.
 
 use crate::counters::{LcoreCounters, ERROR_CODES};
+use crate::log::FlusherHandle;
 use crate::net::DropReason;
 use precursor_ffi::dpdk::{LinkStatus, PortStats};
 use precursor_protocol::command::{Event, COMMAND_PAYLOAD_BYTES_MAX};
 use precursor_protocol::counter_kind as kind;
 use precursor_protocol::frame::{ErrorCode, FrameError};
 use precursor_shm::{
-    CounterId, CountersWriter, DataplaneCnc, HistogramId, ShmError, RING_PAYLOAD_BYTES_MAX,
+    CounterId, CountersWriter, DataplaneCnc, HistogramId, ShmError, HISTOGRAM_BUCKETS,
+    RING_PAYLOAD_BYTES_MAX,
 };
 use std::path::Path;
 
@@ -74,6 +76,9 @@ pub struct Control {
     lcore: LcoreCounterIds,
     port: [CounterId; PORT_COUNTERS],
     durable_wait: HistogramId,
+    fdatasync: HistogramId,
+    /// The flusher's own fdatasync statistics, copied into `fdatasync` on the drain timer.
+    flusher: FlusherHandle,
     commands_handled: u64,
     event: [u8; COMMAND_PAYLOAD_BYTES_MAX],
 }
@@ -81,7 +86,11 @@ pub struct Control {
 impl Control {
     /// Creates `<dir>/cnc` and `<dir>/counters` (replacing a previous data plane's) and
     /// registers the lcore's counters. Start-up only.
-    pub fn create(dir: &Path, port_name: &str) -> Result<Control, ShmError> {
+    pub fn create(
+        dir: &Path,
+        port_name: &str,
+        flusher: FlusherHandle,
+    ) -> Result<Control, ShmError> {
         std::fs::create_dir_all(dir).map_err(|source| ShmError::Io {
             path: dir.to_path_buf(),
             source,
@@ -109,6 +118,9 @@ impl Control {
         let durable_wait = counters
             .allocate_histogram(kind::DURABLE_ACK_WAIT, "lcore=0")
             .expect("room for the lcore's histogram at start-up");
+        let fdatasync = counters
+            .allocate_histogram(kind::FLUSHER_FDATASYNC, "flusher=0")
+            .expect("room for the flusher's histogram at start-up");
         // The CnC file is made last: a control plane that sees it finds counters ready.
         let cnc = DataplaneCnc::create(dir, RING_SLOTS)?;
         Ok(Control {
@@ -117,6 +129,8 @@ impl Control {
             lcore,
             port,
             durable_wait,
+            fdatasync,
+            flusher,
             commands_handled: 0,
             event: [0; COMMAND_PAYLOAD_BYTES_MAX],
         })
@@ -156,6 +170,20 @@ impl Control {
         self.durable_wait.record(&self.counters, nanos);
     }
 
+    /// Copies the flusher's fdatasync latencies into the page (drain timer): buckets, then
+    /// the sum and the count, in the histogram's slot order.
+    fn publish_fdatasync(&self) {
+        let (buckets, sum_ns, count) = self.flusher.sync_latency();
+        let first = self.fdatasync.0 .0;
+        for (i, value) in buckets.iter().enumerate() {
+            self.counters.set(CounterId(first + i as u32), *value);
+        }
+        self.counters
+            .set(CounterId(first + HISTOGRAM_BUCKETS as u32), sum_ns);
+        self.counters
+            .set(CounterId(first + HISTOGRAM_BUCKETS as u32 + 1), count);
+    }
+
     /// Publishes the lcore's counters (drain timer).
     pub fn publish(&mut self, counters: &LcoreCounters, pending_acks: usize) {
         for (id, read) in &self.lcore.scalars {
@@ -176,6 +204,7 @@ impl Control {
         self.counters.set(self.lcore.command_ring_depth, depth);
         self.counters
             .set(self.lcore.commands, self.commands_handled);
+        self.publish_fdatasync();
     }
 
     /// Registers a partition's counters (topic installed). None when the page is full: the

@@ -415,7 +415,11 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
     };
     let mut lcore = Lcore::new(lcore_config, port, pool, topics, admin);
     let cnc_dir = config.cnc_dir();
-    lcore.attach_control(Control::create(&cnc_dir, &port_name(config))?);
+    lcore.attach_control(Control::create(
+        &cnc_dir,
+        &port_name(config),
+        storage.flusher.clone(),
+    )?);
     eprintln!(
         "precursor-dataplane: ready: {}:{} on {} (mac {}), lcore {}, {} hugepages, segments in {}, cnc in {}",
         endpoint.ip,

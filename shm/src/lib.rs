@@ -23,8 +23,9 @@ pub mod ring;
 pub use append::{append_region, AppendReader, AppendWriter, RegionFull};
 pub use cnc::{CncError, ControlplaneCnc, DataplaneCnc, CNC_FILE_NAME, CNC_LAYOUT_VERSION};
 pub use counters::{
-    AllocateError, CounterId, CounterSnapshot, CountersFull, CountersReader, CountersWriter,
-    HistogramId, HistogramSnapshot, COUNTERS_FILE_NAME, HISTOGRAM_BOUNDS_NS, HISTOGRAM_BUCKETS,
+    histogram_bucket, AllocateError, CounterId, CounterSnapshot, CountersFull, CountersReader,
+    CountersWriter, HistogramId, HistogramSnapshot, COUNTERS_FILE_NAME, HISTOGRAM_BOUNDS_NS,
+    HISTOGRAM_BUCKETS,
 };
 pub use counting_alloc::{allocations_on_this_thread, CountingAllocator};
 pub use mapping::{

@@ -3,6 +3,7 @@
 //! the lcores only through atomics and bounded lock-free queues (see the diagram in
 //! [`super`]); it may block (pwrite, fdatasync, rename), the lcores never do.
 
+use precursor_shm::{histogram_bucket, HISTOGRAM_BUCKETS};
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -81,10 +82,27 @@ struct FlusherShared {
     registrations: ArrayQueue<Box<FlushedPartition>>,
     shutdown: AtomicBool,
     stopped: AtomicBool,
-    syncs: AtomicU64,
+    syncs: SyncStats,
     /// Partition directory -> its current instance. Locked only by `open` (admin thread)
     /// and never by an lcore.
     live: Mutex<HashMap<PathBuf, Arc<PartitionShared>>>,
+}
+
+/// Count and latency of the flusher's fdatasyncs. The flusher is their only writer; the
+/// lcore copies them into the counters page (whose slots have one writer each).
+#[derive(Default)]
+pub(crate) struct SyncStats {
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    buckets: [AtomicU64; HISTOGRAM_BUCKETS],
+}
+
+impl SyncStats {
+    fn record(&self, nanos: u64) {
+        self.buckets[histogram_bucket(nanos)].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(nanos, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The flusher thread.
@@ -98,7 +116,7 @@ impl Flusher {
             registrations: ArrayQueue::new(REGISTRATIONS_MAX),
             shutdown: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            syncs: AtomicU64::new(0),
+            syncs: SyncStats::default(),
             live: Mutex::new(HashMap::new()),
         });
         let thread_shared = Arc::clone(&shared);
@@ -133,7 +151,19 @@ impl FlusherHandle {
 
     /// fdatasyncs of segment data done so far (all partitions).
     pub fn syncs(&self) -> u64 {
-        self.shared.syncs.load(Ordering::Relaxed)
+        self.shared.syncs.count.load(Ordering::Relaxed)
+    }
+
+    /// fdatasync latencies so far: counts per power-of-two bucket (the counters page's
+    /// histogram bounds), the sum in nanoseconds, and the count.
+    pub fn sync_latency(&self) -> ([u64; HISTOGRAM_BUCKETS], u64, u64) {
+        let stats = &self.shared.syncs;
+        let buckets = std::array::from_fn(|i| stats.buckets[i].load(Ordering::Relaxed));
+        (
+            buckets,
+            stats.sum_ns.load(Ordering::Relaxed),
+            stats.count.load(Ordering::Relaxed),
+        )
     }
 
     /// Claims the partition directory `dir` for a new instance: waits until the flusher
@@ -347,7 +377,7 @@ impl FlushedPartition {
     }
 
     /// One pass: commands, persistence, sync policy, spare. Returns the work done.
-    fn poll(&mut self, shutting_down: bool, syncs: &AtomicU64) -> usize {
+    fn poll(&mut self, shutting_down: bool, syncs: &SyncStats) -> usize {
         let closed = self.shared.closed.load(Ordering::Acquire);
         let force = shutting_down || closed;
         let mut work = 0;
@@ -447,12 +477,13 @@ impl FlushedPartition {
         1
     }
 
-    fn sync(&mut self, syncs: &AtomicU64) {
+    fn sync(&mut self, syncs: &SyncStats) {
+        let started = Instant::now();
         if let Err(error) = self.active.file.sync_data() {
             self.fail("fdatasync of the segment file", &error);
             return;
         }
-        syncs.fetch_add(1, Ordering::Relaxed);
+        syncs.record(started.elapsed().as_nanos() as u64);
         self.active.synced = self.active.written;
         self.unsynced_records = 0;
         self.last_sync = Instant::now();
@@ -462,7 +493,7 @@ impl FlushedPartition {
     }
 
     /// Seals the active segment and makes the spare the active one.
-    fn roll(&mut self, sealed_bytes: usize, new_base_offset: u64, syncs: &AtomicU64) {
+    fn roll(&mut self, sealed_bytes: usize, new_base_offset: u64, syncs: &SyncStats) {
         if self.failed() {
             return;
         }
