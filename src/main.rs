@@ -14,8 +14,12 @@ fn main() -> ExitCode {
             // One line for people: the chain of causes, no debug output.
             let mut message = error.to_string();
             for cause in error.chain().skip(1) {
-                message.push_str(": ");
-                message.push_str(&cause.to_string());
+                // Many messages already end with their source: say each cause once.
+                let cause = cause.to_string();
+                if !message.contains(&cause) {
+                    message.push_str(": ");
+                    message.push_str(&cause);
+                }
             }
             eprintln!("precursor: {message}");
             ExitCode::FAILURE

@@ -64,6 +64,8 @@ pub enum ControlplaneError {
     },
     #[error("cannot install the signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("the data plane refused its configuration ({status}): see its message above; not restarting")]
+    DataplaneRefused { status: std::process::ExitStatus },
 }
 
 /// What every task of the control plane shares.
@@ -124,7 +126,8 @@ impl Node {
 /// The admin error code for a data plane's `Failed` event.
 pub fn dataplane_error_code(code: ErrorCode) -> &'static str {
     match code {
-        ErrorCode::InvalidTopic => admin::codes::INVALID_ARGUMENT,
+        ErrorCode::InvalidTopic | ErrorCode::InvalidArgument => admin::codes::INVALID_ARGUMENT,
+        ErrorCode::TopicExists => admin::codes::TOPIC_EXISTS,
         ErrorCode::UnknownTopicOrPartition => admin::codes::UNKNOWN_TOPIC,
         ErrorCode::Busy | ErrorCode::TopicNotReady => admin::codes::BUSY,
         _ => admin::codes::DATAPLANE_ERROR,

@@ -37,6 +37,9 @@ pub enum Mode {
 /// How long a started data plane may take to publish a live CnC (EAL start-up, recovery
 /// of every partition) before it is killed and started again, in milliseconds.
 pub const DATAPLANE_START_TIMEOUT_MS: u64 = 300_000;
+/// `precursor-dataplane` exits with this code when its arguments or configuration are bad.
+const DATAPLANE_USAGE_EXIT_CODE: i32 = 2;
+
 /// How long a data plane may take to flush and exit after SIGTERM before SIGKILL, in ms.
 pub const DATAPLANE_STOP_TIMEOUT_MS: u64 = 60_000;
 /// A data plane that lived this long before dying restarts after the initial back-off
@@ -195,6 +198,10 @@ async fn supervise_with(
             return Ok(());
         };
         match death {
+            Death::Exited(status) if status.code() == Some(DATAPLANE_USAGE_EXIT_CODE) => {
+                // A configuration or usage error: the same file fails the same way again.
+                return Err(ControlplaneError::DataplaneRefused { status });
+            }
             Death::Exited(status) => {
                 eprintln!("{LOG}: the data plane (pid {pid}) exited: {status}")
             }
