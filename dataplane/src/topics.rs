@@ -61,7 +61,8 @@ pub struct TopicEntry {
     pub id: u16,
     pub name: String,
     pub partitions: u16,
-    /// Per-topic retention; `None` takes the broker's `[storage]` value.
+    /// Per-topic retention; `None` takes the broker's `[storage]` value, `Some(0)` keeps
+    /// forever by that measure (as 0 does in `[storage]`).
     pub retention_ms: Option<u64>,
     pub retention_bytes: Option<u64>,
 }
@@ -71,11 +72,12 @@ impl TopicEntry {
     /// retention where it has its own.
     pub fn log_config(&self, broker: &LogConfig) -> LogConfig {
         let mut log = broker.clone();
-        if self.retention_ms.is_some() {
-            log.retention_ms = self.retention_ms;
+        // 0 is "no limit", never a limit of zero (which would delete every sealed segment).
+        if let Some(ms) = self.retention_ms {
+            log.retention_ms = (ms > 0).then_some(ms);
         }
-        if self.retention_bytes.is_some() {
-            log.retention_bytes = self.retention_bytes;
+        if let Some(bytes) = self.retention_bytes {
+            log.retention_bytes = (bytes > 0).then_some(bytes);
         }
         log
     }
@@ -715,6 +717,20 @@ mod tests {
             reloaded.remove("nope"),
             Err(TopicError::Unknown(_))
         ));
+        // "No limit" survives a reload as no limit, never as a limit of zero.
+        reloaded.alter("orders", Some(0), Some(0)).unwrap();
+        let mut broker = LogConfig::new(dir.path().to_path_buf());
+        broker.retention_ms = Some(1000);
+        broker.retention_bytes = Some(1 << 30);
+        let reloaded = Manifest::load(dir.path()).unwrap();
+        let log = reloaded.find("orders").unwrap().log_config(&broker);
+        assert_eq!((log.retention_ms, log.retention_bytes), (None, None));
+        let defaulted = reloaded.find("later").unwrap().log_config(&broker);
+        assert_eq!(
+            defaulted.retention_ms,
+            Some(1000),
+            "no entry: the broker's value"
+        );
     }
 
     #[test]
