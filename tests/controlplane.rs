@@ -369,3 +369,55 @@ fn ping_dataplane_times_command_ring_round_trips_against_the_real_data_plane() {
     );
     up.stop();
 }
+
+#[test]
+fn a_killed_supervisor_takes_its_data_plane_down_cleanly() {
+    let _serial = serial();
+    if !can_run("a_killed_supervisor") {
+        return;
+    }
+    let node = AfPacketNode::new(
+        "l",
+        6,
+        "[[topics.create]]\nname = \"kept\"\npartitions = 1\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut up = Up::start(&node, dir.path());
+    let out = node.precursor(&[
+        "bench",
+        "produce",
+        "--topic",
+        "kept",
+        "--messages",
+        "5000",
+        "--acks",
+        "durable",
+        "--quiet",
+    ]);
+    assert_success(&out, "bench produce");
+    let dataplane = up.wait_alive(None);
+
+    // SIGKILL the supervisor: no chance to stop its child. The lifeline pipe closes and the
+    // data plane stops on its own, flushing, instead of living on as an orphan.
+    let mut supervisor = up.child.take().unwrap();
+    supervisor.kill().unwrap();
+    supervisor.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::path::Path::new(&format!("/proc/{dataplane}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{dataplane}/stat")).unwrap_or_default();
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break; // exited, waiting to be reaped by init
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the data plane outlived its supervisor"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A new supervisor takes the same data directory (the lock was released) with all data.
+    let up = Up::start(&node, dir.path());
+    let topic = up.json(&["topic", "describe", "kept"]);
+    assert_eq!(topic["partitions"][0]["end_offset"], 5000, "{topic}");
+    up.stop();
+}

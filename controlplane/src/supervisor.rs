@@ -181,6 +181,8 @@ async fn supervise_with(
     loop {
         // A binary that cannot be started (missing, not executable): no restart fixes it.
         let mut child = spawn(binary, config_file)?;
+        // Held until this child is gone: `Child::wait` would close a stdin left inside it.
+        let _lifeline = child.stdin.take();
         let pid = child.id().unwrap_or(0);
         let started = Instant::now();
         eprintln!(
@@ -243,7 +245,11 @@ fn spawn(binary: &Path, config_file: &Path) -> Result<Child, ControlplaneError> 
     Command::new(binary)
         .arg("--config")
         .arg(config_file)
-        .stdin(std::process::Stdio::null())
+        // A lifeline: the child's stdin is a pipe only we hold (never written; the caller
+        // takes it out of `Child`). If this process dies, even by SIGKILL, the pipe closes
+        // and the data plane shuts itself down cleanly instead of living on as an orphan.
+        .arg("--lifeline-stdin")
+        .stdin(std::process::Stdio::piped())
         // Its own process group: a terminal's Ctrl-C reaches the supervisor only, which
         // then stops the data plane with SIGTERM (one signal, one clean shut-down).
         .process_group(0)

@@ -3,7 +3,8 @@
 //! Usage: `precursor-dataplane [--config FILE] [--echo]`. With no file it runs the embedded
 //! default (a TAP port `prc0`, see `precursor config show`). `--echo` sets up the same EAL
 //! and port but only reflects UDP datagrams back to their senders (`echo.rs`): the raw
-//! limit of the port, for benchmarks. SIGINT/SIGTERM stop it cleanly: the
+//! limit of the port, for benchmarks. `--lifeline-stdin` (used by `precursor up`) stops it
+//! when its stdin closes, i.e. when the supervisor is gone. SIGINT/SIGTERM stop it cleanly: the
 //! lcore sends what it buffered, the flusher persists everything, then it exits and prints
 //! its counters as one `COUNTERS {...}` line on stderr.
 
@@ -31,7 +32,7 @@ impl log::Log for StderrLogger {
 
 static LOGGER: StderrLogger = StderrLogger;
 
-const USAGE: &str = "precursor-dataplane [--config FILE] [--echo]";
+const USAGE: &str = "precursor-dataplane [--config FILE] [--echo] [--lifeline-stdin]";
 
 fn main() -> ExitCode {
     if log::set_logger(&LOGGER).is_ok() {
@@ -39,6 +40,7 @@ fn main() -> ExitCode {
     }
     let mut config_path: Option<PathBuf> = None;
     let mut echo = false;
+    let mut lifeline = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
                 None => return usage("--config needs a file"),
             },
             "--echo" => echo = true,
+            "--lifeline-stdin" => lifeline = true,
             "--help" | "-h" => {
                 println!("usage: {USAGE}");
                 return ExitCode::SUCCESS;
@@ -71,6 +74,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if lifeline {
+        // Spawned before rte_eal_init, like every non-lcore thread (it is not pinned).
+        if let Err(error) = watch_lifeline(stop.clone()) {
+            eprintln!("precursor-dataplane: cannot watch stdin: {error}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = if echo {
         precursor_dataplane::echo::run(&config, stop)
     } else {
@@ -91,4 +101,29 @@ fn main() -> ExitCode {
 fn usage(problem: &str) -> ExitCode {
     eprintln!("precursor-dataplane: {problem}\nusage: {USAGE}");
     ExitCode::from(2)
+}
+
+/// `--lifeline-stdin`: the supervisor (`precursor up`) holds the other end of our stdin.
+/// When it goes away — even by SIGKILL — the pipe closes, and we stop as on SIGTERM: flush,
+/// then exit. No orphaned data plane keeps the data directory locked.
+fn watch_lifeline(stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("precursor-lifeline".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut stdin = std::io::stdin();
+            let mut buffer = [0u8; 64];
+            // Whatever the supervisor might write is ignored; only EOF or an error counts.
+            let why = loop {
+                match stdin.read(&mut buffer) {
+                    Ok(0) => break "stdin closed".to_string(),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break format!("stdin: {e}"),
+                }
+            };
+            eprintln!("precursor-dataplane: the supervisor is gone ({why}): stopping");
+            stop.store(true, std::sync::atomic::Ordering::Release);
+        })?;
+    Ok(())
 }
