@@ -30,8 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// The content type of the Prometheus text format, version 0.0.4.
-pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The body is what prometheus-client encodes: OpenMetrics text (`# EOF`, `_total` samples),
+/// so it is served as such; Prometheus negotiates it.
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// An HTTP connection that sends no complete request for this long is closed, in ms.
 pub const HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
 
@@ -49,14 +50,15 @@ impl ControlplaneMetrics {
         let mut registry = Registry::default();
         let restarts = Counter::default();
         let admin_requests = Family::<AdminLabels, Counter>::default();
+        // Registry::register ends each HELP with a period of its own.
         registry.register(
             "precursor_controlplane_dataplane_restarts",
-            "Data plane restarts by the supervisor (precursor up) since the control plane started.",
+            "Data plane restarts by the supervisor (precursor up) since the control plane started",
             restarts.clone(),
         );
         registry.register(
             "precursor_controlplane_admin_requests",
-            "Admin socket requests, by type and outcome (ok or the error code).",
+            "Admin socket requests, by type and outcome (ok or the error code)",
             admin_requests.clone(),
         );
         registry.register_collector(Box::new(LinkCollector { link }));
