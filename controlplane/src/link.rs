@@ -16,8 +16,18 @@
 //! [`EVENT_POLL_INTERVAL_US`]; otherwise it sleeps on its request channel for at most
 //! [`HEALTH_CHECK_INTERVAL_MS`], then checks the writer's heartbeat and whether the CnC
 //! file was replaced (a new data plane), and reconnects.
+//!
+//! A ping series ([`Link::ping_series`], the admin request `ping_dataplane`) measures the
+//! ring round trip where it happens: the thread sends `count` [`Command::Ping`] one after
+//! another and times each from just before `try_push` to its `Done` popped from the event
+//! ring. While a series runs the thread does nothing else but wait on the event ring:
+//! it spins [`PING_SPINS`] times, then yields the core between polls (never sleeps), so
+//! the numbers measure the rings and the data plane's loop, not a timer. Other commands
+//! queue on the request channel meanwhile; their replies popped during the series are
+//! delivered as usual.
 
-use precursor_protocol::command::{Command, Event};
+use hdrhistogram::Histogram;
+use precursor_protocol::command::{Command, Event, KIND_PING};
 use precursor_protocol::frame::ErrorCode;
 use precursor_shm::{ControlplaneCnc, RING_PAYLOAD_BYTES_MAX};
 use std::collections::HashMap;
@@ -38,6 +48,15 @@ pub const EVENT_POLL_INTERVAL_US: u64 = 100;
 pub const COMMANDS_IN_FLIGHT_MAX: usize = 256;
 /// Reply events handled per poll, at most (bounded loop).
 const EVENTS_PER_POLL_MAX: usize = 64;
+/// Pings one series may send, at most.
+pub const PING_SERIES_COUNT_MAX: u32 = 1_000_000;
+/// A series stops sending after this long and reports the pings it measured, in ms (the
+/// link serves nothing else meanwhile).
+pub const PING_SERIES_DURATION_MAX_MS: u64 = 10_000;
+/// Empty polls of the event ring spent spinning before each further poll yields the core.
+pub const PING_SPINS: u32 = 200;
+/// Highest round trip the series histogram tracks, in nanoseconds (60 s).
+const PING_LATENCY_NS_MAX: u64 = 60_000_000_000;
 
 /// Why a command got no event.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -52,6 +71,23 @@ pub enum LinkError {
     Restarted,
     #[error("the data plane answered with an event this control plane cannot read: {0}")]
     BadEvent(String),
+    #[error("a ping series takes 1..={PING_SERIES_COUNT_MAX} pings, not {0}")]
+    BadCount(u32),
+}
+
+/// Round trips of a ping series (cp -> dp -> cp through the two rings), in nanoseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PingStats {
+    /// Pings measured: the count asked for, fewer when the series hit
+    /// [`PING_SERIES_DURATION_MAX_MS`].
+    pub count: u32,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub p999_ns: u64,
+    pub max_ns: u64,
+    /// From the first push to the last reply, in nanoseconds.
+    pub elapsed_ns: u64,
 }
 
 /// What the link knows about the data plane, shared with the admin, metrics and
@@ -142,11 +178,20 @@ struct CommandRequest {
     reply: oneshot::Sender<Result<Reply, LinkError>>,
 }
 
+/// What the admin tasks ask of the link thread.
+enum LinkRequest {
+    Command(CommandRequest),
+    PingSeries {
+        count: u32,
+        reply: oneshot::Sender<Result<PingStats, LinkError>>,
+    },
+}
+
 /// The async handle to the link thread. Cloneable; the thread stops when every handle
 /// is dropped.
 #[derive(Clone)]
 pub struct Link {
-    requests: mpsc::Sender<CommandRequest>,
+    requests: mpsc::Sender<LinkRequest>,
     state: Arc<LinkState>,
     command_timeout_ms: u64,
 }
@@ -159,7 +204,9 @@ impl Link {
         let thread_state = state.clone();
         std::thread::Builder::new()
             .name("precursor-cnc".into())
-            .spawn(move || LinkThread::new(cnc_dir, thread_state, receiver).run())?;
+            .spawn(move || {
+                LinkThread::new(cnc_dir, thread_state, receiver, command_timeout_ms).run()
+            })?;
         Ok(Link {
             requests,
             state,
@@ -182,11 +229,11 @@ impl Link {
         payload.truncate(length);
         let (reply, answer) = oneshot::channel();
         self.requests
-            .send(CommandRequest {
+            .send(LinkRequest::Command(CommandRequest {
                 kind: command.kind(),
                 payload,
                 reply,
-            })
+            }))
             .map_err(|_| LinkError::Unavailable("the link thread stopped".into()))?;
         let limit = Duration::from_millis(self.command_timeout_ms);
         match tokio::time::timeout(limit, answer).await {
@@ -195,6 +242,26 @@ impl Link {
             // Dropping `answer` closes the channel: the thread forgets the command.
             Err(_) => Err(LinkError::Timeout(self.command_timeout_ms)),
         }
+    }
+
+    /// Sends `count` pings one after another and returns their round trips, measured in
+    /// the link thread. Each ping waits at most `command_timeout_ms` for its reply.
+    pub async fn ping_series(&self, count: u32) -> Result<PingStats, LinkError> {
+        if !(1..=PING_SERIES_COUNT_MAX).contains(&count) {
+            return Err(LinkError::BadCount(count));
+        }
+        if !self.state.is_alive() {
+            return Err(LinkError::Unavailable(self.state.problem()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.requests
+            .send(LinkRequest::PingSeries { count, reply })
+            .map_err(|_| LinkError::Unavailable("the link thread stopped".into()))?;
+        // Bounded by the thread: PING_SERIES_DURATION_MAX_MS of sending plus one
+        // command timeout for the last ping (and whatever was queued before).
+        answer
+            .await
+            .map_err(|_| LinkError::Unavailable("the link thread stopped".into()))?
     }
 }
 
@@ -205,24 +272,30 @@ struct Pending {
 struct LinkThread {
     cnc_dir: PathBuf,
     state: Arc<LinkState>,
-    requests: mpsc::Receiver<CommandRequest>,
+    requests: mpsc::Receiver<LinkRequest>,
+    command_timeout_ms: u64,
     cnc: Option<ControlplaneCnc>,
     pending: HashMap<u64, Pending>,
     next_correlation_id: u64,
     last_health_check: Instant,
     event: Box<[u8; RING_PAYLOAD_BYTES_MAX]>,
+    /// Round trips of the current ping series: allocated once (about 200 KiB), reset per
+    /// series, so a one-ping series costs no allocation.
+    ping_latency: Histogram<u64>,
 }
 
 impl LinkThread {
     fn new(
         cnc_dir: PathBuf,
         state: Arc<LinkState>,
-        requests: mpsc::Receiver<CommandRequest>,
+        requests: mpsc::Receiver<LinkRequest>,
+        command_timeout_ms: u64,
     ) -> LinkThread {
         LinkThread {
             cnc_dir,
             state,
             requests,
+            command_timeout_ms,
             cnc: None,
             pending: HashMap::with_capacity(COMMANDS_IN_FLIGHT_MAX),
             // Distinct across control plane runs, so a reply meant for a previous
@@ -232,6 +305,8 @@ impl LinkThread {
                 .map_or(1, |d| d.as_nanos() as u64 | 1),
             last_health_check: Instant::now(),
             event: Box::new([0; RING_PAYLOAD_BYTES_MAX]),
+            ping_latency: Histogram::<u64>::new_with_bounds(1, PING_LATENCY_NS_MAX, 3)
+                .expect("static histogram bounds"),
         }
     }
 
@@ -244,14 +319,14 @@ impl LinkThread {
                 Duration::from_micros(EVENT_POLL_INTERVAL_US)
             };
             match self.requests.recv_timeout(wait) {
-                Ok(request) => self.send(request),
+                Ok(request) => self.take(request),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
             // Take every request already queued (bounded by the in-flight limit).
             while self.pending.len() < COMMANDS_IN_FLIGHT_MAX {
                 match self.requests.try_recv() {
-                    Ok(request) => self.send(request),
+                    Ok(request) => self.take(request),
                     Err(_) => break,
                 }
             }
@@ -262,6 +337,16 @@ impl LinkThread {
             }
         }
         self.disconnect(String::from("the control plane is stopping"));
+    }
+
+    fn take(&mut self, request: LinkRequest) {
+        match request {
+            LinkRequest::Command(request) => self.send(request),
+            LinkRequest::PingSeries { count, reply } => {
+                let result = self.ping_series(count, &reply);
+                let _ = reply.send(result);
+            }
+        }
     }
 
     fn send(&mut self, request: CommandRequest) {
@@ -299,24 +384,18 @@ impl LinkThread {
     }
 
     fn poll_events(&mut self) {
-        let Some(cnc) = self.cnc.as_mut() else {
-            return;
-        };
         for _ in 0..EVENTS_PER_POLL_MAX {
+            let Some(cnc) = self.cnc.as_mut() else {
+                return;
+            };
             let Some(entry) = cnc.events().try_pop(&mut self.event) else {
                 break;
             };
-            let Some(pending) = self.pending.remove(&entry.correlation_id) else {
-                // A reply to a command whose caller gave up (timeout), or one meant for
-                // an earlier control plane: nobody waits for it.
-                continue;
-            };
-            let payload = &self.event[..entry.length.min(RING_PAYLOAD_BYTES_MAX)];
-            let event = Event::decode(entry.kind, payload)
-                .map(Reply::from)
-                .map_err(|e| LinkError::BadEvent(e.to_string()));
-            let _ = pending.reply.send(event);
+            self.deliver(entry.correlation_id, entry.kind, entry.length);
         }
+        let Some(cnc) = self.cnc.as_mut() else {
+            return;
+        };
         self.state
             .command_ring_depth
             .store(cnc.commands().depth() as u32, Ordering::Release);
@@ -383,6 +462,110 @@ impl LinkThread {
         self.state.set_problem(why);
         for (_, pending) in self.pending.drain() {
             let _ = pending.reply.send(Err(LinkError::Restarted));
+        }
+    }
+}
+
+impl LinkThread {
+    /// Hands the event in `self.event` to the command waiting for it, if any.
+    fn deliver(&mut self, correlation_id: u64, kind: u32, length: usize) {
+        let Some(pending) = self.pending.remove(&correlation_id) else {
+            // A reply to a command whose caller gave up (timeout), or one meant for an
+            // earlier control plane: nobody waits for it.
+            return;
+        };
+        let payload = &self.event[..length.min(RING_PAYLOAD_BYTES_MAX)];
+        let event = Event::decode(kind, payload)
+            .map(Reply::from)
+            .map_err(|e| LinkError::BadEvent(e.to_string()));
+        let _ = pending.reply.send(event);
+    }
+
+    /// Sends `count` pings, one at a time, timing each round trip (see the module doc).
+    /// Stops early, with what it measured, after [`PING_SERIES_DURATION_MAX_MS`] or when
+    /// the caller went away.
+    fn ping_series(
+        &mut self,
+        count: u32,
+        caller: &oneshot::Sender<Result<PingStats, LinkError>>,
+    ) -> Result<PingStats, LinkError> {
+        self.ping_latency.reset();
+        let timeout = Duration::from_millis(self.command_timeout_ms);
+        let series_limit = Duration::from_millis(PING_SERIES_DURATION_MAX_MS);
+        let series_start = Instant::now();
+        let mut measured = 0u32;
+        while measured < count && series_start.elapsed() < series_limit && !caller.is_closed() {
+            let round_trip = self.ping_once(timeout)?;
+            self.ping_latency
+                .saturating_record(round_trip.as_nanos().max(1) as u64);
+            measured += 1;
+        }
+        let elapsed_ns = series_start.elapsed().as_nanos() as u64;
+        if let Some(cnc) = self.cnc.as_mut() {
+            self.state
+                .command_ring_depth
+                .store(cnc.commands().depth() as u32, Ordering::Release);
+        }
+        let latency = &self.ping_latency;
+        Ok(PingStats {
+            count: measured,
+            p50_ns: latency.value_at_quantile(0.5),
+            p90_ns: latency.value_at_quantile(0.9),
+            p99_ns: latency.value_at_quantile(0.99),
+            p999_ns: latency.value_at_quantile(0.999),
+            max_ns: latency.max(),
+            elapsed_ns,
+        })
+    }
+
+    /// One ping: push, then poll the event ring until its reply, spinning [`PING_SPINS`]
+    /// empty polls and yielding the core between the later ones. Replies to other commands
+    /// popped meanwhile go to their callers. Returns the time from just before the push to
+    /// the reply popped.
+    fn ping_once(&mut self, timeout: Duration) -> Result<Duration, LinkError> {
+        let correlation_id = self.next_correlation_id;
+        self.next_correlation_id = self.next_correlation_id.wrapping_add(2);
+        let Some(cnc) = self.cnc.as_mut() else {
+            return Err(LinkError::Unavailable(self.state.problem()));
+        };
+        let sent = Instant::now();
+        if cnc
+            .commands()
+            .try_push(KIND_PING, correlation_id, &[])
+            .is_err()
+        {
+            return Err(LinkError::Busy);
+        }
+        let mut empty_polls = 0u32;
+        loop {
+            let Some(cnc) = self.cnc.as_mut() else {
+                return Err(LinkError::Unavailable(self.state.problem()));
+            };
+            match cnc.events().try_pop(&mut self.event) {
+                Some(entry) if entry.correlation_id == correlation_id => {
+                    let round_trip = sent.elapsed();
+                    let payload = &self.event[..entry.length.min(RING_PAYLOAD_BYTES_MAX)];
+                    return match Event::decode(entry.kind, payload) {
+                        Ok(Event::Done) => Ok(round_trip),
+                        Ok(other) => {
+                            Err(LinkError::BadEvent(format!("{other:?} in reply to a ping")))
+                        }
+                        Err(error) => Err(LinkError::BadEvent(error.to_string())),
+                    };
+                }
+                Some(entry) => self.deliver(entry.correlation_id, entry.kind, entry.length),
+                None => {
+                    empty_polls = empty_polls.saturating_add(1);
+                    if empty_polls <= PING_SPINS {
+                        std::hint::spin_loop();
+                    } else {
+                        if sent.elapsed() >= timeout {
+                            return Err(LinkError::Timeout(self.command_timeout_ms));
+                        }
+                        std::thread::yield_now();
+                    }
+                }
+            }
         }
     }
 }

@@ -20,11 +20,11 @@ pub struct AdminTarget {
     socket: Option<PathBuf>,
     /// Print the answer as JSON.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 impl AdminTarget {
-    fn socket(&self) -> Result<PathBuf> {
+    pub(super) fn socket(&self) -> Result<PathBuf> {
         if let Some(socket) = &self.socket {
             return Ok(socket.clone());
         }
@@ -161,6 +161,18 @@ fn json(response: &Response) -> Result<String> {
         Response::Topic(topic) => serde_json::to_string(topic)?,
         Response::Status(status) => serde_json::to_string(status)?,
         Response::Config(text) => serde_json::json!({ "config": text }).to_string(),
+        Response::Latency {
+            count,
+            p50_ns,
+            p90_ns,
+            p99_ns,
+            p999_ns,
+            max_ns,
+        } => serde_json::json!({
+            "count": count, "p50_ns": p50_ns, "p90_ns": p90_ns, "p99_ns": p99_ns,
+            "p999_ns": p999_ns, "max_ns": max_ns
+        })
+        .to_string(),
         Response::Error { .. } => serde_json::to_string(response)?,
     })
 }
@@ -220,6 +232,17 @@ fn human(request: &Request, response: &Response) -> Result<String> {
         }
         Response::Status(status) => status_text(status),
         Response::Config(text) => text.clone(),
+        Response::Latency {
+            count,
+            p50_ns,
+            p90_ns,
+            p99_ns,
+            p999_ns,
+            max_ns,
+        } => format!(
+            "{count} pings: p50 {p50_ns} ns, p90 {p90_ns} ns, p99 {p99_ns} ns, \
+             p99.9 {p999_ns} ns, max {max_ns} ns\n"
+        ),
         Response::Error { code, message } => format!("{message} ({code})\n"),
     })
 }

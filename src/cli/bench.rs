@@ -7,9 +7,15 @@
 //! order per partition. Ping keeps up to `--window` Ping frames outstanding on one UDP socket
 //! and times each round trip: against the data plane it measures the packet path without
 //! the log; against `precursor-dataplane --echo`, which reflects every datagram unchanged
-//! (the same Ping frame, same request id, comes back), the port's raw limit. `--json` prints one object; otherwise a line for people. Timing is
-//! reported, never judged: comparisons live in docs/benchmarks.md.
+//! (the same Ping frame, same request id, comes back), the port's raw limit. Command-ring
+//! asks the control plane (admin socket) for a `ping_dataplane` series: `--requests` pings
+//! through the shared-memory rings, each round trip timed inside the control plane's link
+//! thread; with `--rate R --seconds S` it instead sends R one-ping admin requests per second
+//! on one connection (a paced load for measuring the data plane under admin traffic) and
+//! times each from the client. `--json` prints one object; otherwise a line for people.
+//! Timing is reported, never judged: comparisons live in docs/benchmarks.md.
 
+use super::admin::AdminTarget;
 use super::produce::parse_acks;
 use super::BrokerArgs;
 use anyhow::{bail, Context, Result};
@@ -51,6 +57,36 @@ pub enum BenchCommand {
     Consume(BenchConsumeArgs),
     /// Ping round trips with up to --window outstanding (also against `precursor-dataplane --echo`).
     Ping(BenchPingArgs),
+    /// Command-ring round trips (control plane -> data plane -> control plane), through
+    /// the admin socket; or, with --rate and --seconds, a paced admin load.
+    CommandRing(BenchCommandRingArgs),
+}
+
+/// Most one-ping admin requests per second `bench command-ring --rate` sends.
+const RING_RATE_MAX: u32 = 100_000;
+/// Longest paced run, in seconds.
+const RING_SECONDS_MAX: f64 = 3_600.0;
+/// Requests sent on one admin connection before a new one is opened (the server serves at
+/// most 10,000 per connection).
+const RING_REQUESTS_PER_CONNECTION: u64 = 5_000;
+/// How long a paced request waits for its answer, in milliseconds.
+const RING_RESPONSE_TIMEOUT_MS: u64 = 10_000;
+/// Longest answer line a paced request reads, in bytes.
+const RING_RESPONSE_BYTES_MAX: u64 = 4_096;
+
+#[derive(Args)]
+pub struct BenchCommandRingArgs {
+    /// Pings in the measured series (one admin request; the link thread times each).
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    pub requests: u32,
+    /// Paced mode: one-ping admin requests per second (needs --seconds).
+    #[arg(long, requires = "seconds", value_parser = clap::value_parser!(u32).range(1..=RING_RATE_MAX as i64))]
+    pub rate: Option<u32>,
+    /// Paced mode: for how long, in seconds (needs --rate).
+    #[arg(long, requires = "rate")]
+    pub seconds: Option<f64>,
+    #[command(flatten)]
+    pub target: AdminTarget,
 }
 
 /// The topic produce and consume use when none is given.
@@ -187,6 +223,7 @@ impl Report {
 
 pub fn run(command: BenchCommand) -> Result<ExitCode> {
     let (common, report) = match command {
+        BenchCommand::CommandRing(args) => return command_ring(&args),
         BenchCommand::Produce(args) => {
             check_transport(&args.common)?;
             let report = produce(&args)?;
@@ -696,4 +733,199 @@ impl Progress {
             self.tick(count);
         }
     }
+}
+
+/// `bench command-ring`: a series measured by the link thread, or a paced admin load.
+fn command_ring(args: &BenchCommandRingArgs) -> Result<ExitCode> {
+    let socket = args.target.socket()?;
+    let (report, errors) = match (args.rate, args.seconds) {
+        (Some(rate), Some(seconds)) => {
+            if !(seconds > 0.0 && seconds <= RING_SECONDS_MAX) {
+                bail!("--seconds {seconds}: must be more than 0 and at most {RING_SECONDS_MAX}");
+            }
+            paced_ring_load(&socket, rate, seconds)?
+        }
+        _ => ring_series(&socket, args.requests)?,
+    };
+    if args.target.json {
+        println!("{report}");
+    } else {
+        let us = |field: &str| {
+            report[field]
+                .as_f64()
+                .map_or("-".into(), |v| format!("{v:.1}"))
+        };
+        println!(
+            "command-ring ({}): {} round trips in {:.3} s, {:.0}/s; p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, max {} us; {} errors",
+            report["mode"].as_str().unwrap_or("?"),
+            report["messages"],
+            report["seconds"].as_f64().unwrap_or(0.0),
+            report["msgs_per_sec"].as_f64().unwrap_or(0.0),
+            us("p50_us"),
+            us("p90_us"),
+            us("p99_us"),
+            us("p999_us"),
+            us("max_us"),
+            errors
+        );
+    }
+    Ok(if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// One `ping_dataplane` request of `count` pings; percentiles as the link thread measured.
+fn ring_series(socket: &std::path::Path, count: u32) -> Result<(serde_json::Value, u64)> {
+    use precursor_controlplane::admin::{request, Request, Response};
+    let started = Instant::now();
+    let response = request(socket, &Request::PingDataplane { count })?;
+    let seconds = started.elapsed().as_secs_f64();
+    match response {
+        Response::Latency {
+            count: measured,
+            p50_ns,
+            p90_ns,
+            p99_ns,
+            p999_ns,
+            max_ns,
+        } => {
+            let errors = u64::from(count.saturating_sub(measured));
+            let us = |ns: u64| ns as f64 / 1e3;
+            Ok((
+                serde_json::json!({
+                    "transport": "command-ring",
+                    "mode": "series",
+                    "messages": measured,
+                    "seconds": seconds,
+                    "msgs_per_sec": (f64::from(measured) / seconds.max(1e-9)).round(),
+                    "p50_us": us(p50_ns),
+                    "p90_us": us(p90_ns),
+                    "p99_us": us(p99_ns),
+                    "p999_us": us(p999_ns),
+                    "max_us": us(max_ns),
+                    "errors": errors,
+                }),
+                errors,
+            ))
+        }
+        Response::Error { code, message } => bail!("{message} ({code})"),
+        other => bail!("unexpected answer to ping_dataplane: {other:?}"),
+    }
+}
+
+/// One admin connection for the paced load: a line out, a line back.
+struct AdminConnection {
+    reader: std::io::BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+    sent: u64,
+}
+
+impl AdminConnection {
+    fn open(socket: &std::path::Path) -> Result<AdminConnection> {
+        let stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+            format!(
+                "cannot reach the control plane at {}: is the broker running?",
+                socket.display()
+            )
+        })?;
+        let timeout = Some(Duration::from_millis(RING_RESPONSE_TIMEOUT_MS));
+        stream.set_read_timeout(timeout)?;
+        stream.set_write_timeout(timeout)?;
+        Ok(AdminConnection {
+            reader: std::io::BufReader::new(stream.try_clone()?),
+            writer: stream,
+            sent: 0,
+        })
+    }
+
+    /// Sends `line` (one request, ending in a newline) and returns the answer line.
+    fn ask(&mut self, line: &[u8], answer: &mut String) -> std::io::Result<()> {
+        use std::io::{BufRead, Read, Write};
+        self.sent += 1;
+        self.writer.write_all(line)?;
+        answer.clear();
+        (&mut self.reader)
+            .take(RING_RESPONSE_BYTES_MAX)
+            .read_line(answer)?;
+        if answer.ends_with('\n') {
+            Ok(())
+        } else {
+            Err(std::io::Error::new(
+                ErrorKind::UnexpectedEof,
+                "the control plane closed the connection",
+            ))
+        }
+    }
+}
+
+/// `rate` one-ping admin requests per second for `seconds`, each timed from the client
+/// (socket + control plane + ring). Paced on an absolute schedule: a late request is sent
+/// at once, never skipped.
+fn paced_ring_load(
+    socket: &std::path::Path,
+    rate: u32,
+    seconds: f64,
+) -> Result<(serde_json::Value, u64)> {
+    use precursor_controlplane::admin::{Request, Response};
+    let mut line = serde_json::to_string(&Request::PingDataplane { count: 1 })?;
+    line.push('\n');
+    let total = (f64::from(rate) * seconds).round().max(1.0) as u64;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("static bounds");
+    let mut ring = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("static bounds");
+    let mut connection = AdminConnection::open(socket)?;
+    let mut answer = String::new();
+    let mut errors = 0u64;
+    let started = Instant::now();
+    for i in 0..total {
+        let due = started + interval.mul_f64(i as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        if connection.sent >= RING_REQUESTS_PER_CONNECTION {
+            connection = AdminConnection::open(socket)?;
+        }
+        let sent = Instant::now();
+        if connection.ask(line.as_bytes(), &mut answer).is_err() {
+            errors += 1;
+            connection = AdminConnection::open(socket)?;
+            continue;
+        }
+        let elapsed = sent.elapsed().as_nanos().max(1) as u64;
+        match serde_json::from_str::<Response>(&answer) {
+            Ok(Response::Latency {
+                count: 1, p50_ns, ..
+            }) => {
+                latency.saturating_record(elapsed);
+                ring.saturating_record(p50_ns.max(1));
+            }
+            _ => errors += 1,
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let messages = latency.len();
+    let us = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    Ok((
+        serde_json::json!({
+            "transport": "command-ring",
+            "mode": "paced",
+            "rate": rate,
+            "messages": messages,
+            "seconds": seconds,
+            "msgs_per_sec": (messages as f64 / seconds.max(1e-9)).round(),
+            "p50_us": us(&latency, 0.5),
+            "p90_us": us(&latency, 0.9),
+            "p99_us": us(&latency, 0.99),
+            "p999_us": us(&latency, 0.999),
+            "max_us": latency.max() as f64 / 1e3,
+            "ring_p50_us": us(&ring, 0.5),
+            "ring_p99_us": us(&ring, 0.99),
+            "errors": errors,
+        }),
+        errors,
+    ))
 }

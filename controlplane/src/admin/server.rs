@@ -133,6 +133,17 @@ async fn connection(stream: UnixStream, node: Arc<Node>) {
 pub async fn handle(node: &Node, request: Request) -> Response {
     match request {
         Request::Config => Response::Config(node.config.to_toml()),
+        Request::PingDataplane { count } => match node.link.ping_series(count).await {
+            Ok(stats) => Response::Latency {
+                count: stats.count,
+                p50_ns: stats.p50_ns,
+                p90_ns: stats.p90_ns,
+                p99_ns: stats.p99_ns,
+                p999_ns: stats.p999_ns,
+                max_ns: stats.max_ns,
+            },
+            Err(error) => failure(Err(error)),
+        },
         Request::Status => match node.status() {
             Ok(status) => Response::Status(status),
             Err(response) => response,
@@ -358,6 +369,9 @@ fn failure(outcome: Result<Reply, LinkError>) -> Response {
         }
         Err(error @ LinkError::BadEvent(_)) => {
             Response::error(codes::DATAPLANE_ERROR, error.to_string())
+        }
+        Err(error @ LinkError::BadCount(_)) => {
+            Response::error(codes::INVALID_ARGUMENT, error.to_string())
         }
     }
 }

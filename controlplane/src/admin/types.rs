@@ -45,6 +45,12 @@ pub enum Request {
     Status,
     /// The effective configuration, as TOML.
     Config,
+    /// Send `count` pings through the command ring, one after another, and report their
+    /// round trips (cp -> dp -> cp) as measured in the link thread
+    /// (1..=`link::PING_SERIES_COUNT_MAX`).
+    PingDataplane {
+        count: u32,
+    },
 }
 
 impl Request {
@@ -58,6 +64,7 @@ impl Request {
             Request::DescribeTopic { .. } => "describe_topic",
             Request::Status => "status",
             Request::Config => "config",
+            Request::PingDataplane { .. } => "ping_dataplane",
         }
     }
 }
@@ -77,6 +84,15 @@ pub enum Response {
     Topic(TopicDescription),
     Status(NodeStatus),
     Config(String),
+    /// Round trips of a `ping_dataplane` series, in nanoseconds; `count` pings measured.
+    Latency {
+        count: u32,
+        p50_ns: u64,
+        p90_ns: u64,
+        p99_ns: u64,
+        p999_ns: u64,
+        max_ns: u64,
+    },
     /// The request failed; `code` is one of [`codes`], `message` one line for people.
     Error {
         code: String,
@@ -236,6 +252,10 @@ mod tests {
         round_trip(Request::DescribeTopic { name: "a".into() });
         round_trip(Request::Status);
         round_trip(Request::Config);
+        assert_eq!(
+            round_trip(Request::PingDataplane { count: 3 }),
+            r#"{"ping_dataplane":{"count":3}}"#
+        );
         // Optional fields may be left out by hand-written clients.
         assert_eq!(
             serde_json::from_str::<Request>(r#"{"create_topic":{"name":"x","partitions":1}}"#)
@@ -296,6 +316,14 @@ mod tests {
         });
         round_trip(Response::Status(status));
         round_trip(Response::Config("preset = \"balanced\"\n".into()));
+        round_trip(Response::Latency {
+            count: 10,
+            p50_ns: 900,
+            p90_ns: 1_200,
+            p99_ns: 3_000,
+            p999_ns: 9_000,
+            max_ns: 12_000,
+        });
         let error = round_trip(Response::error(codes::TOPIC_EXISTS, "topic \"a\" exists"));
         assert_eq!(
             error,
