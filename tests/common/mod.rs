@@ -181,6 +181,17 @@ pub fn af_packet_config(netns: &Netns, data_dir: &Path, memory_dir: &Path, extra
 impl Dataplane {
     /// Starts the data plane (optionally inside a namespace) and waits until it is ready.
     pub fn start(config_path: &Path, inside: Option<&Netns>) -> Dataplane {
+        Dataplane::spawn(config_path, inside, &[], "dataplane")
+    }
+
+    /// Starts `precursor-dataplane --config F EXTRA...` (optionally inside a namespace),
+    /// collects its stderr under `[label]`, and waits until it says it is ready.
+    fn spawn(
+        config_path: &Path,
+        inside: Option<&Netns>,
+        extra: &[&str],
+        label: &'static str,
+    ) -> Dataplane {
         let binary = dataplane_binary();
         let mut command = match inside {
             Some(netns) => netns.command(&binary),
@@ -189,6 +200,7 @@ impl Dataplane {
         let mut child = command
             .arg("--config")
             .arg(config_path)
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -199,7 +211,7 @@ impl Dataplane {
         let pipe = child.stderr.take().unwrap();
         std::thread::spawn(move || {
             for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                eprintln!("  [dataplane] {line}");
+                eprintln!("  [{label}] {line}");
                 lines.lock().unwrap().push(line);
             }
         });
@@ -215,13 +227,13 @@ impl Dataplane {
             if let Ok(Some(status)) = dataplane.child.as_mut().expect("running").try_wait() {
                 std::thread::sleep(Duration::from_millis(100));
                 panic!(
-                    "data plane exited at start-up ({status}): {:?}",
+                    "{label} exited at start-up ({status}): {:?}",
                     dataplane.stderr()
                 );
             }
             assert!(
                 Instant::now() < deadline,
-                "data plane not ready: {:?}",
+                "{label} not ready: {:?}",
                 dataplane.stderr()
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -361,48 +373,5 @@ impl Drop for AfPacketNode {
 /// Starts `precursor-dataplane --echo` (the bare reflection of the port, no log) and waits
 /// until it is ready; stop it like any data plane (its COUNTERS line has `"mode":"echo"`).
 pub fn start_echo_dataplane(config_path: &Path, inside: Option<&Netns>) -> Dataplane {
-    let binary = dataplane_binary();
-    let mut command = match inside {
-        Some(netns) => netns.command(&binary),
-        None => Command::new(&binary),
-    };
-    let mut child = command
-        .arg("--config")
-        .arg(config_path)
-        .arg("--echo")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("echo data plane starts");
-    let stderr = Arc::new(Mutex::new(Vec::new()));
-    let lines = stderr.clone();
-    let pipe = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            eprintln!("  [echo] {line}");
-            lines.lock().unwrap().push(line);
-        }
-    });
-    let mut dataplane = Dataplane {
-        child: Some(child),
-        stderr,
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !dataplane.stderr().iter().any(|l| l.contains("ready:")) {
-        if let Ok(Some(status)) = dataplane.child.as_mut().expect("running").try_wait() {
-            std::thread::sleep(Duration::from_millis(100));
-            panic!(
-                "echo data plane exited at start-up ({status}): {:?}",
-                dataplane.stderr()
-            );
-        }
-        assert!(
-            Instant::now() < deadline,
-            "echo data plane not ready: {:?}",
-            dataplane.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    dataplane
+    Dataplane::spawn(config_path, inside, &["--echo"], "echo")
 }
