@@ -56,7 +56,20 @@ struct PendingAck {
     session: u32,
     request_id: u64,
     handle: PartitionHandle,
+    /// Answered once every offset up to `ack.last_offset` is durable.
     ack: ProduceAck,
+    answer: DurableAnswer,
+}
+
+/// What a produce with `acks=durable` is answered with once its offsets are durable.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum DurableAnswer {
+    /// A ProduceAck with the batch's offsets.
+    Ack,
+    /// DuplicateSequence: a retransmit of a batch appended too long ago for its offsets to
+    /// be remembered. It is somewhere below the log end, so the answer waits until the
+    /// whole log up to there is durable: a client counts it as delivered.
+    DuplicateSequence,
 }
 
 /// Everything about the request a reply needs once the request's bytes are overwritten.
@@ -300,6 +313,22 @@ impl Lcore {
         let batch_bytes = batch.len() as u64;
         let appended = match appended {
             Ok(appended) => appended,
+            Err(AppendError::DuplicateSequence) if acks == Acks::Durable => {
+                let log = self.topics.partition(handle).expect("looked up above");
+                let Some(last_offset) = log.log_end_offset().checked_sub(1) else {
+                    unreachable!("a duplicate implies an earlier append");
+                };
+                let everything = ProduceAck {
+                    base_offset: last_offset,
+                    last_offset,
+                };
+                return self.answer_when_durable(
+                    mbuf,
+                    &request,
+                    everything,
+                    DurableAnswer::DuplicateSequence,
+                );
+            }
             Err(error) => {
                 let (code, reason) = append_error_code(&error);
                 return self.reply_error(mbuf, &request, code, reason);
@@ -319,22 +348,56 @@ impl Lcore {
         match acks {
             Acks::None => drop(mbuf),
             Acks::Leader => self.reply_ack(mbuf, &request, ack),
-            Acks::Durable => {
-                let log = self.topics.partition_mut(handle).expect("looked up above");
-                if ack.last_offset < log.durable_offset() {
-                    return self.reply_ack(mbuf, &request, ack);
-                }
-                log.request_durable(ack.last_offset);
-                self.pending.push_back(PendingAck {
-                    appended_at: Instant::now(),
-                    peer: request.peer,
-                    session: header.session,
-                    request_id: header.request_id,
-                    handle,
-                    ack,
-                });
-                // The request's mbuf goes back to the pool now; the ack gets a fresh one.
-            }
+            Acks::Durable => self.answer_when_durable(mbuf, &request, ack, DurableAnswer::Ack),
+        }
+    }
+
+    /// Answers a durable produce now if `ack.last_offset` is already durable, else asks the
+    /// flusher for it and parks the answer (the request's mbuf goes back to the pool now;
+    /// the answer gets a fresh one). The caller checked there is room to park.
+    fn answer_when_durable(
+        &mut self,
+        mbuf: Mbuf,
+        request: &Request,
+        ack: ProduceAck,
+        answer: DurableAnswer,
+    ) {
+        let handle = PartitionHandle(request.header.partition);
+        let log = self
+            .topics
+            .partition(handle)
+            .expect("the caller looked it up");
+        if ack.last_offset < log.durable_offset() {
+            return self.send_durable_answer(mbuf, request, ack, answer);
+        }
+        log.request_durable(ack.last_offset);
+        assert!(self.pending.len() < self.config.pending_acks_max);
+        self.pending.push_back(PendingAck {
+            appended_at: Instant::now(),
+            peer: request.peer,
+            session: request.header.session,
+            request_id: request.header.request_id,
+            handle,
+            ack,
+            answer,
+        });
+    }
+
+    fn send_durable_answer(
+        &mut self,
+        mbuf: Mbuf,
+        request: &Request,
+        ack: ProduceAck,
+        answer: DurableAnswer,
+    ) {
+        match answer {
+            DurableAnswer::Ack => self.reply_ack(mbuf, request, ack),
+            DurableAnswer::DuplicateSequence => self.reply_error(
+                mbuf,
+                request,
+                ErrorCode::DuplicateSequence,
+                "batch appended before (durable)",
+            ),
         }
     }
 
@@ -875,7 +938,7 @@ impl Lcore {
                 if let Some(control) = &self.control {
                     control.record_durable_wait(waiting.appended_at.elapsed().as_nanos() as u64);
                 }
-                self.reply_ack(mbuf, &request, waiting.ack);
+                self.send_durable_answer(mbuf, &request, waiting.ack, waiting.answer);
             } else {
                 self.reply_error(
                     mbuf,

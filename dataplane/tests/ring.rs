@@ -698,3 +698,47 @@ fn the_lcore_serves_every_kind_of_request_without_allocating() {
     );
     broker.stop();
 }
+
+#[test]
+fn a_durable_retransmit_of_a_forgotten_batch_is_answered_only_once_the_log_is_durable() {
+    let _serial = serial();
+    // Nothing is persisted unless a durable produce asks for it.
+    let (broker, mut client) = start(
+        "ring-dupdur",
+        "[storage]\nflush_interval_ms = 3600000\nflush_messages = 100000000\n",
+    );
+    let meta = client.metadata("forgotten");
+    let handle = PartitionHandle::new(meta.topic_id, 0);
+    for sequence in 0..7 {
+        produce(
+            &mut client,
+            handle,
+            Acks::Leader,
+            &batch(77, sequence, &[b"x"]),
+        )
+        .unwrap();
+    }
+    let (_, before, _) = fetch(&mut client, handle, 0);
+    assert_eq!(
+        (before.high_watermark, before.durable_offset),
+        (7, 0),
+        "appended, not yet durable"
+    );
+
+    // Batch 0 is older than the 5 batches remembered per producer: its offsets are unknown.
+    // The client counts DuplicateSequence as delivered, so with acks=durable the answer
+    // must wait until everything appended (where the original lies) is on disk.
+    let (code, _) =
+        produce(&mut client, handle, Acks::Durable, &batch(77, 0, &[b"x"])).unwrap_err();
+    assert_eq!(code, ErrorCode::DuplicateSequence);
+    let (_, after, _) = fetch(&mut client, handle, 0);
+    assert_eq!(
+        after.high_watermark, 7,
+        "the retransmit was not appended again"
+    );
+    assert!(
+        after.durable_offset >= 7,
+        "answered before the original was durable: {after:?}"
+    );
+    broker.stop();
+}

@@ -123,8 +123,10 @@ pub struct BenchProduceArgs {
     pub acks: Acks,
     #[arg(long, default_value_t = 200)]
     pub linger_us: u64,
-    /// Un-acknowledged batches per partition.
-    #[arg(long, default_value_t = 16)]
+    /// Un-acknowledged batches per partition. At most 5 keeps every retransmit within the
+    /// batches the broker remembers per producer (Kafka's limit for idempotent producers),
+    /// so a retransmit is answered with its offsets.
+    #[arg(long, default_value_t = 5)]
     pub in_flight: usize,
 }
 
