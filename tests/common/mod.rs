@@ -137,11 +137,31 @@ impl Netns {
     }
 }
 
+/// Deleting a namespace fails with EBUSY while a process that entered it (`ip netns exec`)
+/// is still exiting; retry this long before giving up, in milliseconds.
+const NETNS_DELETE_PATIENCE_MS: u64 = 5_000;
+
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        let file = Path::new("/run/netns").join(&self.name);
+        let deadline = Instant::now() + Duration::from_millis(NETNS_DELETE_PATIENCE_MS);
+        loop {
+            let out = Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .output();
+            if !file.exists() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let why = out.map(|o| stderr(&o)).unwrap_or_default();
+                eprintln!(
+                    "WARNING: network namespace {} left behind: {why}",
+                    self.name
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         if !self.outer.is_empty() {
             let _ = Command::new("ip")
                 .args(["link", "del", &self.outer])
