@@ -24,6 +24,8 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 runs=5
 quick=0
 out="$repo/target/bench-cp"
@@ -50,25 +52,9 @@ load_rate=1000
 cores=$(nproc)
 lcore=$((cores - 1))
 
-if ! command -v cargo >/dev/null; then
-    for home in "$HOME" "$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)"; do
-        [ -x "$home/.cargo/bin/cargo" ] && PATH="$home/.cargo/bin:$PATH" && break
-    done
-fi
-echo "== building (release)" >&2
-(cd "$repo" && cargo build --release --workspace --quiet)
-bin="$repo/target/release"
+bench_build "$repo"
 
-waited=0
-while pgrep -f '/precursor-dataplane( |$)' >/dev/null; do
-    [ $waited = 0 ] && echo "== waiting for another precursor-dataplane to exit" >&2
-    waited=$((waited + 5))
-    if [ $waited -gt 900 ]; then
-        echo "bench/command-ring.sh: another data plane ran for 15 minutes; giving up" >&2
-        exit 1
-    fi
-    sleep 5
-done
+bench_wait_for_quiet_machine bench/command-ring.sh
 
 tag="c$$"
 ns="prc-bcp-$$"
@@ -79,11 +65,7 @@ broker_ip=10.78.201.2
 broker="$broker_ip:9190"
 work="$out/run-$$"
 socket="$work/admin.sock"
-if awk '$2 == "/dev/hugepages" && $3 == "hugetlbfs" { found = 1 } END { exit !found }' /proc/mounts; then
-    memory_dir="/dev/hugepages/precursor-bench-cp-$$"
-else
-    memory_dir="/dev/shm/precursor-bench-cp-$$"
-fi
+memory_dir=$(bench_memory_dir "precursor-bench-cp-$$")
 raw="$out/raw.tsv"
 up_pid=""
 load_pid=""
@@ -107,13 +89,7 @@ trap 'exit 130' INT TERM
 
 mkdir -p "$out" "$work"
 : > "$raw"
-ip netns add "$ns"
-ip link add "$outer" type veth peer name "$inner"
-ip link set "$inner" netns "$ns"
-ip link set "$outer" up
-ip -n "$ns" addr add "$client_ip/24" dev "$inner"
-ip -n "$ns" link set "$inner" up
-ip -n "$ns" link set lo up
+bench_make_client_netns "$ns" "$outer" "$inner" "$client_ip"
 metrics_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 # $1: idle strategy of the data plane's lcore. Starts `precursor up`, waits for a live

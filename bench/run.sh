@@ -22,6 +22,8 @@
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$repo/bench/lib.sh"
 runs=5
 quick=0
 tap=1
@@ -56,26 +58,9 @@ window=64
 cores=$(nproc)
 lcore=$((cores - 1))
 
-if ! command -v cargo >/dev/null; then
-    for home in "$HOME" "$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)"; do
-        [ -x "$home/.cargo/bin/cargo" ] && PATH="$home/.cargo/bin:$PATH" && break
-    done
-fi
-echo "== building (release)" >&2
-(cd "$repo" && cargo build --release --workspace --quiet)
-bin="$repo/target/release"
+bench_build "$repo"
 
-# One data plane per machine: wait for any other (e.g. an e2e test run) to finish.
-waited=0
-while pgrep -f '/precursor-dataplane( |$)' >/dev/null; do
-    [ $waited = 0 ] && echo "== waiting for another precursor-dataplane to exit" >&2
-    waited=$((waited + 5))
-    if [ $waited -gt 900 ]; then
-        echo "bench/run.sh: another data plane has been running for 15 minutes; giving up" >&2
-        exit 1
-    fi
-    sleep 5
-done
+bench_wait_for_quiet_machine bench/run.sh
 
 tag="b$$"
 ns="prc-bench-$$"
@@ -87,11 +72,7 @@ broker_ip=10.78.200.2
 broker="$broker_ip:9190"
 work="$out/run-$$"
 data_dir="${PRECURSOR_BENCH_DATA_DIR:-$work/data}"
-if awk '$2 == "/dev/hugepages" && $3 == "hugetlbfs" { found = 1 } END { exit !found }' /proc/mounts; then
-    memory_dir="/dev/hugepages/precursor-bench-$$"
-else
-    memory_dir="/dev/shm/precursor-bench-$$"
-fi
+memory_dir=$(bench_memory_dir "precursor-bench-$$")
 raw="$out/raw.tsv"
 dp_pid=""
 
@@ -108,13 +89,7 @@ trap 'exit 130' INT TERM
 mkdir -p "$out" "$work"
 : > "$raw"
 
-ip netns add "$ns"
-ip link add "$outer" type veth peer name "$inner"
-ip link set "$inner" netns "$ns"
-ip link set "$outer" up
-ip -n "$ns" addr add "$client_ip/24" dev "$inner"
-ip -n "$ns" link set "$inner" up
-ip -n "$ns" link set lo up
+bench_make_client_netns "$ns" "$outer" "$inner" "$client_ip"
 
 # $1: config file; $2: namespace to run in ("" for the root one); $3...: extra arguments.
 start_dataplane() {

@@ -1,0 +1,55 @@
+# Shared set-up of the benchmark scripts (bench/run.sh, bench/command-ring.sh). Sourced,
+# never run: it defines functions and runs nothing.
+
+# Puts cargo on PATH when root's environment lacks it (sudo), then builds the release
+# workspace. Sets `bin` to the directory of the built binaries.
+bench_build() {
+    local repo="$1"
+    if ! command -v cargo >/dev/null; then
+        for home in "$HOME" "$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)"; do
+            [ -x "$home/.cargo/bin/cargo" ] && PATH="$home/.cargo/bin:$PATH" && break
+        done
+    fi
+    echo "== building (release)" >&2
+    (cd "$repo" && cargo build --release --workspace --quiet)
+    bin="$repo/target/release"
+}
+
+# One data plane per machine: waits for any other (an e2e test run, another benchmark) to
+# exit; gives up after 15 minutes. $1: the calling script's name, for messages.
+bench_wait_for_quiet_machine() {
+    local script="$1" waited=0
+    while pgrep -f '/precursor-dataplane( |$)' >/dev/null; do
+        [ $waited = 0 ] && echo "== waiting for another precursor-dataplane to exit" >&2
+        waited=$((waited + 5))
+        if [ $waited -gt 900 ]; then
+            echo "$script: another data plane has been running for 15 minutes; giving up" >&2
+            exit 1
+        fi
+        sleep 5
+    done
+}
+
+# Prints where a benchmark's active segments go: hugetlbfs when mounted, else /dev/shm.
+# $1: a name unique to the run.
+bench_memory_dir() {
+    if awk '$2 == "/dev/hugepages" && $3 == "hugetlbfs" { found = 1 } END { exit !found }' /proc/mounts; then
+        echo "/dev/hugepages/$1"
+    else
+        echo "/dev/shm/$1"
+    fi
+}
+
+# The client's network namespace behind a veth pair; the outer end stays in the root
+# namespace for the data plane's af_packet port. $1 namespace, $2 outer, $3 inner,
+# $4 the client's address (a /24).
+bench_make_client_netns() {
+    local ns="$1" outer="$2" inner="$3" client_ip="$4"
+    ip netns add "$ns"
+    ip link add "$outer" type veth peer name "$inner"
+    ip link set "$inner" netns "$ns"
+    ip link set "$outer" up
+    ip -n "$ns" addr add "$client_ip/24" dev "$inner"
+    ip -n "$ns" link set "$inner" up
+    ip -n "$ns" link set lo up
+}
