@@ -2,7 +2,8 @@
 # Sets up what is missing (packages, hugepages), builds, and runs every test: unit tests,
 # real-DPDK tests (net_ring, net_tap, hugepages), and end-to-end tests that start the data
 # plane on af_packet/veth and TAP ports with clients in network namespaces, including the
-# kill -9 crash loop. Then clippy and rustfmt. Exit status 0 only if all pass.
+# kill -9 crash loop. Then a smoke run of the benchmarks, clippy and rustfmt. Exit status 0
+# only if all pass.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source ci/setup.sh
@@ -15,6 +16,10 @@ cargo build --release --workspace --all-targets
 step "tests"
 # Release: the end-to-end tests push a million messages through the real path.
 cargo test --release --workspace --no-fail-fast
+
+step "benchmark smoke (tiny counts; proves every step runs, judges no timing)"
+bash bench/run.sh --quick --out target/bench-smoke
+bash bench/command-ring.sh --quick
 
 step "clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
