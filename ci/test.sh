@@ -17,6 +17,11 @@ step "tests"
 # Release: the end-to-end tests push a million messages through the real path.
 cargo test --release --workspace --no-fail-fast
 
+step "rdma: soft-RoCE in a QEMU TCG guest (verbs smoke; the transport's tests join here)"
+# The host kernel has no RDMA subsystem; the guest boots Debian's kernel with rdma_rxe.
+# Skipped loudly only where QEMU cannot run at all.
+ci/rdma-guest.sh --skip-if-unavailable --timeout 300 --script ci/rdma-guest/smoke.sh
+
 step "benchmark smoke (tiny counts; proves every step runs, judges no timing)"
 bash bench/run.sh --quick --out target/bench-smoke
 bash bench/command-ring.sh --quick
