@@ -3,6 +3,12 @@
 //! fast path, both with the flags of `pkg-config --cflags libdpdk` taken verbatim
 //! (`-include rte_config.h` and `-march=...` matter; the pkg-config crate's parsed
 //! include list drops them). Linking is dynamic, through pkg-config's libs.
+//!
+//! With the `rdma` feature, also binds the system rdma-core (Debian 12: v44,
+//! `libibverbs-dev`, `librdmacm-dev`): bindgen over `src/verbs_shim.h`
+//! (<infiniband/verbs.h>, <rdma/rdma_cma.h>) into `verbs_bindings.rs`, and a C
+//! shim (`src/verbs_shim.c`) for verbs' `static inline` fast path
+//! (ibv_post_send/recv, ibv_poll_cq) and the `ibv_query_port` macro.
 
 use std::env;
 use std::path::PathBuf;
@@ -64,6 +70,69 @@ fn main() {
     bindings
         .write_to_file(out.join("dpdk_bindings.rs"))
         .expect("write dpdk_bindings.rs");
+
+    if env::var_os("CARGO_FEATURE_RDMA").is_some() {
+        verbs(&out);
+    }
+}
+
+/// rdma-core >= 44: libibverbs 1.14.44, librdmacm 1.3.44 (pkg-config versions).
+const IBVERBS_VERSION_MIN: &str = "1.14";
+const RDMACM_VERSION_MIN: &str = "1.3";
+
+/// Bindings, shim and link flags for libibverbs + librdmacm (feature `rdma`).
+fn verbs(out: &std::path::Path) {
+    println!("cargo:rerun-if-changed=src/verbs_shim.h");
+    println!("cargo:rerun-if-changed=src/verbs_shim.c");
+    let mut include_paths = Vec::new();
+    for (lib, min) in [
+        ("libibverbs", IBVERBS_VERSION_MIN),
+        ("librdmacm", RDMACM_VERSION_MIN),
+    ] {
+        let found = pkg_config::Config::new()
+            .atleast_version(min)
+            .probe(lib)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{lib} >= {min} not found by pkg-config ({e}); the `rdma` feature needs \
+                     rdma-core: apt-get install libibverbs-dev librdmacm-dev pkg-config"
+                )
+            });
+        include_paths.extend(found.include_paths);
+    }
+    let include_args: Vec<String> = include_paths
+        .iter()
+        .map(|p| format!("-I{}", p.display()))
+        .collect();
+
+    let mut shim = cc::Build::new();
+    shim.file("src/verbs_shim.c")
+        .include("src")
+        .includes(&include_paths)
+        .warnings(true)
+        .opt_level(3);
+    shim.compile("precursor_verbs_shim");
+
+    let bindings = bindgen::Builder::default()
+        .header("src/verbs_shim.h")
+        .clang_args(&include_args)
+        .clang_arg("-Isrc")
+        .allowlist_function("ibv_.*|___ibv_.*|__ibv_.*|rdma_.*|prc_ibv_.*")
+        .allowlist_type("ibv_.*|rdma_.*")
+        .allowlist_var("IBV_.*|RDMA_.*")
+        // C enums become typed constants named as in C (IBV_QPS_RTS, ...):
+        // values read from the device (completion status, port state) may be
+        // outside the enum, which a Rust enum could not hold soundly.
+        .prepend_enum_name(false)
+        .derive_default(true)
+        .layout_tests(false)
+        .generate_comments(false)
+        .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
+        .generate()
+        .expect("bindgen failed over src/verbs_shim.h (are libibverbs-dev, librdmacm-dev and libclang-dev installed?)");
+    bindings
+        .write_to_file(out.join("verbs_bindings.rs"))
+        .expect("write verbs_bindings.rs");
 }
 
 /// `pkg-config --cflags libdpdk`, split on whitespace, verbatim.

@@ -6,6 +6,8 @@
 //!   [`dpdk::Mempool`], [`dpdk::Mbuf`], [`dpdk::MbufBurst`], [`dpdk::Port`].
 //! - [`thread`]: CPU affinity of the calling thread (threads spawned after
 //!   `rte_eal_init` inherit the main lcore's pinning).
+//! - `verbs` (feature `rdma`): RDMA verbs over the system rdma-core, with its
+//!   own raw bindings in `verbs::sys` (context, PD, MR, CQ, RC queue pairs).
 //!
 //! Every `unsafe` block carries a `// SAFETY:` comment.
 
@@ -15,6 +17,8 @@
 pub mod dpdk;
 pub mod sys;
 pub mod thread;
+#[cfg(feature = "rdma")]
+pub mod verbs;
 
 pub use dpdk::{
     ring_port_pair, AppliedPortConfig, DpdkError, Eal, LinkStatus, Mbuf, MbufBurst, Mempool, Port,
