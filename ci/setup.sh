@@ -4,8 +4,10 @@
 set -euo pipefail
 
 # Packages: DPDK 22.11 and what bindgen needs; iproute2 for TAP/veth/netns; python3 for
-# the benchmark's disk probe; strace/procps for debugging a stuck run.
-PACKAGES=(dpdk libdpdk-dev clang libclang-dev pkg-config gcc make iproute2 procps python3 kmod)
+# the benchmark's disk probe; procps for pgrep; rdma-core's headers for the verbs bindings
+# (ffi feature `rdma`; the soft-RoCE guest's own packages are installed by ci/rdma-guest.sh).
+PACKAGES=(dpdk libdpdk-dev clang libclang-dev pkg-config gcc make iproute2 procps python3 kmod
+          libibverbs-dev librdmacm-dev)
 # 2 MiB pages to reserve: DPDK's mbufs plus active segments of the tests (2 GiB of 24).
 HUGEPAGES_WANTED=${PRECURSOR_HUGEPAGES:-1024}
 

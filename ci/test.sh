@@ -21,6 +21,11 @@ step "rdma: soft-RoCE in a QEMU TCG guest (verbs smoke; the transport's tests jo
 # The host kernel has no RDMA subsystem; the guest boots Debian's kernel with rdma_rxe.
 # Skipped loudly only where QEMU cannot run at all.
 ci/rdma-guest.sh --skip-if-unavailable --timeout 300 --script ci/rdma-guest/smoke.sh
+# The verbs bindings (ffi feature `rdma`): host behaviour (no RDMA subsystem: a clear
+# error), then two RC queue pairs on rxe0 doing SEND/RECV, RDMA WRITE and READ in the guest.
+cargo test --release -p precursor-ffi --features rdma --test verbs
+cargo build --release -p precursor-ffi --features rdma --example verbs_loopback
+ci/rdma-guest.sh --skip-if-unavailable --timeout 300 -- target/release/examples/verbs_loopback rxe0 1
 
 step "benchmark smoke (tiny counts; proves every step runs, judges no timing)"
 bash bench/run.sh --quick --out target/bench-smoke
@@ -28,6 +33,7 @@ bash bench/command-ring.sh --quick
 
 step "clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
+cargo clippy --release -p precursor-ffi --features rdma --all-targets -- -D warnings
 
 step "rustfmt"
 cargo fmt --all -- --check
