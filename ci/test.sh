@@ -24,8 +24,11 @@ ci/rdma-guest.sh --skip-if-unavailable --timeout 300 --script ci/rdma-guest/smok
 # The verbs bindings (ffi feature `rdma`): host behaviour (no RDMA subsystem: a clear
 # error), then two RC queue pairs on rxe0 doing SEND/RECV, RDMA WRITE and READ in the guest.
 cargo test --release -p precursor-ffi --features rdma --test verbs
-cargo build --release -p precursor-ffi --features rdma --example verbs_loopback
+cargo build --release -p precursor-ffi --features rdma --example verbs_loopback --example cm_loopback
 ci/rdma-guest.sh --skip-if-unavailable --timeout 300 -- target/release/examples/verbs_loopback rxe0 1
+# rdma_cm: listen/connect/accept with private data, SEND/RECV through MessageBuffers, READs
+# of a ReadableRegion, a READ beyond it refused by the device, flushes, a vanished client.
+ci/rdma-guest.sh --skip-if-unavailable --timeout 300 --hugepages 16 -- target/release/examples/cm_loopback 10.0.0.1 7471 2000
 
 step "benchmark smoke (tiny counts; proves every step runs, judges no timing)"
 bash bench/run.sh --quick --out target/bench-smoke
