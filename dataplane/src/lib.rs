@@ -4,6 +4,7 @@
 //! - [`lcore`]: the burst loop that owns a port queue and its partitions.
 //! - [`log`]: partition logs: segments in hugepage memory, the flusher, recovery.
 //! - [`topics`]: the topic manifest, the lcore's topic table, the admin thread.
+//! - [`service`]: serving a native frame from any transport (UDP, IPC, RDMA).
 //! - [`node`]: start-up and shut-down of a whole node.
 //! - [`echo`]: echo mode, the port's bare reflection (a benchmark baseline).
 //! - [`control`]: the shared memory with the control plane (CnC rings, counters page).
@@ -16,4 +17,5 @@ pub mod lcore;
 pub mod log;
 pub mod net;
 pub mod node;
+pub mod service;
 pub mod topics;
