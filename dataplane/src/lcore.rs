@@ -12,6 +12,7 @@
 use crate::control::{Control, PartitionValues, COMMANDS_PER_ITERATION_MAX};
 use crate::counters::LcoreCounters;
 use crate::idle::Idle;
+use crate::ipc::IpcTransport;
 use crate::log::PartitionLog;
 use crate::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES};
 use crate::service::{
@@ -20,9 +21,7 @@ use crate::service::{
 use crate::topics::{AdminLink, AdminReply, AdminRequest, Origin, TopicName, TopicTable};
 use precursor_ffi::dpdk::{Mbuf, MbufBurst, Mempool, Port};
 use precursor_protocol::command::{Command, Event};
-use precursor_protocol::frame::{
-    decode_frame, ErrorCode, FetchDataHeader, FrameError, FrameHeader, FRAME_HEADER_BYTES,
-};
+use precursor_protocol::frame::{ErrorCode, FetchDataHeader, FrameHeader, FRAME_HEADER_BYTES};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -50,6 +49,8 @@ pub struct Lcore {
     pool: Mempool,
     /// What every transport's requests are served by.
     service: Service,
+    /// Shared-memory channels of co-located clients, when enabled.
+    ipc: Option<IpcTransport>,
     rx: MbufBurst<RX_BURST_PACKETS_MAX>,
     tx: MbufBurst<TX_BURST_PACKETS_MAX>,
     last_drain: Instant,
@@ -90,6 +91,7 @@ impl Lcore {
             port,
             pool,
             service,
+            ipc: None,
             rx: MbufBurst::new(),
             tx: MbufBurst::new(),
             last_drain: Instant::now(),
@@ -113,6 +115,12 @@ impl Lcore {
             }
         });
         self.control = Some(control);
+    }
+
+    /// Serves the IPC channels of `ipc` too, from the next iteration on.
+    pub fn attach_ipc(&mut self, ipc: IpcTransport) {
+        self.service.serve_frames_up_to(ipc.frame_bytes_max());
+        self.ipc = Some(ipc);
     }
 
     pub fn counters(&self) -> &LcoreCounters {
@@ -149,6 +157,9 @@ impl Lcore {
             }
             self.rx = burst;
         }
+        if let Some(ipc) = &mut self.ipc {
+            work += ipc.poll(&mut self.service, wall_clock_ms());
+        }
         if self.control.is_some() {
             work += self.poll_commands();
         }
@@ -175,32 +186,15 @@ impl Lcore {
         let endpoint = self.config.endpoint;
         match net::classify(mbuf.data(), &endpoint) {
             Inbound::Datagram { peer, payload } => {
-                let (header, reply) = match decode_frame(payload) {
-                    Ok((header, frame_payload)) => {
-                        let reply = self.service.serve(
-                            ReplyTo::Udp(peer),
-                            &header,
-                            frame_payload,
-                            self.config.frame_bytes_max,
-                            now_ms,
-                        );
-                        (header, reply)
-                    }
-                    Err(error) => {
-                        counters.count_bad_frame(&error);
-                        // A header we could read gets an answer; garbage is only counted.
-                        let Some(header) = FrameHeader::decode_for_error_reply(payload) else {
-                            return;
-                        };
-                        let code = match error {
-                            FrameError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
-                            _ => ErrorCode::InvalidFrame,
-                        };
-                        let reason = error.reason();
-                        (header, Reply::Error { code, reason })
-                    }
-                };
-                self.reply_udp(mbuf, peer, &header, reply);
+                let served = self.service.serve_frame(
+                    ReplyTo::Udp(peer),
+                    payload,
+                    self.config.frame_bytes_max,
+                    now_ms,
+                );
+                if let Some((header, reply)) = served {
+                    self.reply_udp(mbuf, peer, &header, reply);
+                }
             }
             Inbound::ArpRequest { peer_mac, peer_ip } => {
                 mbuf.reset();
@@ -261,8 +255,18 @@ impl Lcore {
                 };
                 self.reply_udp(mbuf, peer, request, reply);
             }
+            ReplyTo::Ipc {
+                channel,
+                generation,
+            } => {
+                let ipc = self
+                    .ipc
+                    .as_mut()
+                    .expect("IPC answers come from IPC requests");
+                ipc.deliver(&mut self.service, channel, generation, request, reply);
+            }
             // No such transport on this lcore: nothing can have been parked for it.
-            ReplyTo::Ipc { .. } | ReplyTo::Rdma { .. } => {
+            ReplyTo::Rdma { .. } => {
                 unreachable!("answer for a transport this lcore does not run")
             }
         }
@@ -297,6 +301,9 @@ impl Lcore {
             self.on_admin_reply(reply);
         }
         let now_ms = wall_clock_ms();
+        if let Some(ipc) = &mut self.ipc {
+            work += ipc.maintain(&mut self.service, now, now_ms as u64);
+        }
         // Counters are for people and scrapers: published at COUNTERS_INTERVAL, not on every
         // drain tick, so their cost does not grow with partitions on the lcore's clock.
         let publish =

@@ -2,6 +2,7 @@
 //!
 //! - [`net`]: Ethernet/ARP/IPv4/ICMP/UDP headers over mbuf bytes.
 //! - [`lcore`]: the burst loop that owns a port queue and its partitions.
+//! - [`ipc`]: shared-memory channels of co-located clients, polled like a NIC queue.
 //! - [`log`]: partition logs: segments in hugepage memory, the flusher, recovery.
 //! - [`topics`]: the topic manifest, the lcore's topic table, the admin thread.
 //! - [`service`]: serving a native frame from any transport (UDP, IPC, RDMA).
@@ -13,6 +14,7 @@ pub mod control;
 pub mod counters;
 pub mod echo;
 pub mod idle;
+pub mod ipc;
 pub mod lcore;
 pub mod log;
 pub mod net;

@@ -19,9 +19,9 @@ use crate::log::{AppendError, ReadError};
 use crate::net::Peer;
 use crate::topics::{AdminLink, AdminRequest, Origin, TopicName, TopicTable};
 use precursor_protocol::frame::{
-    batch_bytes_max, Acks, ErrorCode, FetchDataHeader, FetchRequest, FrameHeader, MetadataRequest,
-    MetadataResponse, Opcode, PartitionHandle, ProduceAck, FLAG_FETCH_DURABLE_ONLY,
-    FLAG_METADATA_AUTO_CREATE, FRAME_HEADER_BYTES,
+    batch_bytes_max, decode_frame, Acks, ErrorCode, FetchDataHeader, FetchRequest, FrameError,
+    FrameHeader, MetadataRequest, MetadataResponse, Opcode, PartitionHandle, ProduceAck,
+    FLAG_FETCH_DURABLE_ONLY, FLAG_METADATA_AUTO_CREATE, FRAME_HEADER_BYTES,
 };
 use precursor_protocol::record_batch::RecordBatchHeader;
 use std::collections::VecDeque;
@@ -156,9 +156,46 @@ impl Service {
         }
     }
 
+    /// Makes room for pings of a transport with frames of up to `frame_bytes_max` bytes
+    /// (start-up, when a transport is attached).
+    pub fn serve_frames_up_to(&mut self, frame_bytes_max: usize) {
+        if self.scratch.len() < frame_bytes_max {
+            self.scratch.resize(frame_bytes_max, 0);
+        }
+    }
+
     /// Durable answers still waiting for the flusher.
     pub fn pending_acks(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Decodes and serves one whole frame (header and payload) from a transport whose
+    /// frames are at most `frame_bytes_max` bytes. Returns the header to answer and the
+    /// answer; `None` for bytes too broken to answer (only counted).
+    pub fn serve_frame(
+        &mut self,
+        reply_to: ReplyTo,
+        frame: &[u8],
+        frame_bytes_max: usize,
+        now_ms: i64,
+    ) -> Option<(FrameHeader, Reply)> {
+        match decode_frame(frame) {
+            Ok((header, payload)) => {
+                let reply = self.serve(reply_to, &header, payload, frame_bytes_max, now_ms);
+                Some((header, reply))
+            }
+            Err(error) => {
+                self.counters.count_bad_frame(&error);
+                // A header we could read gets an answer; garbage is only counted.
+                let header = FrameHeader::decode_for_error_reply(frame)?;
+                let code = match error {
+                    FrameError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+                    _ => ErrorCode::InvalidFrame,
+                };
+                let reason = error.reason();
+                Some((header, Reply::Error { code, reason }))
+            }
+        }
     }
 
     /// Serves one request frame that arrived on a transport whose frames are at most
