@@ -891,6 +891,7 @@ impl ProducerState {
 mod tests {
     use super::*;
     use crate::partitioner::partition_for_key;
+    use crate::TransportKind;
     use precursor_protocol::frame::decode_frame;
     use precursor_protocol::record_batch::{records, RecordBatchHeader};
     use std::net::UdpSocket;
@@ -906,6 +907,7 @@ mod tests {
         silent.set_nonblocking(true).unwrap();
         let mut config = ProducerConfig {
             client: ClientConfig {
+                transport: TransportKind::Udp,
                 broker: silent.local_addr().unwrap(),
                 bind: Some("127.0.0.1:0".parse().unwrap()),
                 request_timeout_ms: 60_000,
