@@ -33,7 +33,10 @@ pub enum ClientError {
          broker's config, or produce to it once: producers create topics when the broker's \
          topics.auto_create is on)"
     )]
-    UnknownTopic { topic: String, broker: BrokerAddress },
+    UnknownTopic {
+        topic: String,
+        broker: BrokerAddress,
+    },
 
     #[error(
         "topic '{topic}' has {partition_count} partitions: partition {partition} does not exist"

@@ -70,7 +70,8 @@ impl IpcSession {
     /// syscalls: connection set-up only).
     pub fn connect(config: &IpcConfig) -> Result<IpcSession, ClientError> {
         let timeout = Duration::from_millis(config.accept_timeout_ms);
-        let channel = ClientChannel::claim(&config.dir, timeout).map_err(|error| ipc_error(&config.dir, error))?;
+        let channel = ClientChannel::claim(&config.dir, timeout)
+            .map_err(|error| ipc_error(&config.dir, error))?;
         Ok(IpcSession {
             config: config.clone(),
             channel,

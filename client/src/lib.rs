@@ -150,6 +150,7 @@ mod tests {
     fn ping_to_a_silent_socket_says_no_answer() {
         let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
         let config = ClientConfig {
+            transport: TransportKind::Udp,
             broker: silent.local_addr().unwrap(),
             bind: Some("127.0.0.1:0".parse().unwrap()),
             request_timeout_ms: 5,
@@ -159,7 +160,7 @@ mod tests {
         let error = ping(&config).unwrap_err();
         match &error {
             ClientError::NoAnswer { broker, tries } => {
-                assert_eq!(*broker, config.broker);
+                assert_eq!(*broker, BrokerAddress::Udp(config.broker));
                 assert!(*tries >= 1);
             }
             other => panic!("expected NoAnswer, got {other:?}"),

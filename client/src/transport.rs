@@ -13,7 +13,7 @@ use precursor_protocol::frame::{
 };
 
 use crate::error::BrokerAddress;
-use crate::ipc::IpcSession;
+use crate::ipc::{IpcConfig, IpcSession};
 use crate::retransmit::RetransmitSchedule;
 use crate::{ClientConfig, ClientError, TransportKind};
 
@@ -47,7 +47,46 @@ pub struct TransportStats {
 /// What carries the frames.
 enum Medium {
     Udp { socket: UdpSocket, mode: SocketMode },
-    Ipc(IpcSession),
+    Ipc(Box<IpcLink>),
+}
+
+/// An IPC channel, or the wait for a new one after it was lost (the data plane restarting):
+/// meanwhile frames count as lost and the caller's retransmission schedule keeps trying.
+struct IpcLink {
+    session: Option<IpcSession>,
+    config: IpcConfig,
+    next_attempt_at: Instant,
+}
+
+/// Between two attempts to claim a new channel.
+const IPC_RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+/// How long one such attempt waits for the data plane to accept.
+const IPC_RECONNECT_ACCEPT_MS: u64 = 200;
+
+impl IpcLink {
+    /// The session, claiming a new channel first if the old one was lost and an attempt is
+    /// due. `None` while there is none.
+    fn session(&mut self, stats: &mut TransportStats) -> Option<&mut IpcSession> {
+        if self.session.is_none() && Instant::now() >= self.next_attempt_at {
+            let config = IpcConfig {
+                accept_timeout_ms: IPC_RECONNECT_ACCEPT_MS,
+                ..self.config.clone()
+            };
+            match IpcSession::connect(&config) {
+                Ok(session) => {
+                    stats.reconnects += 1;
+                    self.session = Some(session);
+                }
+                Err(_) => self.next_attempt_at = Instant::now() + IPC_RECONNECT_INTERVAL,
+            }
+        }
+        self.session.as_mut()
+    }
+
+    fn lost(&mut self) {
+        self.session = None;
+        self.next_attempt_at = Instant::now();
+    }
 }
 
 pub(crate) struct Transport {
@@ -91,8 +130,13 @@ impl Transport {
             TransportKind::Ipc(ipc) => {
                 let session = IpcSession::connect(ipc)?;
                 let bytes = session.frame_bytes_max().max(RECV_BUFFER_BYTES);
+                let link = IpcLink {
+                    session: Some(session),
+                    config: ipc.clone(),
+                    next_attempt_at: Instant::now(),
+                };
                 (
-                    Medium::Ipc(session),
+                    Medium::Ipc(Box::new(link)),
                     BrokerAddress::Ipc(ipc.dir.clone()),
                     bytes,
                 )
@@ -170,16 +214,19 @@ impl Transport {
     }
 
     fn send_ipc(&mut self, frame: &[u8]) -> Result<(), ClientError> {
-        let Medium::Ipc(session) = &mut self.medium else {
+        let Medium::Ipc(link) = &mut self.medium else {
             unreachable!("called for IPC only")
+        };
+        let Some(session) = link.session(&mut self.stats) else {
+            self.stats.send_drops += 1;
+            return Ok(());
         };
         match session.try_send_frame(frame) {
             Ok(true) => self.stats.frames_sent += 1,
             Ok(false) => self.stats.send_drops += 1,
             Err(error) if error.is_ipc_disconnect() => {
                 self.stats.send_drops += 1;
-                session.reconnect()?;
-                self.stats.reconnects += 1;
+                link.lost();
             }
             Err(error) => return Err(error),
         }
@@ -225,33 +272,31 @@ impl Transport {
     /// IPC: takes one response into the receive buffer, polling (spin, then yield, then
     /// short sleeps) until one arrives or `wait` passes.
     fn recv_ipc(&mut self, wait: Option<Duration>) -> Result<bool, ClientError> {
-        let Medium::Ipc(session) = &mut self.medium else {
+        let Medium::Ipc(link) = &mut self.medium else {
             unreachable!("called for IPC only")
         };
         let started = Instant::now();
         let wait = wait.unwrap_or(Duration::ZERO);
         let mut idle = IpcIdle::default();
         loop {
-            let recv_buf = &mut self.recv_buf;
-            let mut recv_len = 0;
-            let polled = session.poll_frames(1, |frame| {
-                recv_buf[..frame.len()].copy_from_slice(frame);
-                recv_len = frame.len();
-            });
-            match polled {
-                Ok(0) => {}
-                Ok(_) => {
-                    self.recv_len = recv_len;
-                    self.stats.frames_received += 1;
-                    return Ok(true);
-                }
-                Err(error) if error.is_ipc_disconnect() => {
+            if let Some(session) = link.session(&mut self.stats) {
+                let recv_buf = &mut self.recv_buf;
+                let mut recv_len = 0;
+                let polled = session.poll_frames(1, |frame| {
+                    recv_buf[..frame.len()].copy_from_slice(frame);
+                    recv_len = frame.len();
+                });
+                match polled {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        self.recv_len = recv_len;
+                        self.stats.frames_received += 1;
+                        return Ok(true);
+                    }
                     // What was in flight is gone; the caller retransmits on its schedule.
-                    session.reconnect()?;
-                    self.stats.reconnects += 1;
-                    return Ok(false);
+                    Err(error) if error.is_ipc_disconnect() => link.lost(),
+                    Err(error) => return Err(error),
                 }
-                Err(error) => return Err(error),
             }
             if started.elapsed() >= wait {
                 return Ok(false);
