@@ -40,6 +40,8 @@ pub mod ipc;
 mod metadata;
 pub mod partitioner;
 mod producer;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod retransmit;
 mod transport;
 
@@ -69,6 +71,9 @@ pub enum TransportKind {
     Udp,
     /// Shared-memory channel to a data plane on this host: no system call per message.
     Ipc(IpcConfig),
+    /// An RDMA reliable connection (feature `rdma`): frames as SEND/RECV.
+    #[cfg(feature = "rdma")]
+    Rdma(rdma::RdmaConfig),
 }
 
 /// How to reach a broker, and how patiently.

@@ -52,7 +52,7 @@ use crossbeam_queue::ArrayQueue;
 use precursor_config::RdmaConfig;
 use precursor_ffi::verbs::{
     Access, BufferOp, CmEvent, CmEventKind, CmId, Completed, CompletionQueue, ConnParams,
-    EventChannel, MemoryRegion, MessageBuffers, ProtectionDomain, QpCaps, QueuePair,
+    DestroyedQp, EventChannel, MemoryRegion, MessageBuffers, ProtectionDomain, QpCaps, QueuePair,
     ReadableRegion, VerbsError, WorkCompletion,
 };
 use precursor_protocol::frame::{
@@ -73,9 +73,18 @@ const SEND_COMPLETIONS_PER_REAP_MAX: usize = 64;
 pub const SEGMENT_REGISTRATIONS_MAX: usize = 256;
 /// How long a revoked segment stays registered (readers see the revoked mark meanwhile).
 pub const REVOKE_GRACE: Duration = Duration::from_secs(1);
+/// A sealed segment's registration nobody asked a grant for in this long is revoked (it
+/// pins memory: on kernels before 6.2 a copy of the file).
+pub const IDLE_REVOKE: Duration = Duration::from_secs(30);
 /// Replies at most this long go inline (copied into the work request: no DMA read before
 /// the transmission).
 const INLINE_BYTES_MAX: u32 = 256;
+/// The receiver-not-ready timer the broker's QPs advertise: 0.01 ms (IB encoding).
+pub const RNR_TIMER_CODE: u8 = 1;
+/// How long a closed connection's posted buffers may take to come back flushed before its
+/// QP is destroyed with them outstanding (and they are reclaimed): soft-RoCE on Linux 6.1
+/// does not always flush every posted receive of a QP in the error state.
+pub const FLUSH_PATIENCE: Duration = Duration::from_secs(2);
 /// Pending connection requests the listener queues.
 const LISTEN_BACKLOG: i32 = 64;
 /// How long the cm thread waits for an event before looking at the lcore's messages.
@@ -140,8 +149,12 @@ pub struct RdmaCounters {
     pub read_grants_busy: u64,
     pub segment_registrations: u64,
     pub segment_revocations: u64,
-    /// Completions that named no outstanding buffer (must stay 0).
+    /// Completions that named no buffer of the transport (must stay 0).
     pub stray_completions: u64,
+    /// Completions of buffers already reclaimed with their destroyed QP.
+    pub stale_completions: u64,
+    /// Buffers taken back with a QP destroyed before they were flushed.
+    pub buffers_reclaimed: u64,
     /// Messages that did not fit the queues to the cm thread (must stay 0).
     pub queue_full: u64,
 }
@@ -153,7 +166,7 @@ impl RdmaCounters {
              \"frames_received\":{},\"frames_sent\":{},\"frame_bytes_received\":{},\
              \"replies_dropped\":{},\"read_grants\":{},\"read_grants_busy\":{},\
              \"segment_registrations\":{},\"segment_revocations\":{},\"stray_completions\":{},\
-             \"queue_full\":{}}}",
+             \"stale_completions\":{},\"buffers_reclaimed\":{},\"queue_full\":{}}}",
             self.connections_opened,
             self.connections_closed,
             self.connection_errors,
@@ -166,6 +179,8 @@ impl RdmaCounters {
             self.segment_registrations,
             self.segment_revocations,
             self.stray_completions,
+            self.stale_completions,
+            self.buffers_reclaimed,
             self.queue_full,
         )
     }
@@ -182,9 +197,18 @@ enum ToLcore {
     Established(ConnectionId),
     /// The connection is down and its QP in the error state: reclaim, then Retire.
     Closed(ConnectionId),
+    /// The QP is destroyed (with the proof, unless destroying failed): buffers still
+    /// posted to it come back, the slot is free.
+    Retired {
+        id: ConnectionId,
+        destroyed: Option<DestroyedQp>,
+    },
+    /// Registered: READs go to `remote_addr` (the segment's memory, or the cm thread's own
+    /// map of its file) with `rkey`.
     Registered {
         slot: u32,
         rkey: u32,
+        remote_addr: u64,
     },
     RegisterFailed {
         slot: u32,
@@ -199,18 +223,31 @@ enum ToCm {
     PrepareFailed(ConnectionId),
     /// A work request failed: disconnect (the QP goes to the error state).
     Disconnect(ConnectionId),
-    /// Every buffer of the slot is back: destroy the QP and the id.
+    /// Every buffer of the slot is back (or [`FLUSH_PATIENCE`] passed with `unflushed`
+    /// still out): destroy the QP and the id, answer Retired.
     Retire {
         id: ConnectionId,
         qp: QueuePair,
+        unflushed: u32,
     },
     Register {
         slot: u32,
-        address: usize,
-        bytes: usize,
+        source: SegmentSource,
     },
     Deregister {
         slot: u32,
+    },
+}
+
+/// What to register for readers.
+enum SegmentSource {
+    /// The segment's memory, as mapped here (read-write shared: registrable as is).
+    Memory { address: usize, bytes: usize },
+    /// A persisted segment's file: the cm thread maps it itself (read-only shared maps
+    /// of files cannot be registered on every kernel, see `ReadableRegion::register_file`).
+    File {
+        path: std::path::PathBuf,
+        bytes: usize,
     },
 }
 
@@ -223,6 +260,8 @@ enum SlotState {
     Closing {
         cm_closed: bool,
     },
+    /// QP handed back for destruction; free once the cm thread says Retired.
+    Retiring,
 }
 
 struct Connection {
@@ -236,6 +275,8 @@ struct Connection {
     peer: Option<SocketAddr>,
     /// A message to the cm thread that did not fit its queue, sent again on maintain.
     retry: Option<ToCmRetry>,
+    /// When the connection started closing.
+    closing_since: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -251,6 +292,7 @@ enum RegistrationState {
     Registering,
     Ready {
         rkey: u32,
+        remote_addr: u64,
     },
     /// The segment's memory went away: the word says revoked; dropped after the grace.
     Revoked {
@@ -267,6 +309,8 @@ struct Registration {
     state: RegistrationState,
     /// The value last written into the watermark word.
     watermark: SegmentWatermark,
+    /// When a grant last named it: sealed registrations idle for [`IDLE_REVOKE`] go.
+    last_granted: Instant,
 }
 
 /// The lcore's side of the transport.
@@ -370,6 +414,8 @@ impl RdmaTransport {
             },
             slots: (0..connections_max).map(|_| CmSlot::Free).collect(),
             generations: vec![0; connections_max],
+            peers: vec![None; connections_max],
+            established: vec![false; connections_max],
             regions: HashMap::new(),
             to_lcore: Arc::clone(&to_lcore),
             to_cm: Arc::clone(&to_cm),
@@ -389,6 +435,7 @@ impl RdmaTransport {
                 sends_in_flight: 0,
                 peer: None,
                 retry: None,
+                closing_since: None,
             })
             .collect();
         Ok(RdmaTransport {
@@ -458,10 +505,18 @@ impl RdmaTransport {
         work + self.publish_watermarks(&service.topics)
     }
 
+    /// Counts a completion that returned no buffer.
+    fn unmatched(&mut self, wc: &WorkCompletion) {
+        if self.buffers.index_of(wc.wr_id()).is_some() {
+            self.counters.stale_completions += 1;
+        } else {
+            self.counters.stray_completions += 1;
+        }
+    }
+
     fn on_recv_completion(&mut self, service: &mut Service, wc: &WorkCompletion, now_ms: i64) {
         let Some(done) = self.buffers.complete(wc) else {
-            self.counters.stray_completions += 1;
-            return;
+            return self.unmatched(wc);
         };
         let slot = done.index / self.buffers_per_connection();
         let connection = &mut self.connections[slot];
@@ -547,7 +602,7 @@ impl RdmaTransport {
         for i in 0..reaped {
             let wc = self.send_wcs[i];
             let Some(done) = self.buffers.complete(&wc) else {
-                self.counters.stray_completions += 1;
+                self.unmatched(&wc);
                 continue;
             };
             self.on_send_completion(service, done);
@@ -663,6 +718,7 @@ impl RdmaTransport {
             return;
         }
         connection.state = SlotState::Closing { cm_closed: false };
+        connection.closing_since = Some(Instant::now());
         self.counters.connection_errors += 1;
         if self.to_cm.push(ToCm::Disconnect(id)).is_err() {
             self.counters.queue_full += 1;
@@ -672,13 +728,19 @@ impl RdmaTransport {
     }
 
     /// Hands a closing slot's QP back once the cm thread closed it and every buffer came
-    /// back (posted receives and sends complete, flushed, when the QP is in error).
+    /// back (posted receives and sends complete, flushed, when the QP is in error), or
+    /// [`FLUSH_PATIENCE`] after the close with some still out (then they come back with
+    /// the QP's destruction).
     fn retire_if_idle(&mut self, slot: usize) {
         let connection = &mut self.connections[slot];
-        let ready = connection.state == SlotState::Closing { cm_closed: true }
-            && connection.posted_recvs == 0
-            && connection.sends_in_flight == 0;
-        if !ready {
+        if connection.state != (SlotState::Closing { cm_closed: true }) {
+            return;
+        }
+        let unflushed = connection.posted_recvs + connection.sends_in_flight;
+        let patience_out = connection
+            .closing_since
+            .is_some_and(|since| since.elapsed() >= FLUSH_PATIENCE);
+        if unflushed > 0 && !patience_out {
             return;
         }
         let Some(qp) = connection.qp.take() else {
@@ -688,13 +750,8 @@ impl RdmaTransport {
             slot: slot as u16,
             generation: connection.generation,
         };
-        match self.to_cm.push(ToCm::Retire { id, qp }) {
-            Ok(()) => {
-                connection.state = SlotState::Free;
-                connection.free_sends.clear();
-                connection.peer = None;
-                self.counters.connections_closed += 1;
-            }
+        match self.to_cm.push(ToCm::Retire { id, qp, unflushed }) {
+            Ok(()) => connection.state = SlotState::Retiring,
             Err(ToCm::Retire { qp, .. }) => {
                 // Tried again on the next maintain.
                 connection.qp = Some(qp);
@@ -702,6 +759,31 @@ impl RdmaTransport {
             }
             Err(_) => unreachable!("the queue gives back what it refused"),
         }
+    }
+
+    /// The cm thread destroyed a retired slot's QP: what was still posted to it comes
+    /// back, and the slot is free.
+    fn on_retired(&mut self, id: ConnectionId, destroyed: Option<DestroyedQp>) {
+        let slot = usize::from(id.slot);
+        let per_connection = self.buffers_per_connection();
+        let connection = &mut self.connections[slot];
+        if connection.generation != id.generation || connection.state != SlotState::Retiring {
+            return;
+        }
+        if let Some(destroyed) = destroyed {
+            let first = slot * per_connection;
+            let reclaimed = self
+                .buffers
+                .reclaim(&destroyed, first..first + per_connection);
+            self.counters.buffers_reclaimed += reclaimed as u64;
+            connection.posted_recvs = 0;
+            connection.sends_in_flight = 0;
+        }
+        connection.state = SlotState::Free;
+        connection.free_sends.clear();
+        connection.peer = None;
+        connection.closing_since = None;
+        self.counters.connections_closed += 1;
     }
 
     /// The drain timer: connections prepared, established or closed by the cm thread,
@@ -724,16 +806,26 @@ impl RdmaTransport {
                         if connection.state == SlotState::Open {
                             forget_answers(service, id.slot);
                         }
-                        if connection.state != SlotState::Free {
+                        if matches!(
+                            connection.state,
+                            SlotState::Open | SlotState::Closing { .. }
+                        ) {
                             connection.state = SlotState::Closing { cm_closed: true };
+                            // The QP is in the error state from now on: flushes follow.
+                            connection.closing_since = Some(now);
                         }
                         self.retire_if_idle(slot);
                     }
                 }
-                ToLcore::Registered { slot, rkey } => {
+                ToLcore::Retired { id, destroyed } => self.on_retired(id, destroyed),
+                ToLcore::Registered {
+                    slot,
+                    rkey,
+                    remote_addr,
+                } => {
                     if let Some(registration) = &mut self.registrations[slot as usize] {
                         if registration.state == RegistrationState::Registering {
-                            registration.state = RegistrationState::Ready { rkey };
+                            registration.state = RegistrationState::Ready { rkey, remote_addr };
                             self.counters.segment_registrations += 1;
                             if !registration.watermark.is_sealed()
                                 && !self.growing.contains(&(slot as u16))
@@ -871,11 +963,22 @@ impl RdmaTransport {
                 bytes: span.mapped_bytes,
                 state: RegistrationState::Registering,
                 watermark: SegmentWatermark::new(span.published_bytes as u64, !span.active),
+                last_granted: Instant::now(),
+            };
+            let source = match span.file {
+                // Allocates a path: once per registration of a persisted segment.
+                Some(path) => SegmentSource::File {
+                    path: path.to_path_buf(),
+                    bytes: span.mapped_bytes,
+                },
+                None => SegmentSource::Memory {
+                    address: span.address,
+                    bytes: span.mapped_bytes,
+                },
             };
             let message = ToCm::Register {
                 slot: free as u32,
-                address: span.address,
-                bytes: span.mapped_bytes,
+                source,
             };
             if self.to_cm.push(message).is_ok() {
                 self.write_watermark(free, registration.watermark);
@@ -893,7 +996,7 @@ impl RdmaTransport {
             );
         };
         let registration = self.registrations[slot].expect("found above");
-        let RegistrationState::Ready { rkey } = registration.state else {
+        let RegistrationState::Ready { rkey, remote_addr } = registration.state else {
             self.counters.read_grants_busy += 1;
             return self.reply(
                 service,
@@ -905,12 +1008,13 @@ impl RdmaTransport {
         let watermark = SegmentWatermark::new(span.published_bytes as u64, !span.active);
         if watermark != registration.watermark {
             self.write_watermark(slot, watermark);
-            if let Some(r) = &mut self.registrations[slot] {
-                r.watermark = watermark;
-            }
+        }
+        if let Some(r) = &mut self.registrations[slot] {
+            r.watermark = watermark;
+            r.last_granted = Instant::now();
         }
         let grant = ReadGrant {
-            segment_addr: span.address as u64,
+            segment_addr: remote_addr,
             segment_bytes: registration.bytes as u64,
             segment_base_offset: span.base_offset,
             position: span.position as u64,
@@ -1017,7 +1121,9 @@ impl RdmaTransport {
                             span.address == registration.address
                                 && span.base_offset == registration.base_offset
                         });
-                    if !alive {
+                    let idle = registration.watermark.is_sealed()
+                        && now.duration_since(registration.last_granted) >= IDLE_REVOKE;
+                    if !alive || idle {
                         self.write_watermark(slot, SegmentWatermark::revoked());
                         if let Some(r) = &mut self.registrations[slot] {
                             r.state = RegistrationState::Revoked { since: now };
@@ -1098,6 +1204,10 @@ struct CmThread {
     hello: RdmaHello,
     slots: Vec<CmSlot>,
     generations: Vec<u32>,
+    /// Peers of the slots' connections (for the log).
+    peers: Vec<Option<SocketAddr>>,
+    /// Whether the slot's connection got to ESTABLISHED (logged open, so logged closed).
+    established: Vec<bool>,
     /// Segment registrations by watermark slot.
     regions: HashMap<u32, ReadableRegion>,
     to_lcore: Arc<ArrayQueue<ToLcore>>,
@@ -1151,7 +1261,19 @@ impl CmThread {
                     let state = std::mem::replace(&mut self.slots[slot], CmSlot::Free);
                     self.slots[slot] = match state {
                         CmSlot::Accepted(cm_id) => {
+                            // A SEND that finds no receive posted is retried in 10 us,
+                            // not in the 655 ms the connection manager leaves.
+                            if let Err(error) = cm_id.set_min_rnr_timer(RNR_TIMER_CODE) {
+                                eprintln!("precursor-dataplane: RDMA: {error}");
+                            }
                             self.push(ToLcore::Established(id));
+                            self.established[slot] = true;
+                            eprintln!(
+                                "precursor-dataplane: RDMA: connection {}.{} from {} established",
+                                id.slot,
+                                id.generation,
+                                self.peers[slot].map_or("?".to_string(), |p| p.to_string())
+                            );
                             CmSlot::Established(cm_id)
                         }
                         other => other,
@@ -1230,6 +1352,7 @@ impl CmThread {
             }
         };
         self.slots[slot] = CmSlot::Preparing(cm_id);
+        self.peers[slot] = event.peer;
         self.push(ToLcore::Prepare {
             id,
             qp,
@@ -1293,30 +1416,81 @@ impl CmThread {
                     self.close(slot, id);
                 }
             }
-            ToCm::Retire { id, qp } => {
-                drop(qp);
-                if let Some(slot) = self.slot_of(id) {
-                    // Destroys the QP (its last handle is gone) and the id.
-                    self.slots[slot] = CmSlot::Free;
+            ToCm::Retire { id, qp, unflushed } => {
+                let Some(slot) = self.slot_of(id) else {
+                    drop(qp);
+                    return;
+                };
+                let was = std::mem::replace(&mut self.slots[slot], CmSlot::Free);
+                let destroyed = match was {
+                    CmSlot::Closing(cm_id) => match cm_id.destroy(qp) {
+                        Ok(destroyed) => Some(destroyed),
+                        Err((cm_id, qp)) => {
+                            eprintln!("precursor-dataplane: RDMA: connection {}.{}: its QP is not its id's; destroyed without reclaiming", id.slot, id.generation);
+                            drop(qp);
+                            drop(cm_id);
+                            None
+                        }
+                    },
+                    other => {
+                        drop(qp);
+                        self.slots[slot] = other;
+                        None
+                    }
+                };
+                if unflushed > 0 {
+                    eprintln!(
+                        "precursor-dataplane: RDMA: connection {}.{}: {unflushed} work requests were not flushed {} s after the disconnect (a device that does not flush on error); taken back with the QP's destruction",
+                        id.slot,
+                        id.generation,
+                        FLUSH_PATIENCE.as_secs()
+                    );
+                }
+                if self.established[slot] {
+                    eprintln!(
+                        "precursor-dataplane: RDMA: connection {}.{} closed",
+                        id.slot, id.generation
+                    );
+                }
+                self.established[slot] = false;
+                // Before any later Prepare of this slot (one queue, in order).
+                self.push(ToLcore::Retired { id, destroyed });
+            }
+            ToCm::Register { slot, source } => {
+                let registered = match &source {
+                    SegmentSource::Memory { address, bytes } => {
+                        ReadableRegion::register(&self.pd, *address, *bytes)
+                    }
+                    SegmentSource::File { path, bytes } => {
+                        ReadableRegion::register_file(&self.pd, path, *bytes)
+                    }
+                };
+                match registered {
+                    Ok(region) => {
+                        let (rkey, remote_addr) = (region.rkey(), region.addr());
+                        self.regions.insert(slot, region);
+                        self.push(ToLcore::Registered {
+                            slot,
+                            rkey,
+                            remote_addr,
+                        });
+                    }
+                    Err(error) => {
+                        let what = match &source {
+                            SegmentSource::Memory { address, bytes } => {
+                                format!("{bytes} bytes of memory at {address:#x}")
+                            }
+                            SegmentSource::File { path, bytes } => {
+                                format!("{bytes} bytes of {}", path.display())
+                            }
+                        };
+                        eprintln!(
+                            "precursor-dataplane: RDMA: cannot register a segment ({what}) for readers: {error}"
+                        );
+                        self.push(ToLcore::RegisterFailed { slot });
+                    }
                 }
             }
-            ToCm::Register {
-                slot,
-                address,
-                bytes,
-            } => match ReadableRegion::register(&self.pd, address, bytes) {
-                Ok(region) => {
-                    let rkey = region.rkey();
-                    self.regions.insert(slot, region);
-                    self.push(ToLcore::Registered { slot, rkey });
-                }
-                Err(error) => {
-                    eprintln!(
-                        "precursor-dataplane: RDMA: cannot register a segment ({bytes} bytes at {address:#x}) for readers: {error}"
-                    );
-                    self.push(ToLcore::RegisterFailed { slot });
-                }
-            },
             ToCm::Deregister { slot } => {
                 self.regions.remove(&slot);
             }

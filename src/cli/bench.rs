@@ -256,7 +256,7 @@ fn produce(args: &BenchProduceArgs) -> Result<Report> {
     }
     let common = &args.common;
     let config = ProducerConfig {
-        client: common.broker.client_config(),
+        client: common.broker.client_config()?,
         acks: args.acks,
         linger_us: args.linger_us,
         in_flight_max: args.in_flight,
@@ -320,7 +320,7 @@ fn produce(args: &BenchProduceArgs) -> Result<Report> {
 fn consume(args: &BenchConsumeArgs) -> Result<Report> {
     let common = &args.common;
     let config = ConsumerConfig {
-        client: common.broker.client_config(),
+        client: common.broker.client_config()?,
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::new(config).context("cannot start the consumer")?;

@@ -46,7 +46,7 @@ pub struct ConsumeArgs {
 
 pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
     let config = ConsumerConfig {
-        client: args.broker.client_config(),
+        client: args.broker.client_config()?,
         durable_only: args.durable_only,
         ..ConsumerConfig::default()
     };

@@ -33,7 +33,7 @@ pub struct Appended {
 /// Where one segment of a partition lives in this process's memory: what a one-sided
 /// (RDMA READ) reader is granted. See [`PartitionLog::segment_span`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SegmentSpan {
+pub struct SegmentSpan<'a> {
     /// Offset of the segment's first record.
     pub base_offset: u64,
     /// Start of the segment's mapping in this process.
@@ -48,6 +48,9 @@ pub struct SegmentSpan {
     pub position: usize,
     /// The active segment (it still grows).
     pub active: bool,
+    /// The `.log` file the bytes are mapped from, once the segment is persisted (before:
+    /// `None`, the bytes are the segment's memory).
+    pub file: Option<&'a std::path::Path>,
 }
 
 /// The log of one partition. Owned by one lcore (`Send`, not shared): `append`, `read` and
@@ -402,32 +405,34 @@ impl PartitionLog {
     /// The segment holding `offset` (the active one for the log end offset): its mapping
     /// and how much of it is published, for one-sided readers. No system call, lock or
     /// allocation.
-    pub fn segment_span(&self, offset: u64) -> Result<SegmentSpan, ReadError> {
+    pub fn segment_span(&self, offset: u64) -> Result<SegmentSpan<'_>, ReadError> {
         let start = self.log_start_offset();
         let end = self.log_end_offset();
         if offset < start || offset > end {
             return Err(ReadError::OffsetOutOfRange { offset, start, end });
         }
-        let (base_offset, bytes, mapped_bytes, index, active) =
+        let (base_offset, bytes, mapped_bytes, index, active, file) =
             if offset >= self.active_index.base_offset() {
                 let bytes = self.active.published_bytes();
                 let capacity = self.active.capacity();
-                (
-                    self.active_index.base_offset(),
-                    bytes,
-                    capacity,
-                    &self.active_index,
-                    true,
-                )
+                let index = &self.active_index;
+                (index.base_offset(), bytes, capacity, index, true, None)
             } else {
                 let after = self.sealed.partition_point(|s| s.base_offset() <= offset);
                 assert!(after > 0, "offset {offset} below the first segment");
                 let segment = &self.sealed[after - 1];
-                let (bytes, mapped) = match &segment.data {
-                    SegmentData::Memory(reader) => (reader.bytes(), reader.capacity()),
-                    SegmentData::File(map) => (map.bytes(), map.len()),
+                let (bytes, mapped, file) = match &segment.data {
+                    SegmentData::Memory(reader) => (reader.bytes(), reader.capacity(), None),
+                    SegmentData::File(map) => (map.bytes(), map.len(), Some(map.path())),
                 };
-                (segment.base_offset(), bytes, mapped, &segment.index, false)
+                (
+                    segment.base_offset(),
+                    bytes,
+                    mapped,
+                    &segment.index,
+                    false,
+                    file,
+                )
             };
         let position = if offset == end {
             bytes.len()
@@ -441,6 +446,7 @@ impl PartitionLog {
             published_bytes: bytes.len(),
             position,
             active,
+            file,
         })
     }
 

@@ -30,7 +30,7 @@ use super::cq::{WcOpcode, WorkCompletion};
 use super::error::VerbsError;
 use super::mr::{Access, MemoryRegion, Sge};
 use super::pd::ProtectionDomain;
-use super::qp::{QueuePair, RemoteAddr, SendOp, SendRequest};
+use super::qp::{DestroyedQp, QueuePair, RemoteAddr, SendOp, SendRequest};
 
 /// Buffers one pool may hold (24 bits of the work request id).
 pub const BUFFERS_MAX: usize = 1 << 24;
@@ -359,6 +359,27 @@ impl MessageBuffers {
         };
         self.device_owned += 1;
         Ok(())
+    }
+
+    /// Takes back the buffers in `range` still posted to a QP that was destroyed (a device
+    /// that did not flush them when the QP went to the error state): after the
+    /// destruction the device touches none of them. Returns how many. Completions of
+    /// theirs that were already queued no longer match ([`MessageBuffers::complete`]
+    /// returns `None` for them).
+    pub fn reclaim(&mut self, destroyed: &DestroyedQp, range: std::ops::Range<usize>) -> usize {
+        let mut reclaimed = 0;
+        let end = range.end.min(self.slots.len());
+        for slot in &mut self.slots[range.start.min(end)..end] {
+            if slot.owner != Owner::Cpu && slot.qp_num == destroyed.qp_num() {
+                slot.owner = Owner::Cpu;
+                slot.len = 0;
+                // A queued completion of the old post must not match a new one.
+                slot.sequence = slot.sequence.wrapping_add(1);
+                reclaimed += 1;
+            }
+        }
+        self.device_owned -= reclaimed;
+        reclaimed
     }
 
     /// Takes a polled completion: if it is the outstanding request of one of

@@ -47,7 +47,7 @@ use super::cq::{CompletionQueue, CqInner};
 use super::device::{rdma_subsystem_present, Context};
 use super::error::{check, errno, VerbsError};
 use super::pd::{PdInner, ProtectionDomain};
-use super::qp::{rc_init_attr, QpCaps, QueuePair};
+use super::qp::{rc_init_attr, DestroyedQp, QpCaps, QueuePair};
 use super::sys;
 
 /// Largest private data librdmacm returns with an event (`RDMA_MAX_PRIVATE_DATA`).
@@ -767,6 +767,35 @@ impl CmId {
             send_cq,
             recv_cq,
         ))
+    }
+
+    /// Sets the receiver-not-ready timer of the id's QP once connected (see
+    /// [`QueuePair::set_min_rnr_timer`]): the connection manager leaves it at 655 ms.
+    pub fn set_min_rnr_timer(&self, code: u8) -> Result<(), VerbsError> {
+        if self.inner.qp.get().is_none() {
+            return Err(VerbsError::invalid("cm id", "it has no QP"));
+        }
+        // SAFETY: the id is live and has a QP (checked), which lives as long as the id.
+        let qp = unsafe { (*self.raw()).qp };
+        // SAFETY: qp is the id's live QP.
+        unsafe { super::qp::modify_min_rnr_timer(qp, code) }
+    }
+
+    /// Destroys the id and its QP now (`rdma_destroy_qp`, `rdma_destroy_id`), given the
+    /// QP's handle: the proof that follows lets buffers still posted to it (a device that
+    /// did not flush them) be reclaimed. Both come back unchanged when `qp` is not this
+    /// id's QP, or when another handle to the id exists.
+    #[allow(clippy::result_large_err)]
+    pub fn destroy(self, qp: QueuePair) -> Result<DestroyedQp, (CmId, QueuePair)> {
+        // The id's handles are this one and its QP's (CmId is not Clone, one QP per id).
+        if !qp.belongs_to(&self.inner) || Arc::strong_count(&self.inner) != 2 {
+            return Err((self, qp));
+        }
+        let qp_num = qp.qp_num();
+        drop(qp);
+        // The last handle: CmIdInner's Drop destroys the QP, then the id.
+        drop(self);
+        Ok(DestroyedQp::new(qp_num))
     }
 
     /// Connects (active side, after ROUTE_RESOLVED and [`CmId::create_qp`]):

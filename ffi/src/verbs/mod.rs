@@ -42,5 +42,6 @@ pub use error::{VerbsError, NO_RDMA_SUBSYSTEM};
 pub use mr::{Access, MemoryRegion, ReadableRegion, RemoteRegion, Sge, HUGE_PAGE_BYTES};
 pub use pd::ProtectionDomain;
 pub use qp::{
-    ConnectOptions, Endpoint, QpCaps, QpState, QueuePair, RemoteAddr, SendOp, SendRequest,
+    ConnectOptions, DestroyedQp, Endpoint, QpCaps, QpState, QueuePair, RemoteAddr, SendOp,
+    SendRequest,
 };

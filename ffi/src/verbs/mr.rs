@@ -527,6 +527,9 @@ pub struct ReadableRegion {
     raw: NonNull<sys::ibv_mr>,
     addr: usize,
     len: usize,
+    /// Bytes of a mapping made by [`ReadableRegion::register_file`], unmapped after the
+    /// deregistration.
+    mapped: Option<usize>,
     _pd: Arc<PdInner>,
 }
 
@@ -577,8 +580,65 @@ impl ReadableRegion {
             raw,
             addr,
             len,
+            mapped: None,
             _pd: Arc::clone(&pd.inner),
         })
+    }
+
+    /// Maps the first `len` bytes of the file at `path` (private, read-only, a mapping of
+    /// the region's own) and registers them for remote READs. For files that no longer
+    /// change (a sealed log segment).
+    ///
+    /// A read-only *shared* file mapping cannot be registered on kernels before 6.2 (they
+    /// pin with FOLL_WRITE and refuse with EFAULT); a private one can: there the kernel
+    /// copies the pages it pins (the file is read once into anonymous memory), on newer
+    /// kernels it pins the page cache as is.
+    pub fn register_file(
+        pd: &ProtectionDomain,
+        path: &std::path::Path,
+        len: usize,
+    ) -> Result<ReadableRegion, VerbsError> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path).map_err(|e| VerbsError::InvalidArgument {
+            what: "readable file",
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| VerbsError::invalid("readable file", format!("{}: {e}", path.display())))?
+            .len();
+        if len == 0 || len as u64 > file_len {
+            return Err(VerbsError::invalid(
+                "readable file",
+                format!("{len} bytes of the {file_len}-byte {}", path.display()),
+            ));
+        }
+        // SAFETY: a fresh private read-only mapping of an open file; no existing memory
+        // is touched. The fd may be closed afterwards (the mapping keeps the file).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(VerbsError::from_errno("mmap(readable file)"));
+        }
+        match ReadableRegion::register(pd, ptr as usize, len) {
+            Ok(mut region) => {
+                region.mapped = Some(len);
+                Ok(region)
+            }
+            Err(e) => {
+                // SAFETY: mapped above, never registered, referenced by nothing.
+                unsafe { libc::munmap(ptr, len) };
+                Err(e)
+            }
+        }
     }
 
     /// Start address (what readers use as `remote_addr`).
@@ -622,8 +682,14 @@ impl Drop for ReadableRegion {
                 "precursor-ffi: ibv_dereg_mr failed (errno {ret}): the {}-byte readable region stays registered",
                 self.len
             );
-            // The registration still holds the PD: keep it alive.
+            // The registration still holds the PD (and the pages): keep both.
             std::mem::forget(Arc::clone(&self._pd));
+            return;
+        }
+        if let Some(mapped) = self.mapped {
+            // SAFETY: our own mapping (register_file), deregistered above; nothing else
+            // refers to it.
+            unsafe { libc::munmap(self.addr as *mut libc::c_void, mapped) };
         }
     }
 }

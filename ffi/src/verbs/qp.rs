@@ -277,6 +277,24 @@ impl QpState {
     }
 }
 
+/// Proof that the QP numbered `qp_num` was destroyed: made only by this layer, right
+/// after the destruction ([`QueuePair::destroy`], [`CmId::destroy`](super::CmId::destroy)).
+#[derive(Debug)]
+pub struct DestroyedQp {
+    qp_num: u32,
+}
+
+impl DestroyedQp {
+    pub(crate) fn new(qp_num: u32) -> DestroyedQp {
+        DestroyedQp { qp_num }
+    }
+
+    /// The number the QP had (numbers are reused by later QPs).
+    pub fn qp_num(&self) -> u32 {
+        self.qp_num
+    }
+}
+
 /// Who destroys a queue pair.
 enum QpOwner {
     /// Made by [`QueuePair::new_rc`]: `ibv_destroy_qp` on drop.
@@ -371,6 +389,24 @@ impl QueuePair {
             _send_cq: Arc::clone(&send_cq.inner),
             _recv_cq: Arc::clone(&recv_cq.inner),
         }
+    }
+
+    /// True when this QP was made on the cm id `inner` (so the id destroys it).
+    pub(crate) fn belongs_to(&self, inner: &Arc<super::cm::CmIdInner>) -> bool {
+        matches!(&self.owner, QpOwner::Cm(owner) if Arc::ptr_eq(owner, inner))
+    }
+
+    /// Destroys the QP now (`ibv_destroy_qp`): from then on the device touches none of
+    /// the memory its outstanding work requests named, and the returned proof lets
+    /// [`MessageBuffers::reclaim`](super::MessageBuffers::reclaim) take those buffers
+    /// back. For a QP made on a cm id use [`CmId::destroy`](super::CmId::destroy).
+    pub fn destroy(self) -> Result<DestroyedQp, QueuePair> {
+        if !matches!(self.owner, QpOwner::Verbs) {
+            return Err(self);
+        }
+        let qp_num = self.qp_num();
+        drop(self);
+        Ok(DestroyedQp { qp_num })
     }
 
     /// The QP number peers address.
@@ -565,6 +601,15 @@ impl QueuePair {
         )
     }
 
+    /// Sets the receiver-not-ready timer the QP advertises (RTS -> RTS): how long a peer
+    /// waits before resending a SEND that found no posted receive here. `code` is the
+    /// IB encoding: 1 = 0.01 ms, 12 = 0.64 ms, 0 = 655 ms (what the connection manager
+    /// leaves a QP with).
+    pub fn set_min_rnr_timer(&self, code: u8) -> Result<(), VerbsError> {
+        // SAFETY: raw is a live QP.
+        unsafe { modify_min_rnr_timer(self.raw.as_ptr(), code) }
+    }
+
     /// Moves the QP to the error state: outstanding and later requests complete
     /// with a flush error (how to tear a connection down, or test that path).
     pub fn set_error(&self) -> Result<(), VerbsError> {
@@ -649,6 +694,36 @@ impl QueuePair {
         let ret = unsafe { sys::prc_ibv_post_send(self.raw.as_ptr(), &mut wr, &mut bad) };
         check("ibv_post_send", ret)
     }
+}
+
+/// RTS -> RTS with a new min_rnr_timer.
+///
+/// # Safety
+/// `qp` is a live QP.
+pub(crate) unsafe fn modify_min_rnr_timer(
+    qp: *mut sys::ibv_qp,
+    code: u8,
+) -> Result<(), VerbsError> {
+    if code > 31 {
+        return Err(VerbsError::invalid(
+            "RNR timer",
+            format!("code {code} > 31"),
+        ));
+    }
+    let mut attr = sys::ibv_qp_attr {
+        qp_state: sys::IBV_QPS_RTS,
+        min_rnr_timer: code,
+        ..Default::default()
+    };
+    // SAFETY: qp is live (caller); attr sets the state and the RNR timer named by the mask.
+    let ret = unsafe {
+        sys::ibv_modify_qp(
+            qp,
+            &mut attr,
+            (sys::IBV_QP_STATE | sys::IBV_QP_MIN_RNR_TIMER) as i32,
+        )
+    };
+    check("ibv_modify_qp(RTS min_rnr_timer)", ret)
 }
 
 /// Init attributes of an RC QP: no shared receive queue, sends signaled per request.
