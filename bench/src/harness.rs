@@ -396,7 +396,9 @@ mod tests {
         async fn publish(&mut self, payload: Bytes) -> Result<Self::Ack> {
             self.published += 1;
             self.payloads.push_back(payload);
-            let fail = self.fail_every.is_some_and(|n| self.published.is_multiple_of(n));
+            let fail = self
+                .fail_every
+                .is_some_and(|n| self.published.is_multiple_of(n));
             let service = self.service;
             Ok(Box::pin(async move {
                 tokio::time::sleep(service).await;

@@ -1366,7 +1366,10 @@ mod tests {
         assert_eq!(json["msgs_per_sec"], 10_000.0);
         // HdrHistogram answers the highest value of a bucket (0.1 % wide).
         let near = |field: &str, us: f64| (json[field].as_f64().unwrap() - us).abs() <= us * 0.001;
-        assert!(near("p50_us", 500.0) && near("p99_us", 990.0) && near("max_us", 1000.0), "{json}");
+        assert!(
+            near("p50_us", 500.0) && near("p99_us", 990.0) && near("max_us", 1000.0),
+            "{json}"
+        );
         assert_eq!(json["curve"].as_array().unwrap().len(), 61);
     }
 }
