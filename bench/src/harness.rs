@@ -371,7 +371,8 @@ pub async fn run_consumer<S: Subscriber>(
         bytes.checked_div(consumed).unwrap_or(0),
         seconds,
     );
-    result.durability = label.durability.clone();
+    // Reading has no acks level (Precursor's consume has none either); the server's
+    // setting is kept as the detail.
     result.durability_detail = label.durability_detail.clone();
     result.consumers = 1;
     result.errors = errors;

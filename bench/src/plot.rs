@@ -77,6 +77,7 @@ fn draw(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Resul
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 20))
         .margin(15)
+        .margin_right(45)
         .x_label_area_size(45)
         .y_label_area_size(70)
         .build_cartesian_2d(0f64..DECADES_MAX, (low..high).log_scale())

@@ -172,7 +172,9 @@ pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     match (a, b) {
         (Some(a), Some(b)) if b > 0.0 && a.is_finite() => {
             let r = a / b;
-            if r >= 10.0 {
+            if r >= 1_000.0 {
+                format!("{}x", number(Some(r)))
+            } else if r >= 10.0 {
                 format!("{r:.0}x")
             } else {
                 format!("{r:.2}x")
@@ -219,7 +221,7 @@ impl Report {
             .map(|r| &r.median)
     }
 
-    /// The fixed rates of the latency runs, ascending.
+    /// The fixed rates of the latency runs, highest first.
     pub fn rates(&self) -> Vec<u64> {
         let mut rates: Vec<u64> = self
             .rows
@@ -227,7 +229,7 @@ impl Report {
             .map(|r| r.key.rate)
             .filter(|&r| r > 0)
             .collect();
-        rates.sort_unstable();
+        rates.sort_unstable_by(|a, b| b.cmp(a));
         rates.dedup();
         rates
     }
@@ -298,7 +300,7 @@ impl Report {
             ),
             (
                 "consume",
-                "leader",
+                "",
                 "consume from the start, every payload verified",
             ),
         ] {
@@ -547,6 +549,14 @@ mod tests {
                 10_000.0,
                 150.0,
             ),
+            run(
+                "precursor",
+                "produce",
+                "durable",
+                Some(1_000.0),
+                1_000.0,
+                900.0,
+            ),
         ];
         let mut memcpy = RunResult::new("machine", "memory", "memcpy", 5, 64 << 20, 0.01);
         memcpy.gb_per_sec = Some(6.7);
@@ -574,7 +584,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(row.runs, 3);
-        assert_eq!(report.rates(), vec![10_000]);
+        assert_eq!(report.rates(), vec![10_000, 1_000]);
         assert_eq!(
             report.durabilities("produce", 0),
             vec!["leader".to_string(), "durable".to_string()]
@@ -671,6 +681,7 @@ mod tests {
         assert_eq!(number(Some(f64::NAN)), "-");
         assert_eq!(ratio(Some(50.0), Some(2.0)), "25x");
         assert_eq!(ratio(Some(1.0), Some(3.0)), "0.33x");
+        assert_eq!(ratio(Some(75_982.0), Some(1.0)), "75,982x");
         assert_eq!(ratio(Some(1.0), Some(0.0)), "-");
         assert_eq!(ratio(None, Some(1.0)), "-");
     }
