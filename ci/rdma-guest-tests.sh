@@ -34,6 +34,6 @@ bin=$(cargo test --release --features rdma --test rdma --no-run --message-format
 pmds=/usr/lib/x86_64-linux-gnu/dpdk/pmds-23.0
 exec ci/rdma-guest.sh "${SKIP[@]}" --timeout "$TIMEOUT" --mem 2G --hugepages 256 \
   --env RDMA_TEST_BIN="$bin" --env RDMA_TEST_FILTER="$FILTER" --env RDMA_TEST_ARGS="${RDMA_TEST_ARGS:-}" \
-  --add "$bin" --add target/release/precursor-dataplane \
+  --add "$bin" --add target/release/precursor-dataplane --add target/release/precursor \
   --add "$pmds/librte_mempool_ring.so.23.0" --add "$pmds/librte_net_af_packet.so.23.0" \
   --script ci/rdma-guest/transport.sh

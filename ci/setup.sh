@@ -5,9 +5,11 @@ set -euo pipefail
 
 # Packages: DPDK 22.11 and what bindgen needs; iproute2 for TAP/veth/netns; python3 for
 # the benchmark's disk probe; procps for pgrep; rdma-core's headers for the verbs bindings
-# (ffi feature `rdma`; the soft-RoCE guest's own packages are installed by ci/rdma-guest.sh).
+# (ffi feature `rdma`; the soft-RoCE guest's own packages are installed by ci/rdma-guest.sh);
+# nats-server and redis-server (with redis-cli) for bench/compare.sh, e2fsprogs for its
+# chattr/lsattr.
 PACKAGES=(dpdk libdpdk-dev clang libclang-dev pkg-config gcc make iproute2 procps python3 kmod
-          libibverbs-dev librdmacm-dev)
+          libibverbs-dev librdmacm-dev nats-server redis-server redis-tools e2fsprogs)
 # 2 MiB pages to reserve: DPDK's mbufs plus active segments of the tests (2 GiB of 24).
 HUGEPAGES_WANTED=${PRECURSOR_HUGEPAGES:-1024}
 

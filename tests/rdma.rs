@@ -712,3 +712,71 @@ fn every_acknowledged_message_survives_a_restart() {
     );
     stop(dataplane);
 }
+
+/// Runs the `precursor` CLI (built with this test, so with RDMA) and checks it succeeded.
+fn cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(common::precursor())
+        .args(args)
+        .output()
+        .expect("precursor runs");
+    common::assert_success(&out, &format!("precursor {}", args.join(" ")));
+    format!("{}{}", common::stdout(&out), common::stderr(&out))
+}
+
+#[test]
+fn the_cli_over_rdma() {
+    let _serial = common::serial();
+    let Some(ip) = rdma_address("the_cli_over_rdma") else {
+        return;
+    };
+    let node = RdmaNode::new(
+        "cli",
+        ip,
+        9207,
+        "[[topics.create]]\nname = \"cli\"\npartitions = 1",
+    );
+    let dataplane = node.start();
+    let broker = node.rdma.to_string();
+    let over = ["--transport", "rdma", "--rdma-broker", &broker];
+    let produced = cli(&[
+        &[
+            "bench", "produce", "--topic", "cli", "-n", "5000", "--json", "-q",
+        ][..],
+        &over,
+    ]
+    .concat());
+    assert!(produced.contains("\"transport\":\"rdma\""), "{produced}");
+    // SEND/RECV fetches, then one-sided READs, each checking every bench payload.
+    let fetched = cli(&[
+        &[
+            "consume",
+            "cli",
+            "--verify",
+            "-n",
+            "5000",
+            "--idle-timeout-ms",
+            "60000",
+        ][..],
+        &over,
+    ]
+    .concat());
+    assert!(fetched.contains("5000"), "{fetched}");
+    let read = cli(&[
+        &[
+            "consume",
+            "cli",
+            "--rdma-read",
+            "--verify",
+            "-n",
+            "5000",
+            "--idle-timeout-ms",
+            "60000",
+        ][..],
+        &over,
+    ]
+    .concat());
+    assert!(read.contains("READs of batches"), "{read}");
+    let ping = cli(&[&["bench", "ping", "-n", "200", "--json", "-q"][..], &over].concat());
+    assert!(ping.contains("\"workload\":\"ping\""), "{ping}");
+    stop(dataplane);
+}

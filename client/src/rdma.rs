@@ -731,6 +731,28 @@ impl RdmaReader {
         self.position
     }
 
+    /// Reads on from `offset` (the next poll asks for the grant of its segment).
+    pub fn seek(&mut self, offset: u64) {
+        self.position = offset;
+        self.grant = None;
+    }
+
+    /// The partition's bounds now: (log start offset, log end offset), asked of the broker
+    /// (a grant request beyond any log, answered with the bounds).
+    pub fn bounds(&mut self) -> Result<(u64, u64), ClientError> {
+        match self.request_grant(u64::MAX) {
+            Err(ClientError::OffsetOutOfRange {
+                log_start_offset: Some(start),
+                high_watermark: Some(end),
+                ..
+            }) => Ok((start, end)),
+            Err(other) => Err(other),
+            Ok(_) => Err(ClientError::Protocol {
+                detail: "the broker granted a read at offset 2^64-1".into(),
+            }),
+        }
+    }
+
     pub fn session(&mut self) -> &mut RdmaSession {
         &mut self.session
     }
@@ -1025,5 +1047,39 @@ impl RdmaLink {
             }
             idle.idle();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without RDMA in the kernel (our hosts) connecting fails at once, saying so.
+    #[test]
+    fn connect_without_rdma_is_a_clear_error() {
+        if std::path::Path::new("/sys/class/infiniband").exists() {
+            eprintln!("skipped: this kernel has RDMA (the error path is for hosts without)");
+            return;
+        }
+        let config = RdmaConfig::new(DEFAULT_RDMA_BROKER.parse().unwrap());
+        let error = RdmaSession::connect(&config).unwrap_err();
+        match &error {
+            ClientError::RdmaUnavailable { broker, reason } => {
+                assert_eq!(broker.to_string(), DEFAULT_RDMA_BROKER);
+                assert!(reason.contains("no RDMA subsystem"), "{reason}");
+            }
+            other => panic!("expected RdmaUnavailable, got {other:?}"),
+        }
+        assert!(error
+            .to_string()
+            .starts_with("RDMA to the data plane at 10.0.0.1:9191"));
+    }
+
+    #[test]
+    fn default_config_fits_the_brokers_defaults() {
+        let config = RdmaConfig::new(DEFAULT_RDMA_BROKER.parse().unwrap());
+        // The broker refuses clients whose buffers are smaller than its own (9216).
+        assert!(config.buffer_bytes >= 9216);
+        assert!(config.read_bytes_max as usize >= precursor_protocol::frame::FRAME_BYTES_MAX);
     }
 }

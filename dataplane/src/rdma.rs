@@ -1502,3 +1502,58 @@ impl CmThread {
 pub fn listen_address(config: &RdmaConfig) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(config.address, config.port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_tokens_name_slot_and_generation() {
+        let id = ConnectionId {
+            slot: 1023,
+            generation: u32::MAX - 1,
+        };
+        assert_eq!(ConnectionId::from_token(id.token()), id);
+        assert_ne!(id.token(), LISTENER_TOKEN);
+        assert_eq!(
+            id.reply_to(),
+            ReplyTo::Rdma {
+                connection: 1023,
+                generation: u32::MAX - 1
+            }
+        );
+    }
+
+    #[test]
+    fn counters_are_one_json_object() {
+        let counters = RdmaCounters {
+            frames_received: 7,
+            buffers_reclaimed: 3,
+            ..RdmaCounters::default()
+        };
+        let json = counters.to_json();
+        assert!(json.starts_with('{') && json.ends_with('}'), "{json}");
+        assert!(json.contains("\"frames_received\":7"), "{json}");
+        assert!(json.contains("\"buffers_reclaimed\":3"), "{json}");
+        assert_eq!(json.matches(':').count(), 15, "every counter once: {json}");
+    }
+
+    /// On a host without RDMA (ours) the transport refuses to start with a reason that
+    /// says where RDMA runs, before anything else is set up.
+    #[test]
+    fn start_without_rdma_says_why() {
+        if std::path::Path::new("/sys/class/infiniband").exists() {
+            eprintln!("skipped: this kernel has RDMA (the error path is for hosts without)");
+            return;
+        }
+        let config = RdmaConfig {
+            enabled: true,
+            ..RdmaConfig::default()
+        };
+        let error = RdmaTransport::start(&config).err().expect("no RDMA here");
+        let text = error.to_string();
+        assert!(text.contains("10.0.0.1:9191"), "{text}");
+        assert!(text.contains("no RDMA subsystem"), "{text}");
+        assert!(text.contains("ci/rdma-guest.sh"), "{text}");
+    }
+}

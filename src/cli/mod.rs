@@ -5,8 +5,10 @@
 
 mod admin;
 mod bench;
+mod bench_ipc;
 mod consume;
 mod produce;
+mod rdma;
 mod up;
 
 use anyhow::{bail, Context, Result};
