@@ -953,6 +953,8 @@ pub(crate) struct RdmaLink {
 
 /// Between two attempts to connect again.
 pub const RDMA_RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+/// How long one such attempt may take (address, route, accept each).
+const RDMA_RECONNECT_TIMEOUT_MS: u64 = 300;
 /// How long a send waits for a send buffer before counting the frame as dropped.
 const SEND_WAIT: Duration = Duration::from_millis(10);
 
@@ -976,7 +978,15 @@ impl RdmaLink {
 
     fn session(&mut self, stats: &mut crate::TransportStats) -> Option<&mut RdmaSession> {
         if self.session.is_none() && Instant::now() >= self.next_attempt_at {
-            match RdmaSession::connect(&self.config) {
+            // Short attempts: a caller waiting for an answer is not held for long.
+            let config = RdmaConfig {
+                connect_timeout_ms: self
+                    .config
+                    .connect_timeout_ms
+                    .min(RDMA_RECONNECT_TIMEOUT_MS),
+                ..self.config.clone()
+            };
+            match RdmaSession::connect(&config) {
                 Ok(session) => {
                     stats.reconnects += 1;
                     self.session = Some(session);

@@ -16,9 +16,13 @@
 //!      |  <-------------------------- into a send buffer, SEND (inline when small)
 //!      |  DISCONNECTED --> cm thread: rdma_disconnect (QP -> error: every posted buffer
 //!      |                   completes, flushed), ToLcore::Closed{slot, generation}
-//!      |                   lcore: waits until every buffer of the slot is back, then
-//!      |                   ToCm::Retire{qp} --> cm thread destroys QP and id; slot free
+//!      |                   lcore: waits until every buffer of the slot is back (or
+//!      |                   FLUSH_PATIENCE), then ToCm::Retire{qp} --> cm thread destroys
+//!      |                   QP and id, ToLcore::Retired{DestroyedQp}: what the device never
+//!      |                   flushed is reclaimed, the slot is free
 //! ```
+//!
+//! The whole story, with the pitfalls measured on soft-RoCE: docs/rdma.md.
 //!
 //! Memory: one registered region (hugepages when the pool has room) cut into
 //! `connections_max x (recv + send)` buffers of `buffer_bytes`; a connection slot owns its
@@ -468,14 +472,6 @@ impl RdmaTransport {
 
     pub fn address(&self) -> SocketAddr {
         self.address
-    }
-
-    /// Connections open now.
-    pub fn connections_open(&self) -> usize {
-        self.connections
-            .iter()
-            .filter(|c| c.state == SlotState::Open)
-            .count()
     }
 
     fn buffers_per_connection(&self) -> usize {
@@ -1496,11 +1492,6 @@ impl CmThread {
             }
         }
     }
-}
-
-/// The address the transport listens on, for messages: `address:port`.
-pub fn listen_address(config: &RdmaConfig) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(config.address, config.port))
 }
 
 #[cfg(test)]

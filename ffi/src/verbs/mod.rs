@@ -17,6 +17,16 @@
 //! Memory rules (see [`MemoryRegion`]): registered memory is only reached by
 //! copy or through `unsafe` slices, since the device writes it behind Rust's
 //! back; work requests name it by [`Sge`]s, which the device bounds-checks.
+//! [`MessageBuffers`] tracks who owns each of its buffers (the device from post
+//! to polled completion), so it hands out `&[u8]`/`&mut [u8]` safely.
+//! [`ReadableRegion`] registers memory for remote READs only.
+//!
+//! Connection management ([`EventChannel`], [`CmId`], librdmacm): listen,
+//! connect and accept with private data, the QP created on the id. It blocks and
+//! makes syscalls: a thread of its own, never a polling lcore. A QP whose posted
+//! buffers a device never flushed can be destroyed deliberately
+//! ([`CmId::destroy`], [`QueuePair::destroy`]); the [`DestroyedQp`] proof lets
+//! [`MessageBuffers::reclaim`] take those buffers back.
 
 mod buffers;
 mod cm;
