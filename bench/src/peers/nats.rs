@@ -19,7 +19,8 @@
 //!   is written in place before its PubAck, every acknowledged message is on disk: what
 //!   2.10's `sync_interval: always` gives, one synchronous write per message (no group
 //!   commit). This adapter refuses to label a run `durable` unless the store directory
-//!   has the attribute.
+//!   and every directory below it have the attribute (`chattr +S` on the empty directory
+//!   before the server starts, as bench/compare.sh does).
 
 use crate::harness::{
     run_consumer, run_producers, ProduceParams, Publisher, Subscriber, SystemLabel,
@@ -72,11 +73,26 @@ impl Target {
     }
 }
 
-/// Refuses a directory without the ext4 `S` (synchronous updates) attribute.
+/// Refuses a store directory unless it and every directory below it carry the ext4 `S`
+/// (synchronous updates) attribute: files inherit it from the directory they are created
+/// in, so a subdirectory made before `chattr +S` would hold ordinary, asynchronous files.
 pub fn check_synchronous_dir(dir: &Path) -> Result<()> {
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut next = 0;
+    while next < dirs.len() {
+        let entries = std::fs::read_dir(&dirs[next])
+            .with_context(|| format!("cannot read {}", dirs[next].display()))?;
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+        next += 1;
+    }
     let output = std::process::Command::new("lsattr")
         .arg("-d")
-        .arg(dir)
+        .args(&dirs)
         .output()
         .context("cannot run lsattr (e2fsprogs) to check the store directory")?;
     if !output.status.success() {
@@ -87,12 +103,14 @@ pub fn check_synchronous_dir(dir: &Path) -> Result<()> {
         );
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let flags = text.split_whitespace().next().unwrap_or("");
-    if !flags.contains('S') {
-        bail!(
-            "{} lacks the S attribute (chattr +S): the server would not write synchronously, so the run is not durable",
-            dir.display()
-        );
+    for line in text.lines() {
+        let (flags, path) = line.split_once(' ').unwrap_or((line, ""));
+        if !flags.contains('S') {
+            bail!(
+                "{} lacks the S attribute (chattr +S on the empty store directory before the server starts): the server would not write synchronously, so the run is not durable",
+                path.trim()
+            );
+        }
     }
     Ok(())
 }
