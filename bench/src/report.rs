@@ -32,6 +32,8 @@ pub fn display_name(system: &str) -> &str {
 }
 
 /// What identifies a configuration; runs with the same key are repetitions.
+/// (The tables pick the first configuration of a system and workload: bench/compare.sh
+/// runs one producer and one consumer.)
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
     pub workload: String,
@@ -40,6 +42,7 @@ pub struct Key {
     pub rate: u64,
     pub system: String,
     pub producers: u32,
+    pub consumers: u32,
     pub size: u64,
 }
 
@@ -51,6 +54,7 @@ impl Key {
             rate: r.rate.map_or(0, |r| r.round() as u64),
             system: r.system.clone(),
             producers: r.producers,
+            consumers: r.consumers,
             size: r.size,
         }
     }

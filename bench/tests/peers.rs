@@ -125,10 +125,15 @@ fn redis_streams_produce_consume_and_refuse_a_mismatched_durability() {
         .block_on(redis::consume(
             &target(Durability::Leader),
             2_050,
+            2,
             Duration::from_secs(5),
         ))
         .unwrap();
-    assert_eq!((read.messages, read.errors), (2_050, 0), "{read:?}");
+    assert_eq!(
+        (read.messages, read.errors, read.consumers),
+        (2 * 2_050, 0, 2),
+        "{read:?}"
+    );
 
     let paced = rt
         .block_on(redis::produce(
@@ -244,9 +249,13 @@ fn nats_jetstream_produce_consume_and_durability_checks() {
         "{produced:?}"
     );
     let read = rt
-        .block_on(nats::consume(&leader, 2_050, Duration::from_secs(5)))
+        .block_on(nats::consume(&leader, 2_050, 2, Duration::from_secs(5)))
         .unwrap();
-    assert_eq!((read.messages, read.errors), (2_050, 0), "{read:?}");
+    assert_eq!(
+        (read.messages, read.errors, read.consumers),
+        (2 * 2_050, 0, 2),
+        "{read:?}"
+    );
 
     // durable needs the store directory, and the whole tree needs the S attribute: set on
     // the top only, after the server made its subdirectories, it is refused.

@@ -23,7 +23,7 @@
 //!   before the server starts, as bench/compare.sh does).
 
 use crate::harness::{
-    run_consumer, run_producers, ProduceParams, Publisher, Subscriber, SystemLabel,
+    run_consumers, run_producers, ProduceParams, Publisher, Subscriber, SystemLabel,
 };
 use crate::peers::Durability;
 use crate::result::RunResult;
@@ -193,26 +193,35 @@ impl Subscriber for NatsSubscriber {
     }
 }
 
-/// Reads `messages` from the start of the stream (written by `produce` with one producer).
-pub async fn consume(target: &Target, messages: u64, idle_timeout: Duration) -> Result<RunResult> {
+/// `consumers` ordered consumers each read `messages` from the start of the stream
+/// (written by `produce` with one producer).
+pub async fn consume(
+    target: &Target,
+    messages: u64,
+    consumers: u32,
+    idle_timeout: Duration,
+) -> Result<RunResult> {
     let label = target.label()?;
-    let context = connect(&target.url).await?;
-    let stream = context
-        .get_stream(&target.stream)
-        .await
-        .with_context(|| format!("stream {:?}: produce to it first", target.stream))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: jetstream::consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .context("cannot create an ordered consumer")?;
-    let mut subscriber = NatsSubscriber {
-        messages: consumer
-            .messages()
+    let mut subscribers = Vec::with_capacity(consumers as usize);
+    for _ in 0..consumers {
+        let context = connect(&target.url).await?;
+        let stream = context
+            .get_stream(&target.stream)
             .await
-            .context("ordered consumer messages")?,
-    };
-    run_consumer(&label, &mut subscriber, messages, idle_timeout).await
+            .with_context(|| format!("stream {:?}: produce to it first", target.stream))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .context("cannot create an ordered consumer")?;
+        subscribers.push(NatsSubscriber {
+            messages: consumer
+                .messages()
+                .await
+                .context("ordered consumer messages")?,
+        });
+    }
+    run_consumers(&label, &mut subscribers, messages, idle_timeout).await
 }
