@@ -32,6 +32,8 @@ pub fn display_name(system: &str) -> &str {
 }
 
 /// What identifies a configuration; runs with the same key are repetitions.
+/// (The tables pick the first configuration of a system and workload: bench/compare.sh
+/// runs one producer and one consumer.)
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
     pub workload: String,
@@ -40,6 +42,7 @@ pub struct Key {
     pub rate: u64,
     pub system: String,
     pub producers: u32,
+    pub consumers: u32,
     pub size: u64,
 }
 
@@ -51,6 +54,7 @@ impl Key {
             rate: r.rate.map_or(0, |r| r.round() as u64),
             system: r.system.clone(),
             producers: r.producers,
+            consumers: r.consumers,
             size: r.size,
         }
     }
@@ -266,7 +270,7 @@ impl Report {
 
         let memcpy = self.limit("memcpy");
         let pingpong = self.limit("pingpong");
-        let _ = writeln!(md, "### The machine's limit\n");
+        let _ = writeln!(md, "#### The machine's limit\n");
         let _ = writeln!(md, "| measurement | value |");
         let _ = writeln!(md, "|---|---:|");
         let _ = writeln!(
@@ -284,7 +288,7 @@ impl Report {
         );
         md.push('\n');
 
-        let _ = writeln!(md, "### Throughput (as fast as possible)\n");
+        let _ = writeln!(md, "#### Throughput (as fast as possible)\n");
         let _ = writeln!(md, "| run | Precursor msgs/s | NATS JetStream msgs/s | Redis Streams msgs/s | Precursor / NATS | Precursor / Redis | Precursor MB/s / memcpy MB/s | errors (P / N / R) |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---|");
         for (workload, durability, label) in [
@@ -335,7 +339,7 @@ impl Report {
 
         for rate in self.rates() {
             for durability in self.durabilities("produce", rate) {
-                let _ = writeln!(md, "### Latency at a fixed {} msgs/s, acks={durability} (produce -> ack, from the intended send time)\n", number(Some(rate as f64)));
+                let _ = writeln!(md, "#### Latency at a fixed {} msgs/s, acks={durability} (produce -> ack, from the intended send time)\n", number(Some(rate as f64)));
                 let _ = writeln!(md, "| system | achieved msgs/s | p50 us | p90 us | p99 us | p99.9 us | p99.99 us | max us | p99 / Precursor p99 | p50 / ping-pong p50 | errors |");
                 let _ = writeln!(
                     md,
@@ -370,7 +374,7 @@ impl Report {
             }
         }
 
-        let _ = writeln!(md, "### Every run (medians)\n");
+        let _ = writeln!(md, "#### Every run (medians)\n");
         let _ = writeln!(md, "| system | workload | durability (exact setting) | rate | window | runs | msgs/s | MB/s | p50 us | p99 us | p99.9 us | max us | errors |");
         let _ = writeln!(
             md,
@@ -604,7 +608,7 @@ mod tests {
             md.contains("| memcpy bandwidth, GB/s (buffers of 64 MiB) | 6.70 |"),
             "{md}"
         );
-        assert!(md.contains("### Latency at a fixed 10,000 msgs/s, acks=leader"));
+        assert!(md.contains("#### Latency at a fixed 10,000 msgs/s, acks=leader"));
         // Redis p99 150 us over Precursor's 50: 3x; Precursor's p50 (12.5) over ping-pong's 0.25: 50x.
         assert!(md.contains("| Redis Streams | 10,000 | 37.5 |"), "{md}");
         assert!(md.contains("| 3.00x |"));
