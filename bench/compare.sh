@@ -61,10 +61,10 @@ fi
 
 # Messages per measured run. Quick mode only proves every step works.
 if [ "$quick" = 1 ]; then
-    runs=1; produce=3000; durable=300; warmup=200; latency_msgs=1000; durable_latency_msgs=100
+    runs=1; produce=3000; durable=300; warmup=200; latency_msgs=1000; durable_latency_msgs=100; pre_encoded=100000
     memcpy_mib=16; memcpy_runs=3; round_trips=20000
 else
-    produce=300000; durable=30000; warmup=5000; latency_msgs=$((rate * 5)); durable_latency_msgs=$((durable_rate * 5))
+    produce=300000; durable=30000; warmup=5000; latency_msgs=$((rate * 5)); durable_latency_msgs=$((durable_rate * 5)); pre_encoded=50000000
     memcpy_mib=64; memcpy_runs=9; round_trips=2000000
 fi
 # Peers' window: un-acknowledged messages per producer (Precursor's is 5 batches).
@@ -255,6 +255,10 @@ iface = "$outer"
 address = "$broker_ip"
 EOF
 pclient() { ip netns exec "$ns" taskset -c 0 "$bin/precursor" "$@" -b "$broker" --json --quiet; }
+iclient() {
+    taskset -c 0 "$bin/precursor" "$@" --transport ipc --ipc-dir "/dev/shm/precursor-bench-cmp-$$" \
+        --json --quiet
+}
 
 # $1: run. A data plane started fresh (its data emptied), every Precursor row, stopped.
 precursor_run() {
@@ -272,6 +276,20 @@ precursor_run() {
     record "precursor-latency-durable-$rate-$r" pclient bench produce --topic "ld$r" --acks durable \
         --linger-us 0 --messages "$latency_msgs" --warmup "$warmup" --rate "$rate"
     record "precursor-latency-durable-$durable_rate-$r" pclient bench produce --topic "dd$r" \
+        --acks durable --linger-us 0 --messages "$durable_latency_msgs" --warmup "$warmup" \
+        --rate "$durable_rate"
+    # The same data plane over IPC: clients on this host (as the peers' are), no namespace.
+    record "precursor-ipc-produce-leader-$r" iclient bench produce --topic "ip$r" --acks leader \
+        --messages "$produce" --warmup "$warmup"
+    record "precursor-ipc-produce-durable-$r" iclient bench produce --topic "id$r" --acks durable \
+        --messages "$durable" --warmup "$warmup"
+    record "precursor-ipc-pre-encoded-$r" iclient bench produce --topic "ie$r" --acks leader \
+        --pre-encoded --in-flight 16 --messages "$pre_encoded"
+    record "precursor-ipc-consume-$r" iclient bench consume --topic "ip$r" --messages "$produce"
+    record "precursor-ipc-ping-$r" iclient bench ping --messages "$latency_msgs"
+    record "precursor-ipc-latency-leader-$rate-$r" iclient bench produce --topic "il$r" \
+        --acks leader --linger-us 0 --messages "$latency_msgs" --warmup "$warmup" --rate "$rate"
+    record "precursor-ipc-latency-durable-$durable_rate-$r" iclient bench produce --topic "idd$r" \
         --acks durable --linger-us 0 --messages "$durable_latency_msgs" --warmup "$warmup" \
         --rate "$durable_rate"
     bench_stop_dataplane

@@ -19,11 +19,16 @@ pub const BEGIN_MARKER: &str =
 pub const END_MARKER: &str = "<!-- precursor-bench: generated section ends -->";
 
 pub const PRECURSOR: &str = "precursor";
+/// Precursor over its IPC transport (clients on the same host, like the peers' here).
+pub const PRECURSOR_IPC: &str = "precursor-ipc";
+/// Precursor's systems in table order: IPC first (the co-located path), then UDP.
+pub const PRECURSORS: [&str; 2] = [PRECURSOR_IPC, PRECURSOR];
 pub const PEERS: [&str; 2] = [crate::peers::nats::SYSTEM, crate::peers::redis::SYSTEM];
 
 pub fn display_name(system: &str) -> &str {
     match system {
         "precursor" => "Precursor",
+        "precursor-ipc" => "Precursor IPC",
         "nats-jetstream" => "NATS JetStream",
         "redis-streams" => "Redis Streams",
         "machine" => "machine",
@@ -309,31 +314,34 @@ impl Report {
             ),
         ] {
             let get = |s: &str| self.find(s, workload, durability, 0);
-            let (p, n, r) = (get(PRECURSOR), get(PEERS[0]), get(PEERS[1]));
-            if p.is_none() && n.is_none() && r.is_none() {
-                continue;
-            }
-            let rate = |x: Option<&RunResult>| x.map(|x| x.msgs_per_sec);
-            let errors =
-                |x: Option<&RunResult>| x.map_or("-".to_string(), |x| x.errors.to_string());
-            let fraction = match (p, memcpy) {
-                (Some(p), Some(m)) if m.mb_per_sec > 0.0 => {
-                    format!("{:.5}", p.mb_per_sec / m.mb_per_sec)
+            for precursor in PRECURSORS {
+                let (p, n, r) = (get(precursor), get(PEERS[0]), get(PEERS[1]));
+                if p.is_none() && (n.is_none() && r.is_none() || precursor == PRECURSOR_IPC) {
+                    continue;
                 }
-                _ => "-".into(),
-            };
-            let _ = writeln!(
-                md,
-                "| {label} | {} | {} | {} | {} | {} | {fraction} | {} / {} / {} |",
-                number(rate(p)),
-                number(rate(n)),
-                number(rate(r)),
-                ratio(rate(p), rate(n)),
-                ratio(rate(p), rate(r)),
-                errors(p),
-                errors(n),
-                errors(r)
-            );
+                let label = format!("{label}, {}", display_name(precursor));
+                let rate = |x: Option<&RunResult>| x.map(|x| x.msgs_per_sec);
+                let errors =
+                    |x: Option<&RunResult>| x.map_or("-".to_string(), |x| x.errors.to_string());
+                let fraction = match (p, memcpy) {
+                    (Some(p), Some(m)) if m.mb_per_sec > 0.0 => {
+                        format!("{:.5}", p.mb_per_sec / m.mb_per_sec)
+                    }
+                    _ => "-".into(),
+                };
+                let _ = writeln!(
+                    md,
+                    "| {label} | {} | {} | {} | {} | {} | {fraction} | {} / {} / {} |",
+                    number(rate(p)),
+                    number(rate(n)),
+                    number(rate(r)),
+                    ratio(rate(p), rate(n)),
+                    ratio(rate(p), rate(r)),
+                    errors(p),
+                    errors(n),
+                    errors(r)
+                );
+            }
         }
         md.push('\n');
 
@@ -346,7 +354,7 @@ impl Report {
                     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                 );
                 let precursor = self.find(PRECURSOR, "produce", &durability, rate);
-                for system in [PRECURSOR, PEERS[0], PEERS[1]] {
+                for system in [PRECURSOR_IPC, PRECURSOR, PEERS[0], PEERS[1]] {
                     let Some(r) = self.find(system, "produce", &durability, rate) else {
                         continue;
                     };
@@ -417,16 +425,22 @@ impl Report {
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         for durability in ["leader", "durable"] {
-            for peer in PEERS {
+            for (precursor, peer) in PRECURSORS.into_iter().flat_map(|p| PEERS.map(|q| (p, q))) {
+                if self.find(precursor, "produce", durability, 0).is_none()
+                    && precursor == PRECURSOR_IPC
+                {
+                    continue;
+                }
                 let p = self
-                    .find(PRECURSOR, "produce", durability, 0)
+                    .find(precursor, "produce", durability, 0)
                     .map(|r| r.msgs_per_sec);
                 let q = self
                     .find(peer, "produce", durability, 0)
                     .map(|r| r.msgs_per_sec);
                 if p.is_some() || q.is_some() {
                     parts.push(format!(
-                        "throughput {durability} Precursor/{} {}",
+                        "throughput {durability} {}/{} {}",
+                        short(precursor),
                         short(peer),
                         ratio(p, q)
                     ));
@@ -435,16 +449,23 @@ impl Report {
         }
         for rate in self.rates() {
             for durability in self.durabilities("produce", rate) {
-                for peer in PEERS {
+                for (precursor, peer) in PRECURSORS.into_iter().flat_map(|p| PEERS.map(|q| (p, q)))
+                {
+                    if self.find(precursor, "produce", &durability, rate).is_none()
+                        && precursor == PRECURSOR_IPC
+                    {
+                        continue;
+                    }
                     let p = self
-                        .find(PRECURSOR, "produce", &durability, rate)
+                        .find(precursor, "produce", &durability, rate)
                         .and_then(|r| r.p99_us);
                     let q = self
                         .find(peer, "produce", &durability, rate)
                         .and_then(|r| r.p99_us);
                     if p.is_some() || q.is_some() {
                         parts.push(format!(
-                            "p99@{rate}/s {durability} Precursor/{} {}",
+                            "p99@{rate}/s {durability} {}/{} {}",
+                            short(precursor),
                             short(peer),
                             ratio(p, q)
                         ));
@@ -461,6 +482,8 @@ fn short(system: &str) -> &str {
     match system {
         "nats-jetstream" => "NATS",
         "redis-streams" => "Redis",
+        "precursor" => "Precursor",
+        "precursor-ipc" => "Precursor-IPC",
         other => other,
     }
 }
@@ -601,7 +624,7 @@ mod tests {
         assert!(md.contains("2 vCPUs (test)"));
         assert!(md.contains("Medians of 3 runs"));
         // produce leader: 600k / 100k and 600k / 200k.
-        assert!(md.contains("| produce, acks=leader (peers: ack before fsync) | 600,000 | 100,000 | 200,000 | 6.00x | 3.00x |"), "{md}");
+        assert!(md.contains("| produce, acks=leader (peers: ack before fsync), Precursor | 600,000 | 100,000 | 200,000 | 6.00x | 3.00x |"), "{md}");
         // durable: Redis did not run: a dash, not a made-up number.
         assert!(md.contains("| 80,000 | 4,000 | - | 20x | - |"), "{md}");
         assert!(
