@@ -7,12 +7,14 @@
 //! - [`link`]: the one thread that owns the CnC file (command and event rings).
 //! - [`supervisor`]: `precursor up` — runs `precursor-dataplane` as a child, restarts it
 //!   with back-off when it dies, stops it cleanly on SIGINT/SIGTERM.
+//! - [`gateway`]: the Kafka protocol gateway on TCP (`[gateway]`, docs/kafka.md).
 //!
 //! [`run`] puts them together: `Mode::Attach` for `precursor controlplane` (a data plane
 //! started elsewhere), `Mode::Supervise` for `precursor up`.
 
 pub mod admin;
 pub mod counters;
+pub mod gateway;
 pub mod link;
 pub mod metrics;
 pub mod supervisor;
@@ -66,6 +68,8 @@ pub enum ControlplaneError {
     Signals(#[source] std::io::Error),
     #[error("the data plane refused its configuration ({status}): see its message above; not restarting")]
     DataplaneRefused { status: std::process::ExitStatus },
+    #[error(transparent)]
+    Gateway(#[from] gateway::GatewayError),
 }
 
 /// What every task of the control plane shares.
