@@ -620,6 +620,7 @@ mod tests {
 #[cfg(test)]
 mod decode_tests {
     use super::*;
+    use crate::TransportKind;
     use precursor_protocol::compression::Compression;
     use precursor_protocol::frame::decode_frame;
     use precursor_protocol::record_batch::{set_base_offset, RecordBatchBuilder};
@@ -637,6 +638,7 @@ mod decode_tests {
         silent.set_nonblocking(true).unwrap();
         let mut config = ConsumerConfig {
             client: ClientConfig {
+                transport: TransportKind::Udp,
                 broker: silent.local_addr().unwrap(),
                 bind: Some("127.0.0.1:0".parse().unwrap()),
                 request_timeout_ms: 60_000,

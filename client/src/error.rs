@@ -1,6 +1,7 @@
 //! The one error type of the client library, written for the person at the terminal.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use precursor_protocol::frame::ErrorCode;
@@ -16,13 +17,13 @@ pub enum ClientError {
         "no answer from {broker} after {tries} tries: is the data plane running? \
          (ci/up.sh starts one)"
     )]
-    NoAnswer { broker: SocketAddr, tries: u32 },
+    NoAnswer { broker: BrokerAddress, tries: u32 },
 
     /// The broker answered before, but this request was not acknowledged in time.
     #[error("{what}: no acknowledgement from {broker} within {waited_ms} ms ({tries} tries)")]
     Timeout {
         what: String,
-        broker: SocketAddr,
+        broker: BrokerAddress,
         waited_ms: u64,
         tries: u32,
     },
@@ -32,7 +33,10 @@ pub enum ClientError {
          broker's config, or produce to it once: producers create topics when the broker's \
          topics.auto_create is on)"
     )]
-    UnknownTopic { topic: String, broker: SocketAddr },
+    UnknownTopic {
+        topic: String,
+        broker: BrokerAddress,
+    },
 
     #[error(
         "topic '{topic}' has {partition_count} partitions: partition {partition} does not exist"
@@ -100,8 +104,53 @@ pub enum ClientError {
     #[error("{0}")]
     Usage(String),
 
+    /// No IPC channel could be had: no data plane, all channels taken, not accepted.
+    #[error("IPC to the data plane in {dir}: {reason}")]
+    IpcUnavailable { dir: PathBuf, reason: String },
+
+    /// The data plane took this client's IPC channel back (it presumed the client dead,
+    /// or restarted): requests in flight on it are lost; claim a new channel.
+    #[error("IPC channel {channel} in {dir} was taken back by the data plane (client silent too long, or the data plane restarted)")]
+    IpcChannelLost { channel: u32, dir: PathBuf },
+
+    /// The data plane behind an IPC channel stopped (no heartbeat) or was replaced.
+    #[error("the data plane (pid {pid}) behind {dir}/ipc stopped: last heartbeat {heartbeat_age_ms} ms ago, or its file was replaced by a restart")]
+    DataplaneStopped {
+        pid: u32,
+        heartbeat_age_ms: u64,
+        dir: PathBuf,
+    },
+
     #[error("socket error: {0}")]
     Io(#[source] Arc<std::io::Error>),
+}
+
+/// Where a client talks to its data plane, for messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BrokerAddress {
+    Udp(SocketAddr),
+    /// The data plane's CnC directory.
+    Ipc(PathBuf),
+}
+
+impl std::fmt::Display for BrokerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BrokerAddress::Udp(address) => write!(f, "{address}"),
+            BrokerAddress::Ipc(dir) => write!(f, "IPC at {}", dir.display()),
+        }
+    }
+}
+
+impl ClientError {
+    /// Whether the IPC channel is gone (taken back, or its data plane stopped): the
+    /// transport claims a new one and in-flight requests are retransmitted.
+    pub fn is_ipc_disconnect(&self) -> bool {
+        matches!(
+            self,
+            ClientError::IpcChannelLost { .. } | ClientError::DataplaneStopped { .. }
+        )
+    }
 }
 
 impl From<std::io::Error> for ClientError {

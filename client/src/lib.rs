@@ -36,6 +36,7 @@
 pub mod bench_payload;
 mod consumer;
 mod error;
+pub mod ipc;
 mod metadata;
 pub mod partitioner;
 mod producer;
@@ -48,7 +49,8 @@ use std::time::Duration;
 use precursor_protocol::frame::{FrameHeader, Opcode};
 
 pub use consumer::{ConsumedRecord, Consumer, ConsumerConfig, OffsetReset, StartOffset};
-pub use error::ClientError;
+pub use error::{BrokerAddress, ClientError};
+pub use ipc::{IpcConfig, IpcSession};
 pub use precursor_protocol::compression::Compression;
 pub use precursor_protocol::frame::{Acks, ErrorCode};
 pub use producer::{Delivery, MessageId, Producer, ProducerConfig, ProducerStats};
@@ -60,9 +62,20 @@ use transport::Transport;
 /// The data plane's address in the embedded default configuration (its TAP port).
 pub const DEFAULT_BROKER: &str = "10.77.0.2:9190";
 
+/// The transport a client uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportKind {
+    /// Kernel UDP socket to `ClientConfig::broker` (the data plane's DPDK port).
+    Udp,
+    /// Shared-memory channel to a data plane on this host: no system call per message.
+    Ipc(IpcConfig),
+}
+
 /// How to reach a broker, and how patiently.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
+    /// How frames travel: UDP to `broker`, or an IPC channel.
+    pub transport: TransportKind,
     /// The data plane's UDP address.
     pub broker: SocketAddr,
     /// Local address to bind; `None` lets the kernel choose.
@@ -78,6 +91,7 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> ClientConfig {
         ClientConfig {
+            transport: TransportKind::Udp,
             broker: DEFAULT_BROKER
                 .parse()
                 .expect("DEFAULT_BROKER is an address"),
@@ -136,6 +150,7 @@ mod tests {
     fn ping_to_a_silent_socket_says_no_answer() {
         let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
         let config = ClientConfig {
+            transport: TransportKind::Udp,
             broker: silent.local_addr().unwrap(),
             bind: Some("127.0.0.1:0".parse().unwrap()),
             request_timeout_ms: 5,
@@ -145,7 +160,7 @@ mod tests {
         let error = ping(&config).unwrap_err();
         match &error {
             ClientError::NoAnswer { broker, tries } => {
-                assert_eq!(*broker, config.broker);
+                assert_eq!(*broker, BrokerAddress::Udp(config.broker));
                 assert!(*tries >= 1);
             }
             other => panic!("expected NoAnswer, got {other:?}"),

@@ -12,6 +12,7 @@
 //! Progress happens inside `send()` when a batch closes, and in `poll()` / `flush()`: call
 //! `poll()` when there is nothing to send, so acks are read and timers run.
 
+use rustc_hash::FxHashMap;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
@@ -172,7 +173,10 @@ struct ProducerState {
     idempotent: bool,
     topics: Vec<TopicEntry>,
     topic_index: HashMap<String, usize>,
-    partitions: HashMap<PartitionHandle, PartitionState>,
+    /// Looked up several times per message: a hash of the u32 handle, not SipHash.
+    partitions: FxHashMap<PartitionHandle, PartitionState>,
+    /// The topic of the last `send`: most producers send to one topic at a time.
+    last_topic: Option<usize>,
     deliveries: VecDeque<Delivery>,
     next_message_id: u64,
     stats: ProducerStats,
@@ -244,7 +248,8 @@ impl Producer {
                 idempotent,
                 topics: Vec::new(),
                 topic_index: HashMap::new(),
-                partitions: HashMap::new(),
+                partitions: FxHashMap::default(),
+                last_topic: None,
                 deliveries: VecDeque::new(),
                 next_message_id: 0,
                 stats: ProducerStats::default(),
@@ -423,7 +428,13 @@ impl Producer {
     }
 
     fn ensure_topic(&mut self, topic: &str) -> Result<usize, ClientError> {
+        if let Some(index) = self.state.last_topic {
+            if self.state.topics[index].name == topic {
+                return Ok(index);
+            }
+        }
         if let Some(&index) = self.state.topic_index.get(topic) {
+            self.state.last_topic = Some(index);
             return Ok(index);
         }
         let state = &mut self.state;
@@ -891,6 +902,7 @@ impl ProducerState {
 mod tests {
     use super::*;
     use crate::partitioner::partition_for_key;
+    use crate::TransportKind;
     use precursor_protocol::frame::decode_frame;
     use precursor_protocol::record_batch::{records, RecordBatchHeader};
     use std::net::UdpSocket;
@@ -906,6 +918,7 @@ mod tests {
         silent.set_nonblocking(true).unwrap();
         let mut config = ProducerConfig {
             client: ClientConfig {
+                transport: TransportKind::Udp,
                 broker: silent.local_addr().unwrap(),
                 bind: Some("127.0.0.1:0".parse().unwrap()),
                 request_timeout_ms: 60_000,

@@ -1,5 +1,8 @@
-//! One kernel UDP socket to one broker: frames out, frames in, request ids, and the
-//! blocking request/answer exchange used for Metadata and Ping.
+//! One way to one broker — a kernel UDP socket, or an IPC channel in shared memory:
+//! frames out, frames in, request ids, and the blocking request/answer exchange used for
+//! Metadata and Ping. Above it, producer and consumer do not know which it is: both lose
+//! nothing silently (UDP may drop a datagram, a lost IPC channel drops what was in it),
+//! and both are covered by retransmission and idempotence.
 
 use std::io::ErrorKind;
 use std::net::{SocketAddr, UdpSocket};
@@ -9,8 +12,10 @@ use precursor_protocol::frame::{
     decode_frame, FrameHeader, Opcode, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
 };
 
+use crate::error::BrokerAddress;
+use crate::ipc::{IpcConfig, IpcSession};
 use crate::retransmit::RetransmitSchedule;
-use crate::{ClientConfig, ClientError};
+use crate::{ClientConfig, ClientError, TransportKind};
 
 /// The receive buffer holds the largest UDP datagram, so no frame is ever cut short
 /// (a broker announcing a frame_bytes_max above the jumbo MTU still fits).
@@ -32,14 +37,61 @@ pub struct TransportStats {
     pub frames_received: u64,
     /// Datagrams that were not frames, or frames no request of ours asked for.
     pub frames_ignored: u64,
-    /// Sends the kernel refused for lack of buffer (the request will be retransmitted).
+    /// Sends refused by the kernel for lack of buffer, or by a full IPC ring (the request
+    /// will be retransmitted).
     pub send_drops: u64,
+    /// IPC channels claimed anew after one was lost.
+    pub reconnects: u64,
+}
+
+/// What carries the frames.
+enum Medium {
+    Udp { socket: UdpSocket, mode: SocketMode },
+    Ipc(Box<IpcLink>),
+}
+
+/// An IPC channel, or the wait for a new one after it was lost (the data plane restarting):
+/// meanwhile frames count as lost and the caller's retransmission schedule keeps trying.
+struct IpcLink {
+    session: Option<IpcSession>,
+    config: IpcConfig,
+    next_attempt_at: Instant,
+}
+
+/// Between two attempts to claim a new channel.
+const IPC_RECONNECT_INTERVAL: Duration = Duration::from_millis(100);
+/// How long one such attempt waits for the data plane to accept.
+const IPC_RECONNECT_ACCEPT_MS: u64 = 200;
+
+impl IpcLink {
+    /// The session, claiming a new channel first if the old one was lost and an attempt is
+    /// due. `None` while there is none.
+    fn session(&mut self, stats: &mut TransportStats) -> Option<&mut IpcSession> {
+        if self.session.is_none() && Instant::now() >= self.next_attempt_at {
+            let config = IpcConfig {
+                accept_timeout_ms: IPC_RECONNECT_ACCEPT_MS,
+                ..self.config.clone()
+            };
+            match IpcSession::connect(&config) {
+                Ok(session) => {
+                    stats.reconnects += 1;
+                    self.session = Some(session);
+                }
+                Err(_) => self.next_attempt_at = Instant::now() + IPC_RECONNECT_INTERVAL,
+            }
+        }
+        self.session.as_mut()
+    }
+
+    fn lost(&mut self) {
+        self.session = None;
+        self.next_attempt_at = Instant::now();
+    }
 }
 
 pub(crate) struct Transport {
-    socket: UdpSocket,
-    broker: SocketAddr,
-    mode: SocketMode,
+    medium: Medium,
+    broker: BrokerAddress,
     next_request_id: u64,
     send_buf: Vec<u8>,
     recv_buf: Vec<u8>,
@@ -57,32 +109,54 @@ pub(crate) struct OwnedFrame {
 
 impl Transport {
     pub fn open(config: &ClientConfig) -> Result<Transport, ClientError> {
-        let bind = config.bind.unwrap_or_else(|| {
-            if config.broker.is_ipv4() {
-                SocketAddr::from(([0, 0, 0, 0], 0))
-            } else {
-                SocketAddr::from(([0u16; 8], 0))
+        let (medium, broker, recv_bytes) = match &config.transport {
+            TransportKind::Udp => {
+                let bind = config.bind.unwrap_or_else(|| {
+                    if config.broker.is_ipv4() {
+                        SocketAddr::from(([0, 0, 0, 0], 0))
+                    } else {
+                        SocketAddr::from(([0u16; 8], 0))
+                    }
+                });
+                let socket = UdpSocket::bind(bind)?;
+                socket.connect(config.broker)?;
+                socket.set_nonblocking(true)?;
+                let medium = Medium::Udp {
+                    socket,
+                    mode: SocketMode::NonBlocking,
+                };
+                (medium, BrokerAddress::Udp(config.broker), RECV_BUFFER_BYTES)
             }
-        });
-        let socket = UdpSocket::bind(bind)?;
-        socket.connect(config.broker)?;
-        socket.set_nonblocking(true)?;
+            TransportKind::Ipc(ipc) => {
+                let session = IpcSession::connect(ipc)?;
+                let bytes = session.frame_bytes_max().max(RECV_BUFFER_BYTES);
+                let link = IpcLink {
+                    session: Some(session),
+                    config: ipc.clone(),
+                    next_attempt_at: Instant::now(),
+                };
+                (
+                    Medium::Ipc(Box::new(link)),
+                    BrokerAddress::Ipc(ipc.dir.clone()),
+                    bytes,
+                )
+            }
+        };
         Ok(Transport {
-            socket,
-            broker: config.broker,
-            mode: SocketMode::NonBlocking,
+            medium,
+            broker,
             // Start request ids away from zero so a zeroed frame never matches a request.
             next_request_id: 1,
             send_buf: vec![0; FRAME_BYTES_MAX],
-            recv_buf: vec![0; RECV_BUFFER_BYTES],
+            recv_buf: vec![0; recv_bytes],
             recv_len: 0,
             answered: false,
             stats: TransportStats::default(),
         })
     }
 
-    pub fn broker(&self) -> SocketAddr {
-        self.broker
+    pub fn broker(&self) -> BrokerAddress {
+        self.broker.clone()
     }
 
     pub fn next_request_id(&mut self) -> u64 {
@@ -106,13 +180,20 @@ impl Transport {
     }
 
     /// Sends an already encoded frame. Transient refusals (no buffer, an ICMP error left
-    /// from an earlier datagram) count as a lost datagram: retransmission covers it.
+    /// from an earlier datagram, a full IPC ring, a lost IPC channel) count as a lost
+    /// frame: retransmission covers it.
     pub fn send_raw(&mut self, frame: &[u8]) -> Result<(), ClientError> {
         debug_assert!(frame.len() >= FRAME_HEADER_BYTES);
+        if let Medium::Ipc(_) = self.medium {
+            return self.send_ipc(frame);
+        }
         // Bounded: a refusal from an old ICMP error is reported once, so two tries suffice
         // for it; a full socket buffer switches the socket to blocking for the second try.
         for _ in 0..2 {
-            match self.socket.send(frame) {
+            let Medium::Udp { socket, .. } = &self.medium else {
+                unreachable!("IPC returned above")
+            };
+            match socket.send(frame) {
                 Ok(_) => {
                     self.stats.frames_sent += 1;
                     return Ok(());
@@ -132,9 +213,32 @@ impl Transport {
         Ok(())
     }
 
-    /// Receives one datagram into the receive buffer: `wait` of `None` or zero does not
+    fn send_ipc(&mut self, frame: &[u8]) -> Result<(), ClientError> {
+        let Medium::Ipc(link) = &mut self.medium else {
+            unreachable!("called for IPC only")
+        };
+        let Some(session) = link.session(&mut self.stats) else {
+            self.stats.send_drops += 1;
+            return Ok(());
+        };
+        match session.try_send_frame(frame) {
+            Ok(true) => self.stats.frames_sent += 1,
+            Ok(false) => self.stats.send_drops += 1,
+            Err(error) if error.is_ipc_disconnect() => {
+                self.stats.send_drops += 1;
+                link.lost();
+            }
+            Err(error) => return Err(error),
+        }
+        Ok(())
+    }
+
+    /// Receives one frame into the receive buffer: `wait` of `None` or zero does not
     /// block. Returns `false` when nothing arrived (or only an ICMP "refused" did).
     pub fn recv(&mut self, wait: Option<Duration>) -> Result<bool, ClientError> {
+        if let Medium::Ipc(_) = self.medium {
+            return self.recv_ipc(wait);
+        }
         let mode = match wait {
             Some(d) if !d.is_zero() => {
                 SocketMode::Blocking(d.max(Duration::from_micros(WAIT_US_MIN)))
@@ -142,7 +246,10 @@ impl Transport {
             _ => SocketMode::NonBlocking,
         };
         self.set_mode(mode)?;
-        match self.socket.recv(&mut self.recv_buf) {
+        let Medium::Udp { socket, .. } = &self.medium else {
+            unreachable!("IPC returned above")
+        };
+        match socket.recv(&mut self.recv_buf) {
             Ok(n) => {
                 self.recv_len = n;
                 self.stats.frames_received += 1;
@@ -162,6 +269,42 @@ impl Transport {
         }
     }
 
+    /// IPC: takes one response into the receive buffer, polling (spin, then yield, then
+    /// short sleeps) until one arrives or `wait` passes.
+    fn recv_ipc(&mut self, wait: Option<Duration>) -> Result<bool, ClientError> {
+        let Medium::Ipc(link) = &mut self.medium else {
+            unreachable!("called for IPC only")
+        };
+        let started = Instant::now();
+        let wait = wait.unwrap_or(Duration::ZERO);
+        let mut idle = IpcIdle::default();
+        loop {
+            if let Some(session) = link.session(&mut self.stats) {
+                let recv_buf = &mut self.recv_buf;
+                let mut recv_len = 0;
+                let polled = session.poll_frames(1, |frame| {
+                    recv_buf[..frame.len()].copy_from_slice(frame);
+                    recv_len = frame.len();
+                });
+                match polled {
+                    Ok(0) => {}
+                    Ok(_) => {
+                        self.recv_len = recv_len;
+                        self.stats.frames_received += 1;
+                        return Ok(true);
+                    }
+                    // What was in flight is gone; the caller retransmits on its schedule.
+                    Err(error) if error.is_ipc_disconnect() => link.lost(),
+                    Err(error) => return Err(error),
+                }
+            }
+            if started.elapsed() >= wait {
+                return Ok(false);
+            }
+            idle.idle();
+        }
+    }
+
     /// The last datagram received, decoded. `None` (and counted) when it is not a frame.
     pub fn frame(&mut self) -> Option<(FrameHeader, &[u8])> {
         match decode_frame(&self.recv_buf[..self.recv_len]) {
@@ -177,20 +320,27 @@ impl Transport {
     }
 
     fn set_mode(&mut self, mode: SocketMode) -> Result<(), ClientError> {
-        if mode == self.mode {
+        let Medium::Udp {
+            socket,
+            mode: current,
+        } = &mut self.medium
+        else {
+            return Ok(());
+        };
+        if mode == *current {
             return Ok(());
         }
         match mode {
-            SocketMode::NonBlocking => self.socket.set_nonblocking(true)?,
+            SocketMode::NonBlocking => socket.set_nonblocking(true)?,
             SocketMode::Blocking(timeout) => {
-                if self.mode == SocketMode::NonBlocking {
-                    self.socket.set_nonblocking(false)?;
+                if *current == SocketMode::NonBlocking {
+                    socket.set_nonblocking(false)?;
                 }
-                self.socket.set_read_timeout(Some(timeout))?;
-                self.socket.set_write_timeout(Some(timeout))?;
+                socket.set_read_timeout(Some(timeout))?;
+                socket.set_write_timeout(Some(timeout))?;
             }
         }
-        self.mode = mode;
+        *current = mode;
         Ok(())
     }
 
@@ -199,13 +349,13 @@ impl Transport {
         if self.answered {
             ClientError::Timeout {
                 what: what.to_string(),
-                broker: self.broker,
+                broker: self.broker.clone(),
                 waited_ms: started.elapsed().as_millis() as u64,
                 tries,
             }
         } else {
             ClientError::NoAnswer {
-                broker: self.broker,
+                broker: self.broker.clone(),
                 tries,
             }
         }
@@ -291,3 +441,27 @@ pub(crate) fn answer_to(request: Opcode) -> Opcode {
 
 /// ENOBUFS on Linux: the interface queue is full; the datagram is dropped.
 const NO_BUFFER_SPACE_ERRNO: i32 = 105;
+
+/// How a client waits for an IPC response: spin first (the answer usually comes within
+/// microseconds), then yield the core, then sleep in short naps.
+#[derive(Default)]
+struct IpcIdle {
+    rounds: u32,
+}
+
+impl IpcIdle {
+    const SPINS: u32 = 2_000;
+    const YIELDS: u32 = 200;
+    const NAP: Duration = Duration::from_micros(50);
+
+    fn idle(&mut self) {
+        self.rounds = self.rounds.saturating_add(1);
+        if self.rounds <= Self::SPINS {
+            std::hint::spin_loop();
+        } else if self.rounds <= Self::SPINS + Self::YIELDS {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(Self::NAP);
+        }
+    }
+}

@@ -81,6 +81,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub dataplane: DataplaneConfig,
     pub port: PortConfig,
+    pub ipc: IpcConfig,
     pub storage: StorageConfig,
     pub topics: TopicsConfig,
     pub controlplane: ControlplaneConfig,
@@ -149,6 +150,23 @@ pub struct PortConfig {
     /// `memif` only: the control socket path and role (`server` or `client`).
     pub memif_socket: PathBuf,
     pub memif_role: String,
+}
+
+/// Shared-memory channels for clients on the same host (`--transport ipc`): each a
+/// request ring and a response ring in `<cnc_dir>/ipc`, polled by the lcore like a NIC queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpcConfig {
+    /// Serve IPC channels at all.
+    pub enabled: bool,
+    /// Channels (clients connected at once), 1..=256.
+    pub channels: u32,
+    /// Bytes of each ring (a power of two, 64 KiB..=256 MiB). The largest frame is a
+    /// quarter of it, so the default 4 MiB carries Kafka's 1 MB batches.
+    pub ring_bytes: u32,
+    /// A client whose keepalive does not move for this long is presumed dead and its
+    /// channel reclaimed, in milliseconds.
+    pub client_timeout_ms: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -300,6 +318,17 @@ impl Default for DataplaneConfig {
     }
 }
 
+impl Default for IpcConfig {
+    fn default() -> IpcConfig {
+        IpcConfig {
+            enabled: true,
+            channels: 8,
+            ring_bytes: 4 << 20,
+            client_timeout_ms: 10_000,
+        }
+    }
+}
+
 impl Default for PortConfig {
     fn default() -> PortConfig {
         PortConfig {
@@ -406,6 +435,7 @@ impl Config {
             node: NodeConfig::default(),
             dataplane: DataplaneConfig::default(),
             port: PortConfig::default(),
+            ipc: IpcConfig::default(),
             storage: StorageConfig::default(),
             topics: TopicsConfig::default(),
             controlplane: ControlplaneConfig::default(),

@@ -73,6 +73,26 @@ impl Config {
             )?;
         }
 
+        let ipc = &self.ipc;
+        check(
+            (1..=256).contains(&ipc.channels),
+            "ipc.channels",
+            ipc.channels,
+            "between 1 and 256",
+        )?;
+        check(
+            ipc.ring_bytes.is_power_of_two() && (1 << 16..=1 << 28).contains(&ipc.ring_bytes),
+            "ipc.ring_bytes",
+            ipc.ring_bytes,
+            "a power of two between 65536 and 268435456",
+        )?;
+        check(
+            (100..=3_600_000).contains(&ipc.client_timeout_ms),
+            "ipc.client_timeout_ms",
+            ipc.client_timeout_ms,
+            "between 100 and 3600000",
+        )?;
+
         let port = &self.port;
         check(
             (limits::MTU_BYTES_MIN..=limits::MTU_BYTES_MAX).contains(&port.mtu_bytes),

@@ -7,7 +7,7 @@
 //! alter). Counters are plain integers on the lcore, published to the page on the drain
 //! timer: one writer per slot, no syscall, no allocation.
 
-use crate::counters::{LcoreCounters, ERROR_CODES};
+use crate::counters::{IpcClose, LcoreCounters, ERROR_CODES};
 use crate::log::FlusherHandle;
 use crate::net::DropReason;
 use precursor_ffi::dpdk::{LinkStatus, PortStats};
@@ -65,6 +65,7 @@ struct LcoreCounterIds {
     dropped: [CounterId; DropReason::ALL.len()],
     bad_frames: [CounterId; FrameError::REASONS.len()],
     errors: [CounterId; ERROR_CODES],
+    ipc_closed: [CounterId; IpcClose::ALL.len()],
     pending_acks: CounterId,
     command_ring_depth: CounterId,
     commands: CounterId,
@@ -198,6 +199,14 @@ impl Control {
         for (id, value) in self.lcore.errors.iter().zip(counters.errors) {
             self.counters.set(*id, value);
         }
+        for (id, value) in self
+            .lcore
+            .ipc_closed
+            .iter()
+            .zip(counters.ipc_channels_closed)
+        {
+            self.counters.set(*id, value);
+        }
         self.counters
             .set(self.lcore.pending_acks, pending_acks as u64);
         let depth = self.cnc.commands().depth();
@@ -287,7 +296,7 @@ fn register_lcore(counters: &mut CountersWriter) -> LcoreCounterIds {
             .allocate(counter_kind, label)
             .expect("room for the lcore's counters at start-up")
     };
-    let scalar_kinds: [(u32, ReadCounter); 10] = [
+    let scalar_kinds: [(u32, ReadCounter); 14] = [
         (kind::LCORE_LOOP_ITERATIONS, |c| c.loop_iterations),
         (kind::PRODUCE_REQUESTS, |c| c.produce_requests),
         (kind::PRODUCE_BATCHES, |c| c.produce_batches),
@@ -298,6 +307,10 @@ fn register_lcore(counters: &mut CountersWriter) -> LcoreCounterIds {
         (kind::FETCH_BYTES, |c| c.fetch_bytes),
         (kind::METADATA_REQUESTS, |c| c.metadata_requests),
         (kind::DURABLE_ACKS, |c| c.durable_acks),
+        (kind::IPC_REQUESTS, |c| c.ipc_requests),
+        (kind::IPC_CHANNELS_OPENED, |c| c.ipc_channels_opened),
+        (kind::IPC_CHANNELS_ACTIVE, |c| c.ipc_channels_active),
+        (kind::IPC_REPLIES_DROPPED, |c| c.ipc_replies_dropped),
     ];
     let scalars = scalar_kinds
         .iter()
@@ -321,7 +334,14 @@ fn register_lcore(counters: &mut CountersWriter) -> LcoreCounterIds {
             ),
         )
     });
+    let ipc_closed = IpcClose::ALL.map(|reason| {
+        allocate(
+            kind::IPC_CHANNELS_CLOSED,
+            &format!("lcore=0,reason={}", reason.name()),
+        )
+    });
     LcoreCounterIds {
+        ipc_closed,
         scalars,
         dropped,
         bad_frames,

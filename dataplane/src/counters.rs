@@ -38,7 +38,38 @@ pub struct LcoreCounters {
     pub pings: u64,
     pub durable_acks: u64,
     pub topics_created: u64,
+    /// Frames taken from IPC request rings.
+    pub ipc_requests: u64,
+    pub ipc_channels_opened: u64,
+    /// IPC channels given back, by [`IpcClose`] reason.
+    pub ipc_channels_closed: [u64; IpcClose::ALL.len()],
+    pub ipc_channels_active: u64,
+    /// IPC answers dropped: the client's response ring had no room (it retransmits).
+    pub ipc_replies_dropped: u64,
     pub loop_iterations: u64,
+}
+
+/// Why an IPC channel was given back.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum IpcClose {
+    /// The client closed it.
+    Closed = 0,
+    /// The client's keepalive stopped moving: presumed dead.
+    Timeout = 1,
+    /// The client broke its request ring's layout.
+    Corrupt = 2,
+}
+
+impl IpcClose {
+    pub const ALL: [IpcClose; 3] = [IpcClose::Closed, IpcClose::Timeout, IpcClose::Corrupt];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            IpcClose::Closed => "closed",
+            IpcClose::Timeout => "timeout",
+            IpcClose::Corrupt => "corrupt",
+        }
+    }
 }
 
 impl LcoreCounters {
@@ -104,6 +135,15 @@ impl LcoreCounters {
         field("pings", self.pings);
         field("durable_acks", self.durable_acks);
         field("topics_created", self.topics_created);
+        field("ipc_requests", self.ipc_requests);
+        field("ipc_channels_opened", self.ipc_channels_opened);
+        for reason in IpcClose::ALL {
+            field(
+                &format!("ipc_channels_closed_{}", reason.name()),
+                self.ipc_channels_closed[reason as usize],
+            );
+        }
+        field("ipc_replies_dropped", self.ipc_replies_dropped);
         field("loop_iterations", self.loop_iterations);
         out.push('}');
         out

@@ -7,12 +7,14 @@
 
 use crate::control::Control;
 use crate::idle::Idle;
+use crate::ipc::IpcTransport;
 use crate::lcore::{Lcore, LcoreConfig};
 use crate::log::{Flusher, FlusherHandle, LogConfig};
 use crate::net::Endpoint;
 use crate::topics::{self, AdminLink, Manifest, Topic, TopicTable};
 use precursor_config::{Config, Hugepages, PortKind};
 use precursor_ffi::dpdk::{DpdkError, Eal, Mempool, Port, PortConfig};
+use precursor_shm::ipc::IpcLayout;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,6 +54,8 @@ pub enum NodeError {
         "hugepages are required by the configuration (dataplane.hugepages = \"required\") but {0}"
     )]
     HugepagesMissing(String),
+    #[error("IPC channels: {0}")]
+    Ipc(precursor_shm::ShmError),
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
 }
@@ -420,8 +424,26 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         &port_name(config),
         storage.flusher.clone(),
     )?);
+    let ipc = if config.ipc.enabled {
+        let layout = IpcLayout {
+            channels: config.ipc.channels,
+            ring_capacity: config.ipc.ring_bytes as usize,
+        };
+        let timeout = Duration::from_millis(u64::from(config.ipc.client_timeout_ms));
+        let ipc = IpcTransport::create(&cnc_dir, layout, timeout).map_err(NodeError::Ipc)?;
+        let description = format!(
+            "{} IPC channels in {} (frames up to {} bytes)",
+            layout.channels,
+            ipc.path().display(),
+            ipc.frame_bytes_max()
+        );
+        lcore.attach_ipc(ipc);
+        description
+    } else {
+        "IPC off".to_string()
+    };
     eprintln!(
-        "precursor-dataplane: ready: {}:{} on {} (mac {}), lcore {}, {} hugepages, segments in {}, cnc in {}",
+        "precursor-dataplane: ready: {}:{} on {} (mac {}), lcore {}, {} hugepages, segments in {}, cnc in {}, {}",
         endpoint.ip,
         endpoint.udp_port,
         port_name(config),
@@ -433,7 +455,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
             "without"
         },
         plan.memory_dir.display(),
-        cnc_dir.display()
+        cnc_dir.display(),
+        ipc
     );
     let mut idle = Idle::new(config.dataplane.idle, config.dataplane.idle_park_us_max);
     lcore.run(&stop, &mut idle);

@@ -4,6 +4,7 @@
 
 use precursor_config::Config;
 use precursor_dataplane::idle::Idle;
+use precursor_dataplane::ipc::IpcTransport;
 use precursor_dataplane::lcore::{Lcore, LcoreConfig};
 use precursor_dataplane::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES};
 use precursor_dataplane::node::Storage;
@@ -15,6 +16,7 @@ use precursor_protocol::frame::{
     FRAME_HEADER_BYTES,
 };
 use precursor_protocol::record_batch::{records, RecordBatchBuilder};
+use precursor_shm::ipc::{ClientChannel, IpcLayout, RECORD_KIND_FRAME};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -63,6 +65,8 @@ struct Broker {
     probe: Arc<AllocationProbe>,
     thread: Option<std::thread::JoinHandle<String>>,
     mac: [u8; 6],
+    /// Where the lcore's IPC channels are (`<dir>/ipc`).
+    ipc_dir: std::path::PathBuf,
     _data: tempfile::TempDir,
 }
 
@@ -110,6 +114,17 @@ fn start(name: &str, config_text: &str) -> (Broker, Client) {
     config.node.data_dir = data.path().join("data");
     let memory_dir = data.path().join("memory");
     std::fs::create_dir_all(&memory_dir).unwrap();
+    let ipc_dir = data.path().join("cnc");
+    std::fs::create_dir_all(&ipc_dir).unwrap();
+    let ipc = IpcTransport::create(
+        &ipc_dir,
+        IpcLayout {
+            channels: 2,
+            ring_capacity: 1 << 20,
+        },
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let endpoint = Endpoint {
         mac: broker_port.mac_address(),
         ip: Ipv4Addr::new(10, 77, 0, 2),
@@ -132,6 +147,7 @@ fn start(name: &str, config_text: &str) -> (Broker, Client) {
         std::thread::spawn(move || {
             let (mut storage, topics, admin) = Storage::open(&config, &memory_dir).unwrap();
             let mut lcore = Lcore::new(lcore_config, broker_port, broker_pool, topics, admin);
+            lcore.attach_ipc(ipc);
             // Lcore::run's loop, with the allocation count taken around each iteration.
             let mut idle = Idle::new(precursor_config::IdleStrategy::Yield, 100);
             while !stop.load(Ordering::Acquire) {
@@ -174,6 +190,7 @@ fn start(name: &str, config_text: &str) -> (Broker, Client) {
         probe,
         thread: Some(thread),
         mac: endpoint.mac,
+        ipc_dir,
         _data: data,
     };
     (broker, client)
@@ -741,4 +758,142 @@ fn a_durable_retransmit_of_a_forgotten_batch_is_answered_only_once_the_log_is_du
         "answered before the original was durable: {after:?}"
     );
     broker.stop();
+}
+
+/// One request over an IPC channel and its answer (the next response: answers come in
+/// order on one channel).
+fn ipc_call(
+    channel: &mut ClientChannel,
+    request_id: u64,
+    opcode: Opcode,
+    flags: u16,
+    partition: u32,
+    payload: &[u8],
+) -> (FrameHeader, Vec<u8>) {
+    let mut header = FrameHeader::new(opcode, request_id, partition, payload.len());
+    header.flags = flags;
+    let mut frame = vec![0u8; FRAME_HEADER_BYTES + payload.len()];
+    header.encode(&mut frame);
+    frame[FRAME_HEADER_BYTES..].copy_from_slice(payload);
+    assert!(channel.requests.try_write(RECORD_KIND_FRAME, &frame));
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    let mut answer = None;
+    while answer.is_none() {
+        channel
+            .responses
+            .read(1, |kind, frame| {
+                assert_eq!(kind, RECORD_KIND_FRAME);
+                let (header, body) = decode_frame(frame).expect("broker frames decode");
+                answer = Some((header, body.to_vec()));
+                true
+            })
+            .unwrap();
+        assert!(Instant::now() < deadline, "no answer on the IPC channel");
+        std::hint::spin_loop();
+    }
+    let (header, body) = answer.unwrap();
+    assert_eq!(header.request_id, request_id, "answers in order");
+    (header, body)
+}
+
+#[test]
+fn the_lcore_serves_an_ipc_channel_without_allocating_and_one_log_for_both_transports() {
+    let _serial = serial();
+    let (broker, mut client) = start("ring-ipc", "");
+    let meta = client.metadata("shared");
+    let handle = PartitionHandle::new(meta.topic_id, 0);
+    let mut channel = ClientChannel::claim(&broker.ipc_dir, ANSWER_TIMEOUT).unwrap();
+    let mut id = 0u64;
+    let mut call = |channel: &mut ClientChannel, opcode, flags, payload: &[u8]| {
+        id += 1;
+        ipc_call(channel, id, opcode, flags, handle.0, payload)
+    };
+    // Warm-up outside the measurement.
+    let (header, _) = call(
+        &mut channel,
+        Opcode::Produce,
+        Acks::Durable.to_flags(),
+        &batch(5, 0, &[b"warm"]),
+    );
+    assert_eq!(header.opcode, Opcode::ProduceAck);
+
+    broker.probe.measuring.store(true, Ordering::Release);
+    let mut fetch_request = [0u8; FetchRequest::BYTES];
+    let mut corrupt = batch(-1, -1, &[b"bad"]);
+    *corrupt.last_mut().unwrap() ^= 1;
+    for i in 0..400u64 {
+        let acks = if i % 10 == 0 {
+            Acks::Durable
+        } else {
+            Acks::Leader
+        };
+        let (header, body) = call(
+            &mut channel,
+            Opcode::Produce,
+            acks.to_flags(),
+            &batch(5, 1 + 2 * i as i32, &[b"v1", b"v2"]),
+        );
+        assert_eq!(
+            header.opcode,
+            Opcode::ProduceAck,
+            "{:?}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(ProduceAck::decode(&body).unwrap().base_offset, 1 + 2 * i);
+        FetchRequest {
+            offset: i,
+            max_bytes: 1 << 20,
+        }
+        .encode(&mut fetch_request);
+        let (header, body) = call(&mut channel, Opcode::Fetch, 0, &fetch_request);
+        assert_eq!(header.opcode, Opcode::FetchData);
+        let (data, batches) = FetchDataHeader::decode(&body).unwrap();
+        assert_eq!(data.high_watermark, 3 + 2 * i);
+        assert!(!batches.is_empty());
+        if i % 50 == 0 {
+            let (header, body) = call(&mut channel, Opcode::Ping, 0, b"ipc ping");
+            assert_eq!(
+                (header.opcode, body.as_slice()),
+                (Opcode::Pong, &b"ipc ping"[..])
+            );
+            let (header, _) = call(
+                &mut channel,
+                Opcode::Produce,
+                Acks::Leader.to_flags(),
+                &corrupt,
+            );
+            assert_eq!(header.error_code(), Some(ErrorCode::CorruptMessage));
+        }
+    }
+    broker.probe.measuring.store(false, Ordering::Release);
+    let busy = broker.probe.busy_iterations.load(Ordering::Relaxed);
+    let allocations = broker.probe.allocations.load(Ordering::Relaxed);
+    assert!(
+        busy >= 800,
+        "the measurement saw the requests ({busy} busy iterations)"
+    );
+    assert_eq!(allocations, 0, "the lcore allocated while serving IPC");
+
+    // A record that is not a frame is answered as UDP garbage would be: counted, and
+    // answered only when a header is readable. The channel keeps working.
+    assert!(channel
+        .requests
+        .try_write(RECORD_KIND_FRAME, b"not a frame at all"));
+    let (header, _) = call(&mut channel, Opcode::Ping, 0, b"still here");
+    assert_eq!(header.opcode, Opcode::Pong);
+
+    // One log: what came by IPC is fetched over UDP.
+    let (_, data, batches) = fetch(&mut client, handle, 0);
+    assert_eq!(data.high_watermark, 801);
+    // The first batch: its length is bytes 8..12 (big endian), after the 8-byte base offset.
+    let first_len = 12 + u32::from_be_bytes(batches[8..12].try_into().unwrap()) as usize;
+    let first = records(&batches[..first_len]).unwrap();
+    assert_eq!(first[0].value.as_deref(), Some(&b"warm"[..]));
+
+    drop(channel);
+    std::thread::sleep(Duration::from_millis(20));
+    let counters = broker.stop();
+    assert_eq!(counter(&counters, "ipc_channels_opened"), 1);
+    assert_eq!(counter(&counters, "ipc_channels_closed_closed"), 1);
+    assert!(counter(&counters, "bad_frames_total") >= 1);
 }

@@ -55,6 +55,16 @@ pub const DURABLE_ACKS: u32 = 112;
 pub const PENDING_DURABLE_ACKS: u32 = 113;
 pub const COMMAND_RING_DEPTH: u32 = 114;
 pub const COMMANDS_HANDLED: u32 = 115;
+/// Frames taken from IPC request rings.
+pub const IPC_REQUESTS: u32 = 116;
+/// IPC channels accepted.
+pub const IPC_CHANNELS_OPENED: u32 = 117;
+/// IPC channels given back; label `reason=closed|timeout|corrupt`.
+pub const IPC_CHANNELS_CLOSED: u32 = 118;
+/// IPC channels open now.
+pub const IPC_CHANNELS_ACTIVE: u32 = 119;
+/// IPC answers dropped for want of room in the client's response ring (it retransmits).
+pub const IPC_REPLIES_DROPPED: u32 = 120;
 
 // Per partition.
 /// Messages in the log: end offset - start offset.
@@ -72,7 +82,7 @@ pub const DURABLE_ACK_WAIT: u32 = 300;
 pub const FLUSHER_FDATASYNC: u32 = 301;
 
 /// Every kind, for exhaustive tests and for exporters that describe all metrics up front.
-pub const ALL_KINDS: [u32; 34] = [
+pub const ALL_KINDS: [u32; 39] = [
     PORT_RX_PACKETS,
     PORT_TX_PACKETS,
     PORT_RX_BYTES,
@@ -99,6 +109,11 @@ pub const ALL_KINDS: [u32; 34] = [
     PENDING_DURABLE_ACKS,
     COMMAND_RING_DEPTH,
     COMMANDS_HANDLED,
+    IPC_REQUESTS,
+    IPC_CHANNELS_OPENED,
+    IPC_CHANNELS_CLOSED,
+    IPC_CHANNELS_ACTIVE,
+    IPC_REPLIES_DROPPED,
     PARTITION_MESSAGES,
     PARTITION_BYTES,
     PARTITION_START_OFFSET,
@@ -245,6 +260,31 @@ fn describe(kind: u32) -> (&'static str, MetricType, &'static str) {
             "precursor_commands_handled_total",
             Counter,
             "Control-plane commands handled.",
+        ),
+        IPC_REQUESTS => (
+            "precursor_ipc_requests_total",
+            Counter,
+            "Frames taken from IPC request rings.",
+        ),
+        IPC_CHANNELS_OPENED => (
+            "precursor_ipc_channels_opened_total",
+            Counter,
+            "IPC channels accepted.",
+        ),
+        IPC_CHANNELS_CLOSED => (
+            "precursor_ipc_channels_closed_total",
+            Counter,
+            "IPC channels given back, by reason (closed by the client, client timed out, ring corrupt).",
+        ),
+        IPC_CHANNELS_ACTIVE => (
+            "precursor_ipc_channels_active",
+            Gauge,
+            "IPC channels open now.",
+        ),
+        IPC_REPLIES_DROPPED => (
+            "precursor_ipc_replies_dropped_total",
+            Counter,
+            "IPC answers dropped for want of room in the client's response ring.",
         ),
         PARTITION_MESSAGES => (
             "precursor_partition_messages",

@@ -11,12 +11,17 @@
 //! - [`CountingAllocator`]: a per-thread allocation counter for no-allocation tests.
 //! - [`ring`]: single-producer single-consumer rings of 512-byte slots across processes.
 //! - [`cnc`]: the command-and-control file `<dir>/cnc` (header, command ring, event ring).
+//! - [`frame_ring`]: single-producer single-consumer rings of variable-length records,
+//!   written and read in place (the rings of an IPC channel).
+//! - [`ipc`]: the IPC file `<dir>/ipc` (channels of a request and a response ring).
 //! - [`counters`]: the counters file `<dir>/counters` (labelled u64 slots, histograms).
 
 mod append;
 pub mod cnc;
 pub mod counters;
 mod counting_alloc;
+pub mod frame_ring;
+pub mod ipc;
 mod mapping;
 pub mod ring;
 

@@ -292,6 +292,34 @@ impl SharedMapping {
         unsafe { &*(self.map.as_mut_ptr().add(offset) as *const AtomicU32) }
     }
 
+    /// `[offset, offset + len)` of the mapping as bytes to read in place.
+    ///
+    /// # Safety
+    /// No thread or process may write those bytes while the slice lives (a ring hands a
+    /// record to its consumer only after the producer published it, and the producer does
+    /// not touch it again until the consumer releases it).
+    #[inline]
+    pub(crate) unsafe fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        assert!(offset + len <= self.mapped_bytes);
+        // SAFETY: in bounds (asserted), alive as long as `&self`; that nobody writes the
+        // bytes meanwhile is the caller's contract.
+        unsafe { std::slice::from_raw_parts(self.map.as_mut_ptr().add(offset), len) }
+    }
+
+    /// `[offset, offset + len)` of the mapping as bytes to write in place.
+    ///
+    /// # Safety
+    /// No other slice of those bytes may exist, and no thread or process may read or write
+    /// them while this one lives (a ring's producer owns the free space it claimed).
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn bytes_mut(&self, offset: usize, len: usize) -> &mut [u8] {
+        assert!(offset + len <= self.mapped_bytes);
+        // SAFETY: in bounds (asserted), alive as long as `&self`; exclusivity is the
+        // caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.map.as_mut_ptr().add(offset), len) }
+    }
+
     /// Copies `source` into the mapping at `offset`.
     ///
     /// # Safety

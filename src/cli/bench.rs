@@ -17,7 +17,7 @@
 
 use super::admin::AdminTarget;
 use super::produce::parse_acks;
-use super::BrokerArgs;
+use super::{BrokerArgs, Transport};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
@@ -99,9 +99,6 @@ pub struct Common {
     /// Messages to send or read (pings for `bench ping`).
     #[arg(long, short = 'n', default_value_t = 100_000)]
     pub messages: u64,
-    /// Transport: udp (kernel socket to the data plane's DPDK port).
-    #[arg(long, default_value = "udp")]
-    pub transport: String,
     /// Print one JSON object instead of a line for people.
     #[arg(long)]
     pub json: bool,
@@ -227,17 +224,17 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
     let (common, report) = match command {
         BenchCommand::CommandRing(args) => return command_ring(&args),
         BenchCommand::Produce(args) => {
-            check_transport(&args.common)?;
             let report = produce(&args)?;
             (args.common, report)
         }
         BenchCommand::Consume(args) => {
-            check_transport(&args.common)?;
             let report = consume(&args)?;
             (args.common, report)
         }
         BenchCommand::Ping(args) => {
-            check_transport(&args.common)?;
+            if args.common.broker.transport != Transport::Udp {
+                bail!("bench ping measures the UDP path only (windowed raw datagrams); for IPC round trips use bench produce --transport ipc");
+            }
             let report = ping(&args)?;
             (args.common, report)
         }
@@ -250,15 +247,6 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
     })
 }
 
-fn check_transport(common: &Common) -> Result<()> {
-    if common.transport != "udp" {
-        bail!(
-            "transport {:?} is not available yet: only udp",
-            common.transport
-        );
-    }
-    Ok(())
-}
 
 fn produce(args: &BenchProduceArgs) -> Result<Report> {
     if args.size < bench_payload::PAYLOAD_BYTES_MIN {
@@ -317,7 +305,7 @@ fn produce(args: &BenchProduceArgs) -> Result<Report> {
         );
     }
     Ok(Report {
-        transport: common.transport.clone(),
+        transport: common.broker.transport.name().to_string(),
         acks: Some(args.acks),
         messages: common.messages,
         size: args.size,
@@ -384,7 +372,7 @@ fn consume(args: &BenchConsumeArgs) -> Result<Report> {
         );
     }
     Ok(Report {
-        transport: common.transport.clone(),
+        transport: common.broker.transport.name().to_string(),
         acks: None,
         messages: consumed,
         size: bytes.checked_div(consumed).unwrap_or(0) as usize,
@@ -419,7 +407,7 @@ fn ping(args: &BenchPingArgs) -> Result<Report> {
         );
     }
     Ok(Report {
-        transport: common.transport.clone(),
+        transport: common.broker.transport.name().to_string(),
         acks: None,
         messages: common.messages,
         size: args.size,

@@ -11,7 +11,7 @@ mod up;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use precursor_client::{ClientConfig, DEFAULT_BROKER};
+use precursor_client::{ClientConfig, IpcConfig, TransportKind, DEFAULT_BROKER};
 use precursor_config::{Config, Preset};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,12 +90,41 @@ enum ConfigCommand {
     },
 }
 
+/// How a client command reaches the data plane.
+#[derive(clap::ValueEnum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// Kernel UDP socket to the data plane's DPDK port (`--broker`).
+    Udp,
+    /// Shared-memory channel to a data plane on this host (`--ipc-dir`): no system call
+    /// per message on either side.
+    Ipc,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Ipc => "ipc",
+        }
+    }
+}
+
+/// The data plane's CnC directory in the embedded default (`node.cnc_dir`).
+pub const DEFAULT_IPC_DIR: &str = "/dev/shm/precursor-precursor";
+
 /// Where the broker is.
 #[derive(Args, Clone, Debug)]
 pub struct BrokerArgs {
+    /// How to reach the data plane [env: PRECURSOR_TRANSPORT].
+    #[arg(long, value_enum, default_value_t = Transport::Udp, env = "PRECURSOR_TRANSPORT")]
+    pub transport: Transport,
     /// The data plane's UDP address [env: PRECURSOR_BROKER].
     #[arg(long, short = 'b', default_value = DEFAULT_BROKER, env = "PRECURSOR_BROKER")]
     pub broker: SocketAddr,
+    /// IPC: the data plane's CnC directory (its `node.cnc_dir`), where its `ipc` file is
+    /// [env: PRECURSOR_IPC_DIR].
+    #[arg(long, default_value = DEFAULT_IPC_DIR, env = "PRECURSOR_IPC_DIR")]
+    pub ipc_dir: PathBuf,
     /// Give up on a request after this many milliseconds without an answer.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
@@ -103,13 +132,28 @@ pub struct BrokerArgs {
 
 impl BrokerArgs {
     pub fn client_config(&self) -> ClientConfig {
+        let transport = match self.transport {
+            Transport::Udp => TransportKind::Udp,
+            Transport::Ipc => TransportKind::Ipc(IpcConfig::new(&self.ipc_dir)),
+        };
+        let defaults = ClientConfig::default();
         ClientConfig {
+            transport,
             broker: self.broker,
             delivery_timeout_ms: self.timeout_ms,
-            ..ClientConfig::default()
+            // IPC loses nothing in transit: a retransmit only follows a lost channel.
+            request_timeout_ms: match self.transport {
+                Transport::Udp => defaults.request_timeout_ms,
+                Transport::Ipc => IPC_REQUEST_TIMEOUT_MS,
+            },
+            ..defaults
         }
     }
 }
+
+/// First retransmission over IPC: long, since rings drop nothing; only a channel lost
+/// with the data plane's restart needs it.
+const IPC_REQUEST_TIMEOUT_MS: u64 = 200;
 
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {

@@ -1,0 +1,282 @@
+//! The IPC transport end to end: a real data plane (af_packet port on a veth, which IPC
+//! clients do not use) and real `precursor` client processes on shared-memory channels.
+//! Ordering and no loss with many clients at once, a client killed mid-stream (its channel
+//! is taken back), and the data plane killed and restarted under connected clients.
+
+mod common;
+
+use common::*;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The node's CnC directory: the default `/dev/shm/precursor-<file_prefix>`.
+fn ipc_dir(node: &AfPacketNode) -> PathBuf {
+    PathBuf::from(format!("/dev/shm/precursor-e2e-{}", node.netns.outer))
+}
+
+/// `precursor ARGS --transport ipc --ipc-dir <node's>` in the root namespace.
+fn ipc_command(node: &AfPacketNode, args: &[&str]) -> Command {
+    let mut command = Command::new(precursor());
+    command
+        .args(args)
+        .arg("--transport")
+        .arg("ipc")
+        .arg("--ipc-dir")
+        .arg(ipc_dir(node));
+    command
+}
+
+fn counter(counters: &serde_json::Value, name: &str) -> u64 {
+    counters[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {name} in {counters}"))
+}
+
+#[test]
+fn many_ipc_clients_at_once_lose_nothing_and_keep_order() {
+    let _serial = serial();
+    if !can_run("many_ipc_clients_at_once") {
+        return;
+    }
+    let node = AfPacketNode::new("i", 21, "[ipc]\nchannels = 8\n");
+    let dataplane = node.start();
+    let messages = 200_000u64;
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let topic = format!("ipc-{i}");
+            let acks = if i == 0 { "durable" } else { "leader" };
+            ipc_command(
+                &node,
+                &[
+                    "bench",
+                    "produce",
+                    "--topic",
+                    &topic,
+                    "-n",
+                    &messages.to_string(),
+                    "--acks",
+                    acks,
+                    "--quiet",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for (i, client) in clients.into_iter().enumerate() {
+        let out = client.wait_with_output().unwrap();
+        assert_success(&out, &format!("IPC producer {i}"));
+        assert!(stdout(&out).contains("0 errors"), "{}", stdout(&out));
+    }
+    // Every message of every producer, in order, each once: the consumers verify payloads.
+    for i in 0..4 {
+        let topic = format!("ipc-{i}");
+        let out = ipc_command(
+            &node,
+            &[
+                "bench",
+                "consume",
+                "--topic",
+                &topic,
+                "-n",
+                &messages.to_string(),
+            ],
+        )
+        .output()
+        .unwrap();
+        assert_success(&out, &format!("IPC consumer {i}"));
+        let report = stderr(&out);
+        assert!(
+            report.contains(&format!(
+                "verified: {messages} in order, 0 gaps (0 missing), 0 duplicates, 0 corrupt"
+            )),
+            "{report}"
+        );
+    }
+    // One log behind both transports: what an IPC client appends in batches that fit a
+    // UDP frame, a UDP consumer reads...
+    let mut producer = ipc_command(&node, &["produce", "shared"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    producer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"over\nipc\n")
+        .unwrap();
+    assert_success(&producer.wait_with_output().unwrap(), "IPC produce");
+    let out = node.precursor(&["consume", "shared", "--from-beginning", "--count", "2"]);
+    assert_success(&out, "UDP consumer of an IPC-produced topic");
+    assert_eq!(stdout(&out), "over\nipc\n");
+    // ...and a batch larger than a UDP frame is refused with a clear error, not skipped.
+    let out = node.precursor(&["bench", "consume", "--topic", "ipc-1", "-n", "1000"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("larger than a frame of this transport"),
+        "{}",
+        stderr(&out)
+    );
+    let counters = dataplane.stop();
+    let opened = counter(&counters, "ipc_channels_opened");
+    assert!(opened >= 8, "4 producers and 4 consumers: {counters}");
+    assert_eq!(
+        counter(&counters, "ipc_channels_closed_closed"),
+        opened,
+        "every client gave its channel back: {counters}"
+    );
+    assert_eq!(counter(&counters, "ipc_channels_closed_timeout"), 0);
+    assert!(counter(&counters, "ipc_requests") > 0);
+}
+
+#[test]
+fn a_killed_ipc_client_loses_its_channel_and_the_log_stays_whole() {
+    let _serial = serial();
+    if !can_run("a_killed_ipc_client") {
+        return;
+    }
+    // One channel: the next client gets it only if the dead one's is taken back.
+    let node = AfPacketNode::new("j", 22, "[ipc]\nchannels = 1\nclient_timeout_ms = 500\n");
+    let dataplane = node.start();
+    let mut doomed = ipc_command(
+        &node,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "killed",
+            "-n",
+            "100000000",
+            "--quiet",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+
+    // Within the client timeout (plus a drain tick) the channel is free again.
+    let started = Instant::now();
+    let out = loop {
+        let mut producer = ipc_command(&node, &["produce", "after", "--verbose"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        producer
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"one\ntwo\n")
+            .unwrap();
+        let out = producer.wait_with_output().unwrap();
+        if out.status.success() || started.elapsed() > Duration::from_secs(30) {
+            break out;
+        }
+        assert!(
+            stderr(&out).contains("IPC channels") || stderr(&out).contains("in use"),
+            "while the dead client's channel is held, the error says so: {}",
+            stderr(&out)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_success(&out, "a producer on the reclaimed channel");
+    assert_eq!(stdout(&out), "0 0\n0 1\n");
+
+    // What the killed client appended is whole: every stored batch decodes and verifies,
+    // in order from sequence 0, with no gap and no duplicate.
+    let out = ipc_command(&node, &["consume", "killed", "--verify", "--to-end"])
+        .output()
+        .unwrap();
+    assert_success(&out, "verified read of the killed client's topic");
+    let counters = dataplane.stop();
+    assert_eq!(
+        counter(&counters, "ipc_channels_closed_timeout"),
+        1,
+        "the killed client's channel was taken back: {counters}"
+    );
+}
+
+#[test]
+fn ipc_clients_ride_out_a_data_plane_restart() {
+    let _serial = serial();
+    if !can_run("ipc_clients_ride_out_a_data_plane_restart") {
+        return;
+    }
+    let node = AfPacketNode::new("r", 23, "");
+    let dataplane = node.start();
+    let messages = 3_000_000u64;
+    let producer = ipc_command(
+        &node,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "restart",
+            "-n",
+            &messages.to_string(),
+            "--acks",
+            "durable",
+            "--timeout-ms",
+            "30000",
+            "--quiet",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    dataplane.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    let dataplane = node.start();
+    let out = producer.wait_with_output().unwrap();
+    assert_success(&out, "the IPC producer across the restart");
+    assert!(stdout(&out).contains("0 errors"), "{}", stdout(&out));
+
+    // Idempotence makes the retransmits after the restart harmless: every message once.
+    let out = ipc_command(
+        &node,
+        &[
+            "bench",
+            "consume",
+            "--topic",
+            "restart",
+            "-n",
+            &messages.to_string(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_success(&out, "consume after the restart");
+    assert!(
+        stderr(&out).contains(&format!(
+            "verified: {messages} in order, 0 gaps (0 missing), 0 duplicates, 0 corrupt"
+        )),
+        "{}",
+        stderr(&out)
+    );
+
+    // With no data plane at all, a client fails with a clear error, not a hang.
+    dataplane.stop();
+    let out = ipc_command(&node, &["produce", "nobody", "--timeout-ms", "3000"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let message = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        message.contains("did not accept") || message.contains("stopped"),
+        "{message}"
+    );
+}
