@@ -247,7 +247,6 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
     })
 }
 
-
 fn produce(args: &BenchProduceArgs) -> Result<Report> {
     if args.size < bench_payload::PAYLOAD_BYTES_MIN {
         bail!(

@@ -1,0 +1,317 @@
+//! The Kafka gateway end to end with real Kafka clients nobody here wrote: kcat and
+//! librdkafka (confluent-kafka for Python) and kafka-python, against `precursor up` (a real
+//! data plane on an af_packet port, the control plane with its gateway on a loopback TCP
+//! port). Hand-crafted bad requests check that a malformed request closes only its own
+//! connection. The Python scripts are in tests/kafka/.
+//!
+//! Needs root (network namespaces for the data plane's port), kcat, python3-confluent-kafka
+//! and python3-kafka (ci/setup.sh installs them). Run one e2e test at a time across
+//! worktrees: `flock /tmp/precursor-e2e.lock cargo test --release --test kafka`.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The Python that has the Debian packages python3-confluent-kafka and python3-kafka.
+const PYTHON: &str = "/usr/bin/python3";
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/kafka")
+        .join(name)
+}
+
+/// Whether the Kafka clients are installed; says so loudly when not.
+fn clients_installed(test: &str) -> bool {
+    let kcat = Command::new("kcat").arg("-V").output().is_ok();
+    let python = Command::new(PYTHON)
+        .args(["-c", "import confluent_kafka, kafka"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !(kcat && python) {
+        eprintln!(
+            "SKIPPED {test}: needs kcat, python3-confluent-kafka and python3-kafka (ci/setup.sh)"
+        );
+    }
+    kcat && python
+}
+
+/// `precursor up` with its gateway on a free loopback port.
+struct Broker {
+    child: Option<Child>,
+    config: PathBuf,
+    /// `127.0.0.1:<port>` of the Kafka gateway.
+    bootstrap: String,
+    metrics: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Broker {
+    fn start(node: &AfPacketNode, dir: &Path) -> Broker {
+        let bootstrap = format!("127.0.0.1:{}", free_tcp_port());
+        let metrics = format!("127.0.0.1:{}", free_tcp_port());
+        let mut text = std::fs::read_to_string(&node.config).unwrap();
+        text.push_str(&format!(
+            "\n[controlplane]\nadmin_socket = {:?}\nmetrics_listen = {metrics:?}\nrestart_backoff_ms = 50\n\
+             [gateway]\nlisten = {bootstrap:?}\ngroup_initial_rebalance_delay_ms = 1000\n",
+            dir.join("admin.sock").display().to_string()
+        ));
+        text = text.replace(
+            "[node]\n",
+            &format!(
+                "[node]\ncnc_dir = {:?}\n",
+                dir.join("cnc").display().to_string()
+            ),
+        );
+        let config = dir.join("up.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut broker = Broker {
+            child: None,
+            config,
+            bootstrap,
+            metrics,
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(precursor())
+            .args(["up", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("precursor up starts");
+        let pipe = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("  [up] {line}");
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(precursor())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
+    }
+
+    /// Waits until the data plane is alive and the gateway answers Metadata.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "precursor up exited ({status}): {:?}",
+                    self.log.lock().unwrap()
+                );
+            }
+            let out = self.cli(&["status", "--json"]);
+            if out.status.success() && stdout(&out).contains("\"dataplane_alive\":true") {
+                let probe = Command::new("kcat")
+                    .args(["-b", &self.bootstrap, "-L", "-m", "5"])
+                    .output()
+                    .unwrap();
+                if probe.status.success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "the broker did not come up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let out = self.cli(&[
+            "topic",
+            "create",
+            name,
+            "--partitions",
+            &partitions.to_string(),
+        ]);
+        assert_success(&out, "topic create");
+    }
+
+    /// SIGTERM to `precursor up` and wait (it stops the data plane, which flushes).
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "precursor up exit status {status}");
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn scrape_metrics(&self) -> String {
+        let mut stream = TcpStream::connect(&self.metrics).expect("metrics listener");
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).unwrap();
+        page
+    }
+
+    /// The value of `metric{label}` on /metrics, 0 when absent.
+    fn metric(&self, metric: &str, label: &str) -> f64 {
+        let page = self.scrape_metrics();
+        page.lines()
+            .filter(|l| l.starts_with(metric) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.config.display().to_string()])
+            .status();
+    }
+}
+
+/// Runs a Python script of tests/kafka with arguments; returns its stdout, asserting success.
+fn python(name: &str, args: &[&str]) -> String {
+    let out = Command::new(PYTHON)
+        .arg(script(name))
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert_success(&out, name);
+    stdout(&out)
+}
+
+#[test]
+fn kcat_produces_and_consumes_100k_keyed_messages() {
+    let _serial = serial();
+    if !can_run("kcat_100k") || !clients_installed("kcat_100k") {
+        return;
+    }
+    let node = AfPacketNode::new("ka", 31, "");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&node, dir.path());
+    broker.create_topic("kcat-keyed", 4);
+
+    let messages = 100_000;
+    let mut input = String::new();
+    for i in 0..messages {
+        input.push_str(&format!(
+            "key-{}:value-{i}-{}\n",
+            i % 997,
+            "x".repeat(i % 50)
+        ));
+    }
+    let mut producer = Command::new("kcat")
+        .args(["-b", &broker.bootstrap, "-P", "-t", "kcat-keyed", "-K", ":"])
+        .args(["-X", "acks=all", "-X", "linger.ms=5"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    producer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = producer.wait_with_output().unwrap();
+    assert_success(&out, "kcat -P");
+    assert!(
+        !stderr(&out).contains("ERROR"),
+        "kcat reported delivery errors: {}",
+        stderr(&out)
+    );
+
+    let out = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.bootstrap,
+            "-C",
+            "-t",
+            "kcat-keyed",
+            "-o",
+            "beginning",
+        ])
+        .args(["-e", "-q", "-f", "%p %o %k:%s\n"])
+        .output()
+        .unwrap();
+    assert_success(&out, "kcat -C");
+    let mut sent: Vec<&str> = input.lines().collect();
+    let consumed_lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    let mut consumed: Vec<&str> = consumed_lines
+        .iter()
+        .map(|l| l.splitn(3, ' ').nth(2).unwrap())
+        .collect();
+    assert_eq!(consumed.len(), messages, "every message back, none twice");
+    sent.sort_unstable();
+    consumed.sort_unstable();
+    assert!(
+        sent == consumed,
+        "the consumed messages are the produced ones"
+    );
+    // Keyed: one key always lands in one partition; offsets per partition are 0..n.
+    let mut partition_of_key: BTreeMap<String, String> = BTreeMap::new();
+    let mut offsets: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in &consumed_lines {
+        let mut fields = line.splitn(3, ' ');
+        let (p, o, kv) = (
+            fields.next().unwrap(),
+            fields.next().unwrap(),
+            fields.next().unwrap(),
+        );
+        let key = kv.split(':').next().unwrap().to_string();
+        let first = partition_of_key.entry(key.clone()).or_insert(p.to_string());
+        assert_eq!(first, p, "key {key} in two partitions");
+        offsets
+            .entry(p.to_string())
+            .or_default()
+            .push(o.parse().unwrap());
+    }
+    assert!(
+        offsets.len() > 1,
+        "keys spread over partitions: {:?}",
+        offsets.keys()
+    );
+    for (partition, list) in &offsets {
+        let expected: Vec<u64> = (0..list.len() as u64).collect();
+        assert!(
+            list == &expected,
+            "partition {partition}: offsets 0..n in order"
+        );
+    }
+}
