@@ -315,3 +315,137 @@ fn kcat_produces_and_consumes_100k_keyed_messages() {
         );
     }
 }
+
+/// The compression codec ids and producer ids of every batch stored for `topic`, read
+/// from the partition logs on disk (`<data_dir>/<topic>-<p>/*.log`).
+fn stored_batches(node: &AfPacketNode, topic: &str) -> Vec<(u8, i64)> {
+    use precursor_protocol::record_batch::batches;
+    let data_dir = node.config.parent().unwrap().join("data");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&data_dir).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with(&format!("{topic}-")) {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let bytes = std::fs::read(&path).unwrap();
+                for batch in batches(&bytes).map_while(Result::ok) {
+                    let (header, _) = batch;
+                    found.push(((header.attributes & 0x07) as u8, header.producer_id));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A Python with a current confluent-kafka wheel (librdkafka bundled), made by ci/setup.sh.
+const CURRENT_LIBRDKAFKA_PYTHON: &str = "/opt/precursor-kafka-venv/bin/python";
+
+/// Runs idempotent_codecs.py with `interpreter` on `topic`; checks every message was
+/// delivered once and read back once; returns the codec ids stored with producer ids.
+fn idempotent_codecs(
+    interpreter: &str,
+    broker: &Broker,
+    node: &AfPacketNode,
+    topic: &str,
+) -> Vec<(u8, i64)> {
+    broker.create_topic(topic, 3);
+    let per_codec = 5_000;
+    let out = Command::new(interpreter)
+        .arg(script("idempotent_codecs.py"))
+        .args([broker.bootstrap.as_str(), topic, &per_codec.to_string()])
+        .output()
+        .expect("python runs");
+    assert_success(&out, "idempotent_codecs.py");
+    let result: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    for codec in ["lz4", "zstd", "snappy", "gzip"] {
+        let r = &result[codec];
+        assert_eq!(r["delivered"], per_codec, "{interpreter} {codec}: {r}");
+        assert_eq!(
+            r["distinct_offsets"], per_codec,
+            "{interpreter} {codec}: {r}"
+        );
+        assert_eq!(r["unflushed"], 0, "{interpreter} {codec}: {r}");
+        assert_eq!(r["errors"].as_array().unwrap().len(), 0, "{codec}: {r}");
+    }
+    assert_eq!(result["consumed"], 4 * per_codec, "{result}");
+    assert_eq!(result["consumed_distinct"], 4 * per_codec, "{result}");
+    assert_eq!(result["missing"], 0, "{result}");
+    assert_eq!(result["unexpected"], 0, "{result}");
+    let stored = stored_batches(node, topic);
+    assert!(
+        stored.iter().all(|(_, pid)| *pid > 0 && *pid < (1 << 40)),
+        "every batch idempotent, with a gateway producer id"
+    );
+    stored
+}
+
+fn stored_codecs(stored: &[(u8, i64)]) -> BTreeMap<(u8, i64), usize> {
+    stored.iter().fold(BTreeMap::new(), |mut m, k| {
+        *m.entry(*k).or_insert(0) += 1;
+        m
+    })
+}
+
+#[test]
+fn confluent_kafka_idempotent_producer_with_every_codec() {
+    let _serial = serial();
+    if !can_run("librdkafka_codecs") || !clients_installed("librdkafka_codecs") {
+        return;
+    }
+    let node = AfPacketNode::new("kb", 32, "");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&node, dir.path());
+    // Debian's librdkafka 2.0.2: delivers and reads back every codec exactly once. It
+    // compresses zstd only: before librdkafka 2.12 gzip, snappy and lz4 need Produce v0 in
+    // ApiVersions (as against Kafka 4), see docs/kafka.md.
+    let stored = idempotent_codecs(PYTHON, &broker, &node, "codecs-debian");
+    assert!(
+        stored.iter().any(|(codec, _)| *codec == 4),
+        "zstd batches stored compressed: {:?}",
+        stored_codecs(&stored)
+    );
+    // A current librdkafka (the PyPI wheel): every codec stored as the producer made it.
+    if !Path::new(CURRENT_LIBRDKAFKA_PYTHON).exists() {
+        panic!("{CURRENT_LIBRDKAFKA_PYTHON} is missing: run ci/setup.sh");
+    }
+    let stored = idempotent_codecs(CURRENT_LIBRDKAFKA_PYTHON, &broker, &node, "codecs-current");
+    for (codec, id) in [("gzip", 1u8), ("snappy", 2), ("lz4", 3), ("zstd", 4)] {
+        assert!(
+            stored.iter().any(|(c, _)| *c == id),
+            "no {codec} batch stored: (codec, producer id) -> batches {:?}",
+            stored_codecs(&stored)
+        );
+    }
+}
+
+#[test]
+fn kafka_python_produces_consumes_and_commits() {
+    let _serial = serial();
+    if !can_run("kafka_python") || !clients_installed("kafka_python") {
+        return;
+    }
+    let node = AfPacketNode::new("kc", 33, "");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&node, dir.path());
+    let out = python("kafka_python.py", &[&broker.bootstrap, "kp-topic", "3000"]);
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        result["create_again"], "TopicAlreadyExistsError",
+        "{result}"
+    );
+    assert_eq!(result["produced"], 3000, "{result}");
+    assert_eq!(result["produced_distinct_offsets"], 3000, "{result}");
+    assert_eq!(result["consumed"], 3000, "{result}");
+    assert_eq!(result["consumed_distinct"], 3000, "{result}");
+    assert_eq!(result["missing"], 0, "{result}");
+    assert_eq!(result["committed_is_end"], true, "{result}");
+    assert_eq!(result["second_consumer_extra"], 0, "{result}");
+    assert_eq!(result["second_consumer_at_committed"], true, "{result}");
+    assert_eq!(result["groups_listed"], true, "{result}");
+    assert_eq!(result["admin_offsets_committed"], true, "{result}");
+}
