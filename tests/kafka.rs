@@ -449,3 +449,222 @@ fn kafka_python_produces_consumes_and_commits() {
     assert_eq!(result["groups_listed"], true, "{result}");
     assert_eq!(result["admin_offsets_committed"], true, "{result}");
 }
+
+/// A group_member.py process and the lines it printed.
+struct Member {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Member {
+    fn start(broker: &Broker, group: &str, topic: &str) -> Member {
+        let mut child = Command::new(PYTHON)
+            .arg(script("group_member.py"))
+            .args([broker.bootstrap.as_str(), group, topic, "range"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("group member starts");
+        let pipe = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Member { child, lines }
+    }
+
+    /// The partitions of the last ASSIGNED line (None before any).
+    fn assigned(&self) -> Option<Vec<u32>> {
+        let lines = self.lines.lock().unwrap();
+        let last = lines.iter().rev().find(|l| l.starts_with("ASSIGNED"))?;
+        Some(
+            last.trim_start_matches("ASSIGNED")
+                .trim()
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse().unwrap())
+                .collect(),
+        )
+    }
+
+    /// (partition, offset, value) of every message it consumed and committed.
+    fn messages(&self) -> Vec<(u32, u64, String)> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.strip_prefix("MSG "))
+            .map(|l| {
+                let mut f = l.splitn(3, ' ');
+                (
+                    f.next().unwrap().parse().unwrap(),
+                    f.next().unwrap().parse().unwrap(),
+                    f.next().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded: a liveness check, not a timing claim) until `done` holds.
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// Produces `values` with kcat (keys spread them over the partitions), acks=all.
+fn produce_values(broker: &Broker, topic: &str, values: &[String]) {
+    let mut producer = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.bootstrap,
+            "-P",
+            "-t",
+            topic,
+            "-K",
+            ":",
+            "-X",
+            "acks=all",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for (i, value) in values.iter().enumerate() {
+        input.push_str(&format!("k{}:{value}\n", i % 61));
+    }
+    producer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = producer.wait_with_output().unwrap();
+    assert_success(&out, "kcat -P");
+}
+
+fn batch(name: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{name}-{i}")).collect()
+}
+
+#[test]
+fn a_consumer_group_splits_partitions_survives_a_kill_and_a_broker_restart() {
+    let _serial = serial();
+    if !can_run("consumer_group") || !clients_installed("consumer_group") {
+        return;
+    }
+    let node = AfPacketNode::new("kd", 34, "");
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&node, dir.path());
+    broker.create_topic("group-6", 6);
+    let limit = Duration::from_secs(90);
+
+    // Two members split the six partitions.
+    let a = Member::start(&broker, "g6", "group-6");
+    let b = Member::start(&broker, "g6", "group-6");
+    wait_for(
+        "both members assigned, three partitions each",
+        limit,
+        || match (a.assigned(), b.assigned()) {
+            (Some(pa), Some(pb)) => {
+                let mut all: Vec<u32> = pa.iter().chain(&pb).copied().collect();
+                all.sort_unstable();
+                pa.len() == 3 && pb.len() == 3 && all == (0..6).collect::<Vec<_>>()
+            }
+            _ => false,
+        },
+    );
+    let first = batch("one", 3_000);
+    produce_values(&broker, "group-6", &first);
+    wait_for("the first batch consumed", limit, || {
+        a.messages().len() + b.messages().len() >= first.len()
+    });
+    let owned_by_a = a.assigned().unwrap();
+    assert!(
+        a.messages().iter().all(|(p, _, _)| owned_by_a.contains(p)),
+        "a consumed only its own partitions"
+    );
+    assert!(
+        b.messages().iter().all(|(p, _, _)| !owned_by_a.contains(p)),
+        "b consumed only the others"
+    );
+
+    // kill -9 one member while it is idle: its partitions move to the other once its
+    // session (6 s) expires.
+    a.signal("-KILL");
+    let moved = wait_for("b owns all six partitions", limit, || {
+        b.assigned().is_some_and(|p| p.len() == 6)
+    });
+    eprintln!(
+        "partitions moved to the surviving member {} ms after the kill",
+        moved.as_millis()
+    );
+    let second = batch("two", 3_000);
+    produce_values(&broker, "group-6", &second);
+    wait_for("the second batch consumed by b", limit, || {
+        let got = b.messages();
+        second.iter().all(|v| got.iter().any(|(_, _, g)| g == v))
+    });
+    // Nothing lost, nothing twice: every value of both batches consumed exactly once.
+    let mut seen: Vec<String> = a
+        .messages()
+        .into_iter()
+        .chain(b.messages())
+        .map(|m| m.2)
+        .collect();
+    seen.sort_unstable();
+    let mut expected: Vec<String> = first.iter().chain(&second).cloned().collect();
+    expected.sort_unstable();
+    assert!(
+        seen == expected,
+        "{} consumed, {} produced",
+        seen.len(),
+        expected.len()
+    );
+
+    // b leaves cleanly; the broker restarts (control plane and data plane); a new member
+    // of the group starts from the committed offsets: the third batch only.
+    b.signal("-TERM");
+    wait_for("b closed", limit, || {
+        b.lines.lock().unwrap().iter().any(|l| l == "CLOSED")
+    });
+    broker.restart();
+    let third = batch("three", 2_000);
+    produce_values(&broker, "group-6", &third);
+    let c = Member::start(&broker, "g6", "group-6");
+    wait_for("the third batch consumed by c", limit, || {
+        c.messages().len() >= third.len()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let mut got: Vec<String> = c.messages().into_iter().map(|m| m.2).collect();
+    got.sort_unstable();
+    let mut expected = third.clone();
+    expected.sort_unstable();
+    assert!(
+        got == expected,
+        "after the restart c read {} messages ({} expected): committed offsets not honoured",
+        got.len(),
+        expected.len()
+    );
+    c.signal("-TERM");
+}
