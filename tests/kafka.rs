@@ -668,3 +668,226 @@ fn a_consumer_group_splits_partitions_survives_a_kill_and_a_broker_restart() {
     );
     c.signal("-TERM");
 }
+
+/// A request frame with a v1 header (api key, version, correlation id, client id).
+fn raw_request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let client_id = b"hand-made";
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&api_key.to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&correlation_id.to_be_bytes());
+    frame.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    frame.extend_from_slice(client_id);
+    frame.extend_from_slice(body);
+    let mut sized = (frame.len() as i32).to_be_bytes().to_vec();
+    sized.extend_from_slice(&frame);
+    sized
+}
+
+/// Sends `bytes` on a new connection; the answer frame (size prefix removed), or None
+/// when the gateway closed the connection.
+fn exchange(bootstrap: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect(bootstrap).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut size = [0u8; 4];
+    match stream.read_exact(&mut size) {
+        Ok(()) => {}
+        Err(error) => {
+            assert!(
+                matches!(
+                    error.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ),
+                "expected a closed connection, got {error}"
+            );
+            return None;
+        }
+    }
+    let mut answer = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut answer).unwrap();
+    Some(answer)
+}
+
+fn i16_at(bytes: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn string(text: &str) -> Vec<u8> {
+    let mut out = (text.len() as i16).to_be_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+/// A Produce v3 body: one topic, one partition, `batch`, acks=1.
+fn produce_v3_body(topic: &str, batch: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
+    body.extend_from_slice(&1i16.to_be_bytes()); // acks
+    body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout
+    body.extend_from_slice(&1i32.to_be_bytes()); // topics
+    body.extend_from_slice(&string(topic));
+    body.extend_from_slice(&1i32.to_be_bytes()); // partitions
+    body.extend_from_slice(&0i32.to_be_bytes()); // partition 0
+    body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+    body.extend_from_slice(batch);
+    body
+}
+
+/// The error code of the first partition of a Produce v3 answer for `topic`.
+fn produce_v3_error(answer: &[u8], topic: &str) -> i16 {
+    // correlation id 4, topics count 4, name 2 + len, partitions count 4, index 4.
+    i16_at(answer, 4 + 4 + 2 + topic.len() + 4 + 4)
+}
+
+#[test]
+fn bad_requests_get_the_right_error_or_a_closed_connection() {
+    use precursor_protocol::compression::Compression;
+    use precursor_protocol::record_batch::RecordBatchBuilder;
+    let _serial = serial();
+    if !can_run("bad_requests") || !clients_installed("bad_requests") {
+        return;
+    }
+    let node = AfPacketNode::new("ke", 35, "");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&node, dir.path());
+    broker.create_topic("crc", 1);
+    let gateway = broker.bootstrap.clone();
+
+    // A size beyond gateway.request_bytes_max (and a negative one).
+    let mut huge = 0x7fff_ffffi32.to_be_bytes().to_vec();
+    huge.extend_from_slice(&[0; 64]);
+    assert_eq!(exchange(&gateway, &huge), None, "oversized request");
+    let mut negative = (-5i32).to_be_bytes().to_vec();
+    negative.extend_from_slice(&[0; 16]);
+    assert_eq!(exchange(&gateway, &negative), None, "negative size");
+    // A size shorter than a header, and a size that cuts the body short.
+    let mut short = 6i32.to_be_bytes().to_vec();
+    short.extend_from_slice(&[0, 18, 0, 0, 0, 1]);
+    assert_eq!(exchange(&gateway, &short), None, "truncated header");
+    let mut cut = raw_request(3, 1, 7, &1i32.to_be_bytes()); // Metadata v1: 1 topic, no name
+    cut.truncate(cut.len());
+    assert_eq!(
+        exchange(&gateway, &cut),
+        None,
+        "body shorter than its fields"
+    );
+    // Bytes after a whole body.
+    let trailing = raw_request(18, 0, 8, &[1, 2, 3]);
+    assert_eq!(exchange(&gateway, &trailing), None, "trailing bytes");
+    // An API key Kafka does not have, one we do not serve, a version we do not speak.
+    assert_eq!(
+        exchange(&gateway, &raw_request(999, 0, 9, &[])),
+        None,
+        "unknown key"
+    );
+    assert_eq!(
+        exchange(&gateway, &raw_request(17, 1, 10, &string("PLAIN"))),
+        None,
+        "SaslHandshake is not served"
+    );
+    assert_eq!(
+        exchange(&gateway, &raw_request(3, 99, 11, &[])),
+        None,
+        "Metadata v99"
+    );
+    // ApiVersions of an unknown version: answered in v0 with UNSUPPORTED_VERSION (35)
+    // and the versions we do speak (KIP-511).
+    let answer = exchange(&gateway, &raw_request(18, 99, 12, &[])).expect("an answer");
+    assert_eq!(i32::from_be_bytes(answer[..4].try_into().unwrap()), 12);
+    assert_eq!(i16_at(&answer, 4), 35, "UNSUPPORTED_VERSION");
+    let apis = i32::from_be_bytes(answer[6..10].try_into().unwrap());
+    assert_eq!(apis, 17, "the supported APIs listed");
+    // An array claiming 54 million topics in 5 bytes: refused without allocating them.
+    let lying = raw_request(3, 0, 13, &[0x03, 0x3c, 0x0c, 0x00, 0xb6]);
+    assert_eq!(exchange(&gateway, &lying), None, "impossible array length");
+    // ... and one claiming 2^31 - 1 of them (hundreds of GB if allocated up front).
+    let lying = raw_request(3, 0, 13, &[0x7f, 0xff, 0xff, 0xff, 0x00, 0x01, 0x61]);
+    assert_eq!(exchange(&gateway, &lying), None, "impossible array length");
+    let lying = raw_request(
+        11,
+        5,
+        13,
+        &[
+            0, 1, 0x67, 0, 0, 0x17, 0x70, 0, 0, 0x75, 0x30, 0, 0, 0xff, 0xff, 0, 8, 0x63, 0x6f,
+            0x6e, 0x73, 0x75, 0x6d, 0x65, 0x72, 0x7f, 0xff, 0xff, 0xff,
+        ],
+    );
+    assert_eq!(
+        exchange(&gateway, &lying),
+        None,
+        "impossible JoinGroup protocols array"
+    );
+
+    // A record batch with a corrupt CRC: CORRUPT_MESSAGE (2), and nothing stored.
+    let mut builder = RecordBatchBuilder::new(Compression::None, -1, -1, -1, 1_700_000_000_000);
+    builder.append(1_700_000_000_000, Some(b"k"), b"value", &[]);
+    let good = builder.finish();
+    let mut corrupt = good.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x5a;
+    let answer = exchange(
+        &gateway,
+        &raw_request(0, 3, 14, &produce_v3_body("crc", &corrupt)),
+    )
+    .expect("a produce answer");
+    assert_eq!(produce_v3_error(&answer, "crc"), 2, "CORRUPT_MESSAGE");
+    // Unknown topic: UNKNOWN_TOPIC_OR_PARTITION (3). The good batch is stored.
+    let answer = exchange(
+        &gateway,
+        &raw_request(0, 3, 15, &produce_v3_body("nope", &good)),
+    )
+    .expect("a produce answer");
+    assert_eq!(
+        produce_v3_error(&answer, "nope"),
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    let answer = exchange(
+        &gateway,
+        &raw_request(0, 3, 16, &produce_v3_body("crc", &good)),
+    )
+    .expect("a produce answer");
+    assert_eq!(produce_v3_error(&answer, "crc"), 0, "a good batch is taken");
+
+    // The broker kept serving: a real client lists and reads the topic.
+    let out = Command::new("kcat")
+        .args([
+            "-b",
+            &gateway,
+            "-C",
+            "-t",
+            "crc",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%s\n",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "kcat -C after the bad requests");
+    assert_eq!(stdout(&out), "value\n", "one message: the good one");
+    for reason in [
+        "too_large",
+        "truncated",
+        "bad_body",
+        "trailing_bytes",
+        "unknown_api_key",
+        "unsupported_api",
+        "unsupported_version",
+    ] {
+        let count = broker.metric(
+            "precursor_gateway_malformed_requests_total",
+            &format!("reason=\"{reason}\""),
+        );
+        assert!(count >= 1.0, "malformed requests counted under {reason}");
+    }
+    assert!(
+        broker.metric("precursor_gateway_errors_total", "error=\"CorruptMessage\"") >= 1.0,
+        "CORRUPT_MESSAGE counted"
+    );
+}

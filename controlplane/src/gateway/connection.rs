@@ -41,11 +41,9 @@ pub async fn accept_forever(listener: TcpListener, gateway: Arc<Gateway>) {
                     continue;
                 }
                 gateway.metrics.connection_accepted();
-                let gateway = gateway.clone();
+                let open = OpenConnection(gateway.clone());
                 tokio::spawn(async move {
-                    serve_connection(stream, peer, &gateway).await;
-                    gateway.connections.fetch_sub(1, Ordering::AcqRel);
-                    gateway.metrics.connection_closed();
+                    serve_connection(stream, peer, &open.0).await;
                 });
             }
             Err(error) => {
@@ -54,6 +52,16 @@ pub async fn accept_forever(listener: TcpListener, gateway: Arc<Gateway>) {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Counts a connection as open until dropped (also when its task panics).
+struct OpenConnection(Arc<Gateway>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.connection_closed();
     }
 }
 

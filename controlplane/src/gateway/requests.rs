@@ -92,7 +92,31 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
     }
     let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api = ApiKey::try_from(raw_key).map_err(|_| Malformed::UnknownApiKey(raw_key))?;
+    let Some(range) = versions::supported_versions(api) else {
+        return Err(Malformed::UnsupportedApi(api));
+    };
+    let gateway = &context.gateway;
+    if !(range.min..=range.max).contains(&version) {
+        if api == ApiKey::ApiVersions {
+            // KIP-511: answer in version 0 with UNSUPPORTED_VERSION and our versions, so
+            // the client can pick one. The rest of the request is not read: its header
+            // may be of a version we do not know.
+            gateway.metrics.request(api_name(api));
+            let code = ResponseError::UnsupportedVersion.code();
+            gateway.metrics.error(api_name(api), code);
+            let response = versions::api_versions_response(code);
+            let meta = RequestMeta {
+                api,
+                version: 0,
+                correlation_id,
+                client_id: String::new(),
+            };
+            return Ok(ready(encode(&meta, &response)));
+        }
+        return Err(Malformed::UnsupportedVersion(api, version));
+    }
     let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
         .map_err(|_| Malformed::Header)?;
     let meta = RequestMeta {
@@ -104,23 +128,6 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
             .as_ref()
             .map_or_else(String::new, |c| c.as_str().to_string()),
     };
-    let Some(range) = versions::supported_versions(api) else {
-        return Err(Malformed::UnsupportedApi(api));
-    };
-    let gateway = &context.gateway;
-    if !(range.min..=range.max).contains(&version) {
-        if api == ApiKey::ApiVersions {
-            // KIP-511: answer in version 0 with UNSUPPORTED_VERSION and our versions, so
-            // the client can pick one.
-            gateway.metrics.request(api_name(api));
-            let code = ResponseError::UnsupportedVersion.code();
-            gateway.metrics.error(api_name(api), code);
-            let response = versions::api_versions_response(code);
-            let meta = RequestMeta { version: 0, ..meta };
-            return Ok(ready(encode(&meta, &response)));
-        }
-        return Err(Malformed::UnsupportedVersion(api, version));
-    }
     gateway.metrics.request(api_name(api));
     match api {
         ApiKey::ApiVersions => {
@@ -283,5 +290,25 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::InitProducerId => "InitProducerId",
         _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{JoinGroupRequest, MetadataRequest};
+
+    #[test]
+    fn lying_array_counts_fail_to_decode_without_taking_the_process_down() {
+        // Metadata v0: "2^31 - 1 topics", then one byte. Each element is ~70 bytes: the
+        // decoder's up-front Vec would be ~150 GB (see ReserveFreeLargeAllocations).
+        let mut body = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff, 0x00, 0x01, 0x61]);
+        assert!(MetadataRequest::decode(&mut body, 0).is_err());
+        // JoinGroup v5 with a protocols array of 2^31 - 1 entries.
+        let mut body = Bytes::from_static(&[
+            0, 1, b'g', 0, 0, 0x17, 0x70, 0, 0, 0x75, 0x30, 0, 0, 0xff, 0xff, 0, 8, b'c', b'o',
+            b'n', b's', b'u', b'm', b'e', b'r', 0x7f, 0xff, 0xff, 0xff,
+        ]);
+        assert!(JoinGroupRequest::decode(&mut body, 5).is_err());
     }
 }
