@@ -448,6 +448,9 @@ fn kafka_python_produces_consumes_and_commits() {
     assert_eq!(result["second_consumer_at_committed"], true, "{result}");
     assert_eq!(result["groups_listed"], true, "{result}");
     assert_eq!(result["admin_offsets_committed"], true, "{result}");
+    assert_eq!(result["offsets_for_times_right"], true, "{result}");
+    assert_eq!(result["offsets_for_times_none_after_end"], true, "{result}");
+    assert_eq!(result["beginning_is_zero"], true, "{result}");
 }
 
 /// A group_member.py process and the lines it printed.
@@ -833,7 +836,11 @@ fn bad_requests_get_the_right_error_or_a_closed_connection() {
         &raw_request(0, 3, 14, &produce_v3_body("crc", &corrupt)),
     )
     .expect("a produce answer");
-    assert_eq!(produce_v3_error(&answer, "crc"), 2, "CORRUPT_MESSAGE");
+    assert_eq!(
+        produce_v3_error(&answer, "crc"),
+        2,
+        "CORRUPT_MESSAGE: {answer:?}"
+    );
     // Unknown topic: UNKNOWN_TOPIC_OR_PARTITION (3). The good batch is stored.
     let answer = exchange(
         &gateway,

@@ -26,7 +26,9 @@ def main():
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all",
                              key_serializer=str.encode, value_serializer=str.encode)
-    futures = [producer.send(topic, key=f"k{i % 10}", value=f"v{i}") for i in range(count)]
+    base_ms = 1_700_000_000_000
+    futures = [producer.send(topic, key=f"k{i % 10}", value=f"v{i}", timestamp_ms=base_ms + i)
+               for i in range(count)]
     producer.flush()
     records = [f.get(timeout=30) for f in futures]
     producer.close()
@@ -44,6 +46,22 @@ def main():
     partitions = sorted(consumer.partitions_for_topic(topic))
     committed = {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}
     ends = consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+    # ListOffsets by timestamp: the first offset of each partition at or after the target.
+    target = base_ms + count // 2
+    found = consumer.offsets_for_times({TopicPartition(topic, p): target for p in partitions})
+    expected = {}
+    for i, record in enumerate(records):
+        if base_ms + i >= target:
+            expected[record.partition] = min(expected.get(record.partition, record.offset),
+                                              record.offset)
+    result["offsets_for_times_right"] = all(
+        (found[TopicPartition(topic, p)].offset if found[TopicPartition(topic, p)] else None)
+        == expected.get(p) for p in partitions)
+    late = consumer.offsets_for_times({TopicPartition(topic, p): base_ms + 10 * count
+                                       for p in partitions})
+    result["offsets_for_times_none_after_end"] = all(v is None for v in late.values())
+    early = consumer.beginning_offsets([TopicPartition(topic, p) for p in partitions])
+    result["beginning_is_zero"] = all(v == 0 for v in early.values())
     consumer.close()
     result["consumed"] = len(values)
     result["consumed_distinct"] = len(set(values))

@@ -66,7 +66,8 @@ pub async fn fetch(
     }
     .min(config.fetch_response_bytes_max);
     let one_batch_bytes = gateway.node.config.storage.batch_bytes_max;
-    let topics = gateway.topics.get(&gateway);
+    let names: Vec<&str> = request.topics.iter().map(|t| t.topic.0.as_str()).collect();
+    let topics = gateway.topics.get_including(&gateway, &names);
     let mut wanted = Vec::new();
     for topic in &request.topics {
         let name = topic.topic.0.as_str();

@@ -1183,7 +1183,8 @@ pub fn offset_commit(
             request.member_id.as_str(),
             request.group_instance_id.as_ref().map(|i| i.as_str()),
         );
-    let topics = gateway.topics.get(&gateway).ok();
+    let names: Vec<&str> = request.topics.iter().map(|t| t.name.0.as_str()).collect();
+    let topics = gateway.topics.get_including(&gateway, &names).ok();
     let metadata_max = gateway.config.offset_metadata_bytes_max as usize;
     let commit_ms = super::now_ms();
     let mut response = OffsetCommitResponse::default();

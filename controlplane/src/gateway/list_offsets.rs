@@ -35,7 +35,8 @@ pub async fn list_offsets(
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let api = api_name(meta.api);
-    let topics = gateway.topics.get(&gateway);
+    let names: Vec<&str> = request.topics.iter().map(|t| t.name.0.as_str()).collect();
+    let topics = gateway.topics.get_including(&gateway, &names);
     let mut response = ListOffsetsResponse::default();
     for topic in &request.topics {
         let name = topic.name.0.as_str();

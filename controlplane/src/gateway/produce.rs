@@ -95,7 +95,12 @@ pub fn produce(context: &Context, meta: RequestMeta, request: ProduceRequest) ->
         -1 => Some(Acks::Durable),
         _ => None,
     };
-    let topics = gateway.topics.get(&gateway);
+    let names: Vec<&str> = request
+        .topic_data
+        .iter()
+        .map(|t| t.name.0.as_str())
+        .collect();
+    let topics = gateway.topics.get_including(&gateway, &names);
     let batch_bytes_max = gateway.node.config.storage.batch_bytes_max as usize;
     let mut response = ProduceResponse::default();
     // (topic index, partition index, future) of the batches sent to the data plane.

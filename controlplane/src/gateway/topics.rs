@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 
 /// How long a read of the counters file serves topic lookups, in milliseconds.
 pub const TOPIC_VIEW_MAX_AGE_MS: u64 = 50;
+/// A lookup that misses a topic reads the file again if the cached read is older than
+/// this, in milliseconds (a topic created a moment ago by another path is found; a client
+/// asking for a topic that does not exist costs at most one read per this interval).
+pub const TOPIC_VIEW_MISS_REFRESH_MS: u64 = 2;
 /// "Not requested" for the authorized-operations fields (Kafka's INT32_MIN).
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
@@ -54,9 +58,23 @@ impl TopicView {
 
     /// The topics, read at most [`TOPIC_VIEW_MAX_AGE_MS`] ago.
     pub fn get(&self, gateway: &Gateway) -> Result<Arc<Topics>, TopicsUnavailable> {
+        self.get_including(gateway, &[])
+    }
+
+    /// The topics, read again (at most every [`TOPIC_VIEW_MISS_REFRESH_MS`]) when one of
+    /// `names` is missing from the cached read.
+    pub fn get_including(
+        &self,
+        gateway: &Gateway,
+        names: &[&str],
+    ) -> Result<Arc<Topics>, TopicsUnavailable> {
         let mut cache = self.cache.lock().expect("topic view lock");
         if let Some((read_at, topics)) = cache.as_ref() {
-            if read_at.elapsed() < Duration::from_millis(TOPIC_VIEW_MAX_AGE_MS) {
+            let age = read_at.elapsed();
+            let fresh = age < Duration::from_millis(TOPIC_VIEW_MAX_AGE_MS);
+            let complete = names.iter().all(|name| topics.contains_key(*name))
+                || age < Duration::from_millis(TOPIC_VIEW_MISS_REFRESH_MS);
+            if fresh && complete {
                 return Ok(topics.clone());
             }
         }
@@ -136,7 +154,8 @@ pub fn metadata(
         };
         let auto_create = (version < 4 || request.allow_auto_topic_creation)
             && gateway.node.config.topics.auto_create;
-        let mut topics = gateway.topics.get(&gateway);
+        let names: Vec<&str> = wanted.iter().flatten().map(String::as_str).collect();
+        let mut topics = gateway.topics.get_including(&gateway, &names);
         match wanted {
             None => {
                 if let Ok(topics) = &topics {
