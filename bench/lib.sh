@@ -53,3 +53,42 @@ bench_make_client_netns() {
     ip -n "$ns" link set "$inner" up
     ip -n "$ns" link set lo up
 }
+
+# Starts `$bin/precursor-dataplane --config $1` (inside namespace $2, "" for the root
+# one; more arguments after $3 are passed on), its stderr in $3; waits for "ready:",
+# then pins every thread but the lcore (the main thread) to core 0. Sets `dp_pid`.
+# Exits the calling script with the log when the data plane dies or is not ready in 60 s.
+bench_start_dataplane() {
+    local config="$1" inside="$2" log="$3"
+    shift 3
+    if [ -n "$inside" ]; then
+        ip netns exec "$inside" "$bin/precursor-dataplane" --config "$config" "$@" 2>"$log" &
+    else
+        "$bin/precursor-dataplane" --config "$config" "$@" 2>"$log" &
+    fi
+    dp_pid=$!
+    for _ in $(seq 600); do
+        grep -q "ready:" "$log" 2>/dev/null && break
+        if ! kill -0 "$dp_pid" 2>/dev/null; then
+            echo "${0##*/}: the data plane exited at start-up:" >&2
+            cat "$log" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
+    grep -q "ready:" "$log" || { cat "$log" >&2; echo "${0##*/}: data plane not ready" >&2; exit 1; }
+    local task tid
+    for task in /proc/"$dp_pid"/task/*; do
+        tid="${task##*/}"
+        [ "$tid" = "$dp_pid" ] || taskset -pc 0 "$tid" >/dev/null
+    done
+}
+
+# Stops the data plane `bench_start_dataplane` started (SIGTERM: it persists and exits).
+bench_stop_dataplane() {
+    if [ -n "${dp_pid:-}" ]; then
+        kill -TERM "$dp_pid" 2>/dev/null || true
+        wait "$dp_pid" 2>/dev/null || true
+        dp_pid=""
+    fi
+}

@@ -95,36 +95,11 @@ bench_make_client_netns "$ns" "$outer" "$inner" "$client_ip"
 start_dataplane() {
     local config="$1" inside="$2"
     shift 2
-    local log="$work/dataplane.log"
-    if [ -n "$inside" ]; then
-        ip netns exec "$inside" "$bin/precursor-dataplane" --config "$config" "$@" 2>"$log" &
-    else
-        "$bin/precursor-dataplane" --config "$config" "$@" 2>"$log" &
-    fi
-    dp_pid=$!
-    for _ in $(seq 600); do
-        grep -q "ready:" "$log" 2>/dev/null && break
-        if ! kill -0 "$dp_pid" 2>/dev/null; then
-            echo "bench/run.sh: the data plane exited at start-up:" >&2
-            cat "$log" >&2
-            exit 1
-        fi
-        sleep 0.1
-    done
-    grep -q "ready:" "$log" || { cat "$log" >&2; echo "bench/run.sh: data plane not ready" >&2; exit 1; }
-    # The lcore (the main thread) stays on its core; everything else joins the clients.
-    for task in /proc/"$dp_pid"/task/*; do
-        local tid="${task##*/}"
-        [ "$tid" = "$dp_pid" ] || taskset -pc 0 "$tid" >/dev/null
-    done
+    bench_start_dataplane "$config" "$inside" "$work/dataplane.log" "$@"
 }
 
 stop_dataplane() {
-    if [ -n "$dp_pid" ]; then
-        kill -TERM "$dp_pid" 2>/dev/null || true
-        wait "$dp_pid" 2>/dev/null || true
-        dp_pid=""
-    fi
+    bench_stop_dataplane
 }
 
 # $1: namespace; $2: label; rest: precursor arguments. Appends "label<TAB>json" to $raw.

@@ -6,10 +6,13 @@ set -euo pipefail
 # Packages: DPDK 22.11 and what bindgen needs; iproute2 for TAP/veth/netns; python3 for
 # the benchmark's disk probe; procps for pgrep; rdma-core's headers for the verbs bindings
 # (ffi feature `rdma`; the soft-RoCE guest's own packages are installed by ci/rdma-guest.sh);
-# Kafka clients nobody here wrote for the gateway's tests (tests/kafka.rs): kcat and
-# librdkafka through python3-confluent-kafka, kafka-python; python3-venv for the venv below.
+# nats-server and redis-server (with redis-cli) for bench/compare.sh, e2fsprogs for its
+# chattr/lsattr; Kafka clients nobody here wrote for the gateway's tests (tests/kafka.rs):
+# kcat and librdkafka through python3-confluent-kafka, kafka-python; python3-venv for the
+# venv below.
 PACKAGES=(dpdk libdpdk-dev clang libclang-dev pkg-config gcc make iproute2 procps python3 kmod
-          libibverbs-dev librdmacm-dev kcat python3-confluent-kafka python3-kafka python3-venv)
+          libibverbs-dev librdmacm-dev nats-server redis-server redis-tools e2fsprogs
+          kcat python3-confluent-kafka python3-kafka python3-venv)
 # A current librdkafka for the Kafka tests: the confluent-kafka wheel from PyPI bundles one
 # (Debian's 2.0.2 compresses only zstd against brokers without Produce v0, see docs/kafka.md).
 KAFKA_VENV=/opt/precursor-kafka-venv

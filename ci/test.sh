@@ -30,6 +30,8 @@ ci/rdma-guest.sh --skip-if-unavailable --timeout 300 -- target/release/examples/
 step "benchmark smoke (tiny counts; proves every step runs, judges no timing)"
 bash bench/run.sh --quick --out target/bench-smoke
 bash bench/command-ring.sh --quick
+# Precursor beside NATS JetStream and Redis Streams: renders into its out dir, not docs/.
+bash bench/compare.sh --quick --out target/bench-compare-smoke
 
 step "clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings

@@ -280,3 +280,82 @@ fn ipc_clients_ride_out_a_data_plane_restart() {
         "{message}"
     );
 }
+
+#[test]
+fn a_direct_reader_follows_the_writer_across_segment_rolls_without_asking_it() {
+    let _serial = serial();
+    if !can_run("a_direct_reader_follows_the_writer") {
+        return;
+    }
+    // Small segments: the reader crosses sealed files on disk, sealed segments still in
+    // memory and the active one while the producer is writing.
+    let node = AfPacketNode::new("d", 24, "[storage]\nsegment_bytes = 2097152\n");
+    let dataplane = node.start();
+    let messages = 1_000_000u64;
+    // The topic exists before the reader maps it.
+    let out = ipc_command(
+        &node,
+        &[
+            "bench", "produce", "--topic", "direct", "-n", "1", "--quiet",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_success(&out, "first message");
+    let reader = ipc_command(
+        &node,
+        &[
+            "consume",
+            "direct",
+            "--direct",
+            "--verify",
+            "--count",
+            &(messages + 1).to_string(),
+            "--idle-timeout-ms",
+            "30000",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // The bench payloads restart at sequence 0 per run: one continuous run after the first.
+    let out = ipc_command(
+        &node,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "direct",
+            "-n",
+            &messages.to_string(),
+            "--quiet",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_success(&out, "IPC producer");
+    let out = reader.wait_with_output().unwrap();
+    let report = stderr(&out);
+    // Two runs of sequences: 0 then 0..messages. The verifier sees the second 0 as a
+    // duplicate of the first and nothing else out of place.
+    assert!(
+        report.contains(&format!("verified {} messages", messages + 1)),
+        "{report}"
+    );
+    assert!(
+        report.contains("0 gaps (0 missing)") && report.contains("0 corrupt"),
+        "{report}"
+    );
+    let counters = dataplane.stop();
+    // The data plane never saw the reader: no fetch came from it.
+    assert_eq!(counter(&counters, "fetch_requests"), 0, "{counters}");
+    let segments = std::fs::read_dir(node.config.parent().unwrap().join("data/direct-0"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".log"))
+        })
+        .count();
+    assert!(segments >= 10, "the run crossed many segments ({segments})");
+}

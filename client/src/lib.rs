@@ -37,6 +37,7 @@ pub mod bench_payload;
 mod consumer;
 mod error;
 pub mod ipc;
+pub mod log_map;
 mod metadata;
 pub mod partitioner;
 mod producer;

@@ -228,7 +228,9 @@ pub fn plan_memory(config: &Config, partitions: u64) -> Result<MemoryPlan, NodeE
         * mbuf_data_room_bytes(config.port.mtu_bytes) as u64
         + DPDK_OVERHEAD_BYTES;
     // Active + prepared spare segment per partition, and headroom for topics created later.
-    let segments_need = (partitions.max(1) * 2 + 4) * config.storage.segment_bytes;
+    // Each memory file also holds a 64-byte header: one more (huge) page per segment.
+    let segment_memory_bytes = config.storage.segment_bytes + HUGE_PAGE_BYTES;
+    let segments_need = (partitions.max(1) * 2 + 4) * segment_memory_bytes;
     let mut warnings = Vec::new();
     let dpdk_hugepages = match config.dataplane.hugepages {
         Hugepages::Off => false,
@@ -424,6 +426,20 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         &port_name(config),
         storage.flusher.clone(),
     )?);
+    // Where the logs are, for clients that read them directly from the shared maps.
+    let paths = format!(
+        "data_dir={}\nmemory_dir={}\n",
+        std::fs::canonicalize(&config.node.data_dir)
+            .unwrap_or_else(|_| config.node.data_dir.clone())
+            .display(),
+        plan.memory_dir.display()
+    );
+    if let Err(error) = std::fs::write(cnc_dir.join("paths"), paths) {
+        eprintln!(
+            "precursor-dataplane: warning: cannot write {}/paths: {error}",
+            cnc_dir.display()
+        );
+    }
     let ipc = if config.ipc.enabled {
         let layout = IpcLayout {
             channels: config.ipc.channels,

@@ -18,16 +18,55 @@
 //! `&mut [u8]` over `[published, capacity)`, and the Release/Acquire pair makes the bytes
 //! written before a publish visible to a reader that observes it.
 
+//!
+//! The memory file starts with a 64-byte header so that other processes can read the
+//! published prefix too ([`AppendRegionView`]: a consumer reading the log's memory
+//! directly, never blocking the writer):
+//!
+//! ```text
+//!  0   magic u64 "PRECSEG\0" | layout version u32 | reserved u32
+//!  16  capacity u64 (usable bytes)
+//!  24  published u64 (the writer's Release store; readers' Acquire load)
+//!  64  data: capacity bytes (record batches, exactly as they go to the .log file)
+//! ```
+
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use memmap2::{MmapOptions, MmapRaw};
+
 use crate::{SharedMapping, ShmError};
+
+/// Bytes before the data of an append region's memory file.
+pub const APPEND_HEADER_BYTES: usize = 64;
+/// `b"PRECSEG\0"` as a little-endian u64.
+pub const APPEND_MAGIC: u64 = u64::from_le_bytes(*b"PRECSEG\0");
+/// Layout version of an append region's memory file.
+pub const APPEND_LAYOUT_VERSION: u32 = 1;
+const MAGIC_OFFSET: usize = 0;
+const VERSION_OFFSET: usize = 8;
+const CAPACITY_OFFSET: usize = 16;
+const PUBLISHED_OFFSET: usize = 24;
 
 struct Region {
     mapping: SharedMapping,
     capacity: usize,
-    published: AtomicUsize,
+}
+
+impl Region {
+    /// The published length, in the file's header.
+    #[inline]
+    fn published_cell(&self) -> &AtomicU64 {
+        self.mapping.atomic_u64(PUBLISHED_OFFSET)
+    }
+
+    #[inline]
+    fn data_ptr(&self) -> *mut u8 {
+        // SAFETY: the mapping holds the header and `capacity` bytes after it (created so),
+        // so the offset stays inside it.
+        unsafe { self.mapping.as_mut_ptr().add(APPEND_HEADER_BYTES) }
+    }
 }
 
 /// Creates the memory file `path` with room for `capacity_bytes` (rounded up to its
@@ -36,12 +75,20 @@ pub fn append_region(
     path: &Path,
     capacity_bytes: usize,
 ) -> Result<(AppendWriter, AppendReader), ShmError> {
-    let mapping = SharedMapping::create(path, capacity_bytes)?;
-    assert!(mapping.len() >= capacity_bytes);
+    let mapping = SharedMapping::create(path, APPEND_HEADER_BYTES + capacity_bytes)?;
+    assert!(mapping.len() >= APPEND_HEADER_BYTES + capacity_bytes);
+    mapping
+        .atomic_u32(VERSION_OFFSET)
+        .store(APPEND_LAYOUT_VERSION, Ordering::Relaxed);
+    mapping
+        .atomic_u64(CAPACITY_OFFSET)
+        .store(capacity_bytes as u64, Ordering::Relaxed);
+    mapping
+        .atomic_u64(MAGIC_OFFSET)
+        .store(APPEND_MAGIC, Ordering::Release);
     let region = Arc::new(Region {
         mapping,
         capacity: capacity_bytes,
-        published: AtomicUsize::new(0),
     });
     let reader = AppendReader {
         region: Arc::clone(&region),
@@ -80,7 +127,7 @@ impl AppendWriter {
 
     /// The published length (the writer is its only mutator: a relaxed load suffices).
     pub fn published(&self) -> usize {
-        self.region.published.load(Ordering::Relaxed)
+        self.region.published_cell().load(Ordering::Relaxed) as usize
     }
 
     /// Bytes that may still be written.
@@ -100,7 +147,7 @@ impl AppendWriter {
         // memory file is private to this process (created by `SharedMapping::create`).
         unsafe {
             std::slice::from_raw_parts_mut(
-                self.region.mapping.as_mut_ptr().add(published),
+                self.region.data_ptr().add(published),
                 self.region.capacity - published,
             )
         }
@@ -116,8 +163,8 @@ impl AppendWriter {
         );
         assert!(published_bytes <= self.region.capacity);
         self.region
-            .published
-            .store(published_bytes, Ordering::Release);
+            .published_cell()
+            .store(published_bytes as u64, Ordering::Release);
     }
 
     /// Copies `bytes` after the published length and publishes them; returns the position
@@ -179,7 +226,7 @@ impl std::fmt::Debug for AppendReader {
 impl AppendReader {
     /// The published length (Acquire: every byte below it is visible).
     pub fn published(&self) -> usize {
-        self.region.published.load(Ordering::Acquire)
+        self.region.published_cell().load(Ordering::Acquire) as usize
     }
 
     /// The published prefix at the time of the call. It never changes afterwards.
@@ -211,7 +258,96 @@ fn published_prefix(region: &Region, published: usize) -> &[u8] {
     // is visible. Published bytes are never written again (the writer only touches
     // [published, capacity), and `published` never shrinks), so the shared slice aliases
     // no mutable access. The mapping lives as long as `region`, which the slice borrows.
-    unsafe { std::slice::from_raw_parts(region.mapping.as_mut_ptr(), published) }
+    // Other processes map the file read-only ([`AppendRegionView`]).
+    unsafe { std::slice::from_raw_parts(region.data_ptr(), published) }
+}
+
+/// A read-only view of another process's append region (a consumer reading an active or
+/// sealed segment in the data plane's memory directory). It sees the published prefix and
+/// never writes, so it cannot block or disturb the writer. The file may be unlinked while
+/// viewed (the writer's segment was sealed and released): the pages stay valid.
+pub struct AppendRegionView {
+    map: MmapRaw,
+    capacity: usize,
+    path: std::path::PathBuf,
+}
+
+impl std::fmt::Debug for AppendRegionView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppendRegionView")
+            .field("path", &self.path)
+            .field("published", &self.published())
+            .finish()
+    }
+}
+
+impl AppendRegionView {
+    /// Maps the memory file `path` read-only and checks its header.
+    pub fn open(path: &Path) -> Result<AppendRegionView, ShmError> {
+        let io = |source| ShmError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let layout = |reason| ShmError::Layout {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let file_bytes = file.metadata().map_err(io)?.len() as usize;
+        if file_bytes < APPEND_HEADER_BYTES {
+            return Err(layout("shorter than an append region's header"));
+        }
+        let map = MmapOptions::new()
+            .len(file_bytes)
+            .map_raw_read_only(&file)
+            .map_err(io)?;
+        let view = AppendRegionView {
+            map,
+            capacity: 0,
+            path: path.to_path_buf(),
+        };
+        if view.load(MAGIC_OFFSET, Ordering::Acquire) != APPEND_MAGIC {
+            return Err(layout("not an append region (magic)"));
+        }
+        if view.load(VERSION_OFFSET, Ordering::Relaxed) as u32 != APPEND_LAYOUT_VERSION {
+            return Err(layout("append region of another layout version"));
+        }
+        let capacity = view.load(CAPACITY_OFFSET, Ordering::Relaxed) as usize;
+        if APPEND_HEADER_BYTES + capacity > file_bytes {
+            return Err(layout("append region capacity past the file's end"));
+        }
+        Ok(AppendRegionView { capacity, ..view })
+    }
+
+    fn load(&self, offset: usize, ordering: Ordering) -> u64 {
+        assert!(offset.is_multiple_of(8) && offset + 8 <= APPEND_HEADER_BYTES);
+        // SAFETY: in the header (asserted), 8-byte aligned (the map is page aligned); the
+        // writer accesses these words only through atomics of this width; an atomic load
+        // from a read-only page is a plain load.
+        let cell = unsafe { &*(self.map.as_ptr().add(offset) as *const AtomicU64) };
+        cell.load(ordering)
+    }
+
+    /// The published length now (Acquire: every byte below it is visible).
+    pub fn published(&self) -> usize {
+        (self.load(PUBLISHED_OFFSET, Ordering::Acquire) as usize).min(self.capacity)
+    }
+
+    /// The published prefix at the time of the call; it never changes afterwards.
+    pub fn bytes(&self) -> &[u8] {
+        let published = self.published();
+        // SAFETY: below a published length loaded with Acquire: written before, visible,
+        // and never written again by the single writer; the map lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(APPEND_HEADER_BYTES), published) }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 #[cfg(test)]
@@ -318,5 +454,24 @@ mod tests {
             seq += 1;
         }
         assert_eq!(verifier.join().unwrap(), seq);
+    }
+
+    #[test]
+    fn another_process_view_sees_the_published_prefix_only() {
+        let (_dir, mut writer, _reader) = region(1000);
+        writer.append(b"batch one").unwrap();
+        let view = AppendRegionView::open(writer.path()).unwrap();
+        assert_eq!(view.capacity(), 1000);
+        assert_eq!(view.bytes(), b"batch one");
+        writer.unpublished_mut()[..3].copy_from_slice(b"two");
+        assert_eq!(view.bytes(), b"batch one", "unpublished bytes stay unseen");
+        writer.publish(12);
+        assert_eq!(view.bytes(), b"batch onetwo");
+        // Not a region: refused with the reason.
+        let plain = tempfile::tempdir().unwrap();
+        let other = plain.path().join("other");
+        std::fs::write(&other, [7u8; 128]).unwrap();
+        let error = AppendRegionView::open(&other).unwrap_err().to_string();
+        assert!(error.contains("not an append region"), "{error}");
     }
 }

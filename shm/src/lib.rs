@@ -26,7 +26,9 @@ mod mapping;
 mod reserve_free_alloc;
 pub mod ring;
 
-pub use append::{append_region, AppendReader, AppendWriter, RegionFull};
+pub use append::{
+    append_region, AppendReader, AppendRegionView, AppendWriter, RegionFull, APPEND_HEADER_BYTES,
+};
 pub use cnc::{CncError, ControlplaneCnc, DataplaneCnc, CNC_FILE_NAME, CNC_LAYOUT_VERSION};
 pub use counters::{
     histogram_bucket, AllocateError, CounterId, CounterSnapshot, CountersFull, CountersReader,

@@ -17,7 +17,7 @@
 
 use super::admin::AdminTarget;
 use super::produce::parse_acks;
-use super::{BrokerArgs, Transport};
+use super::{bench_ipc, BrokerArgs, Transport};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use hdrhistogram::Histogram;
@@ -125,7 +125,37 @@ pub struct BenchProduceArgs {
     /// so a retransmit is answered with its offsets.
     #[arg(long, default_value_t = 5)]
     pub in_flight: usize,
+    /// Fixed offered rate in messages/s over all producers: message i is due at
+    /// start + i / rate, and its latency is measured from that intended time
+    /// (coordinated-omission corrected). Without it: as fast as the window allows, and
+    /// latency is from each send.
+    #[arg(long, value_name = "MSGS_PER_S")]
+    pub rate: Option<f64>,
+    /// Producers, each a thread with its own client and socket, sharing --messages and
+    /// --rate. With more than one, payload sequence numbers restart per producer, so a
+    /// `bench consume` of the topic would not verify.
+    #[arg(long, default_value_t = 1)]
+    pub producers: u32,
+    /// Messages each producer sends (and has acknowledged) before the measured ones.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    /// IPC only: send copies of one batch encoded once (--records-per-batch records),
+    /// --in-flight batches outstanding: the channel and the lcore without the client's
+    /// per-message encoding. Not verifiable by `bench consume` (sequences repeat).
+    #[arg(long, conflicts_with_all = ["rate", "producers"])]
+    pub pre_encoded: bool,
+    /// Records in the pre-encoded batch.
+    #[arg(long, default_value_t = 1000, requires = "pre_encoded")]
+    pub records_per_batch: usize,
 }
+
+/// Most producers of one `bench produce`.
+const PRODUCERS_MAX: u32 = 64;
+/// Highest fixed rate `bench produce --rate` accepts, in messages/s.
+const RATE_MAX: f64 = 100_000_000.0;
+/// The schema version of the --json object (the one every system's result uses:
+/// bench/src/result.rs).
+const RESULT_SCHEMA: u32 = 1;
 
 #[derive(Args)]
 pub struct BenchConsumeArgs {
@@ -153,15 +183,37 @@ pub struct BenchPingArgs {
     pub lost_after_ms: u64,
 }
 
-/// The result of one run, as printed with --json.
+/// The result of one run, as printed with --json: the schema every system's result uses
+/// (bench/src/result.rs), plus `acks`.
 struct Report {
-    transport: String,
+    transport: BenchTransport,
+    workload: &'static str,
     acks: Option<Acks>,
+    producers: u32,
+    consumers: u32,
     messages: u64,
     size: usize,
+    window: Option<usize>,
+    rate: Option<f64>,
+    /// Latency measured from each message's intended send time (fixed rate).
+    from_intended: bool,
     seconds: f64,
     errors: u64,
     latency: Option<Histogram<u64>>,
+}
+
+/// The latency curve's points per factor of ten in 1 / (1 - q), up to 99.9999 %.
+const CURVE_POINTS_PER_DECADE: u32 = 10;
+const CURVE_DECADES: u32 = 6;
+
+/// `[percentile, us]` points of the "latency by percentile" curve of the plots.
+fn latency_curve(h: &Histogram<u64>) -> Vec<[f64; 2]> {
+    (0..=CURVE_POINTS_PER_DECADE * CURVE_DECADES)
+        .map(|step| {
+            let q = 1.0 - 10f64.powf(-f64::from(step) / f64::from(CURVE_POINTS_PER_DECADE));
+            [(q * 1e8).round() / 1e6, h.value_at_quantile(q) as f64 / 1e3]
+        })
+        .collect()
 }
 
 impl Report {
@@ -174,45 +226,70 @@ impl Report {
     fn percentile_us(&self, q: f64) -> Option<f64> {
         self.latency
             .as_ref()
+            .filter(|h| !h.is_empty())
             .map(|h| h.value_at_quantile(q) as f64 / 1e3)
+    }
+    fn max_us(&self) -> Option<f64> {
+        self.latency
+            .as_ref()
+            .filter(|h| !h.is_empty())
+            .map(|h| h.max() as f64 / 1e3)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let round1 = |v: Option<f64>| v.map(|v| (v * 10.0).round() / 10.0);
+        serde_json::json!({
+            "schema": RESULT_SCHEMA,
+            "system": "precursor",
+            "transport": self.transport.name(),
+            "workload": self.workload,
+            "acks": self.acks.map(|a| a.name()),
+            "durability": self.acks.map(|a| a.name()),
+            "producers": self.producers,
+            "consumers": self.consumers,
+            "messages": self.messages,
+            "size": self.size,
+            "window": self.window,
+            "rate": self.rate,
+            "latency_from": self.latency.as_ref().map(|_| if self.from_intended { "intended" } else { "send" }),
+            "seconds": (self.seconds * 1e6).round() / 1e6,
+            "msgs_per_sec": self.msgs_per_sec().round(),
+            "mb_per_sec": (self.mb_per_sec() * 100.0).round() / 100.0,
+            "p50_us": round1(self.percentile_us(0.5)),
+            "p90_us": round1(self.percentile_us(0.9)),
+            "p99_us": round1(self.percentile_us(0.99)),
+            "p999_us": round1(self.percentile_us(0.999)),
+            "p9999_us": round1(self.percentile_us(0.9999)),
+            "max_us": round1(self.max_us()),
+            "curve": self.latency.as_ref().filter(|h| !h.is_empty()).map_or_else(Vec::new, latency_curve),
+            "errors": self.errors,
+        })
     }
 
     fn print(&self, json: bool) {
         let number = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.1}"));
         if json {
-            let max = self.latency.as_ref().map(|h| h.max() as f64 / 1e3);
-            println!(
-                "{{\"transport\":\"{}\",\"acks\":{},\"messages\":{},\"size\":{},\"seconds\":{:.6},\"msgs_per_sec\":{:.0},\"mb_per_sec\":{:.2},\"p50_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{},\"errors\":{}}}",
-                self.transport,
-                self.acks.map_or("null".to_string(), |a| format!("\"{}\"", a.name())),
-                self.messages,
-                self.size,
-                self.seconds,
-                self.msgs_per_sec(),
-                self.mb_per_sec(),
-                number(self.percentile_us(0.5)),
-                number(self.percentile_us(0.99)),
-                number(self.percentile_us(0.999)),
-                number(max),
-                self.errors
-            );
+            println!("{}", self.json());
         } else {
             print!(
                 "{} messages of {} B over {} in {:.3} s: {:.0} msgs/s, {:.1} MB/s",
                 self.messages,
                 self.size,
-                self.transport,
+                self.transport.name(),
                 self.seconds,
                 self.msgs_per_sec(),
                 self.mb_per_sec()
             );
             if self.latency.is_some() {
                 print!(
-                    "; latency p50 {} us, p99 {} us, p99.9 {} us, max {} us",
+                    "; latency{} p50 {} us, p90 {} us, p99 {} us, p99.9 {} us, p99.99 {} us, max {} us",
+                    if self.from_intended { " from intended send" } else { "" },
                     number(self.percentile_us(0.5)),
+                    number(self.percentile_us(0.9)),
                     number(self.percentile_us(0.99)),
                     number(self.percentile_us(0.999)),
-                    number(self.latency.as_ref().map(|h| h.max() as f64 / 1e3))
+                    number(self.percentile_us(0.9999)),
+                    number(self.max_us())
                 );
             }
             println!("; {} errors", self.errors);
@@ -232,9 +309,6 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
             (args.common, report)
         }
         BenchCommand::Ping(args) => {
-            if args.common.broker.transport != Transport::Udp {
-                bail!("bench ping measures the UDP path only (windowed raw datagrams); for IPC round trips use bench produce --transport ipc");
-            }
             let report = ping(&args)?;
             (args.common, report)
         }
@@ -247,13 +321,171 @@ pub fn run(command: BenchCommand) -> Result<ExitCode> {
     })
 }
 
-fn produce(args: &BenchProduceArgs) -> Result<Report> {
+/// The transports `bench` drives: the client commands' `--transport` (udp, ipc). The
+/// producer and consumer get it through `BrokerArgs::client_config`.
+pub type BenchTransport = super::Transport;
+
+/// Opens a producer over `transport`.
+fn open_producer(transport: BenchTransport, config: ProducerConfig) -> Result<Producer> {
+    Producer::new(config)
+        .with_context(|| format!("cannot start the producer over {}", transport.name()))
+}
+
+/// Opens a consumer over `transport`.
+fn open_consumer(transport: BenchTransport, config: ConsumerConfig) -> Result<Consumer> {
+    Consumer::new(config)
+        .with_context(|| format!("cannot start the consumer over {}", transport.name()))
+}
+
+/// The intended send times of a fixed-rate run: message `i` of producer `k` of `n` is due
+/// at `start + (k + i * n) / rate` — the producers interleave at `rate / n` each.
+#[derive(Clone, Copy, Debug)]
+struct Schedule {
+    start: Instant,
+    interval_ns: f64,
+    offset_ns: f64,
+}
+
+impl Schedule {
+    fn new(start: Instant, rate: f64, producer: u32, producers: u32) -> Schedule {
+        debug_assert!(rate > 0.0 && producer < producers);
+        let total_interval_ns = 1e9 / rate;
+        Schedule {
+            start,
+            interval_ns: total_interval_ns * f64::from(producers),
+            offset_ns: total_interval_ns * f64::from(producer),
+        }
+    }
+
+    fn intended(&self, index: u64) -> Instant {
+        let ns = self.offset_ns + index as f64 * self.interval_ns;
+        self.start + Duration::from_nanos(ns.round() as u64)
+    }
+}
+
+/// Checks `bench produce`'s arguments; each bad one is named.
+fn check_produce_args(args: &BenchProduceArgs) -> Result<()> {
     if args.size < bench_payload::PAYLOAD_BYTES_MIN {
         bail!(
             "--size must be at least {} bytes",
             bench_payload::PAYLOAD_BYTES_MIN
         );
     }
+    if !(1..=PRODUCERS_MAX).contains(&args.producers) {
+        bail!(
+            "--producers {}: must be 1..={PRODUCERS_MAX}",
+            args.producers
+        );
+    }
+    if u64::from(args.producers) > args.common.messages {
+        bail!(
+            "--producers {} exceeds --messages {}",
+            args.producers,
+            args.common.messages
+        );
+    }
+    if let Some(rate) = args.rate {
+        if !(rate > 0.0 && rate <= RATE_MAX) {
+            bail!("--rate {rate}: must be more than 0 and at most {RATE_MAX}");
+        }
+        if args.acks == Acks::None {
+            bail!("--rate measures produce -> ack latency: it needs --acks leader or durable");
+        }
+    }
+    Ok(())
+}
+
+/// What one producer thread did.
+struct ProducerRun {
+    latency: Histogram<u64>,
+    tally: Tally,
+    stats: precursor_client::ProducerStats,
+    flush_error: Option<String>,
+}
+
+fn produce(args: &BenchProduceArgs) -> Result<Report> {
+    if args.pre_encoded {
+        return pre_encoded_produce(args);
+    }
+    check_produce_args(args)?;
+    let common = &args.common;
+    let n = args.producers;
+    let share = |k: u32| {
+        let base = common.messages / u64::from(n);
+        base + if k == 0 {
+            common.messages % u64::from(n)
+        } else {
+            0
+        }
+    };
+    // Producers connect and warm up, then all start measuring from one instant.
+    let ready = std::sync::Barrier::new(n as usize);
+    let start = std::sync::OnceLock::new();
+    let runs: Vec<Result<ProducerRun>> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..n)
+            .map(|k| {
+                let (ready, start) = (&ready, &start);
+                scope.spawn(move || produce_one(args, k, share(k), ready, start))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a producer thread panicked")))
+            })
+            .collect()
+    });
+    let seconds = start
+        .get()
+        .map_or(0.0, |s: &Instant| s.elapsed().as_secs_f64());
+    let mut latency =
+        Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("static bounds");
+    let (mut delivered, mut errors) = (0u64, 0u64);
+    for run in runs {
+        let run = run?;
+        latency.add(&run.latency).expect("same bounds");
+        delivered += run.tally.delivered;
+        errors += run.tally.errors;
+        if let Some(error) = &run.flush_error {
+            eprintln!("precursor: flush: {error}");
+        }
+        if let Some(error) = &run.tally.first_error {
+            eprintln!("precursor: first error: {error}");
+        }
+        if !common.quiet {
+            eprintln!(
+                "producer: {} batches, {} retransmits, {} duplicates acknowledged",
+                run.stats.batches_sent, run.stats.retransmits, run.stats.duplicates
+            );
+        }
+    }
+    Ok(Report {
+        transport: common.broker.transport,
+        workload: "produce",
+        acks: Some(args.acks),
+        producers: n,
+        consumers: 0,
+        messages: common.messages,
+        size: args.size,
+        window: Some(args.in_flight),
+        rate: args.rate,
+        from_intended: args.rate.is_some(),
+        seconds,
+        errors: errors + common.messages.saturating_sub(delivered + errors),
+        latency: (args.acks != Acks::None).then_some(latency),
+    })
+}
+
+/// One producer: connects, warms up, waits for the others, then sends `count` messages
+/// (at its share of --rate when given) and waits for their acks.
+fn produce_one(
+    args: &BenchProduceArgs,
+    k: u32,
+    count: u64,
+    ready: &std::sync::Barrier,
+    start: &std::sync::OnceLock<Instant>,
+) -> Result<ProducerRun> {
     let common = &args.common;
     let config = ProducerConfig {
         client: common.broker.client_config(),
@@ -264,56 +496,94 @@ fn produce(args: &BenchProduceArgs) -> Result<Report> {
         auto_create_topics: true,
         ..ProducerConfig::default()
     };
-    let mut producer = Producer::new(config).context("cannot start the producer")?;
-    let partitions = producer
-        .partition_count(&args.topic)
-        .with_context(|| format!("topic {:?}", args.topic))?;
+    // A failure before the barrier must still release the others: wait, then report.
+    let opened = open_producer(common.broker.transport, config).and_then(|mut producer| {
+        let partitions = producer
+            .partition_count(&args.topic)
+            .with_context(|| format!("topic {:?}", args.topic))?;
+        Ok((producer, partitions))
+    });
+    let (mut producer, partitions, mut sequences, mut payload) = match opened {
+        Ok((producer, partitions)) => (
+            producer,
+            partitions,
+            vec![0u64; partitions as usize],
+            Vec::with_capacity(args.size),
+        ),
+        Err(error) => {
+            ready.wait();
+            return Err(error);
+        }
+    };
+    let timeout = Duration::from_millis(common.broker.timeout_ms.saturating_mul(3));
+    let mut warm = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("static bounds");
+    let mut warm_tally = Tally::default();
+    for i in 0..args.warmup {
+        let partition = (i % u64::from(partitions)) as u16;
+        bench_payload::encode(sequences[partition as usize], args.size, &mut payload);
+        sequences[partition as usize] += 1;
+        producer.send(&args.topic, Some(partition), None, &payload)?;
+        producer.drain_deliveries(|d| warm_tally.record(d, 0, &mut warm));
+    }
+    let warmed = producer.flush(timeout);
+    producer.drain_deliveries(|d| warm_tally.record(d, 0, &mut warm));
+    ready.wait();
+    if let Err(error) = warmed {
+        bail!("warm-up flush: {error}");
+    }
+    if warm_tally.errors > 0 {
+        bail!(
+            "warm-up: {} errors, first: {}",
+            warm_tally.errors,
+            warm_tally.first_error.unwrap_or_default()
+        );
+    }
+    let started = *start.get_or_init(Instant::now);
+    let schedule = args
+        .rate
+        .map(|rate| Schedule::new(started, rate, k, args.producers));
+    // Message ids count from 0 per producer; the measured ones follow the warm-up's.
+    let first_id = args.warmup;
+    // How late each measured message was sent after its intended time (fixed rate only),
+    // indexed by id - first_id: added to its send -> ack latency.
+    let mut late_ns = vec![
+        0u64;
+        if schedule.is_some() {
+            count as usize
+        } else {
+            0
+        }
+    ];
     let mut latency =
         Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("static bounds");
-    let mut sequences = vec![0u64; partitions as usize];
-    let mut payload = Vec::with_capacity(args.size);
     let mut tally = Tally::default();
-    let mut progress = Progress::new(common.quiet, "produced");
-    let started = Instant::now();
-    for i in 0..common.messages {
-        let partition = (i % partitions as u64) as u16;
+    let mut progress = Progress::new(common.quiet || k > 0, "produced");
+    for i in 0..count {
+        if let Some(schedule) = &schedule {
+            let due = schedule.intended(i);
+            while Instant::now() < due {
+                producer.poll()?;
+                producer
+                    .drain_deliveries(|d| tally.record_late(d, first_id, &late_ns, &mut latency));
+            }
+            late_ns[i as usize] = Instant::now().saturating_duration_since(due).as_nanos() as u64;
+        }
+        let partition = (i % u64::from(partitions)) as u16;
         let seq = &mut sequences[partition as usize];
         bench_payload::encode(*seq, args.size, &mut payload);
         *seq += 1;
         producer.send(&args.topic, Some(partition), None, &payload)?;
-        producer.drain_deliveries(|d| tally.record(d, &mut latency));
+        producer.drain_deliveries(|d| tally.record_late(d, first_id, &late_ns, &mut latency));
         progress.tick(tally.delivered);
     }
-    let flushed = producer.flush(Duration::from_millis(
-        common.broker.timeout_ms.saturating_mul(3),
-    ));
-    producer.drain_deliveries(|d| tally.record(d, &mut latency));
-    let seconds = started.elapsed().as_secs_f64();
+    let flushed = producer.flush(timeout);
+    producer.drain_deliveries(|d| tally.record_late(d, first_id, &late_ns, &mut latency));
     progress.done(tally.delivered);
-    if let Err(error) = flushed {
-        eprintln!("precursor: flush: {error}");
-    }
-    if let Some(error) = &tally.first_error {
-        eprintln!("precursor: first error: {error}");
-    }
-    let stats = producer.stats();
-    if !common.quiet {
-        eprintln!(
-            "producer: {} batches, {} retransmits, {} duplicates acknowledged",
-            stats.batches_sent, stats.retransmits, stats.duplicates
-        );
-    }
-    Ok(Report {
-        transport: common.broker.transport.name().to_string(),
-        acks: Some(args.acks),
-        messages: common.messages,
-        size: args.size,
-        seconds,
-        errors: tally.errors
-            + common
-                .messages
-                .saturating_sub(tally.delivered + tally.errors),
-        latency: (args.acks != Acks::None).then_some(latency),
+    Ok(ProducerRun {
+        latency,
+        tally,
+        stats: producer.stats(),
+        flush_error: flushed.err().map(|e| e.to_string()),
     })
 }
 
@@ -323,7 +593,7 @@ fn consume(args: &BenchConsumeArgs) -> Result<Report> {
         client: common.broker.client_config(),
         ..ConsumerConfig::default()
     };
-    let mut consumer = Consumer::new(config).context("cannot start the consumer")?;
+    let mut consumer = open_consumer(common.broker.transport, config)?;
     consumer
         .assign(&args.topic, None, StartOffset::Earliest)
         .with_context(|| format!("topic {:?}", args.topic))?;
@@ -371,17 +641,90 @@ fn consume(args: &BenchConsumeArgs) -> Result<Report> {
         );
     }
     Ok(Report {
-        transport: common.broker.transport.name().to_string(),
+        transport: common.broker.transport,
+        workload: "consume",
         acks: None,
+        producers: 0,
+        consumers: 1,
         messages: consumed,
         size: bytes.checked_div(consumed).unwrap_or(0) as usize,
+        window: None,
+        rate: None,
+        from_intended: false,
         seconds,
         errors,
         latency: None,
     })
 }
 
+/// `bench produce --pre-encoded` (IPC): see [`bench_ipc::pre_encoded_produce`].
+fn pre_encoded_produce(args: &BenchProduceArgs) -> Result<Report> {
+    let common = &args.common;
+    if common.broker.transport != Transport::Ipc {
+        bail!("--pre-encoded needs --transport ipc");
+    }
+    if args.records_per_batch == 0 || args.in_flight == 0 {
+        bail!("--records-per-batch and --in-flight must be at least 1");
+    }
+    let run = bench_ipc::pre_encoded_produce(
+        &common.broker.ipc_dir,
+        &args.topic,
+        common.messages,
+        args.size,
+        args.records_per_batch,
+        args.in_flight,
+        args.acks,
+    )?;
+    Ok(Report {
+        transport: common.broker.transport,
+        workload: "produce-pre-encoded",
+        acks: Some(args.acks),
+        producers: 1,
+        consumers: 0,
+        messages: run.messages,
+        size: args.size,
+        window: Some(args.in_flight),
+        rate: None,
+        from_intended: false,
+        seconds: run.seconds,
+        errors: 0,
+        latency: (args.acks != Acks::None).then_some(run.latency),
+    })
+}
+
+/// `bench ping --transport ipc`: one Ping at a time over an IPC channel.
+fn ipc_ping(args: &BenchPingArgs) -> Result<Report> {
+    let common = &args.common;
+    if args.window != 1 {
+        bail!("bench ping over IPC keeps one ping outstanding (--window 1)");
+    }
+    let run = bench_ipc::ping(
+        &common.broker.ipc_dir,
+        common.messages,
+        args.size,
+        args.warmup,
+    )?;
+    Ok(Report {
+        transport: common.broker.transport,
+        workload: "ping",
+        acks: None,
+        producers: 1,
+        consumers: 0,
+        messages: run.messages,
+        size: args.size,
+        window: Some(1),
+        rate: None,
+        from_intended: false,
+        seconds: run.seconds,
+        errors: 0,
+        latency: Some(run.latency),
+    })
+}
+
 fn ping(args: &BenchPingArgs) -> Result<Report> {
+    if args.common.broker.transport == Transport::Ipc {
+        return ipc_ping(args);
+    }
     let common = &args.common;
     if !(1..=PING_WINDOW_MAX).contains(&args.window) {
         bail!("--window must be 1..={PING_WINDOW_MAX}");
@@ -406,10 +749,16 @@ fn ping(args: &BenchPingArgs) -> Result<Report> {
         );
     }
     Ok(Report {
-        transport: common.broker.transport.name().to_string(),
+        transport: common.broker.transport,
+        workload: "ping",
         acks: None,
+        producers: 1,
+        consumers: 0,
         messages: common.messages,
         size: args.size,
+        window: Some(args.window),
+        rate: None,
+        from_intended: false,
         seconds,
         errors: tally.errors(),
         latency: Some(latency),
@@ -672,7 +1021,8 @@ struct Tally {
 }
 
 impl Tally {
-    fn record(&mut self, delivery: Delivery, latency: &mut Histogram<u64>) {
+    /// A delivery, its latency from the send plus `late_ns` (how late the send was).
+    fn record(&mut self, delivery: Delivery, late_ns: u64, latency: &mut Histogram<u64>) {
         match delivery.error {
             Some(error) => {
                 self.errors += 1;
@@ -680,9 +1030,28 @@ impl Tally {
             }
             None => {
                 self.delivered += 1;
-                latency.saturating_record(delivery.latency_ns.max(1));
+                latency.saturating_record(delivery.latency_ns.saturating_add(late_ns).max(1));
             }
         }
+    }
+
+    /// A measured delivery: `late_ns[id - first_id]` is how late its send was after its
+    /// intended time (empty when not at a fixed rate), so its latency counts from then.
+    fn record_late(
+        &mut self,
+        delivery: Delivery,
+        first_id: u64,
+        late_ns: &[u64],
+        latency: &mut Histogram<u64>,
+    ) {
+        let late = delivery
+            .id
+            .0
+            .checked_sub(first_id)
+            .and_then(|i| late_ns.get(i as usize))
+            .copied()
+            .unwrap_or(0);
+        self.record(delivery, late, latency);
     }
 }
 
@@ -917,4 +1286,151 @@ fn paced_ring_load(
         }),
         errors,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use precursor_client::MessageId;
+
+    fn produce_args(extra: &[&str]) -> BenchProduceArgs {
+        let mut argv = vec!["precursor", "bench", "produce"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Bench(BenchCommand::Produce(args)) => args,
+            _ => unreachable!("bench produce"),
+        }
+    }
+
+    #[test]
+    fn rate_schedule_interleaves_producers_and_does_not_drift() {
+        let start = Instant::now();
+        let only = Schedule::new(start, 10_000.0, 0, 1);
+        assert_eq!(only.intended(1) - start, Duration::from_micros(100));
+        assert_eq!(only.intended(1_000_000) - start, Duration::from_secs(100));
+        // Two producers at 1,000/s in total: 500/s each, 1 ms apart.
+        let a = Schedule::new(start, 1_000.0, 0, 2);
+        let b = Schedule::new(start, 1_000.0, 1, 2);
+        assert_eq!(a.intended(1) - start, Duration::from_millis(2));
+        assert_eq!(b.intended(0) - start, Duration::from_millis(1));
+        assert_eq!(b.intended(1) - start, Duration::from_millis(3));
+    }
+
+    #[test]
+    fn produce_arguments_are_checked_and_named() {
+        let error = |extra: &[&str]| {
+            check_produce_args(&produce_args(extra))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error(&["--producers", "0"]).contains("--producers 0"));
+        assert!(error(&["--producers", "65"]).contains("--producers 65"));
+        assert!(error(&["--producers", "3", "--messages", "2"]).contains("exceeds --messages"));
+        assert!(error(&["--rate", "0"]).contains("--rate 0"));
+        assert!(error(&["--rate=-5"]).contains("--rate -5"));
+        assert!(error(&["--rate", "1000", "--acks", "none"]).contains("needs --acks"));
+        assert!(error(&["--size", "8"]).contains("--size"));
+        let ok = produce_args(&["--rate", "10000", "--producers", "2", "--warmup", "100"]);
+        check_produce_args(&ok).unwrap();
+        assert_eq!((ok.rate, ok.producers, ok.warmup), (Some(10_000.0), 2, 100));
+        assert_eq!(ok.common.broker.transport, BenchTransport::Udp);
+        let unknown = Cli::try_parse_from([
+            "precursor",
+            "bench",
+            "produce",
+            "--transport",
+            "carrier-pigeon",
+        ]);
+        assert!(unknown.is_err());
+    }
+
+    fn delivery(id: u64, latency_ns: u64) -> Delivery {
+        Delivery {
+            id: MessageId(id),
+            topic_id: 1,
+            partition: 0,
+            offset: Some(id),
+            latency_ns,
+            error: None,
+        }
+    }
+
+    /// A message sent 3 ms after its intended time and acked 20 us after the send counts
+    /// 3.02 ms; warm-up ids (below first_id) count from their send.
+    #[test]
+    fn latency_counts_from_the_intended_time_at_a_fixed_rate() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).unwrap();
+        let mut tally = Tally::default();
+        let late_ns = [0, 3_000_000, 0];
+        tally.record_late(delivery(11, 20_000), 10, &late_ns, &mut h);
+        assert_eq!(h.max(), h.highest_equivalent(3_020_000));
+        tally.record_late(delivery(3, 20_000), 10, &late_ns, &mut h);
+        assert_eq!(h.min(), h.lowest_equivalent(20_000));
+        assert_eq!(tally.delivered, 2);
+    }
+
+    #[test]
+    fn json_carries_the_common_result_schema() {
+        let mut h = Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).unwrap();
+        for us in 1..=1000u64 {
+            h.record(us * 1000).unwrap();
+        }
+        let report = Report {
+            transport: BenchTransport::Udp,
+            workload: "produce",
+            acks: Some(Acks::Durable),
+            producers: 2,
+            consumers: 0,
+            messages: 1000,
+            size: 100,
+            window: Some(5),
+            rate: Some(10_000.0),
+            from_intended: true,
+            seconds: 0.1,
+            errors: 0,
+            latency: Some(h),
+        };
+        let json = report.json();
+        for field in [
+            "schema",
+            "system",
+            "transport",
+            "workload",
+            "durability",
+            "producers",
+            "consumers",
+            "messages",
+            "size",
+            "window",
+            "rate",
+            "latency_from",
+            "seconds",
+            "msgs_per_sec",
+            "mb_per_sec",
+            "p50_us",
+            "p90_us",
+            "p99_us",
+            "p999_us",
+            "p9999_us",
+            "max_us",
+            "curve",
+            "errors",
+            "acks",
+        ] {
+            assert!(json.get(field).is_some(), "{field} missing in {json}");
+        }
+        assert_eq!(json["system"], "precursor");
+        assert_eq!(json["durability"], "durable");
+        assert_eq!(json["latency_from"], "intended");
+        assert_eq!(json["msgs_per_sec"], 10_000.0);
+        // HdrHistogram answers the highest value of a bucket (0.1 % wide).
+        let near = |field: &str, us: f64| (json[field].as_f64().unwrap() - us).abs() <= us * 0.001;
+        assert!(
+            near("p50_us", 500.0) && near("p99_us", 990.0) && near("max_us", 1000.0),
+            "{json}"
+        );
+        assert_eq!(json["curve"].as_array().unwrap().len(), 61);
+    }
 }

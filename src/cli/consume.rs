@@ -4,7 +4,9 @@ use super::BrokerArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use precursor_client::bench_payload::Verifier;
+use precursor_client::log_map::{DirectRead, LogPaths, PartitionMap};
 use precursor_client::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
+use precursor_protocol::record_batch::records;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -42,9 +44,17 @@ pub struct ConsumeArgs {
     /// Give up when no message arrives for this many milliseconds (0: wait forever).
     #[arg(long, default_value_t = 0)]
     pub idle_timeout_ms: u64,
+    /// Read the log directly from the data plane's shared maps (same host; the data
+    /// plane's CnC directory is `--ipc-dir`): no request at all, the data plane does not
+    /// even see this reader.
+    #[arg(long, conflicts_with = "durable_only")]
+    pub direct: bool,
 }
 
 pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
+    if args.direct {
+        return run_direct(args);
+    }
     let config = ConsumerConfig {
         client: args.broker.client_config(),
         durable_only: args.durable_only,
@@ -110,29 +120,44 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
                 break;
             }
             consumed += 1;
-            if args.verify {
-                verifier.observe(record.partition, &record.value);
-            } else if args.verbose {
-                let key = record
-                    .key
-                    .as_deref()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
-                writeln!(
-                    out,
-                    "{} {} {} {}",
-                    record.partition,
-                    record.offset,
-                    key,
-                    String::from_utf8_lossy(&record.value)
-                )?;
-            } else {
-                out.write_all(&record.value)?;
-                out.write_all(b"\n")?;
-            }
+            emit(&args, &mut verifier, &mut out, record)?;
         }
     }
     out.flush()?;
+    report(&args, &verifier, consumed)
+}
+
+/// What to do with one record: verify it, or print it.
+fn emit(
+    args: &ConsumeArgs,
+    verifier: &mut Verifier,
+    out: &mut impl Write,
+    record: &ConsumedRecord,
+) -> Result<()> {
+    if args.verify {
+        verifier.observe(record.partition, &record.value);
+    } else if args.verbose {
+        let key = record
+            .key
+            .as_deref()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{} {} {} {}",
+            record.partition,
+            record.offset,
+            key,
+            String::from_utf8_lossy(&record.value)
+        )?;
+    } else {
+        out.write_all(&record.value)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+fn report(args: &ConsumeArgs, verifier: &Verifier, consumed: u64) -> Result<ExitCode> {
     if args.verify {
         let totals = verifier.totals();
         eprintln!(
@@ -144,4 +169,123 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--direct`: batches straight from the shared maps, partition by partition in turn.
+fn run_direct(args: ConsumeArgs) -> Result<ExitCode> {
+    let paths = LogPaths::discover(&args.broker.ipc_dir)?;
+    let partitions = match args.partition {
+        Some(p) => vec![p],
+        None => paths.partitions(&args.topic)?,
+    };
+    if args.offset.is_some() && args.partition.is_none() {
+        bail!("--offset needs --partition");
+    }
+    let mut readers = Vec::new();
+    let mut verifier = Verifier::new();
+    for &partition in &partitions {
+        let mut map = PartitionMap::open(&paths, &args.topic, partition)
+            .with_context(|| format!("cannot map {}-{partition}", args.topic))?;
+        let start = match (args.offset, args.from_beginning || args.verify) {
+            (Some(offset), _) => offset,
+            (None, true) => map.log_start_offset().unwrap_or(0),
+            // Latest: the end of what is mapped now.
+            (None, false) => end_of(&mut map),
+        };
+        if args.verify {
+            verifier.expect(partition, 0);
+        }
+        readers.push((partition, map, start, false));
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut consumed = 0u64;
+    let mut last_progress = Instant::now();
+    'reading: loop {
+        let mut progressed = false;
+        for (partition, map, position, caught_up) in &mut readers {
+            match map.read(*position, DIRECT_READ_BYTES)? {
+                DirectRead::Batches(batches) => {
+                    *caught_up = false;
+                    let mut at = 0;
+                    while at < batches.len() {
+                        let length = 12 + u32::from_be_bytes(
+                            batches[at + 8..at + 12].try_into().expect("4 bytes"),
+                        ) as usize;
+                        let batch = &batches[at..at + length];
+                        at += length;
+                        let records = records(batch).map_err(|e| {
+                            anyhow::anyhow!("{}-{partition}: corrupt batch in the log map: {e}", args.topic)
+                        })?;
+                        for record in records {
+                            let offset = record.offset as u64;
+                            if offset < *position {
+                                continue;
+                            }
+                            *position = offset + 1;
+                            let record = ConsumedRecord {
+                                partition: *partition,
+                                offset,
+                                timestamp_ms: record.timestamp,
+                                key: record.key,
+                                value: record.value.unwrap_or_default(),
+                            };
+                            emit(&args, &mut verifier, &mut out, &record)?;
+                            consumed += 1;
+                            progressed = true;
+                            if args.count.is_some_and(|count| consumed >= count) {
+                                break 'reading;
+                            }
+                        }
+                    }
+                }
+                DirectRead::CaughtUp => *caught_up = true,
+                DirectRead::OutOfRange { log_start_offset } => bail!(
+                    "offset {} of {}-{partition} is below the first retained offset {log_start_offset}",
+                    position,
+                    args.topic
+                ),
+            }
+        }
+        if progressed {
+            last_progress = Instant::now();
+        } else {
+            if args.to_end && readers.iter().all(|r| r.3) {
+                break;
+            }
+            if args.idle_timeout_ms > 0
+                && last_progress.elapsed() > Duration::from_millis(args.idle_timeout_ms)
+            {
+                out.flush()?;
+                bail!(
+                    "no message for {} ms after {consumed} messages",
+                    args.idle_timeout_ms
+                );
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    out.flush()?;
+    report(&args, &verifier, consumed)
+}
+
+/// Bytes of batches one direct read hands out at most (more when one batch is larger).
+const DIRECT_READ_BYTES: usize = 1 << 20;
+
+/// The offset after the last record mapped now.
+fn end_of(map: &mut PartitionMap) -> u64 {
+    let mut position = map.log_start_offset().unwrap_or(0);
+    while let Ok(DirectRead::Batches(batches)) = map.read(position, usize::MAX) {
+        let mut at = 0;
+        while at + 27 <= batches.len() {
+            let base = i64::from_be_bytes(batches[at..at + 8].try_into().expect("8")) as u64;
+            let length =
+                12 + u32::from_be_bytes(batches[at + 8..at + 12].try_into().expect("4")) as usize;
+            let last_delta =
+                i32::from_be_bytes(batches[at + 23..at + 27].try_into().expect("4")) as u64;
+            position = base + last_delta + 1;
+            at += length;
+        }
+    }
+    position
 }

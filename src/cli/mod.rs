@@ -5,6 +5,7 @@
 
 mod admin;
 mod bench;
+mod bench_ipc;
 mod consume;
 mod produce;
 mod up;
