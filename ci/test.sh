@@ -17,15 +17,25 @@ step "tests"
 # Release: the end-to-end tests push a million messages through the real path.
 cargo test --release --workspace --no-fail-fast
 
-step "rdma: soft-RoCE in a QEMU TCG guest (verbs smoke; the transport's tests join here)"
+step "rdma: soft-RoCE in a QEMU TCG guest (verbs layer, then the transport end to end)"
 # The host kernel has no RDMA subsystem; the guest boots Debian's kernel with rdma_rxe.
-# Skipped loudly only where QEMU cannot run at all.
-ci/rdma-guest.sh --skip-if-unavailable --timeout 300 --script ci/rdma-guest/smoke.sh
-# The verbs bindings (ffi feature `rdma`): host behaviour (no RDMA subsystem: a clear
-# error), then two RC queue pairs on rxe0 doing SEND/RECV, RDMA WRITE and READ in the guest.
+# Skipped loudly only where QEMU cannot run at all. Host side first: without RDMA every
+# layer says so clearly (verbs, rdma_cm, the data plane's transport, the client).
 cargo test --release -p precursor-ffi --features rdma --test verbs
-cargo build --release -p precursor-ffi --features rdma --example verbs_loopback
-ci/rdma-guest.sh --skip-if-unavailable --timeout 300 -- target/release/examples/verbs_loopback rxe0 1
+cargo test --release -p precursor-dataplane -p precursor-client \
+  --features precursor-dataplane/rdma,precursor-client/rdma --lib rdma
+cargo build --release -p precursor-ffi --features rdma --example verbs_loopback --example cm_loopback
+ci/rdma-guest.sh --skip-if-unavailable --timeout 300 --hugepages 16 \
+  --add ci/rdma-guest/smoke.sh \
+  --add target/release/examples/verbs_loopback --add target/release/examples/cm_loopback \
+  --env VERBS_LOOPBACK="$PWD/target/release/examples/verbs_loopback" \
+  --env CM_LOOPBACK="$PWD/target/release/examples/cm_loopback" \
+  --script ci/rdma-guest/verbs.sh
+# The transport (tests/rdma.rs): a real data plane listening on rxe0, real clients over RC
+# queue pairs: 100,000 messages back by fetch and by READ, many clients, vanishing clients,
+# QP errors on both sides, read grants at and beyond the high-water mark, kill -9 restarts,
+# the CLI. About four minutes under TCG.
+ci/rdma-guest-tests.sh --skip-if-unavailable --timeout 900
 
 step "benchmark smoke (tiny counts; proves every step runs, judges no timing)"
 bash bench/run.sh --quick --out target/bench-smoke
@@ -35,7 +45,8 @@ bash bench/compare.sh --quick --out target/bench-compare-smoke
 
 step "clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
-cargo clippy --release -p precursor-ffi --features rdma --all-targets -- -D warnings
+cargo clippy --release --workspace --all-targets \
+  --features precursor/rdma,precursor-dataplane/rdma -- -D warnings
 
 step "rustfmt"
 cargo fmt --all -- --check

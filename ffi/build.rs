@@ -22,7 +22,17 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim.h");
     println!("cargo:rerun-if-changed=src/shim.c");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
+    if env::var_os("CARGO_FEATURE_DPDK").is_some() {
+        dpdk(&out);
+    }
+    if env::var_os("CARGO_FEATURE_RDMA").is_some() {
+        verbs(&out);
+    }
+}
 
+/// Bindings, shim and link flags for DPDK (feature `dpdk`, on by default).
+fn dpdk(out: &std::path::Path) {
     let cflags = dpdk_cflags();
 
     // Dynamic link flags (-lrte_ethdev, -lrte_mbuf, ...). EAL loads the PMDs from
@@ -66,14 +76,9 @@ fn main() {
         .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()))
         .generate()
         .expect("bindgen failed over src/wrapper.h (is libclang-dev installed?)");
-    let out = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
     bindings
         .write_to_file(out.join("dpdk_bindings.rs"))
         .expect("write dpdk_bindings.rs");
-
-    if env::var_os("CARGO_FEATURE_RDMA").is_some() {
-        verbs(&out);
-    }
 }
 
 /// rdma-core >= 44: libibverbs 1.14.44, librdmacm 1.3.44 (pkg-config versions).

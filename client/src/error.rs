@@ -121,6 +121,16 @@ pub enum ClientError {
         dir: PathBuf,
     },
 
+    /// No RDMA connection could be made: no RDMA device or route, nobody listening, or
+    /// the data plane rejected it (the reason is its own).
+    #[error("RDMA to the data plane at {broker}: {reason}")]
+    RdmaUnavailable { broker: SocketAddr, reason: String },
+
+    /// The RDMA connection broke (the data plane disconnected, a work request failed, the
+    /// QP went to the error state): requests in flight on it are lost; connect anew.
+    #[error("RDMA connection to {broker} lost: {reason}")]
+    RdmaConnectionLost { broker: SocketAddr, reason: String },
+
     #[error("socket error: {0}")]
     Io(#[source] Arc<std::io::Error>),
 }
@@ -131,6 +141,8 @@ pub enum BrokerAddress {
     Udp(SocketAddr),
     /// The data plane's CnC directory.
     Ipc(PathBuf),
+    /// The data plane's `[rdma]` address (rdma_cm).
+    Rdma(SocketAddr),
 }
 
 impl std::fmt::Display for BrokerAddress {
@@ -138,6 +150,7 @@ impl std::fmt::Display for BrokerAddress {
         match self {
             BrokerAddress::Udp(address) => write!(f, "{address}"),
             BrokerAddress::Ipc(dir) => write!(f, "IPC at {}", dir.display()),
+            BrokerAddress::Rdma(address) => write!(f, "RDMA at {address}"),
         }
     }
 }

@@ -41,6 +41,8 @@ pub mod log_map;
 mod metadata;
 pub mod partitioner;
 mod producer;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod retransmit;
 mod transport;
 
@@ -70,6 +72,9 @@ pub enum TransportKind {
     Udp,
     /// Shared-memory channel to a data plane on this host: no system call per message.
     Ipc(IpcConfig),
+    /// An RDMA reliable connection (feature `rdma`): frames as SEND/RECV.
+    #[cfg(feature = "rdma")]
+    Rdma(rdma::RdmaConfig),
 }
 
 /// How to reach a broker, and how patiently.

@@ -46,8 +46,13 @@ pub struct TransportStats {
 
 /// What carries the frames.
 enum Medium {
-    Udp { socket: UdpSocket, mode: SocketMode },
+    Udp {
+        socket: UdpSocket,
+        mode: SocketMode,
+    },
     Ipc(Box<IpcLink>),
+    #[cfg(feature = "rdma")]
+    Rdma(Box<crate::rdma::RdmaLink>),
 }
 
 /// An IPC channel, or the wait for a new one after it was lost (the data plane restarting):
@@ -141,6 +146,16 @@ impl Transport {
                     bytes,
                 )
             }
+            #[cfg(feature = "rdma")]
+            TransportKind::Rdma(rdma) => {
+                let link = crate::rdma::RdmaLink::connect(rdma)?;
+                let bytes = link.frame_bytes_max().max(RECV_BUFFER_BYTES);
+                (
+                    Medium::Rdma(Box::new(link)),
+                    BrokerAddress::Rdma(rdma.broker),
+                    bytes,
+                )
+            }
         };
         Ok(Transport {
             medium,
@@ -186,6 +201,10 @@ impl Transport {
         debug_assert!(frame.len() >= FRAME_HEADER_BYTES);
         if let Medium::Ipc(_) = self.medium {
             return self.send_ipc(frame);
+        }
+        #[cfg(feature = "rdma")]
+        if let Medium::Rdma(link) = &mut self.medium {
+            return link.send(frame, &mut self.stats);
         }
         // Bounded: a refusal from an old ICMP error is reported once, so two tries suffice
         // for it; a full socket buffer switches the socket to blocking for the second try.
@@ -238,6 +257,13 @@ impl Transport {
     pub fn recv(&mut self, wait: Option<Duration>) -> Result<bool, ClientError> {
         if let Medium::Ipc(_) = self.medium {
             return self.recv_ipc(wait);
+        }
+        #[cfg(feature = "rdma")]
+        if let Medium::Rdma(link) = &mut self.medium {
+            let wait = wait.unwrap_or(Duration::ZERO);
+            let received = link.recv(wait, &mut self.recv_buf, &mut self.stats)?;
+            self.recv_len = received.unwrap_or(0);
+            return Ok(received.is_some());
         }
         let mode = match wait {
             Some(d) if !d.is_zero() => {

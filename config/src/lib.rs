@@ -86,6 +86,7 @@ pub struct Config {
     pub topics: TopicsConfig,
     pub controlplane: ControlplaneConfig,
     pub gateway: GatewayConfig,
+    pub rdma: RdmaConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -266,6 +267,27 @@ pub struct GatewayConfig {
     pub offset_metadata_bytes_max: u32,
 }
 
+/// The RDMA transport (data plane built with the `rdma` feature): native frames as
+/// SEND/RECV on RC queue pairs, one-sided READs of log segments.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RdmaConfig {
+    /// Listen for RDMA connections (rdma_cm). Off by default.
+    pub enabled: bool,
+    /// Address of the RDMA device's network interface to listen on (a RoCE NIC's, or
+    /// soft-RoCE's net device); it picks the device.
+    pub address: Ipv4Addr,
+    /// rdma_cm port (its own port space, not a UDP or TCP port).
+    pub port: u16,
+    /// Receive buffers pre-posted per connection: requests a client may have in flight.
+    pub recv_buffers_per_connection: u32,
+    /// Bytes of each receive and send buffer: the largest frame over RDMA. At least the
+    /// port's frame size (`port.mtu_bytes - 28`), a multiple of 64.
+    pub buffer_bytes: u32,
+    /// Connections served at once; more are rejected.
+    pub connections_max: u32,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSpec {
@@ -283,6 +305,9 @@ pub mod limits {
     pub const MTU_BYTES_MIN: u16 = 576;
     pub const MTU_BYTES_MAX: u16 = 9000;
     pub const BATCH_BYTES_MAX: u32 = 64 << 20;
+    pub const RDMA_CONNECTIONS_MAX: u32 = 1024;
+    pub const RDMA_RECV_BUFFERS_PER_CONNECTION_MAX: u32 = 4096;
+    pub const RDMA_BUFFER_BYTES_MAX: u32 = 1 << 20;
 }
 
 impl Default for Config {
@@ -399,6 +424,19 @@ impl Default for GatewayConfig {
     }
 }
 
+impl Default for RdmaConfig {
+    fn default() -> RdmaConfig {
+        RdmaConfig {
+            enabled: false,
+            address: Ipv4Addr::new(10, 0, 0, 1),
+            port: 9191,
+            recv_buffers_per_connection: 32,
+            buffer_bytes: 9216,
+            connections_max: 64,
+        }
+    }
+}
+
 impl Default for TopicsConfig {
     fn default() -> TopicsConfig {
         TopicsConfig {
@@ -440,6 +478,7 @@ impl Config {
             topics: TopicsConfig::default(),
             controlplane: ControlplaneConfig::default(),
             gateway: GatewayConfig::default(),
+            rdma: RdmaConfig::default(),
         };
         match preset {
             Preset::Balanced => {}

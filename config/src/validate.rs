@@ -356,6 +356,44 @@ impl Config {
             "at most 1048576",
         )?;
 
+        let rdma = &self.rdma;
+        check(
+            !rdma.address.is_broadcast() && !rdma.address.is_multicast(),
+            "rdma.address",
+            rdma.address,
+            "a unicast IPv4 address of the RDMA device's interface",
+        )?;
+        check(
+            rdma.port != 0,
+            "rdma.port",
+            rdma.port,
+            "a port number, not 0",
+        )?;
+        check(
+            (1..=limits::RDMA_RECV_BUFFERS_PER_CONNECTION_MAX)
+                .contains(&rdma.recv_buffers_per_connection),
+            "rdma.recv_buffers_per_connection",
+            rdma.recv_buffers_per_connection,
+            "between 1 and 4096",
+        )?;
+        check(
+            (1..=limits::RDMA_CONNECTIONS_MAX).contains(&rdma.connections_max),
+            "rdma.connections_max",
+            rdma.connections_max,
+            "between 1 and 1024",
+        )?;
+        let frame_bytes = u32::from(port.mtu_bytes) - 28;
+        check(
+            rdma.buffer_bytes.is_multiple_of(64)
+                && rdma.buffer_bytes >= frame_bytes
+                && rdma.buffer_bytes <= limits::RDMA_BUFFER_BYTES_MAX,
+            "rdma.buffer_bytes",
+            rdma.buffer_bytes,
+            &format!(
+                "a multiple of 64 between the port's frame size ({frame_bytes} = port.mtu_bytes - 28) and 1048576"
+            ),
+        )?;
+
         let topics = &self.topics;
         check(
             (1..=limits::PARTITIONS_PER_TOPIC_MAX).contains(&topics.default_partitions),

@@ -124,3 +124,47 @@ fn a_missing_file_is_a_clear_error() {
     assert!(matches!(error, ConfigError::Read { .. }));
     assert!(error.to_string().contains("/nonexistent/precursor.toml"));
 }
+
+#[test]
+fn rdma_section_defaults_off_and_checks_its_ranges() {
+    let config = Config::default();
+    assert!(!config.rdma.enabled);
+    assert!(config.rdma.buffer_bytes as usize >= config.port.mtu_bytes as usize - 28);
+    let on = Config::parse("[rdma]\nenabled = true\naddress = \"10.0.0.1\"\nport = 7000").unwrap();
+    assert!(on.rdma.enabled);
+    assert_eq!(on.rdma.port, 7000);
+    let cases = [
+        ("[rdma]\nport = 0", "rdma.port", "not 0"),
+        (
+            "[rdma]\naddress = \"255.255.255.255\"",
+            "rdma.address",
+            "unicast",
+        ),
+        (
+            "[rdma]\nrecv_buffers_per_connection = 0",
+            "rdma.recv_buffers_per_connection",
+            "between 1 and 4096",
+        ),
+        (
+            "[rdma]\nconnections_max = 5000",
+            "rdma.connections_max",
+            "between 1 and 1024",
+        ),
+        (
+            "[rdma]\nbuffer_bytes = 1000",
+            "rdma.buffer_bytes",
+            "multiple of 64",
+        ),
+        (
+            "[port]\nmtu_bytes = 9000\n[rdma]\nbuffer_bytes = 4096",
+            "rdma.buffer_bytes",
+            "8972",
+        ),
+        ("[rdma]\nbogus = 1", "bogus", "unknown field"),
+    ];
+    for (text, key, reason) in cases {
+        let message = refusal(text);
+        assert!(message.contains(key), "{text:?} -> {message}");
+        assert!(message.contains(reason), "{text:?} -> {message}");
+    }
+}

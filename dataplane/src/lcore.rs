@@ -51,6 +51,9 @@ pub struct Lcore {
     service: Service,
     /// Shared-memory channels of co-located clients, when enabled.
     ipc: Option<IpcTransport>,
+    /// RDMA queue pairs, when enabled.
+    #[cfg(feature = "rdma")]
+    rdma: Option<crate::rdma::RdmaTransport>,
     rx: MbufBurst<RX_BURST_PACKETS_MAX>,
     tx: MbufBurst<TX_BURST_PACKETS_MAX>,
     last_drain: Instant,
@@ -92,6 +95,8 @@ impl Lcore {
             pool,
             service,
             ipc: None,
+            #[cfg(feature = "rdma")]
+            rdma: None,
             rx: MbufBurst::new(),
             tx: MbufBurst::new(),
             last_drain: Instant::now(),
@@ -121,6 +126,19 @@ impl Lcore {
     pub fn attach_ipc(&mut self, ipc: IpcTransport) {
         self.service.serve_frames_up_to(ipc.frame_bytes_max());
         self.ipc = Some(ipc);
+    }
+
+    /// Serves the RDMA connections of `rdma` too, from the next iteration on.
+    #[cfg(feature = "rdma")]
+    pub fn attach_rdma(&mut self, rdma: crate::rdma::RdmaTransport) {
+        self.service.serve_frames_up_to(rdma.frame_bytes_max());
+        self.rdma = Some(rdma);
+    }
+
+    /// The RDMA transport's counters, when it runs.
+    #[cfg(feature = "rdma")]
+    pub fn rdma_counters(&self) -> Option<&crate::rdma::RdmaCounters> {
+        self.rdma.as_ref().map(|rdma| &rdma.counters)
     }
 
     pub fn counters(&self) -> &LcoreCounters {
@@ -159,6 +177,10 @@ impl Lcore {
         }
         if let Some(ipc) = &mut self.ipc {
             work += ipc.poll(&mut self.service, wall_clock_ms());
+        }
+        #[cfg(feature = "rdma")]
+        if let Some(rdma) = &mut self.rdma {
+            work += rdma.poll(&mut self.service, wall_clock_ms());
         }
         if self.control.is_some() {
             work += self.poll_commands();
@@ -265,7 +287,19 @@ impl Lcore {
                     .expect("IPC answers come from IPC requests");
                 ipc.deliver(&mut self.service, channel, generation, request, reply);
             }
-            // No such transport on this lcore: nothing can have been parked for it.
+            #[cfg(feature = "rdma")]
+            ReplyTo::Rdma {
+                connection,
+                generation,
+            } => {
+                let rdma = self
+                    .rdma
+                    .as_mut()
+                    .expect("RDMA answers come from RDMA requests");
+                rdma.deliver(&mut self.service, connection, generation, request, reply);
+            }
+            // No such transport in this build: nothing can have been parked for it.
+            #[cfg(not(feature = "rdma"))]
             ReplyTo::Rdma { .. } => {
                 unreachable!("answer for a transport this lcore does not run")
             }
@@ -303,6 +337,10 @@ impl Lcore {
         let now_ms = wall_clock_ms();
         if let Some(ipc) = &mut self.ipc {
             work += ipc.maintain(&mut self.service, now, now_ms as u64);
+        }
+        #[cfg(feature = "rdma")]
+        if let Some(rdma) = &mut self.rdma {
+            work += rdma.maintain(&mut self.service, now);
         }
         // Counters are for people and scrapers: published at COUNTERS_INTERVAL, not on every
         // drain tick, so their cost does not grow with partitions on the lcore's clock.

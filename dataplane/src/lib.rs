@@ -3,6 +3,7 @@
 //! - [`net`]: Ethernet/ARP/IPv4/ICMP/UDP headers over mbuf bytes.
 //! - [`lcore`]: the burst loop that owns a port queue and its partitions.
 //! - [`ipc`]: shared-memory channels of co-located clients, polled like a NIC queue.
+//! - `rdma` (feature `rdma`): RC queue pairs polled like a NIC queue, one-sided READs.
 //! - [`log`]: partition logs: segments in hugepage memory, the flusher, recovery.
 //! - [`topics`]: the topic manifest, the lcore's topic table, the admin thread.
 //! - [`service`]: serving a native frame from any transport (UDP, IPC, RDMA).
@@ -19,5 +20,7 @@ pub mod lcore;
 pub mod log;
 pub mod net;
 pub mod node;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod service;
 pub mod topics;

@@ -56,6 +56,14 @@ pub enum NodeError {
     HugepagesMissing(String),
     #[error("IPC channels: {0}")]
     Ipc(precursor_shm::ShmError),
+    #[cfg(feature = "rdma")]
+    #[error(transparent)]
+    Rdma(#[from] crate::rdma::RdmaError),
+    #[error(
+        "rdma.enabled = true, but this precursor-dataplane was built without RDMA: \
+         cargo build --release -p precursor-dataplane --features rdma"
+    )]
+    RdmaNotBuilt,
     #[error("cannot start a thread: {0}")]
     Thread(std::io::Error),
 }
@@ -406,6 +414,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
     })?;
     let (mut storage, topics, admin) = Storage::open(config, &plan.memory_dir)?;
 
+    // Before rte_eal_init: its thread keeps the process's CPU set, and a wrong address
+    // fails before DPDK starts.
+    let rdma = start_rdma(config)?;
     // Read before rte_eal_init: afterwards this thread is pinned and sees one core.
     let polling_core = config.lcore();
     let (eal, pool, port) = open_port(config, &plan)?;
@@ -458,8 +469,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
     } else {
         "IPC off".to_string()
     };
+    let rdma = attach_rdma(rdma, &mut lcore);
     eprintln!(
-        "precursor-dataplane: ready: {}:{} on {} (mac {}), lcore {}, {} hugepages, segments in {}, cnc in {}, {}",
+        "precursor-dataplane: ready: {}:{} on {} (mac {}), lcore {}, {} hugepages, segments in {}, cnc in {}, {}, {}",
         endpoint.ip,
         endpoint.udp_port,
         port_name(config),
@@ -472,11 +484,16 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         },
         plan.memory_dir.display(),
         cnc_dir.display(),
-        ipc
+        ipc,
+        rdma
     );
     let mut idle = Idle::new(config.dataplane.idle, config.dataplane.idle_park_us_max);
     lcore.run(&stop, &mut idle);
     let counters = lcore.counters().to_json();
+    #[cfg(feature = "rdma")]
+    if let Some(rdma) = lcore.rdma_counters() {
+        eprintln!("RDMA {}", rdma.to_json());
+    }
     for (topic, partition, log) in lcore.partitions() {
         eprintln!(
             "precursor-dataplane: {topic}-{partition}: offsets {}..{}, durable {}",
@@ -489,6 +506,43 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
     storage.close();
     drop(eal);
     Ok(counters)
+}
+
+/// The RDMA transport when the configuration asks for it (listening, cm thread running).
+#[cfg(feature = "rdma")]
+fn start_rdma(config: &Config) -> Result<Option<crate::rdma::RdmaTransport>, NodeError> {
+    if !config.rdma.enabled {
+        return Ok(None);
+    }
+    Ok(Some(crate::rdma::RdmaTransport::start(&config.rdma)?))
+}
+
+#[cfg(not(feature = "rdma"))]
+fn start_rdma(config: &Config) -> Result<Option<std::convert::Infallible>, NodeError> {
+    if config.rdma.enabled {
+        return Err(NodeError::RdmaNotBuilt);
+    }
+    Ok(None)
+}
+
+/// Hands the started RDMA transport to the lcore; a description for the `ready:` line.
+#[cfg(feature = "rdma")]
+fn attach_rdma(rdma: Option<crate::rdma::RdmaTransport>, lcore: &mut Lcore) -> String {
+    let Some(rdma) = rdma else {
+        return "RDMA off".to_string();
+    };
+    let description = format!(
+        "RDMA on {} (frames up to {} bytes)",
+        rdma.address(),
+        rdma.frame_bytes_max()
+    );
+    lcore.attach_rdma(rdma);
+    description
+}
+
+#[cfg(not(feature = "rdma"))]
+fn attach_rdma(_rdma: Option<std::convert::Infallible>, _lcore: &mut Lcore) -> String {
+    "RDMA off".to_string()
 }
 
 /// Gives the kernel side of the TAP its address, so local sockets reach the data plane.

@@ -221,6 +221,11 @@ impl Service {
                 self.scratch[..bytes].copy_from_slice(&payload[..bytes]);
                 Reply::Pong { bytes }
             }
+            // The RDMA transport answers these itself (rdma.rs); other transports cannot.
+            Opcode::ReadGrant => Reply::error(
+                ErrorCode::InvalidFrame,
+                "read grants are served over the RDMA transport only",
+            ),
             _ => Reply::error(ErrorCode::InvalidFrame, "not a request opcode"),
         }
     }

@@ -105,6 +105,7 @@ fn run(device: &str, gid_index: u8, messages: usize) -> Result<()> {
         max_recv_wr: 64,
         max_send_sge: 2,
         max_recv_sge: 2,
+        max_inline_data: 0,
     };
     let qp_a = verbs("create qp a", QueuePair::new_rc(&pd, &cq_a, &cq_a, caps))?;
     let qp_b = verbs("create qp b", QueuePair::new_rc(&pd, &cq_b, &cq_b, caps))?;

@@ -14,16 +14,21 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "dpdk")]
 pub mod dpdk;
+#[cfg(feature = "dpdk")]
 pub mod sys;
+#[cfg(feature = "dpdk")]
 pub mod thread;
 #[cfg(feature = "rdma")]
 pub mod verbs;
 
+#[cfg(feature = "dpdk")]
 pub use dpdk::{
     ring_port_pair, AppliedPortConfig, DpdkError, Eal, LinkStatus, Mbuf, MbufBurst, Mempool, Port,
     PortConfig, PortStats, SOCKET_ID_ANY,
 };
+#[cfg(feature = "dpdk")]
 pub use thread::{
     current_thread_affinity, set_current_thread_affinity, unpin_current_thread,
     unshare_network_namespace,

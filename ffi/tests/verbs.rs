@@ -24,6 +24,24 @@ fn no_rdma_subsystem_means_no_devices() {
 
     let err = Context::open("rxe0").expect_err("no device to open");
     assert!(matches!(err, VerbsError::NoRdmaSubsystem), "{err:?}");
+
+    // The connection manager says the same instead of a bare errno.
+    let err = verbs::EventChannel::new().expect_err("no rdma_cm without RDMA");
+    assert!(matches!(err, VerbsError::NoRdmaSubsystem), "{err:?}");
+}
+
+#[test]
+fn cm_event_kinds_have_librdmacm_names() {
+    use verbs::CmEventKind;
+    assert_eq!(CmEventKind::Established.name(), "RDMA_CM_EVENT_ESTABLISHED");
+    assert_eq!(
+        CmEventKind::ConnectRequest.name(),
+        "RDMA_CM_EVENT_CONNECT_REQUEST"
+    );
+    assert_eq!(
+        CmEventKind::Disconnected.name(),
+        "RDMA_CM_EVENT_DISCONNECTED"
+    );
 }
 
 #[test]

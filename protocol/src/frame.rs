@@ -53,6 +53,12 @@ pub enum Opcode {
     /// Payload: echoed back unchanged in a Pong.
     Ping = 8,
     Pong = 9,
+    /// Payload: [`ReadGrantRequest`]. RDMA transport only: asks for one-sided READ access
+    /// to the log segment holding an offset.
+    ReadGrant = 10,
+    /// Payload: [`ReadGrant`]. With `error` set to `OffsetOutOfRange` only its log bounds
+    /// are meaningful.
+    ReadGrantResponse = 11,
 }
 
 impl Opcode {
@@ -67,6 +73,8 @@ impl Opcode {
             7 => Opcode::Error,
             8 => Opcode::Ping,
             9 => Opcode::Pong,
+            10 => Opcode::ReadGrant,
+            11 => Opcode::ReadGrantResponse,
             _ => return None,
         })
     }
@@ -75,7 +83,7 @@ impl Opcode {
     pub fn is_request(self) -> bool {
         matches!(
             self,
-            Opcode::Produce | Opcode::Fetch | Opcode::Metadata | Opcode::Ping
+            Opcode::Produce | Opcode::Fetch | Opcode::Metadata | Opcode::Ping | Opcode::ReadGrant
         )
     }
 }
@@ -540,6 +548,136 @@ impl MetadataResponse {
     }
 }
 
+/// ReadGrant payload: the offset a one-sided reader wants to start at. The broker answers
+/// with the segment holding it (the next one to be written when `offset` is the log end).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ReadGrantRequest {
+    pub offset: u64,
+}
+
+impl ReadGrantRequest {
+    pub const BYTES: usize = 16;
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.offset.to_le_bytes());
+        out[8..16].fill(0);
+    }
+    pub fn decode(payload: &[u8]) -> Result<ReadGrantRequest, FrameError> {
+        check_len(Opcode::ReadGrant, payload, Self::BYTES)?;
+        Ok(ReadGrantRequest {
+            offset: u64_le(payload, 0),
+        })
+    }
+}
+
+/// ReadGrantResponse payload: where a segment of the log is in the broker's memory, the
+/// remote key that lets RDMA READs reach it, and the word that says how much of it is
+/// committed. The registration covers `segment_addr .. segment_addr + segment_bytes` and
+/// nothing else: a READ outside it fails on the NIC.
+///
+/// ```text
+///  0            8            16           24           32           40       44       48
+///  +------------+------------+------------+------------+------------+--------+--------+
+///  |segment_addr|segment_    |segment_base|position    |watermark_  |segment_|water-  |
+///  |            |bytes       |_offset     |            |addr        |rkey    |mark_   |
+///  |            |            |            |            |            |        |rkey    |
+///  +------------+------------+------------+------------+------------+--------+--------+
+///  48           56           64           72     76     80
+///  +------------+------------+------------+------+------+
+///  |committed   |high_       |log_start_  |flags |zero  |
+///  |            |watermark   |offset      |      |      |
+///  +------------+------------+------------+------+------+
+/// ```
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct ReadGrant {
+    /// Remote address of the segment's first byte.
+    pub segment_addr: u64,
+    /// Bytes registered from `segment_addr` (the segment's capacity while it is active).
+    pub segment_bytes: u64,
+    /// Offset of the segment's first record.
+    pub segment_base_offset: u64,
+    /// Byte position in the segment of a batch at or before the requested offset (batches
+    /// below the requested offset are skipped by the reader).
+    pub position: u64,
+    /// Remote address of the segment's [`SegmentWatermark`] word (8 bytes).
+    pub watermark_addr: u64,
+    pub segment_rkey: u32,
+    pub watermark_rkey: u32,
+    /// Committed bytes of the segment when the grant was made (as in the watermark word).
+    pub committed: SegmentWatermark,
+    /// The log end offset when the grant was made.
+    pub high_watermark: u64,
+    /// The first retained offset.
+    pub log_start_offset: u64,
+}
+
+impl ReadGrant {
+    pub const BYTES: usize = 80;
+    pub fn encode(&self, out: &mut [u8]) {
+        out[0..8].copy_from_slice(&self.segment_addr.to_le_bytes());
+        out[8..16].copy_from_slice(&self.segment_bytes.to_le_bytes());
+        out[16..24].copy_from_slice(&self.segment_base_offset.to_le_bytes());
+        out[24..32].copy_from_slice(&self.position.to_le_bytes());
+        out[32..40].copy_from_slice(&self.watermark_addr.to_le_bytes());
+        out[40..44].copy_from_slice(&self.segment_rkey.to_le_bytes());
+        out[44..48].copy_from_slice(&self.watermark_rkey.to_le_bytes());
+        out[48..56].copy_from_slice(&self.committed.0.to_le_bytes());
+        out[56..64].copy_from_slice(&self.high_watermark.to_le_bytes());
+        out[64..72].copy_from_slice(&self.log_start_offset.to_le_bytes());
+        out[72..80].fill(0);
+    }
+    pub fn decode(payload: &[u8]) -> Result<ReadGrant, FrameError> {
+        check_len(Opcode::ReadGrantResponse, payload, Self::BYTES)?;
+        Ok(ReadGrant {
+            segment_addr: u64_le(payload, 0),
+            segment_bytes: u64_le(payload, 8),
+            segment_base_offset: u64_le(payload, 16),
+            position: u64_le(payload, 24),
+            watermark_addr: u64_le(payload, 32),
+            segment_rkey: u32_le(payload, 40),
+            watermark_rkey: u32_le(payload, 44),
+            committed: SegmentWatermark(u64_le(payload, 48)),
+            high_watermark: u64_le(payload, 56),
+            log_start_offset: u64_le(payload, 64),
+        })
+    }
+}
+
+/// The 8-byte word (little-endian) a one-sided reader READs to learn how far a segment is
+/// committed: the bytes of whole batches published in it (low 40 bits; segments are at
+/// most 1 GiB), whether it is sealed (bit 63: it will not grow, read on in the next
+/// segment), and whether its grant is revoked (bit 62: the memory is going away; ask for
+/// a new grant). Readers never read past `committed()`; they still check each batch's
+/// CRC, since a READ of a word the broker is rewriting may mix two values.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub struct SegmentWatermark(pub u64);
+
+impl SegmentWatermark {
+    pub const SEALED: u64 = 1 << 63;
+    pub const REVOKED: u64 = 1 << 62;
+    const COMMITTED_MASK: u64 = (1 << 40) - 1;
+
+    pub fn new(committed_bytes: u64, sealed: bool) -> SegmentWatermark {
+        assert!(committed_bytes <= Self::COMMITTED_MASK);
+        SegmentWatermark(committed_bytes | if sealed { Self::SEALED } else { 0 })
+    }
+
+    pub fn revoked() -> SegmentWatermark {
+        SegmentWatermark(Self::REVOKED)
+    }
+
+    pub fn committed(self) -> u64 {
+        self.0 & Self::COMMITTED_MASK
+    }
+
+    pub fn is_sealed(self) -> bool {
+        self.0 & Self::SEALED != 0
+    }
+
+    pub fn is_revoked(self) -> bool {
+        self.0 & Self::REVOKED != 0
+    }
+}
+
 /// Kafka's rule for topic names: 1..=249 bytes of `[a-zA-Z0-9._-]`, not "." or "..".
 pub fn is_valid_topic_name(name: &str) -> bool {
     !name.is_empty()
@@ -577,7 +715,7 @@ fn u64_le(bytes: &[u8], at: usize) -> u64 {
 mod tests {
     use super::*;
 
-    const ALL_OPCODES: [Opcode; 9] = [
+    const ALL_OPCODES: [Opcode; 11] = [
         Opcode::Produce,
         Opcode::ProduceAck,
         Opcode::Fetch,
@@ -587,6 +725,8 @@ mod tests {
         Opcode::Error,
         Opcode::Ping,
         Opcode::Pong,
+        Opcode::ReadGrant,
+        Opcode::ReadGrantResponse,
     ];
 
     fn sample_header() -> FrameHeader {
@@ -664,7 +804,7 @@ mod tests {
         for opcode in ALL_OPCODES {
             assert_eq!(Opcode::from_u8(opcode as u8), Some(opcode));
         }
-        for value in [0u8, 10, 100, 255] {
+        for value in [0u8, 12, 100, 255] {
             assert_eq!(Opcode::from_u8(value), None);
         }
         let requests: Vec<Opcode> = ALL_OPCODES.into_iter().filter(|o| o.is_request()).collect();
@@ -674,9 +814,56 @@ mod tests {
                 Opcode::Produce,
                 Opcode::Fetch,
                 Opcode::Metadata,
-                Opcode::Ping
+                Opcode::Ping,
+                Opcode::ReadGrant
             ]
         );
+    }
+
+    #[test]
+    fn read_grant_round_trips_and_refuses_short_payloads() {
+        let request = ReadGrantRequest { offset: 1 << 40 };
+        let mut bytes = [0xffu8; ReadGrantRequest::BYTES];
+        request.encode(&mut bytes);
+        assert_eq!(&bytes[8..], &[0; 8], "padding is zero");
+        assert_eq!(ReadGrantRequest::decode(&bytes), Ok(request));
+        assert_eq!(
+            ReadGrantRequest::decode(&bytes[..15]),
+            Err(FrameError::PayloadTooShort {
+                opcode: Opcode::ReadGrant,
+                bytes: 15
+            })
+        );
+        let grant = ReadGrant {
+            segment_addr: 0x7f00_0000_0000,
+            segment_bytes: 32 << 20,
+            segment_base_offset: 1000,
+            position: 4096,
+            watermark_addr: 0x7f11_0000_0040,
+            segment_rkey: 0x1234,
+            watermark_rkey: 0x5678,
+            committed: SegmentWatermark::new(8192, true),
+            high_watermark: 2000,
+            log_start_offset: 0,
+        };
+        let mut bytes = [0xffu8; ReadGrant::BYTES];
+        grant.encode(&mut bytes);
+        assert_eq!(ReadGrant::decode(&bytes), Ok(grant));
+        assert!(ReadGrant::decode(&bytes[..ReadGrant::BYTES - 1]).is_err());
+        assert_eq!(&bytes[72..], &[0; 8]);
+    }
+
+    #[test]
+    fn segment_watermark_flags_and_bytes() {
+        let open = SegmentWatermark::new(12345, false);
+        assert_eq!(open.committed(), 12345);
+        assert!(!open.is_sealed() && !open.is_revoked());
+        let sealed = SegmentWatermark::new(1 << 30, true);
+        assert_eq!(sealed.committed(), 1 << 30);
+        assert!(sealed.is_sealed() && !sealed.is_revoked());
+        let revoked = SegmentWatermark::revoked();
+        assert!(revoked.is_revoked());
+        assert_eq!(revoked.committed(), 0);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - [`record_batch`]: Kafka RecordBatch v2, the unit stored, replicated and served.
 //! - [`varint`]: zig-zag varints as Kafka's record format uses them.
 //! - [`compression`]: the codecs a batch's attributes may name.
+//! - [`rdma`]: the RDMA transport's connection handshake (rdma_cm private data).
 //! - [`command`]: commands and events of the `cnc` rings between the planes.
 //! - [`counter_kind`]: kinds of the shared counters and their Prometheus names.
 
@@ -12,5 +13,6 @@ pub mod command;
 pub mod compression;
 pub mod counter_kind;
 pub mod frame;
+pub mod rdma;
 pub mod record_batch;
 pub mod varint;

@@ -492,7 +492,7 @@ fn produce_one(
 ) -> Result<ProducerRun> {
     let common = &args.common;
     let config = ProducerConfig {
-        client: common.broker.client_config(),
+        client: common.broker.client_config()?,
         acks: args.acks,
         linger_us: args.linger_us,
         in_flight_max: args.in_flight,
@@ -594,7 +594,7 @@ fn produce_one(
 fn consume(args: &BenchConsumeArgs) -> Result<Report> {
     let common = &args.common;
     let config = ConsumerConfig {
-        client: common.broker.client_config(),
+        client: common.broker.client_config()?,
         ..ConsumerConfig::default()
     };
     let mut consumer = open_consumer(common.broker.transport, config)?;
@@ -725,9 +725,41 @@ fn ipc_ping(args: &BenchPingArgs) -> Result<Report> {
     })
 }
 
+/// `bench ping --transport rdma`: see [`super::rdma::ping`].
+fn rdma_ping(args: &BenchPingArgs) -> Result<Report> {
+    let common = &args.common;
+    if args.window != 1 {
+        bail!("bench ping over RDMA keeps one ping outstanding (--window 1)");
+    }
+    let run = super::rdma::ping(
+        common.broker.rdma_broker,
+        common.messages,
+        args.size,
+        args.warmup,
+    )?;
+    Ok(Report {
+        transport: common.broker.transport,
+        workload: "ping",
+        acks: None,
+        producers: 1,
+        consumers: 0,
+        messages: run.messages,
+        size: args.size,
+        window: Some(1),
+        rate: None,
+        from_intended: false,
+        seconds: run.seconds,
+        errors: 0,
+        latency: Some(run.latency),
+    })
+}
+
 fn ping(args: &BenchPingArgs) -> Result<Report> {
     if args.common.broker.transport == Transport::Ipc {
         return ipc_ping(args);
+    }
+    if args.common.broker.transport == Transport::Rdma {
+        return rdma_ping(args);
     }
     let common = &args.common;
     if !(1..=PING_WINDOW_MAX).contains(&args.window) {

@@ -49,14 +49,22 @@ pub struct ConsumeArgs {
     /// even see this reader.
     #[arg(long, conflicts_with = "durable_only")]
     pub direct: bool,
+    /// Read one partition (`--partition`, default 0) with one-sided RDMA READs of the
+    /// broker's log segments (`--transport rdma`; a `precursor` built with `--features
+    /// rdma`): after one grant per segment the broker's CPU is not involved.
+    #[arg(long, conflicts_with_all = ["direct", "durable_only"])]
+    pub rdma_read: bool,
 }
 
 pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
     if args.direct {
         return run_direct(args);
     }
+    if args.rdma_read {
+        return super::rdma::consume(args);
+    }
     let config = ConsumerConfig {
-        client: args.broker.client_config(),
+        client: args.broker.client_config()?,
         durable_only: args.durable_only,
         ..ConsumerConfig::default()
     };
@@ -128,7 +136,7 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
 }
 
 /// What to do with one record: verify it, or print it.
-fn emit(
+pub(super) fn emit(
     args: &ConsumeArgs,
     verifier: &mut Verifier,
     out: &mut impl Write,
@@ -157,7 +165,7 @@ fn emit(
     Ok(())
 }
 
-fn report(args: &ConsumeArgs, verifier: &Verifier, consumed: u64) -> Result<ExitCode> {
+pub(super) fn report(args: &ConsumeArgs, verifier: &Verifier, consumed: u64) -> Result<ExitCode> {
     if args.verify {
         let totals = verifier.totals();
         eprintln!(

@@ -8,6 +8,7 @@ mod bench;
 mod bench_ipc;
 mod consume;
 mod produce;
+mod rdma;
 mod up;
 
 use anyhow::{bail, Context, Result};
@@ -99,6 +100,9 @@ pub enum Transport {
     /// Shared-memory channel to a data plane on this host (`--ipc-dir`): no system call
     /// per message on either side.
     Ipc,
+    /// RDMA reliable connection to the data plane's `[rdma]` address (`--rdma-broker`);
+    /// needs a `precursor` built with `--features rdma`.
+    Rdma,
 }
 
 impl Transport {
@@ -106,6 +110,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Ipc => "ipc",
+            Transport::Rdma => "rdma",
         }
     }
 }
@@ -126,19 +131,30 @@ pub struct BrokerArgs {
     /// [env: PRECURSOR_IPC_DIR].
     #[arg(long, default_value = DEFAULT_IPC_DIR, env = "PRECURSOR_IPC_DIR")]
     pub ipc_dir: PathBuf,
+    /// RDMA: the data plane's `[rdma]` address:port (rdma_cm) [env: PRECURSOR_RDMA_BROKER].
+    #[arg(long, default_value = DEFAULT_RDMA_BROKER, env = "PRECURSOR_RDMA_BROKER")]
+    pub rdma_broker: SocketAddr,
     /// Give up on a request after this many milliseconds without an answer.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
 }
 
 impl BrokerArgs {
-    pub fn client_config(&self) -> ClientConfig {
+    pub fn client_config(&self) -> Result<ClientConfig> {
         let transport = match self.transport {
             Transport::Udp => TransportKind::Udp,
             Transport::Ipc => TransportKind::Ipc(IpcConfig::new(&self.ipc_dir)),
+            #[cfg(feature = "rdma")]
+            Transport::Rdma => TransportKind::Rdma(precursor_client::rdma::RdmaConfig::new(
+                self.rdma_broker,
+            )),
+            #[cfg(not(feature = "rdma"))]
+            Transport::Rdma => anyhow::bail!(
+                "--transport rdma: this precursor was built without RDMA (cargo build --release --features rdma)"
+            ),
         };
         let defaults = ClientConfig::default();
-        ClientConfig {
+        Ok(ClientConfig {
             transport,
             broker: self.broker,
             delivery_timeout_ms: self.timeout_ms,
@@ -146,11 +162,17 @@ impl BrokerArgs {
             request_timeout_ms: match self.transport {
                 Transport::Udp => defaults.request_timeout_ms,
                 Transport::Ipc => IPC_REQUEST_TIMEOUT_MS,
+                // RC delivers or breaks the connection: a retransmit only follows a
+                // reconnect (or an answer the broker had no send buffer for).
+                Transport::Rdma => IPC_REQUEST_TIMEOUT_MS,
             },
             ..defaults
-        }
+        })
     }
 }
+
+/// The data plane's `[rdma]` address in the embedded default configuration.
+pub const DEFAULT_RDMA_BROKER: &str = "10.0.0.1:9191";
 
 /// First retransmission over IPC: long, since rings drop nothing; only a channel lost
 /// with the data plane's restart needs it.
@@ -172,7 +194,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn ping(broker: &BrokerArgs, count: u32) -> Result<ExitCode> {
-    let config = broker.client_config();
+    let config = broker.client_config()?;
     for _ in 0..count {
         let rtt =
             precursor_client::ping(&config).with_context(|| format!("ping {}", broker.broker))?;

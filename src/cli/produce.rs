@@ -46,7 +46,7 @@ pub fn parse_compression(name: &str) -> Result<Compression, String> {
 
 pub fn run(args: ProduceArgs) -> Result<ExitCode> {
     let config = ProducerConfig {
-        client: args.broker.client_config(),
+        client: args.broker.client_config()?,
         acks: args.acks,
         linger_us: args.linger_us,
         compression: args.compression,

@@ -264,6 +264,11 @@ impl Dataplane {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The collected stderr lines, still readable after `stop` (the exit report).
+    pub fn stderr_lines(&self) -> Arc<Mutex<Vec<String>>> {
+        self.stderr.clone()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }

@@ -39,7 +39,7 @@ use std::path::PathBuf;
 pub use config::{validate_topic, LogConfig};
 pub use flusher::{Flusher, FlusherHandle};
 pub use index::SparseIndex;
-pub use partition::{Appended, ClosedPartition, PartitionLog};
+pub use partition::{Appended, ClosedPartition, PartitionLog, SegmentSpan};
 pub use precursor_protocol::record_batch::BatchError;
 
 /// Why `append` refused a batch.

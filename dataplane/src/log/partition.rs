@@ -30,6 +30,29 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// Where one segment of a partition lives in this process's memory: what a one-sided
+/// (RDMA READ) reader is granted. See [`PartitionLog::segment_span`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentSpan<'a> {
+    /// Offset of the segment's first record.
+    pub base_offset: u64,
+    /// Start of the segment's mapping in this process.
+    pub address: usize,
+    /// Bytes mapped from `address`: the capacity of a memory segment, the length of a
+    /// persisted one's file map.
+    pub mapped_bytes: usize,
+    /// Bytes of whole batches published (never written again).
+    pub published_bytes: usize,
+    /// Position of a batch at or before the offset asked for (the published end when the
+    /// offset is the log end).
+    pub position: usize,
+    /// The active segment (it still grows).
+    pub active: bool,
+    /// The `.log` file the bytes are mapped from, once the segment is persisted (before:
+    /// `None`, the bytes are the segment's memory).
+    pub file: Option<&'a std::path::Path>,
+}
+
 /// The log of one partition. Owned by one lcore (`Send`, not shared): `append`, `read` and
 /// `maintain` make no system call, take no lock and (`append`, `read`) allocate nothing.
 pub struct PartitionLog {
@@ -376,6 +399,54 @@ impl PartitionLog {
                 bytes,
                 room: out.len(),
             }
+        })
+    }
+
+    /// The segment holding `offset` (the active one for the log end offset): its mapping
+    /// and how much of it is published, for one-sided readers. No system call, lock or
+    /// allocation.
+    pub fn segment_span(&self, offset: u64) -> Result<SegmentSpan<'_>, ReadError> {
+        let start = self.log_start_offset();
+        let end = self.log_end_offset();
+        if offset < start || offset > end {
+            return Err(ReadError::OffsetOutOfRange { offset, start, end });
+        }
+        let (base_offset, bytes, mapped_bytes, index, active, file) =
+            if offset >= self.active_index.base_offset() {
+                let bytes = self.active.published_bytes();
+                let capacity = self.active.capacity();
+                let index = &self.active_index;
+                (index.base_offset(), bytes, capacity, index, true, None)
+            } else {
+                let after = self.sealed.partition_point(|s| s.base_offset() <= offset);
+                assert!(after > 0, "offset {offset} below the first segment");
+                let segment = &self.sealed[after - 1];
+                let (bytes, mapped, file) = match &segment.data {
+                    SegmentData::Memory(reader) => (reader.bytes(), reader.capacity(), None),
+                    SegmentData::File(map) => (map.bytes(), map.len(), Some(map.path())),
+                };
+                (
+                    segment.base_offset(),
+                    bytes,
+                    mapped,
+                    &segment.index,
+                    false,
+                    file,
+                )
+            };
+        let position = if offset == end {
+            bytes.len()
+        } else {
+            index.lookup(offset) as usize
+        };
+        Ok(SegmentSpan {
+            base_offset,
+            address: bytes.as_ptr() as usize,
+            mapped_bytes,
+            published_bytes: bytes.len(),
+            position,
+            active,
+            file,
         })
     }
 

@@ -610,3 +610,74 @@ fn kill_child(dir: &Path) {
         }
     }
 }
+
+#[test]
+fn segment_span_names_each_segment_for_one_sided_readers() {
+    let f = fixture();
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let mut log = PartitionLog::open(&f.cfg, "spans", 0, &flusher).unwrap();
+    let mut bases = Vec::new();
+    for i in 0..200u64 {
+        let appended = append(&mut log, &batch(i, 1000), 0);
+        bases.push(appended.base_offset);
+    }
+    assert!(log.segment_count() > 3);
+    let end = log.log_end_offset();
+    let check = |log: &PartitionLog, persisted: bool| {
+        let mut segments = std::collections::BTreeSet::new();
+        for &offset in &bases {
+            let span = log.segment_span(offset).unwrap();
+            assert!(span.base_offset <= offset);
+            assert!(
+                span.position < span.published_bytes,
+                "offset {offset}: {span:?}"
+            );
+            assert!(span.published_bytes <= span.mapped_bytes);
+            assert_ne!(span.address, 0);
+            // The batch at `position` holds `offset`, or precedes it in the segment.
+            let mut out = vec![0u8; 8192];
+            let n = log.read(offset, 1, false, &mut out).unwrap();
+            assert!(n > 0);
+            segments.insert((span.base_offset, span.active));
+            if !span.active && persisted {
+                let file = span.file.expect("a persisted segment names its file");
+                assert_eq!(
+                    std::fs::metadata(file).unwrap().len() as usize,
+                    span.published_bytes
+                );
+            }
+            if span.active {
+                assert!(span.file.is_none(), "the active segment is memory");
+                assert_eq!(span.mapped_bytes, f.cfg.segment_bytes as usize);
+            }
+        }
+        assert_eq!(segments.len(), log.segment_count());
+        assert_eq!(segments.iter().filter(|(_, active)| *active).count(), 1);
+        // The log end names the active segment, at its published end.
+        let at_end = log.segment_span(end).unwrap();
+        assert!(at_end.active);
+        assert_eq!(at_end.position, at_end.published_bytes);
+        assert_eq!(
+            log.segment_span(end + 1),
+            Err(ReadError::OffsetOutOfRange {
+                offset: end + 1,
+                start: 0,
+                end
+            })
+        );
+    };
+    check(&log, false);
+    settle(&mut log);
+    // Sealed segments move to their files once the flusher has sealed them.
+    wait_until("every sealed segment read from its file", || {
+        log.maintain(0);
+        bases.iter().all(|&offset| {
+            let span = log.segment_span(offset).unwrap();
+            span.active || span.file.is_some()
+        })
+    });
+    check(&log, true);
+    drop(log);
+    flusher.shutdown();
+    thread.join().unwrap();
+}

@@ -73,7 +73,7 @@ impl Drop for DeviceList {
 }
 
 /// # Safety
-/// `dev` is a device of a live device list.
+/// `dev` is a device of a live device list, or of an open context.
 unsafe fn device_name(dev: *mut sys::ibv_device) -> String {
     // SAFETY: per the contract, dev is valid; the name is NUL-terminated inside it.
     let name = unsafe { sys::ibv_get_device_name(dev) };
@@ -262,6 +262,16 @@ pub struct DeviceAttr {
 pub(crate) struct ContextInner {
     pub(crate) raw: NonNull<sys::ibv_context>,
     name: String,
+    owner: ContextOwner,
+}
+
+/// Who closes a device context.
+pub(crate) enum ContextOwner {
+    /// Opened by [`Context::open`]: closed with `ibv_close_device` on drop.
+    Opened,
+    /// librdmacm's context of a connection-manager id: librdmacm keeps it open while
+    /// the reference taken through `rdma_get_devices` (held here) lives.
+    Cm(#[allow(dead_code)] Arc<super::cm::CmDeviceRefs>),
 }
 
 // SAFETY: libibverbs contexts are thread-safe (verbs may be called from any
@@ -272,8 +282,12 @@ unsafe impl Sync for ContextInner {}
 
 impl Drop for ContextInner {
     fn drop(&mut self) {
-        // SAFETY: raw is an open context, and no PD/CQ/QP holds it any more (they
-        // keep an Arc to this). Failure is not actionable here.
+        if !matches!(self.owner, ContextOwner::Opened) {
+            // librdmacm's: released with the device reference (rdma_free_devices).
+            return;
+        }
+        // SAFETY: raw is an open context we opened, and no PD/CQ/QP holds it any
+        // more (they keep an Arc to this). Failure is not actionable here.
         let ret = unsafe { sys::ibv_close_device(self.raw.as_ptr()) };
         debug_assert_eq!(ret, 0, "ibv_close_device");
     }
@@ -318,6 +332,7 @@ impl Context {
                     inner: Arc::new(ContextInner {
                         raw,
                         name: name.to_owned(),
+                        owner: ContextOwner::Opened,
                     }),
                 });
             }
@@ -334,6 +349,26 @@ impl Context {
             name: name.to_owned(),
             available,
         })
+    }
+
+    /// A context librdmacm opened (a cm id's `verbs`), kept open by `refs`.
+    ///
+    /// # Safety
+    /// `raw` is one of the contexts in the `rdma_get_devices` list `refs` holds.
+    pub(crate) unsafe fn from_cm(
+        raw: NonNull<sys::ibv_context>,
+        refs: Arc<super::cm::CmDeviceRefs>,
+    ) -> Context {
+        // SAFETY: raw is an open context (caller); its device pointer is valid
+        // while the context is.
+        let name = unsafe { device_name((*raw.as_ptr()).device) };
+        Context {
+            inner: Arc::new(ContextInner {
+                raw,
+                name,
+                owner: ContextOwner::Cm(refs),
+            }),
+        }
     }
 
     /// The device's name.

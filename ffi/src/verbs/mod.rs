@@ -18,6 +18,8 @@
 //! copy or through `unsafe` slices, since the device writes it behind Rust's
 //! back; work requests name it by [`Sge`]s, which the device bounds-checks.
 
+mod buffers;
+mod cm;
 mod cq;
 mod device;
 mod error;
@@ -26,14 +28,20 @@ mod pd;
 mod qp;
 pub mod sys;
 
+pub use buffers::{BufferOp, Completed, MessageBuffers, BUFFERS_MAX};
+pub use cm::{
+    CmEvent, CmEventKind, CmId, ConnParams, EventChannel, PrivateData,
+    ACCEPT_PRIVATE_DATA_BYTES_MAX, CONNECT_PRIVATE_DATA_BYTES_MAX, PRIVATE_DATA_BYTES_MAX,
+};
 pub use cq::{CompletionQueue, WcOpcode, WorkCompletion};
 pub use device::{
     devices, rdma_subsystem_present, require_devices, Context, DeviceAttr, DeviceInfo, Gid,
     LinkLayer, Mtu, PortAttr,
 };
 pub use error::{VerbsError, NO_RDMA_SUBSYSTEM};
-pub use mr::{Access, MemoryRegion, RemoteRegion, Sge};
+pub use mr::{Access, MemoryRegion, ReadableRegion, RemoteRegion, Sge, HUGE_PAGE_BYTES};
 pub use pd::ProtectionDomain;
 pub use qp::{
-    ConnectOptions, Endpoint, QpCaps, QpState, QueuePair, RemoteAddr, SendOp, SendRequest,
+    ConnectOptions, DestroyedQp, Endpoint, QpCaps, QpState, QueuePair, RemoteAddr, SendOp,
+    SendRequest,
 };

@@ -143,9 +143,15 @@ impl RemoteRegion {
 enum Memory {
     /// Allocated by [`MemoryRegion::alloc`]; freed after deregistration.
     Owned(Layout),
+    /// Mapped by [`MemoryRegion::alloc_hugepages`] (`mmap` of this many bytes);
+    /// unmapped after deregistration.
+    Mapped(usize),
     /// Owned by the caller of [`MemoryRegion::register_raw`].
     Foreign,
 }
+
+/// Bytes of one huge page (x86-64's default hugetlb size).
+pub const HUGE_PAGE_BYTES: usize = 2 << 20;
 
 /// Alignment of [`MemoryRegion::alloc`] buffers: a page.
 const ALLOC_ALIGN: usize = 4096;
@@ -221,6 +227,78 @@ impl MemoryRegion {
                 Err(e)
             }
         }
+    }
+
+    /// Allocates `len` bytes (rounded up to whole 2 MiB pages) of anonymous
+    /// hugepage memory (`mmap(MAP_HUGETLB)`, zeroed by the kernel) and registers
+    /// it. Fails with `mmap(MAP_HUGETLB)` ENOMEM when the hugepage pool
+    /// (`/proc/sys/vm/nr_hugepages`) has too few free pages: see
+    /// [`MemoryRegion::alloc_prefer_hugepages`] for a fallback.
+    pub fn alloc_hugepages(
+        pd: &ProtectionDomain,
+        len: usize,
+        access: Access,
+    ) -> Result<MemoryRegion, VerbsError> {
+        check_access(access)?;
+        if len == 0 {
+            return Err(VerbsError::invalid("region length", "must be > 0"));
+        }
+        let mapped = len
+            .checked_next_multiple_of(HUGE_PAGE_BYTES)
+            .ok_or_else(|| VerbsError::invalid("region length", format!("{len} too large")))?;
+        // SAFETY: a fresh anonymous private mapping; no existing memory is touched.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_HUGETLB | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(VerbsError::Call {
+                call: "mmap(MAP_HUGETLB)",
+                errno: super::error::errno(),
+                reason: std::io::Error::last_os_error().to_string(),
+                hint: "not enough free hugepages: reserve more (echo N > \
+                       /proc/sys/vm/nr_hugepages) or use heap memory",
+            });
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap never returns NULL on success");
+        // SAFETY: ptr..ptr+mapped is a fresh mapping owned by the region; it is
+        // unmapped only after deregistration (Drop), or right here on failure.
+        match unsafe { Self::register_inner(pd, ptr, len, access, Memory::Mapped(mapped)) } {
+            Ok(mr) => Ok(mr),
+            Err(e) => {
+                // SAFETY: registration failed, so the device never saw the mapping.
+                unsafe { libc::munmap(ptr.as_ptr().cast(), mapped) };
+                Err(e)
+            }
+        }
+    }
+
+    /// [`MemoryRegion::alloc_hugepages`] when free hugepages allow, else
+    /// [`MemoryRegion::alloc`]; the flag says which (true: hugepages).
+    pub fn alloc_prefer_hugepages(
+        pd: &ProtectionDomain,
+        len: usize,
+        access: Access,
+    ) -> Result<(MemoryRegion, bool), VerbsError> {
+        match Self::alloc_hugepages(pd, len, access) {
+            Ok(mr) => Ok((mr, true)),
+            Err(VerbsError::Call {
+                call: "mmap(MAP_HUGETLB)",
+                ..
+            }) => Ok((Self::alloc(pd, len, access)?, false)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// True when the memory is hugepages ([`MemoryRegion::alloc_hugepages`]).
+    pub fn is_hugepages(&self) -> bool {
+        matches!(self.memory, Memory::Mapped(_))
     }
 
     /// Registers memory owned elsewhere (hugepages, a mapped segment file).
@@ -418,10 +496,200 @@ impl Drop for MemoryRegion {
             std::mem::forget(Arc::clone(&self.pd));
             return;
         }
-        if let Memory::Owned(layout) = self.memory {
-            // SAFETY: allocated in alloc() with this layout; deregistered above,
-            // so nothing references it any more.
-            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
+        match self.memory {
+            Memory::Owned(layout) => {
+                // SAFETY: allocated in alloc() with this layout; deregistered above,
+                // so nothing references it any more.
+                unsafe { std::alloc::dealloc(self.ptr.as_ptr(), layout) };
+            }
+            Memory::Mapped(mapped) => {
+                // SAFETY: mapped in alloc_hugepages() with this length; deregistered
+                // above, so nothing references it any more.
+                unsafe { libc::munmap(self.ptr.as_ptr().cast(), mapped) };
+            }
+            Memory::Foreign => {}
+        }
+    }
+}
+
+/// A registration that remote peers may only RDMA READ (`IBV_ACCESS_REMOTE_READ`,
+/// nothing else): how a broker exposes log segments to one-sided readers.
+///
+/// Registering is safe whatever the memory: the device never writes it (no local
+/// or remote write right), and the kernel pins the pages for as long as the
+/// registration lives, so unmapping the memory first cannot make the device reach
+/// memory the process reuses (peers would then read the old bytes). What it does
+/// is expose the bytes to any peer that holds the rkey (and, through a QP of this
+/// PD, asks for them): register only what they may read, and drop the region when
+/// they may no longer. A READ outside the registration fails on the device (the
+/// reader's QP goes to the error state), never reaches other memory.
+pub struct ReadableRegion {
+    raw: NonNull<sys::ibv_mr>,
+    addr: usize,
+    len: usize,
+    /// Bytes of a mapping made by [`ReadableRegion::register_file`], unmapped after the
+    /// deregistration.
+    mapped: Option<usize>,
+    _pd: Arc<PdInner>,
+}
+
+// SAFETY: the handle is usable from any thread; no memory is accessed through it.
+unsafe impl Send for ReadableRegion {}
+// SAFETY: &self methods only read the keys.
+unsafe impl Sync for ReadableRegion {}
+
+impl fmt::Debug for ReadableRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadableRegion")
+            .field("addr", &format_args!("{:#x}", self.addr))
+            .field("len", &self.len)
+            .field("rkey", &format_args!("{:#x}", self.rkey()))
+            .finish()
+    }
+}
+
+impl ReadableRegion {
+    /// Registers `addr..addr+len` of this process's mapped memory for remote
+    /// READs (a read-only file map works too). EFAULT when part of the range is
+    /// not mapped.
+    pub fn register(
+        pd: &ProtectionDomain,
+        addr: usize,
+        len: usize,
+    ) -> Result<ReadableRegion, VerbsError> {
+        if addr == 0 || len == 0 {
+            return Err(VerbsError::invalid(
+                "readable region",
+                format!("{len} bytes at {addr:#x}: needs a non-null address and a length"),
+            ));
+        }
+        // SAFETY: pd is live. REMOTE_READ only: the device never writes the range,
+        // and ibv_reg_mr pins the pages (or fails with EFAULT if they are not
+        // mapped), so no memory of this process can be changed or reached after
+        // reuse through the registration.
+        let raw = unsafe {
+            sys::prc_ibv_reg_mr(
+                pd.inner.raw.as_ptr(),
+                addr as *mut libc::c_void,
+                len,
+                Access::REMOTE_READ.bits() as i32,
+            )
+        };
+        let raw = NonNull::new(raw).ok_or_else(|| VerbsError::from_errno("ibv_reg_mr"))?;
+        Ok(ReadableRegion {
+            raw,
+            addr,
+            len,
+            mapped: None,
+            _pd: Arc::clone(&pd.inner),
+        })
+    }
+
+    /// Maps the first `len` bytes of the file at `path` (private, read-only, a mapping of
+    /// the region's own) and registers them for remote READs. For files that no longer
+    /// change (a sealed log segment).
+    ///
+    /// A read-only *shared* file mapping cannot be registered on kernels before 6.2 (they
+    /// pin with FOLL_WRITE and refuse with EFAULT); a private one can: there the kernel
+    /// copies the pages it pins (the file is read once into anonymous memory), on newer
+    /// kernels it pins the page cache as is.
+    pub fn register_file(
+        pd: &ProtectionDomain,
+        path: &std::path::Path,
+        len: usize,
+    ) -> Result<ReadableRegion, VerbsError> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path).map_err(|e| VerbsError::InvalidArgument {
+            what: "readable file",
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| VerbsError::invalid("readable file", format!("{}: {e}", path.display())))?
+            .len();
+        if len == 0 || len as u64 > file_len {
+            return Err(VerbsError::invalid(
+                "readable file",
+                format!("{len} bytes of the {file_len}-byte {}", path.display()),
+            ));
+        }
+        // SAFETY: a fresh private read-only mapping of an open file; no existing memory
+        // is touched. The fd may be closed afterwards (the mapping keeps the file).
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(VerbsError::from_errno("mmap(readable file)"));
+        }
+        match ReadableRegion::register(pd, ptr as usize, len) {
+            Ok(mut region) => {
+                region.mapped = Some(len);
+                Ok(region)
+            }
+            Err(e) => {
+                // SAFETY: mapped above, never registered, referenced by nothing.
+                unsafe { libc::munmap(ptr, len) };
+                Err(e)
+            }
+        }
+    }
+
+    /// Start address (what readers use as `remote_addr`).
+    pub fn addr(&self) -> u64 {
+        self.addr as u64
+    }
+
+    /// Length in bytes: READs beyond it fail on the device.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false (regions are at least one byte).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The remote key readers present.
+    pub fn rkey(&self) -> u32 {
+        // SAFETY: raw is a live registration; rkey never changes.
+        unsafe { (*self.raw.as_ptr()).rkey }
+    }
+
+    /// Address, rkey and length for a reader.
+    pub fn remote(&self) -> RemoteRegion {
+        RemoteRegion {
+            addr: self.addr(),
+            rkey: self.rkey(),
+            len: self.len as u64,
+        }
+    }
+}
+
+impl Drop for ReadableRegion {
+    fn drop(&mut self) {
+        // SAFETY: raw is a live registration, deregistered once. Readers still
+        // holding the rkey get a remote access error from then on.
+        let ret = unsafe { sys::ibv_dereg_mr(self.raw.as_ptr()) };
+        if ret != 0 {
+            eprintln!(
+                "precursor-ffi: ibv_dereg_mr failed (errno {ret}): the {}-byte readable region stays registered",
+                self.len
+            );
+            // The registration still holds the PD (and the pages): keep both.
+            std::mem::forget(Arc::clone(&self._pd));
+            return;
+        }
+        if let Some(mapped) = self.mapped {
+            // SAFETY: our own mapping (register_file), deregistered above; nothing else
+            // refers to it.
+            unsafe { libc::munmap(self.addr as *mut libc::c_void, mapped) };
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct QpCaps {
     pub max_send_sge: u32,
     /// SGEs per receive request.
     pub max_recv_sge: u32,
+    /// Bytes a send request may carry inline (copied at post time; see
+    /// [`SendRequest::inline`]). 0: none.
+    pub max_inline_data: u32,
 }
 
 impl Default for QpCaps {
@@ -35,6 +38,29 @@ impl Default for QpCaps {
             max_recv_wr: 128,
             max_send_sge: 4,
             max_recv_sge: 4,
+            max_inline_data: 0,
+        }
+    }
+}
+
+impl QpCaps {
+    pub(crate) fn to_raw(self) -> sys::ibv_qp_cap {
+        sys::ibv_qp_cap {
+            max_send_wr: self.max_send_wr,
+            max_recv_wr: self.max_recv_wr,
+            max_send_sge: self.max_send_sge,
+            max_recv_sge: self.max_recv_sge,
+            max_inline_data: self.max_inline_data,
+        }
+    }
+
+    pub(crate) fn from_raw(cap: sys::ibv_qp_cap) -> QpCaps {
+        QpCaps {
+            max_send_wr: cap.max_send_wr,
+            max_recv_wr: cap.max_recv_wr,
+            max_send_sge: cap.max_send_sge,
+            max_recv_sge: cap.max_recv_sge,
+            max_inline_data: cap.max_inline_data,
         }
     }
 }
@@ -179,6 +205,11 @@ pub struct SendRequest<'a> {
     pub signaled: bool,
     /// Wait for earlier READs/atomics before this one (IBV_SEND_FENCE).
     pub fence: bool,
+    /// Copy the gathered bytes into the work request at post time
+    /// (IBV_SEND_INLINE; SEND/WRITE only, at most the QP's `max_inline_data`):
+    /// the device does not read the SGEs' memory afterwards, and no DMA read
+    /// precedes the transmission (lower latency for small messages).
+    pub inline: bool,
 }
 
 impl<'a> SendRequest<'a> {
@@ -205,6 +236,7 @@ impl<'a> SendRequest<'a> {
             sges,
             signaled: true,
             fence: false,
+            inline: false,
         }
     }
 }
@@ -245,11 +277,40 @@ impl QpState {
     }
 }
 
+/// Proof that the QP numbered `qp_num` was destroyed: made only by this layer, right
+/// after the destruction ([`QueuePair::destroy`], [`CmId::destroy`](super::CmId::destroy)).
+#[derive(Debug)]
+pub struct DestroyedQp {
+    qp_num: u32,
+}
+
+impl DestroyedQp {
+    pub(crate) fn new(qp_num: u32) -> DestroyedQp {
+        DestroyedQp { qp_num }
+    }
+
+    /// The number the QP had (numbers are reused by later QPs).
+    pub fn qp_num(&self) -> u32 {
+        self.qp_num
+    }
+}
+
+/// Who destroys a queue pair.
+enum QpOwner {
+    /// Made by [`QueuePair::new_rc`]: `ibv_destroy_qp` on drop.
+    Verbs,
+    /// Made on a connection-manager id ([`super::CmId::create_qp`]): destroyed
+    /// (`rdma_destroy_qp`) with the id, after the last handle to either is gone.
+    Cm(#[allow(dead_code)] Arc<super::cm::CmIdInner>),
+}
+
 /// A reliable-connected queue pair. Dropping it destroys it
-/// (`ibv_destroy_qp`); its PD and CQs live at least as long.
+/// (`ibv_destroy_qp`, or with its connection-manager id); its PD and CQs live at
+/// least as long.
 pub struct QueuePair {
     raw: NonNull<sys::ibv_qp>,
     caps: QpCaps,
+    owner: QpOwner,
     pd: Arc<PdInner>,
     _send_cq: Arc<CqInner>,
     _recv_cq: Arc<CqInner>,
@@ -272,8 +333,13 @@ impl fmt::Debug for QueuePair {
 
 impl Drop for QueuePair {
     fn drop(&mut self) {
-        // SAFETY: raw is a live QP, destroyed once; outstanding requests are
-        // dropped by the device (their memory is protected by the MR keys).
+        if !matches!(self.owner, QpOwner::Verbs) {
+            // Destroyed with its cm id (CmIdInner's Drop), which this Arc keeps.
+            return;
+        }
+        // SAFETY: raw is a live QP we created, destroyed once; outstanding
+        // requests are dropped by the device (their memory is protected by the
+        // MR keys).
         let ret = unsafe { sys::ibv_destroy_qp(self.raw.as_ptr()) };
         debug_assert_eq!(ret, 0, "ibv_destroy_qp");
     }
@@ -289,20 +355,7 @@ impl QueuePair {
         recv_cq: &CompletionQueue,
         caps: QpCaps,
     ) -> Result<QueuePair, VerbsError> {
-        let mut init = sys::ibv_qp_init_attr {
-            send_cq: send_cq.inner.raw.as_ptr(),
-            recv_cq: recv_cq.inner.raw.as_ptr(),
-            cap: sys::ibv_qp_cap {
-                max_send_wr: caps.max_send_wr,
-                max_recv_wr: caps.max_recv_wr,
-                max_send_sge: caps.max_send_sge,
-                max_recv_sge: caps.max_recv_sge,
-                max_inline_data: 0,
-            },
-            qp_type: sys::IBV_QPT_RC,
-            sq_sig_all: 0,
-            ..Default::default()
-        };
+        let mut init = rc_init_attr(send_cq, recv_cq, caps);
         // SAFETY: pd and both CQs are live and of the same device (a PD from
         // another device makes ibv_create_qp fail, not misbehave); init is valid.
         let raw = unsafe { sys::ibv_create_qp(pd.inner.raw.as_ptr(), &mut init) };
@@ -310,16 +363,50 @@ impl QueuePair {
         Ok(QueuePair {
             raw,
             // ibv_create_qp writes back the actual capacities.
-            caps: QpCaps {
-                max_send_wr: init.cap.max_send_wr,
-                max_recv_wr: init.cap.max_recv_wr,
-                max_send_sge: init.cap.max_send_sge,
-                max_recv_sge: init.cap.max_recv_sge,
-            },
+            caps: QpCaps::from_raw(init.cap),
+            owner: QpOwner::Verbs,
             pd: Arc::clone(&pd.inner),
             _send_cq: Arc::clone(&send_cq.inner),
             _recv_cq: Arc::clone(&recv_cq.inner),
         })
+    }
+
+    /// A handle to the QP a cm id created (`rdma_create_qp`); `owner` keeps the
+    /// id, which destroys the QP when the last handle is gone.
+    pub(crate) fn from_cm(
+        raw: NonNull<sys::ibv_qp>,
+        caps: QpCaps,
+        owner: Arc<super::cm::CmIdInner>,
+        pd: &ProtectionDomain,
+        send_cq: &CompletionQueue,
+        recv_cq: &CompletionQueue,
+    ) -> QueuePair {
+        QueuePair {
+            raw,
+            caps,
+            owner: QpOwner::Cm(owner),
+            pd: Arc::clone(&pd.inner),
+            _send_cq: Arc::clone(&send_cq.inner),
+            _recv_cq: Arc::clone(&recv_cq.inner),
+        }
+    }
+
+    /// True when this QP was made on the cm id `inner` (so the id destroys it).
+    pub(crate) fn belongs_to(&self, inner: &Arc<super::cm::CmIdInner>) -> bool {
+        matches!(&self.owner, QpOwner::Cm(owner) if Arc::ptr_eq(owner, inner))
+    }
+
+    /// Destroys the QP now (`ibv_destroy_qp`): from then on the device touches none of
+    /// the memory its outstanding work requests named, and the returned proof lets
+    /// [`MessageBuffers::reclaim`](super::MessageBuffers::reclaim) take those buffers
+    /// back. For a QP made on a cm id use [`CmId::destroy`](super::CmId::destroy).
+    pub fn destroy(self) -> Result<DestroyedQp, QueuePair> {
+        if !matches!(self.owner, QpOwner::Verbs) {
+            return Err(self);
+        }
+        let qp_num = self.qp_num();
+        drop(self);
+        Ok(DestroyedQp { qp_num })
     }
 
     /// The QP number peers address.
@@ -514,6 +601,15 @@ impl QueuePair {
         )
     }
 
+    /// Sets the receiver-not-ready timer the QP advertises (RTS -> RTS): how long a peer
+    /// waits before resending a SEND that found no posted receive here. `code` is the
+    /// IB encoding: 1 = 0.01 ms, 12 = 0.64 ms, 0 = 655 ms (what the connection manager
+    /// leaves a QP with).
+    pub fn set_min_rnr_timer(&self, code: u8) -> Result<(), VerbsError> {
+        // SAFETY: raw is a live QP.
+        unsafe { modify_min_rnr_timer(self.raw.as_ptr(), code) }
+    }
+
     /// Moves the QP to the error state: outstanding and later requests complete
     /// with a flush error (how to tear a connection down, or test that path).
     pub fn set_error(&self) -> Result<(), VerbsError> {
@@ -545,6 +641,19 @@ impl QueuePair {
     /// Posts one send-queue request (`ibv_post_send`). Allowed in RTS.
     #[inline]
     pub fn post_send(&self, req: &SendRequest<'_>) -> Result<(), VerbsError> {
+        if req.inline {
+            let bytes: u64 = req.sges.iter().map(|s| u64::from(s.len())).sum();
+            if matches!(req.op, SendOp::RdmaRead(_)) || bytes > u64::from(self.caps.max_inline_data)
+            {
+                return Err(VerbsError::invalid(
+                    "inline send",
+                    format!(
+                        "{bytes} bytes inline (QP max_inline_data {}); READs cannot be inline",
+                        self.caps.max_inline_data
+                    ),
+                ));
+            }
+        }
         let mut wr = sys::ibv_send_wr {
             wr_id: req.wr_id,
             next: std::ptr::null_mut(),
@@ -554,7 +663,8 @@ impl QueuePair {
                 sys::IBV_SEND_SIGNALED
             } else {
                 0
-            }) | (if req.fence { sys::IBV_SEND_FENCE } else { 0 }),
+            }) | (if req.fence { sys::IBV_SEND_FENCE } else { 0 })
+                | (if req.inline { sys::IBV_SEND_INLINE } else { 0 }),
             ..Default::default()
         };
         let (opcode, remote, imm) = match req.op {
@@ -583,6 +693,52 @@ impl QueuePair {
         // is only read during the call.
         let ret = unsafe { sys::prc_ibv_post_send(self.raw.as_ptr(), &mut wr, &mut bad) };
         check("ibv_post_send", ret)
+    }
+}
+
+/// RTS -> RTS with a new min_rnr_timer.
+///
+/// # Safety
+/// `qp` is a live QP.
+pub(crate) unsafe fn modify_min_rnr_timer(
+    qp: *mut sys::ibv_qp,
+    code: u8,
+) -> Result<(), VerbsError> {
+    if code > 31 {
+        return Err(VerbsError::invalid(
+            "RNR timer",
+            format!("code {code} > 31"),
+        ));
+    }
+    let mut attr = sys::ibv_qp_attr {
+        qp_state: sys::IBV_QPS_RTS,
+        min_rnr_timer: code,
+        ..Default::default()
+    };
+    // SAFETY: qp is live (caller); attr sets the state and the RNR timer named by the mask.
+    let ret = unsafe {
+        sys::ibv_modify_qp(
+            qp,
+            &mut attr,
+            (sys::IBV_QP_STATE | sys::IBV_QP_MIN_RNR_TIMER) as i32,
+        )
+    };
+    check("ibv_modify_qp(RTS min_rnr_timer)", ret)
+}
+
+/// Init attributes of an RC QP: no shared receive queue, sends signaled per request.
+pub(crate) fn rc_init_attr(
+    send_cq: &CompletionQueue,
+    recv_cq: &CompletionQueue,
+    caps: QpCaps,
+) -> sys::ibv_qp_init_attr {
+    sys::ibv_qp_init_attr {
+        send_cq: send_cq.inner.raw.as_ptr(),
+        recv_cq: recv_cq.inner.raw.as_ptr(),
+        cap: caps.to_raw(),
+        qp_type: sys::IBV_QPT_RC,
+        sq_sig_all: 0,
+        ..Default::default()
     }
 }
 
