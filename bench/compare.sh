@@ -21,6 +21,7 @@
 # Peers: redis-server and nats-server from Debian on 127.0.0.1, private ports, their data
 # in this run's directory, each restarted per durability level; clients over loopback TCP.
 # Precursor: the data plane on af_packet/veth (as bench/run.sh), clients in a namespace.
+# Each run does every system in turn (limits, Redis, NATS, Precursor), each server fresh.
 # Pinning: every client on core 0; Precursor's lcore on the last core, its other threads on
 # core 0; the peers' servers unpinned (the scheduler gives them both cores).
 set -euo pipefail
@@ -60,10 +61,10 @@ fi
 
 # Messages per measured run. Quick mode only proves every step works.
 if [ "$quick" = 1 ]; then
-    runs=1; produce=3000; durable=300; warmup=200; latency_msgs=1000; durable_latency_msgs=100
+    runs=1; produce=3000; durable=300; warmup=200; latency_msgs=1000; durable_latency_msgs=100; pre_encoded=100000
     memcpy_mib=16; memcpy_runs=3; round_trips=20000
 else
-    produce=300000; durable=30000; warmup=5000; latency_msgs=$((rate * 5)); durable_latency_msgs=$((durable_rate * 5))
+    produce=300000; durable=30000; warmup=5000; latency_msgs=$((rate * 5)); durable_latency_msgs=$((durable_rate * 5)); pre_encoded=50000000
     memcpy_mib=64; memcpy_runs=9; round_trips=2000000
 fi
 # Peers' window: un-acknowledged messages per producer (Precursor's is 5 batches).
@@ -82,6 +83,9 @@ fi
 bench_build "$repo"
 pb="$bin/precursor-bench"
 bench_wait_for_quiet_machine bench/compare.sh
+# Other work on the machine shows in every number (a poll-mode lcore pinned to one core
+# suffers most): the load average goes into the report.
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 tag="k$$"
 ns="prc-bcmp-$$"
@@ -143,17 +147,19 @@ EOF
 
 client() { taskset -c 0 "$@"; }
 
-echo "== limits: memcpy, shared-memory ping-pong (cores 0 and 1)" >&2
-for r in $(seq "$runs"); do
+# $1: run number. The machine's limit.
+limits_run() {
+    local r="$1"
     record "limits-memcpy-$r" client "$pb" limits memcpy --mib "$memcpy_mib" --runs "$memcpy_runs"
     record "limits-pingpong-$r" "$pb" limits pingpong --round-trips "$round_trips" --ping-core 0 --pong-core 1
-done
+}
 
-# $1: durability (leader | durable). Starts redis-server with the matching appendfsync.
+# $1: durability (leader | durable); $2: run. Starts redis-server with the matching
+# appendfsync in a fresh directory.
 start_redis() {
     local fsync=everysec
     [ "$1" = durable ] && fsync=always
-    local dir="$work/redis-$1" port
+    local dir="$work/redis-$1-$2" port
     port=$(free_port)
     mkdir -p "$dir"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" --appendonly yes \
@@ -169,11 +175,11 @@ start_redis() {
     exit 1
 }
 
-# $1: durability. Starts nats-server -js with its store in a fresh directory; for durable
-# the directory gets the S attribute (every write synchronous). Returns 1 when chattr +S is
-# not possible on this filesystem.
+# $1: durability; $2: run. Starts nats-server -js with its store in a fresh directory; for
+# durable the directory gets the S attribute (every write synchronous). Returns 1 when
+# chattr +S is not possible on this filesystem.
 start_nats() {
-    local dir="$work/nats-$1" port
+    local dir="$work/nats-$1-$2" port
     port=$(free_port)
     mkdir -p "$dir/store"
     if [ "$1" = durable ] && ! chattr +S "$dir/store" 2>/dev/null; then
@@ -194,42 +200,45 @@ start_nats() {
     exit 1
 }
 
-# $1: nats | redis; $2: durability; rest: the peer's target flags.
-peer_runs() {
-    local peer="$1" level="$2"
-    shift 2
-    local count=$produce lat_rate=$rate lat_msgs=$latency_msgs
+# $1: nats | redis; $2: durability; $3: run; rest: the peer's target flags.
+peer_run() {
+    local peer="$1" level="$2" r="$3"
+    shift 3
+    local count=$produce
     [ "$level" = durable ] && count=$durable
-    for r in $(seq "$runs"); do
-        record "$peer-produce-$level-$r" client "$pb" "$peer" produce "$@" --durability "$level" \
-            --stream "p$r" --messages "$count" --warmup "$warmup" --window "$peer_window"
-        if [ "$level" = leader ]; then
-            record "$peer-consume-$r" client "$pb" "$peer" consume "$@" --durability "$level" \
-                --stream "p$r" --messages "$count"
-        fi
-        record "$peer-latency-$level-$rate-$r" client "$pb" "$peer" produce "$@" --durability "$level" \
-            --stream "l$r" --messages "$lat_msgs" --warmup "$warmup" --window "$peer_window" --rate "$lat_rate"
-        if [ "$level" = durable ]; then
-            record "$peer-latency-$level-$durable_rate-$r" client "$pb" "$peer" produce "$@" \
-                --durability "$level" --stream "d$r" --messages "$durable_latency_msgs" \
-                --warmup "$warmup" --window "$peer_window" --rate "$durable_rate"
-        fi
-    done
+    record "$peer-produce-$level-$r" client "$pb" "$peer" produce "$@" --durability "$level" \
+        --stream "p$r" --messages "$count" --warmup "$warmup" --window "$peer_window"
+    if [ "$level" = leader ]; then
+        record "$peer-consume-$r" client "$pb" "$peer" consume "$@" --durability "$level" \
+            --stream "p$r" --messages "$count"
+    fi
+    record "$peer-latency-$level-$rate-$r" client "$pb" "$peer" produce "$@" --durability "$level" \
+        --stream "l$r" --messages "$latency_msgs" --warmup "$warmup" --window "$peer_window" \
+        --rate "$rate"
+    if [ "$level" = durable ]; then
+        record "$peer-latency-$level-$durable_rate-$r" client "$pb" "$peer" produce "$@" \
+            --durability "$level" --stream "d$r" --messages "$durable_latency_msgs" \
+            --warmup "$warmup" --window "$peer_window" --rate "$durable_rate"
+    fi
 }
 
-for level in leader durable; do
-    echo "== Redis Streams, acks=$level equivalent" >&2
-    start_redis "$level"
-    peer_runs redis "$level" --url "$peer_url"
-    stop_peer
-    echo "== NATS JetStream, acks=$level equivalent" >&2
-    if start_nats "$level"; then
-        peer_runs nats "$level" --url "$peer_url" --store-dir "$nats_store"
+# $1: run. Both peers at both levels, each server started fresh and stopped.
+peers_run() {
+    local r="$1" level
+    for level in leader durable; do
+        echo "== run $r: Redis Streams, acks=$level equivalent" >&2
+        start_redis "$level" "$r"
+        peer_run redis "$level" "$r" --url "$peer_url"
         stop_peer
-    fi
-done
+        echo "== run $r: NATS JetStream, acks=$level equivalent" >&2
+        if start_nats "$level" "$r"; then
+            peer_run nats "$level" "$r" --url "$peer_url" --store-dir "$nats_store"
+            stop_peer
+        fi
+    done
+    rm -rf "$work"/redis-*-"$r" "$work"/nats-*-"$r"
+}
 
-echo "== Precursor: the data plane on af_packet/veth, clients in a namespace" >&2
 bench_make_client_netns "$ns" "$outer" "$inner" "$client_ip"
 config="$work/precursor.toml"
 cat > "$config" <<EOF
@@ -245,9 +254,18 @@ kind = "af_packet"
 iface = "$outer"
 address = "$broker_ip"
 EOF
-bench_start_dataplane "$config" "" "$work/dataplane.log"
 pclient() { ip netns exec "$ns" taskset -c 0 "$bin/precursor" "$@" -b "$broker" --json --quiet; }
-for r in $(seq "$runs"); do
+iclient() {
+    taskset -c 0 "$bin/precursor" "$@" --transport ipc --ipc-dir "/dev/shm/precursor-bench-cmp-$$" \
+        --json --quiet
+}
+
+# $1: run. A data plane started fresh (its data emptied), every Precursor row, stopped.
+precursor_run() {
+    local r="$1"
+    echo "== run $r: Precursor, the data plane on af_packet/veth, clients in a namespace" >&2
+    rm -rf "$work/precursor-data" "$memory_dir"
+    bench_start_dataplane "$config" "" "$work/dataplane.log"
     record "precursor-produce-leader-$r" pclient bench produce --topic "p$r" --acks leader \
         --messages "$produce" --warmup "$warmup"
     record "precursor-consume-$r" pclient bench consume --topic "p$r" --messages "$produce"
@@ -260,14 +278,37 @@ for r in $(seq "$runs"); do
     record "precursor-latency-durable-$durable_rate-$r" pclient bench produce --topic "dd$r" \
         --acks durable --linger-us 0 --messages "$durable_latency_msgs" --warmup "$warmup" \
         --rate "$durable_rate"
+    # The same data plane over IPC: clients on this host (as the peers' are), no namespace.
+    record "precursor-ipc-produce-leader-$r" iclient bench produce --topic "ip$r" --acks leader \
+        --messages "$produce" --warmup "$warmup"
+    record "precursor-ipc-produce-durable-$r" iclient bench produce --topic "id$r" --acks durable \
+        --messages "$durable" --warmup "$warmup"
+    record "precursor-ipc-pre-encoded-$r" iclient bench produce --topic "ie$r" --acks leader \
+        --pre-encoded --in-flight 16 --messages "$pre_encoded"
+    record "precursor-ipc-consume-$r" iclient bench consume --topic "ip$r" --messages "$produce"
+    record "precursor-ipc-ping-$r" iclient bench ping --messages "$latency_msgs"
+    record "precursor-ipc-latency-leader-$rate-$r" iclient bench produce --topic "il$r" \
+        --acks leader --linger-us 0 --messages "$latency_msgs" --warmup "$warmup" --rate "$rate"
+    record "precursor-ipc-latency-durable-$durable_rate-$r" iclient bench produce --topic "idd$r" \
+        --acks durable --linger-us 0 --messages "$durable_latency_msgs" --warmup "$warmup" \
+        --rate "$durable_rate"
+    bench_stop_dataplane
+}
+
+# Runs interleave the systems, so the machine's slow drifts (other tenants) spread over all.
+for r in $(seq "$runs"); do
+    echo "== run $r of $runs: limits (memcpy; ping-pong between cores 0 and 1)" >&2
+    limits_run "$r"
+    peers_run "$r"
+    precursor_run "$r"
 done
-bench_stop_dataplane
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 dpdk=$(pkg-config --modversion libdpdk 2>/dev/null || echo "?")
 nats_version=$(nats-server --version 2>&1 | awk '{ print $2 }')
 redis_version=$(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
-machine="$(nproc) vCPUs, $cpu, Linux $(uname -r), DPDK $dpdk, nats-server $nats_version, redis-server $redis_version; $(date -u +%Y-%m-%d)"
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+machine="$(nproc) vCPUs, $cpu, Linux $(uname -r), DPDK $dpdk, nats-server $nats_version, redis-server $redis_version; $(date -u +%Y-%m-%d); load average (1, 5, 15 min) $load_start at the start, $load_end at the end (other tenants of the machine)"
 if [ "$quick" = 1 ]; then
     doc="$out/benchmarks.md"
     plots="$out/plots"

@@ -7,9 +7,16 @@ set -euo pipefail
 # the benchmark's disk probe; procps for pgrep; rdma-core's headers for the verbs bindings
 # (ffi feature `rdma`; the soft-RoCE guest's own packages are installed by ci/rdma-guest.sh);
 # nats-server and redis-server (with redis-cli) for bench/compare.sh, e2fsprogs for its
-# chattr/lsattr.
+# chattr/lsattr; Kafka clients nobody here wrote for the gateway's tests (tests/kafka.rs):
+# kcat and librdkafka through python3-confluent-kafka, kafka-python; python3-venv for the
+# venv below.
 PACKAGES=(dpdk libdpdk-dev clang libclang-dev pkg-config gcc make iproute2 procps python3 kmod
-          libibverbs-dev librdmacm-dev nats-server redis-server redis-tools e2fsprogs)
+          libibverbs-dev librdmacm-dev nats-server redis-server redis-tools e2fsprogs
+          kcat python3-confluent-kafka python3-kafka python3-venv)
+# A current librdkafka for the Kafka tests: the confluent-kafka wheel from PyPI bundles one
+# (Debian's 2.0.2 compresses only zstd against brokers without Produce v0, see docs/kafka.md).
+KAFKA_VENV=/opt/precursor-kafka-venv
+CONFLUENT_KAFKA_WHEEL_VERSION=2.16.1
 # 2 MiB pages to reserve: DPDK's mbufs plus active segments of the tests (2 GiB of 24).
 HUGEPAGES_WANTED=${PRECURSOR_HUGEPAGES:-1024}
 
@@ -29,6 +36,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! "$KAFKA_VENV/bin/python" -c "import confluent_kafka" >/dev/null 2>&1; then
+  say "installing confluent-kafka $CONFLUENT_KAFKA_WHEEL_VERSION into $KAFKA_VENV"
+  /usr/bin/python3 -m venv "$KAFKA_VENV"
+  "$KAFKA_VENV/bin/pip" install -q "confluent-kafka==$CONFLUENT_KAFKA_WHEEL_VERSION"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -308,6 +308,38 @@ where
     Ok(result)
 }
 
+/// `subscribers.len()` consumers (each its own connection) read the same stream at once,
+/// each `messages` from its start, each verifying every payload (fan-out). msgs/s is the
+/// total read by all over the time the slowest took.
+pub async fn run_consumers<S: Subscriber>(
+    label: &SystemLabel,
+    subscribers: &mut [S],
+    messages: u64,
+    idle_timeout: Duration,
+) -> Result<RunResult> {
+    if !(1..=CLIENTS_MAX as usize).contains(&subscribers.len()) {
+        bail!(
+            "--consumers {}: must be 1..={CLIENTS_MAX}",
+            subscribers.len()
+        );
+    }
+    let started = Instant::now();
+    let runs = subscribers
+        .iter_mut()
+        .map(|s| run_consumer(label, s, messages, idle_timeout));
+    let results = futures::future::try_join_all(runs).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let consumed: u64 = results.iter().map(|r| r.messages).sum();
+    let mut total = results[0].clone();
+    total.messages = consumed;
+    total.seconds = seconds;
+    total.msgs_per_sec = consumed as f64 / seconds.max(1e-9);
+    total.mb_per_sec = total.msgs_per_sec * total.size as f64 / 1e6;
+    total.consumers = results.len() as u32;
+    total.errors = results.iter().map(|r| r.errors).sum();
+    Ok(total)
+}
+
 /// Reads `messages` from the start of a stream written by one producer, verifying each.
 pub async fn run_consumer<S: Subscriber>(
     label: &SystemLabel,
@@ -479,6 +511,31 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!((read.messages, read.errors, read.size), (40, 0, 100));
+        });
+    }
+
+    #[test]
+    fn several_consumers_each_read_the_whole_stream() {
+        runtime().block_on(async {
+            let mut p = Delayed {
+                service: Duration::ZERO,
+                fail_every: None,
+                published: 0,
+                payloads: VecDeque::new(),
+            };
+            produce(&mut p, 0, 30, 100, 4, None, Duration::from_secs(1))
+                .await
+                .unwrap();
+            let mut readers = vec![p.payloads.clone(), p.payloads.clone(), p.payloads];
+            let read = run_consumers(&label(), &mut readers, 30, Duration::from_millis(200))
+                .await
+                .unwrap();
+            assert_eq!((read.messages, read.errors, read.consumers), (90, 0, 3));
+            let none: &mut [VecDeque<Bytes>] = &mut [];
+            let error = run_consumers(&label(), none, 30, Duration::from_millis(10))
+                .await
+                .unwrap_err();
+            assert!(error.to_string().contains("--consumers 0"));
         });
     }
 

@@ -98,6 +98,9 @@ enum PeerCommand {
         target: PeerTarget,
         #[arg(long, short = 'n', default_value_t = 100_000)]
         messages: u64,
+        /// Consumers, each its own connection, each reading every message (fan-out).
+        #[arg(long, default_value_t = 1)]
+        consumers: u32,
         /// Give up after this long without a message.
         #[arg(long, default_value_t = 10_000)]
         idle_timeout_ms: u64,
@@ -213,10 +216,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 PeerCommand::Consume {
                     target,
                     messages,
+                    consumers,
                     idle_timeout_ms,
                 } => rt.block_on(nats::consume(
                     &nats_target(target),
                     messages,
+                    consumers,
                     Duration::from_millis(idle_timeout_ms),
                 ))?,
             };
@@ -231,10 +236,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 PeerCommand::Consume {
                     target,
                     messages,
+                    consumers,
                     idle_timeout_ms,
                 } => rt.block_on(redis::consume(
                     &redis_target(target)?,
                     messages,
+                    consumers,
                     Duration::from_millis(idle_timeout_ms),
                 ))?,
             };

@@ -2,7 +2,7 @@
 //! them): x is the percentile on a log scale of 1 / (1 - q) — 90 %, 99 %, 99.9 % ... equally
 //! spaced — and y the latency in microseconds on a log scale, one line per system.
 
-use crate::report::{display_name, plot_file_name, Report, PEERS, PRECURSOR};
+use crate::report::{display_name, plot_file_name, Report, PEERS, PRECURSOR, PRECURSOR_IPC};
 use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -33,19 +33,20 @@ pub fn latency_plots(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for rate in report.rates() {
         for durability in report.durabilities("produce", rate) {
-            let series: Vec<(String, Vec<(f64, f64)>)> = [PRECURSOR, PEERS[0], PEERS[1]]
-                .iter()
-                .filter_map(|&system| {
-                    let r = report.find(system, "produce", &durability, rate)?;
-                    let points: Vec<(f64, f64)> = r
-                        .curve
-                        .iter()
-                        .filter(|[p, us]| *p <= 100.0 && *us > 0.0)
-                        .map(|[p, us]| (x_of_percentile(*p), *us))
-                        .collect();
-                    (!points.is_empty()).then(|| (display_name(system).to_string(), points))
-                })
-                .collect();
+            let series: Vec<(String, Vec<(f64, f64)>)> =
+                [PRECURSOR_IPC, PRECURSOR, PEERS[0], PEERS[1]]
+                    .iter()
+                    .filter_map(|&system| {
+                        let r = report.find(system, "produce", &durability, rate)?;
+                        let points: Vec<(f64, f64)> = r
+                            .curve
+                            .iter()
+                            .filter(|[p, us]| *p <= 100.0 && *us > 0.0)
+                            .map(|[p, us]| (x_of_percentile(*p), *us))
+                            .collect();
+                        (!points.is_empty()).then(|| (display_name(system).to_string(), points))
+                    })
+                    .collect();
             if series.is_empty() {
                 continue;
             }
@@ -95,6 +96,7 @@ fn draw(path: &Path, title: &str, series: &[(String, Vec<(f64, f64)>)]) -> Resul
         RGBColor(214, 39, 40),
         RGBColor(31, 119, 180),
         RGBColor(44, 160, 44),
+        RGBColor(148, 103, 189),
     ];
     for (i, (name, points)) in series.iter().enumerate() {
         let color = colors[i % colors.len()];

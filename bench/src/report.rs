@@ -19,11 +19,16 @@ pub const BEGIN_MARKER: &str =
 pub const END_MARKER: &str = "<!-- precursor-bench: generated section ends -->";
 
 pub const PRECURSOR: &str = "precursor";
+/// Precursor over its IPC transport (clients on the same host, like the peers' here).
+pub const PRECURSOR_IPC: &str = "precursor-ipc";
+/// Precursor's systems in table order: IPC first (the co-located path), then UDP.
+pub const PRECURSORS: [&str; 2] = [PRECURSOR_IPC, PRECURSOR];
 pub const PEERS: [&str; 2] = [crate::peers::nats::SYSTEM, crate::peers::redis::SYSTEM];
 
 pub fn display_name(system: &str) -> &str {
     match system {
         "precursor" => "Precursor",
+        "precursor-ipc" => "Precursor IPC",
         "nats-jetstream" => "NATS JetStream",
         "redis-streams" => "Redis Streams",
         "machine" => "machine",
@@ -32,6 +37,8 @@ pub fn display_name(system: &str) -> &str {
 }
 
 /// What identifies a configuration; runs with the same key are repetitions.
+/// (The tables pick the first configuration of a system and workload: bench/compare.sh
+/// runs one producer and one consumer.)
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key {
     pub workload: String,
@@ -40,6 +47,7 @@ pub struct Key {
     pub rate: u64,
     pub system: String,
     pub producers: u32,
+    pub consumers: u32,
     pub size: u64,
 }
 
@@ -51,6 +59,7 @@ impl Key {
             rate: r.rate.map_or(0, |r| r.round() as u64),
             system: r.system.clone(),
             producers: r.producers,
+            consumers: r.consumers,
             size: r.size,
         }
     }
@@ -266,7 +275,7 @@ impl Report {
 
         let memcpy = self.limit("memcpy");
         let pingpong = self.limit("pingpong");
-        let _ = writeln!(md, "### The machine's limit\n");
+        let _ = writeln!(md, "#### The machine's limit\n");
         let _ = writeln!(md, "| measurement | value |");
         let _ = writeln!(md, "|---|---:|");
         let _ = writeln!(
@@ -284,7 +293,7 @@ impl Report {
         );
         md.push('\n');
 
-        let _ = writeln!(md, "### Throughput (as fast as possible)\n");
+        let _ = writeln!(md, "#### Throughput (as fast as possible)\n");
         let _ = writeln!(md, "| run | Precursor msgs/s | NATS JetStream msgs/s | Redis Streams msgs/s | Precursor / NATS | Precursor / Redis | Precursor MB/s / memcpy MB/s | errors (P / N / R) |");
         let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---|");
         for (workload, durability, label) in [
@@ -305,44 +314,47 @@ impl Report {
             ),
         ] {
             let get = |s: &str| self.find(s, workload, durability, 0);
-            let (p, n, r) = (get(PRECURSOR), get(PEERS[0]), get(PEERS[1]));
-            if p.is_none() && n.is_none() && r.is_none() {
-                continue;
-            }
-            let rate = |x: Option<&RunResult>| x.map(|x| x.msgs_per_sec);
-            let errors =
-                |x: Option<&RunResult>| x.map_or("-".to_string(), |x| x.errors.to_string());
-            let fraction = match (p, memcpy) {
-                (Some(p), Some(m)) if m.mb_per_sec > 0.0 => {
-                    format!("{:.5}", p.mb_per_sec / m.mb_per_sec)
+            for precursor in PRECURSORS {
+                let (p, n, r) = (get(precursor), get(PEERS[0]), get(PEERS[1]));
+                if p.is_none() && (n.is_none() && r.is_none() || precursor == PRECURSOR_IPC) {
+                    continue;
                 }
-                _ => "-".into(),
-            };
-            let _ = writeln!(
-                md,
-                "| {label} | {} | {} | {} | {} | {} | {fraction} | {} / {} / {} |",
-                number(rate(p)),
-                number(rate(n)),
-                number(rate(r)),
-                ratio(rate(p), rate(n)),
-                ratio(rate(p), rate(r)),
-                errors(p),
-                errors(n),
-                errors(r)
-            );
+                let label = format!("{label}, {}", display_name(precursor));
+                let rate = |x: Option<&RunResult>| x.map(|x| x.msgs_per_sec);
+                let errors =
+                    |x: Option<&RunResult>| x.map_or("-".to_string(), |x| x.errors.to_string());
+                let fraction = match (p, memcpy) {
+                    (Some(p), Some(m)) if m.mb_per_sec > 0.0 => {
+                        format!("{:.5}", p.mb_per_sec / m.mb_per_sec)
+                    }
+                    _ => "-".into(),
+                };
+                let _ = writeln!(
+                    md,
+                    "| {label} | {} | {} | {} | {} | {} | {fraction} | {} / {} / {} |",
+                    number(rate(p)),
+                    number(rate(n)),
+                    number(rate(r)),
+                    ratio(rate(p), rate(n)),
+                    ratio(rate(p), rate(r)),
+                    errors(p),
+                    errors(n),
+                    errors(r)
+                );
+            }
         }
         md.push('\n');
 
         for rate in self.rates() {
             for durability in self.durabilities("produce", rate) {
-                let _ = writeln!(md, "### Latency at a fixed {} msgs/s, acks={durability} (produce -> ack, from the intended send time)\n", number(Some(rate as f64)));
+                let _ = writeln!(md, "#### Latency at a fixed {} msgs/s, acks={durability} (produce -> ack, from the intended send time)\n", number(Some(rate as f64)));
                 let _ = writeln!(md, "| system | achieved msgs/s | p50 us | p90 us | p99 us | p99.9 us | p99.99 us | max us | p99 / Precursor p99 | p50 / ping-pong p50 | errors |");
                 let _ = writeln!(
                     md,
                     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                 );
                 let precursor = self.find(PRECURSOR, "produce", &durability, rate);
-                for system in [PRECURSOR, PEERS[0], PEERS[1]] {
+                for system in [PRECURSOR_IPC, PRECURSOR, PEERS[0], PEERS[1]] {
                     let Some(r) = self.find(system, "produce", &durability, rate) else {
                         continue;
                     };
@@ -370,7 +382,7 @@ impl Report {
             }
         }
 
-        let _ = writeln!(md, "### Every run (medians)\n");
+        let _ = writeln!(md, "#### Every run (medians)\n");
         let _ = writeln!(md, "| system | workload | durability (exact setting) | rate | window | runs | msgs/s | MB/s | p50 us | p99 us | p99.9 us | max us | errors |");
         let _ = writeln!(
             md,
@@ -413,16 +425,22 @@ impl Report {
     pub fn summary(&self) -> String {
         let mut parts = Vec::new();
         for durability in ["leader", "durable"] {
-            for peer in PEERS {
+            for (precursor, peer) in PRECURSORS.into_iter().flat_map(|p| PEERS.map(|q| (p, q))) {
+                if self.find(precursor, "produce", durability, 0).is_none()
+                    && precursor == PRECURSOR_IPC
+                {
+                    continue;
+                }
                 let p = self
-                    .find(PRECURSOR, "produce", durability, 0)
+                    .find(precursor, "produce", durability, 0)
                     .map(|r| r.msgs_per_sec);
                 let q = self
                     .find(peer, "produce", durability, 0)
                     .map(|r| r.msgs_per_sec);
                 if p.is_some() || q.is_some() {
                     parts.push(format!(
-                        "throughput {durability} Precursor/{} {}",
+                        "throughput {durability} {}/{} {}",
+                        short(precursor),
                         short(peer),
                         ratio(p, q)
                     ));
@@ -431,16 +449,23 @@ impl Report {
         }
         for rate in self.rates() {
             for durability in self.durabilities("produce", rate) {
-                for peer in PEERS {
+                for (precursor, peer) in PRECURSORS.into_iter().flat_map(|p| PEERS.map(|q| (p, q)))
+                {
+                    if self.find(precursor, "produce", &durability, rate).is_none()
+                        && precursor == PRECURSOR_IPC
+                    {
+                        continue;
+                    }
                     let p = self
-                        .find(PRECURSOR, "produce", &durability, rate)
+                        .find(precursor, "produce", &durability, rate)
                         .and_then(|r| r.p99_us);
                     let q = self
                         .find(peer, "produce", &durability, rate)
                         .and_then(|r| r.p99_us);
                     if p.is_some() || q.is_some() {
                         parts.push(format!(
-                            "p99@{rate}/s {durability} Precursor/{} {}",
+                            "p99@{rate}/s {durability} {}/{} {}",
+                            short(precursor),
                             short(peer),
                             ratio(p, q)
                         ));
@@ -457,6 +482,8 @@ fn short(system: &str) -> &str {
     match system {
         "nats-jetstream" => "NATS",
         "redis-streams" => "Redis",
+        "precursor" => "Precursor",
+        "precursor-ipc" => "Precursor-IPC",
         other => other,
     }
 }
@@ -597,14 +624,14 @@ mod tests {
         assert!(md.contains("2 vCPUs (test)"));
         assert!(md.contains("Medians of 3 runs"));
         // produce leader: 600k / 100k and 600k / 200k.
-        assert!(md.contains("| produce, acks=leader (peers: ack before fsync) | 600,000 | 100,000 | 200,000 | 6.00x | 3.00x |"), "{md}");
+        assert!(md.contains("| produce, acks=leader (peers: ack before fsync), Precursor | 600,000 | 100,000 | 200,000 | 6.00x | 3.00x |"), "{md}");
         // durable: Redis did not run: a dash, not a made-up number.
         assert!(md.contains("| 80,000 | 4,000 | - | 20x | - |"), "{md}");
         assert!(
             md.contains("| memcpy bandwidth, GB/s (buffers of 64 MiB) | 6.70 |"),
             "{md}"
         );
-        assert!(md.contains("### Latency at a fixed 10,000 msgs/s, acks=leader"));
+        assert!(md.contains("#### Latency at a fixed 10,000 msgs/s, acks=leader"));
         // Redis p99 150 us over Precursor's 50: 3x; Precursor's p50 (12.5) over ping-pong's 0.25: 50x.
         assert!(md.contains("| Redis Streams | 10,000 | 37.5 |"), "{md}");
         assert!(md.contains("| 3.00x |"));

@@ -85,6 +85,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub topics: TopicsConfig,
     pub controlplane: ControlplaneConfig,
+    pub gateway: GatewayConfig,
     pub rdma: RdmaConfig,
 }
 
@@ -217,6 +218,53 @@ pub struct ControlplaneConfig {
     pub restart_backoff_ms_max: u64,
     /// How long an admin request waits for the data plane's reply, in milliseconds.
     pub command_timeout_ms: u64,
+}
+
+/// The Kafka protocol gateway of the control plane (TCP): Kafka clients (librdkafka, kcat,
+/// kafka-python, the Java client) produce, fetch and use consumer groups through it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Serve the Kafka protocol at all.
+    pub enabled: bool,
+    /// TCP address the gateway listens on.
+    pub listen: String,
+    /// `host:port` that Metadata and FindCoordinator tell clients to connect to. Empty:
+    /// the address each client connected to (right on one host and behind a plain
+    /// address; set it behind NAT, a proxy or a container port mapping).
+    pub advertised_listener: String,
+    /// The broker id clients see (this node is every partition's leader).
+    pub broker_id: i32,
+    /// Where the gateway keeps its own state (committed offsets, producer id blocks, the
+    /// cluster id). Empty: `<node.data_dir>/kafka-gateway`.
+    pub state_dir: PathBuf,
+    /// Open client connections, at most; more are closed at once.
+    pub connections_max: u32,
+    /// Largest request accepted (the 4-byte size prefix), in bytes; a larger one closes
+    /// the connection.
+    pub request_bytes_max: u32,
+    /// Requests of one connection read ahead while earlier ones are still being
+    /// answered (answers always go back in order).
+    pub connection_requests_in_flight_max: u32,
+    /// A connection that sends nothing for this long is closed, in milliseconds.
+    pub connection_idle_timeout_ms: u64,
+    /// Upper bound on a Fetch's `max_wait_ms` (long polling), in milliseconds.
+    pub fetch_wait_ms_max: u64,
+    /// Upper bound on the bytes of one Fetch response, in bytes (a client's `max_bytes`
+    /// is lowered to it).
+    pub fetch_response_bytes_max: u32,
+    /// How often a waiting Fetch looks for new data, in microseconds.
+    pub fetch_poll_interval_us: u64,
+    /// Consumer groups: the session timeouts a member may ask for, in milliseconds.
+    pub group_session_timeout_ms_min: u64,
+    pub group_session_timeout_ms_max: u64,
+    /// How long the first rebalance of an empty group waits for more members to join,
+    /// in milliseconds (Kafka's `group.initial.rebalance.delay.ms`).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Members of one group, at most.
+    pub group_members_max: u32,
+    /// Longest metadata string stored with a committed offset, in bytes.
+    pub offset_metadata_bytes_max: u32,
 }
 
 /// The RDMA transport (data plane built with the `rdma` feature): native frames as
@@ -352,6 +400,30 @@ impl Default for ControlplaneConfig {
     }
 }
 
+impl Default for GatewayConfig {
+    fn default() -> GatewayConfig {
+        GatewayConfig {
+            enabled: true,
+            listen: "0.0.0.0:9092".into(),
+            advertised_listener: String::new(),
+            broker_id: 0,
+            state_dir: PathBuf::new(),
+            connections_max: 1024,
+            request_bytes_max: 16 << 20,
+            connection_requests_in_flight_max: 64,
+            connection_idle_timeout_ms: 600_000,
+            fetch_wait_ms_max: 30_000,
+            fetch_response_bytes_max: 50 << 20,
+            fetch_poll_interval_us: 1_000,
+            group_session_timeout_ms_min: 6_000,
+            group_session_timeout_ms_max: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_members_max: 1_000,
+            offset_metadata_bytes_max: 4_096,
+        }
+    }
+}
+
 impl Default for RdmaConfig {
     fn default() -> RdmaConfig {
         RdmaConfig {
@@ -405,6 +477,7 @@ impl Config {
             storage: StorageConfig::default(),
             topics: TopicsConfig::default(),
             controlplane: ControlplaneConfig::default(),
+            gateway: GatewayConfig::default(),
             rdma: RdmaConfig::default(),
         };
         match preset {
@@ -497,6 +570,15 @@ impl Config {
             PathBuf::from(format!("/dev/shm/precursor-{}", self.dataplane.file_prefix))
         } else {
             self.node.cnc_dir.clone()
+        }
+    }
+
+    /// Where the Kafka gateway keeps its state (see [`GatewayConfig::state_dir`]).
+    pub fn gateway_state_dir(&self) -> PathBuf {
+        if self.gateway.state_dir.as_os_str().is_empty() {
+            self.node.data_dir.join("kafka-gateway")
+        } else {
+            self.gateway.state_dir.clone()
         }
     }
 

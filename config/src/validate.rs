@@ -252,6 +252,110 @@ impl Config {
             "between 1 and 600000",
         )?;
 
+        let gw = &self.gateway;
+        check(
+            gw.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "gateway.listen",
+            format!("{:?}", gw.listen),
+            "an address:port such as 0.0.0.0:9092",
+        )?;
+        if !gw.advertised_listener.is_empty() {
+            let valid = gw
+                .advertised_listener
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| {
+                    !host.is_empty()
+                        && !host.contains(char::is_whitespace)
+                        && port.parse::<u16>().is_ok_and(|p| p != 0)
+                });
+            check(
+                valid,
+                "gateway.advertised_listener",
+                format!("{:?}", gw.advertised_listener),
+                "empty, or host:port such as broker1.example:9092",
+            )?;
+        }
+        check(
+            gw.broker_id >= 0,
+            "gateway.broker_id",
+            gw.broker_id,
+            "at least 0",
+        )?;
+        check(
+            (1..=1_000_000).contains(&gw.connections_max),
+            "gateway.connections_max",
+            gw.connections_max,
+            "between 1 and 1000000",
+        )?;
+        check(
+            (64 << 10..=1 << 30).contains(&gw.request_bytes_max)
+                && gw.request_bytes_max > self.storage.batch_bytes_max,
+            "gateway.request_bytes_max",
+            gw.request_bytes_max,
+            "between 64 KiB and 1 GiB, and larger than storage.batch_bytes_max",
+        )?;
+        check(
+            (1..=4096).contains(&gw.connection_requests_in_flight_max),
+            "gateway.connection_requests_in_flight_max",
+            gw.connection_requests_in_flight_max,
+            "between 1 and 4096",
+        )?;
+        check(
+            gw.connection_idle_timeout_ms >= 1000,
+            "gateway.connection_idle_timeout_ms",
+            gw.connection_idle_timeout_ms,
+            "at least 1000",
+        )?;
+        check(
+            gw.fetch_wait_ms_max <= 600_000,
+            "gateway.fetch_wait_ms_max",
+            gw.fetch_wait_ms_max,
+            "at most 600000",
+        )?;
+        check(
+            gw.fetch_response_bytes_max >= self.storage.batch_bytes_max
+                && gw.fetch_response_bytes_max <= 1 << 30,
+            "gateway.fetch_response_bytes_max",
+            gw.fetch_response_bytes_max,
+            "at least storage.batch_bytes_max (one batch must fit) and at most 1 GiB",
+        )?;
+        check(
+            (10..=1_000_000).contains(&gw.fetch_poll_interval_us),
+            "gateway.fetch_poll_interval_us",
+            gw.fetch_poll_interval_us,
+            "between 10 and 1000000",
+        )?;
+        check(
+            (1..=gw.group_session_timeout_ms_max).contains(&gw.group_session_timeout_ms_min),
+            "gateway.group_session_timeout_ms_min",
+            gw.group_session_timeout_ms_min,
+            "between 1 and gateway.group_session_timeout_ms_max",
+        )?;
+        check(
+            gw.group_session_timeout_ms_max <= 3_600_000,
+            "gateway.group_session_timeout_ms_max",
+            gw.group_session_timeout_ms_max,
+            "at most 3600000",
+        )?;
+        check(
+            gw.group_initial_rebalance_delay_ms <= 300_000,
+            "gateway.group_initial_rebalance_delay_ms",
+            gw.group_initial_rebalance_delay_ms,
+            "at most 300000",
+        )?;
+        check(
+            (1..=100_000).contains(&gw.group_members_max),
+            "gateway.group_members_max",
+            gw.group_members_max,
+            "between 1 and 100000",
+        )?;
+        check(
+            gw.offset_metadata_bytes_max <= 1 << 20,
+            "gateway.offset_metadata_bytes_max",
+            gw.offset_metadata_bytes_max,
+            "at most 1048576",
+        )?;
+
         let rdma = &self.rdma;
         check(
             !rdma.address.is_broadcast() && !rdma.address.is_multicast(),

@@ -7,12 +7,14 @@
 //! - [`link`]: the one thread that owns the CnC file (command and event rings).
 //! - [`supervisor`]: `precursor up` — runs `precursor-dataplane` as a child, restarts it
 //!   with back-off when it dies, stops it cleanly on SIGINT/SIGTERM.
+//! - [`gateway`]: the Kafka protocol gateway on TCP (`[gateway]`, docs/kafka.md).
 //!
 //! [`run`] puts them together: `Mode::Attach` for `precursor controlplane` (a data plane
 //! started elsewhere), `Mode::Supervise` for `precursor up`.
 
 pub mod admin;
 pub mod counters;
+pub mod gateway;
 pub mod link;
 pub mod metrics;
 pub mod supervisor;
@@ -24,6 +26,15 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use supervisor::Mode;
+
+/// The control plane decodes untrusted Kafka requests, whose array counts the
+/// kafka-protocol crate turns into `Vec` capacities before reading any element: a lying
+/// count must not abort the process on a failed allocation (see
+/// `precursor_shm::ReserveFreeLargeAllocations`). Declared here, in the library that owns
+/// the control plane's process, so every binary that runs it (`precursor`) gets it.
+#[global_allocator]
+static ALLOCATOR: precursor_shm::ReserveFreeLargeAllocations =
+    precursor_shm::ReserveFreeLargeAllocations;
 
 /// Why the control plane could not start or stopped with a failure.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +77,8 @@ pub enum ControlplaneError {
     Signals(#[source] std::io::Error),
     #[error("the data plane refused its configuration ({status}): see its message above; not restarting")]
     DataplaneRefused { status: std::process::ExitStatus },
+    #[error(transparent)]
+    Gateway(#[from] gateway::GatewayError),
 }
 
 /// What every task of the control plane shares.

@@ -41,6 +41,8 @@ type AdminLabels = Vec<(&'static str, String)>;
 /// The control plane's own metrics, plus the registry that also reads the shared counters.
 pub struct ControlplaneMetrics {
     registry: Registry,
+    /// The Kafka gateway's counters (`precursor_gateway_*`).
+    pub gateway: Arc<crate::gateway::GatewayMetrics>,
     restarts: Counter,
     admin_requests: Family<AdminLabels, Counter>,
 }
@@ -61,10 +63,12 @@ impl ControlplaneMetrics {
             "Admin socket requests, by type and outcome (ok or the error code)",
             admin_requests.clone(),
         );
+        let gateway = Arc::new(crate::gateway::GatewayMetrics::register(&mut registry));
         registry.register_collector(Box::new(LinkCollector { link }));
         registry.register_collector(Box::new(SharedCounters { cnc_dir }));
         ControlplaneMetrics {
             registry,
+            gateway,
             restarts,
             admin_requests,
         }

@@ -15,7 +15,7 @@
 //! The link thread follows each new data plane by itself: it notices the replaced CnC file
 //! (`ControlplaneCnc::is_replaced`) and attaches to the new one.
 
-use crate::{admin, metrics, ControlplaneError, Node};
+use crate::{admin, gateway, metrics, ControlplaneError, Node};
 use precursor_config::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -89,11 +89,23 @@ pub async fn serve_until(
         admin_socket.display(),
         node.cnc_dir.display()
     );
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(admin::serve(admin_server, node.clone())),
         tokio::spawn(metrics::serve(metrics_listener, node.clone())),
         tokio::spawn(log_transitions(node.clone())),
     ];
+    if node.config.gateway.enabled {
+        let listener = gateway::bind(&node.config.gateway).await?;
+        let gateway = gateway::Gateway::open(node.clone())?;
+        eprintln!(
+            "{LOG}: kafka gateway on {}, state in {}",
+            listener
+                .local_addr()
+                .map_or(node.config.gateway.listen.clone(), |a| a.to_string()),
+            node.config.gateway_state_dir().display()
+        );
+        tasks.push(tokio::spawn(gateway::serve(listener, gateway)));
+    }
     let outcome = match mode {
         Mode::Attach => {
             let _ = stopping.wait_for(|stop| *stop).await;

@@ -157,6 +157,9 @@ impl ControlPlane {
         config.controlplane.command_timeout_ms = command_timeout_ms;
         config.controlplane.restart_backoff_ms = 10;
         config.controlplane.restart_backoff_ms_max = 40;
+        // Tests run side by side: the Kafka gateway on a port of its own, its state here.
+        config.gateway.listen = "127.0.0.1:0".into();
+        config.gateway.state_dir = dir.join("kafka-gateway");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

@@ -23,6 +23,7 @@ mod counting_alloc;
 pub mod frame_ring;
 pub mod ipc;
 mod mapping;
+mod reserve_free_alloc;
 pub mod ring;
 
 pub use append::{
@@ -39,6 +40,7 @@ pub use mapping::{
     hugetlbfs_mount, memory_dir_default, page_bytes_for, round_up_to_page, FileId, ReadOnlyFileMap,
     SharedMapping, PAGE_BYTES_DEFAULT,
 };
+pub use reserve_free_alloc::{ReserveFreeLargeAllocations, RESERVE_FREE_BYTES_MIN};
 pub use ring::{
     RingConsumer, RingEntry, RingError, RingProducer, RING_PAYLOAD_BYTES_MAX, RING_SLOT_BYTES,
 };

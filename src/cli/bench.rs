@@ -240,7 +240,11 @@ impl Report {
         let round1 = |v: Option<f64>| v.map(|v| (v * 10.0).round() / 10.0);
         serde_json::json!({
             "schema": RESULT_SCHEMA,
-            "system": "precursor",
+            // Each transport is its own system in the comparison tables.
+            "system": match self.transport {
+                Transport::Udp => "precursor",
+                Transport::Ipc => "precursor-ipc",
+            },
             "transport": self.transport.name(),
             "workload": self.workload,
             "acks": self.acks.map(|a| a.name()),

@@ -147,12 +147,16 @@ pub fn pre_encoded_produce(
     assert!(records_per_batch > 0 && in_flight > 0);
     let mut session = connect(dir)?;
     let (handle, frame_bytes_max) = partition_of(&mut session, topic)?;
-    let mut builder = RecordBatchBuilder::new(Compression::None, -1, -1, -1, 0);
+    // Record timestamps are now: stamped in 1970, the copies would fall to time retention.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut builder = RecordBatchBuilder::new(Compression::None, -1, -1, -1, now_ms);
     let mut value = Vec::with_capacity(size);
     for seq in 0..records_per_batch as u64 {
         value.clear();
         bench_payload::encode(seq, size, &mut value);
-        builder.append(seq as i64, None, &value, &[]);
+        builder.append(now_ms, None, &value, &[]);
     }
     let batch = builder.finish();
     if batch.len() + 64 > frame_bytes_max {
@@ -171,7 +175,10 @@ pub fn pre_encoded_produce(
     let deadline_per_answer = ANSWER_TIMEOUT;
     let mut last_answer = Instant::now();
     let mut failure = None;
+    let mut busy = 0u64;
     while acked < batches {
+        // Batches answered Busy are sent again.
+        sent -= std::mem::take(&mut busy);
         while sent < batches && outstanding.len() < in_flight {
             let Some(id) = session.try_send(Opcode::Produce, acks.to_flags(), handle.0, &batch)?
             else {
@@ -192,6 +199,11 @@ pub fn pre_encoded_produce(
                 return;
             }
             outstanding.pop_front();
+            if ErrorCode::from_u16(header.error) == Some(ErrorCode::Busy) {
+                // The next segment is being prepared (a roll at full speed): send it again.
+                busy += 1;
+                return;
+            }
             if header.opcode != Opcode::ProduceAck {
                 failure.get_or_insert(format!(
                     "produce answered with {:?}, error {}: {}",

@@ -19,10 +19,11 @@
 //!   is written in place before its PubAck, every acknowledged message is on disk: what
 //!   2.10's `sync_interval: always` gives, one synchronous write per message (no group
 //!   commit). This adapter refuses to label a run `durable` unless the store directory
-//!   has the attribute.
+//!   and every directory below it have the attribute (`chattr +S` on the empty directory
+//!   before the server starts, as bench/compare.sh does).
 
 use crate::harness::{
-    run_consumer, run_producers, ProduceParams, Publisher, Subscriber, SystemLabel,
+    run_consumers, run_producers, ProduceParams, Publisher, Subscriber, SystemLabel,
 };
 use crate::peers::Durability;
 use crate::result::RunResult;
@@ -72,11 +73,26 @@ impl Target {
     }
 }
 
-/// Refuses a directory without the ext4 `S` (synchronous updates) attribute.
+/// Refuses a store directory unless it and every directory below it carry the ext4 `S`
+/// (synchronous updates) attribute: files inherit it from the directory they are created
+/// in, so a subdirectory made before `chattr +S` would hold ordinary, asynchronous files.
 pub fn check_synchronous_dir(dir: &Path) -> Result<()> {
+    let mut dirs = vec![dir.to_path_buf()];
+    let mut next = 0;
+    while next < dirs.len() {
+        let entries = std::fs::read_dir(&dirs[next])
+            .with_context(|| format!("cannot read {}", dirs[next].display()))?;
+        for entry in entries {
+            let entry = entry?;
+            if entry.file_type()?.is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+        next += 1;
+    }
     let output = std::process::Command::new("lsattr")
         .arg("-d")
-        .arg(dir)
+        .args(&dirs)
         .output()
         .context("cannot run lsattr (e2fsprogs) to check the store directory")?;
     if !output.status.success() {
@@ -87,12 +103,14 @@ pub fn check_synchronous_dir(dir: &Path) -> Result<()> {
         );
     }
     let text = String::from_utf8_lossy(&output.stdout);
-    let flags = text.split_whitespace().next().unwrap_or("");
-    if !flags.contains('S') {
-        bail!(
-            "{} lacks the S attribute (chattr +S): the server would not write synchronously, so the run is not durable",
-            dir.display()
-        );
+    for line in text.lines() {
+        let (flags, path) = line.split_once(' ').unwrap_or((line, ""));
+        if !flags.contains('S') {
+            bail!(
+                "{} lacks the S attribute (chattr +S on the empty store directory before the server starts): the server would not write synchronously, so the run is not durable",
+                path.trim()
+            );
+        }
     }
     Ok(())
 }
@@ -175,26 +193,35 @@ impl Subscriber for NatsSubscriber {
     }
 }
 
-/// Reads `messages` from the start of the stream (written by `produce` with one producer).
-pub async fn consume(target: &Target, messages: u64, idle_timeout: Duration) -> Result<RunResult> {
+/// `consumers` ordered consumers each read `messages` from the start of the stream
+/// (written by `produce` with one producer).
+pub async fn consume(
+    target: &Target,
+    messages: u64,
+    consumers: u32,
+    idle_timeout: Duration,
+) -> Result<RunResult> {
     let label = target.label()?;
-    let context = connect(&target.url).await?;
-    let stream = context
-        .get_stream(&target.stream)
-        .await
-        .with_context(|| format!("stream {:?}: produce to it first", target.stream))?;
-    let consumer = stream
-        .create_consumer(pull::OrderedConfig {
-            deliver_policy: jetstream::consumer::DeliverPolicy::All,
-            ..Default::default()
-        })
-        .await
-        .context("cannot create an ordered consumer")?;
-    let mut subscriber = NatsSubscriber {
-        messages: consumer
-            .messages()
+    let mut subscribers = Vec::with_capacity(consumers as usize);
+    for _ in 0..consumers {
+        let context = connect(&target.url).await?;
+        let stream = context
+            .get_stream(&target.stream)
             .await
-            .context("ordered consumer messages")?,
-    };
-    run_consumer(&label, &mut subscriber, messages, idle_timeout).await
+            .with_context(|| format!("stream {:?}: produce to it first", target.stream))?;
+        let consumer = stream
+            .create_consumer(pull::OrderedConfig {
+                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                ..Default::default()
+            })
+            .await
+            .context("cannot create an ordered consumer")?;
+        subscribers.push(NatsSubscriber {
+            messages: consumer
+                .messages()
+                .await
+                .context("ordered consumer messages")?,
+        });
+    }
+    run_consumers(&label, &mut subscribers, messages, idle_timeout).await
 }

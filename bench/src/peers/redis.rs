@@ -20,7 +20,7 @@
 //! a run whose label would not match them.
 
 use crate::harness::{
-    run_consumer, run_producers, ProduceParams, Publisher, Subscriber, SystemLabel,
+    run_consumers, run_producers, ProduceParams, Publisher, Subscriber, SystemLabel,
 };
 use crate::peers::Durability;
 use crate::result::RunResult;
@@ -283,16 +283,25 @@ fn stream_entries(reply: Value, out: &mut Vec<Bytes>) -> Result<Option<String>> 
     Ok(last)
 }
 
-/// Reads `messages` from the start of the stream (written by `produce` with one producer).
-pub async fn consume(target: &Target, messages: u64, idle_timeout: Duration) -> Result<RunResult> {
+/// `consumers` connections each read `messages` from the start of the stream (written by
+/// `produce` with one producer).
+pub async fn consume(
+    target: &Target,
+    messages: u64,
+    consumers: u32,
+    idle_timeout: Duration,
+) -> Result<RunResult> {
     let mut connection = connect(&target.url).await?;
     let label = label(&mut connection, target.durability).await?;
-    let mut subscriber = RedisSubscriber {
-        connection,
-        stream: target.stream.clone(),
-        last_id: "0-0".to_string(),
-    };
-    run_consumer(&label, &mut subscriber, messages, idle_timeout).await
+    let mut subscribers = Vec::with_capacity(consumers as usize);
+    for _ in 0..consumers {
+        subscribers.push(RedisSubscriber {
+            connection: connect(&target.url).await?,
+            stream: target.stream.clone(),
+            last_id: "0-0".to_string(),
+        });
+    }
+    run_consumers(&label, &mut subscribers, messages, idle_timeout).await
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ mod server;
 mod types;
 
 pub use client::{request, AdminError, CLIENT_RESPONSE_TIMEOUT_MS};
-pub use server::{bind, serve, AdminServer};
+pub use server::{bind, handle, serve, AdminServer};
 pub use types::{
     codes, LcoreStatus, NodeStatus, PartitionInfo, PortStatus, Request, Response, TopicDescription,
     TopicSummary,

@@ -1,0 +1,224 @@
+//! The Kafka protocol gateway (DESIGN.md §1): Kafka clients (librdkafka and kcat,
+//! kafka-python, the Java client, ...) speak TCP to the control plane, unchanged.
+//!
+//! ```text
+//!  Kafka client ──TCP──> connection task (one per client, tokio)
+//!                          | size-prefixed frames (tokio-util codec, <= request_bytes_max)
+//!                          | header + body decoded with kafka-protocol (Kafka's JSON specs)
+//!                          v
+//!                        dispatch: the synchronous part of every request runs in arrival
+//!                          order; what must wait (data plane, fsync, a rebalance) is a
+//!                          future; answers leave in request order (FuturesOrdered)
+//!        ┌───────────────┬──────────────┬──────────────────┬─────────────────────┐
+//!        v               v              v                  v                     v
+//!   topics.rs        produce/fetch   groups.rs          offsets.rs          producer_ids.rs
+//!   Metadata,        ListOffsets     JoinGroup, Sync-   OffsetCommit/Fetch: InitProducerId:
+//!   Create/Delete-   (data_path.rs:  Group, Heartbeat,  a CRC'd log file,   id blocks from a
+//!   Topics: the      one thread owns Leave, Describe,   fdatasync'd before  file, fsync'd
+//!   admin path and   the IPC session List: the classic  the answer (one     before use
+//!   counters file    to the data     protocol, timers   writer thread,
+//!                    plane)          on a 100 ms tick   group commit)
+//! ```
+//!
+//! Every failure is a Kafka error code in the response. A request that cannot be read
+//! (wrong length, unknown API key, a version not advertised, a body that does not decode)
+//! closes that connection only and is counted in
+//! `precursor_gateway_malformed_requests_total{reason}`. The compatibility page is
+//! docs/kafka.md.
+
+mod connection;
+mod data_path;
+mod fetch;
+mod groups;
+mod list_offsets;
+mod metrics;
+mod offsets;
+mod produce;
+mod producer_ids;
+mod requests;
+mod time_index;
+mod topics;
+mod versions;
+
+pub use data_path::{DataPath, DataPathError};
+pub use groups::Coordinator;
+pub use metrics::GatewayMetrics;
+pub use offsets::{OffsetKey, OffsetStore, OffsetStoreError};
+pub use producer_ids::{ProducerIdBlocks, GATEWAY_PRODUCER_ID_END};
+pub use versions::{supported_versions, SUPPORTED_APIS};
+
+use crate::Node;
+use precursor_config::GatewayConfig;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU32;
+use std::sync::{Arc, Mutex};
+use tokio::net::TcpListener;
+
+/// How often the group coordinator looks at its deadlines (sessions, rebalances), in ms.
+pub const GROUP_TICK_INTERVAL_MS: u64 = 100;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("kafka gateway listener {address}: {source}")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kafka gateway state directory {}: {source}", path.display())]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kafka gateway: {0}")]
+    Offsets(#[from] OffsetStoreError),
+    #[error("kafka gateway producer ids: {0}")]
+    ProducerIds(#[source] std::io::Error),
+}
+
+/// Everything the connections of the gateway share.
+pub struct Gateway {
+    pub node: Arc<Node>,
+    pub config: GatewayConfig,
+    /// Kafka's cluster id: made at the first start, kept in the state directory.
+    pub cluster_id: String,
+    pub topics: topics::TopicView,
+    pub groups: Mutex<Coordinator>,
+    pub offsets: OffsetStore,
+    pub producer_ids: Mutex<ProducerIdBlocks>,
+    pub data: DataPath,
+    pub metrics: Arc<GatewayMetrics>,
+    /// Connections open now.
+    pub connections: AtomicU32,
+}
+
+impl Gateway {
+    /// Opens the state directory (offsets, producer ids, cluster id) and starts the data
+    /// path thread.
+    pub fn open(node: Arc<Node>) -> Result<Arc<Gateway>, GatewayError> {
+        let config = node.config.gateway.clone();
+        let state_dir = node.config.gateway_state_dir();
+        std::fs::create_dir_all(&state_dir).map_err(|source| GatewayError::StateDir {
+            path: state_dir.clone(),
+            source,
+        })?;
+        let cluster_id = cluster_id(&state_dir).map_err(|source| GatewayError::StateDir {
+            path: state_dir.clone(),
+            source,
+        })?;
+        let offsets = OffsetStore::open(&state_dir)?;
+        let producer_ids = ProducerIdBlocks::open(&state_dir).map_err(GatewayError::ProducerIds)?;
+        let groups = Coordinator::new(groups::GroupLimits::from_config(&config));
+        let data = DataPath::start(&node.config);
+        let metrics = node.metrics.gateway.clone();
+        Ok(Arc::new(Gateway {
+            topics: topics::TopicView::new(node.cnc_dir.clone()),
+            node,
+            config,
+            cluster_id,
+            groups: Mutex::new(groups),
+            offsets,
+            producer_ids: Mutex::new(producer_ids),
+            data,
+            metrics,
+            connections: AtomicU32::new(0),
+        }))
+    }
+
+    /// The `(host, port)` clients are told to connect to: the configured advertised
+    /// listener, else the address this client reached us at.
+    pub fn advertised(&self, local: SocketAddr) -> (String, i32) {
+        if let Some((host, port)) = self.config.advertised_listener.rsplit_once(':') {
+            if let Ok(port) = port.parse::<u16>() {
+                return (host.to_string(), i32::from(port));
+            }
+        }
+        (local.ip().to_string(), i32::from(local.port()))
+    }
+}
+
+/// Binds the gateway's TCP listener (`gateway.listen`).
+pub async fn bind(config: &GatewayConfig) -> Result<TcpListener, GatewayError> {
+    TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| GatewayError::Listen {
+            address: config.listen.clone(),
+            source,
+        })
+}
+
+/// Serves Kafka clients on `listener` and runs the group coordinator's timers, until the
+/// task is dropped.
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) {
+    let ticker = tokio::spawn(groups::tick_forever(gateway.clone()));
+    connection::accept_forever(listener, gateway).await;
+    ticker.abort();
+}
+
+/// Reads the cluster id from `<state_dir>/cluster_id`, or makes one (22 characters of
+/// URL-safe base64 of 16 random bytes, like Kafka's) and writes it durably.
+fn cluster_id(state_dir: &Path) -> std::io::Result<String> {
+    let path = state_dir.join("cluster_id");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let bytes = random_bytes_16();
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut bits = u128::from_be_bytes(bytes);
+    let mut id = String::with_capacity(22);
+    for _ in 0..22 {
+        id.push(ALPHABET[(bits & 63) as usize] as char);
+        bits >>= 6;
+    }
+    write_durably(&path, id.as_bytes())?;
+    Ok(id)
+}
+
+/// 16 bytes that differ between calls and processes (std's randomly keyed hasher over the
+/// clock, the pid and a counter): ids, not secrets.
+pub(crate) fn random_bytes_16() -> [u8; 16] {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut out = [0u8; 16];
+    for half in out.chunks_mut(8) {
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        hasher.write_u128(now);
+        hasher.write_u32(std::process::id());
+        hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        half.copy_from_slice(&hasher.finish().to_le_bytes());
+    }
+    out
+}
+
+/// Writes `bytes` to `path` so that a crash leaves the old file or the new one: a
+/// temporary file, fsync, rename over `path`, fsync of the directory.
+pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the UNIX epoch.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

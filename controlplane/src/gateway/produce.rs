@@ -1,0 +1,265 @@
+//! Produce: each partition's record batch goes to the data plane as it came (the log
+//! stores Kafka RecordBatch v2 bytes; the data plane sets the base offset, checks the CRC
+//! and the idempotent producer's id, epoch and sequence).
+//!
+//! acks: 0 -> none, 1 -> leader (appended to the active segment), -1 -> durable
+//! (fdatasync'd: with one node, "all in-sync replicas" is the disk). With acks=0 Kafka
+//! sends no answer, and closes the connection when a batch failed; so does the gateway.
+
+use super::data_path::DataPathError;
+use super::requests::{api_name, encode, Context, Outcome, Pending, RequestMeta};
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use precursor_protocol::frame::{Acks, ErrorCode};
+use precursor_protocol::record_batch::{validate_batch, RecordBatchHeader};
+
+/// The Kafka code for a data path failure (produce and fetch).
+pub fn kafka_error(error: &DataPathError) -> ResponseError {
+    match error {
+        // Retriable, and makes clients refresh metadata: right while the data plane
+        // restarts.
+        DataPathError::Unavailable(_) => ResponseError::NotLeaderOrFollower,
+        DataPathError::Timeout(_) => ResponseError::RequestTimedOut,
+        DataPathError::Refused { code, .. } => match code {
+            ErrorCode::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+            ErrorCode::CorruptMessage => ResponseError::CorruptMessage,
+            ErrorCode::MessageTooLarge => ResponseError::MessageTooLarge,
+            ErrorCode::OutOfOrderSequence => ResponseError::OutOfOrderSequenceNumber,
+            ErrorCode::DuplicateSequence => ResponseError::DuplicateSequenceNumber,
+            ErrorCode::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
+            ErrorCode::StorageError => ResponseError::KafkaStorageError,
+            ErrorCode::OffsetOutOfRange => ResponseError::OffsetOutOfRange,
+            ErrorCode::InvalidTopic => ResponseError::InvalidTopicException,
+            ErrorCode::TopicNotReady => ResponseError::LeaderNotAvailable,
+            // A bounded queue of the data plane is full: nothing was appended, try again.
+            ErrorCode::Busy => ResponseError::RequestTimedOut,
+            _ => ResponseError::UnknownServerError,
+        },
+    }
+}
+
+/// Checks one partition's records: exactly one valid v2 batch, not transactional, within
+/// `batch_bytes_max`.
+fn check_batch(
+    records: Option<&Bytes>,
+    batch_bytes_max: usize,
+    version: i16,
+) -> Result<(), (ResponseError, String)> {
+    // INVALID_RECORD exists from Produce v8 on (KIP-467); older clients get CORRUPT_MESSAGE.
+    let invalid_record = if version >= 8 {
+        ResponseError::InvalidRecord
+    } else {
+        ResponseError::CorruptMessage
+    };
+    let Some(records) = records.filter(|r| !r.is_empty()) else {
+        return Err((invalid_record, "no record batch".into()));
+    };
+    if records.len() > batch_bytes_max {
+        return Err((
+            ResponseError::MessageTooLarge,
+            format!(
+                "batch of {} bytes is larger than storage.batch_bytes_max ({batch_bytes_max})",
+                records.len()
+            ),
+        ));
+    }
+    let header = RecordBatchHeader::parse(records)
+        .map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+    if header.total_bytes() < records.len() {
+        return Err((
+            invalid_record,
+            "a produce carries exactly one record batch per partition".into(),
+        ));
+    }
+    validate_batch(records).map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+    if header.is_transactional() || header.is_control() {
+        return Err((
+            ResponseError::InvalidRequest,
+            "transactions are not supported by this broker".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Produce.
+pub fn produce(context: &Context, meta: RequestMeta, request: ProduceRequest) -> Pending {
+    let gateway = context.gateway.clone();
+    let version = meta.version;
+    let api = api_name(meta.api);
+    let acks = match request.acks {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        -1 => Some(Acks::Durable),
+        _ => None,
+    };
+    let names: Vec<&str> = request
+        .topic_data
+        .iter()
+        .map(|t| t.name.0.as_str())
+        .collect();
+    let topics = gateway.topics.get_including(&gateway, &names);
+    let batch_bytes_max = gateway.node.config.storage.batch_bytes_max as usize;
+    let mut response = ProduceResponse::default();
+    // (topic index, partition index, future) of the batches sent to the data plane.
+    let mut sent = Vec::new();
+    for topic in &request.topic_data {
+        let name = topic.name.0.as_str();
+        let partitions = topics
+            .as_ref()
+            .ok()
+            .and_then(|t| t.get(name))
+            .map(|p| p.len());
+        let mut topic_response = TopicProduceResponse::default();
+        topic_response.name = topic.name.clone();
+        for data in &topic.partition_data {
+            let mut partition = PartitionProduceResponse::default();
+            partition.index = data.index;
+            partition.base_offset = -1;
+            partition.log_append_time_ms = -1;
+            partition.log_start_offset = -1;
+            let checked = if acks.is_none() {
+                Err((
+                    ResponseError::InvalidRequiredAcks,
+                    format!("acks {} (0, 1 or -1)", request.acks),
+                ))
+            } else if request.transactional_id.is_some() {
+                Err((
+                    ResponseError::InvalidRequest,
+                    "transactions are not supported by this broker".into(),
+                ))
+            } else if topics.is_err() {
+                Err((
+                    ResponseError::NotLeaderOrFollower,
+                    "the data plane is not running".into(),
+                ))
+            } else if !partitions.is_some_and(|n| (0..n as i32).contains(&data.index)) {
+                Err((
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("no partition {} of topic {name:?}", data.index),
+                ))
+            } else {
+                check_batch(data.records.as_ref(), batch_bytes_max, version)
+            };
+            match (checked, acks) {
+                (Ok(()), Some(acks)) => {
+                    let batch = data.records.clone().unwrap_or_default();
+                    let future = gateway.data.produce(name, data.index as u32, acks, batch);
+                    sent.push((
+                        response.responses.len(),
+                        topic_response.partition_responses.len(),
+                        future,
+                    ));
+                }
+                (Ok(()), None) => unreachable!("acks checked above"),
+                (Err((error, message)), _) => {
+                    partition.error_code = error.code();
+                    if version >= 8 {
+                        partition.error_message = Some(StrBytes::from_string(message));
+                    }
+                }
+            }
+            topic_response.partition_responses.push(partition);
+        }
+        response.responses.push(topic_response);
+    }
+    Box::pin(async move {
+        for (t, p, future) in sent {
+            let partition = &mut response.responses[t].partition_responses[p];
+            match future.await {
+                Ok(Some(ack)) => partition.base_offset = ack.base_offset as i64,
+                Ok(None) => {}
+                Err(error) => {
+                    partition.error_code = kafka_error(&error).code();
+                    if version >= 8 {
+                        partition.error_message = Some(StrBytes::from_string(error.to_string()));
+                    }
+                }
+            }
+        }
+        let mut failed = false;
+        for topic in &response.responses {
+            for partition in &topic.partition_responses {
+                gateway.metrics.error(api, partition.error_code);
+                failed |= partition.error_code != 0;
+            }
+        }
+        if acks == Some(Acks::None) {
+            return if failed {
+                Outcome::Close("a produce with acks=0 failed")
+            } else {
+                Outcome::Silent
+            };
+        }
+        encode(&meta, &response)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use precursor_protocol::record_batch::RecordBatchBuilder;
+
+    fn batch() -> Vec<u8> {
+        let mut builder = RecordBatchBuilder::new(
+            precursor_protocol::compression::Compression::None,
+            -1,
+            -1,
+            -1,
+            1_700_000_000_000,
+        );
+        builder.append(1_700_000_000_000, Some(b"k"), b"v", &[]);
+        builder.finish()
+    }
+
+    #[test]
+    fn batches_are_checked_before_they_reach_the_data_plane() {
+        let good = Bytes::from(batch());
+        assert!(check_batch(Some(&good), 1 << 20, 9).is_ok());
+        let mut corrupt = batch();
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        let (error, message) = check_batch(Some(&Bytes::from(corrupt)), 1 << 20, 9).unwrap_err();
+        assert_eq!(error, ResponseError::CorruptMessage);
+        assert!(message.contains("CRC"), "{message}");
+        let mut two = batch();
+        two.extend_from_slice(&batch());
+        let (error, _) = check_batch(Some(&Bytes::from(two.clone())), 1 << 20, 9).unwrap_err();
+        assert_eq!(error, ResponseError::InvalidRecord);
+        let (error, _) = check_batch(Some(&Bytes::from(two)), 1 << 20, 7).unwrap_err();
+        assert_eq!(
+            error,
+            ResponseError::CorruptMessage,
+            "v7 clients know no INVALID_RECORD"
+        );
+        let (error, _) = check_batch(Some(&good), 10, 9).unwrap_err();
+        assert_eq!(error, ResponseError::MessageTooLarge);
+        assert!(check_batch(None, 1 << 20, 9).is_err());
+    }
+
+    #[test]
+    fn data_plane_refusals_map_to_kafka_codes() {
+        let refused = |code| DataPathError::Refused {
+            code,
+            reason: String::new(),
+        };
+        assert_eq!(
+            kafka_error(&refused(ErrorCode::OutOfOrderSequence)),
+            ResponseError::OutOfOrderSequenceNumber
+        );
+        assert_eq!(
+            kafka_error(&refused(ErrorCode::DuplicateSequence)),
+            ResponseError::DuplicateSequenceNumber
+        );
+        assert_eq!(
+            kafka_error(&refused(ErrorCode::CorruptMessage)),
+            ResponseError::CorruptMessage
+        );
+        assert_eq!(
+            kafka_error(&DataPathError::Unavailable(String::new())),
+            ResponseError::NotLeaderOrFollower
+        );
+    }
+}

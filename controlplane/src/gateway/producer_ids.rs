@@ -1,0 +1,154 @@
+//! InitProducerId: producer ids for idempotent Kafka producers.
+//!
+//! Ids come from blocks of [`PRODUCER_ID_BLOCK`]: before the first id of a block is handed
+//! out, the end of the block is written durably to `<state_dir>/producer_ids`; after a
+//! restart the gateway continues from that end. An id is therefore never handed out twice,
+//! even across crashes (a crash skips the rest of a block).
+//!
+//! The gateway's ids are `1 ..` [`GATEWAY_PRODUCER_ID_END`]; the native client picks its
+//! ids at random in `1..=i64::MAX` today (`client/src/producer.rs`), so a collision is
+//! possible in principle (about 1 in 2^23 per native producer once 2^40 ids are used).
+//! The native client should draw from `GATEWAY_PRODUCER_ID_END..=i64::MAX` to make it
+//! impossible: see docs/kafka.md.
+
+use super::requests::{api_name, RequestMeta};
+use super::Gateway;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use std::path::{Path, PathBuf};
+
+/// Ids reserved by one durable write.
+pub const PRODUCER_ID_BLOCK: i64 = 1_000;
+/// Gateway producer ids are below this; native clients should use ids at or above it.
+pub const GATEWAY_PRODUCER_ID_END: i64 = 1 << 40;
+/// The first id ever handed out (0 stays unused: some tools treat it as unset).
+const FIRST_PRODUCER_ID: i64 = 1;
+const FILE_NAME: &str = "producer_ids";
+
+/// The allocator: the next id and the end of the block reserved on disk.
+pub struct ProducerIdBlocks {
+    path: PathBuf,
+    next: i64,
+    reserved_end: i64,
+}
+
+impl ProducerIdBlocks {
+    /// Reads `<state_dir>/producer_ids` (missing: start at 1).
+    pub fn open(state_dir: &Path) -> std::io::Result<ProducerIdBlocks> {
+        let path = state_dir.join(FILE_NAME);
+        let next = match std::fs::read_to_string(&path) {
+            Ok(text) => text.trim().parse::<i64>().map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: not a producer id: {:?}", path.display(), text.trim()),
+                )
+            })?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => FIRST_PRODUCER_ID,
+            Err(error) => return Err(error),
+        };
+        if !(FIRST_PRODUCER_ID..=GATEWAY_PRODUCER_ID_END).contains(&next) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: {next} is outside the gateway's id range",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(ProducerIdBlocks {
+            path,
+            next,
+            reserved_end: next,
+        })
+    }
+
+    /// A producer id never handed out before; reserves a new block durably when needed.
+    pub fn allocate(&mut self) -> std::io::Result<i64> {
+        if self.next >= self.reserved_end {
+            let end = self.next + PRODUCER_ID_BLOCK;
+            if end > GATEWAY_PRODUCER_ID_END {
+                return Err(std::io::Error::other(
+                    "the gateway's producer ids are used up",
+                ));
+            }
+            super::write_durably(&self.path, format!("{end}\n").as_bytes())?;
+            self.reserved_end = end;
+        }
+        let id = self.next;
+        self.next += 1;
+        debug_assert!(id < self.reserved_end);
+        Ok(id)
+    }
+}
+
+/// InitProducerId. Without a transactional id Kafka hands out a new producer id with
+/// epoch 0 whatever id and epoch the client sends (KIP-360 epoch bumps of idempotent
+/// producers happen in the client); so does the gateway. Transactions are not
+/// supported: a transactional id is answered INVALID_REQUEST.
+pub fn init_producer_id(
+    gateway: &Gateway,
+    meta: &RequestMeta,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let mut response = InitProducerIdResponse::default();
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    if request.transactional_id.is_some() {
+        response.error_code = ResponseError::InvalidRequest.code();
+    } else {
+        match gateway
+            .producer_ids
+            .lock()
+            .expect("producer ids lock")
+            .allocate()
+        {
+            Ok(id) => {
+                response.producer_id = ProducerId(id);
+                response.producer_epoch = 0;
+            }
+            Err(error) => {
+                eprintln!("precursor-controlplane: kafka gateway: InitProducerId: {error}");
+                response.error_code = ResponseError::CoordinatorNotAvailable.code();
+            }
+        }
+    }
+    gateway
+        .metrics
+        .error(api_name(meta.api), response.error_code);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_across_restarts_and_blocks_are_reserved_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut blocks = ProducerIdBlocks::open(dir.path()).unwrap();
+        let first: Vec<i64> = (0..3).map(|_| blocks.allocate().unwrap()).collect();
+        assert_eq!(first, vec![1, 2, 3]);
+        let on_disk = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(on_disk.trim(), (1 + PRODUCER_ID_BLOCK).to_string());
+        // A restart (crash or not) continues after the reserved block.
+        let mut again = ProducerIdBlocks::open(dir.path()).unwrap();
+        let next = again.allocate().unwrap();
+        assert_eq!(next, 1 + PRODUCER_ID_BLOCK);
+        for _ in 0..PRODUCER_ID_BLOCK {
+            let id = again.allocate().unwrap();
+            assert!(id > next && id < GATEWAY_PRODUCER_ID_END);
+        }
+        let on_disk = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert_eq!(on_disk.trim(), (1 + 3 * PRODUCER_ID_BLOCK).to_string());
+    }
+
+    #[test]
+    fn a_damaged_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), "banana\n").unwrap();
+        let error = ProducerIdBlocks::open(dir.path()).err().unwrap();
+        assert!(error.to_string().contains("not a producer id"), "{error}");
+        std::fs::write(dir.path().join(FILE_NAME), format!("{}\n", i64::MAX)).unwrap();
+        assert!(ProducerIdBlocks::open(dir.path()).is_err());
+    }
+}

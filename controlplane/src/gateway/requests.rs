@@ -1,0 +1,314 @@
+//! Reading one request: header, version check, body; and writing its answer.
+//!
+//! `dispatch` runs the synchronous part of a request at once (so requests of one
+//! connection take effect in the order they were sent) and returns a future for the
+//! answer. A request that cannot be read is a [`Malformed`]: the connection is closed.
+
+use super::{fetch, groups, list_offsets, produce, producer_ids, topics, versions, Gateway};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// What a connection does once a request's future is done.
+pub enum Outcome {
+    /// Send these bytes (size prefix included).
+    Respond(Bytes),
+    /// Send nothing (a produce with acks=0).
+    Silent,
+    /// Close the connection (a produce with acks=0 that failed, as Kafka does).
+    Close(&'static str),
+}
+
+/// The answer to one request, when it is ready.
+pub type Pending = Pin<Box<dyn Future<Output = Outcome> + Send>>;
+
+/// Why a request could not be read. Each closes its connection and is counted under
+/// [`Malformed::reason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("request larger than gateway.request_bytes_max (or a negative size)")]
+    TooLarge,
+    #[error("request shorter than a request header")]
+    Truncated,
+    #[error("unknown API key {0}")]
+    UnknownApiKey(i16),
+    #[error("API {0:?} is not served by this gateway (not in ApiVersions)")]
+    UnsupportedApi(ApiKey),
+    #[error("API {0:?} version {1} is not supported (see ApiVersions)")]
+    UnsupportedVersion(ApiKey, i16),
+    #[error("request header does not decode")]
+    Header,
+    #[error("{0:?} v{1} body does not decode")]
+    Body(ApiKey, i16),
+    #[error("{0:?} v{1} has bytes after its body")]
+    TrailingBytes(ApiKey, i16),
+}
+
+impl Malformed {
+    /// The metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Malformed::TooLarge => "too_large",
+            Malformed::Truncated => "truncated",
+            Malformed::UnknownApiKey(_) => "unknown_api_key",
+            Malformed::UnsupportedApi(_) => "unsupported_api",
+            Malformed::UnsupportedVersion(..) => "unsupported_version",
+            Malformed::Header => "bad_header",
+            Malformed::Body(..) => "bad_body",
+            Malformed::TrailingBytes(..) => "trailing_bytes",
+        }
+    }
+}
+
+/// The connection a request came on.
+pub struct Context {
+    pub gateway: Arc<Gateway>,
+    /// Our address as the client reached it (the advertised default).
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+}
+
+/// The header fields every answer needs.
+#[derive(Clone, Debug)]
+pub struct RequestMeta {
+    pub api: ApiKey,
+    pub version: i16,
+    pub correlation_id: i32,
+    pub client_id: String,
+}
+
+/// Bytes of the fixed header start: api key, api version, correlation id.
+const HEADER_FIXED_BYTES: usize = 8;
+
+/// Reads the header, checks the version, decodes the body and starts the request.
+pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malformed> {
+    if frame.len() < HEADER_FIXED_BYTES {
+        return Err(Malformed::Truncated);
+    }
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api = ApiKey::try_from(raw_key).map_err(|_| Malformed::UnknownApiKey(raw_key))?;
+    let Some(range) = versions::supported_versions(api) else {
+        return Err(Malformed::UnsupportedApi(api));
+    };
+    let gateway = &context.gateway;
+    if !(range.min..=range.max).contains(&version) {
+        if api == ApiKey::ApiVersions {
+            // KIP-511: answer in version 0 with UNSUPPORTED_VERSION and our versions, so
+            // the client can pick one. The rest of the request is not read: its header
+            // may be of a version we do not know.
+            gateway.metrics.request(api_name(api));
+            let code = ResponseError::UnsupportedVersion.code();
+            gateway.metrics.error(api_name(api), code);
+            let response = versions::api_versions_response(code);
+            let meta = RequestMeta {
+                api,
+                version: 0,
+                correlation_id,
+                client_id: String::new(),
+            };
+            return Ok(ready(encode(&meta, &response)));
+        }
+        return Err(Malformed::UnsupportedVersion(api, version));
+    }
+    let header = RequestHeader::decode(&mut frame, api.request_header_version(version))
+        .map_err(|_| Malformed::Header)?;
+    let meta = RequestMeta {
+        api,
+        version,
+        correlation_id: header.correlation_id,
+        client_id: header
+            .client_id
+            .as_ref()
+            .map_or_else(String::new, |c| c.as_str().to_string()),
+    };
+    gateway.metrics.request(api_name(api));
+    match api {
+        ApiKey::ApiVersions => {
+            let _request: kafka_protocol::messages::ApiVersionsRequest = decode(&mut frame, &meta)?;
+            Ok(ready(encode(&meta, &versions::api_versions_response(0))))
+        }
+        ApiKey::Metadata => {
+            let request = decode(&mut frame, &meta)?;
+            let answer = topics::metadata(context, &meta, request);
+            Ok(respond_later(meta, answer))
+        }
+        ApiKey::CreateTopics => {
+            let request = decode(&mut frame, &meta)?;
+            let answer = topics::create_topics(context.gateway.clone(), meta.clone(), request);
+            Ok(respond_later(meta, answer))
+        }
+        ApiKey::DeleteTopics => {
+            let request = decode(&mut frame, &meta)?;
+            let answer = topics::delete_topics(context.gateway.clone(), meta.clone(), request);
+            Ok(respond_later(meta, answer))
+        }
+        ApiKey::Produce => {
+            let request = decode(&mut frame, &meta)?;
+            Ok(produce::produce(context, meta, request))
+        }
+        ApiKey::Fetch => {
+            let request = decode(&mut frame, &meta)?;
+            let answer = fetch::fetch(context.gateway.clone(), meta.clone(), request);
+            Ok(respond_later(meta, answer))
+        }
+        ApiKey::ListOffsets => {
+            let request = decode(&mut frame, &meta)?;
+            let answer = list_offsets::list_offsets(context.gateway.clone(), meta.clone(), request);
+            Ok(respond_later(meta, answer))
+        }
+        ApiKey::InitProducerId => {
+            let request = decode(&mut frame, &meta)?;
+            let response = producer_ids::init_producer_id(gateway, &meta, request);
+            Ok(ready(encode(&meta, &response)))
+        }
+        ApiKey::FindCoordinator => {
+            let request = decode(&mut frame, &meta)?;
+            let response = groups::find_coordinator(context, &meta, request);
+            Ok(ready(encode(&meta, &response)))
+        }
+        ApiKey::JoinGroup => {
+            let request = decode(&mut frame, &meta)?;
+            let answer = groups::join_group(context, &meta, request);
+            Ok(respond_later(meta, answer))
+        }
+        ApiKey::SyncGroup => {
+            let request = decode(&mut frame, &meta)?;
+            let answer = groups::sync_group(context, &meta, request);
+            Ok(respond_later(meta, answer))
+        }
+        ApiKey::Heartbeat => {
+            let request = decode(&mut frame, &meta)?;
+            let response = groups::heartbeat(context, &meta, request);
+            Ok(ready(encode(&meta, &response)))
+        }
+        ApiKey::LeaveGroup => {
+            let request = decode(&mut frame, &meta)?;
+            let response = groups::leave_group(context, &meta, request);
+            Ok(ready(encode(&meta, &response)))
+        }
+        ApiKey::OffsetCommit => {
+            let request = decode(&mut frame, &meta)?;
+            let answer = groups::offset_commit(context, &meta, request);
+            Ok(respond_later(meta, answer))
+        }
+        ApiKey::OffsetFetch => {
+            let request = decode(&mut frame, &meta)?;
+            let response = groups::offset_fetch(context, &meta, request);
+            Ok(ready(encode(&meta, &response)))
+        }
+        ApiKey::DescribeGroups => {
+            let request = decode(&mut frame, &meta)?;
+            let response = groups::describe_groups(context, &meta, request);
+            Ok(ready(encode(&meta, &response)))
+        }
+        ApiKey::ListGroups => {
+            let request = decode(&mut frame, &meta)?;
+            let response = groups::list_groups(context, &meta, request);
+            Ok(ready(encode(&meta, &response)))
+        }
+        other => Err(Malformed::UnsupportedApi(other)),
+    }
+}
+
+/// Decodes a request body of `meta`'s version; the body must be used up exactly.
+fn decode<T: Decodable>(body: &mut Bytes, meta: &RequestMeta) -> Result<T, Malformed> {
+    let value =
+        T::decode(body, meta.version).map_err(|_| Malformed::Body(meta.api, meta.version))?;
+    if body.has_remaining() {
+        return Err(Malformed::TrailingBytes(meta.api, meta.version));
+    }
+    Ok(value)
+}
+
+/// Encodes an answer: size prefix, response header of the API's version, body.
+pub fn encode<T: Encodable>(meta: &RequestMeta, response: &T) -> Outcome {
+    let header_version = meta.api.response_header_version(meta.version);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = meta.correlation_id;
+    let size = header
+        .compute_size(header_version)
+        .and_then(|h| Ok(h + response.compute_size(meta.version)?));
+    let mut buffer = BytesMut::with_capacity(4 + size.unwrap_or(0));
+    buffer.put_i32(0);
+    let written = header
+        .encode(&mut buffer, header_version)
+        .and_then(|()| response.encode(&mut buffer, meta.version));
+    if let Err(error) = written {
+        // Our bug (a field out of its version's range): say so and drop the connection
+        // rather than send bytes the client would misread.
+        eprintln!(
+            "precursor-controlplane: kafka gateway: cannot encode the {:?} v{} answer: {error}",
+            meta.api, meta.version
+        );
+        return Outcome::Close("answer does not encode");
+    }
+    let length = (buffer.len() - 4) as i32;
+    buffer[..4].copy_from_slice(&length.to_be_bytes());
+    Outcome::Respond(buffer.freeze())
+}
+
+fn ready(outcome: Outcome) -> Pending {
+    Box::pin(std::future::ready(outcome))
+}
+
+fn respond_later<T, F>(meta: RequestMeta, answer: F) -> Pending
+where
+    T: Encodable + Send + 'static,
+    F: Future<Output = T> + Send + 'static,
+{
+    Box::pin(async move {
+        let response = answer.await;
+        encode(&meta, &response)
+    })
+}
+
+/// A short name of an API for metrics labels.
+pub fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::InitProducerId => "InitProducerId",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::{JoinGroupRequest, MetadataRequest};
+
+    #[test]
+    fn lying_array_counts_fail_to_decode_without_taking_the_process_down() {
+        // Metadata v0: "2^31 - 1 topics", then one byte. Each element is ~70 bytes: the
+        // decoder's up-front Vec would be ~150 GB (see ReserveFreeLargeAllocations).
+        let mut body = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff, 0x00, 0x01, 0x61]);
+        assert!(MetadataRequest::decode(&mut body, 0).is_err());
+        // JoinGroup v5 with a protocols array of 2^31 - 1 entries.
+        let mut body = Bytes::from_static(&[
+            0, 1, b'g', 0, 0, 0x17, 0x70, 0, 0, 0x75, 0x30, 0, 0, 0xff, 0xff, 0, 8, b'c', b'o',
+            b'n', b's', b'u', b'm', b'e', b'r', 0x7f, 0xff, 0xff, 0xff,
+        ]);
+        assert!(JoinGroupRequest::decode(&mut body, 5).is_err());
+    }
+}

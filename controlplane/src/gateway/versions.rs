@@ -1,0 +1,96 @@
+//! The APIs and versions the gateway implements: exactly what ApiVersions advertises.
+//!
+//! Floors: Produce 3 and Fetch 4 are the first versions that carry RecordBatch v2 (the
+//! only format the log stores); the others start where kafka-protocol 0.18 (Kafka 4.1's
+//! specs) starts. Ceilings: the last version whose fields the gateway fills with meaning
+//! (Fetch 13+ and Produce 13 name topics by UUID, Metadata 10+ returns topic ids,
+//! ListOffsets 7+ asks for the max-timestamp offset, JoinGroup 8+ and OffsetCommit 9+ are
+//! KIP-848 era). docs/kafka.md lists them with what is not supported.
+
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::ApiVersionsResponse;
+use kafka_protocol::protocol::VersionRange;
+
+/// `(api, min, max)` for every API the gateway answers.
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 17] = [
+    (ApiKey::Produce, 3, 9),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 6),
+    (ApiKey::Metadata, 0, 9),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::InitProducerId, 0, 4),
+];
+
+/// The versions of `api` the gateway implements, if any.
+pub fn supported_versions(api: ApiKey) -> Option<VersionRange> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(key, _, _)| *key == api)
+        .map(|&(_, min, max)| VersionRange { min, max })
+}
+
+/// The ApiVersions answer: every supported API, with `error_code`.
+pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
+    let mut response = ApiVersionsResponse::default();
+    response.error_code = error_code;
+    response.api_keys = SUPPORTED_APIS
+        .iter()
+        .map(|&(key, min, max)| {
+            let mut version = ApiVersion::default();
+            version.api_key = key as i16;
+            version.min_version = min;
+            version.max_version = max;
+            version
+        })
+        .collect();
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::protocol::Message;
+
+    fn crate_range(api: ApiKey) -> VersionRange {
+        api.valid_versions()
+    }
+
+    #[test]
+    fn every_advertised_version_is_one_the_crate_can_decode_and_encode() {
+        for (api, min, max) in SUPPORTED_APIS {
+            assert!(min <= max, "{api:?}");
+            let range = crate_range(api);
+            assert!(
+                range.min <= min && max <= range.max,
+                "{api:?} {min}..={max} outside kafka-protocol's {range}"
+            );
+        }
+        // The API list has no duplicates.
+        for (i, (a, _, _)) in SUPPORTED_APIS.iter().enumerate() {
+            assert!(SUPPORTED_APIS[i + 1..].iter().all(|(b, _, _)| a != b));
+        }
+    }
+
+    #[test]
+    fn record_batch_v2_floors() {
+        assert_eq!(supported_versions(ApiKey::Produce).unwrap().min, 3);
+        assert_eq!(supported_versions(ApiKey::Fetch).unwrap().min, 4);
+        assert!(supported_versions(ApiKey::SaslHandshake).is_none());
+        assert!(supported_versions(ApiKey::EndTxn).is_none());
+        let response = api_versions_response(0);
+        assert_eq!(response.api_keys.len(), SUPPORTED_APIS.len());
+        let _ = kafka_protocol::messages::ProduceRequest::VERSIONS;
+    }
+}

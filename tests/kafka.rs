@@ -1,0 +1,900 @@
+//! The Kafka gateway end to end with real Kafka clients nobody here wrote: kcat and
+//! librdkafka (confluent-kafka for Python) and kafka-python, against `precursor up` (a real
+//! data plane on an af_packet port, the control plane with its gateway on a loopback TCP
+//! port). Hand-crafted bad requests check that a malformed request closes only its own
+//! connection. The Python scripts are in tests/kafka/.
+//!
+//! Needs root (network namespaces for the data plane's port), kcat, python3-confluent-kafka
+//! and python3-kafka (ci/setup.sh installs them). Run one e2e test at a time across
+//! worktrees: `flock /tmp/precursor-e2e.lock cargo test --release --test kafka`.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The Python that has the Debian packages python3-confluent-kafka and python3-kafka.
+const PYTHON: &str = "/usr/bin/python3";
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/kafka")
+        .join(name)
+}
+
+/// Whether the Kafka clients are installed; says so loudly when not.
+fn clients_installed(test: &str) -> bool {
+    let kcat = Command::new("kcat").arg("-V").output().is_ok();
+    let python = Command::new(PYTHON)
+        .args(["-c", "import confluent_kafka, kafka"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !(kcat && python) {
+        eprintln!(
+            "SKIPPED {test}: needs kcat, python3-confluent-kafka and python3-kafka (ci/setup.sh)"
+        );
+    }
+    kcat && python
+}
+
+/// `precursor up` with its gateway on a free loopback port.
+struct Broker {
+    child: Option<Child>,
+    config: PathBuf,
+    /// `127.0.0.1:<port>` of the Kafka gateway.
+    bootstrap: String,
+    metrics: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Broker {
+    fn start(node: &AfPacketNode, dir: &Path) -> Broker {
+        let bootstrap = format!("127.0.0.1:{}", free_tcp_port());
+        let metrics = format!("127.0.0.1:{}", free_tcp_port());
+        let mut text = std::fs::read_to_string(&node.config).unwrap();
+        text.push_str(&format!(
+            "\n[controlplane]\nadmin_socket = {:?}\nmetrics_listen = {metrics:?}\nrestart_backoff_ms = 50\n\
+             [gateway]\nlisten = {bootstrap:?}\ngroup_initial_rebalance_delay_ms = 1000\n",
+            dir.join("admin.sock").display().to_string()
+        ));
+        text = text.replace(
+            "[node]\n",
+            &format!(
+                "[node]\ncnc_dir = {:?}\n",
+                dir.join("cnc").display().to_string()
+            ),
+        );
+        let config = dir.join("up.toml");
+        std::fs::write(&config, text).unwrap();
+        let mut broker = Broker {
+            child: None,
+            config,
+            bootstrap,
+            metrics,
+            log: Arc::new(Mutex::new(Vec::new())),
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let mut child = Command::new(precursor())
+            .args(["up", "--config"])
+            .arg(&self.config)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("precursor up starts");
+        let pipe = child.stderr.take().unwrap();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("  [up] {line}");
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(precursor())
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .output()
+            .unwrap()
+    }
+
+    /// Waits until the data plane is alive and the gateway answers Metadata.
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "precursor up exited ({status}): {:?}",
+                    self.log.lock().unwrap()
+                );
+            }
+            let out = self.cli(&["status", "--json"]);
+            if out.status.success() && stdout(&out).contains("\"dataplane_alive\":true") {
+                let probe = Command::new("kcat")
+                    .args(["-b", &self.bootstrap, "-L", "-m", "5"])
+                    .output()
+                    .unwrap();
+                if probe.status.success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "the broker did not come up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn create_topic(&self, name: &str, partitions: u32) {
+        let out = self.cli(&[
+            "topic",
+            "create",
+            name,
+            "--partitions",
+            &partitions.to_string(),
+        ]);
+        assert_success(&out, "topic create");
+    }
+
+    /// SIGTERM to `precursor up` and wait (it stops the data plane, which flushes).
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "precursor up exit status {status}");
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn scrape_metrics(&self) -> String {
+        let mut stream = TcpStream::connect(&self.metrics).expect("metrics listener");
+        write!(stream, "GET /metrics HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).unwrap();
+        page
+    }
+
+    /// The value of `metric{label}` on /metrics, 0 when absent.
+    fn metric(&self, metric: &str, label: &str) -> f64 {
+        let page = self.scrape_metrics();
+        page.lines()
+            .filter(|l| l.starts_with(metric) && l.contains(label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("pkill")
+            .args(["-KILL", "-f", &self.config.display().to_string()])
+            .status();
+    }
+}
+
+/// Runs a Python script of tests/kafka with arguments; returns its stdout, asserting success.
+fn python(name: &str, args: &[&str]) -> String {
+    let out = Command::new(PYTHON)
+        .arg(script(name))
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert_success(&out, name);
+    stdout(&out)
+}
+
+#[test]
+fn kcat_produces_and_consumes_100k_keyed_messages() {
+    let _serial = serial();
+    if !can_run("kcat_100k") || !clients_installed("kcat_100k") {
+        return;
+    }
+    let node = AfPacketNode::new("ka", 31, "");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&node, dir.path());
+    broker.create_topic("kcat-keyed", 4);
+
+    let messages = 100_000;
+    let mut input = String::new();
+    for i in 0..messages {
+        input.push_str(&format!(
+            "key-{}:value-{i}-{}\n",
+            i % 997,
+            "x".repeat(i % 50)
+        ));
+    }
+    let mut producer = Command::new("kcat")
+        .args(["-b", &broker.bootstrap, "-P", "-t", "kcat-keyed", "-K", ":"])
+        .args(["-X", "acks=all", "-X", "linger.ms=5"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    producer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = producer.wait_with_output().unwrap();
+    assert_success(&out, "kcat -P");
+    assert!(
+        !stderr(&out).contains("ERROR"),
+        "kcat reported delivery errors: {}",
+        stderr(&out)
+    );
+
+    let out = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.bootstrap,
+            "-C",
+            "-t",
+            "kcat-keyed",
+            "-o",
+            "beginning",
+        ])
+        .args(["-e", "-q", "-f", "%p %o %k:%s\n"])
+        .output()
+        .unwrap();
+    assert_success(&out, "kcat -C");
+    let mut sent: Vec<&str> = input.lines().collect();
+    let consumed_lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    let mut consumed: Vec<&str> = consumed_lines
+        .iter()
+        .map(|l| l.splitn(3, ' ').nth(2).unwrap())
+        .collect();
+    assert_eq!(consumed.len(), messages, "every message back, none twice");
+    sent.sort_unstable();
+    consumed.sort_unstable();
+    assert!(
+        sent == consumed,
+        "the consumed messages are the produced ones"
+    );
+    // Keyed: one key always lands in one partition; offsets per partition are 0..n.
+    let mut partition_of_key: BTreeMap<String, String> = BTreeMap::new();
+    let mut offsets: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for line in &consumed_lines {
+        let mut fields = line.splitn(3, ' ');
+        let (p, o, kv) = (
+            fields.next().unwrap(),
+            fields.next().unwrap(),
+            fields.next().unwrap(),
+        );
+        let key = kv.split(':').next().unwrap().to_string();
+        let first = partition_of_key.entry(key.clone()).or_insert(p.to_string());
+        assert_eq!(first, p, "key {key} in two partitions");
+        offsets
+            .entry(p.to_string())
+            .or_default()
+            .push(o.parse().unwrap());
+    }
+    assert!(
+        offsets.len() > 1,
+        "keys spread over partitions: {:?}",
+        offsets.keys()
+    );
+    for (partition, list) in &offsets {
+        let expected: Vec<u64> = (0..list.len() as u64).collect();
+        assert!(
+            list == &expected,
+            "partition {partition}: offsets 0..n in order"
+        );
+    }
+}
+
+/// The compression codec ids and producer ids of every batch stored for `topic`, read
+/// from the partition logs on disk (`<data_dir>/<topic>-<p>/*.log`).
+fn stored_batches(node: &AfPacketNode, topic: &str) -> Vec<(u8, i64)> {
+    use precursor_protocol::record_batch::batches;
+    let data_dir = node.config.parent().unwrap().join("data");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&data_dir).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        if !name.starts_with(&format!("{topic}-")) {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let path = file.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let bytes = std::fs::read(&path).unwrap();
+                for batch in batches(&bytes).map_while(Result::ok) {
+                    let (header, _) = batch;
+                    found.push(((header.attributes & 0x07) as u8, header.producer_id));
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A Python with a current confluent-kafka wheel (librdkafka bundled), made by ci/setup.sh.
+const CURRENT_LIBRDKAFKA_PYTHON: &str = "/opt/precursor-kafka-venv/bin/python";
+
+/// Runs idempotent_codecs.py with `interpreter` on `topic`; checks every message was
+/// delivered once and read back once; returns the codec ids stored with producer ids.
+fn idempotent_codecs(
+    interpreter: &str,
+    broker: &Broker,
+    node: &AfPacketNode,
+    topic: &str,
+) -> Vec<(u8, i64)> {
+    broker.create_topic(topic, 3);
+    let per_codec = 5_000;
+    let out = Command::new(interpreter)
+        .arg(script("idempotent_codecs.py"))
+        .args([broker.bootstrap.as_str(), topic, &per_codec.to_string()])
+        .output()
+        .expect("python runs");
+    assert_success(&out, "idempotent_codecs.py");
+    let result: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    for codec in ["lz4", "zstd", "snappy", "gzip"] {
+        let r = &result[codec];
+        assert_eq!(r["delivered"], per_codec, "{interpreter} {codec}: {r}");
+        assert_eq!(
+            r["distinct_offsets"], per_codec,
+            "{interpreter} {codec}: {r}"
+        );
+        assert_eq!(r["unflushed"], 0, "{interpreter} {codec}: {r}");
+        assert_eq!(r["errors"].as_array().unwrap().len(), 0, "{codec}: {r}");
+    }
+    assert_eq!(result["consumed"], 4 * per_codec, "{result}");
+    assert_eq!(result["consumed_distinct"], 4 * per_codec, "{result}");
+    assert_eq!(result["missing"], 0, "{result}");
+    assert_eq!(result["unexpected"], 0, "{result}");
+    let stored = stored_batches(node, topic);
+    assert!(
+        stored.iter().all(|(_, pid)| *pid > 0 && *pid < (1 << 40)),
+        "every batch idempotent, with a gateway producer id"
+    );
+    stored
+}
+
+fn stored_codecs(stored: &[(u8, i64)]) -> BTreeMap<(u8, i64), usize> {
+    stored.iter().fold(BTreeMap::new(), |mut m, k| {
+        *m.entry(*k).or_insert(0) += 1;
+        m
+    })
+}
+
+#[test]
+fn confluent_kafka_idempotent_producer_with_every_codec() {
+    let _serial = serial();
+    if !can_run("librdkafka_codecs") || !clients_installed("librdkafka_codecs") {
+        return;
+    }
+    let node = AfPacketNode::new("kb", 32, "");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&node, dir.path());
+    // Debian's librdkafka 2.0.2: delivers and reads back every codec exactly once. It
+    // compresses zstd only: before librdkafka 2.12 gzip, snappy and lz4 need Produce v0 in
+    // ApiVersions (as against Kafka 4), see docs/kafka.md.
+    let stored = idempotent_codecs(PYTHON, &broker, &node, "codecs-debian");
+    assert!(
+        stored.iter().any(|(codec, _)| *codec == 4),
+        "zstd batches stored compressed: {:?}",
+        stored_codecs(&stored)
+    );
+    // A current librdkafka (the PyPI wheel): every codec stored as the producer made it.
+    if !Path::new(CURRENT_LIBRDKAFKA_PYTHON).exists() {
+        panic!("{CURRENT_LIBRDKAFKA_PYTHON} is missing: run ci/setup.sh");
+    }
+    let stored = idempotent_codecs(CURRENT_LIBRDKAFKA_PYTHON, &broker, &node, "codecs-current");
+    for (codec, id) in [("gzip", 1u8), ("snappy", 2), ("lz4", 3), ("zstd", 4)] {
+        assert!(
+            stored.iter().any(|(c, _)| *c == id),
+            "no {codec} batch stored: (codec, producer id) -> batches {:?}",
+            stored_codecs(&stored)
+        );
+    }
+}
+
+#[test]
+fn kafka_python_produces_consumes_and_commits() {
+    let _serial = serial();
+    if !can_run("kafka_python") || !clients_installed("kafka_python") {
+        return;
+    }
+    let node = AfPacketNode::new("kc", 33, "");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&node, dir.path());
+    let out = python("kafka_python.py", &[&broker.bootstrap, "kp-topic", "3000"]);
+    let result: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        result["create_again"], "TopicAlreadyExistsError",
+        "{result}"
+    );
+    assert_eq!(result["produced"], 3000, "{result}");
+    assert_eq!(result["produced_distinct_offsets"], 3000, "{result}");
+    assert_eq!(result["consumed"], 3000, "{result}");
+    assert_eq!(result["consumed_distinct"], 3000, "{result}");
+    assert_eq!(result["missing"], 0, "{result}");
+    assert_eq!(result["committed_is_end"], true, "{result}");
+    assert_eq!(result["second_consumer_extra"], 0, "{result}");
+    assert_eq!(result["second_consumer_at_committed"], true, "{result}");
+    assert_eq!(result["groups_listed"], true, "{result}");
+    assert_eq!(result["admin_offsets_committed"], true, "{result}");
+    assert_eq!(result["offsets_for_times_right"], true, "{result}");
+    assert_eq!(result["offsets_for_times_none_after_end"], true, "{result}");
+    assert_eq!(result["beginning_is_zero"], true, "{result}");
+}
+
+/// A group_member.py process and the lines it printed.
+struct Member {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Member {
+    fn start(broker: &Broker, group: &str, topic: &str) -> Member {
+        let mut child = Command::new(PYTHON)
+            .arg(script("group_member.py"))
+            .args([broker.bootstrap.as_str(), group, topic, "range"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("group member starts");
+        let pipe = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Member { child, lines }
+    }
+
+    /// The partitions of the last ASSIGNED line (None before any).
+    fn assigned(&self) -> Option<Vec<u32>> {
+        let lines = self.lines.lock().unwrap();
+        let last = lines.iter().rev().find(|l| l.starts_with("ASSIGNED"))?;
+        Some(
+            last.trim_start_matches("ASSIGNED")
+                .trim()
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse().unwrap())
+                .collect(),
+        )
+    }
+
+    /// (partition, offset, value) of every message it consumed and committed.
+    fn messages(&self) -> Vec<(u32, u64, String)> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| l.strip_prefix("MSG "))
+            .map(|l| {
+                let mut f = l.splitn(3, ' ');
+                (
+                    f.next().unwrap().parse().unwrap(),
+                    f.next().unwrap().parse().unwrap(),
+                    f.next().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits (bounded: a liveness check, not a timing claim) until `done` holds.
+fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
+/// Produces `values` with kcat (keys spread them over the partitions), acks=all.
+fn produce_values(broker: &Broker, topic: &str, values: &[String]) {
+    let mut producer = Command::new("kcat")
+        .args([
+            "-b",
+            &broker.bootstrap,
+            "-P",
+            "-t",
+            topic,
+            "-K",
+            ":",
+            "-X",
+            "acks=all",
+        ])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = String::new();
+    for (i, value) in values.iter().enumerate() {
+        input.push_str(&format!("k{}:{value}\n", i % 61));
+    }
+    producer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = producer.wait_with_output().unwrap();
+    assert_success(&out, "kcat -P");
+}
+
+fn batch(name: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{name}-{i}")).collect()
+}
+
+#[test]
+fn a_consumer_group_splits_partitions_survives_a_kill_and_a_broker_restart() {
+    let _serial = serial();
+    if !can_run("consumer_group") || !clients_installed("consumer_group") {
+        return;
+    }
+    let node = AfPacketNode::new("kd", 34, "");
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&node, dir.path());
+    broker.create_topic("group-6", 6);
+    let limit = Duration::from_secs(90);
+
+    // Two members split the six partitions.
+    let a = Member::start(&broker, "g6", "group-6");
+    let b = Member::start(&broker, "g6", "group-6");
+    wait_for(
+        "both members assigned, three partitions each",
+        limit,
+        || match (a.assigned(), b.assigned()) {
+            (Some(pa), Some(pb)) => {
+                let mut all: Vec<u32> = pa.iter().chain(&pb).copied().collect();
+                all.sort_unstable();
+                pa.len() == 3 && pb.len() == 3 && all == (0..6).collect::<Vec<_>>()
+            }
+            _ => false,
+        },
+    );
+    let first = batch("one", 3_000);
+    produce_values(&broker, "group-6", &first);
+    wait_for("the first batch consumed", limit, || {
+        a.messages().len() + b.messages().len() >= first.len()
+    });
+    let owned_by_a = a.assigned().unwrap();
+    assert!(
+        a.messages().iter().all(|(p, _, _)| owned_by_a.contains(p)),
+        "a consumed only its own partitions"
+    );
+    assert!(
+        b.messages().iter().all(|(p, _, _)| !owned_by_a.contains(p)),
+        "b consumed only the others"
+    );
+
+    // kill -9 one member while it is idle: its partitions move to the other once its
+    // session (6 s) expires.
+    a.signal("-KILL");
+    let moved = wait_for("b owns all six partitions", limit, || {
+        b.assigned().is_some_and(|p| p.len() == 6)
+    });
+    eprintln!(
+        "partitions moved to the surviving member {} ms after the kill",
+        moved.as_millis()
+    );
+    let second = batch("two", 3_000);
+    produce_values(&broker, "group-6", &second);
+    wait_for("the second batch consumed by b", limit, || {
+        let got = b.messages();
+        second.iter().all(|v| got.iter().any(|(_, _, g)| g == v))
+    });
+    // Nothing lost, nothing twice: every value of both batches consumed exactly once.
+    let mut seen: Vec<String> = a
+        .messages()
+        .into_iter()
+        .chain(b.messages())
+        .map(|m| m.2)
+        .collect();
+    seen.sort_unstable();
+    let mut expected: Vec<String> = first.iter().chain(&second).cloned().collect();
+    expected.sort_unstable();
+    assert!(
+        seen == expected,
+        "{} consumed, {} produced",
+        seen.len(),
+        expected.len()
+    );
+
+    // b leaves cleanly; the broker restarts (control plane and data plane); a new member
+    // of the group starts from the committed offsets: the third batch only.
+    b.signal("-TERM");
+    wait_for("b closed", limit, || {
+        b.lines.lock().unwrap().iter().any(|l| l == "CLOSED")
+    });
+    broker.restart();
+    let third = batch("three", 2_000);
+    produce_values(&broker, "group-6", &third);
+    let c = Member::start(&broker, "g6", "group-6");
+    wait_for("the third batch consumed by c", limit, || {
+        c.messages().len() >= third.len()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let mut got: Vec<String> = c.messages().into_iter().map(|m| m.2).collect();
+    got.sort_unstable();
+    let mut expected = third.clone();
+    expected.sort_unstable();
+    assert!(
+        got == expected,
+        "after the restart c read {} messages ({} expected): committed offsets not honoured",
+        got.len(),
+        expected.len()
+    );
+    c.signal("-TERM");
+}
+
+/// A request frame with a v1 header (api key, version, correlation id, client id).
+fn raw_request(api_key: i16, version: i16, correlation_id: i32, body: &[u8]) -> Vec<u8> {
+    let client_id = b"hand-made";
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&api_key.to_be_bytes());
+    frame.extend_from_slice(&version.to_be_bytes());
+    frame.extend_from_slice(&correlation_id.to_be_bytes());
+    frame.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    frame.extend_from_slice(client_id);
+    frame.extend_from_slice(body);
+    let mut sized = (frame.len() as i32).to_be_bytes().to_vec();
+    sized.extend_from_slice(&frame);
+    sized
+}
+
+/// Sends `bytes` on a new connection; the answer frame (size prefix removed), or None
+/// when the gateway closed the connection.
+fn exchange(bootstrap: &str, bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut stream = TcpStream::connect(bootstrap).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(bytes).unwrap();
+    let mut size = [0u8; 4];
+    match stream.read_exact(&mut size) {
+        Ok(()) => {}
+        Err(error) => {
+            assert!(
+                matches!(
+                    error.kind(),
+                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
+                ),
+                "expected a closed connection, got {error}"
+            );
+            return None;
+        }
+    }
+    let mut answer = vec![0u8; i32::from_be_bytes(size) as usize];
+    stream.read_exact(&mut answer).unwrap();
+    Some(answer)
+}
+
+fn i16_at(bytes: &[u8], at: usize) -> i16 {
+    i16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn string(text: &str) -> Vec<u8> {
+    let mut out = (text.len() as i16).to_be_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out
+}
+
+/// A Produce v3 body: one topic, one partition, `batch`, acks=1.
+fn produce_v3_body(topic: &str, batch: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // transactional id: null
+    body.extend_from_slice(&1i16.to_be_bytes()); // acks
+    body.extend_from_slice(&10_000i32.to_be_bytes()); // timeout
+    body.extend_from_slice(&1i32.to_be_bytes()); // topics
+    body.extend_from_slice(&string(topic));
+    body.extend_from_slice(&1i32.to_be_bytes()); // partitions
+    body.extend_from_slice(&0i32.to_be_bytes()); // partition 0
+    body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+    body.extend_from_slice(batch);
+    body
+}
+
+/// The error code of the first partition of a Produce v3 answer for `topic`.
+fn produce_v3_error(answer: &[u8], topic: &str) -> i16 {
+    // correlation id 4, topics count 4, name 2 + len, partitions count 4, index 4.
+    i16_at(answer, 4 + 4 + 2 + topic.len() + 4 + 4)
+}
+
+#[test]
+fn bad_requests_get_the_right_error_or_a_closed_connection() {
+    use precursor_protocol::compression::Compression;
+    use precursor_protocol::record_batch::RecordBatchBuilder;
+    let _serial = serial();
+    if !can_run("bad_requests") || !clients_installed("bad_requests") {
+        return;
+    }
+    let node = AfPacketNode::new("ke", 35, "");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&node, dir.path());
+    broker.create_topic("crc", 1);
+    let gateway = broker.bootstrap.clone();
+
+    // A size beyond gateway.request_bytes_max (and a negative one).
+    let mut huge = 0x7fff_ffffi32.to_be_bytes().to_vec();
+    huge.extend_from_slice(&[0; 64]);
+    assert_eq!(exchange(&gateway, &huge), None, "oversized request");
+    let mut negative = (-5i32).to_be_bytes().to_vec();
+    negative.extend_from_slice(&[0; 16]);
+    assert_eq!(exchange(&gateway, &negative), None, "negative size");
+    // A size shorter than a header, and a size that cuts the body short.
+    let mut short = 6i32.to_be_bytes().to_vec();
+    short.extend_from_slice(&[0, 18, 0, 0, 0, 1]);
+    assert_eq!(exchange(&gateway, &short), None, "truncated header");
+    let mut cut = raw_request(3, 1, 7, &1i32.to_be_bytes()); // Metadata v1: 1 topic, no name
+    cut.truncate(cut.len());
+    assert_eq!(
+        exchange(&gateway, &cut),
+        None,
+        "body shorter than its fields"
+    );
+    // Bytes after a whole body.
+    let trailing = raw_request(18, 0, 8, &[1, 2, 3]);
+    assert_eq!(exchange(&gateway, &trailing), None, "trailing bytes");
+    // An API key Kafka does not have, one we do not serve, a version we do not speak.
+    assert_eq!(
+        exchange(&gateway, &raw_request(999, 0, 9, &[])),
+        None,
+        "unknown key"
+    );
+    assert_eq!(
+        exchange(&gateway, &raw_request(17, 1, 10, &string("PLAIN"))),
+        None,
+        "SaslHandshake is not served"
+    );
+    assert_eq!(
+        exchange(&gateway, &raw_request(3, 99, 11, &[])),
+        None,
+        "Metadata v99"
+    );
+    // ApiVersions of an unknown version: answered in v0 with UNSUPPORTED_VERSION (35)
+    // and the versions we do speak (KIP-511).
+    let answer = exchange(&gateway, &raw_request(18, 99, 12, &[])).expect("an answer");
+    assert_eq!(i32::from_be_bytes(answer[..4].try_into().unwrap()), 12);
+    assert_eq!(i16_at(&answer, 4), 35, "UNSUPPORTED_VERSION");
+    let apis = i32::from_be_bytes(answer[6..10].try_into().unwrap());
+    assert_eq!(apis, 17, "the supported APIs listed");
+    // An array claiming 54 million topics in 5 bytes: refused without allocating them.
+    let lying = raw_request(3, 0, 13, &[0x03, 0x3c, 0x0c, 0x00, 0xb6]);
+    assert_eq!(exchange(&gateway, &lying), None, "impossible array length");
+    // ... and one claiming 2^31 - 1 of them (hundreds of GB if allocated up front).
+    let lying = raw_request(3, 0, 13, &[0x7f, 0xff, 0xff, 0xff, 0x00, 0x01, 0x61]);
+    assert_eq!(exchange(&gateway, &lying), None, "impossible array length");
+    let lying = raw_request(
+        11,
+        5,
+        13,
+        &[
+            0, 1, 0x67, 0, 0, 0x17, 0x70, 0, 0, 0x75, 0x30, 0, 0, 0xff, 0xff, 0, 8, 0x63, 0x6f,
+            0x6e, 0x73, 0x75, 0x6d, 0x65, 0x72, 0x7f, 0xff, 0xff, 0xff,
+        ],
+    );
+    assert_eq!(
+        exchange(&gateway, &lying),
+        None,
+        "impossible JoinGroup protocols array"
+    );
+
+    // A record batch with a corrupt CRC: CORRUPT_MESSAGE (2), and nothing stored.
+    let mut builder = RecordBatchBuilder::new(Compression::None, -1, -1, -1, 1_700_000_000_000);
+    builder.append(1_700_000_000_000, Some(b"k"), b"value", &[]);
+    let good = builder.finish();
+    let mut corrupt = good.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0x5a;
+    let answer = exchange(
+        &gateway,
+        &raw_request(0, 3, 14, &produce_v3_body("crc", &corrupt)),
+    )
+    .expect("a produce answer");
+    assert_eq!(
+        produce_v3_error(&answer, "crc"),
+        2,
+        "CORRUPT_MESSAGE: {answer:?}"
+    );
+    // Unknown topic: UNKNOWN_TOPIC_OR_PARTITION (3). The good batch is stored.
+    let answer = exchange(
+        &gateway,
+        &raw_request(0, 3, 15, &produce_v3_body("nope", &good)),
+    )
+    .expect("a produce answer");
+    assert_eq!(
+        produce_v3_error(&answer, "nope"),
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    let answer = exchange(
+        &gateway,
+        &raw_request(0, 3, 16, &produce_v3_body("crc", &good)),
+    )
+    .expect("a produce answer");
+    assert_eq!(produce_v3_error(&answer, "crc"), 0, "a good batch is taken");
+
+    // The broker kept serving: a real client lists and reads the topic.
+    let out = Command::new("kcat")
+        .args([
+            "-b",
+            &gateway,
+            "-C",
+            "-t",
+            "crc",
+            "-o",
+            "beginning",
+            "-e",
+            "-q",
+            "-f",
+            "%s\n",
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "kcat -C after the bad requests");
+    assert_eq!(stdout(&out), "value\n", "one message: the good one");
+    for reason in [
+        "too_large",
+        "truncated",
+        "bad_body",
+        "trailing_bytes",
+        "unknown_api_key",
+        "unsupported_api",
+        "unsupported_version",
+    ] {
+        let count = broker.metric(
+            "precursor_gateway_malformed_requests_total",
+            &format!("reason=\"{reason}\""),
+        );
+        assert!(count >= 1.0, "malformed requests counted under {reason}");
+    }
+    assert!(
+        broker.metric("precursor_gateway_errors_total", "error=\"CorruptMessage\"") >= 1.0,
+        "CORRUPT_MESSAGE counted"
+    );
+}
