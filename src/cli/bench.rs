@@ -244,6 +244,7 @@ impl Report {
             "system": match self.transport {
                 Transport::Udp => "precursor",
                 Transport::Ipc => "precursor-ipc",
+                Transport::Rdma => "precursor-rdma",
             },
             "transport": self.transport.name(),
             "workload": self.workload,
