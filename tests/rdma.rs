@@ -1,7 +1,7 @@
 //! The RDMA transport end to end, on a real RDMA device: a real `precursor-dataplane`
 //! (built with `--features rdma`) listening with rdma_cm, and clients of this crate's
 //! library over RC queue pairs. Our hosts' kernels have no RDMA, so these run inside the
-//! soft-RoCE QEMU guest: `ci/rdma-guest.sh --script ci/rdma-guest/transport.sh` (ci/test.sh
+//! soft-RoCE QEMU guest: `ci/rdma-guest-tests.sh` (ci/test.sh
 //! does it). Elsewhere each test says SKIPPED and passes.
 //!
 //! The guest gives `RXE_IP` (rxe0's address, 10.0.0.1) and a dummy interface for the data
@@ -37,7 +37,7 @@ fn rdma_address(test: &str) -> Option<Ipv4Addr> {
     if !Path::new("/sys/class/infiniband").exists() {
         eprintln!(
             "SKIPPED {test}: this kernel has no RDMA subsystem; the RDMA tests run in the \
-             soft-RoCE guest (ci/rdma-guest.sh --script ci/rdma-guest/transport.sh)"
+             soft-RoCE guest (ci/rdma-guest-tests.sh)"
         );
         return None;
     }
