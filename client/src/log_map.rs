@@ -100,6 +100,17 @@ fn batch_at(bytes: &[u8], at: usize) -> Option<(u64, u64, usize)> {
     (at + total <= bytes.len()).then_some((base as u64, base as u64 + last_delta as u64, total))
 }
 
+/// The whole batches in `bytes`, in order (what [`PartitionMap::read`] returns).
+pub fn batches(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        let (_, _, total) = batch_at(bytes, at)?;
+        let batch = &bytes[at..at + total];
+        at += total;
+        Some(batch)
+    })
+}
+
 /// What a direct read found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DirectRead<'a> {
@@ -248,6 +259,19 @@ impl PartitionMap {
         }
         self.cursor = Some((base, next, end));
         Some((base, start, end))
+    }
+
+    /// The offset after the last record mapped now (the log end as this reader sees it).
+    pub fn end_offset(&mut self) -> Result<u64, ClientError> {
+        let mut next = self.log_start_offset().unwrap_or(0);
+        while let DirectRead::Batches(bytes) = self.read(next, usize::MAX)? {
+            let mut at = 0;
+            while let Some((_, last, total)) = batch_at(bytes, at) {
+                next = last + 1;
+                at += total;
+            }
+        }
+        Ok(next)
     }
 
     /// The first retained offset, as mapped.

@@ -176,7 +176,7 @@ impl Lcore {
             self.rx = burst;
         }
         if let Some(ipc) = &mut self.ipc {
-            work += ipc.poll(&mut self.service, wall_clock_ms());
+            work += ipc.poll(&mut self.service, wall_clock_ms);
         }
         #[cfg(feature = "rdma")]
         if let Some(rdma) = &mut self.rdma {

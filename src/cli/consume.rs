@@ -4,7 +4,7 @@ use super::BrokerArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use precursor_client::bench_payload::Verifier;
-use precursor_client::log_map::{DirectRead, LogPaths, PartitionMap};
+use precursor_client::log_map::{self, DirectRead, LogPaths, PartitionMap};
 use precursor_client::{ConsumedRecord, Consumer, ConsumerConfig, StartOffset};
 use precursor_protocol::record_batch::records;
 use std::io::Write;
@@ -198,7 +198,7 @@ fn run_direct(args: ConsumeArgs) -> Result<ExitCode> {
             (Some(offset), _) => offset,
             (None, true) => map.log_start_offset().unwrap_or(0),
             // Latest: the end of what is mapped now.
-            (None, false) => end_of(&mut map),
+            (None, false) => map.end_offset()?,
         };
         if args.verify {
             verifier.expect(partition, 0);
@@ -215,13 +215,7 @@ fn run_direct(args: ConsumeArgs) -> Result<ExitCode> {
             match map.read(*position, DIRECT_READ_BYTES)? {
                 DirectRead::Batches(batches) => {
                     *caught_up = false;
-                    let mut at = 0;
-                    while at < batches.len() {
-                        let length = 12 + u32::from_be_bytes(
-                            batches[at + 8..at + 12].try_into().expect("4 bytes"),
-                        ) as usize;
-                        let batch = &batches[at..at + length];
-                        at += length;
+                    for batch in log_map::batches(batches) {
                         let records = records(batch).map_err(|e| {
                             anyhow::anyhow!("{}-{partition}: corrupt batch in the log map: {e}", args.topic)
                         })?;
@@ -279,21 +273,3 @@ fn run_direct(args: ConsumeArgs) -> Result<ExitCode> {
 
 /// Bytes of batches one direct read hands out at most (more when one batch is larger).
 const DIRECT_READ_BYTES: usize = 1 << 20;
-
-/// The offset after the last record mapped now.
-fn end_of(map: &mut PartitionMap) -> u64 {
-    let mut position = map.log_start_offset().unwrap_or(0);
-    while let Ok(DirectRead::Batches(batches)) = map.read(position, usize::MAX) {
-        let mut at = 0;
-        while at + 27 <= batches.len() {
-            let base = i64::from_be_bytes(batches[at..at + 8].try_into().expect("8")) as u64;
-            let length =
-                12 + u32::from_be_bytes(batches[at + 8..at + 12].try_into().expect("4")) as usize;
-            let last_delta =
-                i32::from_be_bytes(batches[at + 23..at + 27].try_into().expect("4")) as u64;
-            position = base + last_delta + 1;
-            at += length;
-        }
-    }
-    position
-}
