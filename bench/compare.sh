@@ -20,7 +20,10 @@
 #                produce -> ack from each message's intended send time (CO-corrected)
 # Peers: redis-server and nats-server from Debian on 127.0.0.1, private ports, their data
 # in this run's directory, each restarted per durability level; clients over loopback TCP.
-# Precursor: the data plane on af_packet/veth (as bench/run.sh), clients in a namespace.
+# Precursor: the data plane on af_packet/veth (as bench/run.sh), clients in a namespace;
+# the same data plane over IPC (clients on this host); and through the Kafka gateway
+# (`precursor controlplane` attached to it, librdkafka clients from precursor-bench kafka,
+# loopback TCP, 3 M messages per throughput run since librdkafka batches 1 MB requests).
 # Each run does every system in turn (limits, Redis, NATS, Precursor), each server fresh.
 # Pinning: every client on core 0; Precursor's lcore on the last core, its other threads on
 # core 0; the peers' servers unpinned (the scheduler gives them both cores).
@@ -62,9 +65,12 @@ fi
 # Messages per measured run. Quick mode only proves every step works.
 if [ "$quick" = 1 ]; then
     runs=1; produce=3000; durable=300; warmup=200; latency_msgs=1000; durable_latency_msgs=100; pre_encoded=100000
+    kafka_produce=20000
     memcpy_mib=16; memcpy_runs=3; round_trips=20000
 else
     produce=300000; durable=30000; warmup=5000; latency_msgs=$((rate * 5)); durable_latency_msgs=$((durable_rate * 5)); pre_encoded=50000000
+    # librdkafka batches up to 1 MB per request: a run needs millions to last seconds.
+    kafka_produce=3000000
     memcpy_mib=64; memcpy_runs=9; round_trips=2000000
 fi
 # Peers' window: un-acknowledged messages per producer (Precursor's is 5 batches).
@@ -99,6 +105,7 @@ results="$out/results"
 memory_dir=$(bench_memory_dir "precursor-bench-cmp-$$")
 dp_pid=""
 peer_pid=""
+gateway_pid=""
 
 stop_peer() {
     if [ -n "$peer_pid" ]; then
@@ -109,6 +116,7 @@ stop_peer() {
 }
 cleanup() {
     stop_peer 2>/dev/null || true
+    stop_gateway 2>/dev/null || true
     bench_stop_dataplane 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
     ip link del "$outer" 2>/dev/null || true
@@ -260,6 +268,46 @@ iclient() {
         --json --quiet
 }
 
+# $1: run. `precursor controlplane` (attach mode: no data plane of its own) with the Kafka
+# gateway on a free loopback port, for the data plane precursor_run started; waits until it
+# is attached and listening, then pins its threads to core 0. Sets gateway_pid, gateway.
+start_gateway() {
+    local gw_config="$work/gateway.toml" log="$work/gateway-$1.log" port
+    port=$(free_port)
+    gateway="127.0.0.1:$port"
+    cp "$config" "$gw_config"
+    cat >> "$gw_config" <<EOF
+[controlplane]
+admin_socket = "$work/admin.sock"
+metrics_listen = "127.0.0.1:$(free_port)"
+[gateway]
+listen = "$gateway"
+EOF
+    "$bin/precursor" controlplane --config "$gw_config" 2>"$log" &
+    gateway_pid=$!
+    for _ in $(seq 300); do
+        if grep -q "attached to the data plane" "$log" 2>/dev/null \
+            && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            local task
+            for task in /proc/"$gateway_pid"/task/*; do taskset -pc 0 "${task##*/}" >/dev/null; done
+            return 0
+        fi
+        kill -0 "$gateway_pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+        sleep 0.1
+    done
+    cat "$log" >&2
+    echo "bench/compare.sh: the Kafka gateway is not ready" >&2
+    exit 1
+}
+stop_gateway() {
+    if [ -n "${gateway_pid:-}" ]; then
+        kill -TERM "$gateway_pid" 2>/dev/null || true
+        wait "$gateway_pid" 2>/dev/null || true
+        gateway_pid=""
+    fi
+}
+kclient() { taskset -c 0 "$pb" kafka "$@" --bootstrap "$gateway"; }
+
 # $1: run. A data plane started fresh (its data emptied), every Precursor row, stopped.
 precursor_run() {
     local r="$1"
@@ -292,6 +340,22 @@ precursor_run() {
     record "precursor-ipc-latency-durable-$durable_rate-$r" iclient bench produce --topic "idd$r" \
         --acks durable --linger-us 0 --messages "$durable_latency_msgs" --warmup "$warmup" \
         --rate "$durable_rate"
+    # The same data plane through the Kafka gateway: the control plane attached to it, its
+    # threads on core 0, librdkafka clients on this host (librdkafka's queue is the window).
+    start_gateway "$r"
+    record "precursor-kafka-produce-leader-$r" kclient produce --topic "kp$r" \
+        --durability leader --messages "$kafka_produce" --warmup "$warmup" --window 65536
+    record "precursor-kafka-produce-durable-$r" kclient produce --topic "kd$r" \
+        --durability durable --messages "$kafka_produce" --warmup "$warmup" --window 65536
+    record "precursor-kafka-consume-$r" kclient consume --topic "kp$r" --durability leader \
+        --messages "$kafka_produce"
+    record "precursor-kafka-latency-leader-$rate-$r" kclient produce --topic "kl$r" \
+        --durability leader --linger-ms 0 --messages "$latency_msgs" --warmup "$warmup" \
+        --window "$peer_window" --rate "$rate"
+    record "precursor-kafka-latency-durable-$durable_rate-$r" kclient produce --topic "kdd$r" \
+        --durability durable --linger-ms 0 --messages "$durable_latency_msgs" \
+        --warmup "$warmup" --window "$peer_window" --rate "$durable_rate"
+    stop_gateway
     bench_stop_dataplane
 }
 

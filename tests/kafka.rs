@@ -205,6 +205,24 @@ impl Drop for Broker {
     }
 }
 
+/// Runs `precursor-bench kafka ARGS` (librdkafka, statically linked into the bench);
+/// returns its exit code, its one JSON result (Null when it printed none) and its stderr.
+fn bench_kafka(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let binary = precursor().with_file_name("precursor-bench");
+    assert!(
+        binary.exists(),
+        "{} is missing: build the workspace first (cargo build --release --workspace)",
+        binary.display()
+    );
+    let out = Command::new(&binary)
+        .arg("kafka")
+        .args(args)
+        .output()
+        .expect("precursor-bench runs");
+    let result = serde_json::from_str(stdout(&out).trim()).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), result, stderr(&out))
+}
+
 /// Runs a Python script of tests/kafka with arguments; returns its stdout, asserting success.
 fn python(name: &str, args: &[&str]) -> String {
     let out = Command::new(PYTHON)
@@ -899,4 +917,113 @@ fn bad_requests_get_the_right_error_or_a_closed_connection() {
         broker.metric("precursor_gateway_errors_total", "error=\"CorruptMessage\"") >= 1.0,
         "CORRUPT_MESSAGE counted"
     );
+}
+
+/// The benchmark's Kafka path (bench/compare.sh's Precursor-via-Kafka rows): librdkafka
+/// producers at both acks levels get every message acknowledged, a librdkafka consumer
+/// reads every one back intact and in order, a fixed-rate run measures from intended send
+/// times, and a gateway that is not there is a clear error. Timings are never judged.
+#[test]
+fn the_bench_drives_the_gateway_through_librdkafka() {
+    let _serial = serial();
+    if !can_run("kafka_bench") {
+        return;
+    }
+    let node = AfPacketNode::new("kf", 36, "");
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(&node, dir.path());
+    let gateway = ["--bootstrap", broker.bootstrap.as_str()];
+    let produce = |topic: &str, durability: &str, messages: u64, extra: &[&str]| {
+        let count = messages.to_string();
+        let mut args = vec!["produce", "--topic", topic, "--durability", durability];
+        args.extend(gateway);
+        args.extend([
+            "--messages",
+            &count,
+            "--warmup",
+            "1000",
+            "--window",
+            "65536",
+        ]);
+        args.extend(extra);
+        let (code, result, log) = bench_kafka(&args);
+        assert_eq!(code, 0, "{args:?}: {log}");
+        assert_eq!(result["system"], "precursor-kafka", "{result}");
+        assert_eq!(
+            result["messages"], messages,
+            "every message acknowledged: {result}"
+        );
+        assert_eq!(result["errors"], 0, "{result}");
+        assert!(
+            result["p99_us"].as_f64().is_some_and(|p| p > 0.0),
+            "{result}"
+        );
+        result
+    };
+    let leader = produce("bench-leader", "leader", 200_000, &[]);
+    assert_eq!(leader["durability"], "leader");
+    assert_eq!(leader["latency_from"], "send");
+    let durable = produce("bench-durable", "durable", 20_000, &[]);
+    assert!(
+        durable["durability_detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("idempotence")),
+        "{durable}"
+    );
+    let paced = produce(
+        "bench-paced",
+        "leader",
+        2_000,
+        &["--rate", "2000", "--linger-ms", "0"],
+    );
+    assert_eq!(paced["latency_from"], "intended", "{paced}");
+    assert_eq!(paced["rate"], 2000.0, "{paced}");
+
+    // Warm-up and measured messages, sequence numbers 0.., each verified once in order.
+    let mut args = vec![
+        "consume",
+        "--topic",
+        "bench-leader",
+        "--durability",
+        "leader",
+    ];
+    args.extend(gateway);
+    args.extend(["--messages", "201000"]);
+    let (code, result, log) = bench_kafka(&args);
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(
+        (result["messages"].as_u64(), result["errors"].as_u64()),
+        (Some(201_000), Some(0)),
+        "{result}"
+    );
+    // One more than was written: counted as an error once the topic runs dry.
+    let mut args = vec![
+        "consume",
+        "--topic",
+        "bench-durable",
+        "--durability",
+        "leader",
+    ];
+    args.extend(gateway);
+    args.extend(["--messages", "21001", "--idle-timeout-ms", "1000"]);
+    let (code, result, _) = bench_kafka(&args);
+    assert_eq!(code, 1, "a missing message is an error: {result}");
+    assert_eq!(
+        (result["messages"].as_u64(), result["errors"].as_u64()),
+        (Some(21_000), Some(1)),
+        "{result}"
+    );
+
+    let nobody = format!("127.0.0.1:{}", free_tcp_port());
+    let (code, result, log) = bench_kafka(&[
+        "produce",
+        "--bootstrap",
+        &nobody,
+        "--durability",
+        "leader",
+        "--messages",
+        "10",
+    ]);
+    assert_eq!((code, result), (2, serde_json::Value::Null), "{log}");
+    assert!(log.contains("cannot connect to the Kafka gateway"), "{log}");
 }

@@ -5,12 +5,14 @@
 //! - [`harness`]: throughput and fixed-rate latency runs with coordinated-omission
 //!   correction ([`latency`]), the same for every system.
 //! - [`peers`]: NATS JetStream and Redis Streams adapters at matched durability.
+//! - [`kafka`]: Precursor through its Kafka gateway, driven by librdkafka.
 //! - [`result`]: the one JSON schema every run prints (Precursor's CLI prints it too).
 //! - [`report`], [`plot`]: docs/benchmarks.md tables, SVG plots, the one-line summary.
 //!
 //! bench/compare.sh drives it; docs/benchmarks.md explains the method.
 
 pub mod harness;
+pub mod kafka;
 pub mod latency;
 pub mod limits;
 pub mod peers;

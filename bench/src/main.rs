@@ -8,7 +8,7 @@ use precursor_bench::harness::ProduceParams;
 use precursor_bench::peers::{nats, redis, Durability};
 use precursor_bench::report::{self, Report};
 use precursor_bench::result::RunResult;
-use precursor_bench::{limits, plot};
+use precursor_bench::{kafka, limits, plot};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -35,6 +35,9 @@ enum Command {
     /// Redis Streams (redis crate) against a running redis-server.
     #[command(subcommand)]
     Redis(PeerCommand),
+    /// Precursor's Kafka gateway through librdkafka (rdkafka crate).
+    #[command(subcommand)]
+    Kafka(KafkaCommand),
     /// Render docs/benchmarks.md's generated section and the SVG plots from a results dir.
     Report(ReportArgs),
     /// Print the one-line summary of a results dir (ratios Precursor / peer).
@@ -99,6 +102,56 @@ enum PeerCommand {
         #[arg(long, short = 'n', default_value_t = 100_000)]
         messages: u64,
         /// Consumers, each its own connection, each reading every message (fan-out).
+        #[arg(long, default_value_t = 1)]
+        consumers: u32,
+        /// Give up after this long without a message.
+        #[arg(long, default_value_t = 10_000)]
+        idle_timeout_ms: u64,
+    },
+}
+
+#[derive(Args)]
+struct KafkaTarget {
+    /// The gateway's `host:port` (librdkafka's bootstrap.servers).
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    bootstrap: String,
+    /// The topic: produce creates it fresh, with one partition.
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// leader: acks=1; durable: acks=all with enable.idempotence=true.
+    #[arg(long, value_parser = Durability::parse)]
+    durability: Durability,
+    /// librdkafka's linger.ms (absent: librdkafka's default, 5 ms).
+    #[arg(long)]
+    linger_ms: Option<u64>,
+}
+
+impl KafkaTarget {
+    fn target(self) -> kafka::Target {
+        kafka::Target {
+            bootstrap: self.bootstrap,
+            topic: self.topic,
+            durability: self.durability,
+            linger_ms: self.linger_ms,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum KafkaCommand {
+    /// Produce --messages (after --warmup) with one librdkafka producer per --producers.
+    Produce {
+        #[command(flatten)]
+        target: KafkaTarget,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Read --messages from the start of partition 0, verifying every payload.
+    Consume {
+        #[command(flatten)]
+        target: KafkaTarget,
+        #[arg(long, short = 'n', default_value_t = 100_000)]
+        messages: u64,
         #[arg(long, default_value_t = 1)]
         consumers: u32,
         /// Give up after this long without a message.
@@ -240,6 +293,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     idle_timeout_ms,
                 } => rt.block_on(redis::consume(
                     &redis_target(target)?,
+                    messages,
+                    consumers,
+                    Duration::from_millis(idle_timeout_ms),
+                ))?,
+            };
+            Ok(print(result))
+        }
+        Command::Kafka(command) => {
+            let rt = runtime()?;
+            let result = match command {
+                KafkaCommand::Produce { target, load } => {
+                    rt.block_on(kafka::produce(&target.target(), &load.params()))?
+                }
+                KafkaCommand::Consume {
+                    target,
+                    messages,
+                    consumers,
+                    idle_timeout_ms,
+                } => rt.block_on(kafka::consume(
+                    &target.target(),
                     messages,
                     consumers,
                     Duration::from_millis(idle_timeout_ms),

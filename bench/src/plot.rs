@@ -2,7 +2,7 @@
 //! them): x is the percentile on a log scale of 1 / (1 - q) — 90 %, 99 %, 99.9 % ... equally
 //! spaced — and y the latency in microseconds on a log scale, one line per system.
 
-use crate::report::{display_name, plot_file_name, Report, PEERS, PRECURSOR, PRECURSOR_IPC};
+use crate::report::{display_name, plot_file_name, Report, SYSTEMS};
 use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
@@ -33,20 +33,19 @@ pub fn latency_plots(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for rate in report.rates() {
         for durability in report.durabilities("produce", rate) {
-            let series: Vec<(String, Vec<(f64, f64)>)> =
-                [PRECURSOR_IPC, PRECURSOR, PEERS[0], PEERS[1]]
-                    .iter()
-                    .filter_map(|&system| {
-                        let r = report.find(system, "produce", &durability, rate)?;
-                        let points: Vec<(f64, f64)> = r
-                            .curve
-                            .iter()
-                            .filter(|[p, us]| *p <= 100.0 && *us > 0.0)
-                            .map(|[p, us]| (x_of_percentile(*p), *us))
-                            .collect();
-                        (!points.is_empty()).then(|| (display_name(system).to_string(), points))
-                    })
-                    .collect();
+            let series: Vec<(String, Vec<(f64, f64)>)> = SYSTEMS
+                .iter()
+                .filter_map(|&system| {
+                    let r = report.find(system, "produce", &durability, rate)?;
+                    let points: Vec<(f64, f64)> = r
+                        .curve
+                        .iter()
+                        .filter(|[p, us]| *p <= 100.0 && *us > 0.0)
+                        .map(|[p, us]| (x_of_percentile(*p), *us))
+                        .collect();
+                    (!points.is_empty()).then(|| (display_name(system).to_string(), points))
+                })
+                .collect();
             if series.is_empty() {
                 continue;
             }

@@ -21,14 +21,26 @@ pub const END_MARKER: &str = "<!-- precursor-bench: generated section ends -->";
 pub const PRECURSOR: &str = "precursor";
 /// Precursor over its IPC transport (clients on the same host, like the peers' here).
 pub const PRECURSOR_IPC: &str = "precursor-ipc";
-/// Precursor's systems in table order: IPC first (the co-located path), then UDP.
-pub const PRECURSORS: [&str; 2] = [PRECURSOR_IPC, PRECURSOR];
+/// Precursor through its Kafka gateway (librdkafka clients, unchanged Kafka applications).
+pub const PRECURSOR_KAFKA: &str = crate::kafka::SYSTEM;
+/// Precursor's systems in table order: IPC first (the co-located path), then UDP, then the
+/// Kafka gateway.
+pub const PRECURSORS: [&str; 3] = [PRECURSOR_IPC, PRECURSOR, PRECURSOR_KAFKA];
 pub const PEERS: [&str; 2] = [crate::peers::nats::SYSTEM, crate::peers::redis::SYSTEM];
+/// Every system in the order of the latency tables and plots.
+pub const SYSTEMS: [&str; 5] = [
+    PRECURSOR_IPC,
+    PRECURSOR,
+    PRECURSOR_KAFKA,
+    PEERS[0],
+    PEERS[1],
+];
 
 pub fn display_name(system: &str) -> &str {
     match system {
         "precursor" => "Precursor",
         "precursor-ipc" => "Precursor IPC",
+        "precursor-kafka" => "Precursor via Kafka gateway",
         "nats-jetstream" => "NATS JetStream",
         "redis-streams" => "Redis Streams",
         "machine" => "machine",
@@ -316,7 +328,7 @@ impl Report {
             let get = |s: &str| self.find(s, workload, durability, 0);
             for precursor in PRECURSORS {
                 let (p, n, r) = (get(precursor), get(PEERS[0]), get(PEERS[1]));
-                if p.is_none() && (n.is_none() && r.is_none() || precursor == PRECURSOR_IPC) {
+                if p.is_none() && (n.is_none() && r.is_none() || precursor != PRECURSOR) {
                     continue;
                 }
                 let label = format!("{label}, {}", display_name(precursor));
@@ -354,7 +366,7 @@ impl Report {
                     "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
                 );
                 let precursor = self.find(PRECURSOR, "produce", &durability, rate);
-                for system in [PRECURSOR_IPC, PRECURSOR, PEERS[0], PEERS[1]] {
+                for system in SYSTEMS {
                     let Some(r) = self.find(system, "produce", &durability, rate) else {
                         continue;
                     };
@@ -427,7 +439,7 @@ impl Report {
         for durability in ["leader", "durable"] {
             for (precursor, peer) in PRECURSORS.into_iter().flat_map(|p| PEERS.map(|q| (p, q))) {
                 if self.find(precursor, "produce", durability, 0).is_none()
-                    && precursor == PRECURSOR_IPC
+                    && precursor != PRECURSOR
                 {
                     continue;
                 }
@@ -447,12 +459,25 @@ impl Report {
                 }
             }
         }
+        // The gateway's cost: the Kafka path over the native path on the same data plane.
+        for durability in ["leader", "durable"] {
+            let kafka = self.find(PRECURSOR_KAFKA, "produce", durability, 0);
+            let ipc = self.find(PRECURSOR_IPC, "produce", durability, 0);
+            if let (Some(kafka), Some(ipc)) = (kafka, ipc) {
+                parts.push(format!(
+                    "throughput {durability} {}/{} {}",
+                    short(PRECURSOR_KAFKA),
+                    short(PRECURSOR_IPC),
+                    ratio(Some(kafka.msgs_per_sec), Some(ipc.msgs_per_sec))
+                ));
+            }
+        }
         for rate in self.rates() {
             for durability in self.durabilities("produce", rate) {
                 for (precursor, peer) in PRECURSORS.into_iter().flat_map(|p| PEERS.map(|q| (p, q)))
                 {
                     if self.find(precursor, "produce", &durability, rate).is_none()
-                        && precursor == PRECURSOR_IPC
+                        && precursor != PRECURSOR
                     {
                         continue;
                     }
@@ -484,6 +509,7 @@ fn short(system: &str) -> &str {
         "redis-streams" => "Redis",
         "precursor" => "Precursor",
         "precursor-ipc" => "Precursor-IPC",
+        "precursor-kafka" => "Precursor-Kafka",
         other => other,
     }
 }
@@ -664,6 +690,56 @@ mod tests {
             "{line}"
         );
         assert!(line.ends_with("errors 0"));
+    }
+
+    #[test]
+    fn the_kafka_gateway_has_its_rows_and_its_ratio_to_the_native_path() {
+        let mut results = sample();
+        results.push(run(
+            "precursor-ipc",
+            "produce",
+            "leader",
+            None,
+            2_000_000.0,
+            100.0,
+        ));
+        results.push(run(
+            "precursor-kafka",
+            "produce",
+            "leader",
+            None,
+            500_000.0,
+            9_000.0,
+        ));
+        results.push(run(
+            "precursor-kafka",
+            "produce",
+            "leader",
+            Some(10_000.0),
+            10_000.0,
+            250.0,
+        ));
+        let report = Report::new(&results);
+        let md = report.render("test", "plots");
+        assert!(
+            md.contains("| produce, acks=leader (peers: ack before fsync), Precursor via Kafka gateway | 500,000 | 100,000 | 200,000 | 5.00x | 2.50x |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| Precursor via Kafka gateway | 10,000 |"),
+            "{md}"
+        );
+        let line = report.summary();
+        assert!(
+            line.contains("throughput leader Precursor-Kafka/Precursor-IPC 0.25x"),
+            "{line}"
+        );
+        assert!(
+            line.contains("p99@10000/s leader Precursor-Kafka/Redis 1.67x"),
+            "{line}"
+        );
+        // No durable Kafka row: no durable Kafka ratios, not a row of dashes.
+        assert!(!line.contains("durable Precursor-Kafka"), "{line}");
     }
 
     #[test]

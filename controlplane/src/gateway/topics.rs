@@ -25,8 +25,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long a read of the counters file serves topic lookups, in milliseconds.
-pub const TOPIC_VIEW_MAX_AGE_MS: u64 = 50;
+/// How long a read of the counters file serves topic lookups, in milliseconds. A read
+/// walks every counter (a busy gateway otherwise spends a few percent of a core on it);
+/// a topic deleted through another path stays listed this long at most, and a produce to
+/// it meanwhile is refused UNKNOWN_TOPIC_OR_PARTITION by the data plane.
+pub const TOPIC_VIEW_MAX_AGE_MS: u64 = 500;
 /// A lookup that misses a topic reads the file again if the cached read is older than
 /// this, in milliseconds (a topic created a moment ago by another path is found; a client
 /// asking for a topic that does not exist costs at most one read per this interval).
