@@ -342,6 +342,9 @@ precursor_run() {
         --rate "$durable_rate"
     # The same data plane through the Kafka gateway: the control plane attached to it, its
     # threads on core 0, librdkafka clients on this host (librdkafka's queue is the window).
+    # Latency rows use linger.ms=1: at 0 librdkafka sends a request per message, and at
+    # 10 000 requests/s the one core the client shares with the gateway saturates
+    # (docs/benchmarks.md, "The Kafka gateway").
     start_gateway "$r"
     record "precursor-kafka-produce-leader-$r" kclient produce --topic "kp$r" \
         --durability leader --messages "$kafka_produce" --warmup "$warmup" --window 65536
@@ -350,10 +353,10 @@ precursor_run() {
     record "precursor-kafka-consume-$r" kclient consume --topic "kp$r" --durability leader \
         --messages "$kafka_produce"
     record "precursor-kafka-latency-leader-$rate-$r" kclient produce --topic "kl$r" \
-        --durability leader --linger-ms 0 --messages "$latency_msgs" --warmup "$warmup" \
+        --durability leader --linger-ms 1 --messages "$latency_msgs" --warmup "$warmup" \
         --window "$peer_window" --rate "$rate"
     record "precursor-kafka-latency-durable-$durable_rate-$r" kclient produce --topic "kdd$r" \
-        --durability durable --linger-ms 0 --messages "$durable_latency_msgs" \
+        --durability durable --linger-ms 1 --messages "$durable_latency_msgs" \
         --warmup "$warmup" --window "$peer_window" --rate "$durable_rate"
     stop_gateway
     bench_stop_dataplane

@@ -416,11 +416,36 @@ pub async fn produce(target: &Target, params: &ProduceParams) -> Result<RunResul
 
 struct KafkaSubscriber {
     consumer: BaseConsumer,
+    /// The message taken by [`KafkaSubscriber::ready`] before the clock started.
+    first: Option<Bytes>,
+}
+
+impl KafkaSubscriber {
+    /// Waits (at most `limit`) for the first message, kept for the first batch: a
+    /// consumer in a group finds its coordinator before it fetches (about half a second
+    /// with librdkafka 2.12, at any message count), set-up the other systems' consumers
+    /// also finish before the clock starts.
+    fn ready(&mut self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while self.first.is_none() && Instant::now() < deadline {
+            if let Some(message) = self.consumer.poll(Duration::from_millis(10)) {
+                let message = message.context("librdkafka consumer")?;
+                self.first = Some(Bytes::copy_from_slice(
+                    message.payload().unwrap_or_default(),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Subscriber for KafkaSubscriber {
     async fn next_batch(&mut self, out: &mut Vec<Bytes>, wait: Duration) -> Result<()> {
         let mut timeout = wait;
+        if let Some(first) = self.first.take() {
+            out.push(first);
+            timeout = Duration::ZERO;
+        }
         while out.len() < CONSUME_BATCH_MAX {
             match self.consumer.poll(timeout) {
                 None => break,
@@ -469,7 +494,12 @@ pub async fn consume(
         consumer
             .assign(&assignment)
             .with_context(|| format!("cannot assign {:?} partition 0", target.topic))?;
-        subscribers.push(KafkaSubscriber { consumer });
+        let mut subscriber = KafkaSubscriber {
+            consumer,
+            first: None,
+        };
+        subscriber.ready(idle_timeout)?;
+        subscribers.push(subscriber);
     }
     let mut result = run_consumers(&label, &mut subscribers, messages, idle_timeout).await?;
     result.durability_detail = Some("Kafka gateway Fetch (long polling)".into());

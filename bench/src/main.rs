@@ -13,6 +13,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// Default pipeline depth of the peers' producers, in messages.
+const PEER_WINDOW: u64 = 256;
+/// Default pipeline depth of a librdkafka producer, in messages: enough for its 1 MB
+/// batches and five requests in flight.
+const KAFKA_WINDOW: u64 = 65_536;
+
 #[derive(Parser)]
 #[command(
     name = "precursor-bench",
@@ -170,9 +176,10 @@ struct LoadArgs {
     size: usize,
     #[arg(long, default_value_t = 1)]
     producers: u32,
-    /// Most messages un-acknowledged per producer (the pipeline depth).
-    #[arg(long, default_value_t = 256)]
-    window: u64,
+    /// Most messages un-acknowledged per producer (the pipeline depth). Default: 256 for
+    /// the peers; 65536 for kafka, whose client batches up to 1 MB per request.
+    #[arg(long)]
+    window: Option<u64>,
     /// Fixed offered rate in messages/s over all producers (latency from intended send
     /// times); absent: as fast as the window allows.
     #[arg(long)]
@@ -186,12 +193,12 @@ struct LoadArgs {
 }
 
 impl LoadArgs {
-    fn params(&self) -> ProduceParams {
+    fn params(&self, default_window: u64) -> ProduceParams {
         ProduceParams {
             messages: self.messages,
             size: self.size,
             producers: self.producers,
-            window: self.window,
+            window: self.window.unwrap_or(default_window),
             rate: self.rate,
             warmup: self.warmup,
             ack_timeout: Duration::from_millis(self.ack_timeout_ms),
@@ -264,7 +271,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = runtime()?;
             let result = match command {
                 PeerCommand::Produce { target, load } => {
-                    rt.block_on(nats::produce(&nats_target(target), &load.params()))?
+                    rt.block_on(nats::produce(&nats_target(target), &load.params(PEER_WINDOW)))?
                 }
                 PeerCommand::Consume {
                     target,
@@ -284,7 +291,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = runtime()?;
             let result = match command {
                 PeerCommand::Produce { target, load } => {
-                    rt.block_on(redis::produce(&redis_target(target)?, &load.params()))?
+                    rt.block_on(redis::produce(&redis_target(target)?, &load.params(PEER_WINDOW)))?
                 }
                 PeerCommand::Consume {
                     target,
@@ -304,7 +311,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let rt = runtime()?;
             let result = match command {
                 KafkaCommand::Produce { target, load } => {
-                    rt.block_on(kafka::produce(&target.target(), &load.params()))?
+                    rt.block_on(kafka::produce(&target.target(), &load.params(KAFKA_WINDOW)))?
                 }
                 KafkaCommand::Consume {
                     target,
