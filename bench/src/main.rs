@@ -270,9 +270,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Nats(command) => {
             let rt = runtime()?;
             let result = match command {
-                PeerCommand::Produce { target, load } => {
-                    rt.block_on(nats::produce(&nats_target(target), &load.params(PEER_WINDOW)))?
-                }
+                PeerCommand::Produce { target, load } => rt.block_on(nats::produce(
+                    &nats_target(target),
+                    &load.params(PEER_WINDOW),
+                ))?,
                 PeerCommand::Consume {
                     target,
                     messages,
@@ -290,9 +291,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Redis(command) => {
             let rt = runtime()?;
             let result = match command {
-                PeerCommand::Produce { target, load } => {
-                    rt.block_on(redis::produce(&redis_target(target)?, &load.params(PEER_WINDOW)))?
-                }
+                PeerCommand::Produce { target, load } => rt.block_on(redis::produce(
+                    &redis_target(target)?,
+                    &load.params(PEER_WINDOW),
+                ))?,
                 PeerCommand::Consume {
                     target,
                     messages,

@@ -24,8 +24,8 @@ use precursor_protocol::frame::{
     FRAME_HEADER_BYTES,
 };
 use precursor_protocol::record_batch::{
-    record_encoded_bytes, RecordBatchBuilder, BATCH_HEADER_BYTES, NO_PRODUCER_EPOCH,
-    NO_PRODUCER_ID, NO_SEQUENCE,
+    record_encoded_bytes, RecordBatchBuilder, BATCH_HEADER_BYTES, NATIVE_PRODUCER_ID_MIN,
+    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 
 use crate::metadata::{fetch_metadata, TopicMetadata};
@@ -194,6 +194,15 @@ pub struct Producer {
 
 /// A random positive 63-bit number (never 0), from the process's random hash keys, the
 /// clock and the process id: no dependency on a random-number crate.
+/// An idempotent producer id for this client: random in
+/// `NATIVE_PRODUCER_ID_MIN..=i64::MAX` (the Kafka gateway's ids are all below it).
+pub(crate) fn random_producer_id() -> i64 {
+    let span = (i64::MAX - NATIVE_PRODUCER_ID_MIN) as u64 + 1;
+    let id = NATIVE_PRODUCER_ID_MIN + (random_positive_i64() as u64 % span) as i64;
+    debug_assert!(id >= NATIVE_PRODUCER_ID_MIN);
+    id
+}
+
 pub(crate) fn random_positive_i64() -> i64 {
     let mut hasher = RandomState::new().build_hasher();
     let now = SystemTime::now()
@@ -502,7 +511,7 @@ impl ProducerState {
         timestamp_ms: i64,
     ) -> PartitionState {
         let producer_id = if self.idempotent {
-            random_positive_i64()
+            random_producer_id()
         } else {
             NO_PRODUCER_ID
         };
@@ -540,7 +549,7 @@ impl ProducerState {
         let p = &self.partitions[&handle];
         debug_assert!(p.open.is_none());
         let fresh = (p.needs_new_producer_id && p.in_flight.is_empty())
-            .then(random_positive_i64)
+            .then(random_producer_id)
             .map(|id| (id, self.new_builder(id, timestamp_ms)));
         let p = self.partitions.get_mut(&handle).expect("known partition");
         if let Some((producer_id, builder)) = fresh {
@@ -999,11 +1008,15 @@ mod tests {
     }
 
     #[test]
-    fn random_producer_ids_are_positive_and_differ() {
+    fn random_producer_ids_differ_and_stay_clear_of_the_gateway_range() {
         let a = random_positive_i64();
         let b = random_positive_i64();
         assert!(a > 0 && b > 0);
         assert_ne!(a, b);
+        for _ in 0..1_000 {
+            assert!(random_producer_id() >= NATIVE_PRODUCER_ID_MIN);
+        }
+        assert_ne!(random_producer_id(), random_producer_id());
     }
 
     #[test]

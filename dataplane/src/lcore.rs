@@ -180,7 +180,7 @@ impl Lcore {
         }
         #[cfg(feature = "rdma")]
         if let Some(rdma) = &mut self.rdma {
-            work += rdma.poll(&mut self.service, wall_clock_ms());
+            work += rdma.poll(&mut self.service, wall_clock_ms);
         }
         if self.control.is_some() {
             work += self.poll_commands();

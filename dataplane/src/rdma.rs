@@ -480,9 +480,11 @@ impl RdmaTransport {
 
     /// Serves what arrived on the connections: reaps send completions, then takes up to
     /// [`RECV_COMPLETIONS_PER_POLL_MAX`] received frames, answering each into a send
-    /// buffer; publishes the watermarks of granted segments. Returns the work done.
+    /// buffer; publishes the watermarks of granted segments. `clock` (wall-clock ms) is
+    /// read once, and only when a frame arrived: an idle poll reads no clock. Returns the
+    /// work done.
     #[inline]
-    pub fn poll(&mut self, service: &mut Service, now_ms: i64) -> usize {
+    pub fn poll(&mut self, service: &mut Service, clock: fn() -> i64) -> usize {
         let mut work = self.reap_sends(service);
         let received = match self.recv_cq.poll(&mut self.recv_wcs) {
             Ok(n) => n,
@@ -492,6 +494,7 @@ impl RdmaTransport {
                 0
             }
         };
+        let now_ms = if received > 0 { clock() } else { 0 };
         for i in 0..received {
             // Copied out: answering may reap sends, which polls into the other array.
             let wc = self.recv_wcs[i];

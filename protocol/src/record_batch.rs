@@ -85,6 +85,10 @@ pub const RECORD_BYTES_MIN: usize = 7;
 pub const MAGIC_V2: i8 = 2;
 /// `producer_id` of a batch from a non-idempotent producer.
 pub const NO_PRODUCER_ID: i64 = -1;
+/// Native clients draw their idempotent producer ids at random from
+/// `NATIVE_PRODUCER_ID_MIN..=i64::MAX`; the Kafka gateway hands out ids below it
+/// (InitProducerId), so an id of one can never be an id of the other.
+pub const NATIVE_PRODUCER_ID_MIN: i64 = 1 << 40;
 /// `producer_epoch` of a batch from a non-idempotent producer.
 pub const NO_PRODUCER_EPOCH: i16 = -1;
 /// `base_sequence` of a batch from a non-idempotent producer.

@@ -5,11 +5,9 @@
 //! restart the gateway continues from that end. An id is therefore never handed out twice,
 //! even across crashes (a crash skips the rest of a block).
 //!
-//! The gateway's ids are `1 ..` [`GATEWAY_PRODUCER_ID_END`]; the native client picks its
-//! ids at random in `1..=i64::MAX` today (`client/src/producer.rs`), so a collision is
-//! possible in principle (about 1 in 2^23 per native producer once 2^40 ids are used).
-//! The native client should draw from `GATEWAY_PRODUCER_ID_END..=i64::MAX` to make it
-//! impossible: see docs/kafka.md.
+//! The gateway's ids are `1 ..` [`GATEWAY_PRODUCER_ID_END`]; the native client draws its
+//! ids at random from `NATIVE_PRODUCER_ID_MIN..=i64::MAX` (`client/src/producer.rs`), the
+//! same bound: an id of one is never an id of the other.
 
 use super::requests::{api_name, RequestMeta};
 use super::Gateway;
@@ -19,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 /// Ids reserved by one durable write.
 pub const PRODUCER_ID_BLOCK: i64 = 1_000;
-/// Gateway producer ids are below this; native clients should use ids at or above it.
-pub const GATEWAY_PRODUCER_ID_END: i64 = 1 << 40;
+/// Gateway producer ids are below this; native clients draw theirs at or above it.
+pub const GATEWAY_PRODUCER_ID_END: i64 = precursor_protocol::record_batch::NATIVE_PRODUCER_ID_MIN;
 /// The first id ever handed out (0 stays unused: some tools treat it as unset).
 const FIRST_PRODUCER_ID: i64 = 1;
 const FILE_NAME: &str = "producer_ids";
