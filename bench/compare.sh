@@ -116,7 +116,7 @@ stop_peer() {
 }
 cleanup() {
     stop_peer 2>/dev/null || true
-    stop_gateway 2>/dev/null || true
+    bench_stop_gateway 2>/dev/null || true
     bench_stop_dataplane 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
     ip link del "$outer" 2>/dev/null || true
@@ -283,28 +283,7 @@ metrics_listen = "127.0.0.1:$(free_port)"
 [gateway]
 listen = "$gateway"
 EOF
-    "$bin/precursor" controlplane --config "$gw_config" 2>"$log" &
-    gateway_pid=$!
-    for _ in $(seq 300); do
-        if grep -q "attached to the data plane" "$log" 2>/dev/null \
-            && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            local task
-            for task in /proc/"$gateway_pid"/task/*; do taskset -pc 0 "${task##*/}" >/dev/null; done
-            return 0
-        fi
-        kill -0 "$gateway_pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
-        sleep 0.1
-    done
-    cat "$log" >&2
-    echo "bench/compare.sh: the Kafka gateway is not ready" >&2
-    exit 1
-}
-stop_gateway() {
-    if [ -n "${gateway_pid:-}" ]; then
-        kill -TERM "$gateway_pid" 2>/dev/null || true
-        wait "$gateway_pid" 2>/dev/null || true
-        gateway_pid=""
-    fi
+    bench_start_gateway "$gw_config" "$log" "$port" pin
 }
 kclient() { taskset -c 0 "$pb" kafka "$@" --bootstrap "$gateway"; }
 
@@ -358,7 +337,7 @@ precursor_run() {
     record "precursor-kafka-latency-durable-$durable_rate-$r" kclient produce --topic "kdd$r" \
         --durability durable --linger-ms 1 --messages "$durable_latency_msgs" \
         --warmup "$warmup" --window "$peer_window" --rate "$durable_rate"
-    stop_gateway
+    bench_stop_gateway
     bench_stop_dataplane
 }
 

@@ -57,10 +57,7 @@ results="$out/results"
 memory_dir=$(bench_memory_dir "precursor-$prefix")
 gateway_pid=""
 cleanup() {
-    if [ -n "$gateway_pid" ]; then
-        kill -TERM "$gateway_pid" 2>/dev/null || true
-        wait "$gateway_pid" 2>/dev/null || true
-    fi
+    bench_stop_gateway 2>/dev/null || true
     bench_stop_dataplane 2>/dev/null || true
     rm -rf "$memory_dir" "$work"
 }
@@ -93,14 +90,7 @@ listen = "$gateway"
 EOF
 
 bench_start_dataplane "$config" "" "$work/dataplane.log"
-"$bin/precursor" controlplane --config "$config" 2>"$work/gateway.log" &
-gateway_pid=$!
-for _ in $(seq 300); do
-    grep -q "attached to the data plane" "$work/gateway.log" 2>/dev/null \
-        && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-    kill -0 "$gateway_pid" 2>/dev/null || { cat "$work/gateway.log" >&2; exit 1; }
-    sleep 0.1
-done
+bench_start_gateway "$config" "$work/gateway.log" "$port"
 
 # $1: result name; rest: the command (one JSON line).
 record() {

@@ -92,3 +92,38 @@ bench_stop_dataplane() {
         dp_pid=""
     fi
 }
+
+# Starts `$bin/precursor controlplane --config $1` (attach mode: the control plane of a data
+# plane started by bench_start_dataplane, with the Kafka gateway its config's [gateway]
+# section names), its stderr in $2; waits until it is attached and 127.0.0.1:$3 accepts
+# connections; with $4 = pin, pins its threads to core 0. Sets `gateway_pid`. Exits the
+# calling script with the log when it dies or is not ready in 30 s.
+bench_start_gateway() {
+    local config="$1" log="$2" port="$3" pin="${4:-}"
+    "$bin/precursor" controlplane --config "$config" 2>"$log" &
+    gateway_pid=$!
+    for _ in $(seq 300); do
+        if grep -q "attached to the data plane" "$log" 2>/dev/null \
+            && (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            if [ "$pin" = pin ]; then
+                local task
+                for task in /proc/"$gateway_pid"/task/*; do taskset -pc 0 "${task##*/}" >/dev/null; done
+            fi
+            return 0
+        fi
+        kill -0 "$gateway_pid" 2>/dev/null || { cat "$log" >&2; exit 1; }
+        sleep 0.1
+    done
+    cat "$log" >&2
+    echo "${0##*/}: the Kafka gateway is not ready" >&2
+    exit 1
+}
+
+# Stops the control plane bench_start_gateway started (SIGTERM).
+bench_stop_gateway() {
+    if [ -n "${gateway_pid:-}" ]; then
+        kill -TERM "$gateway_pid" 2>/dev/null || true
+        wait "$gateway_pid" 2>/dev/null || true
+        gateway_pid=""
+    fi
+}

@@ -282,6 +282,27 @@ where
             eprintln!("precursor-bench: {}: first error: {first}", label.system);
         }
     }
+    Ok(produce_result(
+        label,
+        params,
+        &recorder,
+        acknowledged,
+        errors,
+        seconds,
+    ))
+}
+
+/// The result of a produce run: `acknowledged` messages with their latencies in
+/// `recorder`, `errors` counted, over `seconds` from the common start. Messages neither
+/// acknowledged nor failed count as errors too.
+pub fn produce_result(
+    label: &SystemLabel,
+    params: &ProduceParams,
+    recorder: &LatencyRecorder,
+    acknowledged: u64,
+    errors: u64,
+    seconds: f64,
+) -> RunResult {
     let mut result = RunResult::new(
         label.system,
         label.transport,
@@ -290,22 +311,20 @@ where
         params.size as u64,
         seconds,
     )
-    .with_latency(&recorder);
+    .with_latency(recorder);
     result.durability = label.durability.clone();
     result.durability_detail = label.durability_detail.clone();
     result.producers = params.producers;
     result.window = Some(params.window);
     result.rate = params.rate;
-    result.latency_from = Some(
-        if params.rate.is_some() {
-            "intended"
-        } else {
-            "send"
-        }
-        .into(),
-    );
+    let from = if params.rate.is_some() {
+        "intended"
+    } else {
+        "send"
+    };
+    result.latency_from = Some(from.into());
     result.errors = errors + params.messages.saturating_sub(acknowledged + errors);
-    Ok(result)
+    result
 }
 
 /// `subscribers.len()` consumers (each its own connection) read the same stream at once,

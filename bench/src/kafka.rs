@@ -24,7 +24,7 @@
 //! `batch.size`, five requests in flight per connection), except `--linger-ms`, which the
 //! fixed-rate latency runs set to 0 as a latency-minded Kafka user would.
 
-use crate::harness::{run_consumers, ProduceParams, Subscriber, SystemLabel};
+use crate::harness::{produce_result, run_consumers, ProduceParams, Subscriber, SystemLabel};
 use crate::latency::{LatencyRecorder, Schedule};
 use crate::peers::Durability;
 use crate::result::RunResult;
@@ -388,30 +388,14 @@ pub async fn produce(target: &Target, params: &ProduceParams) -> Result<RunResul
             eprintln!("precursor-bench: {SYSTEM}: first error: {first}");
         }
     }
-    let mut result = RunResult::new(
-        label.system,
-        label.transport,
-        "produce",
+    Ok(produce_result(
+        &label,
+        params,
+        &recorder,
         acknowledged,
-        params.size as u64,
+        errors,
         seconds,
-    )
-    .with_latency(&recorder);
-    result.durability = label.durability;
-    result.durability_detail = label.durability_detail;
-    result.producers = params.producers;
-    result.window = Some(params.window);
-    result.rate = params.rate;
-    result.latency_from = Some(
-        if params.rate.is_some() {
-            "intended"
-        } else {
-            "send"
-        }
-        .into(),
-    );
-    result.errors = errors + params.messages.saturating_sub(acknowledged + errors);
-    Ok(result)
+    ))
 }
 
 struct KafkaSubscriber {
