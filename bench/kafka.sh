@@ -7,6 +7,9 @@
 #   sudo bench/kafka.sh --quick         # tiny counts, R=1: proves every step works
 #   options: --runs R  --messages N (per run, default 5000000)  --out DIR
 #            (default target/bench-kafka)  --idle backoff|spin (default backoff)
+#            --fetch direct|ipc (default direct: the gateway's Fetch reads the shared log
+#            maps; ipc removes <cnc_dir>/paths so that it asks the data plane over IPC,
+#            the path before issue 5, for a comparison)
 #
 # Unlike bench/compare.sh, where every client shares core 0 with the broker's other threads
 # because a spinning lcore owns core 1, here the lcore parks when idle (`idle = "backoff"`)
@@ -23,6 +26,7 @@ source "$repo/bench/lib.sh"
 runs=5
 messages=5000000
 idle=backoff
+fetch=direct
 out="$repo/target/bench-kafka"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -30,8 +34,9 @@ while [ $# -gt 0 ]; do
         --runs) runs="$2"; shift ;;
         --messages) messages="$2"; shift ;;
         --idle) idle="$2"; shift ;;
+        --fetch) fetch="$2"; shift ;;
         --out) out="$2"; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "bench/kafka.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -41,6 +46,7 @@ for n in "$runs" "$messages"; do
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "bench/kafka.sh: $n is not a positive whole number" >&2; exit 2; }
 done
 case "$idle" in backoff|spin) ;; *) echo "bench/kafka.sh: --idle backoff or spin" >&2; exit 2 ;; esac
+case "$fetch" in direct|ipc) ;; *) echo "bench/kafka.sh: --fetch direct or ipc" >&2; exit 2 ;; esac
 if [ "$(id -u)" != 0 ]; then
     echo "bench/kafka.sh: needs root (hugepages, a TAP port): sudo $0" >&2
     exit 1
@@ -90,6 +96,10 @@ listen = "$gateway"
 EOF
 
 bench_start_dataplane "$config" "" "$work/dataplane.log"
+if [ "$fetch" = ipc ]; then
+    # Without it the gateway cannot find the log maps and fetches over IPC.
+    rm -f "/dev/shm/precursor-$prefix/paths"
+fi
 bench_start_gateway "$config" "$work/gateway.log" "$port"
 
 # $1: result name; rest: the command (one JSON line).
@@ -118,16 +128,16 @@ for r in $(seq "$runs"); do
 done
 
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$results" "$runs" "$idle" "$load_start" "$load_end" <<'EOF'
+python3 - "$results" "$runs" "$idle" "$load_start" "$load_end" "$fetch" <<'EOF'
 import glob, json, statistics, sys
-results, runs, idle, load_start, load_end = sys.argv[1:]
+results, runs, idle, load_start, load_end, fetch = sys.argv[1:]
 def rows(name):
     return [json.loads(open(f).readline()) for f in sorted(glob.glob(f"{results}/{name}-*.json"))]
 def median(name):
     rs = rows(name)
     return statistics.median(r["msgs_per_sec"] for r in rs), sum(r["errors"] for r in rs)
 ipc, ipc_errors = median("ipc-produce")
-print(f"bench/kafka.sh: medians of {runs} runs, lcore idle={idle}, load {load_start} -> {load_end}")
+print(f"bench/kafka.sh: medians of {runs} runs, lcore idle={idle}, fetch={fetch}, load {load_start} -> {load_end}")
 print(f"  native IPC produce, acks=leader          {ipc:>12,.0f} msgs/s  errors {ipc_errors}")
 for name, label in [("kafka-produce-leader", "Kafka produce, acks=1"),
                     ("kafka-produce-durable", "Kafka produce, acks=all + idempotence"),

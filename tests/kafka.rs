@@ -332,6 +332,18 @@ fn kcat_produces_and_consumes_100k_keyed_messages() {
             "partition {partition}: offsets 0..n in order"
         );
     }
+    // Fetch was served from the shared log maps (issue 5), not over IPC.
+    let log = broker.log.lock().unwrap();
+    assert!(
+        log.iter()
+            .any(|line| line.contains("Fetch reads the log maps directly")),
+        "the gateway reads the log maps directly: {log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|line| line.contains("Fetch goes through the data plane")),
+        "no fallback to IPC: {log:?}"
+    );
 }
 
 /// The compression codec ids and producer ids of every batch stored for `topic`, read

@@ -8,7 +8,8 @@
 //! Reads return whole record batches exactly as stored (Kafka RecordBatch v2), borrowed
 //! from the map.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -74,18 +75,26 @@ impl LogPaths {
 
 /// One segment mapped for reading.
 enum SegmentMap {
-    Memory(AppendRegionView),
+    /// A memory file of the data plane, with its identity (path and inode: names repeat
+    /// after a data plane restart).
+    Memory {
+        view: AppendRegionView,
+        file: MemoryFile,
+    },
     File(ReadOnlyFileMap),
 }
 
 impl SegmentMap {
     fn bytes(&self) -> &[u8] {
         match self {
-            SegmentMap::Memory(view) => view.bytes(),
+            SegmentMap::Memory { view, .. } => view.bytes(),
             SegmentMap::File(map) => map.bytes(),
         }
     }
 }
+
+/// A memory file's identity: its name and inode.
+type MemoryFile = (PathBuf, u64);
 
 /// A batch's base offset, its last offset and its bytes, from the header at `at`.
 fn batch_at(bytes: &[u8], at: usize) -> Option<(u64, u64, usize)> {
@@ -111,6 +120,17 @@ pub fn batches(bytes: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// The offset after the last record of the whole batches in `bytes` (None: no batch).
+pub fn next_offset_after(bytes: &[u8]) -> Option<u64> {
+    let mut at = 0;
+    let mut next = None;
+    while let Some((_, last, total)) = batch_at(bytes, at) {
+        next = Some(last + 1);
+        at += total;
+    }
+    next
+}
+
 /// What a direct read found.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DirectRead<'a> {
@@ -122,6 +142,19 @@ pub enum DirectRead<'a> {
     OutOfRange { log_start_offset: u64 },
 }
 
+/// A position in the log: a segment's base offset, the next offset and the byte position
+/// of the batch holding it (or of the end of the segment's whole batches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cursor {
+    base: u64,
+    next: u64,
+    position: usize,
+}
+
+/// Read positions remembered per map: several readers of one partition (consumers of a
+/// gateway) each resume where they stopped instead of walking their segment from its start.
+pub const READ_CURSORS_MAX: usize = 8;
+
 /// Reads one partition of one topic directly from the shared maps.
 pub struct PartitionMap {
     paths: LogPaths,
@@ -129,10 +162,10 @@ pub struct PartitionMap {
     partition: u16,
     /// Mapped segments by base offset (memory ones win over files of the same base).
     segments: BTreeMap<u64, SegmentMap>,
-    /// Memory files already mapped, by path (a spare has no base offset yet).
-    seen_memory: Vec<PathBuf>,
-    /// Where the last read ended: (base offset of its segment, next offset, byte position).
-    cursor: Option<(u64, u64, usize)>,
+    /// Where recent reads ended, most recent last (at most [`READ_CURSORS_MAX`]).
+    cursors: VecDeque<Cursor>,
+    /// Where the last [`PartitionMap::end_offset`] walk ended, in the last segment.
+    end: Option<Cursor>,
     last_scan: Option<Instant>,
 }
 
@@ -147,45 +180,71 @@ impl PartitionMap {
             topic: topic.to_string(),
             partition,
             segments: BTreeMap::new(),
-            seen_memory: Vec::new(),
-            cursor: None,
+            cursors: VecDeque::with_capacity(READ_CURSORS_MAX + 1),
+            end: None,
             last_scan: None,
         };
         map.scan()?;
         Ok(map)
     }
 
-    /// Maps the segments not mapped yet (a syscall walk of two directories; done at open,
-    /// and then only when a read finds nothing past what is mapped).
+    /// The partition's directory in the data dir.
+    pub fn dir(&self) -> PathBuf {
+        self.paths
+            .data_dir
+            .join(format!("{}-{}", self.topic, self.partition))
+    }
+
+    /// Brings the mapped segments up to date with the two directories (a syscall walk;
+    /// done at open, then only when a read or an end walk finds nothing new, at most
+    /// every [`RESCAN_INTERVAL`]):
+    /// - maps memory files not mapped yet (known by name and inode);
+    /// - swaps a memory segment whose file was released (unlinked) for its `.log` file,
+    ///   so the data plane's memory is freed rather than kept alive by this map;
+    /// - maps sealed `.log` files below the lowest memory file (complete: released memory
+    ///   segments were persisted first), including ones never seen in memory;
+    /// - forgets segments below the oldest one still present (retention deleted them), so
+    ///   [`PartitionMap::log_start_offset`] follows retention.
     fn scan(&mut self) -> Result<(), ClientError> {
         self.last_scan = Some(Instant::now());
         let prefix = format!("{}-{}+", self.topic, self.partition);
+        let mut mapped_memory: BTreeMap<MemoryFile, u64> = self
+            .segments
+            .iter()
+            .filter_map(|(&base, segment)| match segment {
+                SegmentMap::Memory { file, .. } => Some((file.clone(), base)),
+                SegmentMap::File(_) => None,
+            })
+            .collect();
+        let mut oldest_present = u64::MAX;
+        let mut lowest_memory = u64::MAX;
         for entry in std::fs::read_dir(&self.paths.memory_dir)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.starts_with(&prefix) || !name.ends_with(".segment") {
                 continue;
             }
-            let path = entry.path();
-            if self.seen_memory.contains(&path) {
+            let file = (entry.path(), entry.ino());
+            if let Some(base) = mapped_memory.remove(&file) {
+                oldest_present = oldest_present.min(base);
+                lowest_memory = lowest_memory.min(base);
                 continue;
             }
             // Unlinked between listing and opening (sealed and released): its bytes are
             // in the .log file now.
-            let Ok(view) = AppendRegionView::open(&path) else {
+            let Ok(view) = AppendRegionView::open(&file.0) else {
                 continue;
             };
             let Some((base, _, _)) = batch_at(view.bytes(), 0) else {
                 continue; // a spare, not written yet: seen again on the next scan
             };
-            self.seen_memory.push(path);
-            self.segments.insert(base, SegmentMap::Memory(view));
+            oldest_present = oldest_present.min(base);
+            lowest_memory = lowest_memory.min(base);
+            self.segments
+                .insert(base, SegmentMap::Memory { view, file });
         }
-        let dir = self
-            .paths
-            .data_dir
-            .join(format!("{}-{}", self.topic, self.partition));
-        let lowest_memory = self.segments.keys().next().copied().unwrap_or(u64::MAX);
-        for entry in std::fs::read_dir(&dir)?.flatten() {
+        // What is left of `mapped_memory` was released: its bytes are in its .log file.
+        let released: BTreeSet<u64> = mapped_memory.into_values().collect();
+        for entry in std::fs::read_dir(self.dir())?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(base) = name
                 .strip_suffix(".log")
@@ -193,16 +252,37 @@ impl PartitionMap {
             else {
                 continue;
             };
+            oldest_present = oldest_present.min(base);
             // Files at or above the lowest memory segment may still be being written.
-            if base >= lowest_memory || self.segments.contains_key(&base) {
+            if base >= lowest_memory {
                 continue;
             }
+            let mapped_bytes = match self.segments.get(&base) {
+                Some(SegmentMap::File(_)) => continue,
+                Some(memory) if released.contains(&base) => memory.bytes().len(),
+                Some(_) => continue,
+                None => 0,
+            };
             let bytes = entry.metadata()?.len() as usize;
+            if bytes < mapped_bytes {
+                continue; // not the file the memory segment became: keep the memory view
+            }
             if let Ok(map) = ReadOnlyFileMap::open(&entry.path(), bytes) {
                 self.segments.insert(base, SegmentMap::File(map));
             }
         }
+        if oldest_present != u64::MAX {
+            // Retention deleted the segments below: forget them (their bytes stay readable
+            // only as long as a map holds them; readers below are told OutOfRange).
+            self.segments = self.segments.split_off(&oldest_present);
+            self.cursors.retain(|c| c.base >= oldest_present);
+        }
         Ok(())
+    }
+
+    fn rescan_due(&self) -> bool {
+        self.last_scan
+            .is_none_or(|at| at.elapsed() >= RESCAN_INTERVAL)
     }
 
     /// Whole batches from the one holding `offset`, about `max_bytes` (at least one batch).
@@ -218,28 +298,34 @@ impl PartitionMap {
                     log_start_offset: log_start.unwrap_or(0),
                 });
             }
-            let due = match self.last_scan {
-                Some(at) => at.elapsed() >= RESCAN_INTERVAL,
-                None => true,
-            };
-            if attempt == 0 && due {
+            if attempt == 0 && self.rescan_due() {
                 self.scan()?;
             }
         }
         Ok(DirectRead::CaughtUp)
     }
 
-    /// The segment and byte range holding `offset`, walking batch headers from the last
-    /// read's end when it can (sequential reads cost one header per batch).
+    /// The segment and byte range holding `offset`, walking batch headers from where a
+    /// recent read (or the end walk) stopped when it can (sequential reads cost one header
+    /// per batch).
     fn locate(&mut self, offset: u64, max_bytes: usize) -> Option<(u64, usize, usize)> {
         let (&base, segment) = self.segments.range(..=offset).next_back()?;
         let bytes = segment.bytes();
-        let mut at = match self.cursor {
-            Some((cursor_base, next, position)) if cursor_base == base && next <= offset => {
-                position
-            }
-            _ => 0,
-        };
+        let resumable = |c: &Cursor| c.base == base && c.next <= offset;
+        let used = self
+            .cursors
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| resumable(c))
+            .max_by_key(|(_, c)| c.next)
+            .map(|(index, c)| (index, *c));
+        // The furthest known position at or before `offset` in this segment.
+        let mut at = used
+            .map(|(_, c)| c)
+            .into_iter()
+            .chain(self.end.filter(resumable))
+            .max_by_key(|c| c.next)
+            .map_or(0, |c| c.position);
         let start = loop {
             let (batch_base, last, total) = batch_at(bytes, at)?;
             if last >= offset {
@@ -257,25 +343,283 @@ impl PartitionMap {
             end += total;
             next = last + 1;
         }
-        self.cursor = Some((base, next, end));
+        if let Some((index, _)) = used {
+            self.cursors.remove(index);
+        }
+        self.cursors.push_back(Cursor {
+            base,
+            next,
+            position: end,
+        });
+        if self.cursors.len() > READ_CURSORS_MAX {
+            self.cursors.pop_front();
+        }
         Some((base, start, end))
     }
 
     /// The offset after the last record mapped now (the log end as this reader sees it).
+    ///
+    /// Incremental: walks only the batches published since the last call, in the last
+    /// segment (the log is contiguous, so the end is in the last one); a new segment is
+    /// looked for (a rescan, at most every [`RESCAN_INTERVAL`]) only when the last one
+    /// showed nothing new.
     pub fn end_offset(&mut self) -> Result<u64, ClientError> {
-        let mut next = self.log_start_offset().unwrap_or(0);
-        while let DirectRead::Batches(bytes) = self.read(next, usize::MAX)? {
-            let mut at = 0;
-            while let Some((_, last, total)) = batch_at(bytes, at) {
-                next = last + 1;
-                at += total;
+        let mut rescanned = false;
+        loop {
+            let Some((&base, segment)) = self.segments.iter().next_back() else {
+                if !rescanned && self.rescan_due() {
+                    self.scan()?;
+                    rescanned = true;
+                    continue;
+                }
+                return Ok(0);
+            };
+            let mut cursor = match self.end {
+                Some(cursor) if cursor.base == base => cursor,
+                _ => Cursor {
+                    base,
+                    next: base,
+                    position: 0,
+                },
+            };
+            let before = cursor.position;
+            let bytes = segment.bytes();
+            while let Some((batch_base, last, total)) = batch_at(bytes, cursor.position) {
+                debug_assert!(batch_base >= cursor.next || cursor.position == 0);
+                cursor.position += total;
+                cursor.next = last + 1;
             }
+            self.end = Some(cursor);
+            let progressed = cursor.position > before;
+            if progressed || rescanned || !self.rescan_due() {
+                return Ok(cursor.next);
+            }
+            self.scan()?;
+            rescanned = true;
         }
-        Ok(next)
     }
 
     /// The first retained offset, as mapped.
     pub fn log_start_offset(&self) -> Option<u64> {
         self.segments.keys().next().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use precursor_shm::{append_region, AppendWriter};
+
+    /// Room of a test memory segment, in bytes.
+    const SEGMENT_BYTES: usize = 64 << 10;
+
+    /// A batch as the reader sees it: base offset, length, last offset delta (the rest of
+    /// the header and the records are filler the reader does not look at).
+    fn batch(base: u64, records: u32, bytes: usize) -> Vec<u8> {
+        assert!(bytes >= 61 && records >= 1);
+        let mut out = vec![0u8; bytes];
+        out[0..8].copy_from_slice(&(base as i64).to_be_bytes());
+        out[8..12].copy_from_slice(&((bytes - 12) as i32).to_be_bytes());
+        out[16] = 2; // magic
+        out[23..27].copy_from_slice(&((records - 1) as i32).to_be_bytes());
+        out
+    }
+
+    struct Logs {
+        _dir: tempfile::TempDir,
+        paths: LogPaths,
+    }
+
+    impl Logs {
+        fn new() -> Logs {
+            let dir = tempfile::tempdir().unwrap();
+            let paths = LogPaths {
+                data_dir: dir.path().join("data"),
+                memory_dir: dir.path().join("memory"),
+            };
+            std::fs::create_dir_all(paths.data_dir.join("t-0")).unwrap();
+            std::fs::create_dir_all(&paths.memory_dir).unwrap();
+            Logs { _dir: dir, paths }
+        }
+
+        fn memory_path(&self, n: u32) -> PathBuf {
+            self.paths.memory_dir.join(format!("t-0+{n}.segment"))
+        }
+
+        fn memory_segment(&self, n: u32) -> AppendWriter {
+            append_region(&self.memory_path(n), SEGMENT_BYTES)
+                .unwrap()
+                .0
+        }
+
+        fn log_path(&self, base: u64) -> PathBuf {
+            self.paths.data_dir.join(format!("t-0/{base:020}.log"))
+        }
+
+        /// The sealed file of a segment, as the data plane's flusher leaves it.
+        fn log_file(&self, base: u64, bytes: &[u8]) {
+            std::fs::write(self.log_path(base), bytes).unwrap();
+        }
+    }
+
+    fn wait_for_rescan() {
+        std::thread::sleep(RESCAN_INTERVAL + Duration::from_millis(1));
+    }
+
+    fn read_all(map: &mut PartitionMap, offset: u64) -> Vec<u8> {
+        match map.read(offset, usize::MAX).unwrap() {
+            DirectRead::Batches(bytes) => bytes.to_vec(),
+            other => panic!("read at {offset}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_end_offset_follows_appends_and_rolls_walking_only_new_batches() {
+        let logs = Logs::new();
+        let mut first = logs.memory_segment(1);
+        first.append(&batch(0, 10, 100)).unwrap();
+        let mut map = PartitionMap::open(&logs.paths, "t", 0).unwrap();
+        assert_eq!(map.end_offset().unwrap(), 10);
+        assert_eq!(
+            map.end,
+            Some(Cursor {
+                base: 0,
+                next: 10,
+                position: 100
+            })
+        );
+        first.append(&batch(10, 5, 80)).unwrap();
+        first.append(&batch(15, 1, 61)).unwrap();
+        assert_eq!(map.end_offset().unwrap(), 16);
+        assert_eq!(
+            map.end.unwrap().position,
+            241,
+            "resumed where the last walk ended"
+        );
+        // A roll: the new segment is found by a rescan once the old one shows nothing new.
+        let mut second = logs.memory_segment(2);
+        second.append(&batch(16, 4, 70)).unwrap();
+        wait_for_rescan();
+        assert_eq!(map.end_offset().unwrap(), 20);
+        assert_eq!(
+            map.end,
+            Some(Cursor {
+                base: 16,
+                next: 20,
+                position: 70
+            })
+        );
+        second.append(&batch(20, 2, 64)).unwrap();
+        assert_eq!(map.end_offset().unwrap(), 22);
+        assert_eq!(map.end_offset().unwrap(), 22, "idempotent");
+        assert_eq!(map.log_start_offset(), Some(0));
+        // A batch appended before its segment's first one was seen: still counted.
+        assert_eq!(
+            read_all(&mut map, 17),
+            [batch(16, 4, 70), batch(20, 2, 64)].concat()
+        );
+    }
+
+    #[test]
+    fn an_empty_partition_ends_at_zero_and_sees_its_first_segment() {
+        let logs = Logs::new();
+        let mut spare = logs.memory_segment(1); // created, nothing written yet
+        let mut map = PartitionMap::open(&logs.paths, "t", 0).unwrap();
+        assert_eq!(map.end_offset().unwrap(), 0);
+        assert_eq!(map.read(0, 1 << 20).unwrap(), DirectRead::CaughtUp);
+        spare.append(&batch(0, 3, 90)).unwrap();
+        wait_for_rescan();
+        assert_eq!(map.end_offset().unwrap(), 3);
+        assert_eq!(read_all(&mut map, 0), batch(0, 3, 90));
+    }
+
+    #[test]
+    fn reads_keep_to_the_byte_budget_but_return_one_batch_at_least() {
+        let logs = Logs::new();
+        let mut segment = logs.memory_segment(1);
+        for i in 0..10u64 {
+            segment.append(&batch(i * 2, 2, 100)).unwrap();
+        }
+        let mut map = PartitionMap::open(&logs.paths, "t", 0).unwrap();
+        match map.read(5, 0).unwrap() {
+            DirectRead::Batches(bytes) => assert_eq!(bytes, batch(4, 2, 100)),
+            other => panic!("{other:?}"),
+        }
+        match map.read(5, 250).unwrap() {
+            DirectRead::Batches(bytes) => assert_eq!(bytes.len(), 200),
+            other => panic!("{other:?}"),
+        }
+        // Several readers at different offsets: each gets its own batches.
+        for (offset, first_base) in [(0, 0), (13, 12), (1, 0), (19, 18), (7, 6)] {
+            match map.read(offset, 100).unwrap() {
+                DirectRead::Batches(bytes) => assert_eq!(bytes, batch(first_base, 2, 100)),
+                other => panic!("at {offset}: {other:?}"),
+            }
+        }
+        assert!(map.cursors.len() <= READ_CURSORS_MAX);
+        assert_eq!(map.read(20, 100).unwrap(), DirectRead::CaughtUp);
+        assert_eq!(map.end_offset().unwrap(), 20);
+    }
+
+    #[test]
+    fn released_segments_are_read_from_their_files_and_retention_moves_the_start() {
+        let logs = Logs::new();
+        let mut first = logs.memory_segment(1);
+        first.append(&batch(0, 5, 100)).unwrap();
+        let mut map = PartitionMap::open(&logs.paths, "t", 0).unwrap();
+        assert_eq!(map.end_offset().unwrap(), 5);
+        // Roll twice while the reader looks away: segment 5 lives and is released between
+        // two scans, so the reader only ever sees its file.
+        let mut second = logs.memory_segment(2);
+        second.append(&batch(5, 5, 100)).unwrap();
+        let mut third = logs.memory_segment(3);
+        third.append(&batch(10, 5, 100)).unwrap();
+        logs.log_file(0, first.published_bytes());
+        logs.log_file(5, second.published_bytes());
+        drop(first);
+        drop(second);
+        std::fs::remove_file(logs.memory_path(1)).unwrap();
+        std::fs::remove_file(logs.memory_path(2)).unwrap();
+        wait_for_rescan();
+        assert_eq!(map.end_offset().unwrap(), 15);
+        assert!(
+            matches!(map.segments[&0], SegmentMap::File(_)),
+            "the released memory segment is swapped for its file"
+        );
+        assert!(matches!(map.segments[&5], SegmentMap::File(_)));
+        assert!(matches!(map.segments[&10], SegmentMap::Memory { .. }));
+        assert_eq!(read_all(&mut map, 6), batch(5, 5, 100));
+        assert_eq!(read_all(&mut map, 0), batch(0, 5, 100));
+        // Retention deletes the oldest segment.
+        std::fs::remove_file(logs.log_path(0)).unwrap();
+        wait_for_rescan();
+        third.append(&batch(15, 1, 61)).unwrap();
+        assert_eq!(map.read(16, 100).unwrap(), DirectRead::CaughtUp); // rescans
+        assert_eq!(map.log_start_offset(), Some(5));
+        assert_eq!(
+            map.read(3, 100).unwrap(),
+            DirectRead::OutOfRange {
+                log_start_offset: 5
+            }
+        );
+        assert_eq!(map.end_offset().unwrap(), 16);
+    }
+
+    #[test]
+    fn a_memory_file_of_a_known_name_but_another_inode_is_mapped_again() {
+        let logs = Logs::new();
+        let mut first = logs.memory_segment(1);
+        first.append(&batch(0, 5, 100)).unwrap();
+        let mut map = PartitionMap::open(&logs.paths, "t", 0).unwrap();
+        assert_eq!(map.end_offset().unwrap(), 5);
+        // A data plane restart: the old file is removed, a new one gets the same name.
+        logs.log_file(0, first.published_bytes());
+        drop(first);
+        std::fs::remove_file(logs.memory_path(1)).unwrap();
+        let mut again = logs.memory_segment(1);
+        again.append(&batch(5, 2, 80)).unwrap();
+        wait_for_rescan();
+        assert_eq!(map.end_offset().unwrap(), 7);
+        assert_eq!(read_all(&mut map, 5), batch(5, 2, 80));
     }
 }

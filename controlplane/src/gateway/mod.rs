@@ -31,6 +31,7 @@ mod data_path;
 mod fetch;
 mod groups;
 mod list_offsets;
+mod log_reader;
 mod metrics;
 mod offsets;
 mod produce;
@@ -90,6 +91,8 @@ pub struct Gateway {
     pub offsets: OffsetStore,
     pub producer_ids: Mutex<ProducerIdBlocks>,
     pub data: DataPath,
+    /// Fetch's direct reads of the shared log maps.
+    pub logs: log_reader::LogReader,
     pub metrics: Arc<GatewayMetrics>,
     /// Connections open now.
     pub connections: AtomicU32,
@@ -116,6 +119,7 @@ impl Gateway {
         let metrics = node.metrics.gateway.clone();
         Ok(Arc::new(Gateway {
             topics: topics::TopicView::new(node.cnc_dir.clone()),
+            logs: log_reader::LogReader::new(node.cnc_dir.clone()),
             node,
             config,
             cluster_id,
