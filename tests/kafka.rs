@@ -22,6 +22,18 @@ use std::time::{Duration, Instant};
 /// The Python that has the Debian packages python3-confluent-kafka and python3-kafka.
 const PYTHON: &str = "/usr/bin/python3";
 
+/// A Kafka client nobody here wrote (kcat, a Python interpreter), with the dynamic
+/// loader's search path of the system. `cargo test --workspace` puts every build
+/// script's native library directory on `LD_LIBRARY_PATH`, among them rdkafka-sys's,
+/// which holds a librdkafka.so.1 (2.12, built for the bench): kcat and Debian's
+/// confluent-kafka would load it instead of the librdkafka they were built against (kcat's
+/// probe then sent Metadata requests the gateway rightly refused as malformed).
+fn kafka_client(program: &str) -> Command {
+    let mut command = Command::new(program);
+    command.env_remove("LD_LIBRARY_PATH");
+    command
+}
+
 fn free_tcp_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -38,8 +50,8 @@ fn script(name: &str) -> PathBuf {
 
 /// Whether the Kafka clients are installed; says so loudly when not.
 fn clients_installed(test: &str) -> bool {
-    let kcat = Command::new("kcat").arg("-V").output().is_ok();
-    let python = Command::new(PYTHON)
+    let kcat = kafka_client("kcat").arg("-V").output().is_ok();
+    let python = kafka_client(PYTHON)
         .args(["-c", "import confluent_kafka, kafka"])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -136,7 +148,7 @@ impl Broker {
             }
             let out = self.cli(&["status", "--json"]);
             if out.status.success() && stdout(&out).contains("\"dataplane_alive\":true") {
-                let probe = Command::new("kcat")
+                let probe = kafka_client("kcat")
                     .args(["-b", &self.bootstrap, "-L", "-m", "5"])
                     .output()
                     .unwrap();
@@ -225,7 +237,7 @@ fn bench_kafka(args: &[&str]) -> (i32, serde_json::Value, String) {
 
 /// Runs a Python script of tests/kafka with arguments; returns its stdout, asserting success.
 fn python(name: &str, args: &[&str]) -> String {
-    let out = Command::new(PYTHON)
+    let out = kafka_client(PYTHON)
         .arg(script(name))
         .args(args)
         .output()
@@ -254,7 +266,7 @@ fn kcat_produces_and_consumes_100k_keyed_messages() {
             "x".repeat(i % 50)
         ));
     }
-    let mut producer = Command::new("kcat")
+    let mut producer = kafka_client("kcat")
         .args(["-b", &broker.bootstrap, "-P", "-t", "kcat-keyed", "-K", ":"])
         .args(["-X", "acks=all", "-X", "linger.ms=5"])
         .stdin(Stdio::piped())
@@ -275,7 +287,7 @@ fn kcat_produces_and_consumes_100k_keyed_messages() {
         stderr(&out)
     );
 
-    let out = Command::new("kcat")
+    let out = kafka_client("kcat")
         .args([
             "-b",
             &broker.bootstrap,
@@ -385,7 +397,7 @@ fn idempotent_codecs(
 ) -> Vec<(u8, i64)> {
     broker.create_topic(topic, 3);
     let per_codec = 5_000;
-    let out = Command::new(interpreter)
+    let out = kafka_client(interpreter)
         .arg(script("idempotent_codecs.py"))
         .args([broker.bootstrap.as_str(), topic, &per_codec.to_string()])
         .output()
@@ -491,7 +503,7 @@ struct Member {
 
 impl Member {
     fn start(broker: &Broker, group: &str, topic: &str) -> Member {
-        let mut child = Command::new(PYTHON)
+        let mut child = kafka_client(PYTHON)
             .arg(script("group_member.py"))
             .args([broker.bootstrap.as_str(), group, topic, "range"])
             .stdout(Stdio::piped())
@@ -568,7 +580,7 @@ fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Dura
 
 /// Produces `values` with kcat (keys spread them over the partitions), acks=all.
 fn produce_values(broker: &Broker, topic: &str, values: &[String]) {
-    let mut producer = Command::new("kcat")
+    let mut producer = kafka_client("kcat")
         .args([
             "-b",
             &broker.bootstrap,
@@ -892,7 +904,7 @@ fn bad_requests_get_the_right_error_or_a_closed_connection() {
     assert_eq!(produce_v3_error(&answer, "crc"), 0, "a good batch is taken");
 
     // The broker kept serving: a real client lists and reads the topic.
-    let out = Command::new("kcat")
+    let out = kafka_client("kcat")
         .args([
             "-b",
             &gateway,
