@@ -1003,39 +1003,26 @@ fn the_bench_drives_the_gateway_through_librdkafka() {
     assert_eq!(paced["latency_from"], "intended", "{paced}");
     assert_eq!(paced["rate"], 2000.0, "{paced}");
 
+    // Reads `messages` from the start of `topic`: (exit code, messages read, errors).
+    let consume = |topic: &str, messages: &str| {
+        let mut args = vec!["consume", "--topic", topic, "--durability", "leader"];
+        args.extend(gateway);
+        args.extend(["--messages", messages, "--idle-timeout-ms", "1000"]);
+        let (code, result, log) = bench_kafka(&args);
+        eprintln!("{log}");
+        let counts = (result["messages"].as_u64(), result["errors"].as_u64());
+        (code, counts)
+    };
     // Warm-up and measured messages, sequence numbers 0.., each verified once in order.
-    let mut args = vec![
-        "consume",
-        "--topic",
-        "bench-leader",
-        "--durability",
-        "leader",
-    ];
-    args.extend(gateway);
-    args.extend(["--messages", "201000"]);
-    let (code, result, log) = bench_kafka(&args);
-    assert_eq!(code, 0, "{log}");
     assert_eq!(
-        (result["messages"].as_u64(), result["errors"].as_u64()),
-        (Some(201_000), Some(0)),
-        "{result}"
+        consume("bench-leader", "201000"),
+        (0, (Some(201_000), Some(0)))
     );
     // One more than was written: counted as an error once the topic runs dry.
-    let mut args = vec![
-        "consume",
-        "--topic",
-        "bench-durable",
-        "--durability",
-        "leader",
-    ];
-    args.extend(gateway);
-    args.extend(["--messages", "21001", "--idle-timeout-ms", "1000"]);
-    let (code, result, _) = bench_kafka(&args);
-    assert_eq!(code, 1, "a missing message is an error: {result}");
     assert_eq!(
-        (result["messages"].as_u64(), result["errors"].as_u64()),
-        (Some(21_000), Some(1)),
-        "{result}"
+        consume("bench-durable", "21001"),
+        (1, (Some(21_000), Some(1))),
+        "a missing message is an error"
     );
 
     let nobody = format!("127.0.0.1:{}", free_tcp_port());
