@@ -30,11 +30,11 @@ pub use supervisor::Mode;
 /// The control plane decodes untrusted Kafka requests, whose array counts the
 /// kafka-protocol crate turns into `Vec` capacities before reading any element: a lying
 /// count must not abort the process on a failed allocation (see
-/// `precursor_shm::ReserveFreeLargeAllocations`). Declared here, in the library that owns
+/// `precursor_ffi::alloc::ReserveFreeLargeAllocations`). Declared here, in the library that owns
 /// the control plane's process, so every binary that runs it (`precursor`) gets it.
 #[global_allocator]
-static ALLOCATOR: precursor_shm::ReserveFreeLargeAllocations =
-    precursor_shm::ReserveFreeLargeAllocations;
+static ALLOCATOR: precursor_ffi::alloc::ReserveFreeLargeAllocations =
+    precursor_ffi::alloc::ReserveFreeLargeAllocations;
 
 /// Why the control plane could not start or stopped with a failure.
 #[derive(Debug, thiserror::Error)]

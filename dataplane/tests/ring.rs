@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 /// Counts allocations per thread, so a test can prove the lcore's loop makes none.
 #[global_allocator]
-static ALLOCATOR: precursor_shm::CountingAllocator = precursor_shm::CountingAllocator;
+static ALLOCATOR: precursor_ffi::alloc::CountingAllocator = precursor_ffi::alloc::CountingAllocator;
 
 const MTU_BYTES: u16 = 1500;
 const FRAME_BYTES_MAX: usize = MTU_BYTES as usize - 28;
@@ -151,10 +151,10 @@ fn start(name: &str, config_text: &str) -> (Broker, Client) {
             // Lcore::run's loop, with the allocation count taken around each iteration.
             let mut idle = Idle::new(precursor_config::IdleStrategy::Yield, 100);
             while !stop.load(Ordering::Acquire) {
-                let before = precursor_shm::allocations_on_this_thread();
+                let before = precursor_ffi::alloc::allocations_on_this_thread();
                 let work = lcore.do_work();
                 if probe.measuring.load(Ordering::Acquire) {
-                    let made = precursor_shm::allocations_on_this_thread() - before;
+                    let made = precursor_ffi::alloc::allocations_on_this_thread() - before;
                     probe.allocations.fetch_add(made, Ordering::Relaxed);
                     probe
                         .busy_iterations

@@ -8,7 +8,6 @@
 //!   any number of [`AppendReader`]s read below it after an Acquire load. No lock.
 //! - [`ReadOnlyFileMap`]: a read-only map of an ordinary file (a sealed log segment).
 //! - [`memory_dir_default`], [`page_bytes_for`]: where memory files go and their page size.
-//! - [`CountingAllocator`]: a per-thread allocation counter for no-allocation tests.
 //! - [`ring`]: single-producer single-consumer rings of 512-byte slots across processes.
 //! - [`cnc`]: the command-and-control file `<dir>/cnc` (header, command ring, event ring).
 //! - [`frame_ring`]: single-producer single-consumer rings of variable-length records,
@@ -19,11 +18,9 @@
 mod append;
 pub mod cnc;
 pub mod counters;
-mod counting_alloc;
 pub mod frame_ring;
 pub mod ipc;
 mod mapping;
-mod reserve_free_alloc;
 pub mod ring;
 
 pub use append::{
@@ -35,12 +32,10 @@ pub use counters::{
     CountersWriter, HistogramId, HistogramSnapshot, COUNTERS_FILE_NAME, HISTOGRAM_BOUNDS_NS,
     HISTOGRAM_BUCKETS,
 };
-pub use counting_alloc::{allocations_on_this_thread, CountingAllocator};
 pub use mapping::{
     hugetlbfs_mount, memory_dir_default, page_bytes_for, round_up_to_page, FileId, ReadOnlyFileMap,
     SharedMapping, PAGE_BYTES_DEFAULT,
 };
-pub use reserve_free_alloc::{ReserveFreeLargeAllocations, RESERVE_FREE_BYTES_MIN};
 pub use ring::{
     RingConsumer, RingEntry, RingError, RingProducer, RING_PAYLOAD_BYTES_MAX, RING_SLOT_BYTES,
 };

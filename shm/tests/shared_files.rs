@@ -6,18 +6,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use precursor_ffi::alloc::allocations_on_this_thread;
 use precursor_protocol::command::{self, Command as RingCommand, Event, COMMAND_PAYLOAD_BYTES_MAX};
 use precursor_protocol::counter_kind as kind;
 use precursor_protocol::frame::ErrorCode;
 use precursor_shm::counters::{histogram_bucket, HISTOGRAM_COUNTERS};
 use precursor_shm::{
-    allocations_on_this_thread, AllocateError, CncError, ControlplaneCnc, CounterId,
-    CountersReader, CountersWriter, CountingAllocator, DataplaneCnc, RingError, CNC_LAYOUT_VERSION,
-    HISTOGRAM_BOUNDS_NS, HISTOGRAM_BUCKETS, RING_PAYLOAD_BYTES_MAX,
+    AllocateError, CncError, ControlplaneCnc, CounterId, CountersReader, CountersWriter,
+    DataplaneCnc, RingError, CNC_LAYOUT_VERSION, HISTOGRAM_BOUNDS_NS, HISTOGRAM_BUCKETS,
+    RING_PAYLOAD_BYTES_MAX,
 };
 
 #[global_allocator]
-static ALLOCATOR: CountingAllocator = CountingAllocator;
+static ALLOCATOR: precursor_ffi::alloc::CountingAllocator = precursor_ffi::alloc::CountingAllocator;
 
 const CHILD_ROLE_ENV: &str = "PRECURSOR_SHM_TEST_CHILD_ROLE";
 const CHILD_DIR_ENV: &str = "PRECURSOR_SHM_TEST_DIR";

@@ -301,7 +301,7 @@ mod tests {
     #[test]
     fn lying_array_counts_fail_to_decode_without_taking_the_process_down() {
         // Metadata v0: "2^31 - 1 topics", then one byte. Each element is ~70 bytes: the
-        // decoder's up-front Vec would be ~150 GB (see ReserveFreeLargeAllocations).
+        // decoder's up-front Vec would be ~150 GB (see precursor_ffi::alloc::ReserveFreeLargeAllocations).
         let mut body = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff, 0x00, 0x01, 0x61]);
         assert!(MetadataRequest::decode(&mut body, 0).is_err());
         // JoinGroup v5 with a protocols array of 2^31 - 1 entries.

@@ -16,10 +16,10 @@ use super::*;
 // ---- a counting allocator: proves append and read allocate nothing ----
 
 #[global_allocator]
-static ALLOCATOR: precursor_shm::CountingAllocator = precursor_shm::CountingAllocator;
+static ALLOCATOR: precursor_ffi::alloc::CountingAllocator = precursor_ffi::alloc::CountingAllocator;
 
 fn allocations() -> u64 {
-    precursor_shm::allocations_on_this_thread()
+    precursor_ffi::alloc::allocations_on_this_thread()
 }
 
 // ---- helpers ----
