@@ -11,7 +11,12 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
+mod cluster;
 mod validate;
+
+pub use cluster::{
+    topic_placement_hash, AcksAll, BrokerSpec, ClusterConfig, BROKERS_MAX, REPLICATION_FACTOR_MAX,
+};
 
 /// How the data plane's lcore behaves when a loop iteration found no work.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,6 +92,7 @@ pub struct Config {
     pub controlplane: ControlplaneConfig,
     pub gateway: GatewayConfig,
     pub rdma: RdmaConfig,
+    pub cluster: ClusterConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -201,6 +207,12 @@ pub struct TopicsConfig {
     pub auto_create: bool,
     /// Partitions of an auto-created topic.
     pub default_partitions: u16,
+    /// Replicas of each partition of a topic that names none (1..=5, at most the
+    /// cluster's brokers). 1 outside a cluster.
+    pub default_replication_factor: u8,
+    /// A produce with `acks=all` is refused (NotEnoughReplicas) while fewer replicas than
+    /// this are in sync, for topics that name none (Kafka's `min.insync.replicas`).
+    pub default_min_insync_replicas: u8,
     /// Topics to create at start-up when absent.
     pub create: Vec<TopicSpec>,
 }
@@ -293,6 +305,20 @@ pub struct RdmaConfig {
 pub struct TopicSpec {
     pub name: String,
     pub partitions: u16,
+    /// Replicas of each partition; absent: `topics.default_replication_factor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<u8>,
+    /// Absent: `topics.default_min_insync_replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_insync_replicas: Option<u8>,
+    /// What `acks=all` waits for on this topic (`memory` or `durable`); absent:
+    /// `cluster.acks_all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acks_all: Option<AcksAll>,
+    /// A fixed assignment: one list of broker ids per partition, preferred leader first.
+    /// Absent: [`ClusterConfig::replicas_for`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<Vec<u32>>,
 }
 
 /// Upper bounds on configuration values, named with their units.
@@ -442,6 +468,8 @@ impl Default for TopicsConfig {
         TopicsConfig {
             auto_create: true,
             default_partitions: 1,
+            default_replication_factor: 1,
+            default_min_insync_replicas: 1,
             create: Vec::new(),
         }
     }
@@ -479,6 +507,7 @@ impl Config {
             controlplane: ControlplaneConfig::default(),
             gateway: GatewayConfig::default(),
             rdma: RdmaConfig::default(),
+            cluster: ClusterConfig::default(),
         };
         match preset {
             Preset::Balanced => {}

@@ -407,6 +407,17 @@ impl Config {
             topics.create.len(),
             "at most 4096 topics",
         )?;
+        self.check_replication_factor(
+            "topics.default_replication_factor",
+            topics.default_replication_factor,
+        )?;
+        check(
+            (1..=topics.default_replication_factor).contains(&topics.default_min_insync_replicas),
+            "topics.default_min_insync_replicas",
+            topics.default_min_insync_replicas,
+            "between 1 and topics.default_replication_factor",
+        )?;
+        self.validate_cluster()?;
         for (i, spec) in topics.create.iter().enumerate() {
             check(
                 precursor_topic_name_valid(&spec.name),
@@ -420,6 +431,42 @@ impl Config {
                 spec.partitions,
                 "between 1 and 1024",
             )?;
+            let key = |field: &str| format!("topics.create[{i}].{field}");
+            if let Some(rf) = spec.replication_factor {
+                self.check_replication_factor(&key("replication_factor"), rf)?;
+            }
+            let rf = spec
+                .replication_factor
+                .unwrap_or(topics.default_replication_factor);
+            if let Some(min) = spec.min_insync_replicas {
+                check(
+                    (1..=rf).contains(&min),
+                    &key("min_insync_replicas"),
+                    min,
+                    "between 1 and the topic's replication factor",
+                )?;
+            }
+            if !spec.replicas.is_empty() {
+                check(
+                    spec.replicas.len() == spec.partitions as usize,
+                    &key("replicas"),
+                    spec.replicas.len(),
+                    "one list of broker ids per partition",
+                )?;
+                for (p, replicas) in spec.replicas.iter().enumerate() {
+                    let mut sorted = replicas.clone();
+                    sorted.sort_unstable();
+                    sorted.dedup();
+                    check(
+                        replicas.len() == rf as usize
+                            && sorted.len() == replicas.len()
+                            && replicas.iter().all(|id| self.cluster.broker(*id).is_some()),
+                        &format!("topics.create[{i}].replicas[{p}]"),
+                        format!("{replicas:?}"),
+                        "replication_factor distinct ids of cluster.brokers",
+                    )?;
+                }
+            }
             if topics.create[..i]
                 .iter()
                 .any(|other| other.name == spec.name)
@@ -432,6 +479,109 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+impl Config {
+    fn check_replication_factor(&self, key: &str, rf: u8) -> Result<(), ConfigError> {
+        let brokers = self.cluster.brokers.len().max(1);
+        check(
+            rf >= 1 && rf <= crate::REPLICATION_FACTOR_MAX && rf as usize <= brokers,
+            key,
+            rf,
+            &format!(
+                "between 1 and {} (the cluster's brokers: {brokers}; at most {})",
+                brokers.min(crate::REPLICATION_FACTOR_MAX as usize),
+                crate::REPLICATION_FACTOR_MAX
+            ),
+        )
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        if !cluster.enabled() {
+            return check(
+                cluster.brokers.is_empty(),
+                "cluster.brokers",
+                cluster.brokers.len(),
+                "empty unless cluster.broker_id names this broker (1..=64)",
+            );
+        }
+        check(
+            (1..=crate::BROKERS_MAX as u32).contains(&cluster.broker_id),
+            "cluster.broker_id",
+            cluster.broker_id,
+            "between 1 and 64 (0: not a cluster)",
+        )?;
+        check(
+            cluster.brokers.len() <= crate::BROKERS_MAX,
+            "cluster.brokers",
+            cluster.brokers.len(),
+            "at most 64 brokers",
+        )?;
+        for (i, broker) in cluster.brokers.iter().enumerate() {
+            let key = |field: &str| format!("cluster.brokers[{i}].{field}");
+            check(
+                (1..=crate::BROKERS_MAX as u32).contains(&broker.id),
+                &key("id"),
+                broker.id,
+                "between 1 and 64",
+            )?;
+            let twice = cluster.brokers[..i].iter().any(|b| {
+                b.id == broker.id || (b.address, b.udp_port) == (broker.address, broker.udp_port)
+            });
+            check(
+                !twice,
+                &key("id"),
+                broker.id,
+                "id or address:udp_port named twice",
+            )?;
+            for (field, value) in [("kafka", &broker.kafka), ("admin", &broker.admin)] {
+                check(
+                    value.is_empty()
+                        || value
+                            .rsplit_once(':')
+                            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()),
+                    &key(field),
+                    format!("{value:?}"),
+                    "host:port, or empty",
+                )?;
+            }
+        }
+        let me = cluster.me().ok_or_else(|| {
+            refuse(
+                "cluster.broker_id",
+                cluster.broker_id,
+                "not one of cluster.brokers",
+            )
+        })?;
+        check(
+            me.address == self.port.address && me.udp_port == self.port.udp_port,
+            "cluster.brokers",
+            format!("{}:{}", me.address, me.udp_port),
+            &format!(
+                "this broker's entry must match port.address:port.udp_port ({}:{})",
+                self.port.address, self.port.udp_port
+            ),
+        )?;
+        check(
+            (10..=600_000).contains(&cluster.replica_lag_ms),
+            "cluster.replica_lag_ms",
+            cluster.replica_lag_ms,
+            "between 10 and 600000",
+        )?;
+        check(
+            (1..=60_000).contains(&cluster.replica_fetch_wait_ms),
+            "cluster.replica_fetch_wait_ms",
+            cluster.replica_fetch_wait_ms,
+            "between 1 and 60000",
+        )?;
+        check(
+            (1..=60_000).contains(&cluster.replica_fetch_retry_ms),
+            "cluster.replica_fetch_retry_ms",
+            cluster.replica_fetch_retry_ms,
+            "between 1 and 60000",
+        )
     }
 }
 

@@ -428,6 +428,7 @@ impl Lcore {
                 partitions,
                 retention_ms,
                 retention_bytes,
+                replication: _,
             } => {
                 let Some(topic_name) = TopicName::new(name) else {
                     return self.answer(

@@ -243,7 +243,8 @@ impl Service {
             return Reply::error(ErrorCode::InvalidFrame, "acks bits");
         };
         let handle = PartitionHandle(header.partition);
-        if acks == Acks::Durable && self.pending.len() >= self.config.pending_acks_max {
+        let parks = matches!(acks, Acks::Durable | Acks::AllDurable);
+        if parks && self.pending.len() >= self.config.pending_acks_max {
             return Reply::error(ErrorCode::Busy, "durable acks queue full");
         }
         if self.topics.partition(handle).is_none() {
@@ -260,7 +261,7 @@ impl Service {
         let log = self.topics.partition_mut(handle).expect("looked up above");
         let appended = match log.append(batch, now_ms) {
             Ok(appended) => appended,
-            Err(AppendError::DuplicateSequence) if acks == Acks::Durable => {
+            Err(AppendError::DuplicateSequence) if parks => {
                 let Some(last_offset) = log.log_end_offset().checked_sub(1) else {
                     unreachable!("a duplicate implies an earlier append");
                 };
@@ -292,10 +293,13 @@ impl Service {
             self.counters.produce_records += records;
             self.counters.produce_bytes += batch.len() as u64;
         }
+        // A partition of one replica: its ISR is this broker alone.
         match acks {
             Acks::None => Reply::Nothing,
-            Acks::Leader => Reply::Ack(ack),
-            Acks::Durable => self.answer_when_durable(reply_to, header, ack, DurableAnswer::Ack),
+            Acks::Leader | Acks::All => Reply::Ack(ack),
+            Acks::Durable | Acks::AllDurable => {
+                self.answer_when_durable(reply_to, header, ack, DurableAnswer::Ack)
+            }
         }
     }
 

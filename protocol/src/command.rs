@@ -47,12 +47,14 @@ const _: () = assert!(4 + FAILED_MESSAGE_BYTES_MAX <= COMMAND_PAYLOAD_BYTES_MAX)
 /// A command, control plane -> data plane. Borrows its strings from the payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command<'a> {
-    /// `retention_ms` / `retention_bytes` 0 mean the broker's default.
+    /// `retention_ms` / `retention_bytes` 0 mean the broker's default; so do the fields of
+    /// `replication` that are 0.
     CreateTopic {
         name: &'a str,
         partitions: u16,
         retention_ms: u64,
         retention_bytes: u64,
+        replication: TopicReplication,
     },
     DeleteTopic {
         name: &'a str,
@@ -66,6 +68,24 @@ pub enum Command<'a> {
     /// Answered with [`Event::Done`]: proves the data plane polls its command ring.
     Ping,
 }
+
+/// How a topic is replicated, as a CreateTopic asks. 0 in a field: the broker's default
+/// (`topics.default_replication_factor`, `topics.default_min_insync_replicas`,
+/// `cluster.acks_all`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TopicReplication {
+    /// Replicas of each partition, 1..=5.
+    pub factor: u8,
+    /// In-sync replicas an acks=all produce needs, 1..=factor.
+    pub min_insync: u8,
+    /// What acks=all waits for: [`ACKS_ALL_MEMORY`] or [`ACKS_ALL_DURABLE`].
+    pub acks_all: u8,
+}
+
+/// [`TopicReplication::acks_all`]: in the memory of every in-sync replica.
+pub const ACKS_ALL_MEMORY: u8 = 1;
+/// [`TopicReplication::acks_all`]: fdatasync'd on every in-sync replica.
+pub const ACKS_ALL_DURABLE: u8 = 2;
 
 /// An event, data plane -> control plane: the one answer to a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -248,10 +268,16 @@ impl<'a> Command<'a> {
                 partitions,
                 retention_ms,
                 retention_bytes,
+                replication,
             } => {
                 writer.put(&retention_ms.to_le_bytes());
                 writer.put(&retention_bytes.to_le_bytes());
                 writer.put(&partitions.to_le_bytes());
+                writer.put(&[
+                    replication.factor,
+                    replication.min_insync,
+                    replication.acks_all,
+                ]);
                 writer.put(&(name.len() as u16).to_le_bytes());
                 writer.put(name.as_bytes());
             }
@@ -293,12 +319,18 @@ impl<'a> Command<'a> {
                 let retention_ms = reader.u64()?;
                 let retention_bytes = reader.u64()?;
                 let partitions = reader.u16()?;
+                let replication = TopicReplication {
+                    factor: reader.u8()?,
+                    min_insync: reader.u8()?,
+                    acks_all: reader.u8()?,
+                };
                 let name = reader.name()?;
                 Command::CreateTopic {
                     name,
                     partitions,
                     retention_ms,
                     retention_bytes,
+                    replication,
                 }
             }
             KIND_DELETE_TOPIC => Command::DeleteTopic {
@@ -449,12 +481,18 @@ mod tests {
                 partitions: 12,
                 retention_ms: 86_400_000,
                 retention_bytes: 1 << 30,
+                replication: TopicReplication {
+                    factor: 3,
+                    min_insync: 2,
+                    acks_all: ACKS_ALL_DURABLE,
+                },
             });
             round_trip_command(Command::CreateTopic {
                 name,
                 partitions: u16::MAX,
                 retention_ms: 0,
                 retention_bytes: 0,
+                replication: TopicReplication::default(),
             });
             round_trip_command(Command::DeleteTopic { name });
             for (retention_ms, retention_bytes) in [
@@ -628,7 +666,8 @@ mod tests {
             name: &long,
             partitions: 1,
             retention_ms: 0,
-            retention_bytes: 0
+            retention_bytes: 0,
+            replication: TopicReplication::default(),
         }
         .check()
         .is_err());

@@ -74,6 +74,25 @@ pub const PARTITION_START_OFFSET: u32 = 202;
 pub const PARTITION_END_OFFSET: u32 = 203;
 pub const PARTITION_DURABLE_OFFSET: u32 = 204;
 pub const PARTITION_SEGMENTS: u32 = 205;
+/// Offsets below this are held by every in-sync replica: what consumers may read. The
+/// log end offset on a partition of one replica.
+pub const PARTITION_HIGH_WATERMARK: u32 = 206;
+/// Broker id of the partition's leader as this broker knows it; 0 outside a cluster.
+pub const PARTITION_LEADER: u32 = 207;
+pub const PARTITION_LEADER_EPOCH: u32 = 208;
+/// The replicas' broker ids, one byte each from the lowest byte, preferred leader first.
+pub const PARTITION_REPLICAS: u32 = 209;
+/// The in-sync replicas' broker ids, packed as [`PARTITION_REPLICAS`] (the leader's view;
+/// a follower publishes the last set its leader told it, or its replicas).
+pub const PARTITION_ISR: u32 = 210;
+/// Times a follower left the ISR of a partition this broker leads.
+pub const PARTITION_ISR_SHRINKS: u32 = 211;
+/// Times a follower rejoined the ISR.
+pub const PARTITION_ISR_EXPANDS: u32 = 212;
+/// `min_insync_replicas` of the partition's topic.
+pub const PARTITION_MIN_INSYNC: u32 = 213;
+/// Bytes of divergent log this replica cut when it followed a new leader (KIP-101).
+pub const PARTITION_TRUNCATED_BYTES: u32 = 214;
 
 // Histograms.
 /// From a produce request's append to its durable acknowledgement, in the data plane.
@@ -82,7 +101,7 @@ pub const DURABLE_ACK_WAIT: u32 = 300;
 pub const FLUSHER_FDATASYNC: u32 = 301;
 
 /// Every kind, for exhaustive tests and for exporters that describe all metrics up front.
-pub const ALL_KINDS: [u32; 39] = [
+pub const ALL_KINDS: [u32; 48] = [
     PORT_RX_PACKETS,
     PORT_TX_PACKETS,
     PORT_RX_BYTES,
@@ -120,6 +139,15 @@ pub const ALL_KINDS: [u32; 39] = [
     PARTITION_END_OFFSET,
     PARTITION_DURABLE_OFFSET,
     PARTITION_SEGMENTS,
+    PARTITION_HIGH_WATERMARK,
+    PARTITION_LEADER,
+    PARTITION_LEADER_EPOCH,
+    PARTITION_REPLICAS,
+    PARTITION_ISR,
+    PARTITION_ISR_SHRINKS,
+    PARTITION_ISR_EXPANDS,
+    PARTITION_MIN_INSYNC,
+    PARTITION_TRUNCATED_BYTES,
     DURABLE_ACK_WAIT,
     FLUSHER_FDATASYNC,
 ];
@@ -315,6 +343,51 @@ fn describe(kind: u32) -> (&'static str, MetricType, &'static str) {
             "precursor_partition_segments",
             Gauge,
             "Segment files of the partition.",
+        ),
+        PARTITION_HIGH_WATERMARK => (
+            "precursor_partition_high_watermark",
+            Gauge,
+            "Offset below which every in-sync replica holds the partition's messages.",
+        ),
+        PARTITION_LEADER => (
+            "precursor_partition_leader",
+            Gauge,
+            "Broker id of the partition's leader (0: not a cluster).",
+        ),
+        PARTITION_LEADER_EPOCH => (
+            "precursor_partition_leader_epoch",
+            Gauge,
+            "Leader epoch of the partition.",
+        ),
+        PARTITION_REPLICAS => (
+            "precursor_partition_replicas_packed",
+            Gauge,
+            "Replica broker ids, one byte each from the lowest, preferred leader first.",
+        ),
+        PARTITION_ISR => (
+            "precursor_partition_isr_packed",
+            Gauge,
+            "In-sync replica broker ids, one byte each from the lowest.",
+        ),
+        PARTITION_ISR_SHRINKS => (
+            "precursor_partition_isr_shrinks_total",
+            Counter,
+            "Followers that left the in-sync replica set.",
+        ),
+        PARTITION_ISR_EXPANDS => (
+            "precursor_partition_isr_expands_total",
+            Counter,
+            "Followers that rejoined the in-sync replica set.",
+        ),
+        PARTITION_MIN_INSYNC => (
+            "precursor_partition_min_insync_replicas",
+            Gauge,
+            "min_insync_replicas of the partition's topic.",
+        ),
+        PARTITION_TRUNCATED_BYTES => (
+            "precursor_partition_truncated_bytes_total",
+            Counter,
+            "Bytes of divergent log cut on following a new leader.",
         ),
         DURABLE_ACK_WAIT => (
             "precursor_durable_ack_wait_seconds",

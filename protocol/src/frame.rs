@@ -59,6 +59,12 @@ pub enum Opcode {
     /// Payload: [`ReadGrant`]. With `error` set to `OffsetOutOfRange` only its log bounds
     /// are meaningful.
     ReadGrantResponse = 11,
+    /// Payload: [`crate::replication::ReplicaFetch`]. Broker to broker: a follower asks
+    /// its partition's leader for the batches from its log end on.
+    ReplicaFetch = 12,
+    /// Payload: [`crate::replication::ReplicaDataHeader`] then whole record batches, as
+    /// the leader stored them. With `error` set, the header alone.
+    ReplicaData = 13,
 }
 
 impl Opcode {
@@ -75,6 +81,8 @@ impl Opcode {
             9 => Opcode::Pong,
             10 => Opcode::ReadGrant,
             11 => Opcode::ReadGrantResponse,
+            12 => Opcode::ReplicaFetch,
+            13 => Opcode::ReplicaData,
             _ => return None,
         })
     }
@@ -83,44 +91,76 @@ impl Opcode {
     pub fn is_request(self) -> bool {
         matches!(
             self,
-            Opcode::Produce | Opcode::Fetch | Opcode::Metadata | Opcode::Ping | Opcode::ReadGrant
+            Opcode::Produce
+                | Opcode::Fetch
+                | Opcode::Metadata
+                | Opcode::Ping
+                | Opcode::ReadGrant
+                | Opcode::ReplicaFetch
         )
     }
 }
 
-/// Acknowledgement level of a Produce, in the low two bits of `flags`.
+/// Acknowledgement level of a Produce: the low two bits of `flags`, and
+/// [`FLAG_PRODUCE_ALL_DURABLE`] beside `all`.
 #[repr(u8)]
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Acks {
     /// No ack is sent at all.
     None = 0,
-    /// Acked once appended to the in-memory active segment.
+    /// Acked once appended to the leader's in-memory active segment.
     Leader = 1,
-    /// Acked once the flusher has written and fdatasync'd the batch.
+    /// Acked once the leader's flusher has written and fdatasync'd the batch.
     Durable = 2,
+    /// Acked once every in-sync replica holds the batch in memory (the high watermark has
+    /// passed it) and the ISR has at least `min_insync_replicas` members: Kafka's acks=all.
+    /// On a topic of one replica: as `Leader`.
+    All = 3,
+    /// Acked once every in-sync replica has fdatasync'd the batch: Redpanda's acks=all.
+    /// On a topic of one replica: as `Durable`.
+    AllDurable = 4,
 }
 
+/// Produce flag beside acks bits `3` (all): wait for fdatasync on every ISR member.
+pub const FLAG_PRODUCE_ALL_DURABLE: u16 = 1 << 4;
+
 impl Acks {
-    pub const FLAGS_MASK: u16 = 0b11;
+    pub const FLAGS_MASK: u16 = 0b11 | FLAG_PRODUCE_ALL_DURABLE;
+    pub const ALL: [Acks; 5] = [
+        Acks::None,
+        Acks::Leader,
+        Acks::Durable,
+        Acks::All,
+        Acks::AllDurable,
+    ];
 
     pub fn from_flags(flags: u16) -> Option<Acks> {
-        match flags & Self::FLAGS_MASK {
-            0 => Some(Acks::None),
-            1 => Some(Acks::Leader),
-            2 => Some(Acks::Durable),
+        match (flags & 0b11, flags & FLAG_PRODUCE_ALL_DURABLE != 0) {
+            (0, false) => Some(Acks::None),
+            (1, false) => Some(Acks::Leader),
+            (2, false) => Some(Acks::Durable),
+            (3, false) => Some(Acks::All),
+            (3, true) => Some(Acks::AllDurable),
             _ => None,
         }
     }
 
     pub fn to_flags(self) -> u16 {
-        self as u16
+        match self {
+            Acks::AllDurable => 3 | FLAG_PRODUCE_ALL_DURABLE,
+            other => other as u16,
+        }
     }
 
+    /// `all` is the in-sync replicas' memory (Kafka's meaning); `-1` is Kafka's spelling
+    /// of it. A Kafka client's acks=-1 through the gateway takes the topic's `acks_all`.
     pub fn parse(name: &str) -> Option<Acks> {
         match name {
             "none" | "0" => Some(Acks::None),
             "leader" | "1" => Some(Acks::Leader),
-            "durable" | "all" | "-1" => Some(Acks::Durable),
+            "durable" => Some(Acks::Durable),
+            "all" | "-1" => Some(Acks::All),
+            "all-durable" => Some(Acks::AllDurable),
             _ => None,
         }
     }
@@ -130,7 +170,14 @@ impl Acks {
             Acks::None => "none",
             Acks::Leader => "leader",
             Acks::Durable => "durable",
+            Acks::All => "all",
+            Acks::AllDurable => "all-durable",
         }
+    }
+
+    /// Waits for the in-sync replicas (the high watermark), not only for this broker.
+    pub fn waits_for_replicas(self) -> bool {
+        matches!(self, Acks::All | Acks::AllDurable)
     }
 }
 
@@ -176,6 +223,18 @@ pub enum ErrorCode {
     TopicExists = 14,
     /// An admin command's argument is out of range (partition count, retention).
     InvalidArgument = 15,
+    /// This broker does not lead the partition (it follows, or holds no replica): ask
+    /// Metadata again and go to the leader. Retriable.
+    NotLeaderOrFollower = 16,
+    /// acks=all while fewer than `min_insync_replicas` replicas are in sync: nothing was
+    /// appended. Retriable.
+    NotEnoughReplicas = 17,
+    /// The request's leader epoch is older than the partition's: its sender missed a
+    /// leader change. Retriable after fresh metadata.
+    FencedLeaderEpoch = 18,
+    /// The request's leader epoch is newer than the partition's here: this broker has not
+    /// heard of that leader yet. Retriable.
+    UnknownLeaderEpoch = 19,
 }
 
 impl ErrorCode {
@@ -197,6 +256,10 @@ impl ErrorCode {
             13 => ErrorCode::DuplicateSequence,
             14 => ErrorCode::TopicExists,
             15 => ErrorCode::InvalidArgument,
+            16 => ErrorCode::NotLeaderOrFollower,
+            17 => ErrorCode::NotEnoughReplicas,
+            18 => ErrorCode::FencedLeaderEpoch,
+            19 => ErrorCode::UnknownLeaderEpoch,
             _ => return None,
         })
     }
@@ -205,7 +268,13 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            ErrorCode::OutOfOrderSequence | ErrorCode::Busy | ErrorCode::TopicNotReady
+            ErrorCode::OutOfOrderSequence
+                | ErrorCode::Busy
+                | ErrorCode::TopicNotReady
+                | ErrorCode::NotLeaderOrFollower
+                | ErrorCode::NotEnoughReplicas
+                | ErrorCode::FencedLeaderEpoch
+                | ErrorCode::UnknownLeaderEpoch
         )
     }
 
@@ -227,6 +296,10 @@ impl ErrorCode {
             ErrorCode::DuplicateSequence => "duplicate of an earlier batch (already in the log)",
             ErrorCode::TopicExists => "topic already exists",
             ErrorCode::InvalidArgument => "invalid argument",
+            ErrorCode::NotLeaderOrFollower => "this broker does not lead the partition",
+            ErrorCode::NotEnoughReplicas => "fewer in-sync replicas than min_insync_replicas",
+            ErrorCode::FencedLeaderEpoch => "leader epoch is older than the partition's",
+            ErrorCode::UnknownLeaderEpoch => "leader epoch is newer than the partition's",
         }
     }
 }
@@ -715,7 +788,7 @@ fn u64_le(bytes: &[u8], at: usize) -> u64 {
 mod tests {
     use super::*;
 
-    const ALL_OPCODES: [Opcode; 11] = [
+    const ALL_OPCODES: [Opcode; 13] = [
         Opcode::Produce,
         Opcode::ProduceAck,
         Opcode::Fetch,
@@ -727,6 +800,8 @@ mod tests {
         Opcode::Pong,
         Opcode::ReadGrant,
         Opcode::ReadGrantResponse,
+        Opcode::ReplicaFetch,
+        Opcode::ReplicaData,
     ];
 
     fn sample_header() -> FrameHeader {
@@ -804,7 +879,7 @@ mod tests {
         for opcode in ALL_OPCODES {
             assert_eq!(Opcode::from_u8(opcode as u8), Some(opcode));
         }
-        for value in [0u8, 12, 100, 255] {
+        for value in [0u8, 14, 100, 255] {
             assert_eq!(Opcode::from_u8(value), None);
         }
         let requests: Vec<Opcode> = ALL_OPCODES.into_iter().filter(|o| o.is_request()).collect();
@@ -815,7 +890,8 @@ mod tests {
                 Opcode::Fetch,
                 Opcode::Metadata,
                 Opcode::Ping,
-                Opcode::ReadGrant
+                Opcode::ReadGrant,
+                Opcode::ReplicaFetch,
             ]
         );
     }
@@ -868,7 +944,7 @@ mod tests {
 
     #[test]
     fn acks_flags_and_names() {
-        for acks in [Acks::None, Acks::Leader, Acks::Durable] {
+        for acks in Acks::ALL {
             assert_eq!(Acks::from_flags(acks.to_flags()), Some(acks));
             // Other flag bits do not disturb the acks bits.
             assert_eq!(
@@ -877,11 +953,16 @@ mod tests {
             );
             assert_eq!(Acks::parse(acks.name()), Some(acks));
         }
-        assert_eq!(Acks::from_flags(3), None);
+        assert_eq!(Acks::from_flags(3), Some(Acks::All));
         assert_eq!(Acks::parse("0"), Some(Acks::None));
         assert_eq!(Acks::parse("1"), Some(Acks::Leader));
-        assert_eq!(Acks::parse("all"), Some(Acks::Durable));
-        assert_eq!(Acks::parse("-1"), Some(Acks::Durable));
+        assert_eq!(Acks::parse("all"), Some(Acks::All));
+        assert_eq!(Acks::parse("-1"), Some(Acks::All));
+        assert_eq!(Acks::parse("all-durable"), Some(Acks::AllDurable));
+        for acks in Acks::ALL {
+            assert_eq!(Acks::from_flags(acks.to_flags()), Some(acks));
+        }
+        assert_eq!(Acks::from_flags(FLAG_PRODUCE_ALL_DURABLE | 1), None);
         assert_eq!(Acks::parse("ALL"), None);
         assert_eq!(Acks::parse(""), None);
         assert_eq!(FLAG_FETCH_DURABLE_ONLY & Acks::FLAGS_MASK, 0);
@@ -892,7 +973,7 @@ mod tests {
     #[test]
     fn error_codes_map_both_ways() {
         let mut described = Vec::new();
-        for value in 0..=15u16 {
+        for value in 0..=19u16 {
             let code = ErrorCode::from_u16(value).unwrap();
             assert_eq!(code as u16, value);
             assert!(!code.describe().is_empty());
@@ -900,10 +981,10 @@ mod tests {
         }
         described.sort();
         described.dedup();
-        assert_eq!(described.len(), 16, "every description is distinct");
-        assert_eq!(ErrorCode::from_u16(16), None);
+        assert_eq!(described.len(), 20, "every description is distinct");
+        assert_eq!(ErrorCode::from_u16(20), None);
         assert_eq!(ErrorCode::from_u16(u16::MAX), None);
-        let retriable: Vec<u16> = (0..=15)
+        let retriable: Vec<u16> = (0..=19)
             .filter(|&v| ErrorCode::from_u16(v).unwrap().is_retriable())
             .collect();
         assert_eq!(
@@ -911,7 +992,11 @@ mod tests {
             [
                 ErrorCode::OutOfOrderSequence as u16,
                 ErrorCode::Busy as u16,
-                ErrorCode::TopicNotReady as u16
+                ErrorCode::TopicNotReady as u16,
+                ErrorCode::NotLeaderOrFollower as u16,
+                ErrorCode::NotEnoughReplicas as u16,
+                ErrorCode::FencedLeaderEpoch as u16,
+                ErrorCode::UnknownLeaderEpoch as u16,
             ]
         );
         let mut header = sample_header();

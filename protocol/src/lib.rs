@@ -6,6 +6,7 @@
 //! - [`varint`]: zig-zag varints as Kafka's record format uses them.
 //! - [`compression`]: the codecs a batch's attributes may name.
 //! - [`rdma`]: the RDMA transport's connection handshake (rdma_cm private data).
+//! - [`replication`]: ReplicaFetch / ReplicaData, partition replication between data planes.
 //! - [`command`]: commands and events of the `cnc` rings between the planes.
 //! - [`counter_kind`]: kinds of the shared counters and their Prometheus names.
 
@@ -15,4 +16,5 @@ pub mod counter_kind;
 pub mod frame;
 pub mod rdma;
 pub mod record_batch;
+pub mod replication;
 pub mod varint;

@@ -402,6 +402,7 @@ fn command_and_its_one_event_cross_the_cnc() {
         partitions: 3,
         retention_ms: 0,
         retention_bytes: 1 << 30,
+        replication: precursor_protocol::command::TopicReplication::default(),
     };
     let length = create.encode(&mut buffer);
     controlplane

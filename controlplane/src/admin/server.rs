@@ -245,6 +245,7 @@ async fn create_topic(
         partitions: partitions as u16,
         retention_ms: retention_ms.unwrap_or(0),
         retention_bytes: retention_bytes.unwrap_or(0),
+        replication: precursor_protocol::command::TopicReplication::default(),
     };
     match node.link.call(command).await {
         Ok(Reply::TopicCreated {
