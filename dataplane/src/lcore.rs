@@ -15,7 +15,9 @@ use crate::idle::Idle;
 use crate::ipc::IpcTransport;
 use crate::log::PartitionLog;
 use crate::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES};
-use crate::replica::{ClusterView, ParkedFetch, FOLLOWERS_MAX, REPLICA_FETCH_BYTES_DEFAULT};
+use crate::replica::{
+    ClusterView, ParkedFetch, FOLLOWERS_MAX, REPLICA_FETCH_BYTES_DEFAULT, REPLICA_TRAIN_FRAMES_MAX,
+};
 use crate::service::{
     DueAnswer, Reply, ReplyTo, Service, ServiceConfig, CREATIONS_IN_FLIGHT_MAX,
     DIRTY_PARTITIONS_MAX, DUE_ANSWERS_MAX,
@@ -262,7 +264,32 @@ impl Lcore {
     /// Answers a UDP request in `mbuf` (the request's own, or a fresh one for a parked
     /// answer): the service renders the payload in place, then the frame header and the
     /// UDP headers go around it.
-    fn reply_udp(&mut self, mut mbuf: Mbuf, peer: Peer, request: &FrameHeader, reply: Reply) {
+    fn reply_udp(&mut self, mbuf: Mbuf, peer: Peer, request: &FrameHeader, reply: Reply) {
+        let Reply::ReplicaData { handle, .. } = reply else {
+            return self.reply_udp_frame(mbuf, peer, request, reply);
+        };
+        // A follower's fetch is answered with a train of frames while there is more.
+        self.service.replica_train_left = REPLICA_TRAIN_FRAMES_MAX - 1;
+        self.reply_udp_frame(mbuf, peer, request, reply);
+        while let Some(fetch) = self.service.replica_continuation.take() {
+            self.service.replica_train_left -= 1;
+            let Some(mbuf) = self.pool.alloc() else {
+                self.service.counters.mbuf_alloc_failures += 1;
+                break;
+            };
+            let next = Reply::ReplicaData {
+                handle,
+                fetch,
+                diverging: precursor_protocol::replication::NO_DIVERGENCE,
+            };
+            self.reply_udp_frame(mbuf, peer, request, next);
+        }
+        self.service.replica_train_left = 0;
+        self.service.replica_continuation = None;
+    }
+
+    /// One frame of [`Lcore::reply_udp`].
+    fn reply_udp_frame(&mut self, mut mbuf: Mbuf, peer: Peer, request: &FrameHeader, reply: Reply) {
         if reply == Reply::Nothing {
             return;
         }
@@ -556,9 +583,12 @@ impl Lcore {
         let Some((log, replica)) = self.service.topics.replicated_mut(handle) else {
             return 0;
         };
-        if !(now_due && !replica.truncating && replica.leader != replica.me)
-            && !replica.fetch_due(log, now, retry)
-        {
+        let send = if now_due {
+            replica.follows()
+        } else {
+            replica.fetch_due(log, now, retry)
+        };
+        if !send {
             return 0;
         }
         let peer = match cluster.peer(replica.leader, now) {
@@ -786,6 +816,68 @@ impl Lcore {
                 {
                     // Put it back: nothing happened.
                     self.service.topics.install(topic, key);
+                    self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full"));
+                }
+            }
+            Command::SetLeader {
+                name,
+                partition,
+                leader,
+                epoch,
+            } => {
+                let Some(topic_name) = TopicName::new(name) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::InvalidTopic, "invalid topic name"),
+                    );
+                };
+                let Some(topic) = self.service.topics.by_name(name) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::UnknownTopicOrPartition, "no such topic"),
+                    );
+                };
+                let handle = PartitionHandle::new(topic.id, partition);
+                let Some((log, replica)) = self.service.topics.replicated_mut(handle) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::UnknownTopicOrPartition, "no such partition"),
+                    );
+                };
+                let refusal = if !replica.is_replicated() {
+                    Some((ErrorCode::InvalidArgument, "the partition has one replica"))
+                } else if leader == 0 || leader > 64 || !replica.replicas.contains(leader as u8) {
+                    Some((
+                        ErrorCode::InvalidArgument,
+                        "the leader must be one of the replicas",
+                    ))
+                } else if epoch <= replica.epoch {
+                    Some((
+                        ErrorCode::FencedLeaderEpoch,
+                        "the epoch must be greater than the partition's",
+                    ))
+                } else if replica.truncating {
+                    Some((ErrorCode::Busy, "the partition is being truncated"))
+                } else {
+                    None
+                };
+                if let Some((code, message)) = refusal {
+                    return self.answer(correlation, &failed(code, message));
+                }
+                if leader as u8 == replica.me {
+                    replica.become_leader(epoch, log);
+                } else {
+                    replica.become_follower(leader as u8, epoch);
+                    self.service.fetch_now.push(handle);
+                }
+                let request = AdminRequest::PersistLeader {
+                    name: topic_name,
+                    partition,
+                    leader,
+                    epoch,
+                    correlation,
+                };
+                if self.service.admin.request(request).is_err() {
                     self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full"));
                 }
             }

@@ -35,9 +35,11 @@ pub const REPLICAS_MAX: usize = 5;
 pub const FOLLOWERS_MAX: usize = REPLICAS_MAX - 1;
 /// Broker ids are 1..=BROKER_ID_MAX.
 pub const BROKER_ID_MAX: usize = 64;
-/// Bytes of batches one ReplicaData carries at most, whatever the follower asks: the
-/// frame is the hard limit, this the soft one.
+/// Bytes of batches a follower asks for per fetch (the leader's train of frames stops
+/// there): 1 MiB, Kafka's `replica.fetch.max.bytes`.
 pub const REPLICA_FETCH_BYTES_DEFAULT: u32 = 1 << 20;
+/// Frames one fetch is answered with at most (each carries at most a frame of batches).
+pub const REPLICA_TRAIN_FRAMES_MAX: u32 = 32;
 
 /// A small set of broker ids, in order (replicas: preferred leader first).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -293,9 +295,13 @@ struct FollowerProgress {
 #[derive(Copy, Clone, Debug, Default)]
 struct FetchState {
     outstanding: Option<(u64, Instant)>,
+    /// A train of frames answering the outstanding fetch is arriving.
+    train: bool,
     /// Don't fetch before this (after a refusal, or a segment not ready).
     not_before: Option<Instant>,
     durable_reported: u64,
+    /// The leader has acks=all-durable answers waiting: sync and report.
+    leader_wants_durable: bool,
 }
 
 /// One partition's replication state, beside its [`PartitionLog`] on the lcore.
@@ -620,17 +626,60 @@ impl Replica {
         left
     }
 
+    /// This broker leads from now on, at `epoch` (an operator's move, or failover): its log
+    /// is the truth, its ISR itself until followers catch up.
+    pub fn become_leader(&mut self, epoch: u32, log: &mut PartitionLog) {
+        assert!(epoch > self.epoch || self.epoch == 0, "epochs only grow");
+        let me = self.me;
+        let leader = Replica::new(
+            self.topic_key,
+            self.partition,
+            self.replicas,
+            self.min_insync,
+            self.acks_all_durable,
+            me,
+            me,
+            epoch,
+        );
+        let kept = (self.high_watermark, self.isr_shrinks, self.isr_expands);
+        let truncated = self.truncated_bytes;
+        *self = leader;
+        (self.high_watermark, self.isr_shrinks, self.isr_expands) = kept;
+        self.truncated_bytes = truncated;
+        log.assign_epoch(epoch);
+        self.advance_high_watermark(log);
+    }
+
+    /// This broker follows `leader` from now on, at `epoch`. Answers parked for the old
+    /// leadership go (acks waiting are answered NotLeaderOrFollower by the service).
+    pub fn become_follower(&mut self, leader: u8, epoch: u32) {
+        assert!(leader != self.me && self.replicas.contains(leader));
+        self.leader = leader;
+        self.epoch = epoch;
+        self.followers = [None; FOLLOWERS_MAX];
+        self.fetch = FetchState::default();
+        self.isr = BrokerSet::default();
+        self.isr.insert(leader);
+        self.durable_waiters = 0;
+    }
+
     // ----- follower side -----
+
+    /// This broker follows the partition (a replica, not the leader, a leader known, its
+    /// log not with the admin thread being cut).
+    pub fn follows(&self) -> bool {
+        self.is_replicated()
+            && self.replicas.contains(self.me)
+            && self.leader != self.me
+            && self.leader != 0
+            && !self.truncating
+    }
 
     /// The follower's fetch to send now, if one is due: none outstanding (or it is older
     /// than `retry`), not backing off, not being truncated, and the follower's durable
     /// offset moved since it last said (so all-durable waiters learn of it).
     pub fn fetch_due(&self, log: &PartitionLog, now: Instant, retry: Duration) -> bool {
-        let follows = self.is_replicated()
-            && self.replicas.contains(self.me)
-            && self.leader != self.me
-            && self.leader != 0;
-        if !follows || self.truncating {
+        if !self.follows() {
             return false;
         }
         if self.fetch.not_before.is_some_and(|t| now < t) {
@@ -638,9 +687,13 @@ impl Replica {
         }
         match self.fetch.outstanding {
             None => true,
+            // Parked at the leader: a new fetch replaces it (our durable offset moved and
+            // the leader waits for it). Never in the middle of a train.
             Some((_, sent)) => {
                 now.duration_since(sent) >= retry
-                    || log.durable_offset() > self.fetch.durable_reported
+                    || (!self.fetch.train
+                        && self.fetch.leader_wants_durable
+                        && log.durable_offset() > self.fetch.durable_reported)
             }
         }
     }
@@ -656,6 +709,7 @@ impl Replica {
         let fetch_offset = log.log_end_offset();
         let durable_offset = log.durable_offset().min(fetch_offset);
         self.fetch.outstanding = Some((request_id, now));
+        self.fetch.train = false;
         self.fetch.durable_reported = durable_offset;
         ReplicaFetch {
             topic_key: self.topic_key,
@@ -670,15 +724,24 @@ impl Replica {
         }
     }
 
-    /// Whether a ReplicaData answers our outstanding fetch; clears it if so.
-    pub fn take_answer(&mut self, request_id: u64) -> bool {
+    /// Whether a ReplicaData answers our outstanding fetch; clears the fetch unless `more`
+    /// frames of its train follow.
+    pub fn take_answer(&mut self, request_id: u64, more: bool) -> bool {
         match self.fetch.outstanding {
             Some((id, _)) if id == request_id => {
-                self.fetch.outstanding = None;
+                self.fetch.train = more;
+                if !more {
+                    self.fetch.outstanding = None;
+                }
                 true
             }
             _ => false,
         }
+    }
+
+    /// What the leader's last answer said about all-durable waiters.
+    pub fn leader_wants_durable(&mut self, wants: bool) {
+        self.fetch.leader_wants_durable = wants;
     }
 
     /// Don't fetch again for `pause` (a refusal, a segment not ready).
@@ -721,6 +784,143 @@ impl Replica {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::{Flusher, LogConfig};
+    use precursor_protocol::compression::Compression;
+    use precursor_protocol::record_batch::RecordBatchBuilder;
+
+    fn leader_log() -> (tempfile::TempDir, tempfile::TempDir, PartitionLog, Flusher2) {
+        let data = tempfile::tempdir().unwrap();
+        let memory = tempfile::tempdir_in(precursor_shm::memory_dir_default())
+            .or_else(|_| tempfile::tempdir_in("/dev/shm"))
+            .unwrap();
+        let mut cfg = LogConfig::new(data.path().to_path_buf());
+        cfg.memory_dir = memory.path().to_path_buf();
+        cfg.segment_bytes = 1 << 20;
+        let (flusher, thread) = Flusher::spawn(&cfg).unwrap();
+        let log = PartitionLog::open(&cfg, "replicated", 0, &flusher).unwrap();
+        (data, memory, log, Flusher2(flusher, Some(thread)))
+    }
+
+    struct Flusher2(
+        crate::log::FlusherHandle,
+        Option<std::thread::JoinHandle<()>>,
+    );
+    impl Drop for Flusher2 {
+        fn drop(&mut self) {
+            self.0.shutdown();
+            if let Some(thread) = self.1.take() {
+                thread.join().unwrap();
+            }
+        }
+    }
+
+    fn append_two(log: &mut PartitionLog, epoch: u32) {
+        let mut builder = RecordBatchBuilder::new(Compression::None, -1, -1, -1, 1);
+        builder.append(1, None, b"one", &[]);
+        builder.append(1, None, b"two", &[]);
+        log.append_as_leader(&builder.finish(), 1, epoch).unwrap();
+    }
+
+    fn fetch(follower: u16, offset: u64, epoch: u32, last_epoch: u32) -> ReplicaFetch {
+        ReplicaFetch {
+            topic_key: 7,
+            partition: 0,
+            follower_id: follower,
+            leader_epoch: epoch,
+            fetch_offset: offset,
+            durable_offset: 0,
+            last_fetched_epoch: last_epoch,
+            max_bytes: 1 << 20,
+            fragment_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn the_leader_tracks_followers_moves_the_high_watermark_and_refuses_what_is_wrong() {
+        let (_d, _m, mut log, _flusher) = leader_log();
+        log.assign_epoch(1);
+        for _ in 0..3 {
+            append_two(&mut log, 1);
+        }
+        let replicas = BrokerSet::from_ids(&[1, 2, 3]);
+        let mut replica = Replica::new(7, 0, replicas, 2, false, 1, 1, 1);
+        assert!(replica.on_leader_append(&log));
+        assert_eq!(
+            replica.high_watermark(&log),
+            6,
+            "alone in the ISR: the log end"
+        );
+        assert!(!replica.enough_in_sync(), "min_insync 2, ISR of one");
+        let now = Instant::now();
+        // Catching up: served, not yet in sync.
+        let verdict = replica.on_fetch(&fetch(2, 0, 1, NO_EPOCH), true, &log, now);
+        assert_eq!(verdict, FetchVerdict::Serve);
+        assert_eq!(replica.isr.ids(), &[1]);
+        // Caught up: parked, back in the ISR.
+        let verdict = replica.on_fetch(&fetch(2, 6, 1, 1), true, &log, now);
+        assert_eq!(verdict, FetchVerdict::Park);
+        assert_eq!(replica.isr.ids(), &[1, 2]);
+        assert_eq!(replica.isr_expands, 1);
+        assert!(replica.enough_in_sync());
+        // A new batch: the HW waits for the follower's next fetch.
+        append_two(&mut log, 1);
+        assert!(!replica.on_leader_append(&log));
+        assert_eq!(replica.high_watermark(&log), 6);
+        replica.on_fetch(&fetch(2, 8, 1, 1), true, &log, now);
+        assert_eq!(replica.high_watermark(&log), 8);
+        // Refusals, each with its reason.
+        let refused = |replica: &mut Replica, f: ReplicaFetch, from_broker| match replica.on_fetch(
+            &f,
+            from_broker,
+            &log,
+            now,
+        ) {
+            FetchVerdict::Refuse(_, reason) => reason,
+            other => panic!("{other:?}"),
+        };
+        use RefusalReason::*;
+        assert_eq!(
+            refused(&mut replica, fetch(2, 8, 1, 1), false),
+            UnknownBroker
+        );
+        assert_eq!(refused(&mut replica, fetch(9, 8, 1, 1), true), NotAReplica);
+        assert_eq!(refused(&mut replica, fetch(1, 8, 1, 1), true), NotAReplica);
+        assert_eq!(refused(&mut replica, fetch(2, 8, 0, 1), true), StaleEpoch);
+        assert_eq!(refused(&mut replica, fetch(2, 8, 2, 1), true), FutureEpoch);
+        assert_eq!(
+            refused(&mut replica, fetch(2, 9, 1, NO_EPOCH), true),
+            BadOffset
+        );
+        assert_eq!(
+            replica.on_fetch(&fetch(2, 9, 1, 1), true, &log, now),
+            FetchVerdict::Diverging(8),
+            "more than we have in epoch 1: cut to where ours ends"
+        );
+        assert_eq!(refused(&mut replica, fetch(2, 8, 1, 5), true), FutureEpoch);
+        // A follower whose last epoch ends earlier here than its log: it must cut.
+        log.assign_epoch(2);
+        replica.epoch = 2;
+        append_two(&mut log, 2);
+        assert_eq!(
+            replica.on_fetch(&fetch(3, 9, 2, 1), true, &log, now),
+            FetchVerdict::Diverging(8),
+            "epoch 1 ends at 8 here"
+        );
+        // A follower that stops catching up leaves the ISR after replica_lag.
+        let lag = Duration::from_millis(100);
+        assert!(replica.shrink_isr(&log, now, lag).is_empty());
+        let left = replica.shrink_isr(&log, now + lag * 2, lag);
+        assert_eq!(left.ids(), &[2]);
+        assert_eq!(replica.isr.ids(), &[1]);
+        assert_eq!(replica.isr_shrinks, 1);
+        assert_eq!(replica.high_watermark(&log), 10, "alone again: the log end");
+        // A follower never cuts below the high watermark.
+        let mut follower = Replica::new(7, 0, replicas, 2, false, 2, 1, 2);
+        follower.follow_high_watermark(6, &log);
+        assert_eq!(follower.truncation_point(4, &log), Err(6));
+        assert_eq!(follower.truncation_point(8, &log), Ok(Some(8)));
+        assert_eq!(follower.truncation_point(NO_DIVERGENCE, &log), Ok(None));
+    }
 
     #[test]
     fn broker_sets_keep_order_and_pack() {

@@ -26,7 +26,9 @@ use precursor_protocol::frame::{
     FLAG_FETCH_DURABLE_ONLY, FLAG_METADATA_AUTO_CREATE, FRAME_HEADER_BYTES,
 };
 use precursor_protocol::record_batch::{batches, RecordBatchHeader};
-use precursor_protocol::replication::{ReplicaDataHeader, ReplicaFetch, NO_DIVERGENCE};
+use precursor_protocol::replication::{
+    ReplicaDataHeader, ReplicaFetch, FLAG_REPLICA_MORE, FLAG_REPLICA_SYNC, NO_DIVERGENCE,
+};
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -233,6 +235,10 @@ pub struct Service {
     pub fetch_now: DirtyPartitions,
     /// Topics with a follower partition to cut (ids; sent to the admin thread).
     pub to_truncate: Vec<u16>,
+    /// Frames a ReplicaData answer may still add to its train (set by the transport
+    /// before it renders one), and where the next frame of the train starts.
+    pub replica_train_left: u32,
+    pub replica_continuation: Option<ReplicaFetch>,
 }
 
 impl Service {
@@ -251,6 +257,8 @@ impl Service {
             appended: DirtyPartitions::new(),
             fetch_now: DirtyPartitions::new(),
             to_truncate: Vec::with_capacity(CREATIONS_IN_FLIGHT_MAX),
+            replica_train_left: 0,
+            replica_continuation: None,
         }
     }
 
@@ -537,11 +545,14 @@ impl Service {
             self.counters.isr_changes += 1;
         }
         match verdict {
-            FetchVerdict::Serve => Reply::ReplicaData {
-                handle,
-                fetch,
-                diverging: NO_DIVERGENCE,
-            },
+            FetchVerdict::Serve => {
+                replica.answered(fetch.follower_id, log, now);
+                Reply::ReplicaData {
+                    handle,
+                    fetch,
+                    diverging: NO_DIVERGENCE,
+                }
+            }
             FetchVerdict::Diverging(end) => Reply::ReplicaData {
                 handle,
                 fetch,
@@ -583,7 +594,8 @@ impl Service {
             && replica.partition == data.partition
             && u16::from(replica.leader) == data.leader_id
             && cluster.is_broker(data.leader_id, &peer);
-        if !ours || !replica.take_answer(header.request_id) {
+        let more = header.flags & FLAG_REPLICA_MORE != 0 && header.error == 0;
+        if !ours || !replica.take_answer(header.request_id, more) {
             return unexpected(&mut self.counters);
         }
         cluster.learn(peer.ip, peer.mac);
@@ -659,13 +671,17 @@ impl Service {
             Ok(batches) => {
                 self.counters.replica_batches += batches;
                 self.counters.replica_bytes += rest.len() as u64;
-                self.fetch_now.push(handle);
+                if !more {
+                    self.fetch_now.push(handle);
+                }
             }
             Err(AppendError::SegmentNotReady) => {
                 replica.back_off(now, std::time::Duration::from_micros(200))
             }
             Err(AppendError::NotContiguous { .. }) => {
+                // A frame of the train was lost: the rest is dropped, ask again from here.
                 self.counters.replica_errors += 1;
+                replica.take_answer(header.request_id, false);
                 self.fetch_now.push(handle);
             }
             Err(_) => {
@@ -675,6 +691,13 @@ impl Service {
         }
         replica.follow_high_watermark(data.high_watermark, log);
         replica.isr = crate::replica::BrokerSet::from_packed(data.isr_packed);
+        let sync = header.flags & FLAG_REPLICA_SYNC != 0;
+        replica.leader_wants_durable(sync);
+        if sync {
+            if let Some(last) = log.log_end_offset().checked_sub(1) {
+                log.request_durable(last);
+            }
+        }
     }
 
     fn fetch(&mut self, header: &FrameHeader, payload: &[u8]) -> Reply {
@@ -755,6 +778,7 @@ impl Service {
         request: &FrameHeader,
         out: &mut [u8],
     ) -> Option<FrameHeader> {
+        let mut flags = 0;
         let (opcode, code, bytes) = match reply {
             Reply::Nothing => return None,
             Reply::Ack(ack) => {
@@ -784,6 +808,16 @@ impl Service {
                 diverging,
             } => {
                 let bytes = self.render_replica_data(handle, fetch, diverging, out);
+                if self.replica_continuation.is_some() {
+                    flags |= FLAG_REPLICA_MORE;
+                }
+                let durable_waiters = self
+                    .topics
+                    .replicated(handle)
+                    .is_some_and(|(_, r)| r.durable_waiters > 0 || r.acks_all_durable);
+                if durable_waiters {
+                    flags |= FLAG_REPLICA_SYNC;
+                }
                 (Opcode::ReplicaData, ErrorCode::None, bytes)
             }
             Reply::ReplicaRefused {
@@ -822,7 +856,7 @@ impl Service {
         }
         Some(FrameHeader {
             opcode,
-            flags: 0,
+            flags,
             error: code as u16,
             session: request.session,
             request_id: request.request_id,
@@ -900,6 +934,8 @@ impl Service {
         let room = out.len() - ReplicaDataHeader::BYTES;
         let body = &mut out[ReplicaDataHeader::BYTES..];
         let mut bytes = 0;
+        // Where the next frame of a train would start.
+        let mut next = None;
         if diverging == NO_DIVERGENCE {
             let whole = if fetch.fragment_bytes == 0 {
                 log.read(fetch.fetch_offset, fetch.max_bytes as usize, false, body)
@@ -911,7 +947,14 @@ impl Service {
                 })
             };
             bytes = match whole {
-                Ok(bytes) => bytes,
+                Ok(bytes) => {
+                    let end = batches(&body[..bytes])
+                        .flatten()
+                        .last()
+                        .map(|(h, _)| h.last_offset() as u64 + 1);
+                    next = end.map(|end| (end, 0));
+                    bytes
+                }
                 Err(ReadError::BatchTooLarge { .. }) => match log.batch_at(fetch.fetch_offset) {
                     Some(batch) if (fetch.fragment_bytes as usize) < batch.len() => {
                         let at = fetch.fragment_bytes as usize;
@@ -919,6 +962,13 @@ impl Service {
                         body[..n].copy_from_slice(&batch[at..at + n]);
                         header.fragment_at = at as u32;
                         header.fragment_of = batch.len() as u32;
+                        next = Some(if at + n < batch.len() {
+                            (fetch.fetch_offset, (at + n) as u32)
+                        } else {
+                            let last = RecordBatchHeader::parse(batch)
+                                .map_or(fetch.fetch_offset, |h| h.last_offset() as u64);
+                            (last + 1, 0)
+                        });
                         n
                     }
                     // The follower's fragment state is stale: it restarts the batch.
@@ -929,6 +979,22 @@ impl Service {
         }
         header.encode(out);
         self.counters.replica_bytes_sent += bytes as u64;
+        let budget = fetch.max_bytes.saturating_sub(bytes as u32);
+        self.replica_continuation = match next {
+            Some((offset, fragment_bytes))
+                if self.replica_train_left > 0
+                    && budget > 0
+                    && (offset < log.log_end_offset() || fragment_bytes > 0) =>
+            {
+                Some(ReplicaFetch {
+                    fetch_offset: offset,
+                    fragment_bytes,
+                    max_bytes: budget,
+                    ..fetch
+                })
+            }
+            _ => None,
+        };
         ReplicaDataHeader::BYTES + bytes
     }
 

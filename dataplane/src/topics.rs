@@ -423,17 +423,23 @@ impl ReplicationPolicy {
             _ => self.cluster.acks_all == precursor_config::AcksAll::Durable,
         };
         let replicas = BrokerSet::from_ids(&ids);
-        let leader = replicas.ids()[0];
         let dir = log.dir().to_path_buf();
         let io = |source| TopicError::Io {
             path: dir.clone(),
             source,
+        };
+        // The leadership the control plane set last, else the preferred replica.
+        let set = read_leader_file(&dir).map_err(io)?;
+        let leader = match set {
+            Some((leader, _)) if replicas.contains(leader as u8) => leader as u8,
+            _ => replicas.ids()[0],
         };
         let checkpoint = crate::log::EpochHistory::read_checkpoint(&dir).map_err(io)?;
         let known = log
             .epochs()
             .last_epoch()
             .max(checkpoint.last_epoch())
+            .max(set.map(|(_, epoch)| epoch))
             .unwrap_or(0);
         let epoch = if leader == self.me() {
             let epoch = known + 1;
@@ -656,6 +662,15 @@ pub enum AdminRequest {
         replication: TopicReplication,
         origin: Origin,
     },
+    /// Persist a partition's leader and epoch (`<partition dir>/leader`), so a restart
+    /// keeps the leadership the control plane set (the lcore applied it already).
+    PersistLeader {
+        name: TopicName,
+        partition: u16,
+        leader: u16,
+        epoch: u32,
+        correlation: u64,
+    },
     /// The topic, out of the lcore's table while followers' divergent tails are cut: every
     /// partition whose [`Replica::cut_to`] is set is closed, truncated there and reopened
     /// (recovery rebuilds its index, producer state and epochs from what remains).
@@ -759,9 +774,7 @@ pub fn spawn_admin(
                         origin,
                     } => create(
                         &mut manifest,
-                        &log,
-                        &flusher,
-                        &policy,
+                        (&log, &flusher, &policy),
                         name,
                         partitions,
                         (retention_ms, retention_bytes, replication),
@@ -769,6 +782,20 @@ pub fn spawn_admin(
                     ),
                     AdminRequest::Truncate { topic, key } => {
                         truncate(&manifest, &log, &flusher, topic, key)
+                    }
+                    AdminRequest::PersistLeader {
+                        name,
+                        partition,
+                        leader,
+                        epoch,
+                        correlation,
+                    } => {
+                        let dir = log.data_dir.join(format!("{}-{partition}", name.as_str()));
+                        AdminReply::Altered {
+                            correlation,
+                            result: write_leader_file(&dir, leader, epoch)
+                                .map_err(|e| format!("{}: {e}", dir.display())),
+                        }
                     }
                     AdminRequest::Delete {
                         topic,
@@ -816,9 +843,7 @@ pub fn spawn_admin(
 
 fn create(
     manifest: &mut Manifest,
-    log: &LogConfig,
-    flusher: &FlusherHandle,
-    policy: &ReplicationPolicy,
+    (log, flusher, policy): (&LogConfig, &FlusherHandle, &ReplicationPolicy),
     name: TopicName,
     partitions: u16,
     (retention_ms, retention_bytes, replication): (Option<u64>, Option<u64>, TopicReplication),
@@ -849,6 +874,44 @@ fn create(
             AdminReply::Created { topic, key, origin }
         }
         Err(e) => failed(e.to_string()),
+    }
+}
+
+/// `<partition dir>/leader`: the leadership the control plane last set.
+const LEADER_FILE: &str = "leader";
+
+fn write_leader_file(dir: &Path, leader: u16, epoch: u32) -> std::io::Result<()> {
+    let path = dir.join(LEADER_FILE);
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    writeln!(file, "leader {leader}\nepoch {epoch}")?;
+    file.sync_data()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The leadership last set for a partition, if any: (leader, epoch).
+fn read_leader_file(dir: &Path) -> std::io::Result<Option<(u16, u32)>> {
+    let text = match std::fs::read_to_string(dir.join(LEADER_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key)?.trim().parse::<u64>().ok())
+    };
+    match (value("leader "), value("epoch ")) {
+        (Some(leader), Some(epoch)) if leader <= u16::MAX as u64 && epoch <= u32::MAX as u64 => {
+            Ok(Some((leader as u16, epoch as u32)))
+        }
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{}: expected `leader N` and `epoch E`",
+                dir.join(LEADER_FILE).display()
+            ),
+        )),
     }
 }
 

@@ -40,6 +40,15 @@
 
 use crate::frame::{FrameError, Opcode};
 
+/// ReplicaData frame flag: more frames answer the same fetch (a train: the leader sends
+/// up to a window of frames per fetch, so a follower catching up is not limited to one
+/// frame per round trip). The frame without it is the fetch's last.
+pub const FLAG_REPLICA_MORE: u16 = 1 << 0;
+
+/// ReplicaData frame flag: the leader has acks=all-durable answers waiting on this
+/// partition: fdatasync what you append now and report your durable offset when it moves.
+pub const FLAG_REPLICA_SYNC: u16 = 1 << 1;
+
 /// A [`ReplicaDataHeader::diverging_end_offset`] that says "no divergence".
 pub const NO_DIVERGENCE: u64 = u64::MAX;
 /// A [`ReplicaFetch::last_fetched_epoch`] of a follower whose log is empty.

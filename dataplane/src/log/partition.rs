@@ -106,11 +106,20 @@ impl PartitionLog {
         std::fs::create_dir_all(&cfg.memory_dir).map_err(io_error(&cfg.memory_dir))?;
         let shared = flusher.claim(&dir, &name)?;
         let memory_prefix = memory_file_prefix(topic, partition);
-        remove_stale_memory_files(cfg, &memory_prefix)?;
 
         let mut producers = ProducerTable::new(cfg.producers_per_partition_max);
         let mut epochs = EpochHistory::default();
         let mut segments = recover(&dir, cfg, &mut producers, &mut epochs)?;
+        // A data plane killed (-9, a crash) leaves its segments' memory behind: what it
+        // appended but the flusher had not written yet is still there. Salvaged, a process
+        // crash loses nothing appended (a machine crash still loses what was not synced).
+        let tail_end = segments.last().map_or(0, |s| s.index.end_offset());
+        if salvage_memory_segments(cfg, &dir, &memory_prefix, tail_end)? > 0 {
+            producers = ProducerTable::new(cfg.producers_per_partition_max);
+            epochs = EpochHistory::default();
+            segments = recover(&dir, cfg, &mut producers, &mut epochs)?;
+        }
+        remove_stale_memory_files(cfg, &memory_prefix)?;
         // The tail becomes the active segment again, unless it is full.
         let tail = match segments.pop() {
             Some(tail) if u64::from(tail.index.end_position()) < cfg.segment_bytes => Some(tail),
@@ -777,6 +786,84 @@ impl Drop for PartitionLog {
         // The flusher persists what is published, then releases the files.
         self.shared.closed.store(true, Ordering::Release);
     }
+}
+
+/// Writes the batches a previous data plane's memory segments hold beyond `end` (the
+/// recovered log's end) into the partition's segment files: checked batch by batch (CRC,
+/// contiguous offsets), appended to the tail file when they continue its segment, or into
+/// a new segment file when they start the next one. Returns the bytes written (then the
+/// caller recovers again). Start-up only.
+fn salvage_memory_segments(
+    cfg: &LogConfig,
+    dir: &std::path::Path,
+    prefix: &str,
+    mut end: u64,
+) -> Result<u64, LogError> {
+    use std::io::Write;
+    let entries = std::fs::read_dir(&cfg.memory_dir).map_err(io_error(&cfg.memory_dir))?;
+    let mut views = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(prefix) || !name.ends_with(".segment") {
+            continue;
+        }
+        // Not an append region (a torn header): nothing to salvage from it.
+        let Ok(view) = precursor_shm::AppendRegionView::open(&entry.path()) else {
+            continue;
+        };
+        let first = precursor_protocol::record_batch::batches(view.bytes())
+            .next()
+            .and_then(Result::ok)
+            .map(|(header, _)| header.base_offset);
+        if let Some(first) = first.filter(|&b| b >= 0) {
+            views.push((first as u64, view));
+        }
+    }
+    views.sort_by_key(|(first, _)| *first);
+    let mut written = 0u64;
+    for (first, view) in &views {
+        let mut batches = Vec::new();
+        for item in precursor_protocol::record_batch::batches(view.bytes()) {
+            let Ok((header, batch)) = item else { break };
+            let base = header.base_offset as u64;
+            if base < end {
+                continue;
+            }
+            if base != end || validate_batch(batch).is_err() {
+                break;
+            }
+            end = header.last_offset() as u64 + 1;
+            batches.push(batch);
+        }
+        if batches.is_empty() {
+            continue;
+        }
+        // The memory segment's own file: its base offset is its first batch's.
+        let path = segment_path(dir, *first, "log");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        for batch in &batches {
+            file.write_all(batch).map_err(io_error(&path))?;
+            written += batch.len() as u64;
+        }
+        file.sync_data().map_err(io_error(&path))?;
+        log::warn!(
+            "{}: salvaged {} batches ({} bytes) up to offset {end} from the memory of a data \
+             plane that stopped before persisting them",
+            dir.display(),
+            batches.len(),
+            batches.iter().map(|b| b.len()).sum::<usize>()
+        );
+    }
+    if written > 0 {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))?;
+    }
+    Ok(written)
 }
 
 fn remove_stale_memory_files(cfg: &LogConfig, prefix: &str) -> Result<(), LogError> {
