@@ -594,13 +594,7 @@ impl Lcore {
         let peer = match cluster.peer(replica.leader, now) {
             Ok(peer) => peer,
             Err(Some(ip)) => {
-                let endpoint = self.config.endpoint;
-                if let Some(mut mbuf) = self.pool.alloc() {
-                    if let Some(out) = mbuf.append(net::ETHERNET_FRAME_BYTES_MIN) {
-                        net::write_arp_request(out, &endpoint, ip);
-                        self.transmit(mbuf);
-                    }
-                }
+                self.send_arp_request(ip);
                 return 1;
             }
             Err(None) => return 0,
@@ -608,6 +602,49 @@ impl Lcore {
         let request_id = cluster.next_request_id();
         let max_bytes = REPLICA_FETCH_BYTES_DEFAULT;
         let fetch: ReplicaFetch = replica.next_fetch(log, request_id, now, max_bytes);
+        self.transmit_replica_fetch(peer, handle, request_id, &fetch)
+    }
+
+    /// A designated leader's start-up question to the next replica (see `Probe`).
+    fn send_probe(&mut self, handle: PartitionHandle, now: Instant) -> usize {
+        let Some(cluster) = self.service.cluster.as_mut() else {
+            return 0;
+        };
+        let Some((log, replica)) = self.service.topics.replicated_mut(handle) else {
+            return 0;
+        };
+        let request_id = cluster.next_request_id();
+        let Some((target, fetch)) = replica.next_probe(log, request_id, now) else {
+            return 0;
+        };
+        match cluster.peer(target, now) {
+            Ok(peer) => self.transmit_replica_fetch(peer, handle, request_id, &fetch),
+            Err(Some(ip)) => {
+                self.send_arp_request(ip);
+                1
+            }
+            Err(None) => 0,
+        }
+    }
+
+    fn send_arp_request(&mut self, ip: std::net::Ipv4Addr) {
+        let endpoint = self.config.endpoint;
+        if let Some(mut mbuf) = self.pool.alloc() {
+            if let Some(out) = mbuf.append(net::ETHERNET_FRAME_BYTES_MIN) {
+                net::write_arp_request(out, &endpoint, ip);
+                self.transmit(mbuf);
+            }
+        }
+    }
+
+    /// A ReplicaFetch frame to `peer`; the answer comes back to partition `handle`.
+    fn transmit_replica_fetch(
+        &mut self,
+        peer: Peer,
+        handle: PartitionHandle,
+        request_id: u64,
+        fetch: &ReplicaFetch,
+    ) -> usize {
         let Some(mut mbuf) = self.pool.alloc() else {
             self.service.counters.mbuf_alloc_failures += 1;
             return 0;
@@ -646,7 +683,8 @@ impl Lcore {
         let mut work = 0;
         let mut leaders = [PartitionHandle(0); DIRTY_PARTITIONS_MAX];
         let mut followers = [PartitionHandle(0); DIRTY_PARTITIONS_MAX];
-        let (mut led, mut followed) = (0, 0);
+        let mut probing = [PartitionHandle(0); DIRTY_PARTITIONS_MAX];
+        let (mut led, mut followed, mut probed) = (0, 0, 0);
         let counters = &mut self.service.counters;
         self.service.topics.for_each_mut(|topic| {
             for (p, (log, replica)) in topic
@@ -659,7 +697,12 @@ impl Lcore {
                     continue;
                 }
                 let handle = PartitionHandle::new(topic.id, p as u16);
-                if replica.leader == replica.me {
+                if replica.is_probing() {
+                    if probed < probing.len() {
+                        probing[probed] = handle;
+                        probed += 1;
+                    }
+                } else if replica.leader == replica.me {
                     let left = replica.shrink_isr(log, now, timings.replica_lag);
                     for id in left.ids() {
                         counters.isr_changes += 1;
@@ -689,6 +732,9 @@ impl Lcore {
         }
         for handle in &followers[..followed] {
             work += self.send_replica_fetch(*handle, now, false);
+        }
+        for handle in &probing[..probed] {
+            work += self.send_probe(*handle, now);
         }
         work
     }

@@ -164,6 +164,13 @@ impl ClusterView {
         }
     }
 
+    /// The broker whose data plane `peer` is.
+    pub fn broker_of(&self, peer: &Peer) -> Option<u8> {
+        (1..=BROKER_ID_MAX as u16)
+            .find(|&id| self.is_broker(id, peer))
+            .map(|id| id as u8)
+    }
+
     /// Learns a MAC for an address (an ARP reply or request, or any datagram from it).
     pub fn learn(&mut self, ip: Ipv4Addr, mac: [u8; 6]) {
         for broker in self.brokers.iter_mut().flatten() {
@@ -331,7 +338,38 @@ pub struct Replica {
     pub truncating: bool,
     /// Where the admin thread is to cut this partition's log (set with `truncating`).
     pub cut_to: Option<u64>,
+    /// A designated leader starting up asks the other replicas who leads before it does.
+    probe: Option<Probe>,
 }
+
+/// The start-up question of a designated leader (static mode): "who leads, at which
+/// epoch?", asked of each other replica in turn with a ReplicaFetch. A follower answers
+/// NotLeaderOrFollower with its view; a newer leader is followed, otherwise this broker
+/// leads at one past every epoch it has heard of. Nobody answering leaves the partition
+/// leaderless (produces get NotLeaderOrFollower): a broker that was down never takes over
+/// from a leader elected meanwhile just because it came back first.
+#[derive(Copy, Clone, Debug)]
+struct Probe {
+    /// Index into `replicas` of the next replica to ask.
+    next: usize,
+    outstanding: Option<(u64, Instant)>,
+    /// The highest epoch any answer named.
+    highest_epoch: u32,
+}
+
+/// What a probe answer decided.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// Not an answer to our probe.
+    Ignored,
+    /// Another broker leads at a newer epoch: followed.
+    Follows(u8, u32),
+    /// Nobody newer: this broker leads at this epoch.
+    Leads(u32),
+}
+
+/// How long a probe waits for an answer before the next replica is asked.
+pub const PROBE_RETRY: Duration = Duration::from_millis(100);
 
 impl Replica {
     /// A partition of one replica (or outside a cluster): its HW is its log end.
@@ -397,6 +435,7 @@ impl Replica {
             truncated_bytes: 0,
             truncating: false,
             cut_to: None,
+            probe: None,
         }
     }
 
@@ -624,6 +663,91 @@ impl Replica {
             self.advance_high_watermark(log);
         }
         left
+    }
+
+    /// Starts as a designated leader that asks before it leads (see [`Probe`]).
+    pub fn start_probing(&mut self) {
+        assert!(self.is_replicated() && self.replicas.contains(self.me));
+        self.leader = 0;
+        self.probe = Some(Probe {
+            next: 0,
+            outstanding: None,
+            highest_epoch: self.epoch,
+        });
+    }
+
+    pub fn is_probing(&self) -> bool {
+        self.probe.is_some()
+    }
+
+    /// The replica to ask now and the fetch to ask with, when a probe is due.
+    pub fn next_probe(
+        &mut self,
+        log: &PartitionLog,
+        request_id: u64,
+        now: Instant,
+    ) -> Option<(u8, ReplicaFetch)> {
+        let probe = self.probe.as_mut()?;
+        if probe
+            .outstanding
+            .is_some_and(|(_, at)| now.duration_since(at) < PROBE_RETRY)
+        {
+            return None;
+        }
+        let others: BrokerSet = {
+            let mut others = BrokerSet::default();
+            for &id in self.replicas.ids().iter().filter(|&&id| id != self.me) {
+                others.insert(id);
+            }
+            others
+        };
+        let target = others.ids()[probe.next % others.len()];
+        probe.next += 1;
+        probe.outstanding = Some((request_id, now));
+        let fetch = ReplicaFetch {
+            topic_key: self.topic_key,
+            partition: self.partition,
+            follower_id: u16::from(self.me),
+            leader_epoch: self.epoch,
+            fetch_offset: log.log_end_offset(),
+            durable_offset: log.durable_offset().min(log.log_end_offset()),
+            last_fetched_epoch: log.epochs().last_epoch().unwrap_or(NO_EPOCH),
+            max_bytes: 0,
+            fragment_bytes: 0,
+        };
+        Some((target, fetch))
+    }
+
+    /// An answer to our probe from `from`: its view of the partition (leader, epoch).
+    pub fn on_probe_answer(
+        &mut self,
+        request_id: u64,
+        from: u8,
+        view_leader: u8,
+        view_epoch: u32,
+        log: &mut PartitionLog,
+    ) -> ProbeOutcome {
+        let Some(probe) = self.probe.as_mut() else {
+            return ProbeOutcome::Ignored;
+        };
+        if probe.outstanding.map(|(id, _)| id) != Some(request_id) || from == self.me {
+            return ProbeOutcome::Ignored;
+        }
+        probe.highest_epoch = probe.highest_epoch.max(view_epoch);
+        let highest = probe.highest_epoch;
+        self.probe = None;
+        let someone_else = view_leader != 0
+            && view_leader != self.me
+            && self.replicas.contains(view_leader)
+            && view_epoch > self.epoch;
+        if someone_else {
+            self.become_follower(view_leader, view_epoch);
+            ProbeOutcome::Follows(view_leader, view_epoch)
+        } else {
+            let epoch = highest.max(self.epoch) + 1;
+            self.become_leader(epoch, log);
+            ProbeOutcome::Leads(epoch)
+        }
     }
 
     /// This broker leads from now on, at `epoch` (an operator's move, or failover): its log

@@ -17,7 +17,9 @@
 use crate::counters::LcoreCounters;
 use crate::log::{AppendError, PartitionLog, ReadError};
 use crate::net::Peer;
-use crate::replica::{ClusterView, FetchVerdict, ParkedFetch, RefusalReason, Replica};
+use crate::replica::{
+    ClusterView, FetchVerdict, ParkedFetch, ProbeOutcome, RefusalReason, Replica,
+};
 use crate::topics::{AdminLink, AdminRequest, Origin, TopicName, TopicTable};
 use precursor_protocol::command::TopicReplication;
 use precursor_protocol::frame::{
@@ -590,6 +592,39 @@ impl Service {
         let Some((log, replica)) = self.topics.replicated_mut(handle) else {
             return unexpected(&mut self.counters);
         };
+        if replica.is_probing() {
+            let from = cluster.broker_of(&peer);
+            let same = replica.topic_key == data.topic_key && replica.partition == data.partition;
+            let outcome = match from {
+                Some(from) if same => replica.on_probe_answer(
+                    header.request_id,
+                    from,
+                    data.leader_id.min(255) as u8,
+                    data.leader_epoch,
+                    log,
+                ),
+                _ => ProbeOutcome::Ignored,
+            };
+            match outcome {
+                ProbeOutcome::Ignored => unexpected(&mut self.counters),
+                ProbeOutcome::Follows(leader, epoch) => {
+                    eprintln!(
+                        "precursor-dataplane: partition {handle:?}: broker {leader} leads at \
+                         epoch {epoch} (set while this broker was away): following it"
+                    );
+                    self.fetch_now.push(handle);
+                }
+                ProbeOutcome::Leads(epoch) => {
+                    eprintln!(
+                        "precursor-dataplane: partition {handle:?}: leading at epoch {epoch} \
+                         (log end {})",
+                        log.log_end_offset()
+                    );
+                    self.appended.push(handle);
+                }
+            }
+            return;
+        }
         let ours = replica.topic_key == data.topic_key
             && replica.partition == data.partition
             && u16::from(replica.leader) == data.leader_id
@@ -608,7 +643,18 @@ impl Service {
                 code,
                 ErrorCode::FencedLeaderEpoch | ErrorCode::UnknownLeaderEpoch
             );
-            if epoch_news && replica.adopt_epoch(replica.leader, data.leader_epoch) {
+            let view_leader = data.leader_id.min(255) as u8;
+            let moved = code == ErrorCode::NotLeaderOrFollower
+                && view_leader != 0
+                && view_leader != replica.me
+                && view_leader != replica.leader
+                && replica.replicas.contains(view_leader)
+                && data.leader_epoch > replica.epoch;
+            if moved {
+                // Our leader says another leads now, at a newer epoch: follow that one.
+                replica.become_follower(view_leader, data.leader_epoch);
+                self.fetch_now.push(handle);
+            } else if epoch_news && replica.adopt_epoch(replica.leader, data.leader_epoch) {
                 self.fetch_now.push(handle);
             } else {
                 replica.back_off(now, retry);

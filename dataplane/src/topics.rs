@@ -382,9 +382,8 @@ impl ReplicationPolicy {
 
     /// Partition `partition`'s replication state as this broker starts it: replicas from
     /// the fixed assignment or [`precursor_config::ClusterConfig::replicas_for`], the
-    /// preferred (first) replica leading. A leader starts a new epoch — one past every
-    /// epoch its log and checkpoint know — so a follower that holds a tail this leader
-    /// lost (a crash before the flusher wrote it) finds its divergence and cuts it.
+    /// preferred (first) replica leading — or the one the control plane set last
+    /// (`<partition dir>/leader`).
     pub fn replica(
         &self,
         entry: &TopicEntry,
@@ -441,13 +440,6 @@ impl ReplicationPolicy {
             .max(checkpoint.last_epoch())
             .max(set.map(|(_, epoch)| epoch))
             .unwrap_or(0);
-        let epoch = if leader == self.me() {
-            let epoch = known + 1;
-            log.assign_epoch(epoch);
-            epoch
-        } else {
-            known
-        };
         log.epochs().write_checkpoint(&dir).map_err(io)?;
         let mut replica = Replica::new(
             key,
@@ -457,11 +449,14 @@ impl ReplicationPolicy {
             acks_all_durable,
             self.me(),
             leader,
-            epoch,
+            known,
         );
-        // A leader's own log is its starting high watermark (static mode: it leads with
-        // what it has); followers learn theirs from the leader.
-        replica.on_leader_append(log);
+        // A designated leader asks the other replicas first (one may lead at a newer
+        // epoch, set while this broker was down); then it leads at a new epoch, so a
+        // follower holding a tail this leader lost finds the divergence and cuts it.
+        if leader == self.me() {
+            replica.start_probing();
+        }
         Ok(replica)
     }
 }
