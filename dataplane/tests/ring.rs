@@ -497,8 +497,9 @@ fn bad_input_is_counted_answered_and_never_stops_the_lcore() {
     )
     .unwrap_err();
     assert_eq!(code, ErrorCode::UnknownTopicOrPartition);
-    // Acks bits 3 are not a level.
-    let (header, _) = client.call(Opcode::Produce, 3, handle.0, &good);
+    // All-durable beside acks bits other than `all` is not a level.
+    let flags = precursor_protocol::frame::FLAG_PRODUCE_ALL_DURABLE | 1;
+    let (header, _) = client.call(Opcode::Produce, flags, handle.0, &good);
     assert_eq!(header.error_code(), Some(ErrorCode::InvalidFrame));
     // A frame whose length field lies is answered (its header is readable).
     let mut frame = vec![0u8; FRAME_HEADER_BYTES + 4];
