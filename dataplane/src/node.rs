@@ -405,6 +405,9 @@ pub fn endpoint(config: &Config, port: &Port) -> Endpoint {
 
 /// Runs a whole node in this process until `stop` is set. Returns the lcore's counters
 /// as JSON for the exit report.
+/// The lcore thread's timer slack: parks of the backoff idle strategy wake on time.
+const IDLE_TIMER_SLACK_NS: u64 = 1_000;
+
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> {
     // Partitions that will be open: those recovered from the manifest and those configured.
     let recovered = Manifest::load(&config.node.data_dir)?;
@@ -525,6 +528,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         rdma
     );
     let mut idle = Idle::new(config.dataplane.idle, config.dataplane.idle_park_us_max);
+    // A park of a few microseconds must not become the kernel's default 50 µs of slack.
+    if let Err(error) = precursor_ffi::thread::set_current_thread_timer_slack(IDLE_TIMER_SLACK_NS) {
+        eprintln!("precursor-dataplane: warning: cannot lower the lcore's timer slack: {error}");
+    }
     lcore.run(&stop, &mut idle);
     let counters = lcore.counters().to_json();
     #[cfg(feature = "rdma")]
