@@ -164,6 +164,12 @@ impl ClusterView {
         }
     }
 
+    /// Broker `id`'s data-plane address and UDP port.
+    pub fn address_of(&self, id: u8) -> Option<(Ipv4Addr, u16)> {
+        let broker = self.brokers.get(id as usize).copied().flatten()?;
+        Some((broker.ip, broker.udp_port))
+    }
+
     /// The broker whose data plane `peer` is.
     pub fn broker_of(&self, peer: &Peer) -> Option<u8> {
         (1..=BROKER_ID_MAX as u16)

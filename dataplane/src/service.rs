@@ -24,8 +24,8 @@ use crate::topics::{AdminLink, AdminRequest, Origin, TopicName, TopicTable};
 use precursor_protocol::command::TopicReplication;
 use precursor_protocol::frame::{
     batch_bytes_max, decode_frame, Acks, ErrorCode, FetchDataHeader, FetchRequest, FrameError,
-    FrameHeader, MetadataRequest, MetadataResponse, Opcode, PartitionHandle, ProduceAck,
-    FLAG_FETCH_DURABLE_ONLY, FLAG_METADATA_AUTO_CREATE, FRAME_HEADER_BYTES,
+    FrameHeader, MetadataLeaders, MetadataRequest, MetadataResponse, Opcode, PartitionHandle,
+    ProduceAck, FLAG_FETCH_DURABLE_ONLY, FLAG_METADATA_AUTO_CREATE, FRAME_HEADER_BYTES,
 };
 use precursor_protocol::record_batch::{batches, RecordBatchHeader};
 use precursor_protocol::replication::{
@@ -100,7 +100,8 @@ impl Reply {
             Reply::Ack(_) => ProduceAck::BYTES,
             Reply::Error { reason, .. } => reason.len(),
             Reply::Fetch { .. } => frame_bytes_max - FRAME_HEADER_BYTES,
-            Reply::Metadata(_) => MetadataResponse::BYTES,
+            // The cluster's leaders follow the fixed part (as many as fit).
+            Reply::Metadata(_) => frame_bytes_max - FRAME_HEADER_BYTES,
             Reply::Pong { bytes } => *bytes,
             Reply::ReplicaData { .. } => frame_bytes_max - FRAME_HEADER_BYTES,
             Reply::ReplicaRefused { .. } => ReplicaDataHeader::BYTES,
@@ -838,11 +839,18 @@ impl Service {
             }
             Reply::Metadata(response) => {
                 response.encode(&mut out[..MetadataResponse::BYTES]);
-                (
-                    Opcode::MetadataResponse,
-                    ErrorCode::None,
-                    MetadataResponse::BYTES,
-                )
+                let mut bytes = MetadataResponse::BYTES;
+                if let (Some(cluster), Some(topic)) =
+                    (&self.cluster, self.topics.by_id(response.topic_id))
+                {
+                    bytes += MetadataLeaders::encode(
+                        cluster.me,
+                        topic.replicas.iter().map(|r| r.leader),
+                        |id| cluster.address_of(id),
+                        &mut out[MetadataResponse::BYTES..],
+                    );
+                }
+                (Opcode::MetadataResponse, ErrorCode::None, bytes)
             }
             Reply::Pong { bytes } => {
                 out[..bytes].copy_from_slice(&self.scratch[..bytes]);

@@ -559,6 +559,10 @@ impl TopicTable {
         self.by_id[id as usize].as_ref()
     }
 
+    pub fn by_id(&self, id: u16) -> Option<&Topic> {
+        self.by_id[id as usize].as_ref()
+    }
+
     pub fn by_name_mut(&mut self, name: &str) -> Option<&mut Topic> {
         let id = *self.by_name.get(name)?;
         self.by_id[id as usize].as_mut()
