@@ -214,6 +214,8 @@ fn cluster_results(
     };
     let verdict = ClusterVerdict::of(answers, already_code);
     let ids = |ids: &[u32]| {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
         ids.iter()
             .map(u32::to_string)
             .collect::<Vec<_>>()
@@ -280,7 +282,6 @@ fn cluster_results(
         } else {
             let mut ok = verdict.done.clone();
             ok.extend(&verdict.already);
-            ok.sort_unstable();
             format!("done on broker(s) {}; ", ids(&ok))
         };
         format!(
