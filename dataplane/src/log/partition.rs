@@ -496,9 +496,9 @@ impl PartitionLog {
         self.shared.storage_error.get().copied()
     }
 
-    /// A spare segment is ready: the next roll will not return `SegmentNotReady`.
-    pub fn spare_ready(&self) -> bool {
-        !self.spares.is_empty()
+    /// Spare segments ready: the next that many rolls will not return `SegmentNotReady`.
+    pub fn spares_ready(&self) -> usize {
+        self.spares.len()
     }
 
     /// The partition's directory.
