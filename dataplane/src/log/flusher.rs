@@ -36,6 +36,19 @@ const SPARE_RETRY_MS: u64 = 1000;
 /// flusher is held up (a slow fdatasync of another segment) for up to a whole segment's
 /// fill time. Each costs `segment_bytes` of (huge page) memory per partition.
 pub(crate) const SPARE_SEGMENTS: usize = 2;
+/// Rolled segments waiting to be sealed (in memory, not all on disk yet) beyond which no
+/// spare is replaced, in bytes of segments: when the disk falls this far behind, the
+/// lcore's rolls wait for it (the produce is answered Busy) instead of memory filling up
+/// with unpersisted segments. Small segments may run further ahead (a pass of the flusher
+/// blocked on other partitions' fdatasyncs can outlast several of them).
+const UNSEALED_BYTES_MAX: u64 = 32 << 20;
+/// ... but at least this many segments, and at most this many.
+const UNSEALED_SEGMENTS_MIN: u64 = 2;
+const UNSEALED_SEGMENTS_MAX: u64 = 16;
+/// A partition's poll that took this long may have blocked (fdatasync, sealing): the other
+/// partitions' lcores may have rolled meanwhile, so their spares are replaced before the
+/// next partition's poll, in microseconds.
+const BLOCKED_POLL_US: u64 = 200;
 /// How long `open` waits for the flusher to release a closed instance of the partition.
 const RELEASE_WAIT_MS: u64 = 30_000;
 
@@ -77,6 +90,9 @@ pub(crate) struct PartitionShared {
     /// 1 + the highest offset the lcore wants durable now; 0: none.
     pub durable_requested: AtomicU64,
     pub storage_error: OnceLock<&'static str>,
+    /// Spare segments the lcore has rolled onto (Release by the lcore): the flusher replaces
+    /// them without waiting to see the `Rolled` commands behind other work.
+    pub spares_taken: AtomicU64,
     /// The PartitionLog was dropped: final flush, then release.
     pub closed: AtomicBool,
     /// The flusher is done with this partition (files may be reopened).
@@ -206,6 +222,7 @@ impl FlusherHandle {
                         durable_offset: AtomicU64::new(0),
                         durable_requested: AtomicU64::new(0),
                         storage_error: OnceLock::new(),
+                        spares_taken: AtomicU64::new(0),
                         closed: AtomicBool::new(false),
                         released: AtomicBool::new(false),
                         to_flusher: ArrayQueue::new(TO_FLUSHER_CAPACITY),
@@ -241,8 +258,15 @@ fn run(shared: &FlusherShared) {
             partitions.push(partition);
         }
         let mut work = 0;
-        for partition in partitions.iter_mut() {
-            work += partition.poll(shutting_down, &shared.syncs);
+        // Bounded: partitions x (1 + partitions) polls and top-ups.
+        for polled in 0..partitions.len() {
+            let started = Instant::now();
+            work += partitions[polled].poll(shutting_down, &shared.syncs);
+            if started.elapsed() >= Duration::from_micros(BLOCKED_POLL_US) {
+                for partition in partitions.iter_mut() {
+                    work += partition.top_up_spares();
+                }
+            }
         }
         partitions.retain_mut(|partition| !partition.release_if_closed());
         if shutting_down {
@@ -294,6 +318,13 @@ pub(crate) struct FlushedPartition {
     /// (a few µs per 4 KiB, and an idle partition's spares cost no memory).
     prefault_spares: bool,
     spare_retry_at: Instant,
+    /// Spares made for this partition (the one `open` made included).
+    spares_made: u64,
+    /// Rolls the lcore may be ahead of the sealing before spares stop (see
+    /// [`UNSEALED_BYTES_MAX`]).
+    unsealed_segments_max: u64,
+    /// `Rolled` commands handled (segments sealed, or given up on by a failed partition).
+    rolls_handled: u64,
     /// Sealed segments' memory, until the lcore sends its reader back.
     sealed_memory: Vec<AppendReader>,
     outbox: VecDeque<ToLcore>,
@@ -325,6 +356,10 @@ impl FlushedPartition {
             spare_file: None,
             prefault_spares: page_bytes_for(&cfg.memory_dir) > PAGE_BYTES_DEFAULT,
             spare_retry_at: Instant::now(),
+            spares_made: 0,
+            unsealed_segments_max: (UNSEALED_BYTES_MAX / cfg.segment_bytes.max(1))
+                .clamp(UNSEALED_SEGMENTS_MIN, UNSEALED_SEGMENTS_MAX),
+            rolls_handled: 0,
             sealed_memory: Vec::new(),
             outbox: VecDeque::new(),
             unsynced_records: 0,
@@ -346,7 +381,6 @@ impl FlushedPartition {
     /// onto; the flusher keeps its reader, in roll order. Memory only: no disk operation,
     /// so a slow disk never delays a spare.
     pub(crate) fn prepare_spare(&mut self) -> Result<Spare, LogError> {
-        assert!(self.spares.len() < SPARE_SEGMENTS);
         let (writer, reader) = self.memory_region()?;
         if self.prefault_spares {
             if let Err(error) = writer.prefault() {
@@ -355,6 +389,7 @@ impl FlushedPartition {
             }
         }
         self.spares.push_back(reader);
+        self.spares_made += 1;
         Ok(Spare {
             writer,
             index: SparseIndex::new(0, self.index_interval_bytes, self.segment_bytes),
@@ -370,18 +405,35 @@ impl FlushedPartition {
             .open(self.dir.join(SPARE_LOG_NAME))
     }
 
+    /// Spares made and not rolled onto yet: held by the lcore or on their way to it.
+    fn spares_outstanding(&self) -> u64 {
+        let taken = self.shared.spares_taken.load(Ordering::Acquire);
+        debug_assert!(taken <= self.spares_made);
+        self.spares_made - taken
+    }
+
+    /// Whether a spare should be made now: fewer than [`SPARE_SEGMENTS`] are out, and
+    /// fewer rolls than `unsealed_segments_max` wait to be sealed.
+    fn spare_wanted(&self) -> bool {
+        let taken = self.shared.spares_taken.load(Ordering::Acquire);
+        self.spares_outstanding() < SPARE_SEGMENTS as u64
+            && taken.saturating_sub(self.rolls_handled) < self.unsealed_segments_max
+    }
+
     /// Prepares spares until [`SPARE_SEGMENTS`] are out (and `spare.log`), and hands them
-    /// to the lcore at once. Bounded: at most `SPARE_SEGMENTS` + 1 creations. Returns the
-    /// work done.
+    /// to the lcore at once. Cheap when nothing is wanted (two atomic loads). Bounded: at
+    /// most `SPARE_SEGMENTS` + 1 creations. Returns the work done.
     fn top_up_spares(&mut self) -> usize {
-        if self.shared.closed.load(Ordering::Acquire)
+        let file_wanted = self.spare_file.is_none();
+        if !(self.spare_wanted() || file_wanted)
+            || self.shared.closed.load(Ordering::Acquire)
             || self.failed()
             || Instant::now() < self.spare_retry_at
         {
             return 0;
         }
         let mut work = 0;
-        while self.spares.len() < SPARE_SEGMENTS {
+        while self.spare_wanted() {
             work += 1;
             match self.prepare_spare() {
                 Ok(spare) => self.outbox.push_back(ToLcore::Spare(spare)),
@@ -551,6 +603,7 @@ impl FlushedPartition {
             .spares
             .pop_front()
             .expect("the lcore rolled onto a spare");
+        self.rolls_handled += 1;
         self.top_up_spares();
         if !self.seal_active(sealed_bytes, new_base_offset, syncs) {
             // The partition failed: its memory files go when it is released.

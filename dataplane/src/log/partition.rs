@@ -271,6 +271,7 @@ impl PartitionLog {
             return false;
         }
         let Spare { writer, mut index } = self.spares.pop_front().expect("checked above");
+        self.shared.spares_taken.fetch_add(1, Ordering::Release);
         let new_base_offset = self.log_end_offset();
         index.reset(new_base_offset);
         assert_eq!(writer.published(), 0);
