@@ -308,8 +308,10 @@ pub(crate) struct FlushedPartition {
     flush_interval: Duration,
     flush_messages: u64,
     active: FlushTarget,
-    /// Memory of the spare segments prepared for the lcore (held by it, or on their way),
-    /// oldest first: the lcore rolls onto them in this order. At most [`SPARE_SEGMENTS`].
+    /// Memory of the spares made whose `Rolled` is not handled yet, oldest first (the lcore
+    /// rolls onto them in this order): those the lcore holds or is being sent (at most
+    /// [`SPARE_SEGMENTS`]), after those it rolled onto already (at most
+    /// `unsealed_segments_max`).
     spares: VecDeque<AppendReader>,
     /// `spare.log`: the file of the next segment, created ahead of the roll that needs it.
     spare_file: Option<File>,
