@@ -108,9 +108,20 @@ fn assert_no_storm(report: &ProducerReport, what: &str) {
     );
 }
 
+/// Removes the data plane's CnC directory (counters, IPC rings: megabytes of /dev/shm)
+/// when the test ends, however it ends.
+struct CncDirRemoved(PathBuf);
+
+impl Drop for CncDirRemoved {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn rolls_lose_nothing_and_stall_nobody(tag: &str, subnet: u8, preset: &str) {
     let extra = format!("[storage]\nsegment_bytes = {SEGMENT_BYTES}\n");
     let node = AfPacketNode::new(tag, subnet, &extra);
+    let _cnc = CncDirRemoved(ipc_dir(&node));
     // The preset goes first: a top-level key before the tables.
     let config = std::fs::read_to_string(&node.config).unwrap();
     std::fs::write(&node.config, format!("preset = {preset:?}\n{config}")).unwrap();
