@@ -650,6 +650,21 @@ mod tests {
             &["topic", "list", "--socket", "/s", "--config", "/c"], // one or the other
             &["topic", "rename", "a", "b"],
             &["status", "--retention-ms", "5"],
+            &["topic", "create", "o", "-p", "1", "-r", "0"], // replication factor 0
+            &["topic", "create", "o", "-p", "1", "--acks-all", "sometimes"],
+            &[
+                "topic",
+                "create",
+                "o",
+                "-p",
+                "1",
+                "--min-insync-replicas",
+                "0",
+            ],
+            &["cluster", "up", "--nodes", "0"],
+            &["cluster", "up", "--nodes", "6"],
+            &["cluster", "stop"], // which broker?
+            &["cluster", "status", "--nodes", "3"],
         ] {
             let error = parse(args)
                 .err()
@@ -681,6 +696,24 @@ mod tests {
                 "1073741824",
             ],
             &["status", "--json"],
+            &[
+                "topic",
+                "create",
+                "orders",
+                "-p",
+                "3",
+                "--replication-factor",
+                "3",
+                "--min-insync-replicas",
+                "2",
+                "--acks-all",
+                "durable",
+            ],
+            &["cluster", "up", "--nodes", "3", "--dir", "/tmp/c", "--json"],
+            &["cluster", "down", "--purge"],
+            &["cluster", "status", "--json"],
+            &["cluster", "stop", "--node", "2"],
+            &["cluster", "start", "--node", "2", "--dir", "/tmp/c"],
             &["up", "--config", "precursor.toml"],
             &["controlplane"],
         ] {
