@@ -705,7 +705,7 @@ fn plan_memory(
     preset: Preset,
     hugepages_free: u64,
 ) -> Result<MemoryPlan> {
-    if segment_bytes % HUGE_PAGE_BYTES != 0 || segment_bytes == 0 {
+    if !segment_bytes.is_multiple_of(HUGE_PAGE_BYTES) || segment_bytes == 0 {
         bail!("--segment-bytes {segment_bytes}: a multiple of 2 MiB (the huge page size)");
     }
     let (dpdk, segments) = broker_memory_bytes(mbufs, segment_bytes);

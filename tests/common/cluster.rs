@@ -305,8 +305,10 @@ impl Cluster {
                 let status: serde_json::Value =
                     serde_json::from_str(stdout(&out).trim()).unwrap_or_default();
                 let pid = status["dataplane_pid"].as_u64().map(|p| p as u32);
-                if status["dataplane_alive"] == true && pid.is_some() && pid != not_pid {
-                    return pid.unwrap();
+                if let Some(pid) = pid.filter(|&p| Some(p) != not_pid) {
+                    if status["dataplane_alive"] == true {
+                        return pid;
+                    }
                 }
             }
             assert!(
