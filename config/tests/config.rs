@@ -58,7 +58,10 @@ fn the_example_file_is_valid() {
 
 #[test]
 fn the_cluster_example_is_valid_and_names_three_brokers() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/cluster-broker-1.toml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/cluster-broker-1.toml"
+    );
     let config = Config::load(std::path::Path::new(path)).expect("example validates");
     assert_eq!(config.cluster.broker_id, 1);
     assert_eq!(config.cluster.brokers.len(), 3);

@@ -68,6 +68,10 @@ const POLL_MS: u64 = 100;
 const STATUS_TIMEOUT_MS: u64 = 2_000;
 /// Log lines quoted when a broker fails to come up.
 const LOG_TAIL_LINES: usize = 15;
+/// Reads of a process's command line that may come back empty (mid-exec), and the pause
+/// between them, in milliseconds.
+const CMDLINE_READS_MAX: u32 = 20;
+const CMDLINE_REREAD_MS: u64 = 5;
 /// `ip netns del` fails with EBUSY while a process that entered it is still exiting; retry
 /// this long, in milliseconds.
 const NETNS_DELETE_PATIENCE_MS: u64 = 5_000;
@@ -239,6 +243,7 @@ pub fn run(command: ClusterCommand) -> Result<ExitCode> {
                 println!("broker {node} is not running");
                 return Ok(ExitCode::SUCCESS);
             }
+            check_no_foreign_processes(&layout)?;
             stop_brokers(&[broker]);
             println!("stopped broker {node}");
             Ok(ExitCode::SUCCESS)
@@ -250,8 +255,16 @@ pub fn run(command: ClusterCommand) -> Result<ExitCode> {
                 println!("broker {node} is running already (pid {pid})");
                 return Ok(ExitCode::SUCCESS);
             }
+            if !netns_exists(&broker.netns) {
+                bail!(
+                    "the cluster's network is gone (network namespace {} does not exist; \
+                     `cluster down`?): start the cluster with `precursor cluster up --dir {}`",
+                    broker.netns,
+                    layout.dir.display()
+                );
+            }
             let child = spawn_broker(broker)?;
-            wait_ready(&[(broker, child)])?;
+            wait_ready(&mut [(broker, child)])?;
             println!("started broker {node}");
             Ok(ExitCode::SUCCESS)
         }
@@ -364,6 +377,7 @@ fn up(args: &UpArgs) -> Result<ExitCode> {
         }
         // Nothing runs: whatever the last run left (namespaces, bridge, shared files) goes;
         // the data directories stay and the brokers recover from them.
+        check_no_foreign_processes(&layout)?;
         teardown(&layout);
     }
     let preset = Preset::parse(&args.preset).ok_or_else(|| {
@@ -392,9 +406,11 @@ fn up(args: &UpArgs) -> Result<ExitCode> {
     let mbufs = args.mbufs.unwrap_or(MBUFS_DEFAULT);
     let binary = std::env::current_exe().context("cannot find the precursor binary")?;
     let dataplane = dataplane_binary();
-    if !dataplane.is_absolute() {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(&dataplane).is_file()));
+    if !dataplane.is_absolute() && !on_path {
         bail!(
-            "precursor-dataplane is not beside {}: build it (cargo build --release --workspace)",
+            "precursor-dataplane is neither beside {} nor on PATH: build it (cargo build --release --workspace)",
             binary.display()
         );
     }
@@ -456,7 +472,7 @@ fn up(args: &UpArgs) -> Result<ExitCode> {
             }
         }
     }
-    if let Err(error) = wait_ready(&started) {
+    if let Err(error) = wait_ready(&mut started) {
         drop(started);
         teardown(&layout);
         return Err(error.context(format!(
@@ -972,7 +988,16 @@ fn process_is(pid: i32, config: &Path) -> bool {
     if state.is_none_or(|s| s.starts_with('Z') || s.starts_with('X')) {
         return false;
     }
-    let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+    // In the middle of an execve (setsid and `ip netns exec` exec the next program) the
+    // command line reads empty for a moment: look again.
+    let mut cmdline = Vec::new();
+    for _ in 0..CMDLINE_READS_MAX {
+        cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+        if !cmdline.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(CMDLINE_REREAD_MS));
+    }
     let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
     let config = config.as_os_str().as_encoded_bytes();
     args.contains(&b"up".as_slice()) && args.contains(&config)
@@ -1017,19 +1042,17 @@ fn spawn_broker(broker: &BrokerLayout) -> Result<Child> {
 /// Waits until every started broker's data plane is attached, bounded by
 /// [`READY_TIMEOUT_MS`]; a broker that exits or does not come up is an error naming it,
 /// with the last lines of its log.
-fn wait_ready(started: &[(&BrokerLayout, Child)]) -> Result<()> {
+fn wait_ready(started: &mut [(&BrokerLayout, Child)]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
     let mut ready = vec![false; started.len()];
     loop {
-        for (i, (broker, _)) in started.iter().enumerate() {
+        for (i, (broker, child)) in started.iter_mut().enumerate() {
             if ready[i] {
                 continue;
             }
-            if broker_pid(broker).is_none() {
-                // Give the log a moment to receive the last words of the process.
-                std::thread::sleep(Duration::from_millis(POLL_MS));
+            if let Ok(Some(status)) = child.try_wait() {
                 bail!(
-                    "broker {} exited at start-up; the end of {}:\n{}",
+                    "broker {} exited at start-up ({status}); the end of {}:\n{}",
                     broker.id,
                     broker.log.display(),
                     log_tail(&broker.log)
@@ -1107,6 +1130,31 @@ fn alive(pid: i32) -> bool {
     })
 }
 
+/// Refuses to stop or remove a cluster whose namespaces hold processes that are not its
+/// own: the names are another cluster's now (started in another directory after this one
+/// went down), or someone works inside one.
+fn check_no_foreign_processes(layout: &ClusterLayout) -> Result<()> {
+    let dir = layout.dir.as_os_str().as_encoded_bytes();
+    for broker in &layout.brokers {
+        for pid in netns_pids(&broker.netns) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let ours = cmdline.windows(dir.len()).any(|w| w == dir);
+            if !ours && alive(pid) {
+                let shown = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                bail!(
+                    "network namespace {} holds a process that is not this cluster's (pid \
+                     {pid}: {}): another cluster named {:?}, started with another --dir, or a \
+                     shell inside it; stop that first",
+                    broker.netns,
+                    shown.trim(),
+                    layout.name
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// SIGTERM to every broker's `precursor up` (it stops its data plane, which flushes); after
 /// [`STOP_TIMEOUT_MS`] SIGKILL to whatever still runs in their namespaces. Removes their
 /// pid files.
@@ -1180,6 +1228,7 @@ fn down(dir: &Path, purge: bool) -> Result<ExitCode> {
         println!("no cluster in {}: nothing to stop", dir.display());
         return Ok(ExitCode::SUCCESS);
     };
+    check_no_foreign_processes(&layout)?;
     let was_up = interface_exists(&layout.bridge)
         || layout
             .brokers
@@ -1195,14 +1244,13 @@ fn down(dir: &Path, purge: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if purge {
-        // Only what `up` made: the node directories and the layout, then the directory if
-        // that left it empty.
-        for broker in &layout.brokers {
-            if let Some(node_dir) = broker.config.parent() {
-                if node_dir.exists() {
-                    std::fs::remove_dir_all(node_dir)
-                        .with_context(|| format!("cannot remove {}", node_dir.display()))?;
-                }
+        // Only what `up` made: the node directories (of this run and of earlier runs with
+        // more brokers) and the layout, then the directory if that left it empty.
+        for id in 1..=NODES_MAX {
+            let node_dir = dir.join(format!("node-{id}"));
+            if node_dir.join("precursor.toml").exists() {
+                std::fs::remove_dir_all(&node_dir)
+                    .with_context(|| format!("cannot remove {}", node_dir.display()))?;
             }
         }
         std::fs::remove_file(layout_path(&dir))
