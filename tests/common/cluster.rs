@@ -276,8 +276,11 @@ impl Cluster {
             .split_whitespace()
             .filter_map(|p| p.parse::<u32>().ok())
             .find(|pid| {
-                std::fs::read_link(format!("/proc/{pid}/exe"))
-                    .is_ok_and(|exe| exe.ends_with("precursor-dataplane"))
+                // argv[0] as `precursor up` started it (the exe link of a binary rebuilt
+                // meanwhile reads "... (deleted)").
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let program = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+                program.ends_with(b"precursor-dataplane")
             })
     }
 
