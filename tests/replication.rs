@@ -84,6 +84,13 @@ fn wait_replicated(cluster: &Cluster, topic: &str, leader: u32, end: u64) {
     );
 }
 
+/// Waits until the leader's HW is `end` (the brokers still in sync hold it).
+fn wait_replicated_on(cluster: &Cluster, topic: &str, leader: u32, end: u64) {
+    wait_until(&format!("{topic}'s HW at {end} on broker {leader}"), || {
+        field(&partitions(cluster, leader, topic)[0], "high_watermark") == end
+    });
+}
+
 /// (base offset, CRC) of every batch of a partition's segment files on one broker.
 fn batch_crcs(data_dir: &Path, topic: &str) -> Vec<(i64, u32)> {
     let dir = data_dir.join(format!("{topic}-0"));
@@ -392,6 +399,8 @@ fn a_follower_cut_off_leaves_the_isr_and_rejoins_and_min_insync_3_refuses_acks_a
             .map(|v| v.as_u64().unwrap())
             .collect()
     };
+    // The leader's gauges are published every 10 ms: wait for the produce's last offset.
+    wait_replicated_on(&cluster, "cut", leader, 2000);
     let on_leader = partitions(&cluster, leader, "cut")[0].clone();
     assert!(
         !isr_of("cut", leader).contains(&u64::from(follower)),

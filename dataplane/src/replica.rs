@@ -1049,6 +1049,43 @@ mod tests {
         assert_eq!(replica.isr.ids(), &[1]);
         assert_eq!(replica.isr_shrinks, 1);
         assert_eq!(replica.high_watermark(&log), 10, "alone again: the log end");
+        // On a partition nobody writes to, a follower that stops fetching leaves too: its
+        // parked fetch expires unanswered and it never asks again.
+        let mut idle = Replica::new(7, 0, replicas, 2, false, 1, 1, 2);
+        idle.on_leader_append(&log);
+        let end = log.log_end_offset();
+        assert_eq!(
+            idle.on_fetch(&fetch(2, end, 2, 2), true, &log, now),
+            FetchVerdict::Park
+        );
+        idle.park(ParkedFetch {
+            peer: Peer {
+                mac: [2; 6],
+                ip: Ipv4Addr::new(10, 0, 0, 2),
+                udp_port: 9190,
+            },
+            request: FrameHeader::new(precursor_protocol::frame::Opcode::ReplicaFetch, 1, 0, 0),
+            fetch: fetch(2, end, 2, 2),
+            parked_at: now,
+        });
+        assert_eq!(idle.isr.ids(), &[1, 2]);
+        let wait = Duration::from_millis(500);
+        let mut due = [None; FOLLOWERS_MAX];
+        assert!(
+            idle.shrink_isr(&log, now + lag * 3, lag).is_empty(),
+            "parked: caught up"
+        );
+        assert_eq!(
+            idle.take_servable(&log, now + lag * 3 + wait, wait, &mut due),
+            1
+        );
+        assert!(
+            idle.shrink_isr(&log, now + lag * 4, lag).is_empty(),
+            "just answered"
+        );
+        let left = idle.shrink_isr(&log, now + lag * 6, lag);
+        assert_eq!(left.ids(), &[2], "silent since");
+
         // A follower never cuts below the high watermark.
         let mut follower = Replica::new(7, 0, replicas, 2, false, 2, 1, 2);
         follower.follow_high_watermark(6, &log);
