@@ -171,6 +171,9 @@ struct InFlightBatch {
     last_sent_at: Instant,
     next_due: Instant,
     give_up_at: Instant,
+    /// The last retriable refusal (code and the broker's reason), reported if the batch
+    /// is given up: "not enough replicas" says more than "no acknowledgement".
+    last_refusal: Option<(u16, String)>,
 }
 
 /// A go-back-N round: at `due`, every in-flight batch whose request id is at least
@@ -749,6 +752,7 @@ impl ProducerState {
             last_sent_at: now,
             next_due: self.schedule.next_due(now, 0),
             give_up_at: self.schedule.give_up_at(oldest),
+            last_refusal: None,
         });
         if held {
             return Ok(());
@@ -823,7 +827,14 @@ impl ProducerState {
                 batch.messages.len()
             );
             let first_sent_at = batch.messages.first().map(|m| m.accepted_at).unwrap_or(now);
-            let error = transport.no_answer(&what, batch.attempts, first_sent_at);
+            let error = match &batch.last_refusal {
+                Some((code, reason)) => ClientError::from_broker(
+                    format!("{what}, refused until the delivery timeout"),
+                    *code,
+                    reason.as_bytes(),
+                ),
+                None => transport.no_answer(&what, batch.attempts, first_sent_at),
+            };
             self.fail_batch(handle, batch, &error, now);
         }
         for handle in lingered {
@@ -902,6 +913,10 @@ impl ProducerState {
             }
             Some(c) if c.is_retriable() => {
                 self.stats.retriable_errors += 1;
+                if c != ErrorCode::OutOfOrderSequence {
+                    let reason = String::from_utf8_lossy(payload).trim().to_string();
+                    p.in_flight[position].last_refusal = Some((code, reason));
+                }
                 if p.in_flight[position].answers_awaited > 0 {
                     // Answers an older transmission: a resend of it is on its way.
                     return;
