@@ -486,7 +486,7 @@ impl Config {
     fn check_replication_factor(&self, key: &str, rf: u8) -> Result<(), ConfigError> {
         let brokers = self.cluster.brokers.len().max(1);
         check(
-            rf >= 1 && rf <= crate::REPLICATION_FACTOR_MAX && rf as usize <= brokers,
+            (1..=crate::REPLICATION_FACTOR_MAX).contains(&rf) && rf as usize <= brokers,
             key,
             rf,
             &format!(
