@@ -927,7 +927,7 @@ pub fn find_coordinator(
         }
     };
     let mut response = FindCoordinatorResponse::default();
-    let broker_id = BrokerId(gateway.config.broker_id);
+    let broker_id = BrokerId(gateway.broker_id());
     if meta.version >= 4 {
         for key in &request.coordinator_keys {
             let (error, message) = answer_for(request.key_type, key.as_str());

@@ -4,7 +4,10 @@
 //! connection take effect in the order they were sent) and returns a future for the
 //! answer. A request that cannot be read is a [`Malformed`]: the connection is closed.
 
-use super::{fetch, groups, list_offsets, produce, producer_ids, topics, versions, Gateway};
+use super::{
+    fetch, groups, list_offsets, offset_for_leader_epoch, produce, producer_ids, topics, versions,
+    Gateway,
+};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
@@ -106,10 +109,11 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api = ApiKey::try_from(raw_key).map_err(|_| Malformed::UnknownApiKey(raw_key))?;
-    let Some(range) = versions::supported_versions(api) else {
+    let gateway = &context.gateway;
+    let in_cluster = gateway.cluster_broker_id() != 0;
+    let Some(range) = versions::supported_versions(api, in_cluster) else {
         return Err(Malformed::UnsupportedApi(api));
     };
-    let gateway = &context.gateway;
     if !(range.min..=range.max).contains(&version) {
         if api == ApiKey::ApiVersions {
             // KIP-511: answer in version 0 with UNSUPPORTED_VERSION and our versions, so
@@ -118,7 +122,7 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
             gateway.metrics.request(api_name(api));
             let code = ResponseError::UnsupportedVersion.code();
             gateway.metrics.error(api_name(api), code);
-            let response = versions::api_versions_response(code);
+            let response = versions::api_versions_response(code, in_cluster);
             let meta = RequestMeta {
                 api,
                 version: 0,
@@ -145,7 +149,8 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
         ApiKey::ApiVersions => {
             let _request: kafka_protocol::messages::ApiVersionsRequest =
                 decode(context, &mut frame, &meta)?;
-            Ok(ready(encode(&meta, &versions::api_versions_response(0))))
+            let response = versions::api_versions_response(0, in_cluster);
+            Ok(ready(encode(&meta, &response)))
         }
         ApiKey::Metadata => {
             let request = decode(context, &mut frame, &meta)?;
@@ -174,6 +179,15 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
         ApiKey::ListOffsets => {
             let request = decode(context, &mut frame, &meta)?;
             let answer = list_offsets::list_offsets(context.gateway.clone(), meta.clone(), request);
+            Ok(respond_later(meta, answer))
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let request = decode(context, &mut frame, &meta)?;
+            let answer = offset_for_leader_epoch::offset_for_leader_epoch(
+                context.gateway.clone(),
+                meta.clone(),
+                request,
+            );
             Ok(respond_later(meta, answer))
         }
         ApiKey::InitProducerId => {
@@ -326,6 +340,7 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         _ => "other",
     }
 }

@@ -2,10 +2,11 @@
 //! counters file (as for `precursor topic list`), creation and deletion go through the
 //! admin path (the command ring), as the CLI's do.
 
+use super::cluster::{self, KafkaBroker, Leadership, LiveGauge, Replication};
 use super::requests::{api_name, Context, RequestMeta};
 use super::Gateway;
 use crate::admin::{self, codes, PartitionInfo};
-use crate::counters::CountersSnapshot;
+use crate::counters::{parse_labels, CountersSnapshot, Sample};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -34,11 +35,115 @@ pub const TOPIC_VIEW_MAX_AGE_MS: u64 = 500;
 /// this, in milliseconds (a topic created a moment ago by another path is found; a client
 /// asking for a topic that does not exist costs at most one read per this interval).
 pub const TOPIC_VIEW_MISS_REFRESH_MS: u64 = 2;
+/// In a cluster, a request that the cached view would turn away for leadership (a
+/// partition led elsewhere, an epoch it does not know) reads the view again first when it
+/// is older than this, in milliseconds, and Metadata is answered from a view at most this
+/// old: after a leader change (published within 10 ms) clients are told at once.
+pub const TOPIC_VIEW_LEADERSHIP_MAX_AGE_MS: u64 = 20;
 /// "Not requested" for the authorized-operations fields (Kafka's INT32_MIN).
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-/// Topic name -> partitions (offsets, bytes) as the data plane last published them.
-pub type Topics = BTreeMap<String, Vec<PartitionInfo>>;
+/// One partition of the topic view: its offsets and bytes, and in a cluster its
+/// replication, as the data plane last published them.
+#[derive(Clone, Debug, Default)]
+pub struct Partition {
+    pub info: PartitionInfo,
+    /// The replication gauges; None outside a cluster, or when the data plane publishes
+    /// no leader gauge for it.
+    pub replication: Option<Replication>,
+    /// The high watermark gauge's slot, for live reads (Fetch's bound).
+    pub high_watermark_gauge: Option<LiveGauge>,
+}
+
+impl Partition {
+    pub fn index(&self) -> i32 {
+        self.info.partition as i32
+    }
+
+    /// Who serves it, for a broker whose `cluster.broker_id` is `me` (0: not a cluster).
+    pub fn leadership(&self, me: u32) -> Leadership {
+        Leadership::of(me, self.replication.as_ref())
+    }
+}
+
+/// Topic name -> its partitions in partition order, as the data plane last published
+/// them. A broker of a cluster may publish only some partitions of a topic.
+pub type Topics = BTreeMap<String, Vec<Partition>>;
+
+/// Partition `index` of `topic` in the view.
+pub fn find_partition<'a>(topics: &'a Topics, topic: &str, index: i32) -> Option<&'a Partition> {
+    let partitions = topics.get(topic)?;
+    partitions
+        .binary_search_by_key(&index, Partition::index)
+        .ok()
+        .map(|at| &partitions[at])
+}
+
+/// The topic view of a snapshot of the counters file, for a broker whose
+/// `cluster.broker_id` is `me` (0: not a cluster, no replication looked at).
+pub fn topics_of(snapshot: &CountersSnapshot, me: u32) -> Topics {
+    let mut replication = if me == 0 {
+        BTreeMap::new()
+    } else {
+        cluster::replication_by_partition(snapshot)
+    };
+    snapshot
+        .topics()
+        .iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .iter()
+                .map(|info| Partition {
+                    info: info.clone(),
+                    replication: replication.remove(&(name.clone(), info.partition)),
+                    high_watermark_gauge: None,
+                })
+                .collect();
+            (name.clone(), partitions)
+        })
+        .collect()
+}
+
+/// Reads the counters file once: the topic view, with live high watermark gauges in a
+/// cluster.
+fn read_topics(cnc_dir: &std::path::Path, me: u32) -> Result<Topics, precursor_shm::CncError> {
+    use precursor_protocol::counter_kind::PARTITION_HIGH_WATERMARK;
+    let reader = Arc::new(precursor_shm::CountersReader::open(cnc_dir)?);
+    let mut samples = Vec::new();
+    let mut high_watermarks = Vec::new();
+    reader.for_each(|counter| {
+        let sample = Sample {
+            kind: counter.kind,
+            labels: parse_labels(counter.label),
+            value: counter.value,
+        };
+        if me != 0 && counter.kind == PARTITION_HIGH_WATERMARK {
+            high_watermarks.push((counter.id, counter.label.to_string(), sample.clone()));
+        }
+        samples.push(sample);
+    });
+    let mut topics = topics_of(&CountersSnapshot::from_samples(samples, Vec::new()), me);
+    for (id, label, sample) in high_watermarks {
+        let topic = sample.labels.iter().find(|(k, _)| k == "topic");
+        let index = sample.labels.iter().find(|(k, _)| k == "partition");
+        let (Some((_, topic)), Some(index)) = (topic, index.and_then(|(_, v)| v.parse().ok()))
+        else {
+            continue;
+        };
+        let Some(partitions) = topics.get_mut(topic.as_str()) else {
+            continue;
+        };
+        if let Ok(at) = partitions.binary_search_by_key(&index, Partition::index) {
+            partitions[at].high_watermark_gauge = Some(LiveGauge::new(
+                reader.clone(),
+                id,
+                PARTITION_HIGH_WATERMARK,
+                label,
+            ));
+        }
+    }
+    Ok(topics)
+}
 
 /// Why there is no topic list.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -71,10 +176,21 @@ impl TopicView {
         gateway: &Gateway,
         names: &[&str],
     ) -> Result<Arc<Topics>, TopicsUnavailable> {
+        self.get_within(gateway, names, Duration::from_millis(TOPIC_VIEW_MAX_AGE_MS))
+    }
+
+    /// The topics read at most `max_age` ago (and read again, at most every
+    /// [`TOPIC_VIEW_MISS_REFRESH_MS`], when one of `names` is missing).
+    pub fn get_within(
+        &self,
+        gateway: &Gateway,
+        names: &[&str],
+        max_age: Duration,
+    ) -> Result<Arc<Topics>, TopicsUnavailable> {
         let mut cache = self.cache.lock().expect("topic view lock");
         if let Some((read_at, topics)) = cache.as_ref() {
             let age = read_at.elapsed();
-            let fresh = age < Duration::from_millis(TOPIC_VIEW_MAX_AGE_MS);
+            let fresh = age < max_age;
             let complete = names.iter().all(|name| topics.contains_key(*name))
                 || age < Duration::from_millis(TOPIC_VIEW_MISS_REFRESH_MS);
             if fresh && complete {
@@ -86,16 +202,48 @@ impl TopicView {
             *cache = None;
             return Err(TopicsUnavailable(state.problem()));
         }
-        let snapshot = CountersSnapshot::read(&self.cnc_dir)
+        let topics = read_topics(&self.cnc_dir, gateway.cluster_broker_id())
             .map_err(|e| TopicsUnavailable(format!("cannot read its counters: {e}")))?;
-        let topics = Arc::new(snapshot.topics().clone());
+        let topics = Arc::new(topics);
         *cache = Some((Instant::now(), topics.clone()));
         Ok(topics)
+    }
+
+    /// The topics for serving requests: the cached view, read again first (when older
+    /// than [`TOPIC_VIEW_LEADERSHIP_MAX_AGE_MS`]) if `turns_away` says it would refuse
+    /// one of the request's partitions for leadership. Outside a cluster nothing is
+    /// refused for leadership and this is [`TopicView::get_including`].
+    pub fn get_serving(
+        &self,
+        gateway: &Gateway,
+        names: &[&str],
+        turns_away: impl Fn(&Topics) -> bool,
+    ) -> Result<Arc<Topics>, TopicsUnavailable> {
+        let topics = self.get_including(gateway, names)?;
+        if gateway.cluster_broker_id() == 0 || !turns_away(&topics) {
+            return Ok(topics);
+        }
+        let max_age = Duration::from_millis(TOPIC_VIEW_LEADERSHIP_MAX_AGE_MS);
+        self.get_within(gateway, names, max_age)
     }
 
     /// Forgets the cached read (after a create or delete).
     pub fn invalidate(&self) {
         *self.cache.lock().expect("topic view lock") = None;
+    }
+
+    /// Forgets the cached read if it is older than
+    /// [`TOPIC_VIEW_LEADERSHIP_MAX_AGE_MS`]: the data plane refused a request for
+    /// leadership the view did not know of.
+    pub fn leadership_changed(&self) {
+        let mut cache = self.cache.lock().expect("topic view lock");
+        let max_age = Duration::from_millis(TOPIC_VIEW_LEADERSHIP_MAX_AGE_MS);
+        if cache
+            .as_ref()
+            .is_some_and(|(read_at, _)| read_at.elapsed() >= max_age)
+        {
+            *cache = None;
+        }
     }
 }
 
@@ -120,7 +268,8 @@ fn admin_error_code(code: &str) -> ResponseError {
     }
 }
 
-/// Metadata: the one broker (this gateway) and the topics asked for, creating unknown
+/// Metadata: the brokers (this gateway alone outside a cluster; every broker of
+/// `[cluster]` with a Kafka listener in one) and the topics asked for, creating unknown
 /// ones when the client allows it and `topics.auto_create` is on.
 pub fn metadata(
     context: &Context,
@@ -128,19 +277,40 @@ pub fn metadata(
     request: MetadataRequest,
 ) -> impl Future<Output = MetadataResponse> + Send + 'static {
     let gateway = context.gateway.clone();
-    let (host, port) = gateway.advertised(context.local);
+    let own = gateway.advertised(context.local);
     let version = meta.version;
     let api = api_name(meta.api);
     async move {
         let mut response = MetadataResponse::default();
-        let broker_id = BrokerId(gateway.config.broker_id);
-        let mut broker = MetadataResponseBroker::default();
-        broker.node_id = broker_id;
-        broker.host = str_bytes(&host);
-        broker.port = port;
-        response.brokers = vec![broker];
+        let me = gateway.cluster_broker_id();
+        let brokers = if me == 0 {
+            vec![KafkaBroker {
+                id: gateway.broker_id(),
+                host: own.0,
+                port: own.1,
+                rack: None,
+            }]
+        } else {
+            cluster::kafka_brokers(&gateway.node.config.cluster, own)
+        };
+        let listed = Listed {
+            me,
+            own_id: gateway.broker_id(),
+            brokers: brokers.iter().map(|b| b.id).collect(),
+        };
+        response.brokers = brokers
+            .into_iter()
+            .map(|b| {
+                let mut broker = MetadataResponseBroker::default();
+                broker.node_id = BrokerId(b.id);
+                broker.host = str_bytes(&b.host);
+                broker.port = b.port;
+                broker.rack = b.rack.as_deref().map(str_bytes);
+                broker
+            })
+            .collect();
         response.cluster_id = Some(str_bytes(&gateway.cluster_id));
-        response.controller_id = broker_id;
+        response.controller_id = BrokerId(gateway.broker_id());
         response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
         let wanted: Option<Vec<String>> = match request.topics {
             None => None,
@@ -158,14 +328,20 @@ pub fn metadata(
         let auto_create = (version < 4 || request.allow_auto_topic_creation)
             && gateway.node.config.topics.auto_create;
         let names: Vec<&str> = wanted.iter().flatten().map(String::as_str).collect();
-        let mut topics = gateway.topics.get_including(&gateway, &names);
+        // In a cluster, leaders as of the last 20 ms: clients ask after a NOT_LEADER.
+        let max_age = Duration::from_millis(if me == 0 {
+            TOPIC_VIEW_MAX_AGE_MS
+        } else {
+            TOPIC_VIEW_LEADERSHIP_MAX_AGE_MS
+        });
+        let mut topics = gateway.topics.get_within(&gateway, &names, max_age);
         match wanted {
             None => {
                 if let Ok(topics) = &topics {
                     for (name, partitions) in topics.iter() {
                         response
                             .topics
-                            .push(topic_metadata(&gateway, name, Some(partitions)));
+                            .push(topic_metadata(&listed, name, partitions));
                     }
                 }
             }
@@ -173,7 +349,7 @@ pub fn metadata(
                 for name in names {
                     let known = topics.as_ref().ok().and_then(|t| t.get(&name).cloned());
                     let entry = if let Some(partitions) = known {
-                        topic_metadata(&gateway, &name, Some(&partitions))
+                        topic_metadata(&listed, &name, &partitions)
                     } else if !is_valid_topic_name(&name) {
                         topic_error(&name, ResponseError::InvalidTopicException)
                     } else if topics.is_err() {
@@ -182,7 +358,7 @@ pub fn metadata(
                         create_default(&gateway, &name).await;
                         topics = gateway.topics.get(&gateway);
                         match topics.as_ref().ok().and_then(|t| t.get(&name)) {
-                            Some(partitions) => topic_metadata(&gateway, &name, Some(partitions)),
+                            Some(partitions) => topic_metadata(&listed, &name, partitions),
                             None => topic_error(&name, ResponseError::LeaderNotAvailable),
                         }
                     } else {
@@ -194,9 +370,22 @@ pub fn metadata(
         }
         for topic in &response.topics {
             gateway.metrics.error(api, topic.error_code);
+            for partition in &topic.partitions {
+                gateway.metrics.error(api, partition.error_code);
+            }
         }
         response
     }
+}
+
+/// Who a Metadata answer speaks for, and which brokers it lists.
+struct Listed {
+    /// `cluster.broker_id` (0: not a cluster).
+    me: u32,
+    /// The broker id clients know this gateway by.
+    own_id: i32,
+    /// The ids in the answer's broker list.
+    brokers: Vec<i32>,
 }
 
 /// Creates `name` with `topics.default_partitions` partitions (auto-creation). A
@@ -227,31 +416,55 @@ fn topic_error(name: &str, error: ResponseError) -> MetadataResponseTopic {
     topic
 }
 
-fn topic_metadata(
-    gateway: &Gateway,
-    name: &str,
-    partitions: Option<&Vec<PartitionInfo>>,
-) -> MetadataResponseTopic {
-    let broker_id = BrokerId(gateway.config.broker_id);
+fn topic_metadata(listed: &Listed, name: &str, partitions: &[Partition]) -> MetadataResponseTopic {
     let mut topic = topic_error(name, ResponseError::UnknownTopicOrPartition);
     topic.error_code = 0;
     topic.partitions = partitions
-        .map(|p| p.as_slice())
-        .unwrap_or_default()
         .iter()
-        .map(|p| {
-            let mut partition = MetadataResponsePartition::default();
-            partition.partition_index = p.partition as i32;
-            partition.leader_id = broker_id;
-            // Unknown (-1): there are no leader epochs without replication, and a client
-            // that saw one would validate positions with OffsetForLeaderEpoch.
-            partition.leader_epoch = -1;
-            partition.replica_nodes = vec![broker_id];
-            partition.isr_nodes = vec![broker_id];
-            partition
-        })
+        .map(|p| partition_metadata(listed, p))
         .collect();
     topic
+}
+
+/// One partition's leader, epoch, replicas and in-sync replicas. Alone (outside a cluster,
+/// or without replication gauges): this broker, epoch -1 (no leader epochs, so clients do
+/// not validate positions with OffsetForLeaderEpoch). In a cluster: the gauges; a leader
+/// that is not known, or that clients cannot reach (no Kafka listener), is
+/// LEADER_NOT_AVAILABLE with leader -1, and clients ask again.
+fn partition_metadata(listed: &Listed, partition: &Partition) -> MetadataResponsePartition {
+    let mut answer = MetadataResponsePartition::default();
+    answer.partition_index = partition.index();
+    let own = BrokerId(listed.own_id);
+    let Some(replication) = partition
+        .replication
+        .as_ref()
+        .filter(|_| partition.leadership(listed.me) != Leadership::Alone)
+    else {
+        answer.leader_id = own;
+        answer.leader_epoch = -1;
+        answer.replica_nodes = vec![own];
+        answer.isr_nodes = vec![own];
+        return answer;
+    };
+    let leader = replication.leader as i32;
+    let reachable = leader != 0 && listed.brokers.contains(&leader);
+    answer.leader_id = BrokerId(if reachable { leader } else { -1 });
+    if !reachable {
+        answer.error_code = ResponseError::LeaderNotAvailable.code();
+    }
+    answer.leader_epoch = replication.leader_epoch;
+    let or_leader = |ids: &[i32]| -> Vec<BrokerId> {
+        if ids.is_empty() && leader != 0 {
+            vec![BrokerId(leader)]
+        } else {
+            ids.iter().copied().map(BrokerId).collect()
+        }
+    };
+    answer.replica_nodes = or_leader(&replication.replicas);
+    answer.isr_nodes = or_leader(&replication.in_sync_replicas);
+    // Which replicas are offline is not published: none are said to be.
+    answer.offline_replicas = Vec::new();
+    answer
 }
 
 /// What a CreateTopics entry asks for, once checked.
@@ -275,7 +488,7 @@ fn check_creatable(
             ),
         ));
     }
-    let broker_id = gateway.config.broker_id;
+    let broker_id = gateway.broker_id();
     let partitions = if topic.assignments.is_empty() {
         if topic.replication_factor != -1 && topic.replication_factor != 1 {
             return Err((
@@ -495,4 +708,135 @@ pub async fn delete_topics(
         response.responses.push(result);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use precursor_protocol::counter_kind as kind;
+
+    fn sample(kind: u32, label: &str, value: u64) -> Sample {
+        Sample {
+            kind,
+            labels: parse_labels(label),
+            value,
+        }
+    }
+
+    /// `orders` as broker 1 of three sees it: it leads partition 0 (epoch 4), broker 2
+    /// leads partition 2 (broker 1 holds no replica of partition 1), partition 3 has no
+    /// leader; `legacy` comes from a data plane without replication gauges.
+    fn snapshot() -> CountersSnapshot {
+        let mut samples = Vec::new();
+        for (partition, leader, epoch, replicas, isr) in [
+            (0u32, 1u64, 4u64, 0x03_02_01u64, 0x02_01u64),
+            (2, 2, 9, 0x01_03_02, 0x01_03_02),
+            (3, 0, 2, 0x02_01_03, 0),
+        ] {
+            let label = format!("topic=orders,partition={partition}");
+            samples.extend([
+                sample(kind::PARTITION_END_OFFSET, &label, 50),
+                sample(kind::PARTITION_HIGH_WATERMARK, &label, 40),
+                sample(kind::PARTITION_LEADER, &label, leader),
+                sample(kind::PARTITION_LEADER_EPOCH, &label, epoch),
+                sample(kind::PARTITION_REPLICAS, &label, replicas),
+                sample(kind::PARTITION_ISR, &label, isr),
+            ]);
+        }
+        samples.push(sample(
+            kind::PARTITION_END_OFFSET,
+            "topic=legacy,partition=0",
+            7,
+        ));
+        CountersSnapshot::from_samples(samples, Vec::new())
+    }
+
+    fn listed(me: u32) -> Listed {
+        Listed {
+            me,
+            own_id: if me == 0 { 0 } else { me as i32 },
+            brokers: vec![1, 2, 3],
+        }
+    }
+
+    #[test]
+    fn partitions_are_found_by_number_even_with_gaps() {
+        let topics = topics_of(&snapshot(), 1);
+        let orders = &topics["orders"];
+        assert_eq!(
+            orders.iter().map(Partition::index).collect::<Vec<_>>(),
+            [0, 2, 3]
+        );
+        assert!(find_partition(&topics, "orders", 1).is_none());
+        assert_eq!(find_partition(&topics, "orders", 2).unwrap().index(), 2);
+        assert!(find_partition(&topics, "orders", 4).is_none());
+        assert!(find_partition(&topics, "nope", 0).is_none());
+        assert_eq!(
+            find_partition(&topics, "orders", 2).unwrap().leadership(1),
+            Leadership::Elsewhere {
+                leader: Some(2),
+                epoch: 9
+            }
+        );
+    }
+
+    #[test]
+    fn cluster_metadata_says_who_leads_at_which_epoch_with_replicas_and_isr() {
+        let topics = topics_of(&snapshot(), 1);
+        let orders = topic_metadata(&listed(1), "orders", &topics["orders"]);
+        assert_eq!(orders.error_code, 0);
+        let ids = |ids: &[BrokerId]| ids.iter().map(|b| b.0).collect::<Vec<_>>();
+        let p0 = &orders.partitions[0];
+        assert_eq!((p0.partition_index, p0.error_code), (0, 0));
+        assert_eq!((p0.leader_id.0, p0.leader_epoch), (1, 4));
+        assert_eq!(ids(&p0.replica_nodes), [1, 2, 3]);
+        assert_eq!(ids(&p0.isr_nodes), [1, 2]);
+        assert!(p0.offline_replicas.is_empty());
+        let p2 = &orders.partitions[1];
+        assert_eq!(
+            (p2.partition_index, p2.leader_id.0, p2.leader_epoch),
+            (2, 2, 9)
+        );
+        assert_eq!(ids(&p2.replica_nodes), [2, 3, 1]);
+        // No leader: LEADER_NOT_AVAILABLE with leader -1, the replicas still listed.
+        let p3 = &orders.partitions[2];
+        assert_eq!(p3.error_code, ResponseError::LeaderNotAvailable.code());
+        assert_eq!((p3.leader_id.0, p3.leader_epoch), (-1, 2));
+        assert_eq!(ids(&p3.replica_nodes), [3, 1, 2]);
+        assert!(p3.isr_nodes.is_empty());
+        // A leader clients cannot reach (no Kafka listener): not available either.
+        let unreachable = Listed {
+            brokers: vec![1, 3],
+            ..listed(1)
+        };
+        let orders = topic_metadata(&unreachable, "orders", &topics["orders"]);
+        assert_eq!(
+            orders.partitions[1].error_code,
+            ResponseError::LeaderNotAvailable.code()
+        );
+        assert_eq!(orders.partitions[1].leader_id.0, -1);
+        // Without replication gauges: this broker alone, no epoch.
+        let legacy = topic_metadata(&listed(1), "legacy", &topics["legacy"]);
+        let p = &legacy.partitions[0];
+        assert_eq!((p.leader_id.0, p.leader_epoch, p.error_code), (1, -1, 0));
+        assert_eq!(ids(&p.replica_nodes), [1]);
+    }
+
+    #[test]
+    fn outside_a_cluster_metadata_is_as_on_a_single_node() {
+        // The gauges are not even looked at: every partition is this broker's, epoch -1.
+        let topics = topics_of(&snapshot(), 0);
+        assert!(topics["orders"].iter().all(|p| p.replication.is_none()));
+        let orders = topic_metadata(&listed(0), "orders", &topics["orders"]);
+        for partition in &orders.partitions {
+            assert_eq!(partition.error_code, 0);
+            assert_eq!((partition.leader_id.0, partition.leader_epoch), (0, -1));
+            assert_eq!(partition.replica_nodes, vec![BrokerId(0)]);
+            assert_eq!(partition.isr_nodes, vec![BrokerId(0)]);
+        }
+        assert!(topics["orders"]
+            .iter()
+            .all(|p| p.leadership(0) == Leadership::Alone
+                && p.leadership(0).check_serving(17).is_ok()));
+    }
 }

@@ -1,0 +1,559 @@
+//! The gateway as one broker of a cluster (DESIGN.md §10): the brokers Metadata lists,
+//! who leads each partition, and whether this broker may serve a request for it.
+//!
+//! A broker's gateway knows what its own data plane publishes, and nothing else: the
+//! brokers of `[cluster]` (their `kafka` listeners) and, per partition, the replication
+//! gauges in the counters file (label `topic=..,partition=..`, refreshed every 10 ms):
+//!
+//! ```text
+//!  kind                      value                  meaning
+//!  PARTITION_LEADER          2                      the leader's broker id as this broker knows it (0: none)
+//!  PARTITION_LEADER_EPOCH    7
+//!  PARTITION_REPLICAS        0x00_00_00_03_01_02     broker ids, one byte each from the lowest,
+//!  PARTITION_ISR             0x00_00_00_00_01_02     preferred leader first; 0 ends the list
+//!  PARTITION_HIGH_WATERMARK  1042                   every ISR member holds the offsets below
+//! ```
+//!
+//! Outside a cluster (`cluster.broker_id = 0`), and for partitions without a leader gauge
+//! (a data plane built before replication), this broker leads every partition and gives
+//! out no leader epoch: the gateway behaves exactly as on a single node
+//! ([`Leadership::Alone`]).
+
+use super::topics::Partition;
+use crate::counters::{CountersSnapshot, Sample};
+use kafka_protocol::error::ResponseError;
+use precursor_config::ClusterConfig;
+use precursor_protocol::counter_kind as kind;
+use precursor_shm::{CounterId, CountersReader};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Broker ids packed one byte each from the lowest byte ([`kind::PARTITION_REPLICAS`],
+/// [`kind::PARTITION_ISR`]); a zero byte ends the list (broker ids are 1..=64).
+pub fn unpack_broker_ids(packed: u64) -> Vec<i32> {
+    packed
+        .to_le_bytes()
+        .into_iter()
+        .take_while(|&id| id != 0)
+        .map(i32::from)
+        .collect()
+}
+
+/// A partition's replication as this broker's data plane publishes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Replication {
+    /// The leader's broker id as this broker knows it; 0: none known (an election).
+    pub leader: u32,
+    pub leader_epoch: i32,
+    /// Preferred leader first.
+    pub replicas: Vec<i32>,
+    pub in_sync_replicas: Vec<i32>,
+    /// Every in-sync replica holds the offsets below it: consumers read only below it.
+    pub high_watermark: u64,
+}
+
+/// The replication gauges of every partition that has a leader gauge, by (topic,
+/// partition): absent, a partition has no replication to speak of.
+pub fn replication_by_partition(
+    snapshot: &CountersSnapshot,
+) -> BTreeMap<(String, u32), Replication> {
+    let mut by_partition: BTreeMap<(String, u32), (bool, Replication)> = BTreeMap::new();
+    for sample in &snapshot.samples {
+        if !(kind::PARTITION_HIGH_WATERMARK..=kind::PARTITION_ISR).contains(&sample.kind) {
+            continue;
+        }
+        let Some(key) = partition_key(sample) else {
+            continue;
+        };
+        let (has_leader, replication) = by_partition.entry(key).or_default();
+        let value = sample.value;
+        match sample.kind {
+            kind::PARTITION_HIGH_WATERMARK => replication.high_watermark = value,
+            kind::PARTITION_LEADER => {
+                *has_leader = true;
+                replication.leader = u32::try_from(value).unwrap_or(0);
+            }
+            kind::PARTITION_LEADER_EPOCH => {
+                replication.leader_epoch = i32::try_from(value).unwrap_or(i32::MAX)
+            }
+            kind::PARTITION_REPLICAS => replication.replicas = unpack_broker_ids(value),
+            kind::PARTITION_ISR => replication.in_sync_replicas = unpack_broker_ids(value),
+            _ => {}
+        }
+    }
+    by_partition
+        .into_iter()
+        .filter(|(_, (has_leader, _))| *has_leader)
+        .map(|(key, (_, replication))| (key, replication))
+        .collect()
+}
+
+/// `(topic, partition)` of a partition counter's label.
+fn partition_key(sample: &Sample) -> Option<(String, u32)> {
+    let find = |key: &str| {
+        sample
+            .labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    Some((find("topic")?.to_string(), find("partition")?.parse().ok()?))
+}
+
+/// Who serves a partition, as this broker knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Leadership {
+    /// Not a cluster, or no leader gauge: this broker serves the partition and gives out
+    /// no leader epoch (-1), as a single node does.
+    Alone,
+    /// This broker leads the partition at `epoch`.
+    Leader { epoch: i32 },
+    /// Another broker leads it, or none is known (`leader` None: an election is under
+    /// way); `epoch` is the latest this broker heard of.
+    Elsewhere { leader: Option<u32>, epoch: i32 },
+}
+
+impl Leadership {
+    /// `me` is `cluster.broker_id` (0: not a cluster).
+    pub fn of(me: u32, replication: Option<&Replication>) -> Leadership {
+        match replication {
+            _ if me == 0 => Leadership::Alone,
+            None => Leadership::Alone,
+            Some(r) if r.leader == me => Leadership::Leader {
+                epoch: r.leader_epoch,
+            },
+            Some(r) => Leadership::Elsewhere {
+                leader: (r.leader != 0).then_some(r.leader),
+                epoch: r.leader_epoch,
+            },
+        }
+    }
+
+    /// The leader epoch clients are told (-1: none).
+    pub fn epoch(self) -> i32 {
+        match self {
+            Leadership::Alone => -1,
+            Leadership::Leader { epoch } | Leadership::Elsewhere { epoch, .. } => epoch,
+        }
+    }
+
+    /// Whether a request for the partition naming `current_leader_epoch` (-1: none) may
+    /// be served here, checked as Kafka checks it (KIP-320): the epoch first, then the
+    /// leadership. An epoch older than the partition's is FENCED_LEADER_EPOCH (the client
+    /// missed a leader change), a newer one UNKNOWN_LEADER_EPOCH (this broker has not
+    /// heard of it yet); both make the client refresh its metadata and retry.
+    pub fn check_serving(self, current_leader_epoch: i32) -> Result<(), ResponseError> {
+        match self {
+            Leadership::Alone => Ok(()),
+            Leadership::Leader { epoch } => check_epoch(current_leader_epoch, epoch),
+            Leadership::Elsewhere { epoch, .. } => {
+                check_epoch(current_leader_epoch, epoch)?;
+                Err(ResponseError::NotLeaderOrFollower)
+            }
+        }
+    }
+}
+
+/// A request's `current_leader_epoch` against the partition's `epoch`.
+pub fn check_epoch(current_leader_epoch: i32, epoch: i32) -> Result<(), ResponseError> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    if current_leader_epoch < 0 {
+        return Ok(()); // the client names none: no check
+    }
+    match current_leader_epoch.cmp(&epoch) {
+        Less => Err(ResponseError::FencedLeaderEpoch),
+        Greater => Err(ResponseError::UnknownLeaderEpoch),
+        Equal => Ok(()),
+    }
+}
+
+/// A broker as Metadata lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KafkaBroker {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+/// `host:port` split (the config checks the form).
+fn host_port(listener: &str) -> Option<(String, i32)> {
+    let (host, port) = listener.rsplit_once(':')?;
+    Some((host.to_string(), i32::from(port.parse::<u16>().ok()?)))
+}
+
+/// Every broker of `[cluster]` a client can reach: those with a `kafka` listener, and
+/// this one (`cluster.broker_id`) at `own` when its own `kafka` is empty. Brokers without
+/// a listener are left out: a partition they lead is LEADER_NOT_AVAILABLE.
+pub fn kafka_brokers(cluster: &ClusterConfig, own: (String, i32)) -> Vec<KafkaBroker> {
+    let mut brokers: Vec<KafkaBroker> = cluster
+        .brokers
+        .iter()
+        .filter_map(|spec| {
+            let (host, port) = match host_port(&spec.kafka) {
+                Some(address) => address,
+                None if spec.id == cluster.broker_id => own.clone(),
+                None => return None,
+            };
+            Some(KafkaBroker {
+                id: spec.id as i32,
+                host,
+                port,
+                rack: (!spec.rack.is_empty()).then(|| spec.rack.clone()),
+            })
+        })
+        .collect();
+    brokers.sort_by_key(|b| b.id);
+    brokers
+}
+
+/// A live read of one gauge of the counters file: the slot found when the topic view was
+/// read, checked to still hold that gauge at each load ([`CountersReader::value_if`]).
+#[derive(Clone, Debug)]
+pub struct LiveGauge {
+    reader: Arc<CountersReader>,
+    id: CounterId,
+    kind: u32,
+    label: String,
+}
+
+impl LiveGauge {
+    pub fn new(reader: Arc<CountersReader>, id: CounterId, kind: u32, label: String) -> Self {
+        LiveGauge {
+            reader,
+            id,
+            kind,
+            label,
+        }
+    }
+
+    /// The value now (at most 10 ms old: the data plane's refresh), or None when the slot
+    /// went to another counter (the topic was deleted).
+    pub fn load(&self) -> Option<u64> {
+        self.reader.value_if(self.id, self.kind, &self.label)
+    }
+}
+
+/// Where reads of a partition stop: its high watermark, read live at each use.
+#[derive(Clone, Debug)]
+pub struct HighWatermark {
+    gauge: Option<LiveGauge>,
+    /// The value in the topic view (older, never higher than the live one).
+    viewed: u64,
+}
+
+impl HighWatermark {
+    /// The bound of a partition this broker serves, if it has one: only a partition this
+    /// broker leads with other replicas has a high watermark below its log end.
+    pub fn of(partition: &Partition, me: u32) -> Option<HighWatermark> {
+        let replication = partition.replication.as_ref()?;
+        let leads = matches!(
+            Leadership::of(me, Some(replication)),
+            Leadership::Leader { .. }
+        );
+        (leads && replication.replicas.len() > 1).then(|| HighWatermark {
+            gauge: partition.high_watermark_gauge.clone(),
+            viewed: replication.high_watermark,
+        })
+    }
+
+    pub fn now(&self) -> u64 {
+        self.gauge
+            .as_ref()
+            .and_then(LiveGauge::load)
+            .unwrap_or(self.viewed)
+    }
+
+    #[cfg(test)]
+    pub fn fixed(high_watermark: u64) -> HighWatermark {
+        HighWatermark {
+            gauge: None,
+            viewed: high_watermark,
+        }
+    }
+}
+
+/// The whole batches of `batches` that end below `high_watermark` (a batch is served
+/// whole or not at all; the leader's high watermark moves on batch boundaries, as the
+/// followers fetch whole batches).
+pub fn below_high_watermark(batches: &[u8], high_watermark: u64) -> usize {
+    let mut end = 0;
+    for batch in precursor_client::log_map::batches(batches) {
+        let last = precursor_client::log_map::next_offset_after(batch).unwrap_or(u64::MAX);
+        if last > high_watermark {
+            break;
+        }
+        end += batch.len();
+    }
+    end
+}
+
+/// What OffsetForLeaderEpoch answers for `requested` on a partition whose current epoch is
+/// `current`, whose epochs began at `starts` (increasing epochs at increasing offsets,
+/// from the batch headers) and whose log ends at `log_end`: `(epoch, end_offset)`, the
+/// end of the requested epoch and the largest epoch at or below it that the log knows
+/// (KIP-101, as Kafka's leader epoch cache answers).
+///
+/// - `requested` < 0: `(-1, -1)`, Kafka's undefined answer.
+/// - newer than `current`: UNKNOWN_LEADER_EPOCH (retriable: this broker has not heard
+///   of it; Kafka answers `(-1, -1)` here, which librdkafka takes for a truncation and
+///   resets the consumer to `auto.offset.reset`).
+/// - `current`: `(current, log_end)`.
+/// - older: the start of the first epoch after it; if none began in the log, the current
+///   epoch has written nothing yet and starts at `log_end`.
+pub fn epoch_end_offset(
+    requested: i32,
+    current: i32,
+    starts: &[(i32, u64)],
+    log_end: u64,
+) -> Result<(i32, i64), ResponseError> {
+    use std::cmp::Ordering::{Equal, Greater, Less};
+    if requested < 0 {
+        return Ok((-1, -1));
+    }
+    match requested.cmp(&current) {
+        Greater => Err(ResponseError::UnknownLeaderEpoch),
+        Equal => Ok((current, log_end as i64)),
+        Less => {
+            let floor = starts
+                .iter()
+                .rev()
+                .find(|(epoch, _)| *epoch <= requested)
+                .map_or(requested, |(epoch, _)| *epoch);
+            let end = starts
+                .iter()
+                .find(|(epoch, _)| *epoch > requested)
+                .map_or(log_end, |(_, start)| *start);
+            Ok((floor, end as i64))
+        }
+    }
+}
+
+/// The leader epoch of the batch holding `offset`, from the epochs' starts (-1: none).
+pub fn epoch_at(starts: &[(i32, u64)], offset: u64) -> i32 {
+    starts
+        .iter()
+        .rev()
+        .find(|(_, start)| *start <= offset)
+        .map_or(-1, |(epoch, _)| *epoch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::counters::parse_labels;
+    use precursor_config::BrokerSpec;
+    use std::net::Ipv4Addr;
+
+    fn sample(kind: u32, label: &str, value: u64) -> Sample {
+        Sample {
+            kind,
+            labels: parse_labels(label),
+            value,
+        }
+    }
+
+    #[test]
+    fn packed_broker_ids_unpack_lowest_byte_first() {
+        assert_eq!(unpack_broker_ids(0x03_01_02), vec![2, 1, 3]);
+        assert_eq!(unpack_broker_ids(0), Vec::<i32>::new());
+        assert_eq!(unpack_broker_ids(0x40), vec![64]);
+        assert_eq!(
+            unpack_broker_ids(u64::from_le_bytes([5, 4, 3, 2, 1, 6, 7, 8])).len(),
+            8
+        );
+        // A zero byte ends the list.
+        assert_eq!(unpack_broker_ids(0x03_00_02), vec![2]);
+    }
+
+    #[test]
+    fn replication_comes_from_the_gauges_of_partitions_with_a_leader_gauge() {
+        let label = "topic=orders,partition=1";
+        let snapshot = CountersSnapshot::from_samples(
+            vec![
+                sample(kind::PARTITION_END_OFFSET, label, 120),
+                sample(kind::PARTITION_HIGH_WATERMARK, label, 100),
+                sample(kind::PARTITION_LEADER, label, 2),
+                sample(kind::PARTITION_LEADER_EPOCH, label, 7),
+                sample(kind::PARTITION_REPLICAS, label, 0x03_01_02),
+                sample(kind::PARTITION_ISR, label, 0x01_02),
+                // A data plane without replication publishes no leader gauge.
+                sample(kind::PARTITION_HIGH_WATERMARK, "topic=old,partition=0", 5),
+            ],
+            vec![],
+        );
+        let replication = replication_by_partition(&snapshot);
+        assert_eq!(replication.len(), 1);
+        assert_eq!(
+            replication[&("orders".to_string(), 1)],
+            Replication {
+                leader: 2,
+                leader_epoch: 7,
+                replicas: vec![2, 1, 3],
+                in_sync_replicas: vec![2, 1],
+                high_watermark: 100,
+            }
+        );
+    }
+
+    #[test]
+    fn leadership_and_the_serving_checks() {
+        let led_by = |leader| Replication {
+            leader,
+            leader_epoch: 5,
+            replicas: vec![1, 2, 3],
+            in_sync_replicas: vec![1, 2, 3],
+            high_watermark: 10,
+        };
+        // Not a cluster, or no gauges: alone, no epoch, everything served.
+        assert_eq!(Leadership::of(0, Some(&led_by(2))), Leadership::Alone);
+        assert_eq!(Leadership::of(1, None), Leadership::Alone);
+        assert_eq!(Leadership::Alone.epoch(), -1);
+        assert_eq!(Leadership::Alone.check_serving(9), Ok(()));
+        // The leader checks the client's epoch.
+        let leader = Leadership::of(1, Some(&led_by(1)));
+        assert_eq!(leader, Leadership::Leader { epoch: 5 });
+        assert_eq!(leader.check_serving(-1), Ok(()));
+        assert_eq!(leader.check_serving(5), Ok(()));
+        assert_eq!(
+            leader.check_serving(4),
+            Err(ResponseError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            leader.check_serving(6),
+            Err(ResponseError::UnknownLeaderEpoch)
+        );
+        // A follower, and a partition without a leader, serve nothing.
+        let follower = Leadership::of(1, Some(&led_by(2)));
+        assert_eq!(
+            follower,
+            Leadership::Elsewhere {
+                leader: Some(2),
+                epoch: 5
+            }
+        );
+        assert_eq!(
+            follower.check_serving(5),
+            Err(ResponseError::NotLeaderOrFollower)
+        );
+        assert_eq!(
+            follower.check_serving(-1),
+            Err(ResponseError::NotLeaderOrFollower)
+        );
+        assert_eq!(
+            follower.check_serving(3),
+            Err(ResponseError::FencedLeaderEpoch),
+            "the epoch is checked first, as Kafka does"
+        );
+        assert_eq!(
+            Leadership::of(1, Some(&led_by(0))),
+            Leadership::Elsewhere {
+                leader: None,
+                epoch: 5
+            }
+        );
+    }
+
+    #[test]
+    fn metadata_lists_the_brokers_clients_can_reach() {
+        let spec = |id, kafka: &str, rack: &str| BrokerSpec {
+            id,
+            address: Ipv4Addr::new(10, 0, 0, id as u8),
+            udp_port: 9190,
+            kafka: kafka.into(),
+            admin: String::new(),
+            rack: rack.into(),
+        };
+        let cluster = ClusterConfig {
+            broker_id: 2,
+            brokers: vec![
+                spec(3, "b3.example:9092", "zone-c"),
+                spec(1, "b1.example:19092", ""),
+                spec(2, "", "zone-b"),
+                spec(4, "", ""),
+            ],
+            ..ClusterConfig::default()
+        };
+        let brokers = kafka_brokers(&cluster, ("127.0.0.1".into(), 9092));
+        assert_eq!(
+            brokers,
+            vec![
+                KafkaBroker {
+                    id: 1,
+                    host: "b1.example".into(),
+                    port: 19092,
+                    rack: None
+                },
+                KafkaBroker {
+                    id: 2,
+                    host: "127.0.0.1".into(),
+                    port: 9092,
+                    rack: Some("zone-b".into())
+                },
+                KafkaBroker {
+                    id: 3,
+                    host: "b3.example".into(),
+                    port: 9092,
+                    rack: Some("zone-c".into())
+                },
+            ],
+            "broker 4 has no Kafka listener"
+        );
+    }
+
+    #[test]
+    fn reads_stop_at_the_high_watermark_on_batch_boundaries() {
+        use precursor_protocol::compression::Compression;
+        use precursor_protocol::record_batch::{set_base_offset, RecordBatchBuilder};
+        let batch = |base: i64, records: usize| {
+            let mut builder = RecordBatchBuilder::new(Compression::None, -1, -1, -1, 1);
+            for _ in 0..records {
+                builder.append(1, None, b"v", &[]);
+            }
+            let mut bytes = builder.finish();
+            set_base_offset(&mut bytes, base);
+            bytes
+        };
+        let (a, b, c) = (batch(0, 3), batch(3, 2), batch(5, 4));
+        let all = [a.clone(), b.clone(), c.clone()].concat();
+        assert_eq!(below_high_watermark(&all, 9), all.len());
+        assert_eq!(below_high_watermark(&all, 5), a.len() + b.len());
+        assert_eq!(
+            below_high_watermark(&all, 6),
+            a.len() + b.len(),
+            "a batch the high watermark cuts is not served"
+        );
+        assert_eq!(below_high_watermark(&all, 0), 0);
+        assert_eq!(HighWatermark::fixed(7).now(), 7);
+    }
+
+    #[test]
+    fn epoch_end_offsets_as_kafka_answers_them() {
+        // Epoch 0 from offset 0, epoch 2 from 40, epoch 5 (current) from 90; log end 120.
+        let starts = [(0, 0), (2, 40), (5, 90)];
+        let answer = |requested| epoch_end_offset(requested, 5, &starts, 120);
+        assert_eq!(
+            answer(5),
+            Ok((5, 120)),
+            "the current epoch ends at the log end"
+        );
+        assert_eq!(answer(2), Ok((2, 90)));
+        assert_eq!(answer(0), Ok((0, 40)));
+        assert_eq!(
+            answer(1),
+            Ok((0, 40)),
+            "an epoch that wrote nothing: the largest one below it, up to the next start"
+        );
+        assert_eq!(answer(4), Ok((2, 90)));
+        assert_eq!(answer(6), Err(ResponseError::UnknownLeaderEpoch));
+        assert_eq!(answer(-1), Ok((-1, -1)));
+        // The current epoch wrote nothing yet: an older epoch ends at the log end.
+        assert_eq!(epoch_end_offset(2, 3, &starts[..2], 70), Ok((2, 70)));
+        // An epoch older than every one in the log ends where the log's first begins.
+        assert_eq!(epoch_end_offset(1, 5, &starts[1..], 120), Ok((1, 40)));
+        assert_eq!(epoch_at(&starts, 39), 0);
+        assert_eq!(epoch_at(&starts, 40), 2);
+        assert_eq!(epoch_at(&starts, 1000), 5);
+        assert_eq!(epoch_at(&starts[1..], 3), -1);
+    }
+}
