@@ -207,6 +207,53 @@ pub fn kafka_brokers(cluster: &ClusterConfig, own: (String, i32)) -> Vec<KafkaBr
     brokers
 }
 
+/// The broker that coordinates consumer group `group`, the same on every broker of the
+/// cluster: FNV-1a of the group id over the ids of the brokers with a Kafka listener, as
+/// Kafka places each group on one broker (the leader of its `__consumer_offsets`
+/// partition). Group state and committed offsets live in the gateway that coordinates
+/// the group; were every gateway to coordinate every group, the members of one group
+/// that asked different brokers would form one group per broker, each consuming every
+/// partition. None outside a cluster, or when no broker has a listener: this broker.
+pub fn group_coordinator(cluster: &ClusterConfig, group: &str) -> Option<u32> {
+    let mut ids: Vec<u32> = cluster
+        .brokers
+        .iter()
+        .filter(|broker| !broker.kafka.is_empty())
+        .map(|broker| broker.id)
+        .collect();
+    if !cluster.enabled() || ids.is_empty() {
+        return None;
+    }
+    ids.sort_unstable();
+    let at = precursor_config::topic_placement_hash(group) % ids.len() as u64;
+    Some(ids[at as usize])
+}
+
+/// The Kafka cluster id of a cluster, the same on every broker: 22 characters of URL-safe
+/// base64 (as Kafka's) of a 128-bit FNV-1a hash of the brokers (ids, data plane addresses
+/// and ports). librdkafka warns at every Metadata answer whose cluster id differs from the
+/// last one ("Broker ... reports different ClusterId"), so brokers of one cluster must
+/// not each make up their own.
+pub fn cluster_id(cluster: &ClusterConfig) -> String {
+    let mut brokers: Vec<String> = cluster
+        .brokers
+        .iter()
+        .map(|b| format!("{}@{}:{}", b.id, b.address, b.udp_port))
+        .collect();
+    brokers.sort();
+    let canonical = brokers.join(",");
+    let high = precursor_config::topic_placement_hash(&format!("precursor-cluster/{canonical}"));
+    let low = precursor_config::topic_placement_hash(&canonical);
+    let mut bits = (u128::from(high) << 64) | u128::from(low);
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut id = String::with_capacity(22);
+    for _ in 0..22 {
+        id.push(ALPHABET[(bits & 63) as usize] as char);
+        bits >>= 6;
+    }
+    id
+}
+
 /// A live read of one gauge of the counters file: the slot found when the topic view was
 /// read, checked to still hold that gauge at each load ([`CountersReader::value_if`]).
 #[derive(Clone, Debug)]
@@ -499,6 +546,59 @@ mod tests {
             ],
             "broker 4 has no Kafka listener"
         );
+    }
+
+    #[test]
+    fn every_broker_places_a_group_on_the_same_coordinator_and_names_one_cluster() {
+        let spec = |id, kafka: &str| BrokerSpec {
+            id,
+            address: Ipv4Addr::new(10, 0, 0, id as u8),
+            udp_port: 9190,
+            kafka: kafka.into(),
+            admin: String::new(),
+            rack: String::new(),
+        };
+        let brokers = vec![spec(3, "b3:9092"), spec(1, "b1:9092"), spec(2, "b2:9092")];
+        let seen_by = |me| ClusterConfig {
+            broker_id: me,
+            brokers: brokers.clone(),
+            ..ClusterConfig::default()
+        };
+        let mut coordinators = BTreeMap::new();
+        for group in (0..60).map(|i| format!("group-{i}")) {
+            let answers: Vec<_> = (1..=3)
+                .map(|me| group_coordinator(&seen_by(me), &group))
+                .collect();
+            assert!(
+                answers.windows(2).all(|w| w[0] == w[1]),
+                "{group}: {answers:?}"
+            );
+            *coordinators.entry(answers[0].unwrap()).or_insert(0) += 1;
+        }
+        assert_eq!(coordinators.len(), 3, "groups spread: {coordinators:?}");
+        // Brokers without a listener coordinate nothing; outside a cluster: this broker.
+        let mut partial = seen_by(1);
+        partial.brokers[1].kafka.clear();
+        partial.brokers[2].kafka.clear();
+        assert_eq!(group_coordinator(&partial, "any"), Some(3));
+        assert_eq!(group_coordinator(&ClusterConfig::default(), "any"), None);
+        // One cluster id, whoever is asked, whatever the order of the list.
+        let mut reordered = seen_by(2);
+        reordered.brokers.reverse();
+        assert_eq!(cluster_id(&seen_by(1)), cluster_id(&reordered));
+        assert_eq!(cluster_id(&seen_by(1)).len(), 22);
+        assert_ne!(
+            cluster_id(&seen_by(1)),
+            cluster_id(&partial_ids(&brokers[..2]))
+        );
+    }
+
+    fn partial_ids(brokers: &[BrokerSpec]) -> ClusterConfig {
+        ClusterConfig {
+            broker_id: 1,
+            brokers: brokers.to_vec(),
+            ..ClusterConfig::default()
+        }
     }
 
     #[test]

@@ -86,7 +86,8 @@ pub enum GatewayError {
 pub struct Gateway {
     pub node: Arc<Node>,
     pub config: GatewayConfig,
-    /// Kafka's cluster id: made at the first start, kept in the state directory.
+    /// Kafka's cluster id: made at the first start and kept in the state directory; in a
+    /// cluster, derived from `[cluster]` (the same on every broker).
     pub cluster_id: String,
     pub topics: topics::TopicView,
     pub groups: Mutex<Coordinator>,
@@ -110,10 +111,14 @@ impl Gateway {
             path: state_dir.clone(),
             source,
         })?;
-        let cluster_id = cluster_id(&state_dir).map_err(|source| GatewayError::StateDir {
-            path: state_dir.clone(),
-            source,
-        })?;
+        let cluster_id = if node.config.cluster.enabled() {
+            cluster::cluster_id(&node.config.cluster)
+        } else {
+            cluster_id(&state_dir).map_err(|source| GatewayError::StateDir {
+                path: state_dir.clone(),
+                source,
+            })?
+        };
         let offsets = OffsetStore::open(&state_dir)?;
         let producer_ids = ProducerIdBlocks::open(&state_dir).map_err(GatewayError::ProducerIds)?;
         let groups = Coordinator::new(groups::GroupLimits::from_config(&config));
@@ -181,6 +186,22 @@ impl Gateway {
             .map(|start| (start.epoch, start.start_offset))
             .collect();
         Some((starts, history.walked_to()))
+    }
+
+    /// Where consumer group `group` is coordinated: Ok on this broker, else the id of the
+    /// broker that coordinates it (see [`cluster::group_coordinator`]).
+    pub fn coordinates(&self, group: &str) -> Result<(), u32> {
+        match cluster::group_coordinator(&self.node.config.cluster, group) {
+            Some(id) if id != self.cluster_broker_id() => Err(id),
+            _ => Ok(()),
+        }
+    }
+
+    /// `(host, port)` of broker `id`'s Kafka listener in `[cluster]`.
+    pub fn kafka_listener_of(&self, id: u32) -> Option<(String, i32)> {
+        let spec = self.node.config.cluster.broker(id)?;
+        let (host, port) = spec.kafka.rsplit_once(':')?;
+        Some((host.to_string(), i32::from(port.parse::<u16>().ok()?)))
     }
 
     /// `cluster.broker_id`: 0 when this broker is not one of a cluster.
