@@ -230,6 +230,12 @@ pub struct ControlplaneConfig {
     pub restart_backoff_ms_max: u64,
     /// How long an admin request waits for the data plane's reply, in milliseconds.
     pub command_timeout_ms: u64,
+    /// TCP `address:port` of the cluster listener: the admin API (the same JSON lines as
+    /// the Unix socket) for the other brokers' control planes, which forward topic
+    /// creation and deletion through it. Give it this broker's `cluster.brokers[].admin`
+    /// address. Empty: no listener. No authentication: bind it to a network only the
+    /// cluster's brokers reach.
+    pub cluster_listen: String,
 }
 
 /// The Kafka protocol gateway of the control plane (TCP): Kafka clients (librdkafka, kcat,
@@ -422,6 +428,7 @@ impl Default for ControlplaneConfig {
             restart_backoff_ms: 100,
             restart_backoff_ms_max: 10_000,
             command_timeout_ms: 10_000,
+            cluster_listen: String::new(),
         }
     }
 }

@@ -251,6 +251,13 @@ impl Config {
             cp.command_timeout_ms,
             "between 1 and 600000",
         )?;
+        check(
+            cp.cluster_listen.is_empty()
+                || cp.cluster_listen.parse::<std::net::SocketAddr>().is_ok(),
+            "controlplane.cluster_listen",
+            format!("{:?}", cp.cluster_listen),
+            "empty, or an address:port such as 10.79.0.11:9290",
+        )?;
 
         let gw = &self.gateway;
         check(

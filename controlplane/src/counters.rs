@@ -5,7 +5,7 @@
 //! (lcore kinds), `topic=orders,partition=3` (partition kinds). Topics exist for the control
 //! plane exactly when the data plane publishes counters for their partitions.
 
-use crate::admin::{LcoreStatus, NodeStatus, PartitionInfo, PortStatus};
+use crate::admin::{unpack_broker_ids, LcoreStatus, NodeStatus, PartitionInfo, PortStatus};
 use precursor_protocol::counter_kind::{self as kind, MetricType};
 use precursor_shm::{CncError, CountersReader};
 use std::collections::BTreeMap;
@@ -113,7 +113,8 @@ impl CountersSnapshot {
     fn index_topics(&mut self) {
         let mut topics: BTreeMap<String, BTreeMap<u32, PartitionInfo>> = BTreeMap::new();
         for sample in &self.samples {
-            if !(kind::PARTITION_MESSAGES..=kind::PARTITION_SEGMENTS).contains(&sample.kind) {
+            if !(kind::PARTITION_MESSAGES..=kind::PARTITION_TRUNCATED_BYTES).contains(&sample.kind)
+            {
                 continue;
             }
             let (Some(topic), Some(partition)) = (
@@ -136,6 +137,15 @@ impl CountersSnapshot {
                 kind::PARTITION_END_OFFSET => info.end_offset = sample.value,
                 kind::PARTITION_DURABLE_OFFSET => info.durable_offset = sample.value,
                 kind::PARTITION_SEGMENTS => info.segments = sample.value,
+                kind::PARTITION_HIGH_WATERMARK => info.high_watermark = sample.value,
+                kind::PARTITION_LEADER => info.leader = broker_id(sample.value),
+                kind::PARTITION_LEADER_EPOCH => info.leader_epoch = sample.value,
+                kind::PARTITION_REPLICAS => info.replicas = unpack_broker_ids(sample.value),
+                kind::PARTITION_ISR => info.isr = unpack_broker_ids(sample.value),
+                kind::PARTITION_ISR_SHRINKS => info.isr_shrinks = sample.value,
+                kind::PARTITION_ISR_EXPANDS => info.isr_expands = sample.value,
+                kind::PARTITION_MIN_INSYNC => info.min_insync = broker_id(sample.value),
+                kind::PARTITION_TRUNCATED_BYTES => info.truncated_bytes = sample.value,
                 _ => {}
             }
         }
@@ -257,6 +267,11 @@ impl CountersSnapshot {
     }
 }
 
+/// A gauge holding a small number (a broker id, a count of replicas) as a u32.
+fn broker_id(value: u64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
 fn known(k: u32) -> bool {
     kind::metric_name(k) != kind::metric_name(kind::UNKNOWN)
 }
@@ -271,6 +286,38 @@ mod tests {
             labels: parse_labels(label),
             value,
         }
+    }
+
+    #[test]
+    fn replication_gauges_fill_the_partition() {
+        let label = "topic=orders,partition=0";
+        let snapshot = CountersSnapshot::from_samples(
+            vec![
+                sample(kind::PARTITION_END_OFFSET, label, 12),
+                sample(kind::PARTITION_HIGH_WATERMARK, label, 10),
+                sample(kind::PARTITION_LEADER, label, 2),
+                sample(kind::PARTITION_LEADER_EPOCH, label, 3),
+                sample(kind::PARTITION_REPLICAS, label, 0x01_03_02),
+                sample(kind::PARTITION_ISR, label, 0x03_02),
+                sample(kind::PARTITION_ISR_SHRINKS, label, 4),
+                sample(kind::PARTITION_ISR_EXPANDS, label, 3),
+                sample(kind::PARTITION_MIN_INSYNC, label, 2),
+                sample(kind::PARTITION_TRUNCATED_BYTES, label, 77),
+            ],
+            vec![],
+        );
+        let p = &snapshot.topic("orders").unwrap()[0];
+        assert!(p.replicated());
+        assert_eq!((p.end_offset, p.high_watermark), (12, 10));
+        assert_eq!((p.leader, p.leader_epoch, p.min_insync), (2, 3, 2));
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![2, 3, 1], vec![2, 3])
+        );
+        assert_eq!(
+            (p.isr_shrinks, p.isr_expands, p.truncated_bytes),
+            (4, 3, 77)
+        );
     }
 
     #[test]
@@ -305,6 +352,7 @@ mod tests {
             vec![],
         );
         assert_eq!(snapshot.topic_names(), vec!["audit", "orders"]);
+        assert!(!snapshot.topic("audit").unwrap()[0].replicated());
         let orders = snapshot.topic("orders").unwrap();
         assert_eq!(orders.len(), 2);
         assert_eq!(

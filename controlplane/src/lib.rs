@@ -51,6 +51,12 @@ pub enum ControlplaneError {
         path.display()
     )]
     AdminSocketInUse { path: PathBuf },
+    #[error("cluster listener {address} (controlplane.cluster_listen): {source}")]
+    ClusterListener {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("metrics listener {address}: {source}")]
     Metrics {
         address: String,

@@ -94,6 +94,17 @@ pub async fn serve_until(
         tokio::spawn(metrics::serve(metrics_listener, node.clone())),
         tokio::spawn(log_transitions(node.clone())),
     ];
+    let cluster_listen = node.config.controlplane.cluster_listen.clone();
+    if !cluster_listen.is_empty() {
+        let listener = admin::bind_cluster_listener(&cluster_listen).await?;
+        eprintln!(
+            "{LOG}: cluster listener (admin API for the other brokers) on {}",
+            listener
+                .local_addr()
+                .map_or(cluster_listen, |a| a.to_string())
+        );
+        tasks.push(tokio::spawn(admin::serve_cluster(listener, node.clone())));
+    }
     if node.config.gateway.enabled {
         let listener = gateway::bind(&node.config.gateway).await?;
         let gateway = gateway::Gateway::open(node.clone())?;

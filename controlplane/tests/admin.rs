@@ -103,7 +103,9 @@ impl SharedFiles {
                             }
                             Event::Done
                         }
-                        Command::AlterTopic { .. } | Command::Ping => Event::Done,
+                        Command::AlterTopic { .. } | Command::Ping | Command::SetLeader { .. } => {
+                            Event::Done
+                        }
                     };
                     let length = event.encode(&mut reply);
                     cnc.events()

@@ -10,6 +10,7 @@
 use crate::counters::{IpcClose, LcoreCounters, ERROR_CODES};
 use crate::log::FlusherHandle;
 use crate::net::DropReason;
+use crate::replica::RefusalReason;
 use precursor_ffi::dpdk::{LinkStatus, PortStats};
 use precursor_protocol::command::{Event, COMMAND_PAYLOAD_BYTES_MAX};
 use precursor_protocol::counter_kind as kind;
@@ -27,7 +28,7 @@ pub const RING_SLOTS: u32 = 256;
 /// Counters the page holds (ports, lcore, and 6 per partition).
 pub const COUNTERS_MAX: u32 = 16_384;
 /// Counters per partition: start, end, durable offsets, bytes, segments, messages.
-const PARTITION_COUNTERS: usize = 6;
+const PARTITION_COUNTERS: usize = 15;
 /// Counters per port: packets and bytes each way, missed, errors each way, no-mbuf, link.
 const PORT_COUNTERS: usize = 10;
 /// Longest counter label, in bytes (the page's label field).
@@ -46,6 +47,17 @@ pub struct PartitionValues {
     pub durable_offset: u64,
     pub bytes: u64,
     pub segments: u64,
+    pub high_watermark: u64,
+    /// Leader broker id (0 outside a cluster), its epoch.
+    pub leader: u64,
+    pub leader_epoch: u64,
+    /// Broker ids packed one byte each (`BrokerSet::packed`).
+    pub replicas: u64,
+    pub isr: u64,
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
+    pub min_insync: u64,
+    pub truncated_bytes: u64,
 }
 
 /// One command taken from the ring, copied out of it.
@@ -66,6 +78,7 @@ struct LcoreCounterIds {
     bad_frames: [CounterId; FrameError::REASONS.len()],
     errors: [CounterId; ERROR_CODES],
     ipc_closed: [CounterId; IpcClose::ALL.len()],
+    refused: [CounterId; RefusalReason::ALL.len()],
     pending_acks: CounterId,
     command_ring_depth: CounterId,
     commands: CounterId,
@@ -207,6 +220,9 @@ impl Control {
         {
             self.counters.set(*id, value);
         }
+        for (id, value) in self.lcore.refused.iter().zip(counters.replication_refused) {
+            self.counters.set(*id, value);
+        }
         self.counters
             .set(self.lcore.pending_acks, pending_acks as u64);
         let depth = self.cnc.commands().depth();
@@ -237,6 +253,15 @@ impl Control {
             kind::PARTITION_BYTES,
             kind::PARTITION_SEGMENTS,
             kind::PARTITION_MESSAGES,
+            kind::PARTITION_HIGH_WATERMARK,
+            kind::PARTITION_LEADER,
+            kind::PARTITION_LEADER_EPOCH,
+            kind::PARTITION_REPLICAS,
+            kind::PARTITION_ISR,
+            kind::PARTITION_ISR_SHRINKS,
+            kind::PARTITION_ISR_EXPANDS,
+            kind::PARTITION_MIN_INSYNC,
+            kind::PARTITION_TRUNCATED_BYTES,
         ];
         for (slot, counter_kind) in ids.iter_mut().zip(kinds) {
             match self.counters.allocate(counter_kind, label) {
@@ -253,7 +278,7 @@ impl Control {
     }
 
     pub fn publish_partition(&self, ids: &PartitionCounters, values: &PartitionValues) {
-        let [start, end, durable, bytes, segments, messages] = ids.ids;
+        let [start, end, durable, bytes, segments, messages, rest @ ..] = ids.ids;
         self.counters.set(start, values.start_offset);
         self.counters.set(end, values.end_offset);
         self.counters.set(durable, values.durable_offset);
@@ -261,6 +286,20 @@ impl Control {
         self.counters.set(segments, values.segments);
         self.counters
             .set(messages, values.end_offset - values.start_offset);
+        let replication = [
+            values.high_watermark,
+            values.leader,
+            values.leader_epoch,
+            values.replicas,
+            values.isr,
+            values.isr_shrinks,
+            values.isr_expands,
+            values.min_insync,
+            values.truncated_bytes,
+        ];
+        for (id, value) in rest.into_iter().zip(replication) {
+            self.counters.set(id, value);
+        }
     }
 
     /// Frees a partition's counters (topic deleted).
@@ -296,7 +335,7 @@ fn register_lcore(counters: &mut CountersWriter) -> LcoreCounterIds {
             .allocate(counter_kind, label)
             .expect("room for the lcore's counters at start-up")
     };
-    let scalar_kinds: [(u32, ReadCounter); 14] = [
+    let scalar_kinds: [(u32, ReadCounter); 20] = [
         (kind::LCORE_LOOP_ITERATIONS, |c| c.loop_iterations),
         (kind::PRODUCE_REQUESTS, |c| c.produce_requests),
         (kind::PRODUCE_BATCHES, |c| c.produce_batches),
@@ -311,6 +350,14 @@ fn register_lcore(counters: &mut CountersWriter) -> LcoreCounterIds {
         (kind::IPC_CHANNELS_OPENED, |c| c.ipc_channels_opened),
         (kind::IPC_CHANNELS_ACTIVE, |c| c.ipc_channels_active),
         (kind::IPC_REPLIES_DROPPED, |c| c.ipc_replies_dropped),
+        (kind::REPLICA_FETCHES, |c| c.replica_fetches),
+        (kind::REPLICA_BATCHES, |c| c.replica_batches),
+        (kind::REPLICA_BYTES_RECEIVED, |c| c.replica_bytes),
+        (kind::REPLICA_BYTES_SENT, |c| c.replica_bytes_sent),
+        (kind::REPLICA_ERRORS, |c| c.replica_errors),
+        (kind::REPLICA_TRUNCATIONS_REFUSED, |c| {
+            c.replica_truncation_refused
+        }),
     ];
     let scalars = scalar_kinds
         .iter()
@@ -340,8 +387,15 @@ fn register_lcore(counters: &mut CountersWriter) -> LcoreCounterIds {
             &format!("lcore=0,reason={}", reason.name()),
         )
     });
+    let refused = RefusalReason::ALL.map(|reason| {
+        allocate(
+            kind::REPLICATION_REFUSED,
+            &format!("lcore=0,reason={}", reason.name()),
+        )
+    });
     LcoreCounterIds {
         ipc_closed,
+        refused,
         scalars,
         dropped,
         bad_frames,

@@ -4,10 +4,11 @@
 //! the data plane prints them as one JSON object when it stops (`COUNTERS {...}` on stderr).
 
 use crate::net::DropReason;
+use crate::replica::RefusalReason;
 use precursor_protocol::frame::{ErrorCode, FrameError};
 
 /// Number of [`ErrorCode`] values (codes index the array directly).
-pub const ERROR_CODES: usize = 16;
+pub const ERROR_CODES: usize = 20;
 
 #[derive(Clone, Debug, Default)]
 pub struct LcoreCounters {
@@ -47,6 +48,21 @@ pub struct LcoreCounters {
     /// IPC answers dropped: the client's response ring had no room (it retransmits).
     pub ipc_replies_dropped: u64,
     pub loop_iterations: u64,
+    /// Follower fetches taken as a leader.
+    pub replica_fetches: u64,
+    /// Batches appended as a follower, and their bytes.
+    pub replica_batches: u64,
+    pub replica_bytes: u64,
+    /// Bytes of batches sent to followers.
+    pub replica_bytes_sent: u64,
+    /// Failed exchanges seen as a follower (refusals, lost fragments, segment not ready).
+    pub replica_errors: u64,
+    /// Replication traffic refused, by [`RefusalReason`].
+    pub replication_refused: [u64; RefusalReason::ALL.len()],
+    /// Truncations refused: they would have cut below the high watermark.
+    pub replica_truncation_refused: u64,
+    /// ISR changes seen on fetches (expansions) and on the drain timer (shrinks).
+    pub isr_changes: u64,
 }
 
 /// Why an IPC channel was given back.
@@ -145,6 +161,22 @@ impl LcoreCounters {
         }
         field("ipc_replies_dropped", self.ipc_replies_dropped);
         field("loop_iterations", self.loop_iterations);
+        field("replica_fetches", self.replica_fetches);
+        field("replica_batches", self.replica_batches);
+        field("replica_bytes", self.replica_bytes);
+        field("replica_bytes_sent", self.replica_bytes_sent);
+        field("replica_errors", self.replica_errors);
+        for reason in RefusalReason::ALL {
+            field(
+                &format!("replication_refused_{}", reason.name()),
+                self.replication_refused[reason.index()],
+            );
+        }
+        field(
+            "replica_truncations_refused",
+            self.replica_truncation_refused,
+        );
+        field("isr_changes", self.isr_changes);
         out.push('}');
         out
     }

@@ -64,6 +64,8 @@ pub fn reflect_in_place(frame: &mut [u8], me: &Endpoint) -> Reflection {
         Inbound::ArpRequest { peer_mac, peer_ip } => {
             return Reflection::ArpRequest { peer_mac, peer_ip }
         }
+        // The echo server asks nothing, so an ARP reply is for someone else.
+        Inbound::ArpReply { .. } => return Reflection::Dropped(DropReason::NotForUs),
         Inbound::Dropped(reason) => return Reflection::Dropped(reason),
     };
     // Replies never carry IPv4 options; a request with options is not worth a memmove.

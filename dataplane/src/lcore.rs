@@ -15,13 +15,20 @@ use crate::idle::Idle;
 use crate::ipc::IpcTransport;
 use crate::log::PartitionLog;
 use crate::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES};
+use crate::replica::{
+    ClusterView, ParkedFetch, FOLLOWERS_MAX, REPLICA_FETCH_BYTES_DEFAULT, REPLICA_TRAIN_FRAMES_MAX,
+};
 use crate::service::{
-    DueAnswer, Reply, ReplyTo, Service, ServiceConfig, CREATIONS_IN_FLIGHT_MAX, DUE_ANSWERS_MAX,
+    DueAnswer, Reply, ReplyTo, Service, ServiceConfig, CREATIONS_IN_FLIGHT_MAX,
+    DIRTY_PARTITIONS_MAX, DUE_ANSWERS_MAX,
 };
 use crate::topics::{AdminLink, AdminReply, AdminRequest, Origin, TopicName, TopicTable};
 use precursor_ffi::dpdk::{Mbuf, MbufBurst, Mempool, Port};
 use precursor_protocol::command::{Command, Event};
-use precursor_protocol::frame::{ErrorCode, FetchDataHeader, FrameHeader, FRAME_HEADER_BYTES};
+use precursor_protocol::frame::{
+    ErrorCode, FetchDataHeader, FrameHeader, Opcode, PartitionHandle, FRAME_HEADER_BYTES,
+};
+use precursor_protocol::replication::ReplicaFetch;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -122,6 +129,12 @@ impl Lcore {
         self.control = Some(control);
     }
 
+    /// Makes this lcore a broker of a cluster: it replicates the partitions whose replicas
+    /// name other brokers (start-up).
+    pub fn attach_cluster(&mut self, cluster: ClusterView) {
+        self.service.cluster = Some(cluster);
+    }
+
     /// Serves the IPC channels of `ipc` too, from the next iteration on.
     pub fn attach_ipc(&mut self, ipc: IpcTransport) {
         self.service.serve_frames_up_to(ipc.frame_bytes_max());
@@ -185,6 +198,9 @@ impl Lcore {
         if self.control.is_some() {
             work += self.poll_commands();
         }
+        if self.service.cluster.is_some() {
+            work += self.replicate();
+        }
         let now = Instant::now();
         if now.duration_since(self.last_drain) >= self.config.drain_interval {
             self.last_drain = now;
@@ -218,7 +234,16 @@ impl Lcore {
                     self.reply_udp(mbuf, peer, &header, reply);
                 }
             }
+            Inbound::ArpReply { peer_mac, peer_ip } => {
+                if let Some(cluster) = &mut self.service.cluster {
+                    cluster.learn(peer_ip, peer_mac);
+                }
+            }
             Inbound::ArpRequest { peer_mac, peer_ip } => {
+                if let Some(cluster) = &mut self.service.cluster {
+                    cluster.learn(peer_ip, peer_mac);
+                }
+                let counters = &mut self.service.counters;
                 mbuf.reset();
                 let Some(out) = mbuf.append(net::ETHERNET_FRAME_BYTES_MIN) else {
                     return;
@@ -239,7 +264,32 @@ impl Lcore {
     /// Answers a UDP request in `mbuf` (the request's own, or a fresh one for a parked
     /// answer): the service renders the payload in place, then the frame header and the
     /// UDP headers go around it.
-    fn reply_udp(&mut self, mut mbuf: Mbuf, peer: Peer, request: &FrameHeader, reply: Reply) {
+    fn reply_udp(&mut self, mbuf: Mbuf, peer: Peer, request: &FrameHeader, reply: Reply) {
+        let Reply::ReplicaData { handle, .. } = reply else {
+            return self.reply_udp_frame(mbuf, peer, request, reply);
+        };
+        // A follower's fetch is answered with a train of frames while there is more.
+        self.service.replica_train_left = REPLICA_TRAIN_FRAMES_MAX - 1;
+        self.reply_udp_frame(mbuf, peer, request, reply);
+        while let Some(fetch) = self.service.replica_continuation.take() {
+            self.service.replica_train_left -= 1;
+            let Some(mbuf) = self.pool.alloc() else {
+                self.service.counters.mbuf_alloc_failures += 1;
+                break;
+            };
+            let next = Reply::ReplicaData {
+                handle,
+                fetch,
+                diverging: precursor_protocol::replication::NO_DIVERGENCE,
+            };
+            self.reply_udp_frame(mbuf, peer, request, next);
+        }
+        self.service.replica_train_left = 0;
+        self.service.replica_continuation = None;
+    }
+
+    /// One frame of [`Lcore::reply_udp`].
+    fn reply_udp_frame(&mut self, mut mbuf: Mbuf, peer: Peer, request: &FrameHeader, reply: Reply) {
         if reply == Reply::Nothing {
             return;
         }
@@ -349,9 +399,13 @@ impl Lcore {
         if publish {
             self.last_counters = now;
         }
+        if self.service.cluster.is_some() {
+            work += self.replication_tick(now);
+        }
         let control = self.control.as_ref().filter(|_| publish);
         self.service.topics.for_each_mut(|topic| {
-            for (log, ids) in topic.partitions.iter_mut().zip(&topic.counters) {
+            let partitions = topic.partitions.iter_mut().zip(&topic.replicas);
+            for ((log, replica), ids) in partitions.zip(&topic.counters) {
                 log.maintain(now_ms);
                 if let (Some(control), Some(ids)) = (control, ids) {
                     control.publish_partition(
@@ -362,6 +416,15 @@ impl Lcore {
                             durable_offset: log.durable_offset(),
                             bytes: log.size_bytes(),
                             segments: log.segment_count() as u64,
+                            high_watermark: replica.high_watermark(log),
+                            leader: u64::from(replica.leader),
+                            leader_epoch: u64::from(replica.epoch),
+                            replicas: replica.replicas.packed(),
+                            isr: replica.isr.packed(),
+                            isr_shrinks: replica.isr_shrinks,
+                            isr_expands: replica.isr_expands,
+                            min_insync: u64::from(replica.min_insync),
+                            truncated_bytes: replica.truncated_bytes,
                         },
                     );
                 }
@@ -376,6 +439,302 @@ impl Lcore {
                 self.last_port_stats = now;
                 control.publish_port(&self.port.stats(), &self.port.link());
             }
+        }
+        work
+    }
+
+    /// After each iteration's requests: answers the followers' parked fetches of the
+    /// partitions appended to, sends the follower fetches that are due now, hands the
+    /// topics with a divergent tail to cut to the admin thread.
+    fn replicate(&mut self) -> usize {
+        let mut work = 0;
+        let now = Instant::now();
+        if !self.service.appended.is_empty() {
+            let (handles, len, overflowed) = self.service.appended.take();
+            if overflowed {
+                work += self.serve_parked_fetches_everywhere(now);
+            } else {
+                for handle in &handles[..len] {
+                    work += self.serve_parked_fetches(*handle, now);
+                }
+            }
+        }
+        if !self.service.fetch_now.is_empty() {
+            let (handles, len, overflowed) = self.service.fetch_now.take();
+            if overflowed {
+                // Rare: the drain tick's sweep sends every due fetch.
+                self.last_drain = now
+                    .checked_sub(self.config.drain_interval)
+                    .unwrap_or(self.last_drain);
+            }
+            for handle in &handles[..len] {
+                work += self.send_replica_fetch(*handle, now, true);
+            }
+        }
+        while let Some(topic_id) = self.service.to_truncate.pop() {
+            work += 1;
+            let Some(name) = self
+                .service
+                .topics
+                .topics()
+                .find(|t| t.id == topic_id)
+                .map(|t| TopicName::new(&t.name).expect("installed topics have valid names"))
+            else {
+                continue;
+            };
+            let Some((topic, key)) = self.service.topics.remove(name.as_str()) else {
+                continue;
+            };
+            if let Err(request) = self
+                .service
+                .admin
+                .request(AdminRequest::Truncate { topic, key })
+            {
+                // The admin queue is full: put it back and try on the next iteration.
+                let AdminRequest::Truncate { topic, key } = request else {
+                    unreachable!("the request given back is the one sent");
+                };
+                self.service.topics.install(topic, key);
+                self.service.to_truncate.push(topic_id);
+                break;
+            }
+        }
+        work
+    }
+
+    /// Answers the parked fetches of one partition that are due (new data or HW).
+    fn serve_parked_fetches(&mut self, handle: PartitionHandle, now: Instant) -> usize {
+        let fetch_wait = match &self.service.cluster {
+            Some(cluster) => cluster.timings.fetch_wait,
+            None => return 0,
+        };
+        let mut due: [Option<ParkedFetch>; FOLLOWERS_MAX] = [None; FOLLOWERS_MAX];
+        let taken = match self.service.topics.replicated_mut(handle) {
+            Some((log, replica)) => replica.take_servable(log, now, fetch_wait, &mut due),
+            None => 0,
+        };
+        for parked in due.iter().take(taken).flatten() {
+            self.answer_follower(handle, parked, now);
+        }
+        taken
+    }
+
+    fn serve_parked_fetches_everywhere(&mut self, now: Instant) -> usize {
+        let mut handles = [PartitionHandle(0); DIRTY_PARTITIONS_MAX];
+        let mut work = 0;
+        // Bounded passes over the table, DIRTY_PARTITIONS_MAX handles at a time.
+        let mut skip = 0usize;
+        loop {
+            let mut found = 0;
+            let mut seen = 0usize;
+            for topic in self.service.topics.topics() {
+                for (p, replica) in topic.replicas.iter().enumerate() {
+                    if !replica.is_replicated() || replica.leader != replica.me {
+                        continue;
+                    }
+                    seen += 1;
+                    if seen <= skip || found == handles.len() {
+                        continue;
+                    }
+                    handles[found] = PartitionHandle::new(topic.id, p as u16);
+                    found += 1;
+                }
+            }
+            for handle in &handles[..found] {
+                work += self.serve_parked_fetches(*handle, now);
+            }
+            skip += found;
+            if found < handles.len() {
+                return work;
+            }
+        }
+    }
+
+    /// Sends ReplicaData for a parked (or immediate) follower fetch.
+    fn answer_follower(&mut self, handle: PartitionHandle, parked: &ParkedFetch, now: Instant) {
+        let Some(mbuf) = self.pool.alloc() else {
+            // The follower's retry asks again.
+            self.service.counters.mbuf_alloc_failures += 1;
+            return;
+        };
+        let reply = Reply::ReplicaData {
+            handle,
+            fetch: parked.fetch,
+            diverging: precursor_protocol::replication::NO_DIVERGENCE,
+        };
+        self.reply_udp(mbuf, parked.peer, &parked.request, reply);
+        if let Some((log, replica)) = self.service.topics.replicated_mut(handle) {
+            replica.answered(parked.fetch.follower_id, log, now);
+        }
+    }
+
+    /// A follower partition's next fetch to its leader, if one is due (`now_due`: its
+    /// leader just answered, so it goes at once). An unknown leader MAC sends ARP first.
+    fn send_replica_fetch(
+        &mut self,
+        handle: PartitionHandle,
+        now: Instant,
+        now_due: bool,
+    ) -> usize {
+        let Some(cluster) = self.service.cluster.as_mut() else {
+            return 0;
+        };
+        let retry = cluster.timings.fetch_retry;
+        let Some((log, replica)) = self.service.topics.replicated_mut(handle) else {
+            return 0;
+        };
+        let send = if now_due {
+            replica.follows()
+        } else {
+            replica.fetch_due(log, now, retry)
+        };
+        if !send {
+            return 0;
+        }
+        let peer = match cluster.peer(replica.leader, now) {
+            Ok(peer) => peer,
+            Err(Some(ip)) => {
+                self.send_arp_request(ip);
+                return 1;
+            }
+            Err(None) => return 0,
+        };
+        let request_id = cluster.next_request_id();
+        let max_bytes = REPLICA_FETCH_BYTES_DEFAULT;
+        let fetch: ReplicaFetch = replica.next_fetch(log, request_id, now, max_bytes);
+        self.transmit_replica_fetch(peer, handle, request_id, &fetch)
+    }
+
+    /// A designated leader's start-up question to the next replica (see `Probe`).
+    fn send_probe(&mut self, handle: PartitionHandle, now: Instant) -> usize {
+        let Some(cluster) = self.service.cluster.as_mut() else {
+            return 0;
+        };
+        let Some((log, replica)) = self.service.topics.replicated_mut(handle) else {
+            return 0;
+        };
+        let request_id = cluster.next_request_id();
+        let Some((target, fetch)) = replica.next_probe(log, request_id, now) else {
+            return 0;
+        };
+        match cluster.peer(target, now) {
+            Ok(peer) => self.transmit_replica_fetch(peer, handle, request_id, &fetch),
+            Err(Some(ip)) => {
+                self.send_arp_request(ip);
+                1
+            }
+            Err(None) => 0,
+        }
+    }
+
+    fn send_arp_request(&mut self, ip: std::net::Ipv4Addr) {
+        let endpoint = self.config.endpoint;
+        if let Some(mut mbuf) = self.pool.alloc() {
+            if let Some(out) = mbuf.append(net::ETHERNET_FRAME_BYTES_MIN) {
+                net::write_arp_request(out, &endpoint, ip);
+                self.transmit(mbuf);
+            }
+        }
+    }
+
+    /// A ReplicaFetch frame to `peer`; the answer comes back to partition `handle`.
+    fn transmit_replica_fetch(
+        &mut self,
+        peer: Peer,
+        handle: PartitionHandle,
+        request_id: u64,
+        fetch: &ReplicaFetch,
+    ) -> usize {
+        let Some(mut mbuf) = self.pool.alloc() else {
+            self.service.counters.mbuf_alloc_failures += 1;
+            return 0;
+        };
+        let Some(out) = begin_reply(&mut mbuf, ReplicaFetch::BYTES) else {
+            self.service.counters.mbuf_alloc_failures += 1;
+            return 0;
+        };
+        fetch.encode(out);
+        let header = FrameHeader::new(
+            Opcode::ReplicaFetch,
+            request_id,
+            handle.0,
+            ReplicaFetch::BYTES,
+        );
+        let endpoint = self.config.endpoint;
+        let data = mbuf.data_mut();
+        header.encode(&mut data[UDP_HEADERS_BYTES..]);
+        net::write_udp_headers(
+            data,
+            &endpoint,
+            &peer,
+            FRAME_HEADER_BYTES + ReplicaFetch::BYTES,
+        );
+        self.transmit(mbuf);
+        1
+    }
+
+    /// The drain timer's replication work: leaders shrink their ISRs and answer parked
+    /// fetches that waited long enough; followers send fetches that are due.
+    fn replication_tick(&mut self, now: Instant) -> usize {
+        let Some(cluster) = &self.service.cluster else {
+            return 0;
+        };
+        let timings = cluster.timings;
+        let mut work = 0;
+        let mut leaders = [PartitionHandle(0); DIRTY_PARTITIONS_MAX];
+        let mut followers = [PartitionHandle(0); DIRTY_PARTITIONS_MAX];
+        let mut probing = [PartitionHandle(0); DIRTY_PARTITIONS_MAX];
+        let (mut led, mut followed, mut probed) = (0, 0, 0);
+        let counters = &mut self.service.counters;
+        self.service.topics.for_each_mut(|topic| {
+            for (p, (log, replica)) in topic
+                .partitions
+                .iter()
+                .zip(topic.replicas.iter_mut())
+                .enumerate()
+            {
+                if !replica.is_replicated() {
+                    continue;
+                }
+                let handle = PartitionHandle::new(topic.id, p as u16);
+                if replica.is_probing() {
+                    if probed < probing.len() {
+                        probing[probed] = handle;
+                        probed += 1;
+                    }
+                } else if replica.leader == replica.me {
+                    let left = replica.shrink_isr(log, now, timings.replica_lag);
+                    for id in left.ids() {
+                        counters.isr_changes += 1;
+                        // Rare (a follower lost for replica_lag_ms): worth a line.
+                        eprintln!(
+                            "precursor-dataplane: {}-{p}: broker {id} left the ISR (no catch-up \
+                             for {} ms); ISR now {:?}",
+                            topic.name,
+                            timings.replica_lag.as_millis(),
+                            replica.isr.ids()
+                        );
+                    }
+                    if led < leaders.len() {
+                        leaders[led] = handle;
+                        led += 1;
+                    }
+                } else if replica.fetch_due(log, now, timings.fetch_retry)
+                    && followed < followers.len()
+                {
+                    followers[followed] = handle;
+                    followed += 1;
+                }
+            }
+        });
+        for handle in &leaders[..led] {
+            work += self.serve_parked_fetches(*handle, now);
+        }
+        for handle in &followers[..followed] {
+            work += self.send_replica_fetch(*handle, now, false);
+        }
+        for handle in &probing[..probed] {
+            work += self.send_probe(*handle, now);
         }
         work
     }
@@ -428,7 +787,7 @@ impl Lcore {
                 partitions,
                 retention_ms,
                 retention_bytes,
-                replication: _,
+                replication,
             } => {
                 let Some(topic_name) = TopicName::new(name) else {
                     return self.answer(
@@ -466,6 +825,7 @@ impl Lcore {
                     partitions,
                     retention_ms: (retention_ms > 0).then_some(retention_ms),
                     retention_bytes: (retention_bytes > 0).then_some(retention_bytes),
+                    replication,
                     origin: Origin::Command(correlation),
                 };
                 match self.service.admin.request(request) {
@@ -502,6 +862,68 @@ impl Lcore {
                 {
                     // Put it back: nothing happened.
                     self.service.topics.install(topic, key);
+                    self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full"));
+                }
+            }
+            Command::SetLeader {
+                name,
+                partition,
+                leader,
+                epoch,
+            } => {
+                let Some(topic_name) = TopicName::new(name) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::InvalidTopic, "invalid topic name"),
+                    );
+                };
+                let Some(topic) = self.service.topics.by_name(name) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::UnknownTopicOrPartition, "no such topic"),
+                    );
+                };
+                let handle = PartitionHandle::new(topic.id, partition);
+                let Some((log, replica)) = self.service.topics.replicated_mut(handle) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::UnknownTopicOrPartition, "no such partition"),
+                    );
+                };
+                let refusal = if !replica.is_replicated() {
+                    Some((ErrorCode::InvalidArgument, "the partition has one replica"))
+                } else if leader == 0 || leader > 64 || !replica.replicas.contains(leader as u8) {
+                    Some((
+                        ErrorCode::InvalidArgument,
+                        "the leader must be one of the replicas",
+                    ))
+                } else if epoch <= replica.epoch {
+                    Some((
+                        ErrorCode::FencedLeaderEpoch,
+                        "the epoch must be greater than the partition's",
+                    ))
+                } else if replica.truncating {
+                    Some((ErrorCode::Busy, "the partition is being truncated"))
+                } else {
+                    None
+                };
+                if let Some((code, message)) = refusal {
+                    return self.answer(correlation, &failed(code, message));
+                }
+                if leader as u8 == replica.me {
+                    replica.become_leader(epoch, log);
+                } else {
+                    replica.become_follower(leader as u8, epoch);
+                    self.service.fetch_now.push(handle);
+                }
+                let request = AdminRequest::PersistLeader {
+                    name: topic_name,
+                    partition,
+                    leader,
+                    epoch,
+                    correlation,
+                };
+                if self.service.admin.request(request).is_err() {
                     self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full"));
                 }
             }
@@ -569,6 +991,16 @@ impl Lcore {
                             partitions,
                         },
                     );
+                }
+            }
+            AdminReply::Truncated { topic, key, failed } => {
+                if failed.is_none() || topic.partitions.len() == topic.replicas.len() {
+                    // Back on the data path; its followers fetch again on the next tick.
+                    self.service.topics.install(topic, key);
+                } else {
+                    // The topic stays offline here (logged by the admin thread); a restart
+                    // reopens it and redoes the cut from the leader.
+                    drop((topic, key));
                 }
             }
             AdminReply::CreateFailed {

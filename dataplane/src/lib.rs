@@ -22,5 +22,6 @@ pub mod net;
 pub mod node;
 #[cfg(feature = "rdma")]
 pub mod rdma;
+pub mod replica;
 pub mod service;
 pub mod topics;

@@ -96,6 +96,11 @@ pub enum Inbound<'a> {
         peer_mac: [u8; 6],
         peer_ip: Ipv4Addr,
     },
+    /// An ARP reply to us (to a request of ours for a broker's address).
+    ArpReply {
+        peer_mac: [u8; 6],
+        peer_ip: Ipv4Addr,
+    },
     /// An ICMP echo request to our address.
     EchoRequest,
     Dropped(DropReason),
@@ -125,6 +130,16 @@ fn classify_arp<'a>(bytes: &[u8], me: &Endpoint) -> Inbound<'a> {
             target_protocol_addr,
             ..
         }) if target_protocol_addr == me.ip => Inbound::ArpRequest {
+            peer_mac: source_hardware_addr.0,
+            peer_ip: source_protocol_addr,
+        },
+        Ok(ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr,
+            source_protocol_addr,
+            target_protocol_addr,
+            ..
+        }) if target_protocol_addr == me.ip => Inbound::ArpReply {
             peer_mac: source_hardware_addr.0,
             peer_ip: source_protocol_addr,
         },
@@ -250,6 +265,30 @@ pub fn write_arp_reply(
         source_protocol_addr: me.ip,
         target_hardware_addr: EthernetAddress(peer_mac),
         target_protocol_addr: peer_ip,
+    }
+    .emit(&mut arp);
+    ETHERNET_FRAME_BYTES_MIN
+}
+
+/// Writes a broadcast ARP request asking who has `ip`; returns its length (padded).
+pub fn write_arp_request(packet: &mut [u8], me: &Endpoint, ip: Ipv4Addr) -> usize {
+    assert!(packet.len() >= ETHERNET_FRAME_BYTES_MIN);
+    let frame = &mut packet[..ETHERNET_FRAME_BYTES_MIN];
+    frame.fill(0);
+    let mut ethernet = EthernetFrame::new_unchecked(&mut *frame);
+    EthernetRepr {
+        src_addr: EthernetAddress(me.mac),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    }
+    .emit(&mut ethernet);
+    let mut arp = ArpPacket::new_unchecked(&mut frame[ETHERNET_HEADER_BYTES..ARP_FRAME_BYTES]);
+    ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(me.mac),
+        source_protocol_addr: me.ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: ip,
     }
     .emit(&mut arp);
     ETHERNET_FRAME_BYTES_MIN

@@ -11,9 +11,11 @@ use crate::ipc::IpcTransport;
 use crate::lcore::{Lcore, LcoreConfig};
 use crate::log::{Flusher, FlusherHandle, LogConfig};
 use crate::net::Endpoint;
-use crate::topics::{self, AdminLink, Manifest, Topic, TopicTable};
-use precursor_config::{Config, Hugepages, PortKind};
+use crate::replica::{ClusterView, ReplicationTimings};
+use crate::topics::{self, AdminLink, Manifest, ReplicationPolicy, Topic, TopicTable};
+use precursor_config::{AcksAll, Config, Hugepages, PortKind};
 use precursor_ffi::dpdk::{DpdkError, Eal, Mempool, Port, PortConfig};
+use precursor_protocol::command::{TopicReplication, ACKS_ALL_DURABLE, ACKS_ALL_MEMORY};
 use precursor_shm::ipc::IpcLayout;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -98,12 +100,22 @@ impl Storage {
         let mut manifest = Manifest::load(data_dir)?;
         for spec in &config.topics.create {
             if manifest.find(&spec.name).is_none() {
-                manifest.add(&spec.name, spec.partitions)?;
+                let replication = TopicReplication {
+                    factor: spec.replication_factor.unwrap_or(0),
+                    min_insync: spec.min_insync_replicas.unwrap_or(0),
+                    acks_all: match spec.acks_all {
+                        None => 0,
+                        Some(AcksAll::Memory) => ACKS_ALL_MEMORY,
+                        Some(AcksAll::Durable) => ACKS_ALL_DURABLE,
+                    },
+                };
+                manifest.add_with(&spec.name, spec.partitions, None, None, replication)?;
             }
         }
+        let policy = ReplicationPolicy::from_config(config);
         let mut table = TopicTable::new();
         for entry in manifest.entries() {
-            let topic = Topic::open(entry, &log, &flusher)?;
+            let topic = Topic::open(entry, &log, &flusher, &policy)?;
             eprintln!(
                 "precursor-dataplane: topic {} ({} partitions) recovered: {} messages",
                 topic.name,
@@ -118,9 +130,14 @@ impl Storage {
             table.install(topic, key);
         }
         let admin_stop = Arc::new(AtomicBool::new(false));
-        let (admin, admin_thread) =
-            topics::spawn_admin(manifest, log.clone(), flusher.clone(), admin_stop.clone())
-                .map_err(NodeError::Thread)?;
+        let (admin, admin_thread) = topics::spawn_admin(
+            manifest,
+            log.clone(),
+            flusher.clone(),
+            policy,
+            admin_stop.clone(),
+        )
+        .map_err(NodeError::Thread)?;
         let storage = Storage {
             _lock: lock,
             log,
@@ -388,6 +405,9 @@ pub fn endpoint(config: &Config, port: &Port) -> Endpoint {
 
 /// Runs a whole node in this process until `stop` is set. Returns the lcore's counters
 /// as JSON for the exit report.
+/// The lcore thread's timer slack: parks of the backoff idle strategy wake on time.
+const IDLE_TIMER_SLACK_NS: u64 = 1_000;
+
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> {
     // Partitions that will be open: those recovered from the manifest and those configured.
     let recovered = Manifest::load(&config.node.data_dir)?;
@@ -431,6 +451,26 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         default_partitions: config.topics.default_partitions,
     };
     let mut lcore = Lcore::new(lcore_config, port, pool, topics, admin);
+    let cluster = &config.cluster;
+    if cluster.enabled() {
+        let brokers: Vec<_> = cluster
+            .brokers
+            .iter()
+            .map(|b| (b.id as u8, b.address, b.udp_port))
+            .collect();
+        let timings = ReplicationTimings {
+            replica_lag: Duration::from_millis(cluster.replica_lag_ms),
+            fetch_wait: Duration::from_millis(cluster.replica_fetch_wait_ms),
+            fetch_retry: Duration::from_millis(cluster.replica_fetch_retry_ms),
+        };
+        lcore.attach_cluster(ClusterView::new(cluster.broker_id as u8, &brokers, timings));
+        eprintln!(
+            "precursor-dataplane: broker {} of a cluster of {} (replica lag {} ms)",
+            cluster.broker_id,
+            cluster.brokers.len(),
+            cluster.replica_lag_ms
+        );
+    }
     let cnc_dir = config.cnc_dir();
     lcore.attach_control(Control::create(
         &cnc_dir,
@@ -488,6 +528,10 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         rdma
     );
     let mut idle = Idle::new(config.dataplane.idle, config.dataplane.idle_park_us_max);
+    // A park of a few microseconds must not become the kernel's default 50 µs of slack.
+    if let Err(error) = precursor_ffi::thread::set_current_thread_timer_slack(IDLE_TIMER_SLACK_NS) {
+        eprintln!("precursor-dataplane: warning: cannot lower the lcore's timer slack: {error}");
+    }
     lcore.run(&stop, &mut idle);
     let counters = lcore.counters().to_json();
     #[cfg(feature = "rdma")]

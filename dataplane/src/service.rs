@@ -15,15 +15,22 @@
 //! Nothing here makes a system call, takes a lock or allocates after start-up.
 
 use crate::counters::LcoreCounters;
-use crate::log::{AppendError, ReadError};
+use crate::log::{AppendError, PartitionLog, ReadError};
 use crate::net::Peer;
+use crate::replica::{
+    ClusterView, FetchVerdict, ParkedFetch, ProbeOutcome, RefusalReason, Replica,
+};
 use crate::topics::{AdminLink, AdminRequest, Origin, TopicName, TopicTable};
+use precursor_protocol::command::TopicReplication;
 use precursor_protocol::frame::{
     batch_bytes_max, decode_frame, Acks, ErrorCode, FetchDataHeader, FetchRequest, FrameError,
-    FrameHeader, MetadataRequest, MetadataResponse, Opcode, PartitionHandle, ProduceAck,
-    FLAG_FETCH_DURABLE_ONLY, FLAG_METADATA_AUTO_CREATE, FRAME_HEADER_BYTES,
+    FrameHeader, MetadataLeaders, MetadataRequest, MetadataResponse, Opcode, PartitionHandle,
+    ProduceAck, FLAG_FETCH_DURABLE_ONLY, FLAG_METADATA_AUTO_CREATE, FRAME_HEADER_BYTES,
 };
-use precursor_protocol::record_batch::RecordBatchHeader;
+use precursor_protocol::record_batch::{batches, RecordBatchHeader};
+use precursor_protocol::replication::{
+    ReplicaDataHeader, ReplicaFetch, FLAG_REPLICA_MORE, FLAG_REPLICA_SYNC, NO_DIVERGENCE,
+};
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -64,6 +71,21 @@ pub enum Reply {
     Pong {
         bytes: usize,
     },
+    /// A leader's answer to a follower's fetch: batches (or one batch's fragment) from
+    /// `fetch.fetch_offset` of the leader's partition `handle`, read at render time.
+    /// `diverging` is where the follower must cut first ([`NO_DIVERGENCE`]: nowhere).
+    ReplicaData {
+        handle: PartitionHandle,
+        fetch: ReplicaFetch,
+        diverging: u64,
+    },
+    /// A refused follower fetch: a ReplicaData frame with `code` and no batches, its
+    /// header our view of the partition (`handle`, when we have it).
+    ReplicaRefused {
+        code: ErrorCode,
+        handle: Option<PartitionHandle>,
+        fetch: ReplicaFetch,
+    },
 }
 
 impl Reply {
@@ -78,13 +100,39 @@ impl Reply {
             Reply::Ack(_) => ProduceAck::BYTES,
             Reply::Error { reason, .. } => reason.len(),
             Reply::Fetch { .. } => frame_bytes_max - FRAME_HEADER_BYTES,
-            Reply::Metadata(_) => MetadataResponse::BYTES,
+            // The cluster's leaders follow the fixed part (as many as fit).
+            Reply::Metadata(_) => frame_bytes_max - FRAME_HEADER_BYTES,
             Reply::Pong { bytes } => *bytes,
+            Reply::ReplicaData { .. } => frame_bytes_max - FRAME_HEADER_BYTES,
+            Reply::ReplicaRefused { .. } => ReplicaDataHeader::BYTES,
         }
     }
 }
 
-/// A produce with `acks=durable` whose offsets the flusher has not passed yet.
+/// What a parked answer waits for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Wait {
+    /// This broker's flusher (acks=durable).
+    Durable,
+    /// Every in-sync replica's memory: the high watermark (acks=all).
+    HighWatermark,
+    /// Every in-sync replica's disk (acks=all-durable, or all on a durable topic).
+    DurableHighWatermark,
+}
+
+impl Wait {
+    /// The offset below which every waiting answer of this kind is due.
+    fn passed(self, log: &PartitionLog, replica: &Replica) -> u64 {
+        match self {
+            Wait::Durable => log.durable_offset(),
+            Wait::HighWatermark => replica.high_watermark(log),
+            Wait::DurableHighWatermark => replica.durable_high_watermark(log),
+        }
+    }
+}
+
+/// A produce whose answer waits: for the flusher (`acks=durable`) or the in-sync replicas
+/// (`acks=all`).
 #[derive(Copy, Clone, Debug)]
 struct PendingAck {
     /// When the batch was appended: the wait for the flusher is a histogram.
@@ -96,6 +144,7 @@ struct PendingAck {
     /// Answered once every offset up to `ack.last_offset` is durable.
     ack: ProduceAck,
     answer: DurableAnswer,
+    wait: Wait,
 }
 
 /// What a produce with `acks=durable` is answered with once its offsets are durable.
@@ -129,6 +178,48 @@ pub struct ServiceConfig {
     pub frame_bytes_max: usize,
 }
 
+/// Partitions the lcore must look at after this iteration's requests: a fixed list that
+/// says when it overflowed (then every partition is looked at).
+pub struct DirtyPartitions {
+    handles: [PartitionHandle; DIRTY_PARTITIONS_MAX],
+    len: usize,
+    pub overflowed: bool,
+}
+
+/// Partitions remembered per iteration before [`DirtyPartitions`] falls back to "all".
+pub const DIRTY_PARTITIONS_MAX: usize = 128;
+
+impl DirtyPartitions {
+    fn new() -> DirtyPartitions {
+        DirtyPartitions {
+            handles: [PartitionHandle(0); DIRTY_PARTITIONS_MAX],
+            len: 0,
+            overflowed: false,
+        }
+    }
+    pub fn push(&mut self, handle: PartitionHandle) {
+        if self.handles[..self.len].contains(&handle) {
+            return;
+        }
+        if self.len == DIRTY_PARTITIONS_MAX {
+            self.overflowed = true;
+            return;
+        }
+        self.handles[self.len] = handle;
+        self.len += 1;
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0 && !self.overflowed
+    }
+    /// Takes the list out (the caller iterates it while the service is borrowed again).
+    pub fn take(&mut self) -> ([PartitionHandle; DIRTY_PARTITIONS_MAX], usize, bool) {
+        let taken = (self.handles, self.len, self.overflowed);
+        self.len = 0;
+        self.overflowed = false;
+        taken
+    }
+}
+
 pub struct Service {
     config: ServiceConfig,
     pub topics: TopicTable,
@@ -139,6 +230,18 @@ pub struct Service {
     /// A ping's payload between `serve` and `render`.
     scratch: Vec<u8>,
     pub counters: LcoreCounters,
+    /// The cluster, when this broker is one of several (replication).
+    pub cluster: Option<ClusterView>,
+    /// Leader partitions appended to (or whose HW moved): parked fetches may be due.
+    pub appended: DirtyPartitions,
+    /// Follower partitions whose next fetch should go out now.
+    pub fetch_now: DirtyPartitions,
+    /// Topics with a follower partition to cut (ids; sent to the admin thread).
+    pub to_truncate: Vec<u16>,
+    /// Frames a ReplicaData answer may still add to its train (set by the transport
+    /// before it renders one), and where the next frame of the train starts.
+    pub replica_train_left: u32,
+    pub replica_continuation: Option<ReplicaFetch>,
 }
 
 impl Service {
@@ -153,6 +256,12 @@ impl Service {
             topics,
             admin,
             counters: LcoreCounters::default(),
+            cluster: None,
+            appended: DirtyPartitions::new(),
+            fetch_now: DirtyPartitions::new(),
+            to_truncate: Vec::with_capacity(CREATIONS_IN_FLIGHT_MAX),
+            replica_train_left: 0,
+            replica_continuation: None,
         }
     }
 
@@ -226,6 +335,22 @@ impl Service {
                 ErrorCode::InvalidFrame,
                 "read grants are served over the RDMA transport only",
             ),
+            Opcode::ReplicaFetch => match reply_to {
+                ReplyTo::Udp(peer) => self.replica_fetch(peer, header, payload),
+                _ => Reply::error(
+                    ErrorCode::InvalidFrame,
+                    "replication runs over the data plane's port only",
+                ),
+            },
+            Opcode::ReplicaData => {
+                if let ReplyTo::Udp(peer) = reply_to {
+                    self.replica_data(peer, header, payload, now_ms);
+                } else {
+                    self.counters.replication_refused[RefusalReason::Unexpected.index()] += 1;
+                }
+                // An answer is never answered.
+                Reply::Nothing
+            }
             _ => Reply::error(ErrorCode::InvalidFrame, "not a request opcode"),
         }
     }
@@ -243,12 +368,34 @@ impl Service {
             return Reply::error(ErrorCode::InvalidFrame, "acks bits");
         };
         let handle = PartitionHandle(header.partition);
-        let parks = matches!(acks, Acks::Durable | Acks::AllDurable);
-        if parks && self.pending.len() >= self.config.pending_acks_max {
-            return Reply::error(ErrorCode::Busy, "durable acks queue full");
-        }
-        if self.topics.partition(handle).is_none() {
+        let Some((_, replica)) = self.topics.replicated(handle) else {
             return Reply::error(ErrorCode::UnknownTopicOrPartition, "no such partition");
+        };
+        if !replica.is_leader() {
+            return Reply::error(
+                ErrorCode::NotLeaderOrFollower,
+                "this broker does not lead the partition",
+            );
+        }
+        let replicated = replica.is_replicated();
+        // What the answer waits for: on a partition of one replica, `all` is `leader`.
+        let wait = match acks {
+            Acks::None | Acks::Leader => None,
+            Acks::Durable => Some(Wait::Durable),
+            Acks::All | Acks::AllDurable if !replicated => {
+                (acks == Acks::AllDurable).then_some(Wait::Durable)
+            }
+            Acks::All if !replica.acks_all_durable => Some(Wait::HighWatermark),
+            Acks::All | Acks::AllDurable => Some(Wait::DurableHighWatermark),
+        };
+        if acks.waits_for_replicas() && !replica.enough_in_sync() {
+            return Reply::error(
+                ErrorCode::NotEnoughReplicas,
+                "fewer in-sync replicas than min_insync_replicas: nothing appended",
+            );
+        }
+        if wait.is_some() && self.pending.len() >= self.config.pending_acks_max {
+            return Reply::error(ErrorCode::Busy, "acks queue full");
         }
         // A batch must fit a fetch on the transport it came by, or its consumers could
         // never read it there (other transports answer MessageTooLarge for it).
@@ -258,10 +405,15 @@ impl Service {
                 "batch larger than a fetch on this transport can serve",
             );
         }
-        let log = self.topics.partition_mut(handle).expect("looked up above");
-        let appended = match log.append(batch, now_ms) {
+        let (log, replica) = self.topics.replicated_mut(handle).expect("looked up above");
+        let appended = if replicated {
+            log.append_as_leader(batch, now_ms, replica.epoch)
+        } else {
+            log.append(batch, now_ms)
+        };
+        let appended = match appended {
             Ok(appended) => appended,
-            Err(AppendError::DuplicateSequence) if parks => {
+            Err(AppendError::DuplicateSequence) if wait.is_some() => {
                 let Some(last_offset) = log.log_end_offset().checked_sub(1) else {
                     unreachable!("a duplicate implies an earlier append");
                 };
@@ -269,11 +421,12 @@ impl Service {
                     base_offset: last_offset,
                     last_offset,
                 };
-                return self.answer_when_durable(
+                return self.answer_when(
                     reply_to,
                     header,
                     everything,
                     DurableAnswer::DuplicateSequence,
+                    wait.expect("checked"),
                 );
             }
             Err(error) => {
@@ -292,35 +445,43 @@ impl Service {
             self.counters.produce_batches += 1;
             self.counters.produce_records += records;
             self.counters.produce_bytes += batch.len() as u64;
-        }
-        // A partition of one replica: its ISR is this broker alone.
-        match acks {
-            Acks::None => Reply::Nothing,
-            Acks::Leader | Acks::All => Reply::Ack(ack),
-            Acks::Durable | Acks::AllDurable => {
-                self.answer_when_durable(reply_to, header, ack, DurableAnswer::Ack)
+            if replicated {
+                replica.on_leader_append(log);
+                self.appended.push(handle);
             }
+        }
+        match (acks, wait) {
+            (Acks::None, _) => Reply::Nothing,
+            (_, None) => Reply::Ack(ack),
+            (_, Some(wait)) => self.answer_when(reply_to, header, ack, DurableAnswer::Ack, wait),
         }
     }
 
-    /// The answer now if `ack.last_offset` is already durable; else asks the flusher for it
-    /// and parks the answer. The caller checked there is room to park.
-    fn answer_when_durable(
+    /// The answer now if `ack.last_offset` is already below what `wait` waits for; else
+    /// asks the flusher (for the durable waits) and parks the answer. The caller checked
+    /// there is room to park.
+    fn answer_when(
         &mut self,
         reply_to: ReplyTo,
         header: &FrameHeader,
         ack: ProduceAck,
         answer: DurableAnswer,
+        wait: Wait,
     ) -> Reply {
         let handle = PartitionHandle(header.partition);
-        let log = self
+        let (log, replica) = self
             .topics
-            .partition(handle)
+            .replicated_mut(handle)
             .expect("the caller looked it up");
-        if ack.last_offset < log.durable_offset() {
+        if ack.last_offset < wait.passed(log, replica) {
             return durable_reply(ack, answer);
         }
-        log.request_durable(ack.last_offset);
+        if wait != Wait::HighWatermark {
+            log.request_durable(ack.last_offset);
+        }
+        if wait == Wait::DurableHighWatermark {
+            replica.durable_waiters += 1;
+        }
         assert!(self.pending.len() < self.config.pending_acks_max);
         self.pending.push_back(PendingAck {
             appended_at: Instant::now(),
@@ -330,8 +491,260 @@ impl Service {
             handle,
             ack,
             answer,
+            wait,
         });
         Reply::Nothing
+    }
+
+    /// A follower's fetch, on the leader: checked (who, which epoch, where), its progress
+    /// recorded, then answered now, answered with the divergence to cut, or parked.
+    fn replica_fetch(&mut self, peer: Peer, header: &FrameHeader, payload: &[u8]) -> Reply {
+        self.counters.replica_fetches += 1;
+        let fetch = match ReplicaFetch::decode(payload) {
+            Ok(fetch) => fetch,
+            Err(error) => {
+                self.counters.count_bad_frame(&error);
+                return Reply::error(ErrorCode::InvalidFrame, error.reason());
+            }
+        };
+        let refuse = |counters: &mut LcoreCounters, code, reason: RefusalReason, handle| {
+            counters.replication_refused[reason.index()] += 1;
+            Reply::ReplicaRefused {
+                code,
+                handle,
+                fetch,
+            }
+        };
+        let Some(cluster) = self.cluster.as_mut() else {
+            return refuse(
+                &mut self.counters,
+                ErrorCode::NotLeaderOrFollower,
+                RefusalReason::NotLeader,
+                None,
+            );
+        };
+        let Some(handle) = self.topics.by_key(fetch.topic_key, fetch.partition) else {
+            return refuse(
+                &mut self.counters,
+                ErrorCode::UnknownTopicOrPartition,
+                RefusalReason::UnknownPartition,
+                None,
+            );
+        };
+        let from_broker = cluster.is_broker(fetch.follower_id, &peer);
+        if from_broker {
+            cluster.learn(peer.ip, peer.mac);
+        }
+        let now = Instant::now();
+        let (log, replica) = self.topics.replicated_mut(handle).expect("by_key found it");
+        let hw_before = replica.high_watermark(log);
+        let isr_before = replica.isr;
+        let verdict = replica.on_fetch(&fetch, from_broker, log, now);
+        if replica.high_watermark(log) > hw_before {
+            // Waiting acks are checked every iteration; other parked fetches learn the HW.
+            self.appended.push(handle);
+        }
+        if replica.isr != isr_before {
+            self.counters.isr_changes += 1;
+        }
+        match verdict {
+            FetchVerdict::Serve => {
+                replica.answered(fetch.follower_id, log, now);
+                Reply::ReplicaData {
+                    handle,
+                    fetch,
+                    diverging: NO_DIVERGENCE,
+                }
+            }
+            FetchVerdict::Diverging(end) => Reply::ReplicaData {
+                handle,
+                fetch,
+                diverging: end,
+            },
+            FetchVerdict::Park => {
+                replica.park(ParkedFetch {
+                    peer,
+                    request: *header,
+                    fetch,
+                    parked_at: now,
+                });
+                Reply::Nothing
+            }
+            FetchVerdict::Refuse(code, reason) => {
+                refuse(&mut self.counters, code, reason, Some(handle))
+            }
+        }
+    }
+
+    /// A leader's answer, on the follower: matched to our outstanding fetch, then its
+    /// batches (or fragment) appended byte for byte, the HW learned, the next fetch due.
+    fn replica_data(&mut self, peer: Peer, header: &FrameHeader, payload: &[u8], now_ms: i64) {
+        let unexpected = |counters: &mut LcoreCounters| {
+            counters.replication_refused[RefusalReason::Unexpected.index()] += 1;
+        };
+        let Some(cluster) = self.cluster.as_mut() else {
+            return unexpected(&mut self.counters);
+        };
+        let (data, rest) = match ReplicaDataHeader::decode(payload) {
+            Ok(decoded) => decoded,
+            Err(error) => return self.counters.count_bad_frame(&error),
+        };
+        let handle = PartitionHandle(header.partition);
+        let Some((log, replica)) = self.topics.replicated_mut(handle) else {
+            return unexpected(&mut self.counters);
+        };
+        if replica.is_probing() {
+            let from = cluster.broker_of(&peer);
+            let same = replica.topic_key == data.topic_key && replica.partition == data.partition;
+            let outcome = match from {
+                Some(from) if same => replica.on_probe_answer(
+                    header.request_id,
+                    from,
+                    data.leader_id.min(255) as u8,
+                    data.leader_epoch,
+                    log,
+                ),
+                _ => ProbeOutcome::Ignored,
+            };
+            match outcome {
+                ProbeOutcome::Ignored => unexpected(&mut self.counters),
+                ProbeOutcome::Follows(leader, epoch) => {
+                    eprintln!(
+                        "precursor-dataplane: partition {handle:?}: broker {leader} leads at \
+                         epoch {epoch} (set while this broker was away): following it"
+                    );
+                    self.fetch_now.push(handle);
+                }
+                ProbeOutcome::Leads(epoch) => {
+                    eprintln!(
+                        "precursor-dataplane: partition {handle:?}: leading at epoch {epoch} \
+                         (log end {})",
+                        log.log_end_offset()
+                    );
+                    self.appended.push(handle);
+                }
+            }
+            return;
+        }
+        let ours = replica.topic_key == data.topic_key
+            && replica.partition == data.partition
+            && u16::from(replica.leader) == data.leader_id
+            && cluster.is_broker(data.leader_id, &peer);
+        let more = header.flags & FLAG_REPLICA_MORE != 0 && header.error == 0;
+        if !ours || !replica.take_answer(header.request_id, more) {
+            return unexpected(&mut self.counters);
+        }
+        cluster.learn(peer.ip, peer.mac);
+        let now = Instant::now();
+        let retry = cluster.timings.fetch_retry;
+        let code = ErrorCode::from_u16(header.error).unwrap_or(ErrorCode::InvalidFrame);
+        if code != ErrorCode::None {
+            self.counters.replica_errors += 1;
+            let epoch_news = matches!(
+                code,
+                ErrorCode::FencedLeaderEpoch | ErrorCode::UnknownLeaderEpoch
+            );
+            let view_leader = data.leader_id.min(255) as u8;
+            let moved = code == ErrorCode::NotLeaderOrFollower
+                && view_leader != 0
+                && view_leader != replica.me
+                && view_leader != replica.leader
+                && replica.replicas.contains(view_leader)
+                && data.leader_epoch > replica.epoch;
+            if moved {
+                // Our leader says another leads now, at a newer epoch: follow that one.
+                replica.become_follower(view_leader, data.leader_epoch);
+                self.fetch_now.push(handle);
+            } else if epoch_news && replica.adopt_epoch(replica.leader, data.leader_epoch) {
+                self.fetch_now.push(handle);
+            } else {
+                replica.back_off(now, retry);
+            }
+            return;
+        }
+        if data.leader_epoch != replica.epoch
+            && !replica.adopt_epoch(replica.leader, data.leader_epoch)
+        {
+            // An older epoch than ours: a stale leader's answer.
+            replica.back_off(now, retry);
+            return unexpected(&mut self.counters);
+        }
+        if data.diverging_end_offset != NO_DIVERGENCE {
+            match replica.truncation_point(data.diverging_end_offset, log) {
+                Ok(Some(at)) => {
+                    replica.truncating = true;
+                    replica.cut_to = Some(at);
+                    if !self.to_truncate.contains(&handle.topic_id())
+                        && self.to_truncate.len() < self.to_truncate.capacity()
+                    {
+                        self.to_truncate.push(handle.topic_id());
+                    }
+                }
+                Ok(None) => self.fetch_now.push(handle),
+                Err(_) => {
+                    // Cutting below the HW would lose what every ISR member held: refuse
+                    // loudly and keep the log (an operator must look).
+                    self.counters.replica_truncation_refused += 1;
+                    replica.back_off(now, std::time::Duration::from_secs(1));
+                }
+            }
+            return;
+        }
+        let appended = if data.fragment_of != 0 {
+            log.append_replica_fragment(data.fragment_at, data.fragment_of, rest, now_ms)
+                .map(|whole| u64::from(whole.is_some()))
+        } else {
+            let mut count = 0u64;
+            let mut result = Ok(0);
+            for item in batches(rest) {
+                let batch = match item {
+                    Ok((_, batch)) => batch,
+                    Err(error) => {
+                        result = Err(AppendError::Corrupt(error));
+                        break;
+                    }
+                };
+                match log.append_replica(batch, now_ms) {
+                    Ok(_) => count += 1,
+                    Err(error) => {
+                        result = Err(error);
+                        break;
+                    }
+                }
+            }
+            result.map(|_: u64| count)
+        };
+        match appended {
+            Ok(batches) => {
+                self.counters.replica_batches += batches;
+                self.counters.replica_bytes += rest.len() as u64;
+                if !more {
+                    self.fetch_now.push(handle);
+                }
+            }
+            Err(AppendError::SegmentNotReady) => {
+                replica.back_off(now, std::time::Duration::from_micros(200))
+            }
+            Err(AppendError::NotContiguous { .. }) => {
+                // A frame of the train was lost: the rest is dropped, ask again from here.
+                self.counters.replica_errors += 1;
+                replica.take_answer(header.request_id, false);
+                self.fetch_now.push(handle);
+            }
+            Err(_) => {
+                self.counters.replica_errors += 1;
+                replica.back_off(now, retry);
+            }
+        }
+        replica.follow_high_watermark(data.high_watermark, log);
+        replica.isr = crate::replica::BrokerSet::from_packed(data.isr_packed);
+        let sync = header.flags & FLAG_REPLICA_SYNC != 0;
+        replica.leader_wants_durable(sync);
+        if sync {
+            if let Some(last) = log.log_end_offset().checked_sub(1) {
+                log.request_durable(last);
+            }
+        }
     }
 
     fn fetch(&mut self, header: &FrameHeader, payload: &[u8]) -> Reply {
@@ -391,6 +804,7 @@ impl Service {
                         partitions: self.config.default_partitions,
                         retention_ms: None,
                         retention_bytes: None,
+                        replication: TopicReplication::default(),
                         origin: Origin::AutoCreate,
                     })
                     .is_ok();
@@ -411,6 +825,7 @@ impl Service {
         request: &FrameHeader,
         out: &mut [u8],
     ) -> Option<FrameHeader> {
+        let mut flags = 0;
         let (opcode, code, bytes) = match reply {
             Reply::Nothing => return None,
             Reply::Ack(ack) => {
@@ -424,15 +839,58 @@ impl Service {
             }
             Reply::Metadata(response) => {
                 response.encode(&mut out[..MetadataResponse::BYTES]);
-                (
-                    Opcode::MetadataResponse,
-                    ErrorCode::None,
-                    MetadataResponse::BYTES,
-                )
+                let mut bytes = MetadataResponse::BYTES;
+                if let (Some(cluster), Some(topic)) =
+                    (&self.cluster, self.topics.by_id(response.topic_id))
+                {
+                    bytes += MetadataLeaders::encode(
+                        cluster.me,
+                        topic.replicas.iter().map(|r| r.leader),
+                        |id| cluster.address_of(id),
+                        &mut out[MetadataResponse::BYTES..],
+                    );
+                }
+                (Opcode::MetadataResponse, ErrorCode::None, bytes)
             }
             Reply::Pong { bytes } => {
                 out[..bytes].copy_from_slice(&self.scratch[..bytes]);
                 (Opcode::Pong, ErrorCode::None, bytes)
+            }
+            Reply::ReplicaData {
+                handle,
+                fetch,
+                diverging,
+            } => {
+                let bytes = self.render_replica_data(handle, fetch, diverging, out);
+                if self.replica_continuation.is_some() {
+                    flags |= FLAG_REPLICA_MORE;
+                }
+                let durable_waiters = self
+                    .topics
+                    .replicated(handle)
+                    .is_some_and(|(_, r)| r.durable_waiters > 0 || r.acks_all_durable);
+                if durable_waiters {
+                    flags |= FLAG_REPLICA_SYNC;
+                }
+                (Opcode::ReplicaData, ErrorCode::None, bytes)
+            }
+            Reply::ReplicaRefused {
+                code,
+                handle,
+                fetch,
+            } => {
+                let view = handle.and_then(|h| self.topics.replicated(h));
+                let header = match view {
+                    Some((log, replica)) => replica_view(replica, log, fetch),
+                    None => ReplicaDataHeader {
+                        topic_key: fetch.topic_key,
+                        partition: fetch.partition,
+                        diverging_end_offset: NO_DIVERGENCE,
+                        ..ReplicaDataHeader::default()
+                    },
+                };
+                header.encode(out);
+                (Opcode::ReplicaData, code, ReplicaDataHeader::BYTES)
             }
             Reply::Fetch {
                 fetch,
@@ -452,7 +910,7 @@ impl Service {
         }
         Some(FrameHeader {
             opcode,
-            flags: 0,
+            flags,
             error: code as u16,
             session: request.session,
             request_id: request.request_id,
@@ -474,12 +932,26 @@ impl Service {
         let Some(log) = self.topics.partition(PartitionHandle(request.partition)) else {
             unreachable!("serve looked the partition up and nothing ran in between");
         };
+        let (log, replica) = (
+            log,
+            self.topics.replicated(PartitionHandle(request.partition)),
+        )
+            .1
+            .expect("looked up above");
+        // Consumers read below the high watermark (what every in-sync replica holds), and
+        // with `durable_only` below what is on this broker's disk too.
+        let high_watermark = replica.high_watermark(log);
+        let limit = if durable_only {
+            log.durable_offset().min(high_watermark)
+        } else {
+            high_watermark
+        };
         // `max_bytes` is a soft limit (the first batch is served even when larger, as in
         // Kafka); the frame is the hard one.
-        let read = log.read(
+        let read = log.read_below(
             fetch.offset,
             fetch.max_bytes as usize,
-            durable_only,
+            limit,
             &mut out[FetchDataHeader::BYTES..],
         );
         let (bytes, code) = match read {
@@ -490,13 +962,94 @@ impl Service {
             }
         };
         FetchDataHeader {
-            high_watermark: log.log_end_offset(),
+            high_watermark,
             durable_offset: log.durable_offset(),
             log_start_offset: log.log_start_offset(),
         }
         .encode(out);
         self.counters.fetch_bytes += bytes as u64;
         Ok((FetchDataHeader::BYTES + bytes, code))
+    }
+
+    /// ReplicaData for a follower: our view of the partition, then whole batches from the
+    /// fetch offset — or, when the batch there is larger than the frame, its next fragment.
+    fn render_replica_data(
+        &mut self,
+        handle: PartitionHandle,
+        fetch: ReplicaFetch,
+        diverging: u64,
+        out: &mut [u8],
+    ) -> usize {
+        let Some((log, replica)) = self.topics.replicated(handle) else {
+            unreachable!("serve looked the partition up and nothing ran in between");
+        };
+        let mut header = replica_view(replica, log, fetch);
+        header.diverging_end_offset = diverging;
+        let room = out.len() - ReplicaDataHeader::BYTES;
+        let body = &mut out[ReplicaDataHeader::BYTES..];
+        let mut bytes = 0;
+        // Where the next frame of a train would start.
+        let mut next = None;
+        if diverging == NO_DIVERGENCE {
+            let whole = if fetch.fragment_bytes == 0 {
+                log.read(fetch.fetch_offset, fetch.max_bytes as usize, false, body)
+            } else {
+                Err(ReadError::BatchTooLarge {
+                    offset: fetch.fetch_offset,
+                    bytes: 0,
+                    room,
+                })
+            };
+            bytes = match whole {
+                Ok(bytes) => {
+                    let end = batches(&body[..bytes])
+                        .flatten()
+                        .last()
+                        .map(|(h, _)| h.last_offset() as u64 + 1);
+                    next = end.map(|end| (end, 0));
+                    bytes
+                }
+                Err(ReadError::BatchTooLarge { .. }) => match log.batch_at(fetch.fetch_offset) {
+                    Some(batch) if (fetch.fragment_bytes as usize) < batch.len() => {
+                        let at = fetch.fragment_bytes as usize;
+                        let n = room.min(batch.len() - at);
+                        body[..n].copy_from_slice(&batch[at..at + n]);
+                        header.fragment_at = at as u32;
+                        header.fragment_of = batch.len() as u32;
+                        next = Some(if at + n < batch.len() {
+                            (fetch.fetch_offset, (at + n) as u32)
+                        } else {
+                            let last = RecordBatchHeader::parse(batch)
+                                .map_or(fetch.fetch_offset, |h| h.last_offset() as u64);
+                            (last + 1, 0)
+                        });
+                        n
+                    }
+                    // The follower's fragment state is stale: it restarts the batch.
+                    _ => 0,
+                },
+                Err(ReadError::OffsetOutOfRange { .. }) => 0,
+            };
+        }
+        header.encode(out);
+        self.counters.replica_bytes_sent += bytes as u64;
+        let budget = fetch.max_bytes.saturating_sub(bytes as u32);
+        self.replica_continuation = match next {
+            Some((offset, fragment_bytes))
+                if self.replica_train_left > 0
+                    && budget > 0
+                    && (offset < log.log_end_offset() || fragment_bytes > 0) =>
+            {
+                Some(ReplicaFetch {
+                    fetch_offset: offset,
+                    fragment_bytes,
+                    max_bytes: budget,
+                    ..fetch
+                })
+            }
+            _ => None,
+        };
+        ReplicaDataHeader::BYTES + bytes
     }
 
     /// Moves the parked answers whose offsets are durable (or whose partition failed) into
@@ -513,15 +1066,33 @@ impl Service {
             if ready == due.len() {
                 return true;
             }
-            let reply = match topics.partition(waiting.handle) {
+            let reply = match topics.replicated_mut(waiting.handle) {
                 None => Reply::error(ErrorCode::UnknownTopicOrPartition, "partition deleted"),
-                Some(log) if log.storage_error().is_some() => Reply::error(
+                Some((log, _)) if log.storage_error().is_some() => Reply::error(
                     ErrorCode::StorageError,
                     "partition cannot persist: see the data plane's log",
                 ),
-                Some(log) if waiting.ack.last_offset < log.durable_offset() => {
-                    counters.durable_acks += 1;
-                    durable_reply(waiting.ack, waiting.answer)
+                Some((_, replica)) if !replica.is_leader() => Reply::error(
+                    ErrorCode::NotLeaderOrFollower,
+                    "leadership moved before the in-sync replicas had the batch",
+                ),
+                Some((log, replica))
+                    if waiting.ack.last_offset < waiting.wait.passed(log, replica) =>
+                {
+                    if waiting.wait == Wait::DurableHighWatermark {
+                        replica.durable_waiters = replica.durable_waiters.saturating_sub(1);
+                    }
+                    if waiting.wait != Wait::Durable && !replica.enough_in_sync() {
+                        // Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND: in the log, but the
+                        // ISR shrank below the minimum on the way; a retry is a duplicate.
+                        Reply::error(
+                            ErrorCode::NotEnoughReplicas,
+                            "appended, but the in-sync replicas fell below min_insync_replicas",
+                        )
+                    } else {
+                        counters.durable_acks += 1;
+                        durable_reply(waiting.ack, waiting.answer)
+                    }
                 }
                 Some(_) => return true,
             };
@@ -529,11 +1100,16 @@ impl Service {
                 Reply::Error { .. } => 0,
                 _ => waiting.appended_at.elapsed().as_nanos() as u64,
             };
+            let acks = match waiting.wait {
+                Wait::Durable => Acks::Durable,
+                Wait::HighWatermark => Acks::All,
+                Wait::DurableHighWatermark => Acks::AllDurable,
+            };
             due[ready] = Some(DueAnswer {
                 reply_to: waiting.reply_to,
                 request: FrameHeader {
                     opcode: Opcode::Produce,
-                    flags: Acks::Durable.to_flags(),
+                    flags: acks.to_flags(),
                     error: 0,
                     session: waiting.session,
                     request_id: waiting.request_id,
@@ -568,6 +1144,23 @@ fn durable_reply(ack: ProduceAck, answer: DurableAnswer) -> Reply {
     }
 }
 
+/// The leader's view of a partition, as every ReplicaData header carries it.
+fn replica_view(replica: &Replica, log: &PartitionLog, fetch: ReplicaFetch) -> ReplicaDataHeader {
+    ReplicaDataHeader {
+        topic_key: fetch.topic_key,
+        partition: fetch.partition,
+        leader_id: u16::from(replica.leader),
+        leader_epoch: replica.epoch,
+        high_watermark: replica.high_watermark(log),
+        log_start_offset: log.log_start_offset(),
+        log_end_offset: log.log_end_offset(),
+        diverging_end_offset: NO_DIVERGENCE,
+        isr_packed: replica.isr.packed(),
+        fragment_at: 0,
+        fragment_of: 0,
+    }
+}
+
 fn append_error_code(error: &AppendError) -> (ErrorCode, &'static str) {
     match error {
         AppendError::Corrupt(e) => (ErrorCode::CorruptMessage, e.reason()),
@@ -583,5 +1176,6 @@ fn append_error_code(error: &AppendError) -> (ErrorCode, &'static str) {
         AppendError::DuplicateSequence => (ErrorCode::DuplicateSequence, "batch appended before"),
         AppendError::SegmentNotReady => (ErrorCode::Busy, "next segment not prepared yet"),
         AppendError::Storage { reason } => (ErrorCode::StorageError, reason),
+        AppendError::NotContiguous { .. } => (ErrorCode::InvalidFrame, "batch not contiguous"),
     }
 }

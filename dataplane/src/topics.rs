@@ -9,8 +9,11 @@
 //! [`Topic`] on its next drain. Both queues are bounded and lock-free.
 
 use crate::log::{FlusherHandle, LogConfig, PartitionLog};
+use crate::replica::{BrokerSet, Replica};
 use crossbeam_queue::ArrayQueue;
+use precursor_protocol::command::{TopicReplication, ACKS_ALL_DURABLE, ACKS_ALL_MEMORY};
 use precursor_protocol::frame::{is_valid_topic_name, PartitionHandle, TOPIC_NAME_BYTES_MAX};
+use precursor_protocol::replication::topic_key;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -65,6 +68,8 @@ pub struct TopicEntry {
     /// forever by that measure (as 0 does in `[storage]`).
     pub retention_ms: Option<u64>,
     pub retention_bytes: Option<u64>,
+    /// As created; 0 fields take the broker's defaults at open.
+    pub replication: TopicReplication,
 }
 
 impl TopicEntry {
@@ -107,6 +112,8 @@ pub enum TopicError {
     InvalidName(String),
     #[error("topic {0:?} does not exist")]
     Unknown(String),
+    #[error("{0}")]
+    Replication(String),
 }
 
 /// The persisted list of topics: `<data_dir>/topics.manifest`, written whole (write, fsync,
@@ -161,12 +168,18 @@ impl Manifest {
                     .map_err(|_| corrupt("bad partition count"))?,
                 retention_ms: None,
                 retention_bytes: None,
+                replication: TopicReplication::default(),
             };
             for option in options {
                 let value = |v: &str| v.parse::<u64>().map_err(|_| corrupt("bad option value"));
+                let small = |v: &str| v.parse::<u8>().map_err(|_| corrupt("bad option value"));
                 match option.split_once('=') {
                     Some(("retention_ms", v)) => entry.retention_ms = Some(value(v)?),
                     Some(("retention_bytes", v)) => entry.retention_bytes = Some(value(v)?),
+                    Some(("replication_factor", v)) => entry.replication.factor = small(v)?,
+                    Some(("min_insync_replicas", v)) => entry.replication.min_insync = small(v)?,
+                    Some(("acks_all", "memory")) => entry.replication.acks_all = ACKS_ALL_MEMORY,
+                    Some(("acks_all", "durable")) => entry.replication.acks_all = ACKS_ALL_DURABLE,
                     _ => return Err(corrupt("unknown topic option")),
                 }
             }
@@ -199,7 +212,7 @@ impl Manifest {
 
     /// Adds a topic with the next id and persists the manifest.
     pub fn add(&mut self, name: &str, partitions: u16) -> Result<TopicEntry, TopicError> {
-        self.add_with(name, partitions, None, None)
+        self.add_with(name, partitions, None, None, TopicReplication::default())
     }
 
     /// Adds a topic with its own retention and persists the manifest.
@@ -209,6 +222,7 @@ impl Manifest {
         partitions: u16,
         retention_ms: Option<u64>,
         retention_bytes: Option<u64>,
+        replication: TopicReplication,
     ) -> Result<TopicEntry, TopicError> {
         if !is_valid_topic_name(name) {
             return Err(TopicError::InvalidName(name.into()));
@@ -227,6 +241,7 @@ impl Manifest {
             partitions,
             retention_ms,
             retention_bytes,
+            replication,
         };
         self.entries.push(entry.clone());
         self.next_id += 1;
@@ -297,6 +312,18 @@ impl Manifest {
             if let Some(bytes) = e.retention_bytes {
                 write!(file, " retention_bytes={bytes}").map_err(io)?;
             }
+            let r = e.replication;
+            if r.factor != 0 {
+                write!(file, " replication_factor={}", r.factor).map_err(io)?;
+            }
+            if r.min_insync != 0 {
+                write!(file, " min_insync_replicas={}", r.min_insync).map_err(io)?;
+            }
+            match r.acks_all {
+                ACKS_ALL_MEMORY => write!(file, " acks_all=memory").map_err(io)?,
+                ACKS_ALL_DURABLE => write!(file, " acks_all=durable").map_err(io)?,
+                _ => {}
+            }
             writeln!(file).map_err(io)?;
         }
         file.sync_all().map_err(io)?;
@@ -313,9 +340,125 @@ impl Manifest {
 pub struct Topic {
     pub id: u16,
     pub name: String,
+    /// How brokers name this topic to each other (replication).
+    pub key: u64,
     pub partitions: Vec<PartitionLog>,
+    /// Each partition's replication state (one replica outside a cluster).
+    pub replicas: Vec<Replica>,
     /// Each partition's counters in the control plane's page (made on install).
     pub counters: Vec<Option<crate::control::PartitionCounters>>,
+}
+
+/// How this broker places and replicates partitions: `[cluster]` and the `[topics]`
+/// defaults. Outside a cluster every partition has one replica.
+#[derive(Clone, Debug, Default)]
+pub struct ReplicationPolicy {
+    pub cluster: precursor_config::ClusterConfig,
+    pub default_replication_factor: u8,
+    pub default_min_insync: u8,
+    /// Fixed assignments of `[[topics.create]]` (`replicas`), by topic name.
+    pub fixed: HashMap<String, Vec<Vec<u32>>>,
+}
+
+impl ReplicationPolicy {
+    pub fn from_config(config: &precursor_config::Config) -> ReplicationPolicy {
+        ReplicationPolicy {
+            cluster: config.cluster.clone(),
+            default_replication_factor: config.topics.default_replication_factor,
+            default_min_insync: config.topics.default_min_insync_replicas,
+            fixed: config
+                .topics
+                .create
+                .iter()
+                .filter(|spec| !spec.replicas.is_empty())
+                .map(|spec| (spec.name.clone(), spec.replicas.clone()))
+                .collect(),
+        }
+    }
+
+    fn me(&self) -> u8 {
+        self.cluster.broker_id as u8
+    }
+
+    /// Partition `partition`'s replication state as this broker starts it: replicas from
+    /// the fixed assignment or [`precursor_config::ClusterConfig::replicas_for`], the
+    /// preferred (first) replica leading — or the one the control plane set last
+    /// (`<partition dir>/leader`).
+    pub fn replica(
+        &self,
+        entry: &TopicEntry,
+        partition: u16,
+        log: &mut PartitionLog,
+    ) -> Result<Replica, TopicError> {
+        let key = topic_key(&entry.name);
+        let r = entry.replication;
+        let factor = if r.factor == 0 {
+            self.default_replication_factor
+        } else {
+            r.factor
+        };
+        if !self.cluster.enabled() || factor <= 1 {
+            return Ok(Replica::single(key, partition, self.me()));
+        }
+        let ids = match self.fixed.get(&entry.name) {
+            Some(fixed) => fixed[partition as usize].clone(),
+            None => self.cluster.replicas_for(&entry.name, partition, factor),
+        };
+        if ids.len() < factor as usize {
+            return Err(TopicError::Replication(format!(
+                "topic {:?} asks for {factor} replicas, the cluster has {} brokers",
+                entry.name,
+                ids.len()
+            )));
+        }
+        let min_insync = if r.min_insync == 0 {
+            self.default_min_insync.min(factor)
+        } else {
+            r.min_insync
+        };
+        let acks_all_durable = match r.acks_all {
+            ACKS_ALL_DURABLE => true,
+            ACKS_ALL_MEMORY => false,
+            _ => self.cluster.acks_all == precursor_config::AcksAll::Durable,
+        };
+        let replicas = BrokerSet::from_ids(&ids);
+        let dir = log.dir().to_path_buf();
+        let io = |source| TopicError::Io {
+            path: dir.clone(),
+            source,
+        };
+        // The leadership the control plane set last, else the preferred replica.
+        let set = read_leader_file(&dir).map_err(io)?;
+        let leader = match set {
+            Some((leader, _)) if replicas.contains(leader as u8) => leader as u8,
+            _ => replicas.ids()[0],
+        };
+        let checkpoint = crate::log::EpochHistory::read_checkpoint(&dir).map_err(io)?;
+        let known = log
+            .epochs()
+            .last_epoch()
+            .max(checkpoint.last_epoch())
+            .max(set.map(|(_, epoch)| epoch))
+            .unwrap_or(0);
+        log.epochs().write_checkpoint(&dir).map_err(io)?;
+        let mut replica = Replica::new(
+            key,
+            partition,
+            replicas,
+            min_insync,
+            acks_all_durable,
+            self.me(),
+            leader,
+            known,
+        );
+        // A designated leader asks the other replicas first (one may lead at a newer
+        // epoch, set while this broker was down); then it leads at a new epoch, so a
+        // follower holding a tail this leader lost finds the divergence and cuts it.
+        if leader == self.me() {
+            replica.start_probing();
+        }
+        Ok(replica)
+    }
 }
 
 impl Topic {
@@ -324,20 +467,28 @@ impl Topic {
         entry: &TopicEntry,
         log: &LogConfig,
         flusher: &FlusherHandle,
+        policy: &ReplicationPolicy,
     ) -> Result<Topic, TopicError> {
         let log = entry.log_config(log);
-        let partitions = (0..entry.partitions)
+        let mut partitions = (0..entry.partitions)
             .map(|p| PartitionLog::open(&log, &entry.name, p, flusher))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| TopicError::Log {
                 name: entry.name.clone(),
                 source,
             })?;
+        let replicas = partitions
+            .iter_mut()
+            .enumerate()
+            .map(|(p, log)| policy.replica(entry, p as u16, log))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Topic {
             id: entry.id,
             name: entry.name.clone(),
+            key: topic_key(&entry.name),
             counters: vec![None; partitions.len()],
             partitions,
+            replicas,
         })
     }
 }
@@ -348,6 +499,8 @@ impl Topic {
 pub struct TopicTable {
     by_id: Vec<Option<Topic>>,
     by_name: HashMap<String, u16>,
+    /// Topic keys (replication's cross-broker names) to ids.
+    by_key: HashMap<u64, u16>,
     /// Ids of installed topics, for iterating without scanning the whole id space.
     live: Vec<u16>,
 }
@@ -362,6 +515,7 @@ impl TopicTable {
         TopicTable {
             by_id,
             by_name: HashMap::with_capacity(TOPICS_MAX),
+            by_key: HashMap::with_capacity(TOPICS_MAX),
             live: Vec::with_capacity(TOPICS_MAX),
         }
     }
@@ -374,6 +528,8 @@ impl TopicTable {
         assert_eq!(key, topic.name);
         let previous = self.by_name.insert(key, topic.id);
         assert!(previous.is_none(), "topic {:?} installed twice", topic.name);
+        // Within the capacity reserved at start-up: no allocation on the lcore.
+        self.by_key.insert(topic.key, topic.id);
         assert!(
             self.live.len() < TOPICS_MAX,
             "the manifest admits at most TOPICS_MAX topics"
@@ -388,6 +544,7 @@ impl TopicTable {
         let topic = self.by_id[id as usize]
             .take()
             .expect("by_name and by_id agree");
+        self.by_key.remove(&topic.key);
         let at = self
             .live
             .iter()
@@ -399,6 +556,10 @@ impl TopicTable {
 
     pub fn by_name(&self, name: &str) -> Option<&Topic> {
         let id = *self.by_name.get(name)?;
+        self.by_id[id as usize].as_ref()
+    }
+
+    pub fn by_id(&self, id: u16) -> Option<&Topic> {
         self.by_id[id as usize].as_ref()
     }
 
@@ -423,6 +584,32 @@ impl TopicTable {
             .as_ref()?
             .partitions
             .get(handle.partition() as usize)
+    }
+
+    /// Partition `partition` of the topic brokers call `key`.
+    #[inline]
+    pub fn by_key(&self, key: u64, partition: u16) -> Option<PartitionHandle> {
+        let id = *self.by_key.get(&key)?;
+        let topic = self.by_id[id as usize].as_ref()?;
+        ((partition as usize) < topic.partitions.len()).then(|| PartitionHandle::new(id, partition))
+    }
+
+    /// A partition's log and replication state together.
+    #[inline]
+    pub fn replicated_mut(
+        &mut self,
+        handle: PartitionHandle,
+    ) -> Option<(&mut PartitionLog, &mut Replica)> {
+        let topic = self.by_id.get_mut(handle.topic_id() as usize)?.as_mut()?;
+        let p = handle.partition() as usize;
+        Some((topic.partitions.get_mut(p)?, topic.replicas.get_mut(p)?))
+    }
+
+    #[inline]
+    pub fn replicated(&self, handle: PartitionHandle) -> Option<(&PartitionLog, &Replica)> {
+        let topic = self.by_id.get(handle.topic_id() as usize)?.as_ref()?;
+        let p = handle.partition() as usize;
+        Some((topic.partitions.get(p)?, topic.replicas.get(p)?))
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &Topic> {
@@ -471,8 +658,22 @@ pub enum AdminRequest {
         partitions: u16,
         retention_ms: Option<u64>,
         retention_bytes: Option<u64>,
+        replication: TopicReplication,
         origin: Origin,
     },
+    /// Persist a partition's leader and epoch (`<partition dir>/leader`), so a restart
+    /// keeps the leadership the control plane set (the lcore applied it already).
+    PersistLeader {
+        name: TopicName,
+        partition: u16,
+        leader: u16,
+        epoch: u32,
+        correlation: u64,
+    },
+    /// The topic, out of the lcore's table while followers' divergent tails are cut: every
+    /// partition whose [`Replica::cut_to`] is set is closed, truncated there and reopened
+    /// (recovery rebuilds its index, producer state and epochs from what remains).
+    Truncate { topic: Topic, key: String },
     /// The topic, already out of the lcore's table: close its logs, delete its files.
     Delete {
         topic: Topic,
@@ -500,6 +701,13 @@ pub enum AdminReply {
         name: String,
         reason: String,
         origin: Origin,
+    },
+    /// The topic back from [`AdminRequest::Truncate`]; a partition that could not be cut
+    /// or reopened is gone from the result (`failed` says why).
+    Truncated {
+        topic: Topic,
+        key: String,
+        failed: Option<String>,
     },
     Deleted {
         correlation: u64,
@@ -537,6 +745,7 @@ pub fn spawn_admin(
     manifest: Manifest,
     log: LogConfig,
     flusher: FlusherHandle,
+    policy: ReplicationPolicy,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<(AdminLink, std::thread::JoinHandle<()>)> {
     let requests = Arc::new(ArrayQueue::new(ADMIN_QUEUE_DEPTH));
@@ -560,17 +769,33 @@ pub fn spawn_admin(
                         partitions,
                         retention_ms,
                         retention_bytes,
+                        replication,
                         origin,
                     } => create(
                         &mut manifest,
-                        &log,
-                        &flusher,
+                        (&log, &flusher, &policy),
                         name,
                         partitions,
-                        retention_ms,
-                        retention_bytes,
+                        (retention_ms, retention_bytes, replication),
                         origin,
                     ),
+                    AdminRequest::Truncate { topic, key } => {
+                        truncate(&manifest, &log, &flusher, topic, key)
+                    }
+                    AdminRequest::PersistLeader {
+                        name,
+                        partition,
+                        leader,
+                        epoch,
+                        correlation,
+                    } => {
+                        let dir = log.data_dir.join(format!("{}-{partition}", name.as_str()));
+                        AdminReply::Altered {
+                            correlation,
+                            result: write_leader_file(&dir, leader, epoch)
+                                .map_err(|e| format!("{}: {e}", dir.display())),
+                        }
+                    }
                     AdminRequest::Delete {
                         topic,
                         key,
@@ -596,6 +821,10 @@ pub fn spawn_admin(
                     AdminReply::CreateFailed { name, reason, .. } => {
                         eprintln!("precursor-dataplane: cannot create topic {name:?}: {reason}")
                     }
+                    AdminReply::Truncated {
+                        failed: Some(reason),
+                        ..
+                    } => eprintln!("precursor-dataplane: cannot truncate a partition: {reason}"),
                     AdminReply::Deleted {
                         result: Err(reason),
                         ..
@@ -611,15 +840,12 @@ pub fn spawn_admin(
     Ok((link, handle))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn create(
     manifest: &mut Manifest,
-    log: &LogConfig,
-    flusher: &FlusherHandle,
+    (log, flusher, policy): (&LogConfig, &FlusherHandle, &ReplicationPolicy),
     name: TopicName,
     partitions: u16,
-    retention_ms: Option<u64>,
-    retention_bytes: Option<u64>,
+    (retention_ms, retention_bytes, replication): (Option<u64>, Option<u64>, TopicReplication),
     origin: Origin,
 ) -> AdminReply {
     let failed = |reason: String| AdminReply::CreateFailed {
@@ -630,17 +856,135 @@ fn create(
     let entry = match manifest.find(name.as_str()) {
         // Asked twice (a retry raced the first creation): the lcore dedups on install.
         Some(entry) => entry.clone(),
-        None => match manifest.add_with(name.as_str(), partitions, retention_ms, retention_bytes) {
+        None => match manifest.add_with(
+            name.as_str(),
+            partitions,
+            retention_ms,
+            retention_bytes,
+            replication,
+        ) {
             Ok(entry) => entry,
             Err(e) => return failed(e.to_string()),
         },
     };
-    match Topic::open(&entry, log, flusher) {
+    match Topic::open(&entry, log, flusher, policy) {
         Ok(topic) => {
             let key = topic.name.clone();
             AdminReply::Created { topic, key, origin }
         }
         Err(e) => failed(e.to_string()),
+    }
+}
+
+/// `<partition dir>/leader`: the leadership the control plane last set.
+const LEADER_FILE: &str = "leader";
+
+fn write_leader_file(dir: &Path, leader: u16, epoch: u32) -> std::io::Result<()> {
+    let path = dir.join(LEADER_FILE);
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    writeln!(file, "leader {leader}\nepoch {epoch}")?;
+    file.sync_data()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// The leadership last set for a partition, if any: (leader, epoch).
+fn read_leader_file(dir: &Path) -> std::io::Result<Option<(u16, u32)>> {
+    let text = match std::fs::read_to_string(dir.join(LEADER_FILE)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(key)?.trim().parse::<u64>().ok())
+    };
+    match (value("leader "), value("epoch ")) {
+        (Some(leader), Some(epoch)) if leader <= u16::MAX as u64 && epoch <= u32::MAX as u64 => {
+            Ok(Some((leader as u16, epoch as u32)))
+        }
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{}: expected `leader N` and `epoch E`",
+                dir.join(LEADER_FILE).display()
+            ),
+        )),
+    }
+}
+
+/// Cuts the partitions of `topic` whose replica asks for it, reopening each.
+fn truncate(
+    manifest: &Manifest,
+    log: &LogConfig,
+    flusher: &FlusherHandle,
+    mut topic: Topic,
+    key: String,
+) -> AdminReply {
+    let Some(entry) = manifest.find(&topic.name) else {
+        let failed = Some(format!("topic {:?} is not in the manifest", topic.name));
+        return AdminReply::Truncated { topic, key, failed };
+    };
+    let log_config = entry.log_config(log);
+    let mut failed = None;
+    let logs = std::mem::take(&mut topic.partitions);
+    let mut reopened = Vec::with_capacity(logs.len());
+    for (p, partition_log) in logs.into_iter().enumerate() {
+        let replica = &mut topic.replicas[p];
+        let Some(offset) = replica.cut_to.take() else {
+            reopened.push(partition_log);
+            continue;
+        };
+        let closed = partition_log.close();
+        let result = if closed.wait_released(DELETE_RELEASE_TIMEOUT) {
+            crate::log::truncate_files(closed.dir(), offset)
+                .map_err(|e| e.to_string())
+                .and_then(|removed| {
+                    PartitionLog::open(&log_config, &topic.name, p as u16, flusher)
+                        .map(|log| (removed, log))
+                        .map_err(|e| e.to_string())
+                })
+        } else {
+            Err("the flusher did not release the partition in time".into())
+        };
+        match result {
+            Ok((removed, log)) => {
+                eprintln!(
+                    "precursor-dataplane: partition {}-{p}: cut {removed} bytes of divergent \
+                     log at offset {offset} (following leader {} at epoch {}); log end now {}",
+                    topic.name,
+                    replica.leader,
+                    replica.epoch,
+                    log.log_end_offset()
+                );
+                replica.truncated_bytes += removed;
+                replica.truncating = false;
+                if let Err(e) = log.epochs().write_checkpoint(log.dir()) {
+                    failed = Some(format!("{}-{p}: epoch checkpoint: {e}", topic.name));
+                }
+                reopened.push(log);
+            }
+            Err(reason) => {
+                // Nothing sensible is left to serve: the partition stays closed (its
+                // replica keeps `truncating`, so it is never fetched for) and says so.
+                failed = Some(format!(
+                    "{}-{p}: {reason}; the partition is offline until the broker restarts",
+                    topic.name
+                ));
+                break;
+            }
+        }
+    }
+    if reopened.len() == topic.replicas.len() {
+        topic.partitions = reopened;
+        AdminReply::Truncated { topic, key, failed }
+    } else {
+        // A partition failed: the topic cannot be reinstalled with a hole in it. Close
+        // what was reopened; a restart recovers it (the cut is redone from the leader).
+        drop(reopened);
+        let failed = failed.or(Some("truncation failed".into()));
+        AdminReply::Truncated { topic, key, failed }
     }
 }
 
@@ -689,7 +1033,17 @@ mod tests {
         assert_eq!(manifest.add("orders", 4).unwrap().id, 0);
         assert_eq!(
             manifest
-                .add_with("quotes", 1, Some(60_000), Some(1 << 30))
+                .add_with(
+                    "quotes",
+                    1,
+                    Some(60_000),
+                    Some(1 << 30),
+                    TopicReplication {
+                        factor: 3,
+                        min_insync: 2,
+                        acks_all: ACKS_ALL_DURABLE,
+                    }
+                )
                 .unwrap()
                 .id,
             1
@@ -698,6 +1052,11 @@ mod tests {
         assert_eq!(reloaded.entries(), manifest.entries());
         assert_eq!(reloaded.find("orders").unwrap().partitions, 4);
         assert_eq!(reloaded.find("quotes").unwrap().retention_ms, Some(60_000));
+        assert_eq!(reloaded.find("quotes").unwrap().replication.min_insync, 2);
+        assert_eq!(
+            reloaded.find("quotes").unwrap().replication.acks_all,
+            ACKS_ALL_DURABLE
+        );
         // Ids are never reused: a deleted topic's handle must not reach a new topic.
         manifest.remove("quotes").unwrap();
         assert_eq!(manifest.add("fresh", 1).unwrap().id, 2);

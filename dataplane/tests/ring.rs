@@ -8,6 +8,7 @@ use precursor_dataplane::ipc::IpcTransport;
 use precursor_dataplane::lcore::{Lcore, LcoreConfig};
 use precursor_dataplane::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES};
 use precursor_dataplane::node::Storage;
+use precursor_dataplane::replica::{ClusterView, ReplicationTimings};
 use precursor_ffi::dpdk::{ring_port_pair, Eal, Mbuf, MbufBurst, Mempool, Port, PortConfig};
 use precursor_protocol::compression::Compression;
 use precursor_protocol::frame::{
@@ -15,7 +16,14 @@ use precursor_protocol::frame::{
     MetadataResponse, Opcode, PartitionHandle, ProduceAck, FLAG_METADATA_AUTO_CREATE,
     FRAME_HEADER_BYTES,
 };
-use precursor_protocol::record_batch::{records, RecordBatchBuilder};
+use precursor_protocol::record_batch::{records, RecordBatchBuilder, RecordBatchHeader};
+use precursor_protocol::replication::{
+    topic_key, ReplicaDataHeader, ReplicaFetch, NO_DIVERGENCE, NO_EPOCH,
+};
+
+/// Bytes of a stored batch that are the producer's as sent (after base offset, length,
+/// leader epoch, magic and CRC: the attributes on, which the CRC covers).
+const RECORD_BATCH_CRC_COVERS_FROM: usize = 21;
 use precursor_shm::ipc::{ClientChannel, IpcLayout, RECORD_KIND_FRAME};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -148,6 +156,21 @@ fn start(name: &str, config_text: &str) -> (Broker, Client) {
             let (mut storage, topics, admin) = Storage::open(&config, &memory_dir).unwrap();
             let mut lcore = Lcore::new(lcore_config, broker_port, broker_pool, topics, admin);
             lcore.attach_ipc(ipc);
+            if config.cluster.enabled() {
+                let brokers: Vec<_> = config
+                    .cluster
+                    .brokers
+                    .iter()
+                    .map(|b| (b.id as u8, b.address, b.udp_port))
+                    .collect();
+                let timings = ReplicationTimings {
+                    replica_lag: Duration::from_millis(config.cluster.replica_lag_ms),
+                    fetch_wait: Duration::from_millis(config.cluster.replica_fetch_wait_ms),
+                    fetch_retry: Duration::from_millis(config.cluster.replica_fetch_retry_ms),
+                };
+                let me = config.cluster.broker_id as u8;
+                lcore.attach_cluster(ClusterView::new(me, &brokers, timings));
+            }
             // Lcore::run's loop, with the allocation count taken around each iteration.
             let mut idle = Idle::new(precursor_config::IdleStrategy::Yield, 100);
             while !stop.load(Ordering::Acquire) {
@@ -497,8 +520,9 @@ fn bad_input_is_counted_answered_and_never_stops_the_lcore() {
     )
     .unwrap_err();
     assert_eq!(code, ErrorCode::UnknownTopicOrPartition);
-    // Acks bits 3 are not a level.
-    let (header, _) = client.call(Opcode::Produce, 3, handle.0, &good);
+    // All-durable beside acks bits other than `all` is not a level.
+    let flags = precursor_protocol::frame::FLAG_PRODUCE_ALL_DURABLE | 1;
+    let (header, _) = client.call(Opcode::Produce, flags, handle.0, &good);
     assert_eq!(header.error_code(), Some(ErrorCode::InvalidFrame));
     // A frame whose length field lies is answered (its header is readable).
     let mut frame = vec![0u8; FRAME_HEADER_BYTES + 4];
@@ -896,4 +920,285 @@ fn the_lcore_serves_an_ipc_channel_without_allocating_and_one_log_for_both_trans
     assert_eq!(counter(&counters, "ipc_channels_opened"), 1);
     assert_eq!(counter(&counters, "ipc_channels_closed_closed"), 1);
     assert!(counter(&counters, "bad_frames_total") >= 1);
+}
+
+// ---- replication: the test client plays broker 2, a follower, on the wire ----
+
+/// Broker 1 (the lcore, 10.77.0.2:9190) leads topic `r` with broker 2 (the test client,
+/// 10.77.0.1:40000) as its follower.
+const CLUSTER_OF_TWO: &str = r#"
+[cluster]
+broker_id = 1
+replica_lag_ms = 200
+replica_fetch_wait_ms = 60000
+[[cluster.brokers]]
+id = 1
+address = "10.77.0.2"
+[[cluster.brokers]]
+id = 2
+address = "10.77.0.1"
+udp_port = 40000
+[[topics.create]]
+name = "r"
+partitions = 1
+replication_factor = 2
+min_insync_replicas = 2
+replicas = [[1, 2]]
+"#;
+
+impl Client {
+    /// The next native frame from the broker, answering ARP requests for our address on
+    /// the way (the leader asks for its follower's MAC).
+    fn frame_skipping_arp(&mut self) -> (FrameHeader, Vec<u8>) {
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            if let Some(mut mbuf) = self.next_packet() {
+                let me = self.me;
+                match net::classify(mbuf.data(), &me) {
+                    Inbound::Datagram { payload, .. } => {
+                        let (header, body) = decode_frame(payload).expect("broker frames decode");
+                        return (header, body.to_vec());
+                    }
+                    Inbound::ArpRequest { peer_mac, peer_ip } => {
+                        mbuf.reset();
+                        let out = mbuf.append(net::ETHERNET_FRAME_BYTES_MIN).unwrap();
+                        net::write_arp_reply(out, &me, peer_mac, peer_ip);
+                        self.send_packet(mbuf);
+                    }
+                    other => panic!("unexpected packet from the broker: {other:?}"),
+                }
+            }
+            assert!(Instant::now() < deadline, "no frame from the data plane");
+            std::thread::yield_now();
+        }
+    }
+
+    /// Sends a ReplicaFetch as broker `follower` and returns its request id.
+    fn replica_fetch(&mut self, fetch: &ReplicaFetch) -> u64 {
+        let mut payload = [0u8; ReplicaFetch::BYTES];
+        fetch.encode(&mut payload);
+        self.request(Opcode::ReplicaFetch, 0, 0xabcd, &payload)
+    }
+}
+
+fn follower_fetch(offset: u64, epoch: u32, last_epoch: u32) -> ReplicaFetch {
+    ReplicaFetch {
+        topic_key: topic_key("r"),
+        partition: 0,
+        follower_id: 2,
+        leader_epoch: epoch,
+        fetch_offset: offset,
+        durable_offset: 0,
+        last_fetched_epoch: last_epoch,
+        max_bytes: 1 << 20,
+        fragment_bytes: 0,
+    }
+}
+
+#[test]
+fn a_leader_replicates_to_its_follower_acks_all_after_it_and_refuses_forgeries() {
+    let _serial = serial();
+    let (broker, mut client) = start("repl", CLUSTER_OF_TWO);
+    // Start-up: the designated leader asks its follower who leads.
+    let (probe, body) = client.frame_skipping_arp();
+    assert_eq!(probe.opcode, Opcode::ReplicaFetch);
+    let asked = ReplicaFetch::decode(&body).unwrap();
+    assert_eq!((asked.follower_id, asked.topic_key), (1, topic_key("r")));
+    let mut view = [0u8; ReplicaDataHeader::BYTES];
+    ReplicaDataHeader {
+        topic_key: asked.topic_key,
+        leader_id: 1,
+        diverging_end_offset: NO_DIVERGENCE,
+        ..ReplicaDataHeader::default()
+    }
+    .encode(&mut view);
+    let mut answer = FrameHeader::new(
+        Opcode::ReplicaData,
+        probe.request_id,
+        probe.partition,
+        view.len(),
+    );
+    answer.error = ErrorCode::NotLeaderOrFollower as u16;
+    let mut frame = vec![0u8; FRAME_HEADER_BYTES + view.len()];
+    answer.encode(&mut frame);
+    frame[FRAME_HEADER_BYTES..].copy_from_slice(&view);
+    client.send_raw(&frame);
+
+    let meta = client.metadata("r");
+    let handle = PartitionHandle::new(meta.topic_id, 0);
+    let first = batch(-1, -1, &[b"one", b"two"]);
+    // Leading now (or about to): an ISR of one is below min_insync_replicas 2.
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    loop {
+        match produce(&mut client, handle, Acks::All, &first) {
+            Err((ErrorCode::NotEnoughReplicas, _)) => break,
+            Err((ErrorCode::NotLeaderOrFollower, _)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            other => panic!("acks=all with an ISR of one: {other:?}"),
+        }
+    }
+    assert_eq!(
+        produce(&mut client, handle, Acks::Leader, &first)
+            .unwrap()
+            .base_offset,
+        0
+    );
+
+    // The follower catches up: the batch arrives as stored, the leader's epoch stamped.
+    client.replica_fetch(&follower_fetch(0, 1, NO_EPOCH));
+    let (header, body) = client.frame_skipping_arp();
+    assert_eq!(
+        (header.opcode, header.error, header.partition),
+        (Opcode::ReplicaData, 0, 0xabcd)
+    );
+    let (data, batches) = ReplicaDataHeader::decode(&body).unwrap();
+    assert_eq!(
+        (data.leader_id, data.leader_epoch, data.log_end_offset),
+        (1, 1, 2)
+    );
+    let stored = RecordBatchHeader::parse(batches).unwrap();
+    assert_eq!((stored.base_offset, stored.partition_leader_epoch), (0, 1));
+    assert_eq!(
+        &batches[RECORD_BATCH_CRC_COVERS_FROM..],
+        &first[RECORD_BATCH_CRC_COVERS_FROM..]
+    );
+
+    // At the log end: parked, and the follower is in sync again.
+    client.replica_fetch(&follower_fetch(2, 1, 1));
+    std::thread::sleep(Duration::from_millis(20));
+    let second = batch(-1, -1, &[b"three"]);
+    let id = client.request(Opcode::Produce, Acks::All.to_flags(), handle.0, &second);
+    // The parked fetch is answered with the new batch; the ack waits for the next fetch.
+    let (header, body) = client.frame_skipping_arp();
+    assert_eq!(
+        header.opcode,
+        Opcode::ReplicaData,
+        "no ack before the follower has it"
+    );
+    let (data, batches) = ReplicaDataHeader::decode(&body).unwrap();
+    assert_eq!((data.high_watermark, data.log_end_offset), (2, 3));
+    assert_eq!(RecordBatchHeader::parse(batches).unwrap().base_offset, 2);
+    client.replica_fetch(&follower_fetch(3, 1, 1));
+    // The HW moving to 3 also wakes our parked fetch (it learns the HW): skip that.
+    let next_frame = |client: &mut Client, opcode: Opcode| loop {
+        let (header, body) = client.frame_skipping_arp();
+        if header.opcode == opcode {
+            return (header, body);
+        }
+        assert_eq!(
+            header.opcode,
+            Opcode::ReplicaData,
+            "only HW news in between"
+        );
+        let (news, batches) = ReplicaDataHeader::decode(&body).unwrap();
+        assert!(batches.is_empty() && news.high_watermark == 3, "{news:?}");
+    };
+    let (ack, body) = next_frame(&mut client, Opcode::ProduceAck);
+    assert_eq!(ack.request_id, id);
+    assert_eq!(ProduceAck::decode(&body).unwrap().base_offset, 2);
+    // Consumers read below the high watermark, which is now 3.
+    let mut request = [0u8; FetchRequest::BYTES];
+    FetchRequest {
+        offset: 0,
+        max_bytes: 1 << 20,
+    }
+    .encode(&mut request);
+    client.request(Opcode::Fetch, 0, handle.0, &request);
+    let (_, body) = next_frame(&mut client, Opcode::FetchData);
+    let (data, batches) = FetchDataHeader::decode(&body).unwrap();
+    assert_eq!(data.high_watermark, 3);
+    let served: i32 = precursor_protocol::record_batch::batches(batches)
+        .map(|item| item.unwrap().0.records_count)
+        .sum();
+    assert_eq!(served, 3);
+
+    // Forged, stale and broken replication traffic: refused, counted, never served.
+    let refusals: [(ReplicaFetch, ErrorCode); 5] = [
+        // Another broker's id (or no broker's) from our address: not that broker.
+        (
+            ReplicaFetch {
+                follower_id: 3,
+                ..follower_fetch(3, 1, 1)
+            },
+            ErrorCode::InvalidFrame,
+        ),
+        (
+            ReplicaFetch {
+                follower_id: 1,
+                ..follower_fetch(3, 1, 1)
+            },
+            ErrorCode::InvalidFrame,
+        ),
+        (follower_fetch(3, 0, 1), ErrorCode::FencedLeaderEpoch),
+        (follower_fetch(3, 9, 1), ErrorCode::UnknownLeaderEpoch),
+        (follower_fetch(99, 1, NO_EPOCH), ErrorCode::OffsetOutOfRange),
+    ];
+    for (forged, code) in refusals {
+        client.replica_fetch(&forged);
+        // Our own parked fetch may be answered meanwhile (the HW moved): skip it.
+        let (header, body) = loop {
+            let (header, body) = client.frame_skipping_arp();
+            if header.error != 0 {
+                break (header, body);
+            }
+        };
+        assert_eq!(header.error_code(), Some(code), "{forged:?}");
+        let (view, batches) = ReplicaDataHeader::decode(&body).unwrap();
+        assert!(batches.is_empty(), "a refusal carries no data");
+        assert_eq!(
+            (view.leader_id, view.leader_epoch),
+            (1, 1),
+            "our view, for the follower"
+        );
+    }
+    let unknown = ReplicaFetch {
+        topic_key: topic_key("nope"),
+        ..follower_fetch(3, 1, 1)
+    };
+    client.replica_fetch(&unknown);
+    let (header, _) = loop {
+        let answer = client.frame_skipping_arp();
+        if answer.0.error != 0 {
+            break answer;
+        }
+    };
+    assert_eq!(
+        header.error_code(),
+        Some(ErrorCode::UnknownTopicOrPartition)
+    );
+    // A truncated fetch is an invalid frame; unsolicited ReplicaData is dropped silently.
+    client.request(Opcode::ReplicaFetch, 0, 0, &[0u8; 20]);
+    let (header, _) = loop {
+        let answer = client.frame_skipping_arp();
+        if answer.0.opcode == Opcode::Error {
+            break answer;
+        }
+    };
+    assert_eq!(header.error_code(), Some(ErrorCode::InvalidFrame));
+    client.request(Opcode::ReplicaData, 0, handle.0, &view);
+    // The lcore keeps serving.
+    let (pong, _) = loop {
+        let id = client.request(Opcode::Ping, 0, 0, b"still here");
+        let answer = client.frame_skipping_arp();
+        if answer.0.opcode == Opcode::Pong && answer.0.request_id == id {
+            break answer;
+        }
+    };
+    assert_eq!(pong.opcode, Opcode::Pong);
+    let counters = broker.stop();
+    assert_eq!(
+        counter(&counters, "replication_refused_unknown_broker"),
+        2,
+        "{counters}"
+    );
+    assert_eq!(counter(&counters, "replication_refused_stale_epoch"), 1);
+    assert_eq!(counter(&counters, "replication_refused_future_epoch"), 1);
+    assert_eq!(counter(&counters, "replication_refused_bad_offset"), 1);
+    assert_eq!(
+        counter(&counters, "replication_refused_unknown_partition"),
+        1
+    );
+    assert!(counter(&counters, "replication_refused_unexpected") >= 1);
+    assert!(counter(&counters, "replica_fetches") >= 10);
 }

@@ -113,3 +113,25 @@ pub fn unshare_network_namespace() -> Result<(), DpdkError> {
     }
     Ok(())
 }
+
+/// Sets the calling thread's timer slack (how late the kernel may wake a sleep, default
+/// 50 µs for ordinary threads) to `nanoseconds`. A polling thread that parks for a few
+/// microseconds between empty iterations (the `backoff` idle strategy) wakes when it asked
+/// to instead of up to 50 µs later.
+pub fn set_current_thread_timer_slack(nanoseconds: u64) -> std::io::Result<()> {
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument by value and touches no memory
+    // of ours; it only changes the calling thread's scheduler attribute.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_SET_TIMERSLACK,
+            nanoseconds as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if ret != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -13,7 +13,10 @@
 //!  KIND_ALTER_TOPIC     3    flags u8 (bit 0: retention_ms set, bit 1: retention_bytes set)
 //!                            | retention_ms u64 | retention_bytes u64 | name_len u16 | name
 //!                            (an unset value is encoded as 0 and must be 0)
+//!  KIND_CREATE_TOPIC    1    (then) replication factor u8 | min_insync u8 | acks_all u8
+//!                            before name_len, see `TopicReplication`
 //!  KIND_PING            4    (empty)
+//!  KIND_SET_LEADER      5    partition u16 | leader u16 (broker id) | epoch u32 | name_len u16 | name
 //!  KIND_DONE        0x101    (empty)
 //!  KIND_TOPIC_CREATED 0x102  topic_id u16 | partitions u16
 //!  KIND_FAILED      0x103    code u16 (frame::ErrorCode) | message_len u16 | message (UTF-8)
@@ -30,6 +33,7 @@ pub const KIND_CREATE_TOPIC: u32 = 1;
 pub const KIND_DELETE_TOPIC: u32 = 2;
 pub const KIND_ALTER_TOPIC: u32 = 3;
 pub const KIND_PING: u32 = 4;
+pub const KIND_SET_LEADER: u32 = 5;
 pub const KIND_DONE: u32 = 0x101;
 pub const KIND_TOPIC_CREATED: u32 = 0x102;
 pub const KIND_FAILED: u32 = 0x103;
@@ -67,6 +71,15 @@ pub enum Command<'a> {
     },
     /// Answered with [`Event::Done`]: proves the data plane polls its command ring.
     Ping,
+    /// A replicated partition's leader from now on: this broker leads it at `epoch` when
+    /// `leader` is its id, else follows `leader`. Epochs only grow (a lower or equal one
+    /// is refused: FencedLeaderEpoch). Persisted before it is answered.
+    SetLeader {
+        name: &'a str,
+        partition: u16,
+        leader: u16,
+        epoch: u32,
+    },
 }
 
 /// How a topic is replicated, as a CreateTopic asks. 0 in a field: the broker's default
@@ -170,6 +183,12 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    fn u32(&mut self) -> Result<u32, CommandError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
     fn u64(&mut self) -> Result<u64, CommandError> {
         Ok(u64::from_le_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
@@ -242,6 +261,7 @@ impl<'a> Command<'a> {
             Command::DeleteTopic { .. } => KIND_DELETE_TOPIC,
             Command::AlterTopic { .. } => KIND_ALTER_TOPIC,
             Command::Ping => KIND_PING,
+            Command::SetLeader { .. } => KIND_SET_LEADER,
         }
     }
 
@@ -251,7 +271,8 @@ impl<'a> Command<'a> {
         match self {
             Command::CreateTopic { name, .. }
             | Command::DeleteTopic { name }
-            | Command::AlterTopic { name, .. } => check_name(name),
+            | Command::AlterTopic { name, .. }
+            | Command::SetLeader { name, .. } => check_name(name),
             Command::Ping => Ok(()),
         }
     }
@@ -306,6 +327,18 @@ impl<'a> Command<'a> {
                 writer.put(name.as_bytes());
             }
             Command::Ping => {}
+            Command::SetLeader {
+                name,
+                partition,
+                leader,
+                epoch,
+            } => {
+                writer.put(&partition.to_le_bytes());
+                writer.put(&leader.to_le_bytes());
+                writer.put(&epoch.to_le_bytes());
+                writer.put(&(name.len() as u16).to_le_bytes());
+                writer.put(name.as_bytes());
+            }
         }
         assert!(writer.at <= COMMAND_PAYLOAD_BYTES_MAX);
         writer.at
@@ -354,6 +387,17 @@ impl<'a> Command<'a> {
                 }
             }
             KIND_PING => Command::Ping,
+            KIND_SET_LEADER => {
+                let partition = reader.u16()?;
+                let leader = reader.u16()?;
+                let epoch = reader.u32()?;
+                Command::SetLeader {
+                    partition,
+                    leader,
+                    epoch,
+                    name: reader.name()?,
+                }
+            }
             _ => return Err(CommandError::UnknownKind { kind }),
         };
         reader.finish()?;
@@ -495,6 +539,12 @@ mod tests {
                 replication: TopicReplication::default(),
             });
             round_trip_command(Command::DeleteTopic { name });
+            round_trip_command(Command::SetLeader {
+                name,
+                partition: 1023,
+                leader: 3,
+                epoch: u32::MAX,
+            });
             for (retention_ms, retention_bytes) in [
                 (None, None),
                 (Some(0), None),

@@ -65,6 +65,21 @@ pub const IPC_CHANNELS_CLOSED: u32 = 118;
 pub const IPC_CHANNELS_ACTIVE: u32 = 119;
 /// IPC answers dropped for want of room in the client's response ring (it retransmits).
 pub const IPC_REPLIES_DROPPED: u32 = 120;
+/// Follower fetches a leader took (ReplicaFetch frames).
+pub const REPLICA_FETCHES: u32 = 121;
+/// Batches a follower appended from its leader.
+pub const REPLICA_BATCHES: u32 = 122;
+/// Bytes of batches a follower received from its leader.
+pub const REPLICA_BYTES_RECEIVED: u32 = 123;
+/// Bytes of batches a leader sent to its followers.
+pub const REPLICA_BYTES_SENT: u32 = 124;
+/// Refusals, lost fragments and other failed replication exchanges seen by a follower.
+pub const REPLICA_ERRORS: u32 = 125;
+/// Replication traffic refused (unknown broker, stale epoch, forged offset, ...); label
+/// `reason=...`.
+pub const REPLICATION_REFUSED: u32 = 126;
+/// Truncations refused because they would cut below the high watermark.
+pub const REPLICA_TRUNCATIONS_REFUSED: u32 = 127;
 
 // Per partition.
 /// Messages in the log: end offset - start offset.
@@ -101,7 +116,7 @@ pub const DURABLE_ACK_WAIT: u32 = 300;
 pub const FLUSHER_FDATASYNC: u32 = 301;
 
 /// Every kind, for exhaustive tests and for exporters that describe all metrics up front.
-pub const ALL_KINDS: [u32; 48] = [
+pub const ALL_KINDS: [u32; 55] = [
     PORT_RX_PACKETS,
     PORT_TX_PACKETS,
     PORT_RX_BYTES,
@@ -133,6 +148,13 @@ pub const ALL_KINDS: [u32; 48] = [
     IPC_CHANNELS_CLOSED,
     IPC_CHANNELS_ACTIVE,
     IPC_REPLIES_DROPPED,
+    REPLICA_FETCHES,
+    REPLICA_BATCHES,
+    REPLICA_BYTES_RECEIVED,
+    REPLICA_BYTES_SENT,
+    REPLICA_ERRORS,
+    REPLICATION_REFUSED,
+    REPLICA_TRUNCATIONS_REFUSED,
     PARTITION_MESSAGES,
     PARTITION_BYTES,
     PARTITION_START_OFFSET,
@@ -313,6 +335,41 @@ fn describe(kind: u32) -> (&'static str, MetricType, &'static str) {
             "precursor_ipc_replies_dropped_total",
             Counter,
             "IPC answers dropped for want of room in the client's response ring.",
+        ),
+        REPLICA_FETCHES => (
+            "precursor_replica_fetches_total",
+            Counter,
+            "Follower fetches this broker's lcore took as a leader.",
+        ),
+        REPLICA_BATCHES => (
+            "precursor_replica_batches_total",
+            Counter,
+            "Batches appended as a follower.",
+        ),
+        REPLICA_BYTES_RECEIVED => (
+            "precursor_replica_received_bytes_total",
+            Counter,
+            "Bytes of batches received from leaders.",
+        ),
+        REPLICA_BYTES_SENT => (
+            "precursor_replica_sent_bytes_total",
+            Counter,
+            "Bytes of batches sent to followers.",
+        ),
+        REPLICA_ERRORS => (
+            "precursor_replica_errors_total",
+            Counter,
+            "Failed replication exchanges seen by a follower (refusals, lost fragments).",
+        ),
+        REPLICATION_REFUSED => (
+            "precursor_replication_refused_total",
+            Counter,
+            "Replication traffic refused, by reason.",
+        ),
+        REPLICA_TRUNCATIONS_REFUSED => (
+            "precursor_replica_truncations_refused_total",
+            Counter,
+            "Truncations refused because they would cut below the high watermark.",
         ),
         PARTITION_MESSAGES => (
             "precursor_partition_messages",

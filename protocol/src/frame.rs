@@ -621,6 +621,117 @@ impl MetadataResponse {
     }
 }
 
+/// What follows a [`MetadataResponse`] from a broker of a cluster: who leads each
+/// partition and where those brokers' data planes are (older clients read the first 8
+/// bytes only).
+///
+/// ```text
+///  me u8 | leaders_count u16 | leaders [u8; leaders_count] | brokers_count u8 |
+///  brokers_count x (id u8 | udp_port u16 | ipv4 [u8; 4])
+/// ```
+/// `me` is the answering broker's id (0: not a cluster); a leader of 0 is unknown (being
+/// decided). Partitions past `leaders_count` did not fit the frame: unknown too.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct MetadataLeaders {
+    pub me: u8,
+    pub leaders: Vec<u8>,
+    pub brokers: Vec<(u8, std::net::Ipv4Addr, u16)>,
+}
+
+/// Bytes of one broker entry of [`MetadataLeaders`].
+pub const METADATA_BROKER_BYTES: usize = 7;
+
+impl MetadataLeaders {
+    /// Writes the section into `out` from each partition's leader and a lookup of broker
+    /// addresses; returns its length. Writes as many leaders as fit, then the brokers
+    /// named that fit. Allocation free.
+    pub fn encode(
+        me: u8,
+        leaders: impl ExactSizeIterator<Item = u8> + Clone,
+        address_of: impl Fn(u8) -> Option<(std::net::Ipv4Addr, u16)>,
+        out: &mut [u8],
+    ) -> usize {
+        if out.len() < 4 {
+            return 0;
+        }
+        let room_for_leaders = out.len() - 4;
+        let count = leaders.len().min(room_for_leaders).min(u16::MAX as usize);
+        out[0] = me;
+        out[1..3].copy_from_slice(&(count as u16).to_le_bytes());
+        for (slot, leader) in out[3..3 + count].iter_mut().zip(leaders.clone()) {
+            *slot = leader;
+        }
+        let brokers_at = 3 + count;
+        let mut at = brokers_at + 1;
+        let mut brokers = 0u8;
+        // Each broker id once, in order of first appearance; bounded by 255 ids.
+        for id in 1..=u8::MAX {
+            if !leaders.clone().take(count).any(|l| l == id) {
+                continue;
+            }
+            let Some((ip, port)) = address_of(id) else {
+                continue;
+            };
+            if at + METADATA_BROKER_BYTES > out.len() {
+                break;
+            }
+            out[at] = id;
+            out[at + 1..at + 3].copy_from_slice(&port.to_le_bytes());
+            out[at + 3..at + 7].copy_from_slice(&ip.octets());
+            at += METADATA_BROKER_BYTES;
+            brokers += 1;
+        }
+        out[brokers_at] = brokers;
+        at
+    }
+
+    /// Reads the section after the 8 bytes of a [`MetadataResponse`]; an empty rest (a
+    /// broker of an older version) is no section.
+    pub fn decode(rest: &[u8]) -> Result<Option<MetadataLeaders>, FrameError> {
+        if rest.is_empty() {
+            return Ok(None);
+        }
+        let bad = FrameError::Malformed {
+            reason: "metadata leaders section is truncated",
+        };
+        if rest.len() < 3 {
+            return Err(bad);
+        }
+        let count = u16_le(rest, 1) as usize;
+        let brokers_at = 3 + count;
+        if rest.len() < brokers_at + 1 {
+            return Err(bad);
+        }
+        let brokers_count = rest[brokers_at] as usize;
+        let end = brokers_at + 1 + brokers_count * METADATA_BROKER_BYTES;
+        if rest.len() < end {
+            return Err(bad);
+        }
+        let brokers = rest[brokers_at + 1..end]
+            .chunks_exact(METADATA_BROKER_BYTES)
+            .map(|b| {
+                let ip = std::net::Ipv4Addr::new(b[3], b[4], b[5], b[6]);
+                (b[0], ip, u16::from_le_bytes([b[1], b[2]]))
+            })
+            .collect();
+        Ok(Some(MetadataLeaders {
+            me: rest[0],
+            leaders: rest[3..brokers_at].to_vec(),
+            brokers,
+        }))
+    }
+
+    /// The leader of `partition` and its data-plane address, when known.
+    pub fn leader_of(&self, partition: u16) -> Option<(u8, Option<(std::net::Ipv4Addr, u16)>)> {
+        let id = *self.leaders.get(partition as usize)?;
+        if id == 0 {
+            return None;
+        }
+        let address = self.brokers.iter().find(|b| b.0 == id).map(|b| (b.1, b.2));
+        Some((id, address))
+    }
+}
+
 /// ReadGrant payload: the offset a one-sided reader wants to start at. The broker answers
 /// with the segment holding it (the next one to be written when `offset` is the log end).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -894,6 +1005,33 @@ mod tests {
                 Opcode::ReplicaFetch,
             ]
         );
+    }
+
+    #[test]
+    fn metadata_leaders_round_trip_and_fit_what_room_there_is() {
+        use std::net::Ipv4Addr;
+        let address = |id: u8| (id <= 3).then(|| (Ipv4Addr::new(10, 0, 0, id), 9190));
+        let leaders = [1u8, 2, 3, 1, 0];
+        let mut out = [0u8; 64];
+        let n = MetadataLeaders::encode(2, leaders.iter().copied(), address, &mut out);
+        let decoded = MetadataLeaders::decode(&out[..n]).unwrap().unwrap();
+        assert_eq!(decoded.me, 2);
+        assert_eq!(decoded.leaders, leaders);
+        assert_eq!(decoded.brokers.len(), 3);
+        assert_eq!(
+            decoded.leader_of(2),
+            Some((3, Some((Ipv4Addr::new(10, 0, 0, 3), 9190))))
+        );
+        assert_eq!(decoded.leader_of(4), None, "0 is unknown");
+        assert_eq!(decoded.leader_of(9), None, "past the list");
+        // A short frame keeps what fits, and stays decodable.
+        let mut short = [0u8; 9];
+        let n = MetadataLeaders::encode(2, leaders.iter().copied(), address, &mut short);
+        let decoded = MetadataLeaders::decode(&short[..n]).unwrap().unwrap();
+        assert_eq!(decoded.leaders, leaders);
+        assert!(decoded.brokers.is_empty());
+        assert_eq!(MetadataLeaders::decode(&[]), Ok(None));
+        assert!(MetadataLeaders::decode(&out[..4]).is_err());
     }
 
     #[test]

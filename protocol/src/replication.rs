@@ -22,22 +22,32 @@
 //! 64 of the topic's name (each broker numbers its topics itself), and the partition index.
 //!
 //! ```text
-//! ReplicaFetch (48 bytes, little-endian)
-//!  0          8     10          12            16             24             32            36          40   48
-//!  +----------+-----+-----------+-------------+--------------+--------------+-------------+-----------+----+
-//!  |topic_key |part.|follower_id|leader_epoch |fetch_offset  |durable_offset|last_fetched_|max_bytes  |zero|
-//!  |  u64     | u16 |   u16     |   u32       |   u64        |    u64       |epoch u32    |  u32      |    |
-//!  +----------+-----+-----------+-------------+--------------+--------------+-------------+-----------+----+
+//! ReplicaFetch (48 bytes, little-endian):
+//!   0 topic_key u64 | 8 partition u16 | 10 follower_id u16 | 12 leader_epoch u32 |
+//!  16 fetch_offset u64 | 24 durable_offset u64 | 32 last_fetched_epoch u32 |
+//!  36 max_bytes u32 | 40 fragment_bytes u32 | 44 zero u32
 //!
-//! ReplicaData header (48 bytes), then whole record batches
-//!  0          8     10          12            16               24                32                40                 48
-//!  +----------+-----+-----------+-------------+----------------+-----------------+-----------------+------------------+
-//!  |topic_key |part.|leader_id  |leader_epoch |high_watermark  |log_start_offset |log_end_offset   |diverging_end_    |
-//!  |  u64     | u16 |   u16     |   u32       |   u64          |    u64          |    u64          |offset u64        |
-//!  +----------+-----+-----------+-------------+----------------+-----------------+-----------------+------------------+
+//! ReplicaData header (64 bytes), then whole record batches or one batch's fragment:
+//!   0 topic_key u64 | 8 partition u16 | 10 leader_id u16 | 12 leader_epoch u32 |
+//!  16 high_watermark u64 | 24 log_start_offset u64 | 32 log_end_offset u64 |
+//!  40 diverging_end_offset u64 | 48 isr_packed u64 | 56 fragment_at u32 |
+//!  60 fragment_of u32
 //! ```
+//!
+//! A batch larger than what one frame of the port carries (a 1 MB Kafka batch over a
+//! 1500-byte MTU) travels in fragments: the follower copies each into its segment's
+//! unpublished bytes and publishes the batch once whole and its CRC checks.
 
 use crate::frame::{FrameError, Opcode};
+
+/// ReplicaData frame flag: more frames answer the same fetch (a train: the leader sends
+/// up to a window of frames per fetch, so a follower catching up is not limited to one
+/// frame per round trip). The frame without it is the fetch's last.
+pub const FLAG_REPLICA_MORE: u16 = 1 << 0;
+
+/// ReplicaData frame flag: the leader has acks=all-durable answers waiting on this
+/// partition: fdatasync what you append now and report your durable offset when it moves.
+pub const FLAG_REPLICA_SYNC: u16 = 1 << 1;
 
 /// A [`ReplicaDataHeader::diverging_end_offset`] that says "no divergence".
 pub const NO_DIVERGENCE: u64 = u64::MAX;
@@ -62,6 +72,9 @@ pub struct ReplicaFetch {
     /// Bytes of batches the follower can take in one answer (a soft limit: at least one
     /// batch is always sent).
     pub max_bytes: u32,
+    /// Bytes of the batch at `fetch_offset` the follower already holds from earlier
+    /// fragments (a batch larger than a frame travels in pieces); 0 otherwise.
+    pub fragment_bytes: u32,
 }
 
 impl ReplicaFetch {
@@ -77,7 +90,8 @@ impl ReplicaFetch {
         out[24..32].copy_from_slice(&self.durable_offset.to_le_bytes());
         out[32..36].copy_from_slice(&self.last_fetched_epoch.to_le_bytes());
         out[36..40].copy_from_slice(&self.max_bytes.to_le_bytes());
-        out[40..48].fill(0);
+        out[40..44].copy_from_slice(&self.fragment_bytes.to_le_bytes());
+        out[44..48].fill(0);
     }
 
     pub fn decode(payload: &[u8]) -> Result<ReplicaFetch, FrameError> {
@@ -96,6 +110,7 @@ impl ReplicaFetch {
             durable_offset: u64_le(payload, 24),
             last_fetched_epoch: u32_le(payload, 32),
             max_bytes: u32_le(payload, 36),
+            fragment_bytes: u32_le(payload, 40),
         };
         if fetch.durable_offset > fetch.fetch_offset {
             return Err(FrameError::Malformed {
@@ -120,10 +135,16 @@ pub struct ReplicaDataHeader {
     pub log_end_offset: u64,
     /// [`NO_DIVERGENCE`], or where the follower must cut its log before fetching on.
     pub diverging_end_offset: u64,
+    /// The in-sync replicas, broker ids packed one byte each from the lowest.
+    pub isr_packed: u64,
+    /// 0: whole batches follow. Else the payload is bytes `fragment_at..` of the one
+    /// batch at the fetch offset, `fragment_of` bytes in all.
+    pub fragment_at: u32,
+    pub fragment_of: u32,
 }
 
 impl ReplicaDataHeader {
-    pub const BYTES: usize = 48;
+    pub const BYTES: usize = 64;
 
     pub fn encode(&self, out: &mut [u8]) {
         let out = &mut out[..Self::BYTES];
@@ -135,6 +156,9 @@ impl ReplicaDataHeader {
         out[24..32].copy_from_slice(&self.log_start_offset.to_le_bytes());
         out[32..40].copy_from_slice(&self.log_end_offset.to_le_bytes());
         out[40..48].copy_from_slice(&self.diverging_end_offset.to_le_bytes());
+        out[48..56].copy_from_slice(&self.isr_packed.to_le_bytes());
+        out[56..60].copy_from_slice(&self.fragment_at.to_le_bytes());
+        out[60..64].copy_from_slice(&self.fragment_of.to_le_bytes());
     }
 
     /// The header and the batches after it.
@@ -154,9 +178,17 @@ impl ReplicaDataHeader {
             log_start_offset: u64_le(payload, 24),
             log_end_offset: u64_le(payload, 32),
             diverging_end_offset: u64_le(payload, 40),
+            isr_packed: u64_le(payload, 48),
+            fragment_at: u32_le(payload, 56),
+            fragment_of: u32_le(payload, 60),
         };
+        let rest = payload.len() - Self::BYTES;
+        let fragment_overflows = header.fragment_of != 0
+            && (header.fragment_at as usize + rest > header.fragment_of as usize);
         if header.high_watermark > header.log_end_offset
             || header.log_start_offset > header.log_end_offset
+            || fragment_overflows
+            || (header.fragment_of == 0 && header.fragment_at != 0)
         {
             return Err(FrameError::Malformed {
                 reason: "replica data offsets out of order",
@@ -204,11 +236,12 @@ mod tests {
             durable_offset: 1 << 39,
             last_fetched_epoch: 11,
             max_bytes: 8916,
+            fragment_bytes: 1400,
         };
         let mut bytes = [0xffu8; ReplicaFetch::BYTES];
         fetch.encode(&mut bytes);
         assert_eq!(ReplicaFetch::decode(&bytes), Ok(fetch));
-        assert!(ReplicaFetch::decode(&bytes[..47]).is_err());
+        assert!(ReplicaFetch::decode(&bytes[..ReplicaFetch::BYTES - 1]).is_err());
         let mut longer = bytes.to_vec();
         longer.push(0);
         assert!(ReplicaFetch::decode(&longer).is_err());
@@ -234,6 +267,9 @@ mod tests {
             log_start_offset: 10,
             log_end_offset: 100,
             diverging_end_offset: NO_DIVERGENCE,
+            isr_packed: 0x0201,
+            fragment_at: 0,
+            fragment_of: 0,
         };
         let mut bytes = vec![0u8; ReplicaDataHeader::BYTES + 3];
         header.encode(&mut bytes);
@@ -241,13 +277,32 @@ mod tests {
         let (decoded, batches) = ReplicaDataHeader::decode(&bytes).unwrap();
         assert_eq!(decoded, header);
         assert_eq!(batches, b"abc");
-        assert!(ReplicaDataHeader::decode(&bytes[..47]).is_err());
-        let forged = ReplicaDataHeader {
-            high_watermark: 101,
+        assert!(ReplicaDataHeader::decode(&bytes[..ReplicaDataHeader::BYTES - 1]).is_err());
+        let fragment = ReplicaDataHeader {
+            fragment_at: 10,
+            fragment_of: 13,
             ..header
         };
-        forged.encode(&mut bytes);
-        assert!(ReplicaDataHeader::decode(&bytes).is_err());
+        fragment.encode(&mut bytes);
+        assert_eq!(ReplicaDataHeader::decode(&bytes).unwrap().0, fragment);
+        for forged in [
+            ReplicaDataHeader {
+                high_watermark: 101,
+                ..header
+            },
+            ReplicaDataHeader {
+                fragment_at: 11,
+                fragment_of: 13,
+                ..header
+            },
+            ReplicaDataHeader {
+                fragment_at: 1,
+                ..header
+            },
+        ] {
+            forged.encode(&mut bytes);
+            assert!(ReplicaDataHeader::decode(&bytes).is_err(), "{forged:?}");
+        }
     }
 
     #[test]

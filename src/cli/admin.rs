@@ -4,8 +4,10 @@
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use precursor_config::limits::PARTITIONS_PER_TOPIC_MAX;
-use precursor_config::Config;
-use precursor_controlplane::admin::{self, NodeStatus, Request, Response};
+use precursor_config::{AcksAll, Config};
+use precursor_controlplane::admin::{
+    self, codes, BrokerAnswer, ClusterVerdict, NodeStatus, PartitionInfo, Request, Response,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,7 +17,8 @@ pub struct AdminTarget {
     /// Configuration file naming the admin socket (controlplane.admin_socket).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// The admin socket itself [default: /run/precursor/precursor.sock].
+    /// The admin socket itself [default: /run/precursor/precursor.sock] [env:
+    /// PRECURSOR_ADMIN_SOCKET; --config wins over the environment].
     #[arg(long, conflicts_with = "config")]
     socket: Option<PathBuf>,
     /// Print the answer as JSON.
@@ -30,20 +33,47 @@ impl AdminTarget {
         }
         let config = match &self.config {
             Some(path) => Config::load(path)?,
-            None => Config::default(),
+            None => match std::env::var_os(ADMIN_SOCKET_ENV).filter(|v| !v.is_empty()) {
+                Some(socket) => return Ok(PathBuf::from(socket)),
+                None => Config::default(),
+            },
         };
         Ok(config.controlplane.admin_socket)
     }
 }
 
+/// The admin socket when neither --socket nor --config is given (`precursor cluster up`
+/// prints the line that sets it).
+pub const ADMIN_SOCKET_ENV: &str = "PRECURSOR_ADMIN_SOCKET";
+
+/// What `acks=all` waits for on every in-sync replica.
+#[derive(clap::ValueEnum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AcksAllArg {
+    /// In every ISR member's memory (Kafka's meaning).
+    Memory,
+    /// fdatasync'd on every ISR member.
+    Durable,
+}
+
 #[derive(Subcommand)]
 pub enum TopicCommand {
-    /// Create a topic.
+    /// Create a topic (in a cluster: on every broker, through this broker's control plane).
     Create {
         name: String,
         /// Number of partitions (1..=1024).
         #[arg(long, short, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=PARTITIONS_PER_TOPIC_MAX as i64))]
         partitions: u32,
+        /// Replicas of each partition: 1 up to the cluster's brokers (at most 5)
+        /// [default: the broker's topics.default_replication_factor].
+        #[arg(long, short = 'r', value_name = "R", value_parser = clap::value_parser!(u8).range(1..))]
+        replication_factor: Option<u8>,
+        /// acks=all produces are refused while fewer replicas are in sync (1..=R)
+        /// [default: topics.default_min_insync_replicas, at most R].
+        #[arg(long, value_name = "M", value_parser = clap::value_parser!(u8).range(1..))]
+        min_insync_replicas: Option<u8>,
+        /// What acks=all waits for on every in-sync replica [default: cluster.acks_all].
+        #[arg(long, value_enum, value_name = "WHAT")]
+        acks_all: Option<AcksAllArg>,
         /// Delete segments whose newest record is older than this, in ms
         /// [default, or 0: the node's storage.retention_ms].
         #[arg(long)]
@@ -66,7 +96,7 @@ pub enum TopicCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
-    /// Delete a topic and its data.
+    /// Delete a topic and its data (in a cluster: on every broker).
     Delete {
         name: String,
         #[command(flatten)]
@@ -92,21 +122,37 @@ pub fn topic(command: TopicCommand) -> Result<ExitCode> {
         TopicCommand::Create {
             name,
             partitions,
+            replication_factor,
+            min_insync_replicas,
+            acks_all,
             retention_ms,
             retention_bytes,
             target,
         } => (
-            Request::CreateTopic {
+            Request::ClusterCreateTopic {
                 name,
                 partitions,
                 retention_ms,
                 retention_bytes,
+                replication_factor,
+                min_insync_replicas,
+                acks_all: acks_all.map(|a| match a {
+                    AcksAllArg::Memory => AcksAll::Memory,
+                    AcksAllArg::Durable => AcksAll::Durable,
+                }),
+                forwarded: false,
             },
             target,
         ),
         TopicCommand::List { target } => (Request::ListTopics, target),
         TopicCommand::Describe { name, target } => (Request::DescribeTopic { name }, target),
-        TopicCommand::Delete { name, target } => (Request::DeleteTopic { name }, target),
+        TopicCommand::Delete { name, target } => (
+            Request::ClusterDeleteTopic {
+                name,
+                forwarded: false,
+            },
+            target,
+        ),
         TopicCommand::Alter {
             name,
             retention_ms,
@@ -139,12 +185,116 @@ fn ask(target: &AdminTarget, request: &Request) -> Result<ExitCode> {
         }
         bail!("{message} ({code})");
     }
+    if let Response::ClusterResults(answers) = &response {
+        return cluster_results(target, request, answers);
+    }
     if target.json {
         println!("{}", json(&response)?);
     } else {
         print!("{}", human(request, &response)?);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A create or delete carried out on every broker: a line per broker; success only when
+/// every broker has the topic (create) or has it no more (delete).
+fn cluster_results(
+    target: &AdminTarget,
+    request: &Request,
+    answers: &[BrokerAnswer],
+) -> Result<ExitCode> {
+    let (name, verb, already_code, already_text) = match request {
+        Request::ClusterDeleteTopic { name, .. } => {
+            (name, "deleted", codes::UNKNOWN_TOPIC, "absent already")
+        }
+        Request::ClusterCreateTopic { name, .. } => {
+            (name, "created", codes::TOPIC_EXISTS, "exists already")
+        }
+        _ => bail!("the control plane answered with results from every broker to {request:?}"),
+    };
+    let verdict = ClusterVerdict::of(answers, already_code);
+    let ids = |ids: &[u32]| {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if target.json {
+        let value = serde_json::json!({
+            "name": name,
+            "complete": verdict.complete(),
+            "brokers": answers,
+        });
+        println!("{value}");
+    } else {
+        let mut text = if verdict.done.is_empty() {
+            format!("topic {name}: {verb} on no broker\n")
+        } else {
+            format!("topic {name}: {verb} on broker(s) {}\n", ids(&verdict.done))
+        };
+        text.push_str(&table(
+            &["BROKER", "ADMIN", "ANSWER"],
+            answers
+                .iter()
+                .map(|a| {
+                    let answer = match &a.answer {
+                        Response::TopicCreated {
+                            topic_id,
+                            partitions,
+                            ..
+                        } => format!("created (id {topic_id}, {partitions} partition(s))"),
+                        Response::Ok => verb.to_string(),
+                        Response::Error { code, .. } if code == already_code => {
+                            already_text.to_string()
+                        }
+                        Response::Error { code, message } => {
+                            format!("FAILED: {message} ({code})")
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    let admin = if a.admin.is_empty() {
+                        "(this broker)".to_string()
+                    } else {
+                        a.admin.clone()
+                    };
+                    vec![a.broker_id.to_string(), admin, answer]
+                })
+                .collect(),
+        ));
+        print!("{text}");
+    }
+    if verdict.complete() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let message = if let Some((broker, message, code)) = verdict.failed.first() {
+        let others = if verdict.failed.len() > 1 {
+            format!(
+                " (and {} more broker(s): see above)",
+                verdict.failed.len() - 1
+            )
+        } else {
+            String::new()
+        };
+        let done = if verdict.done.is_empty() && verdict.already.is_empty() {
+            String::new()
+        } else {
+            let mut ok = verdict.done.clone();
+            ok.extend(&verdict.already);
+            format!("done on broker(s) {}; ", ids(&ok))
+        };
+        format!(
+            "topic {name}: {done}failed on broker {broker}: {message} ({code}){others}; \
+             run the command again once that broker is back"
+        )
+    } else if already_code == codes::TOPIC_EXISTS {
+        format!("topic {name:?} exists already on every broker ({already_code})")
+    } else {
+        format!("no topic named {name:?} on any broker ({already_code})")
+    };
+    eprintln!("precursor: {message}");
+    Ok(ExitCode::FAILURE)
 }
 
 /// The answer's content as JSON, without the response tag.
@@ -173,14 +323,16 @@ fn json(response: &Response) -> Result<String> {
             "p999_ns": p999_ns, "max_ns": max_ns
         })
         .to_string(),
-        Response::Error { .. } => serde_json::to_string(response)?,
+        Response::Error { .. } | Response::ClusterResults(_) => serde_json::to_string(response)?,
     })
 }
 
 fn human(request: &Request, response: &Response) -> Result<String> {
     Ok(match response {
         Response::Ok => match request {
-            Request::DeleteTopic { name } => format!("deleted topic {name}\n"),
+            Request::DeleteTopic { name } | Request::ClusterDeleteTopic { name, .. } => {
+                format!("deleted topic {name}\n")
+            }
             Request::AlterTopic { name, .. } => format!("altered topic {name}\n"),
             _ => "ok\n".into(),
         },
@@ -190,6 +342,35 @@ fn human(request: &Request, response: &Response) -> Result<String> {
             partitions,
         } => format!("created topic {name} (id {topic_id}) with {partitions} partition(s)\n"),
         Response::Topics(topics) if topics.is_empty() => "no topics\n".into(),
+        Response::Topics(topics) if topics.iter().any(|t| !t.leaders.is_empty()) => table(
+            &[
+                "TOPIC",
+                "PARTITIONS",
+                "RF",
+                "LEADERS",
+                "UNDER-REPLICATED",
+                "UNDER-MIN-ISR",
+                "MESSAGES",
+                "BYTES",
+                "SEGMENTS",
+            ],
+            topics
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.name.clone(),
+                        t.partitions.to_string(),
+                        t.replication_factor.to_string(),
+                        leaders(&t.leaders),
+                        t.under_replicated.to_string(),
+                        t.under_min_isr.to_string(),
+                        t.messages.to_string(),
+                        bytes(t.bytes),
+                        t.segments.to_string(),
+                    ]
+                })
+                .collect(),
+        ),
         Response::Topics(topics) => table(
             &["TOPIC", "PARTITIONS", "MESSAGES", "BYTES", "SEGMENTS"],
             topics
@@ -211,6 +392,10 @@ fn human(request: &Request, response: &Response) -> Result<String> {
                 topic.name,
                 topic.partitions.len()
             );
+            if topic.partitions.iter().any(PartitionInfo::replicated) {
+                text.push_str(&replicated_partitions(&topic.partitions));
+                return Ok(text);
+            }
             text.push_str(&table(
                 &["PARTITION", "START", "END", "DURABLE", "BYTES", "SEGMENTS"],
                 topic
@@ -244,7 +429,78 @@ fn human(request: &Request, response: &Response) -> Result<String> {
              p99.9 {p999_ns} ns, max {max_ns} ns\n"
         ),
         Response::Error { code, message } => format!("{message} ({code})\n"),
+        Response::ClusterResults(answers) => format!("{answers:?}\n"),
     })
+}
+
+/// `topic describe` of a cluster's topic: replication columns first.
+fn replicated_partitions(partitions: &[PartitionInfo]) -> String {
+    table(
+        &[
+            "PARTITION",
+            "LEADER",
+            "EPOCH",
+            "REPLICAS",
+            "ISR",
+            "MIN-ISR",
+            "HW",
+            "START",
+            "END",
+            "DURABLE",
+            "BYTES",
+            "SEGMENTS",
+            "ISR-SHRINKS",
+            "ISR-EXPANDS",
+        ],
+        partitions
+            .iter()
+            .map(|p| {
+                vec![
+                    p.partition.to_string(),
+                    if p.leader == 0 {
+                        "none".into()
+                    } else {
+                        p.leader.to_string()
+                    },
+                    p.leader_epoch.to_string(),
+                    broker_list(&p.replicas),
+                    broker_list(&p.isr),
+                    p.min_insync.to_string(),
+                    p.high_watermark.to_string(),
+                    p.start_offset.to_string(),
+                    p.end_offset.to_string(),
+                    p.durable_offset.to_string(),
+                    bytes(p.bytes),
+                    p.segments.to_string(),
+                    p.isr_shrinks.to_string(),
+                    p.isr_expands.to_string(),
+                ]
+            })
+            .collect(),
+    )
+}
+
+/// Broker ids as `1,2,3`; `-` for none.
+fn broker_list(ids: &[u32]) -> String {
+    if ids.is_empty() {
+        return "-".into();
+    }
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// The leader of each partition in partition order, the first few of a long list.
+fn leaders(ids: &[u32]) -> String {
+    const SHOWN_MAX: usize = 8;
+    let shown: Vec<String> = ids
+        .iter()
+        .take(SHOWN_MAX)
+        .map(|&id| if id == 0 { "-".into() } else { id.to_string() })
+        .collect();
+    let mut text = shown.join(",");
+    if ids.len() > SHOWN_MAX {
+        text.push_str(&format!(",... ({} partitions)", ids.len()));
+    }
+    text
 }
 
 fn status_text(status: &NodeStatus) -> String {
@@ -324,7 +580,7 @@ fn status_text(status: &NodeStatus) -> String {
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+pub(super) fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {

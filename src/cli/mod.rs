@@ -1,11 +1,13 @@
 //! The command line (clap). Client commands (produce, consume, bench, ping) use the client
 //! library; `dataplane` execs the data plane binary; `up` and `controlplane` run the control
 //! plane (`up` supervising the data plane); admin commands (`topic`, `status`) ask the
-//! control plane's admin socket; `config show` prints configuration.
+//! control plane's admin socket; `cluster` runs a local cluster of brokers in network
+//! namespaces; `config show` prints configuration.
 
 mod admin;
 mod bench;
 mod bench_ipc;
+mod cluster;
 mod consume;
 mod produce;
 mod rdma;
@@ -55,6 +57,9 @@ enum Command {
     /// Topic administration, through the control plane.
     #[command(subcommand)]
     Topic(admin::TopicCommand),
+    /// A local cluster of brokers in network namespaces on this machine (root).
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// The node's state: data plane, ports, lcores, partitions, disk use.
     Status {
         #[command(flatten)]
@@ -184,6 +189,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dataplane { config } => exec_dataplane(config),
         Command::Controlplane { config } => up::controlplane(config),
         Command::Topic(command) => admin::topic(command),
+        Command::Cluster(command) => cluster::run(command),
         Command::Status { target } => admin::status(target),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

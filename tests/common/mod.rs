@@ -1,8 +1,10 @@
 //! Shared set-up for end-to-end tests: network namespaces with veth pairs, a data plane
-//! process, and the `precursor` CLI run inside a namespace. Everything created is removed
-//! on drop. These tests need root (CI is root); without it they say so and skip.
+//! process, and the `precursor` CLI run inside a namespace; a local cluster of brokers
+//! ([`cluster::Cluster`]). Everything created is removed on drop. These tests need root (CI is root); without it they say so and skip.
 
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

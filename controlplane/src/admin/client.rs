@@ -24,17 +24,28 @@ pub enum AdminError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "admin socket {}: no answer within {CLIENT_RESPONSE_TIMEOUT_MS} ms",
-        path.display()
-    )]
-    NoAnswer { path: PathBuf },
+    #[error("admin socket {}: no answer within {timeout_ms} ms", path.display())]
+    NoAnswer { path: PathBuf, timeout_ms: u64 },
     #[error("admin socket {}: unreadable answer: {reason}", path.display())]
     BadResponse { path: PathBuf, reason: String },
 }
 
-/// Sends one request to the control plane at `socket` and returns its answer.
+/// Sends one request to the control plane at `socket` and returns its answer, waiting at
+/// most [`CLIENT_RESPONSE_TIMEOUT_MS`].
 pub fn request(socket: &Path, request: &Request) -> Result<Response, AdminError> {
+    request_within(
+        socket,
+        request,
+        Duration::from_millis(CLIENT_RESPONSE_TIMEOUT_MS),
+    )
+}
+
+/// [`request`], waiting at most `timeout` for each read and write.
+pub fn request_within(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Response, AdminError> {
     let io = |source: std::io::Error| {
         if matches!(
             source.kind(),
@@ -42,6 +53,7 @@ pub fn request(socket: &Path, request: &Request) -> Result<Response, AdminError>
         ) {
             AdminError::NoAnswer {
                 path: socket.to_path_buf(),
+                timeout_ms: timeout.as_millis() as u64,
             }
         } else {
             AdminError::Io {
@@ -58,9 +70,8 @@ pub fn request(socket: &Path, request: &Request) -> Result<Response, AdminError>
         }
         _ => io(source),
     })?;
-    let timeout = Some(Duration::from_millis(CLIENT_RESPONSE_TIMEOUT_MS));
-    stream.set_read_timeout(timeout).map_err(io)?;
-    stream.set_write_timeout(timeout).map_err(io)?;
+    stream.set_read_timeout(Some(timeout)).map_err(io)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io)?;
     let mut line = serde_json::to_string(request).expect("requests serialize");
     line.push('\n');
     stream.write_all(line.as_bytes()).map_err(io)?;

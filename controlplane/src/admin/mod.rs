@@ -5,16 +5,21 @@
 //!   the shared counters file (its labels name every topic and partition); create, delete
 //!   and alter are validated here, then carried out by the data plane through the command
 //!   ring ([`crate::link::Link`]).
+//! - [`serve_cluster`]: the same protocol on TCP (`controlplane.cluster_listen`), for the
+//!   other brokers of a cluster; [`ask_broker`] is their side: `cluster_create_topic` and
+//!   `cluster_delete_topic` reach every broker through it.
 
 mod client;
+mod forward;
 mod server;
 mod types;
 
-pub use client::{request, AdminError, CLIENT_RESPONSE_TIMEOUT_MS};
-pub use server::{bind, handle, serve, AdminServer};
+pub use client::{request, request_within, AdminError, CLIENT_RESPONSE_TIMEOUT_MS};
+pub use forward::{ask_broker, ForwardError, CONNECT_TIMEOUT_MS};
+pub use server::{bind, bind_cluster_listener, handle, serve, serve_cluster, AdminServer};
 pub use types::{
-    codes, LcoreStatus, NodeStatus, PartitionInfo, PortStatus, Request, Response, TopicDescription,
-    TopicSummary,
+    codes, unpack_broker_ids, BrokerAnswer, ClusterVerdict, LcoreStatus, NodeStatus, PartitionInfo,
+    PortStatus, Request, Response, TopicDescription, TopicSummary,
 };
 
 /// Longest request line the server reads, in bytes.

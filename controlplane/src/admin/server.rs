@@ -1,19 +1,25 @@
-//! The control plane's side of the admin socket.
+//! The control plane's side of the admin API: the Unix admin socket, and the TCP cluster
+//! listener (`controlplane.cluster_listen`) through which the other brokers' control
+//! planes forward topic creation and deletion. Both speak the same JSON lines.
 
-use super::types::{codes, PartitionInfo, Request, Response, TopicDescription, TopicSummary};
+use super::forward::ask_broker;
+use super::types::{
+    codes, BrokerAnswer, PartitionInfo, Request, Response, TopicDescription, TopicSummary,
+};
 use super::REQUEST_BYTES_MAX;
 use crate::counters::CountersSnapshot;
 use crate::link::{LinkError, Reply};
 use crate::{ControlplaneError, Node};
 use precursor_config::limits::PARTITIONS_PER_TOPIC_MAX;
-use precursor_protocol::command::Command;
+use precursor_config::{AcksAll, REPLICATION_FACTOR_MAX};
+use precursor_protocol::command::{Command, TopicReplication, ACKS_ALL_DURABLE, ACKS_ALL_MEMORY};
 use precursor_protocol::frame::{is_valid_topic_name, TOPIC_NAME_BYTES_MAX};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, UnixListener};
 
 /// Permissions of the admin socket: owner and group may administer the broker.
 pub const ADMIN_SOCKET_MODE: u32 = 0o660;
@@ -24,6 +30,9 @@ pub const TOPIC_VISIBLE_WAIT_MS: u64 = 2_000;
 const TOPIC_VISIBLE_POLL_MS: u64 = 10;
 /// Requests one connection may send, at most (bounded loop; the CLI sends one).
 const REQUESTS_PER_CONNECTION_MAX: usize = 10_000;
+/// A forwarded request's answer may take the other broker's command timeout and its
+/// visibility wait; this much more is allowed for the network and its scheduling, in ms.
+const FORWARD_MARGIN_MS: u64 = 5_000;
 
 /// A bound admin socket; removes its file when dropped.
 pub struct AdminServer {
@@ -69,7 +78,8 @@ pub async fn serve(server: AdminServer, node: Arc<Node>) {
     loop {
         match server.listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(connection(stream, node.clone()));
+                let (read, write) = stream.into_split();
+                tokio::spawn(connection(read, write, node.clone()));
             }
             Err(error) => {
                 eprintln!("precursor-controlplane: admin socket accept: {error}");
@@ -79,8 +89,39 @@ pub async fn serve(server: AdminServer, node: Arc<Node>) {
     }
 }
 
-async fn connection(stream: UnixStream, node: Arc<Node>) {
-    let (read, mut write) = stream.into_split();
+/// Binds the cluster listener (`controlplane.cluster_listen`, an `address:port`).
+pub async fn bind_cluster_listener(address: &str) -> Result<TcpListener, ControlplaneError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| ControlplaneError::ClusterListener {
+            address: address.to_string(),
+            source,
+        })
+}
+
+/// Answers the other brokers' admin requests on the cluster listener until the task is
+/// dropped: the same protocol as the admin socket, one JSON line each way.
+pub async fn serve_cluster(listener: TcpListener, node: Arc<Node>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let (read, write) = stream.into_split();
+                tokio::spawn(connection(read, write, node.clone()));
+            }
+            Err(error) => {
+                eprintln!("precursor-controlplane: cluster listener accept: {error}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection<R, W>(read: R, mut write: W, node: Arc<Node>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut lines = BufReader::new(read.take(u64::MAX));
     let mut line = Vec::new();
     for _ in 0..REQUESTS_PER_CONNECTION_MAX {
@@ -170,20 +211,42 @@ pub async fn handle(node: &Node, request: Request) -> Response {
             partitions,
             retention_ms,
             retention_bytes,
-        } => create_topic(node, name, partitions, retention_ms, retention_bytes).await,
-        Request::DeleteTopic { name } => {
-            let counters = match check_known(node, &name) {
-                Ok(counters) => counters,
-                Err(response) => return response,
+        } => {
+            let replication = TopicReplication::default();
+            create_topic(
+                node,
+                name,
+                partitions,
+                retention_ms,
+                retention_bytes,
+                replication,
+            )
+            .await
+        }
+        Request::DeleteTopic { name } => delete_topic(node, &name).await,
+        Request::ClusterCreateTopic {
+            name,
+            partitions,
+            retention_ms,
+            retention_bytes,
+            replication_factor,
+            min_insync_replicas,
+            acks_all,
+            forwarded,
+        } => {
+            let creation = TopicCreation {
+                name,
+                partitions,
+                retention_ms,
+                retention_bytes,
+                replication_factor,
+                min_insync_replicas,
+                acks_all,
             };
-            drop(counters);
-            match node.link.call(Command::DeleteTopic { name: &name }).await {
-                Ok(Reply::Done) => {
-                    wait_for_topic(node, &name, false).await;
-                    Response::Ok
-                }
-                other => failure(other),
-            }
+            cluster_create_topic(node, creation, forwarded).await
+        }
+        Request::ClusterDeleteTopic { name, forwarded } => {
+            cluster_delete_topic(node, name, forwarded).await
         }
         Request::AlterTopic {
             name,
@@ -212,22 +275,223 @@ pub async fn handle(node: &Node, request: Request) -> Response {
     }
 }
 
+/// A `cluster_create_topic` request, its fields as sent.
+struct TopicCreation {
+    name: String,
+    partitions: u32,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    replication_factor: Option<u8>,
+    min_insync_replicas: Option<u8>,
+    acks_all: Option<AcksAll>,
+}
+
+/// Replication of a topic with every default filled in from this broker's configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ResolvedReplication {
+    factor: u8,
+    min_insync: u8,
+    acks_all: AcksAll,
+}
+
+impl ResolvedReplication {
+    fn command(self) -> TopicReplication {
+        TopicReplication {
+            factor: self.factor,
+            min_insync: self.min_insync,
+            acks_all: match self.acks_all {
+                AcksAll::Memory => ACKS_ALL_MEMORY,
+                AcksAll::Durable => ACKS_ALL_DURABLE,
+            },
+        }
+    }
+}
+
+/// Fills in the defaults and checks the replication factor against this cluster's brokers
+/// and the minimum ISR against the factor.
+fn resolve_replication(
+    config: &precursor_config::Config,
+    creation: &TopicCreation,
+) -> Result<ResolvedReplication, Response> {
+    let cluster = &config.cluster;
+    let brokers = cluster.brokers.len().max(1);
+    let factor_max = brokers.min(usize::from(REPLICATION_FACTOR_MAX));
+    let factor = creation
+        .replication_factor
+        .unwrap_or(config.topics.default_replication_factor);
+    if factor == 0 || usize::from(factor) > factor_max {
+        let why = if !cluster.enabled() {
+            "this broker is not in a cluster (cluster.broker_id = 0): 1 is the only choice"
+                .to_string()
+        } else if brokers > usize::from(REPLICATION_FACTOR_MAX) {
+            format!(
+                "between 1 and {REPLICATION_FACTOR_MAX} (the most replicas a partition may have)"
+            )
+        } else {
+            format!("between 1 and {brokers}, the brokers of this cluster")
+        };
+        return Err(Response::error(
+            codes::INVALID_ARGUMENT,
+            format!("replication factor {factor}: {why}"),
+        ));
+    }
+    let min_insync = creation
+        .min_insync_replicas
+        .unwrap_or_else(|| config.topics.default_min_insync_replicas.min(factor));
+    if min_insync == 0 || min_insync > factor {
+        return Err(Response::error(
+            codes::INVALID_ARGUMENT,
+            format!(
+                "min insync replicas {min_insync}: between 1 and the replication factor {factor}"
+            ),
+        ));
+    }
+    Ok(ResolvedReplication {
+        factor,
+        min_insync,
+        acks_all: creation.acks_all.unwrap_or(cluster.acks_all),
+    })
+}
+
+/// `cluster_create_topic`: here, and (unless forwarded) on every other broker.
+async fn cluster_create_topic(node: &Node, creation: TopicCreation, forwarded: bool) -> Response {
+    if let Err(response) = check_creation(&creation.name, creation.partitions) {
+        return response;
+    }
+    let replication = match resolve_replication(&node.config, &creation) {
+        Ok(replication) => replication,
+        Err(response) => return response,
+    };
+    let here = create_topic(
+        node,
+        creation.name.clone(),
+        creation.partitions,
+        creation.retention_ms,
+        creation.retention_bytes,
+        replication.command(),
+    );
+    if forwarded || !node.config.cluster.enabled() {
+        return here.await;
+    }
+    let request = Request::ClusterCreateTopic {
+        name: creation.name,
+        partitions: creation.partitions,
+        retention_ms: creation.retention_ms,
+        retention_bytes: creation.retention_bytes,
+        replication_factor: Some(replication.factor),
+        min_insync_replicas: Some(replication.min_insync),
+        acks_all: Some(replication.acks_all),
+        forwarded: true,
+    };
+    on_every_broker(node, here, request).await
+}
+
+/// `cluster_delete_topic`: here, and (unless forwarded) on every other broker.
+async fn cluster_delete_topic(node: &Node, name: String, forwarded: bool) -> Response {
+    if let Err(response) = check_name(&name) {
+        return response;
+    }
+    let here = delete_topic(node, &name);
+    if forwarded || !node.config.cluster.enabled() {
+        return here.await;
+    }
+    let request = Request::ClusterDeleteTopic {
+        name: name.clone(),
+        forwarded: true,
+    };
+    on_every_broker(node, here, request).await
+}
+
+/// Runs `here` and sends `request` to every other broker's cluster listener, all at once;
+/// answers with what each broker said, this one first.
+async fn on_every_broker(
+    node: &Node,
+    here: impl std::future::Future<Output = Response>,
+    request: Request,
+) -> Response {
+    let cluster = &node.config.cluster;
+    let answer_timeout = Duration::from_millis(
+        node.config.controlplane.command_timeout_ms + TOPIC_VISIBLE_WAIT_MS + FORWARD_MARGIN_MS,
+    );
+    let others = cluster
+        .brokers
+        .iter()
+        .filter(|broker| broker.id != cluster.broker_id)
+        .map(|broker| {
+            let request = &request;
+            async move {
+                let answer = if broker.admin.is_empty() {
+                    Response::error(
+                        codes::UNREACHABLE,
+                        format!(
+                            "broker {} has no admin address (cluster.brokers[].admin): \
+                             carry the request out on it yourself",
+                            broker.id
+                        ),
+                    )
+                } else {
+                    match ask_broker(&broker.admin, request, answer_timeout).await {
+                        Ok(answer) => answer,
+                        Err(error) => Response::error(
+                            codes::UNREACHABLE,
+                            format!("broker {} ({}): {error}", broker.id, broker.admin),
+                        ),
+                    }
+                };
+                BrokerAnswer {
+                    broker_id: broker.id,
+                    admin: broker.admin.clone(),
+                    answer,
+                }
+            }
+        });
+    let (here, others) = tokio::join!(here, futures_util::future::join_all(others));
+    let mut answers = vec![BrokerAnswer {
+        broker_id: cluster.broker_id,
+        admin: String::new(),
+        answer: here,
+    }];
+    answers.extend(others);
+    Response::ClusterResults(answers)
+}
+
+fn check_creation(name: &str, partitions: u32) -> Result<(), Response> {
+    check_name(name)?;
+    let partitions_max = u32::from(PARTITIONS_PER_TOPIC_MAX);
+    if !(1..=partitions_max).contains(&partitions) {
+        return Err(Response::error(
+            codes::INVALID_ARGUMENT,
+            format!("partitions {partitions}: must be 1..={partitions_max}"),
+        ));
+    }
+    Ok(())
+}
+
+async fn delete_topic(node: &Node, name: &str) -> Response {
+    let counters = match check_known(node, name) {
+        Ok(counters) => counters,
+        Err(response) => return response,
+    };
+    drop(counters);
+    match node.link.call(Command::DeleteTopic { name }).await {
+        Ok(Reply::Done) => {
+            wait_for_topic(node, name, false).await;
+            Response::Ok
+        }
+        other => failure(other),
+    }
+}
+
 async fn create_topic(
     node: &Node,
     name: String,
     partitions: u32,
     retention_ms: Option<u64>,
     retention_bytes: Option<u64>,
+    replication: TopicReplication,
 ) -> Response {
-    if let Err(response) = check_name(&name) {
+    if let Err(response) = check_creation(&name, partitions) {
         return response;
-    }
-    let partitions_max = u32::from(PARTITIONS_PER_TOPIC_MAX);
-    if !(1..=partitions_max).contains(&partitions) {
-        return Response::error(
-            codes::INVALID_ARGUMENT,
-            format!("partitions {partitions}: must be 1..={partitions_max}"),
-        );
     }
     let counters = match read_counters(node) {
         Ok(counters) => counters,
@@ -245,7 +509,7 @@ async fn create_topic(
         partitions: partitions as u16,
         retention_ms: retention_ms.unwrap_or(0),
         retention_bytes: retention_bytes.unwrap_or(0),
-        replication: precursor_protocol::command::TopicReplication::default(),
+        replication,
     };
     match node.link.call(command).await {
         Ok(Reply::TopicCreated {
@@ -343,6 +607,20 @@ fn topic_summaries(counters: &CountersSnapshot) -> Vec<TopicSummary> {
                 .sum(),
             bytes: partitions.iter().map(|p| p.bytes).sum(),
             segments: partitions.iter().map(|p| p.segments).sum(),
+            replication_factor: partitions.first().map_or(0, |p| p.replicas.len() as u32),
+            under_replicated: partitions
+                .iter()
+                .filter(|p| p.replicated() && p.isr.len() < p.replicas.len())
+                .count() as u32,
+            under_min_isr: partitions
+                .iter()
+                .filter(|p| p.replicated() && (p.isr.len() as u32) < p.min_insync)
+                .count() as u32,
+            leaders: if partitions.iter().any(PartitionInfo::replicated) {
+                partitions.iter().map(|p| p.leader).collect()
+            } else {
+                Vec::new()
+            },
         })
         .collect()
 }

@@ -9,8 +9,12 @@
 //! <- {"topics":[{"name":"orders","partitions":3,"bytes":0,"segments":3,"messages":0}]}
 //! -> {"describe_topic":{"name":"nope"}}
 //! <- {"error":{"code":"unknown_topic","message":"no topic named \"nope\" (topics: orders)"}}
+//! -> {"cluster_create_topic":{"name":"orders","partitions":3,"replication_factor":3}}
+//! <- {"cluster_results":[{"broker_id":1,"admin":"","answer":{"topic_created":{...}}},
+//!                        {"broker_id":2,"admin":"10.79.0.12:9290","answer":{"error":{...}}}]}
 //! ```
 
+use precursor_config::AcksAll;
 use serde::{Deserialize, Serialize};
 
 /// What the CLI asks of the control plane.
@@ -29,6 +33,37 @@ pub enum Request {
     },
     DeleteTopic {
         name: String,
+    },
+    /// `topic create`: a topic with its replication. In a cluster (`cluster.broker_id` set)
+    /// the control plane creates it on its own data plane and forwards the request, marked
+    /// `forwarded`, to every other broker's cluster listener (`cluster.brokers[].admin`);
+    /// the answer is [`Response::ClusterResults`]. Outside a cluster, or when `forwarded`,
+    /// it is this broker's alone and answered like [`Request::CreateTopic`]. A field left
+    /// out takes the receiving broker's default (`topics.default_replication_factor`,
+    /// `topics.default_min_insync_replicas`, `cluster.acks_all`); the broker that forwards
+    /// fills every field in first, so all brokers create the same topic.
+    ClusterCreateTopic {
+        name: String,
+        partitions: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retention_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retention_bytes: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replication_factor: Option<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_insync_replicas: Option<u8>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        acks_all: Option<AcksAll>,
+        /// Sent by another broker's control plane: carry it out here, forward it nowhere.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        forwarded: bool,
+    },
+    /// `topic delete`: as [`Request::ClusterCreateTopic`], on every broker of a cluster.
+    ClusterDeleteTopic {
+        name: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        forwarded: bool,
     },
     /// Change a topic's retention; a field left out keeps its value.
     AlterTopic {
@@ -59,6 +94,8 @@ impl Request {
         match self {
             Request::CreateTopic { .. } => "create_topic",
             Request::DeleteTopic { .. } => "delete_topic",
+            Request::ClusterCreateTopic { .. } => "cluster_create_topic",
+            Request::ClusterDeleteTopic { .. } => "cluster_delete_topic",
             Request::AlterTopic { .. } => "alter_topic",
             Request::ListTopics => "list_topics",
             Request::DescribeTopic { .. } => "describe_topic",
@@ -98,6 +135,59 @@ pub enum Response {
         code: String,
         message: String,
     },
+    /// A create or delete carried out on every broker of a cluster: each broker's own
+    /// answer, this broker first, then the others in `cluster.brokers` order.
+    ClusterResults(Vec<BrokerAnswer>),
+}
+
+/// One broker's answer to a request the cluster carried out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerAnswer {
+    pub broker_id: u32,
+    /// The cluster listener the request was forwarded to; empty for the broker that
+    /// answered the CLI (it carried the request out itself).
+    pub admin: String,
+    /// What that broker answered, or `unreachable` when it could not be asked.
+    pub answer: Response,
+}
+
+/// How a cluster-wide create or delete went, from its [`BrokerAnswer`]s.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterVerdict {
+    /// Brokers that carried the request out now.
+    pub done: Vec<u32>,
+    /// Brokers where it was done already: the topic existed (create) or did not (delete).
+    pub already: Vec<u32>,
+    /// Brokers that failed, with their message and code.
+    pub failed: Vec<(u32, String, String)>,
+}
+
+impl ClusterVerdict {
+    /// `already_code` is the error that means "nothing to do here": `topic_exists` for a
+    /// create, `unknown_topic` for a delete.
+    pub fn of(answers: &[BrokerAnswer], already_code: &str) -> ClusterVerdict {
+        let mut verdict = ClusterVerdict::default();
+        for answer in answers {
+            match &answer.answer {
+                Response::Error { code, .. } if code == already_code => {
+                    verdict.already.push(answer.broker_id)
+                }
+                Response::Error { code, message } => {
+                    verdict
+                        .failed
+                        .push((answer.broker_id, message.clone(), code.clone()))
+                }
+                _ => verdict.done.push(answer.broker_id),
+            }
+        }
+        verdict
+    }
+
+    /// Every broker has the topic (create) or has it no more (delete), and at least one
+    /// did it now.
+    pub fn complete(&self) -> bool {
+        self.failed.is_empty() && !self.done.is_empty()
+    }
 }
 
 impl Response {
@@ -112,6 +202,13 @@ impl Response {
     pub fn outcome(&self) -> &str {
         match self {
             Response::Error { code, .. } => code,
+            Response::ClusterResults(answers)
+                if answers
+                    .iter()
+                    .any(|a| matches!(a.answer, Response::Error { .. })) =>
+            {
+                codes::PARTIAL
+            }
             _ => "ok",
         }
     }
@@ -133,6 +230,12 @@ pub mod codes {
     pub const BUSY: &str = "busy";
     /// The data plane tried and failed (storage error, ...); the message says why.
     pub const DATAPLANE_ERROR: &str = "dataplane_error";
+    /// Another broker of the cluster could not be asked (down, link cut, no `admin`
+    /// address, or its answer did not come).
+    pub const UNREACHABLE: &str = "unreachable";
+    /// A cluster-wide request that some brokers carried out and others did not (metrics
+    /// outcome only; the answer lists each broker's).
+    pub const PARTIAL: &str = "partial";
 }
 
 /// One line of `topic list`.
@@ -145,6 +248,20 @@ pub struct TopicSummary {
     /// Bytes held by the topic's segments.
     pub bytes: u64,
     pub segments: u64,
+    /// Replicas of each partition (of partition 0; 0 when the data plane publishes none,
+    /// as one outside a cluster or before replication).
+    #[serde(default)]
+    pub replication_factor: u32,
+    /// Partitions whose in-sync replicas are fewer than their replicas.
+    #[serde(default)]
+    pub under_replicated: u32,
+    /// Partitions whose in-sync replicas are fewer than `min_insync_replicas`: they refuse
+    /// acks=all produces.
+    #[serde(default)]
+    pub under_min_isr: u32,
+    /// The leader of each partition, by partition (broker ids; 0: none known).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leaders: Vec<u32>,
 }
 
 /// `topic describe`.
@@ -165,6 +282,50 @@ pub struct PartitionInfo {
     pub durable_offset: u64,
     pub bytes: u64,
     pub segments: u64,
+    /// Offsets below this are held by every in-sync replica: what consumers may read.
+    #[serde(default)]
+    pub high_watermark: u64,
+    /// The leader's broker id as this broker knows it; 0 outside a cluster.
+    #[serde(default)]
+    pub leader: u32,
+    #[serde(default)]
+    pub leader_epoch: u64,
+    /// Broker ids of the replicas, preferred leader first (empty outside a cluster).
+    #[serde(default)]
+    pub replicas: Vec<u32>,
+    /// Broker ids of the in-sync replicas (the leader's view; a follower shows the last
+    /// set its leader told it).
+    #[serde(default)]
+    pub isr: Vec<u32>,
+    /// `min_insync_replicas` of the topic.
+    #[serde(default)]
+    pub min_insync: u32,
+    /// Times a follower left / rejoined the ISR of this partition (on its leader).
+    #[serde(default)]
+    pub isr_shrinks: u64,
+    #[serde(default)]
+    pub isr_expands: u64,
+    /// Bytes of divergent log this replica cut when it followed a new leader.
+    #[serde(default)]
+    pub truncated_bytes: u64,
+}
+
+impl PartitionInfo {
+    /// Whether the data plane publishes replication for this partition (a cluster's).
+    pub fn replicated(&self) -> bool {
+        self.leader != 0 || !self.replicas.is_empty()
+    }
+}
+
+/// Broker ids packed one byte each from the lowest byte (the `PARTITION_REPLICAS` and
+/// `PARTITION_ISR` gauges), in order, up to the first zero byte.
+pub fn unpack_broker_ids(packed: u64) -> Vec<u32> {
+    packed
+        .to_le_bytes()
+        .iter()
+        .take_while(|&&id| id != 0)
+        .map(|&id| u32::from(id))
+        .collect()
 }
 
 /// `precursor status`.
@@ -250,6 +411,26 @@ mod tests {
             retention_bytes: Some(1 << 30),
         });
         round_trip(Request::DescribeTopic { name: "a".into() });
+        assert_eq!(
+            round_trip(Request::ClusterCreateTopic {
+                name: "orders".into(),
+                partitions: 3,
+                retention_ms: None,
+                retention_bytes: None,
+                replication_factor: Some(3),
+                min_insync_replicas: Some(2),
+                acks_all: Some(AcksAll::Durable),
+                forwarded: true,
+            }),
+            r#"{"cluster_create_topic":{"name":"orders","partitions":3,"replication_factor":3,"min_insync_replicas":2,"acks_all":"durable","forwarded":true}}"#
+        );
+        assert_eq!(
+            round_trip(Request::ClusterDeleteTopic {
+                name: "orders".into(),
+                forwarded: false,
+            }),
+            r#"{"cluster_delete_topic":{"name":"orders"}}"#
+        );
         round_trip(Request::Status);
         round_trip(Request::Config);
         assert_eq!(
@@ -288,6 +469,10 @@ mod tests {
             messages: 10,
             bytes: 4096,
             segments: 3,
+            replication_factor: 3,
+            under_replicated: 1,
+            under_min_isr: 0,
+            leaders: vec![1, 2, 3],
         }]));
         round_trip(Response::Topic(TopicDescription {
             name: "orders".into(),
@@ -298,8 +483,41 @@ mod tests {
                 durable_offset: 8,
                 bytes: 700,
                 segments: 1,
+                high_watermark: 9,
+                leader: 2,
+                leader_epoch: 4,
+                replicas: vec![2, 3, 1],
+                isr: vec![2, 3],
+                min_insync: 2,
+                isr_shrinks: 1,
+                isr_expands: 0,
+                truncated_bytes: 0,
             }],
         }));
+        // An answer of an older control plane (no replication fields) still reads.
+        let old: TopicSummary = serde_json::from_str(
+            r#"{"name":"a","partitions":1,"messages":0,"bytes":0,"segments":1}"#,
+        )
+        .unwrap();
+        assert_eq!((old.replication_factor, old.leaders.len()), (0, 0));
+        let results = Response::ClusterResults(vec![
+            BrokerAnswer {
+                broker_id: 1,
+                admin: String::new(),
+                answer: Response::TopicCreated {
+                    name: "orders".into(),
+                    topic_id: 0,
+                    partitions: 3,
+                },
+            },
+            BrokerAnswer {
+                broker_id: 2,
+                admin: "10.79.0.12:9290".into(),
+                answer: Response::error(codes::UNREACHABLE, "connection refused"),
+            },
+        ]);
+        round_trip(results.clone());
+        assert_eq!(results.outcome(), codes::PARTIAL);
         let mut status = NodeStatus {
             dataplane_pid: Some(42),
             dataplane_alive: true,
@@ -331,5 +549,35 @@ mod tests {
         );
         assert_eq!(Response::error(codes::TIMEOUT, "x").outcome(), "timeout");
         assert_eq!(Response::Ok.outcome(), "ok");
+    }
+
+    #[test]
+    fn broker_ids_unpack_from_the_lowest_byte() {
+        assert_eq!(unpack_broker_ids(0), Vec::<u32>::new());
+        assert_eq!(unpack_broker_ids(0x01_03_02), vec![2, 3, 1]);
+        assert_eq!(unpack_broker_ids(0x05), vec![5]);
+    }
+
+    #[test]
+    fn a_verdict_sorts_brokers_by_what_they_answered() {
+        let answer = |broker_id, answer| BrokerAnswer {
+            broker_id,
+            admin: String::new(),
+            answer,
+        };
+        let answers = [
+            answer(1, Response::Ok),
+            answer(2, Response::error(codes::UNKNOWN_TOPIC, "gone")),
+            answer(3, Response::error(codes::UNREACHABLE, "down")),
+        ];
+        let verdict = ClusterVerdict::of(&answers, codes::UNKNOWN_TOPIC);
+        assert_eq!((verdict.done, verdict.already), (vec![1], vec![2]));
+        assert_eq!(verdict.failed[0].0, 3);
+        assert!(!ClusterVerdict::of(&answers[..2], codes::UNKNOWN_TOPIC)
+            .failed
+            .iter()
+            .any(|f| f.0 == 2));
+        assert!(ClusterVerdict::of(&answers[..2], codes::UNKNOWN_TOPIC).complete());
+        assert!(!ClusterVerdict::of(&answers[1..2], codes::UNKNOWN_TOPIC).complete());
     }
 }

@@ -24,6 +24,7 @@
 //! `<memory_dir>/<topic>-<partition>+<n>.segment` (`+` never appears in a topic name).
 
 pub mod config;
+pub mod epochs;
 pub mod flusher;
 pub mod index;
 pub mod partition;
@@ -37,10 +38,12 @@ mod tests;
 use std::path::PathBuf;
 
 pub use config::{validate_topic, LogConfig};
+pub use epochs::{EpochEntry, EpochHistory};
 pub use flusher::{Flusher, FlusherHandle};
 pub use index::SparseIndex;
 pub use partition::{Appended, ClosedPartition, PartitionLog, SegmentSpan};
 pub use precursor_protocol::record_batch::BatchError;
+pub use recovery::truncate_files;
 
 /// Why `append` refused a batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,6 +62,10 @@ pub enum AppendError {
     SegmentNotReady,
     #[error("partition storage failed, refusing writes until restart: {reason}")]
     Storage { reason: &'static str },
+    /// A replicated batch that does not start at this log's end (a lost or reordered
+    /// ReplicaData): refetch from the log end.
+    #[error("replicated batch starts at offset {found}, the log ends at {expected}")]
+    NotContiguous { expected: u64, found: u64 },
 }
 
 /// Why `read` returned no bytes.

@@ -6,10 +6,13 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use precursor_protocol::record_batch::{set_base_offset, validate_batch};
+use precursor_protocol::record_batch::{
+    set_base_offset, set_partition_leader_epoch, validate_batch, RecordBatchHeader,
+};
 use precursor_shm::{append_region, AppendWriter, ReadOnlyFileMap};
 
 use super::config::validate_topic;
+use super::epochs::EpochHistory;
 use super::flusher::{
     FlushTarget, FlushedPartition, PartitionShared, Spare, ToFlusher, ToLcore, TO_FLUSHER_CAPACITY,
 };
@@ -69,6 +72,10 @@ pub struct PartitionLog {
     sealed: VecDeque<SealedSegment>,
     sealed_bytes: u64,
     producers: ProducerTable,
+    epochs: EpochHistory,
+    /// A replicated batch arriving in fragments: (its total bytes, bytes received), held
+    /// in the active segment's unpublished bytes until whole.
+    fragment: Option<(u32, u32)>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -99,10 +106,20 @@ impl PartitionLog {
         std::fs::create_dir_all(&cfg.memory_dir).map_err(io_error(&cfg.memory_dir))?;
         let shared = flusher.claim(&dir, &name)?;
         let memory_prefix = memory_file_prefix(topic, partition);
-        remove_stale_memory_files(cfg, &memory_prefix)?;
 
         let mut producers = ProducerTable::new(cfg.producers_per_partition_max);
-        let mut segments = recover(&dir, cfg, &mut producers)?;
+        let mut epochs = EpochHistory::default();
+        let mut segments = recover(&dir, cfg, &mut producers, &mut epochs)?;
+        // A data plane killed (-9, a crash) leaves its segments' memory behind: what it
+        // appended but the flusher had not written yet is still there. Salvaged, a process
+        // crash loses nothing appended (a machine crash still loses what was not synced).
+        let tail_end = segments.last().map_or(0, |s| s.index.end_offset());
+        if salvage_memory_segments(cfg, &dir, &memory_prefix, tail_end)? > 0 {
+            producers = ProducerTable::new(cfg.producers_per_partition_max);
+            epochs = EpochHistory::default();
+            segments = recover(&dir, cfg, &mut producers, &mut epochs)?;
+        }
+        remove_stale_memory_files(cfg, &memory_prefix)?;
         // The tail becomes the active segment again, unless it is full.
         let tail = match segments.pop() {
             Some(tail) if u64::from(tail.index.end_position()) < cfg.segment_bytes => Some(tail),
@@ -197,6 +214,8 @@ impl PartitionLog {
             sealed,
             sealed_bytes,
             producers,
+            epochs,
+            fragment: None,
         })
     }
 
@@ -204,16 +223,28 @@ impl PartitionLog {
     /// idempotent producer checks, assigns offsets and copies it once into the active
     /// segment. No system call, lock or allocation.
     pub fn append(&mut self, batch: &[u8], now_ms: i64) -> Result<Appended, AppendError> {
-        if let Some(reason) = self.storage_error() {
-            return Err(AppendError::Storage { reason });
-        }
-        if batch.len() > self.batch_bytes_max as usize {
-            return Err(AppendError::TooLarge {
-                bytes: batch.len(),
-                max: self.batch_bytes_max,
-            });
-        }
-        let header = validate_batch(batch)?;
+        self.append_stamped(batch, now_ms, None)
+    }
+
+    /// As [`PartitionLog::append`], on the leader of a replicated partition: the stored
+    /// batch's `partitionLeaderEpoch` is set to `leader_epoch` (outside the CRC, as Kafka
+    /// does), so every replica knows which leader wrote it.
+    pub fn append_as_leader(
+        &mut self,
+        batch: &[u8],
+        now_ms: i64,
+        leader_epoch: u32,
+    ) -> Result<Appended, AppendError> {
+        self.append_stamped(batch, now_ms, Some(leader_epoch))
+    }
+
+    fn append_stamped(
+        &mut self,
+        batch: &[u8],
+        now_ms: i64,
+        leader_epoch: Option<u32>,
+    ) -> Result<Appended, AppendError> {
+        let header = self.admit(batch)?;
         if let SequenceCheck::Duplicate {
             base_offset,
             last_offset,
@@ -229,27 +260,202 @@ impl PartitionLog {
             return Err(AppendError::SegmentNotReady);
         }
         let base_offset = self.log_end_offset();
-        let last_offset = base_offset + header.last_offset_delta as u64;
         let position = self.active.published();
         let stored = &mut self.active.unpublished_mut()[..batch.len()];
         stored.copy_from_slice(batch);
         set_base_offset(stored, base_offset as i64);
-        self.active.publish(position + batch.len());
+        if let Some(epoch) = leader_epoch {
+            set_partition_leader_epoch(stored, epoch as i32);
+        }
+        Ok(self.publish(&header, position, batch.len(), base_offset, now_ms))
+    }
+
+    /// Appends a batch a follower fetched from its leader, byte for byte (its offsets and
+    /// leader epoch as the leader stored them). It must start at this log's end. The
+    /// producer state is updated as on the leader, so a follower that becomes leader
+    /// keeps recognising retransmits. No system call, lock or allocation.
+    pub fn append_replica(&mut self, batch: &[u8], now_ms: i64) -> Result<Appended, AppendError> {
+        let header = self.admit(batch)?;
+        // A whole batch replaces any fragment held (its bytes are overwritten).
+        self.fragment = None;
+        let expected = self.log_end_offset();
+        if header.base_offset < 0 || header.base_offset as u64 != expected {
+            return Err(AppendError::NotContiguous {
+                expected,
+                found: header.base_offset.max(0) as u64,
+            });
+        }
+        if self.active.free_bytes() < batch.len() && !self.roll() {
+            return Err(AppendError::SegmentNotReady);
+        }
+        let position = self.active.published();
+        self.active.unpublished_mut()[..batch.len()].copy_from_slice(batch);
+        Ok(self.publish(&header, position, batch.len(), expected, now_ms))
+    }
+
+    /// Takes bytes `at..at + bytes.len()` of a replicated batch of `total` bytes that is
+    /// larger than a frame (the leader sends it in order, one fragment per fetch). The
+    /// bytes go straight into the active segment's unpublished space; once the batch is
+    /// whole it is checked (CRC, offsets) and published as [`PartitionLog::append_replica`]
+    /// would. `Ok(None)` while incomplete. A fragment that does not continue the batch
+    /// held restarts it or is refused (`NotContiguous`).
+    pub fn append_replica_fragment(
+        &mut self,
+        at: u32,
+        total: u32,
+        bytes: &[u8],
+        now_ms: i64,
+    ) -> Result<Option<Appended>, AppendError> {
+        if let Some(reason) = self.storage_error() {
+            return Err(AppendError::Storage { reason });
+        }
+        if total > self.batch_bytes_max {
+            return Err(AppendError::TooLarge {
+                bytes: total as usize,
+                max: self.batch_bytes_max,
+            });
+        }
+        let expected_at = match self.fragment {
+            Some((held_total, received)) if held_total == total => received,
+            _ => 0,
+        };
+        if at != expected_at {
+            self.fragment = None;
+            return Err(AppendError::NotContiguous {
+                expected: self.log_end_offset(),
+                found: self.log_end_offset(),
+            });
+        }
+        if at == 0 && self.active.free_bytes() < total as usize && !self.roll() {
+            return Err(AppendError::SegmentNotReady);
+        }
+        let end = at as usize + bytes.len();
+        assert!(
+            end <= total as usize,
+            "decode checked the fragment's bounds"
+        );
+        self.active.unpublished_mut()[at as usize..end].copy_from_slice(bytes);
+        if end < total as usize {
+            self.fragment = Some((total, end as u32));
+            return Ok(None);
+        }
+        self.fragment = None;
+        let whole = &self.active.unpublished_mut()[..total as usize];
+        let header = validate_batch(whole)?;
+        let expected = self.log_end_offset();
+        if header.base_offset < 0 || header.base_offset as u64 != expected {
+            return Err(AppendError::NotContiguous {
+                expected,
+                found: header.base_offset.max(0) as u64,
+            });
+        }
+        let position = self.active.published();
+        Ok(Some(self.publish(
+            &header,
+            position,
+            total as usize,
+            expected,
+            now_ms,
+        )))
+    }
+
+    /// Bytes of a fragmented batch held so far (0: none).
+    pub fn fragment_received(&self) -> u32 {
+        self.fragment.map_or(0, |(_, received)| received)
+    }
+
+    /// The whole stored batch whose base offset is `offset`, if there is one.
+    pub fn batch_at(&self, offset: u64) -> Option<&[u8]> {
+        if offset < self.log_start_offset() || offset >= self.log_end_offset() {
+            return None;
+        }
+        let (bytes, index) = self.segment_of(offset);
+        let mut position = index.lookup(offset) as usize;
+        // Bounded: each step moves forward by a whole batch.
+        while position < bytes.len() {
+            let header = RecordBatchHeader::parse(&bytes[position..]).ok()?;
+            let size = header.total_bytes();
+            if header.base_offset as u64 == offset {
+                return bytes.get(position..position + size);
+            }
+            if header.base_offset as u64 > offset {
+                return None;
+            }
+            position += size;
+        }
+        None
+    }
+
+    /// The published bytes and index of the segment holding `offset` (within the log).
+    fn segment_of(&self, offset: u64) -> (&[u8], &SparseIndex) {
+        if offset >= self.active_index.base_offset() {
+            (self.active.published_bytes(), &self.active_index)
+        } else {
+            let after = self.sealed.partition_point(|s| s.base_offset() <= offset);
+            assert!(after > 0, "offset {offset} below the first segment");
+            let segment = &self.sealed[after - 1];
+            (segment.data.bytes(), &segment.index)
+        }
+    }
+
+    /// The checks every append makes before touching the segment.
+    fn admit(&self, batch: &[u8]) -> Result<RecordBatchHeader, AppendError> {
+        if let Some(reason) = self.storage_error() {
+            return Err(AppendError::Storage { reason });
+        }
+        if batch.len() > self.batch_bytes_max as usize {
+            return Err(AppendError::TooLarge {
+                bytes: batch.len(),
+                max: self.batch_bytes_max,
+            });
+        }
+        Ok(validate_batch(batch)?)
+    }
+
+    /// Publishes the batch just copied to `position` and records it everywhere.
+    fn publish(
+        &mut self,
+        header: &RecordBatchHeader,
+        position: usize,
+        bytes: usize,
+        base_offset: u64,
+        now_ms: i64,
+    ) -> Appended {
+        let last_offset = base_offset + header.last_offset_delta as u64;
+        self.active.publish(position + bytes);
         self.active_index.on_batch(
             position as u32,
-            batch.len() as u32,
+            bytes as u32,
             base_offset,
             last_offset,
             header.max_timestamp,
         );
-        self.producers.record(&header, base_offset, last_offset);
+        self.producers.record(header, base_offset, last_offset);
+        // The stored copy's epoch: the leader's stamp, or as the leader stored it.
+        let stored = &self.active.published_bytes()[position..position + bytes];
+        if let Ok(stored) = RecordBatchHeader::parse(stored) {
+            self.epochs
+                .on_batch(stored.partition_leader_epoch, base_offset);
+        }
         self.active_first_append_ms.get_or_insert(now_ms);
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
-        Ok(Appended {
+        Appended {
             base_offset,
             last_offset,
             duplicate: false,
-        })
+        }
+    }
+
+    /// The partition's leader-epoch history.
+    pub fn epochs(&self) -> &EpochHistory {
+        &self.epochs
+    }
+
+    /// Records that this broker leads from the log end at `epoch` (start-up, or a
+    /// leadership change), before any batch of that epoch.
+    pub fn assign_epoch(&mut self, epoch: u32) {
+        let end = self.log_end_offset();
+        self.epochs.assign(epoch, end);
     }
 
     /// Swaps in the spare segment. False when none is ready (or queues are full).
@@ -264,6 +470,8 @@ impl PartitionLog {
             return false;
         }
         let Spare { writer, mut index } = self.spare.take().expect("checked above");
+        // A fragment held in the old segment's unpublished bytes is gone: refetched whole.
+        self.fragment = None;
         let new_base_offset = self.log_end_offset();
         index.reset(new_base_offset);
         assert_eq!(writer.published(), 0);
@@ -371,27 +579,33 @@ impl PartitionLog {
         durable_only: bool,
         out: &mut [u8],
     ) -> Result<usize, ReadError> {
-        let start = self.log_start_offset();
         let end = self.log_end_offset();
-        if offset < start || offset > end {
-            return Err(ReadError::OffsetOutOfRange { offset, start, end });
-        }
         let limit = if durable_only {
             self.durable_offset().min(end)
         } else {
             end
         };
+        self.read_below(offset, max_bytes, limit, out)
+    }
+
+    /// As [`PartitionLog::read`], serving only batches below `limit` (a high watermark).
+    pub fn read_below(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        limit: u64,
+        out: &mut [u8],
+    ) -> Result<usize, ReadError> {
+        let start = self.log_start_offset();
+        let end = self.log_end_offset();
+        if offset < start || offset > end {
+            return Err(ReadError::OffsetOutOfRange { offset, start, end });
+        }
+        let limit = limit.min(end);
         if offset >= limit {
             return Ok(0);
         }
-        let (bytes, index) = if offset >= self.active_index.base_offset() {
-            (self.active.published_bytes(), &self.active_index)
-        } else {
-            let after = self.sealed.partition_point(|s| s.base_offset() <= offset);
-            assert!(after > 0, "offset {offset} below the first segment");
-            let segment = &self.sealed[after - 1];
-            (segment.data.bytes(), &segment.index)
-        };
+        let (bytes, index) = self.segment_of(offset);
         let position = index.lookup(offset) as usize;
         copy_batches(bytes, position, offset, limit, max_bytes, out).map_err(|bytes| {
             ReadError::BatchTooLarge {
@@ -572,6 +786,84 @@ impl Drop for PartitionLog {
         // The flusher persists what is published, then releases the files.
         self.shared.closed.store(true, Ordering::Release);
     }
+}
+
+/// Writes the batches a previous data plane's memory segments hold beyond `end` (the
+/// recovered log's end) into the partition's segment files: checked batch by batch (CRC,
+/// contiguous offsets), appended to the tail file when they continue its segment, or into
+/// a new segment file when they start the next one. Returns the bytes written (then the
+/// caller recovers again). Start-up only.
+fn salvage_memory_segments(
+    cfg: &LogConfig,
+    dir: &std::path::Path,
+    prefix: &str,
+    mut end: u64,
+) -> Result<u64, LogError> {
+    use std::io::Write;
+    let entries = std::fs::read_dir(&cfg.memory_dir).map_err(io_error(&cfg.memory_dir))?;
+    let mut views = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with(prefix) || !name.ends_with(".segment") {
+            continue;
+        }
+        // Not an append region (a torn header): nothing to salvage from it.
+        let Ok(view) = precursor_shm::AppendRegionView::open(&entry.path()) else {
+            continue;
+        };
+        let first = precursor_protocol::record_batch::batches(view.bytes())
+            .next()
+            .and_then(Result::ok)
+            .map(|(header, _)| header.base_offset);
+        if let Some(first) = first.filter(|&b| b >= 0) {
+            views.push((first as u64, view));
+        }
+    }
+    views.sort_by_key(|(first, _)| *first);
+    let mut written = 0u64;
+    for (first, view) in &views {
+        let mut batches = Vec::new();
+        for item in precursor_protocol::record_batch::batches(view.bytes()) {
+            let Ok((header, batch)) = item else { break };
+            let base = header.base_offset as u64;
+            if base < end {
+                continue;
+            }
+            if base != end || validate_batch(batch).is_err() {
+                break;
+            }
+            end = header.last_offset() as u64 + 1;
+            batches.push(batch);
+        }
+        if batches.is_empty() {
+            continue;
+        }
+        // The memory segment's own file: its base offset is its first batch's.
+        let path = segment_path(dir, *first, "log");
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        for batch in &batches {
+            file.write_all(batch).map_err(io_error(&path))?;
+            written += batch.len() as u64;
+        }
+        file.sync_data().map_err(io_error(&path))?;
+        log::warn!(
+            "{}: salvaged {} batches ({} bytes) up to offset {end} from the memory of a data \
+             plane that stopped before persisting them",
+            dir.display(),
+            batches.len(),
+            batches.iter().map(|b| b.len()).sum::<usize>()
+        );
+    }
+    if written > 0 {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_error(dir))?;
+    }
+    Ok(written)
 }
 
 fn remove_stale_memory_files(cfg: &LogConfig, prefix: &str) -> Result<(), LogError> {

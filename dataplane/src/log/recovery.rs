@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use precursor_protocol::record_batch::{batches, validate_batch, BatchError};
 use precursor_shm::ReadOnlyFileMap;
 
+use super::epochs::EpochHistory;
 use super::producer::ProducerTable;
 use super::segment::{parse_segment_name, segment_path, SPARE_LOG_NAME};
 use super::{io_error, LogConfig, LogError, SparseIndex};
@@ -30,6 +31,7 @@ pub fn recover(
     dir: &Path,
     cfg: &LogConfig,
     producers: &mut ProducerTable,
+    epochs: &mut EpochHistory,
 ) -> Result<Vec<RecoveredSegment>, LogError> {
     let mut bases = Vec::new();
     let entries = std::fs::read_dir(dir).map_err(io_error(dir))?;
@@ -74,7 +76,7 @@ pub fn recover(
         let map = ReadOnlyFileMap::open(&log_path, file_bytes as usize)?;
         let index_capacity_bytes = cfg.segment_bytes.max(file_bytes);
         let mut index = SparseIndex::new(base, cfg.index_interval_bytes, index_capacity_bytes);
-        let (valid_bytes, problem) = replay(map.bytes(), &mut index, producers, false);
+        let (valid_bytes, problem) = replay(map.bytes(), &mut index, producers, epochs, false);
         if !is_tail {
             index.seal();
         }
@@ -86,7 +88,13 @@ pub fn recover(
             // producer table got every framed batch of the first pass; when batches are cut
             // below, it is rebuilt from what remains (`cut`).
             index.reset(base);
-            let checked = replay(map.bytes(), &mut index, &mut ProducerTable::new(1), true);
+            let checked = replay(
+                map.bytes(),
+                &mut index,
+                &mut ProducerTable::new(1),
+                &mut EpochHistory::default(),
+                true,
+            );
             if !is_tail {
                 index.seal();
             }
@@ -118,6 +126,7 @@ pub fn recover(
     // producer table from what remains (rare: only after a truncation).
     if cut {
         *producers = ProducerTable::new(cfg.producers_per_partition_max);
+        *epochs = EpochHistory::default();
         for segment in &segments {
             let map =
                 ReadOnlyFileMap::open(&segment.log_path, segment.index.end_position() as usize)?;
@@ -126,7 +135,7 @@ pub fn recover(
                 cfg.index_interval_bytes,
                 u64::from(segment.index.end_position()).max(cfg.segment_bytes),
             );
-            replay(map.bytes(), &mut index, producers, false);
+            replay(map.bytes(), &mut index, producers, epochs, false);
         }
     }
     // The tail is the active segment again: its index lives in memory only.
@@ -147,6 +156,7 @@ fn replay(
     bytes: &[u8],
     index: &mut SparseIndex,
     producers: &mut ProducerTable,
+    epochs: &mut EpochHistory,
     check_crc: bool,
 ) -> (usize, Option<BatchError>) {
     let mut iter = batches(bytes);
@@ -177,10 +187,70 @@ fn replay(
             header.max_timestamp,
         );
         producers.record(&header, base as u64, last);
+        epochs.on_batch(header.partition_leader_epoch, base as u64);
         valid_bytes += header.total_bytes();
     }
     assert_eq!(valid_bytes, iter.position());
     (valid_bytes, None)
+}
+
+/// Cuts a closed partition's files at `offset` (a follower's divergent tail, KIP-101):
+/// segments starting at or after it are deleted, the one holding it is truncated at the
+/// first batch that reaches `offset` and its index files removed (the next open rebuilds
+/// them). Returns the bytes removed. Blocking: off the lcore, with the partition closed and
+/// released by the flusher.
+pub fn truncate_files(dir: &Path, offset: u64) -> Result<u64, LogError> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        if let Some((base, "log")) = parse_segment_name(&entry.file_name().to_string_lossy()) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    let mut removed = 0u64;
+    for &base in bases.iter().rev() {
+        let log_path = segment_path(dir, base, "log");
+        let file_bytes = std::fs::metadata(&log_path)
+            .map_err(io_error(&log_path))?
+            .len();
+        if base >= offset && base != bases[0] {
+            removed += file_bytes;
+            remove_segment(&log_path)?;
+            continue;
+        }
+        let map = ReadOnlyFileMap::open(&log_path, file_bytes as usize)?;
+        let mut keep = 0usize;
+        for item in batches(map.bytes()) {
+            let Ok((header, _)) = item else { break };
+            if header.last_offset() as u64 >= offset {
+                break;
+            }
+            keep += header.total_bytes();
+        }
+        drop(map);
+        if keep as u64 == file_bytes {
+            break;
+        }
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&log_path)
+            .map_err(io_error(&log_path))?;
+        file.set_len(keep as u64).map_err(io_error(&log_path))?;
+        file.sync_all().map_err(io_error(&log_path))?;
+        removed += file_bytes - keep as u64;
+        for ext in ["index", "timeindex"] {
+            let path = log_path.with_extension(ext);
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(io_error(&path))?;
+            }
+        }
+        break;
+    }
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))?;
+    Ok(removed)
 }
 
 fn remove_segment(log_path: &Path) -> Result<(), LogError> {

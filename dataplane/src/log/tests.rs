@@ -681,3 +681,167 @@ fn segment_span_names_each_segment_for_one_sided_readers() {
     flusher.shutdown();
     thread.join().unwrap();
 }
+
+#[test]
+fn replicas_store_the_leaders_bytes_and_keep_its_epochs_across_a_reopen() {
+    let f = fixture();
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let mut leader = PartitionLog::open(&f.cfg, "led", 0, &flusher).unwrap();
+    let mut follower = PartitionLog::open(&f.cfg, "followed", 0, &flusher).unwrap();
+    leader.assign_epoch(3);
+    let mut offset = 0;
+    for i in 0..40u64 {
+        let epoch = if i < 20 { 3 } else { 4 };
+        if i == 20 {
+            leader.assign_epoch(4);
+        }
+        let appended = loop {
+            match leader.append_as_leader(&batch(i, i as i64), 0, epoch) {
+                Err(AppendError::SegmentNotReady) => leader.maintain(0),
+                result => break result.unwrap(),
+            }
+        };
+        assert_eq!(appended.base_offset, offset);
+        let stored = read_batch(&leader, offset);
+        let header = RecordBatchHeader::parse(&stored).unwrap();
+        assert_eq!(header.partition_leader_epoch, epoch as i32, "stamped");
+        // Byte for byte on the follower; a gap or a repeat is refused.
+        assert!(matches!(
+            follower.append_replica(&stored, 0),
+            Err(AppendError::NotContiguous { .. }) | Ok(_)
+        ));
+        if follower.log_end_offset() == offset {
+            loop {
+                match follower.append_replica(&stored, 0) {
+                    Err(AppendError::SegmentNotReady) => follower.maintain(0),
+                    result => {
+                        result.unwrap();
+                        break;
+                    }
+                };
+            }
+        }
+        assert_eq!(read_batch(&follower, offset), stored);
+        assert!(matches!(
+            follower.append_replica(&stored, 0),
+            Err(AppendError::NotContiguous { expected, .. }) if expected == offset + 1 + i % 3
+        ));
+        offset += 1 + i % 3;
+    }
+    let expected_epochs = |log: &PartitionLog| {
+        log.epochs()
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect::<Vec<_>>()
+    };
+    let twenty = (0..20u64).map(|i| 1 + i % 3).sum::<u64>();
+    assert_eq!(expected_epochs(&leader), [(3, 0), (4, twenty)]);
+    assert_eq!(expected_epochs(&follower), [(3, 0), (4, twenty)]);
+    // Recovery rebuilds the history from the batches themselves.
+    settle(&mut follower);
+    drop(follower);
+    let closed_wait = Instant::now() + WAIT_MAX;
+    let mut follower = loop {
+        match PartitionLog::open(&f.cfg, "followed", 0, &flusher) {
+            Ok(log) => break log,
+            Err(_) if Instant::now() < closed_wait => std::thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(expected_epochs(&follower), [(3, 0), (4, twenty)]);
+    let end = follower
+        .epochs()
+        .end_offset_for(3, follower.log_end_offset());
+    assert_eq!(end.map(|e| e.start_offset), Some(twenty));
+    // The divergent tail goes: cut at the start of epoch 4 (the follower closed first).
+    settle(&mut follower);
+    let closed = follower.close();
+    assert!(closed.wait_released(WAIT_MAX));
+    let removed = truncate_files(closed.dir(), twenty).unwrap();
+    assert!(removed > 0);
+    let follower = PartitionLog::open(&f.cfg, "followed", 0, &flusher).unwrap();
+    assert_eq!(follower.log_end_offset(), twenty);
+    assert_eq!(expected_epochs(&follower), [(3, 0)]);
+    drop((leader, follower));
+    flusher.shutdown();
+    thread.join().unwrap();
+}
+
+#[test]
+fn batches_larger_than_a_frame_arrive_in_fragments() {
+    let f = fixture();
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let mut follower = PartitionLog::open(&f.cfg, "fragments", 0, &flusher).unwrap();
+    let whole = stored(batch(49, 7), 0);
+    assert!(whole.len() > 100);
+    let total = whole.len() as u32;
+    let (a, b) = whole.split_at(60);
+    assert_eq!(follower.append_replica_fragment(0, total, a, 0), Ok(None));
+    assert_eq!(follower.fragment_received(), 60);
+    assert_eq!(follower.log_end_offset(), 0, "nothing published yet");
+    // A fragment that does not continue the batch held restarts it.
+    assert!(matches!(
+        follower.append_replica_fragment(10, total, b, 0),
+        Err(AppendError::NotContiguous { .. })
+    ));
+    assert_eq!(follower.fragment_received(), 0);
+    assert_eq!(follower.append_replica_fragment(0, total, a, 0), Ok(None));
+    let appended = follower
+        .append_replica_fragment(60, total, b, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (appended.base_offset, appended.last_offset),
+        (0, 1 + 49 % 3 - 1)
+    );
+    assert_eq!(read_batch(&follower, 0), whole);
+    assert_eq!(follower.batch_at(0), Some(&whole[..]));
+    // A corrupt assembly is refused whole and nothing is published.
+    let mut corrupt = stored(batch(50, 7), follower.log_end_offset());
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let end = follower.log_end_offset();
+    assert!(matches!(
+        follower.append_replica_fragment(0, corrupt.len() as u32, &corrupt, 0),
+        Err(AppendError::Corrupt(_))
+    ));
+    assert_eq!(follower.log_end_offset(), end);
+    drop(follower);
+    flusher.shutdown();
+    thread.join().unwrap();
+}
+
+#[test]
+fn a_crashed_data_planes_memory_segments_are_salvaged() {
+    let f = fixture();
+    // What a data plane killed before its flusher wrote anything leaves behind: an empty
+    // partition directory and a memory segment holding three batches.
+    std::fs::create_dir_all(f.cfg.data_dir.join("crashed-0")).unwrap();
+    std::fs::create_dir_all(&f.cfg.memory_dir).unwrap();
+    let memory = f.cfg.memory_dir.join("crashed-0+7.segment");
+    let (mut writer, _reader) =
+        precursor_shm::append_region(&memory, f.cfg.segment_bytes as usize).unwrap();
+    let mut offset = 0;
+    let mut expected = Vec::new();
+    for i in 0..3u64 {
+        let bytes = stored(batch(i, 1), offset);
+        writer.append(&bytes).unwrap();
+        expected.push((offset, bytes));
+        offset += 1 + i % 3;
+    }
+    // A torn batch after them is not salvaged.
+    writer.append(&stored(batch(3, 1), offset)[..20]).unwrap();
+    drop(writer);
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let log = PartitionLog::open(&f.cfg, "crashed", 0, &flusher).unwrap();
+    assert_eq!(log.log_end_offset(), offset);
+    assert_eq!(log.durable_offset(), offset, "salvaged bytes are synced");
+    for (offset, bytes) in &expected {
+        assert_eq!(&read_batch(&log, *offset), bytes);
+    }
+    assert!(!memory.exists(), "the old memory is gone once salvaged");
+    drop(log);
+    flusher.shutdown();
+    thread.join().unwrap();
+}

@@ -1,0 +1,1541 @@
+//! `precursor cluster up|down|status|stop|start`: a local cluster of 1 to 5 brokers on
+//! this machine, each a real `precursor up` in its own network namespace (needs root).
+//!
+//! ```text
+//!  root namespace                                   namespace <name>-node<i>
+//!  +--------------------------+                     +-------------------------------------+
+//!  | bridge <name>br          |  <name><i>k == eth0 | eth0 10.79.0.1<i>  (kernel stack)    |
+//!  |   10.79.0.1/24 (host)    |---------------------|   Kafka :9092, metrics :9464,       |
+//!  |                          |                     |   cluster listener :9290            |
+//!  |                          |  <name><i>d == dp0  | dp0  no kernel address, NOARP       |
+//!  |                          |---------------------|   the data plane's af_packet port,  |
+//!  +--------------------------+                     |   10.79.0.2<i>:9190 (ARP by DPDK)   |
+//!                                                   +-------------------------------------+
+//! ```
+//!
+//! Two veth pairs per broker: the kernel's (control plane) and the data plane's. A single
+//! veth shared by both works for traffic from other hosts, but the broker's own kernel then
+//! cannot reach its own data plane (its packets leave through the veth, the data plane's
+//! answers leave the same way, never back in), and the data plane receives, and drops,
+//! every packet of the kernel's TCP traffic. The data plane's veth is NOARP with IPv6 off:
+//! otherwise the kernel answers ARP for its own address on it too (Linux answers for any
+//! local address on any interface) and hosts send Kafka traffic to the data plane's MAC.
+//!
+//! State: `<dir>/cluster.json` (the layout, [`ClusterLayout`]), per broker `<dir>/node-<i>/`
+//! with `precursor.toml`, `precursor.log`, `precursor.pid`, `precursor.sock`, `data/`.
+
+use super::dataplane_binary;
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use precursor_config::{AcksAll, Config, Preset, REPLICATION_FACTOR_MAX};
+use precursor_controlplane::admin::{self, NodeStatus, Request, Response};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the cluster lives when no `--dir` is given.
+pub const DEFAULT_DIR: &str = "/tmp/precursor-cluster";
+/// The prefix of the bridge, namespace and veth names when no `--name` is given.
+pub const DEFAULT_NAME: &str = "prc";
+/// The brokers' subnet when no `--subnet` is given: host .1, kernels .11.., data planes .21..
+pub const DEFAULT_SUBNET: &str = "10.79.0.0/24";
+/// Brokers of a local cluster, at most (the replication factor's limit).
+pub const NODES_MAX: u32 = REPLICATION_FACTOR_MAX as u32;
+/// Longest `--name`: it prefixes interface names of at most 15 bytes.
+const NAME_BYTES_MAX: usize = 8;
+
+/// Ports on each broker's kernel address, and the data plane's UDP port.
+const KAFKA_PORT: u16 = 9092;
+const METRICS_PORT: u16 = 9464;
+const ADMIN_PORT: u16 = 9290;
+const UDP_PORT: u16 = 9190;
+/// Interface names inside each broker's namespace.
+const KERNEL_IFACE: &str = "eth0";
+const DATAPLANE_IFACE: &str = "dp0";
+
+/// How long `up` (and `start`) wait for every broker's data plane to be attached, in ms.
+const READY_TIMEOUT_MS: u64 = 120_000;
+/// How long a broker may take to stop after SIGTERM before SIGKILL, in milliseconds (its
+/// data plane flushes everything first).
+const STOP_TIMEOUT_MS: u64 = 30_000;
+/// How often the waits look, in milliseconds.
+const POLL_MS: u64 = 100;
+/// A status request of the waits and of `cluster status` gives up after this, in ms.
+const STATUS_TIMEOUT_MS: u64 = 2_000;
+/// Log lines quoted when a broker fails to come up.
+const LOG_TAIL_LINES: usize = 15;
+/// `ip netns del` fails with EBUSY while a process that entered it is still exiting; retry
+/// this long, in milliseconds.
+const NETNS_DELETE_PATIENCE_MS: u64 = 5_000;
+
+/// Memory per broker, unless told otherwise: 8 MiB segments (an active one and a spare per
+/// partition) and 4095 mbufs (the balanced preset's 8191 are twice what a local broker
+/// needs).
+const SEGMENT_BYTES_DEFAULT: u64 = 8 << 20;
+const MBUFS_DEFAULT: u32 = 4095;
+/// Partitions per broker the hugepage budget leaves room for, beyond start-up.
+const PARTITIONS_BUDGETED: u64 = 8;
+/// DPDK memory of a broker without hugepages (`--no-huge -m`), in MiB.
+const NO_HUGE_MEMORY_MB: u32 = 256;
+/// As `dataplane/src/node.rs` (`plan_memory`): DPDK's own needs beyond the mbufs, a huge
+/// page, and an mbuf's room at MTU 1500 (128 + 2048 rounded to 1 KiB).
+const DPDK_OVERHEAD_BYTES: u64 = 64 << 20;
+const HUGE_PAGE_BYTES: u64 = 2 << 20;
+const MBUF_ROOM_BYTES: u64 = 2176;
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Start a local cluster (root): a bridge, and per broker a network namespace with
+    /// `precursor up` in it. Prints the brokers' addresses.
+    Up(UpArgs),
+    /// Stop every broker and remove the namespaces, veths and bridge (keeps --dir).
+    Down {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Remove the cluster's directory too (logs, configs, data).
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Each broker's state (exit status 1 unless every broker runs a live data plane).
+    Status {
+        #[command(flatten)]
+        dir: DirArg,
+        /// Print it as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop one broker (SIGTERM, SIGKILL after 30 s); its namespace and links stay.
+    Stop {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The broker's id (1..=N).
+        #[arg(long, value_name = "I")]
+        node: u32,
+    },
+    /// Start one stopped broker again and wait until its data plane is attached.
+    Start {
+        #[command(flatten)]
+        dir: DirArg,
+        /// The broker's id (1..=N).
+        #[arg(long, value_name = "I")]
+        node: u32,
+    },
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct DirArg {
+    /// The cluster's directory: its layout (cluster.json) and one node-<i>/ per broker.
+    #[arg(long, default_value = DEFAULT_DIR)]
+    dir: PathBuf,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct UpArgs {
+    /// Brokers (1..=5).
+    #[arg(long, short, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=NODES_MAX as i64))]
+    nodes: u32,
+    #[command(flatten)]
+    dir: DirArg,
+    /// Each broker's preset (balanced, high, maximum). high and maximum poll harder: more
+    /// brokers than cores then compete for them.
+    #[arg(long, default_value = "balanced")]
+    preset: String,
+    /// Default replication factor of new topics (topics.default_replication_factor)
+    /// [default: the brokers, at most 3].
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u8).range(1..))]
+    replication_factor: Option<u8>,
+    /// Default minimum in-sync replicas (topics.default_min_insync_replicas)
+    /// [default: 2, at most R].
+    #[arg(long, value_name = "M", value_parser = clap::value_parser!(u8).range(1..))]
+    min_insync_replicas: Option<u8>,
+    /// What acks=all waits for on every in-sync replica (cluster.acks_all).
+    #[arg(long, value_enum, default_value_t = super::admin::AcksAllArg::Memory)]
+    acks_all: super::admin::AcksAllArg,
+    /// Prefix of the bridge (<name>br), namespaces (<name>-node<i>) and veths: 1 to 8 of
+    /// a-z 0-9, starting with a letter. Distinct per cluster on a host.
+    #[arg(long, default_value = DEFAULT_NAME)]
+    name: String,
+    /// The brokers' /24: the host gets .1 on the bridge, broker i's kernel .(10+i), its
+    /// data plane .(20+i).
+    #[arg(long, default_value = DEFAULT_SUBNET)]
+    subnet: String,
+    /// Segment size of each broker (storage.segment_bytes, a multiple of 2 MiB) [default:
+    /// 8 MiB].
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+    /// Mbufs of each broker's packet pool (dataplane.mbufs) [default: 4095].
+    #[arg(long)]
+    mbufs: Option<u32>,
+    /// Print the cluster as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `<dir>/cluster.json`: everything `down`, `status`, `stop` and `start` need.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterLayout {
+    pub name: String,
+    pub dir: PathBuf,
+    /// `a.b.c.0/24`.
+    pub subnet: String,
+    pub bridge: String,
+    /// The host's address on the bridge.
+    pub host_address: Ipv4Addr,
+    pub preset: String,
+    /// How the brokers' memory was planned, for people.
+    pub memory: String,
+    pub brokers: Vec<BrokerLayout>,
+}
+
+/// One broker of a [`ClusterLayout`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BrokerLayout {
+    pub id: u32,
+    pub netns: String,
+    /// The host-side ends (on the bridge) of the kernel's and the data plane's veths.
+    pub kernel_veth: String,
+    pub dataplane_veth: String,
+    /// The kernel's address in the namespace: Kafka, metrics, cluster listener.
+    pub kernel_address: Ipv4Addr,
+    /// The data plane's `port.address`; `--broker` is `dataplane_address:udp_port`.
+    pub dataplane_address: Ipv4Addr,
+    pub udp_port: u16,
+    /// `host:port` of the Kafka listener.
+    pub kafka: String,
+    /// `host:port` of the control plane's cluster listener.
+    pub admin: String,
+    pub metrics: String,
+    pub admin_socket: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pub pid_file: PathBuf,
+    pub data_dir: PathBuf,
+    pub memory_dir: PathBuf,
+    pub cnc_dir: PathBuf,
+    pub lcore: u32,
+}
+
+impl BrokerLayout {
+    /// `--broker` of the native client.
+    pub fn broker(&self) -> String {
+        format!("{}:{}", self.dataplane_address, self.udp_port)
+    }
+}
+
+pub fn run(command: ClusterCommand) -> Result<ExitCode> {
+    require_root()?;
+    match command {
+        ClusterCommand::Up(args) => up(&args),
+        ClusterCommand::Down { dir, purge } => down(&dir.dir, purge),
+        ClusterCommand::Status { dir, json } => status(&dir.dir, json),
+        ClusterCommand::Stop { dir, node } => {
+            let layout = load_layout(&dir.dir)?.ok_or_else(|| no_cluster(&dir.dir))?;
+            let broker = layout.broker(node)?;
+            if broker_pid(broker).is_none() {
+                println!("broker {node} is not running");
+                return Ok(ExitCode::SUCCESS);
+            }
+            stop_brokers(&[broker]);
+            println!("stopped broker {node}");
+            Ok(ExitCode::SUCCESS)
+        }
+        ClusterCommand::Start { dir, node } => {
+            let layout = load_layout(&dir.dir)?.ok_or_else(|| no_cluster(&dir.dir))?;
+            let broker = layout.broker(node)?;
+            if let Some(pid) = broker_pid(broker) {
+                println!("broker {node} is running already (pid {pid})");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let child = spawn_broker(broker)?;
+            wait_ready(&[(broker, child)])?;
+            println!("started broker {node}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+impl ClusterLayout {
+    fn broker(&self, id: u32) -> Result<&BrokerLayout> {
+        self.brokers.iter().find(|b| b.id == id).ok_or_else(|| {
+            anyhow!(
+                "no broker {id} in the cluster in {}: its brokers are 1..={}",
+                self.dir.display(),
+                self.brokers.len()
+            )
+        })
+    }
+
+    fn bootstrap_servers(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| b.kafka.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn no_cluster(dir: &Path) -> anyhow::Error {
+    anyhow!(
+        "no cluster in {}: start one with `precursor cluster up --dir {}`",
+        dir.display(),
+        dir.display()
+    )
+}
+
+fn require_root() -> Result<()> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective_uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .map(str::to_string);
+    if effective_uid.as_deref() != Some("0") {
+        bail!("precursor cluster needs root: it creates network namespaces, veths and a bridge (sudo precursor cluster ...)");
+    }
+    Ok(())
+}
+
+fn layout_path(dir: &Path) -> PathBuf {
+    dir.join("cluster.json")
+}
+
+fn load_layout(dir: &Path) -> Result<Option<ClusterLayout>> {
+    let path = layout_path(dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let layout = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a cluster layout", path.display()))?;
+    Ok(Some(layout))
+}
+
+// ---------------------------------------------------------------------------------------
+// up
+
+fn up(args: &UpArgs) -> Result<ExitCode> {
+    let dir = absolute(&args.dir.dir)?;
+    if let Some(layout) = load_layout(&dir)? {
+        let running: Vec<u32> = layout
+            .brokers
+            .iter()
+            .filter(|b| broker_pid(b).is_some())
+            .map(|b| b.id)
+            .collect();
+        if running.len() == layout.brokers.len() {
+            if args.nodes as usize != layout.brokers.len() {
+                eprintln!(
+                    "precursor: warning: --nodes {} ignored: the cluster has {} brokers \
+                     (`precursor cluster down --dir {}` first to change it)",
+                    args.nodes,
+                    layout.brokers.len(),
+                    dir.display()
+                );
+            }
+            if args.json {
+                println!("{}", serde_json::to_string(&layout)?);
+            } else {
+                println!("cluster {} in {} is up already", layout.name, dir.display());
+                print!("{}", summary(&layout));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !running.is_empty() {
+            let stopped: Vec<String> = layout
+                .brokers
+                .iter()
+                .filter(|b| !running.contains(&b.id))
+                .map(|b| b.id.to_string())
+                .collect();
+            bail!(
+                "the cluster in {} is partly up (broker(s) {} stopped): start them with \
+                 `precursor cluster start --node I --dir {}`, or stop it all with \
+                 `precursor cluster down --dir {}`",
+                dir.display(),
+                stopped.join(", "),
+                dir.display(),
+                dir.display()
+            );
+        }
+        // Nothing runs: whatever the last run left (namespaces, bridge, shared files) goes;
+        // the data directories stay and the brokers recover from them.
+        teardown(&layout);
+    }
+    let preset = Preset::parse(&args.preset).ok_or_else(|| {
+        anyhow!(
+            "--preset {:?}: one of {}",
+            args.preset,
+            Preset::NAMES.join(", ")
+        )
+    })?;
+    check_name(&args.name)?;
+    let prefix = subnet_prefix(&args.subnet)?;
+    let replication_factor = args.replication_factor.unwrap_or(args.nodes.min(3) as u8);
+    if u32::from(replication_factor) > args.nodes {
+        bail!(
+            "--replication-factor {replication_factor}: at most {}, the brokers (--nodes)",
+            args.nodes
+        );
+    }
+    let min_insync = args
+        .min_insync_replicas
+        .unwrap_or(2.min(replication_factor));
+    if min_insync > replication_factor {
+        bail!("--min-insync-replicas {min_insync}: at most the replication factor {replication_factor}");
+    }
+    let segment_bytes = args.segment_bytes.unwrap_or(SEGMENT_BYTES_DEFAULT);
+    let mbufs = args.mbufs.unwrap_or(MBUFS_DEFAULT);
+    let binary = std::env::current_exe().context("cannot find the precursor binary")?;
+    let dataplane = dataplane_binary();
+    if !dataplane.is_absolute() {
+        bail!(
+            "precursor-dataplane is not beside {}: build it (cargo build --release --workspace)",
+            binary.display()
+        );
+    }
+    let hugepages_free = hugepages_free_bytes();
+    let memory = plan_memory(args.nodes, mbufs, segment_bytes, preset, hugepages_free)?;
+    let layout = layout(args, &dir, &prefix, &memory)?;
+    check_network_free(&layout)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let acks_all = match args.acks_all {
+        super::admin::AcksAllArg::Memory => AcksAll::Memory,
+        super::admin::AcksAllArg::Durable => AcksAll::Durable,
+    };
+    let defaults = TopicDefaults {
+        replication_factor,
+        min_insync,
+        acks_all,
+    };
+    for broker in &layout.brokers {
+        let node_dir = broker.config.parent().expect("a config has a directory");
+        std::fs::create_dir_all(node_dir)
+            .with_context(|| format!("cannot create {}", node_dir.display()))?;
+        let text = broker_config(
+            &layout,
+            broker,
+            preset,
+            &memory,
+            segment_bytes,
+            mbufs,
+            &defaults,
+        );
+        Config::parse(&text)
+            .with_context(|| format!("the generated configuration of broker {}", broker.id))?;
+        std::fs::write(&broker.config, text)
+            .with_context(|| format!("cannot write {}", broker.config.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&layout)?;
+    std::fs::write(layout_path(&dir), text + "\n")
+        .with_context(|| format!("cannot write {}", layout_path(&dir).display()))?;
+    if let Err(error) = create_network(&layout) {
+        teardown(&layout);
+        return Err(error.context("cannot create the cluster's network (removed what was made)"));
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if preset != Preset::Balanced && layout.brokers.len() > cores {
+        eprintln!(
+            "precursor: warning: {} data planes with preset {} on {cores} core(s): their \
+             lcores poll without sleeping and compete for the cores",
+            layout.brokers.len(),
+            args.preset
+        );
+    }
+    let mut started = Vec::new();
+    for broker in &layout.brokers {
+        match spawn_broker(broker) {
+            Ok(child) => started.push((broker, child)),
+            Err(error) => {
+                teardown(&layout);
+                return Err(error.context("stopped the cluster again"));
+            }
+        }
+    }
+    if let Err(error) = wait_ready(&started) {
+        drop(started);
+        teardown(&layout);
+        return Err(error.context(format!(
+            "stopped the cluster again (logs, configs and data stay in {})",
+            dir.display()
+        )));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&layout)?);
+    } else {
+        println!(
+            "cluster {} up: {} broker(s) in {}, bridge {} ({}/24)",
+            layout.name,
+            layout.brokers.len(),
+            dir.display(),
+            layout.bridge,
+            layout.host_address
+        );
+        println!("memory: {}", layout.memory);
+        print!("{}", summary(&layout));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn absolute(dir: &Path) -> Result<PathBuf> {
+    if dir.is_absolute() {
+        return Ok(dir.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .context("cannot read the current directory")?
+        .join(dir))
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= NAME_BYTES_MAX
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !valid {
+        bail!("--name {name:?}: 1 to {NAME_BYTES_MAX} of a-z 0-9, starting with a letter (it prefixes interface names)");
+    }
+    Ok(())
+}
+
+/// `a.b.c.0/24` -> `[a, b, c]`.
+fn subnet_prefix(subnet: &str) -> Result<[u8; 3]> {
+    let refuse = || anyhow!("--subnet {subnet:?}: a /24 such as {DEFAULT_SUBNET}");
+    let (address, length) = subnet.split_once('/').ok_or_else(refuse)?;
+    let address: Ipv4Addr = address.parse().map_err(|_| refuse())?;
+    let [a, b, c, d] = address.octets();
+    if length != "24" || d != 0 || address.is_loopback() || address.is_multicast() || a == 0 {
+        return Err(refuse());
+    }
+    Ok([a, b, c])
+}
+
+/// The names and addresses of every broker (nothing is created).
+fn layout(
+    args: &UpArgs,
+    dir: &Path,
+    prefix: &[u8; 3],
+    memory: &MemoryPlan,
+) -> Result<ClusterLayout> {
+    let [a, b, c] = *prefix;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    let name = &args.name;
+    let brokers = (1..=args.nodes)
+        .map(|id| {
+            let node_dir = dir.join(format!("node-{id}"));
+            let kernel_address = Ipv4Addr::new(a, b, c, 10 + id as u8);
+            let admin_socket = node_dir.join("precursor.sock");
+            if admin_socket.as_os_str().len() >= 108 {
+                bail!(
+                    "--dir {}: the admin socket path {} is too long for a Unix socket (108 bytes)",
+                    dir.display(),
+                    admin_socket.display()
+                );
+            }
+            let segments = if memory.segments_in_hugepages {
+                format!("/dev/hugepages/precursor-{name}-node{id}")
+            } else {
+                format!("/dev/shm/precursor-{name}-node{id}-segments")
+            };
+            Ok(BrokerLayout {
+                id,
+                netns: format!("{name}-node{id}"),
+                kernel_veth: format!("{name}{id}k"),
+                dataplane_veth: format!("{name}{id}d"),
+                kernel_address,
+                dataplane_address: Ipv4Addr::new(a, b, c, 20 + id as u8),
+                udp_port: UDP_PORT,
+                kafka: format!("{kernel_address}:{KAFKA_PORT}"),
+                admin: format!("{kernel_address}:{ADMIN_PORT}"),
+                metrics: format!("http://{kernel_address}:{METRICS_PORT}/metrics"),
+                admin_socket,
+                config: node_dir.join("precursor.toml"),
+                log: node_dir.join("precursor.log"),
+                pid_file: node_dir.join("precursor.pid"),
+                data_dir: node_dir.join("data"),
+                memory_dir: PathBuf::from(segments),
+                cnc_dir: PathBuf::from(format!("/dev/shm/precursor-{name}-node{id}")),
+                // Spread over the cores, the last first (as a single node's default).
+                lcore: (cores - 1) - (id - 1) % cores,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(ClusterLayout {
+        name: name.clone(),
+        dir: dir.to_path_buf(),
+        subnet: format!("{a}.{b}.{c}.0/24"),
+        bridge: format!("{name}br"),
+        host_address: Ipv4Addr::new(a, b, c, 1),
+        preset: args.preset.clone(),
+        memory: memory.description.clone(),
+        brokers,
+    })
+}
+
+/// Topic defaults every broker gets.
+struct TopicDefaults {
+    replication_factor: u8,
+    min_insync: u8,
+    acks_all: AcksAll,
+}
+
+/// One broker's configuration file.
+fn broker_config(
+    layout: &ClusterLayout,
+    broker: &BrokerLayout,
+    preset: Preset,
+    memory: &MemoryPlan,
+    segment_bytes: u64,
+    mbufs: u32,
+    topics: &TopicDefaults,
+) -> String {
+    let quoted = |path: &Path| format!("{:?}", path.display().to_string());
+    let preset_name = match preset {
+        Preset::Balanced => "balanced",
+        Preset::High => "high",
+        Preset::Maximum => "maximum",
+    };
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "# Broker {} of the local cluster {:?} (`precursor cluster up`, {}).\n\
+         # Network namespace {}: {KERNEL_IFACE} {} is the kernel's (Kafka, metrics, cluster\n\
+         # listener); {DATAPLANE_IFACE} is the data plane's af_packet port, {}.\n\
+         # On real machines: one such file per broker, `precursor up --config F` on each.\n",
+        broker.id,
+        layout.name,
+        layout.dir.display(),
+        broker.netns,
+        broker.kernel_address,
+        broker.broker()
+    );
+    let _ = writeln!(text, "preset = {preset_name:?}\n");
+    let _ = writeln!(
+        text,
+        "[node]\ndata_dir = {}\nmemory_dir = {}\ncnc_dir = {}\n",
+        quoted(&broker.data_dir),
+        quoted(&broker.memory_dir),
+        quoted(&broker.cnc_dir)
+    );
+    let hugepages = if memory.dpdk_hugepages {
+        match preset {
+            Preset::Maximum => "required",
+            _ => "auto",
+        }
+    } else {
+        "off"
+    };
+    let _ = writeln!(
+        text,
+        "[dataplane]\nlcore = {}\nfile_prefix = {:?}\nhugepages = {hugepages:?}\n\
+         no_huge_memory_mb = {NO_HUGE_MEMORY_MB}\nmbufs = {mbufs}\n",
+        broker.lcore, broker.netns
+    );
+    let _ = writeln!(
+        text,
+        "[port]\nkind = \"af_packet\"\niface = {DATAPLANE_IFACE:?}\naddress = \"{}\"\nudp_port = {}\n",
+        broker.dataplane_address, broker.udp_port
+    );
+    let _ = writeln!(text, "[storage]\nsegment_bytes = {segment_bytes}\n");
+    let _ = writeln!(
+        text,
+        "[controlplane]\nadmin_socket = {}\nmetrics_listen = \"{}:{METRICS_PORT}\"\n\
+         cluster_listen = {:?}\n",
+        quoted(&broker.admin_socket),
+        broker.kernel_address,
+        broker.admin
+    );
+    let _ = writeln!(
+        text,
+        "[gateway]\nlisten = {:?}\nadvertised_listener = {:?}\nbroker_id = {}\n",
+        broker.kafka, broker.kafka, broker.id
+    );
+    let _ = writeln!(
+        text,
+        "[topics]\ndefault_replication_factor = {}\ndefault_min_insync_replicas = {}\n",
+        topics.replication_factor, topics.min_insync
+    );
+    let _ = writeln!(
+        text,
+        "[cluster]\nbroker_id = {}\nacks_all = {:?}\n",
+        broker.id,
+        topics.acks_all.name()
+    );
+    for other in &layout.brokers {
+        let _ = writeln!(
+            text,
+            "[[cluster.brokers]]\nid = {}\naddress = \"{}\"\nudp_port = {}\nkafka = {:?}\nadmin = {:?}\n",
+            other.id, other.dataplane_address, other.udp_port, other.kafka, other.admin
+        );
+    }
+    text
+}
+
+/// Where each broker's memory comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct MemoryPlan {
+    /// DPDK's mbuf pool in hugepages (`hugepages = auto|required`), else `--no-huge`.
+    dpdk_hugepages: bool,
+    /// Active segments in hugetlbfs, else in /dev/shm.
+    segments_in_hugepages: bool,
+    description: String,
+}
+
+/// Hugepage bytes one broker's DPDK takes, and its segments (at start-up, plus room for
+/// [`PARTITIONS_BUDGETED`] partitions), as the data plane's `plan_memory` counts them.
+fn broker_memory_bytes(mbufs: u32, segment_bytes: u64) -> (u64, u64) {
+    let dpdk = u64::from(mbufs) * MBUF_ROOM_BYTES + DPDK_OVERHEAD_BYTES;
+    let segment = segment_bytes + HUGE_PAGE_BYTES;
+    let segments = (2 + 4) * segment + PARTITIONS_BUDGETED * 2 * segment;
+    (dpdk, segments)
+}
+
+/// Decides where the brokers' memory comes from, from the free hugepages: all in
+/// hugepages when they suffice, else DPDK in hugepages and segments in /dev/shm, else
+/// neither (`--no-huge`); the `maximum` preset requires DPDK's in hugepages.
+fn plan_memory(
+    nodes: u32,
+    mbufs: u32,
+    segment_bytes: u64,
+    preset: Preset,
+    hugepages_free: u64,
+) -> Result<MemoryPlan> {
+    if segment_bytes % HUGE_PAGE_BYTES != 0 || segment_bytes == 0 {
+        bail!("--segment-bytes {segment_bytes}: a multiple of 2 MiB (the huge page size)");
+    }
+    let (dpdk, segments) = broker_memory_bytes(mbufs, segment_bytes);
+    let n = u64::from(nodes);
+    let mib = |bytes: u64| bytes >> 20;
+    let free = mib(hugepages_free);
+    if hugepages_free >= n * (dpdk + segments) {
+        return Ok(MemoryPlan {
+            dpdk_hugepages: true,
+            segments_in_hugepages: true,
+            description: format!(
+                "DPDK and active segments in hugepages: {nodes} x {} MiB of {free} MiB free \
+                 ({} MiB segments, room for {PARTITIONS_BUDGETED} partitions per broker)",
+                mib(dpdk + segments),
+                mib(segment_bytes)
+            ),
+        });
+    }
+    if hugepages_free >= n * dpdk {
+        return Ok(MemoryPlan {
+            dpdk_hugepages: true,
+            segments_in_hugepages: false,
+            description: format!(
+                "DPDK in hugepages ({nodes} x {} MiB of {free} MiB free), active segments in \
+                 /dev/shm (hugepages for them too would need {nodes} x {} MiB more)",
+                mib(dpdk),
+                mib(segments)
+            ),
+        });
+    }
+    if preset == Preset::Maximum {
+        bail!(
+            "preset maximum requires hugepages: {nodes} broker(s) need {nodes} x {} MiB, \
+             {free} MiB are free (echo N > /proc/sys/vm/nr_hugepages, or fewer --nodes, \
+             or --mbufs)",
+            mib(dpdk)
+        );
+    }
+    Ok(MemoryPlan {
+        dpdk_hugepages: false,
+        segments_in_hugepages: false,
+        description: format!(
+            "no hugepages ({free} MiB free, {nodes} x {} MiB needed): DPDK runs with --no-huge \
+             ({NO_HUGE_MEMORY_MB} MiB each), active segments in /dev/shm",
+            mib(dpdk)
+        ),
+    })
+}
+
+/// Free hugepage bytes, 0 without a hugetlbfs at /dev/hugepages.
+fn hugepages_free_bytes() -> u64 {
+    if !precursor_config::hugetlbfs_mounted(Path::new("/dev/hugepages")) {
+        return 0;
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let field = |name: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field("HugePages_Free:") * field("Hugepagesize:") * 1024
+}
+
+// ---------------------------------------------------------------------------------------
+// network
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("cannot run `ip` (install iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn interface_exists(name: &str) -> bool {
+    Path::new("/sys/class/net").join(name).exists()
+}
+
+fn netns_exists(name: &str) -> bool {
+    Path::new("/run/netns").join(name).exists()
+}
+
+/// Refuses names and a subnet that something else on this host uses already.
+fn check_network_free(layout: &ClusterLayout) -> Result<()> {
+    let taken = |what: &str, name: &str| {
+        anyhow!(
+            "{what} {name} exists already: another cluster named {:?} (started with another \
+             --dir?) or something else uses it; give --name, or stop that cluster",
+            layout.name
+        )
+    };
+    if interface_exists(&layout.bridge) {
+        return Err(taken("interface", &layout.bridge));
+    }
+    for broker in &layout.brokers {
+        if netns_exists(&broker.netns) {
+            return Err(taken("network namespace", &broker.netns));
+        }
+        for veth in [&broker.kernel_veth, &broker.dataplane_veth] {
+            if interface_exists(veth) {
+                return Err(taken("interface", veth));
+            }
+        }
+    }
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .context("cannot run `ip` (install iproute2)")?;
+    let prefix = layout.subnet.trim_end_matches("0/24");
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if let (Some(iface), Some(address)) = (fields.get(1), fields.get(3)) {
+            if address.starts_with(prefix) {
+                bail!(
+                    "subnet {} is in use on this host ({iface} has {address}): give --subnet",
+                    layout.subnet
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bridge, and per broker its namespace and two veth pairs (see the module's picture).
+fn create_network(layout: &ClusterLayout) -> Result<()> {
+    let bridge = layout.bridge.as_str();
+    ip(&["link", "add", bridge, "type", "bridge"])?;
+    ip(&[
+        "addr",
+        "add",
+        &format!("{}/24", layout.host_address),
+        "dev",
+        bridge,
+    ])?;
+    ip(&["link", "set", bridge, "up"])?;
+    for broker in &layout.brokers {
+        let ns = broker.netns.as_str();
+        ip(&["netns", "add", ns])?;
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        for (host_end, inner) in [
+            (&broker.kernel_veth, KERNEL_IFACE),
+            (&broker.dataplane_veth, DATAPLANE_IFACE),
+        ] {
+            ip(&[
+                "link", "add", host_end, "type", "veth", "peer", "name", inner, "netns", ns,
+            ])?;
+            // Bridge ports need no IPv6 of their own (their router solicitations and MLD
+            // reports would reach every data plane).
+            sysctl(None, &format!("net.ipv6.conf.{host_end}.disable_ipv6=1"));
+            ip(&["link", "set", host_end, "master", bridge, "up"])?;
+        }
+        ip(&[
+            "-n",
+            ns,
+            "addr",
+            "add",
+            &format!("{}/24", broker.kernel_address),
+            "dev",
+            KERNEL_IFACE,
+        ])?;
+        ip(&["-n", ns, "link", "set", KERNEL_IFACE, "up"])?;
+        // The data plane's veth is the data plane's alone: no kernel ARP (else the kernel
+        // answers for the namespace's own address on it, and Kafka traffic arrives at the
+        // data plane's MAC), no IPv6.
+        sysctl(
+            Some(ns),
+            &format!("net.ipv6.conf.{DATAPLANE_IFACE}.disable_ipv6=1"),
+        );
+        sysctl(
+            Some(ns),
+            &format!("net.ipv4.conf.{DATAPLANE_IFACE}.arp_ignore=8"),
+        );
+        ip(&["-n", ns, "link", "set", DATAPLANE_IFACE, "arp", "off", "up"])?;
+    }
+    Ok(())
+}
+
+/// Sets a sysctl (in a namespace); a failure is a warning: the cluster works without it.
+fn sysctl(netns: Option<&str>, setting: &str) {
+    let mut command = match netns {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns, "sysctl"]);
+            command
+        }
+        None => Command::new("sysctl"),
+    };
+    let outcome = command.args(["-qw", setting]).output();
+    let problem = match outcome {
+        Ok(out) if out.status.success() => return,
+        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        Err(error) => error.to_string(),
+    };
+    eprintln!("precursor: warning: sysctl {setting}: {problem}");
+}
+
+/// Removes what [`create_network`] made; what is not there is fine.
+fn delete_network(layout: &ClusterLayout) {
+    for broker in &layout.brokers {
+        delete_netns(&broker.netns);
+        // Deleting the namespace destroys its veth ends, and their peers with them.
+        for veth in [&broker.kernel_veth, &broker.dataplane_veth] {
+            if interface_exists(veth) {
+                let _ = ip(&["link", "del", veth]);
+            }
+        }
+    }
+    if interface_exists(&layout.bridge) {
+        if let Err(error) = ip(&["link", "del", &layout.bridge]) {
+            eprintln!("precursor: warning: {error}");
+        }
+    }
+}
+
+fn delete_netns(name: &str) {
+    let deadline = Instant::now() + Duration::from_millis(NETNS_DELETE_PATIENCE_MS);
+    while netns_exists(name) {
+        let outcome = ip(&["netns", "del", name]);
+        if !netns_exists(name) {
+            return;
+        }
+        if Instant::now() >= deadline {
+            if let Err(error) = outcome {
+                eprintln!("precursor: warning: network namespace {name} left behind: {error}");
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// processes
+
+/// The pid of the broker's `precursor up`, when it runs (the pid file names a live process
+/// that is that broker's `up`: not a zombie, not a recycled pid).
+fn broker_pid(broker: &BrokerLayout) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(&broker.pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    process_is(pid, &broker.config).then_some(pid)
+}
+
+/// Whether `pid` is alive (not a zombie) and runs `precursor up --config <config>`.
+fn process_is(pid: i32, config: &Path) -> bool {
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let Ok(stat) = std::fs::read_to_string(proc.join("stat")) else {
+        return false;
+    };
+    // pid (comm) S ...: the state follows the last ')'.
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    if state.is_none_or(|s| s.starts_with('Z') || s.starts_with('X')) {
+        return false;
+    }
+    let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    let config = config.as_os_str().as_encoded_bytes();
+    args.contains(&b"up".as_slice()) && args.contains(&config)
+}
+
+/// Starts the broker's `precursor up` in its namespace, in a session of its own (a
+/// terminal's signals do not reach it), logging to its log file; writes its pid file.
+fn spawn_broker(broker: &BrokerLayout) -> Result<Child> {
+    let binary = std::env::current_exe().context("cannot find the precursor binary")?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&broker.log)
+        .with_context(|| format!("cannot open {}", broker.log.display()))?;
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let _ = writeln!(
+        log,
+        "--- precursor cluster: starting broker {} (unix time {since_epoch})",
+        broker.id
+    );
+    let node_dir = broker.config.parent().expect("a config has a directory");
+    // setsid and `ip netns exec` each exec the next program: the pid is `precursor up`'s.
+    let child = Command::new("setsid")
+        .args(["ip", "netns", "exec", &broker.netns])
+        .arg(&binary)
+        .arg("up")
+        .arg("--config")
+        .arg(&broker.config)
+        .current_dir(node_dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().context("cannot share the log file")?)
+        .stderr(log)
+        .spawn()
+        .context("cannot start `setsid ip netns exec ... precursor up` (util-linux, iproute2)")?;
+    std::fs::write(&broker.pid_file, format!("{}\n", child.id()))
+        .with_context(|| format!("cannot write {}", broker.pid_file.display()))?;
+    Ok(child)
+}
+
+/// Waits until every started broker's data plane is attached, bounded by
+/// [`READY_TIMEOUT_MS`]; a broker that exits or does not come up is an error naming it,
+/// with the last lines of its log.
+fn wait_ready(started: &[(&BrokerLayout, Child)]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
+    let mut ready = vec![false; started.len()];
+    loop {
+        for (i, (broker, _)) in started.iter().enumerate() {
+            if ready[i] {
+                continue;
+            }
+            if broker_pid(broker).is_none() {
+                // Give the log a moment to receive the last words of the process.
+                std::thread::sleep(Duration::from_millis(POLL_MS));
+                bail!(
+                    "broker {} exited at start-up; the end of {}:\n{}",
+                    broker.id,
+                    broker.log.display(),
+                    log_tail(&broker.log)
+                );
+            }
+            if let Ok(status) = dataplane_status(broker) {
+                ready[i] = status.dataplane_alive;
+            }
+        }
+        if ready.iter().all(|&r| r) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let (broker, _) = started[ready.iter().position(|&r| !r).expect("one is not ready")];
+            let why = match dataplane_status(broker) {
+                Ok(_) => "its control plane answers, its data plane is not attached".to_string(),
+                Err(error) => format!("{error:#}"),
+            };
+            bail!(
+                "broker {} not up within {READY_TIMEOUT_MS} ms ({why}); the end of {}:\n{}",
+                broker.id,
+                broker.log.display(),
+                log_tail(&broker.log)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(LOG_TAIL_LINES);
+    lines[start..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn dataplane_status(broker: &BrokerLayout) -> Result<NodeStatus> {
+    let timeout = Duration::from_millis(STATUS_TIMEOUT_MS);
+    match admin::request_within(&broker.admin_socket, &Request::Status, timeout)? {
+        Response::Status(status) => Ok(status),
+        Response::Error { code, message } => bail!("{message} ({code})"),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+/// Processes inside a namespace (`ip netns pids`).
+fn netns_pids(netns: &str) -> Vec<i32> {
+    if !netns_exists(netns) {
+        return Vec::new();
+    }
+    Command::new("ip")
+        .args(["netns", "pids", netns])
+        .output()
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// SIGTERM to every broker's `precursor up` (it stops its data plane, which flushes); after
+/// [`STOP_TIMEOUT_MS`] SIGKILL to whatever still runs in their namespaces. Removes their
+/// pid files.
+fn stop_brokers(brokers: &[&BrokerLayout]) {
+    use nix::sys::signal::Signal;
+    for broker in brokers {
+        if let Some(pid) = broker_pid(broker) {
+            signal(pid, Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(STOP_TIMEOUT_MS);
+    let remaining = |broker: &BrokerLayout| {
+        let mut pids = netns_pids(&broker.netns);
+        pids.extend(broker_pid(broker));
+        pids.retain(|&pid| alive(pid));
+        pids
+    };
+    loop {
+        let left: Vec<i32> = brokers.iter().flat_map(|b| remaining(b)).collect();
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "precursor: warning: processes {left:?} did not stop within {STOP_TIMEOUT_MS} ms of SIGTERM: killing them"
+            );
+            for pid in &left {
+                signal(*pid, Signal::SIGKILL);
+            }
+            let kill_deadline = Instant::now() + Duration::from_millis(STOP_TIMEOUT_MS);
+            while left.iter().any(|&pid| alive(pid)) && Instant::now() < kill_deadline {
+                std::thread::sleep(Duration::from_millis(POLL_MS));
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+    for broker in brokers {
+        let _ = std::fs::remove_file(&broker.pid_file);
+    }
+}
+
+/// Stops everything of the cluster and removes its network and shared-memory files; the
+/// cluster's directory stays.
+fn teardown(layout: &ClusterLayout) {
+    let brokers: Vec<&BrokerLayout> = layout.brokers.iter().collect();
+    stop_brokers(&brokers);
+    delete_network(layout);
+    for broker in &layout.brokers {
+        for dir in [&broker.cnc_dir, &broker.memory_dir] {
+            if dir.exists() {
+                if let Err(error) = std::fs::remove_dir_all(dir) {
+                    eprintln!(
+                        "precursor: warning: cannot remove {}: {error}",
+                        dir.display()
+                    );
+                }
+            }
+        }
+        // A control plane killed with SIGKILL leaves its socket file.
+        let _ = std::fs::remove_file(&broker.admin_socket);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// down, status
+
+fn down(dir: &Path, purge: bool) -> Result<ExitCode> {
+    let dir = absolute(dir)?;
+    let Some(layout) = load_layout(&dir)? else {
+        println!("no cluster in {}: nothing to stop", dir.display());
+        return Ok(ExitCode::SUCCESS);
+    };
+    let was_up = interface_exists(&layout.bridge)
+        || layout
+            .brokers
+            .iter()
+            .any(|b| netns_exists(&b.netns) || broker_pid(b).is_some());
+    teardown(&layout);
+    if !was_up && !purge {
+        println!(
+            "cluster {} in {} is down already",
+            layout.name,
+            dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    if purge {
+        // Only what `up` made: the node directories and the layout, then the directory if
+        // that left it empty.
+        for broker in &layout.brokers {
+            if let Some(node_dir) = broker.config.parent() {
+                if node_dir.exists() {
+                    std::fs::remove_dir_all(node_dir)
+                        .with_context(|| format!("cannot remove {}", node_dir.display()))?;
+                }
+            }
+        }
+        std::fs::remove_file(layout_path(&dir))
+            .with_context(|| format!("cannot remove {}", layout_path(&dir).display()))?;
+        let _ = std::fs::remove_dir(&dir);
+        println!(
+            "cluster {} stopped; removed its network and {}",
+            layout.name,
+            dir.display()
+        );
+    } else {
+        println!(
+            "cluster {} stopped; removed its network (logs, configs and data stay in {})",
+            layout.name,
+            dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One broker as `cluster status` sees it.
+#[derive(Debug, Serialize)]
+struct BrokerState<'a> {
+    #[serde(flatten)]
+    layout: &'a BrokerLayout,
+    /// `precursor up`'s pid, when it runs.
+    pid: Option<i32>,
+    dataplane_alive: bool,
+    dataplane_pid: Option<u32>,
+    topics: Option<u32>,
+    partitions: Option<u32>,
+    /// Both of its veths' host ends are up (a cut link shows false; no network: absent).
+    link_up: Option<bool>,
+    /// Why the data plane's state is unknown, when it is.
+    problem: Option<String>,
+}
+
+fn status(dir: &Path, json: bool) -> Result<ExitCode> {
+    let dir = absolute(dir)?;
+    let layout = load_layout(&dir)?.ok_or_else(|| no_cluster(&dir))?;
+    let states: Vec<BrokerState> = layout
+        .brokers
+        .iter()
+        .map(|broker| {
+            let pid = broker_pid(broker);
+            let mut state = BrokerState {
+                layout: broker,
+                pid,
+                dataplane_alive: false,
+                dataplane_pid: None,
+                topics: None,
+                partitions: None,
+                link_up: [&broker.kernel_veth, &broker.dataplane_veth]
+                    .iter()
+                    .map(|veth| link_is_up(veth))
+                    .collect::<Option<Vec<bool>>>()
+                    .map(|up| up.iter().all(|&u| u)),
+                problem: None,
+            };
+            if pid.is_none() {
+                state.problem = Some("stopped".into());
+                return state;
+            }
+            match dataplane_status(broker) {
+                Ok(status) => {
+                    state.dataplane_alive = status.dataplane_alive;
+                    state.dataplane_pid = status.dataplane_pid;
+                    if status.dataplane_alive {
+                        state.topics = Some(status.topics);
+                        state.partitions = Some(status.partitions);
+                    } else {
+                        state.problem = Some("the data plane is not attached".into());
+                    }
+                }
+                Err(error) => state.problem = Some(format!("{error:#}")),
+            }
+            state
+        })
+        .collect();
+    let healthy = states.iter().all(|s| s.dataplane_alive);
+    if json {
+        let value = serde_json::json!({
+            "name": layout.name,
+            "dir": layout.dir,
+            "subnet": layout.subnet,
+            "bridge": layout.bridge,
+            "host_address": layout.host_address,
+            "brokers": states,
+        });
+        println!("{value}");
+    } else {
+        println!(
+            "cluster {} in {}: {} broker(s), bridge {} ({}/24)",
+            layout.name,
+            layout.dir.display(),
+            layout.brokers.len(),
+            layout.bridge,
+            layout.host_address
+        );
+        let rows = states
+            .iter()
+            .map(|s| {
+                let dataplane = match (s.dataplane_alive, s.dataplane_pid) {
+                    (true, Some(pid)) => format!("attached (pid {pid})"),
+                    _ => s.problem.clone().unwrap_or_else(|| "-".into()),
+                };
+                vec![
+                    s.layout.id.to_string(),
+                    s.pid
+                        .map_or("stopped".into(), |pid| format!("running (pid {pid})")),
+                    dataplane,
+                    match s.link_up {
+                        Some(true) => "up",
+                        Some(false) => "DOWN",
+                        None => "-",
+                    }
+                    .into(),
+                    s.topics.map_or("-".into(), |t| t.to_string()),
+                    s.partitions.map_or("-".into(), |p| p.to_string()),
+                    s.layout.broker(),
+                    s.layout.kafka.clone(),
+                    s.layout.admin_socket.display().to_string(),
+                ]
+            })
+            .collect();
+        print!(
+            "{}",
+            super::admin::table(
+                &[
+                    "BROKER",
+                    "PRECURSOR UP",
+                    "DATA PLANE",
+                    "LINK",
+                    "TOPICS",
+                    "PARTITIONS",
+                    "--broker",
+                    "KAFKA",
+                    "ADMIN SOCKET",
+                ],
+                rows
+            )
+        );
+    }
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Whether the interface's administrative state is up (`IFF_UP` in its flags); `None`
+/// when there is no such interface.
+fn link_is_up(name: &str) -> Option<bool> {
+    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("flags"))
+        .ok()
+        .and_then(|flags| u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok())
+        .map(|flags| flags & 1 != 0)
+}
+
+/// The table `up` prints, and the lines to copy.
+fn summary(layout: &ClusterLayout) -> String {
+    let rows = layout
+        .brokers
+        .iter()
+        .map(|b| {
+            vec![
+                b.id.to_string(),
+                b.broker(),
+                b.kafka.clone(),
+                b.metrics.clone(),
+                b.admin_socket.display().to_string(),
+                b.config.display().to_string(),
+            ]
+        })
+        .collect();
+    let mut text = String::from("\n");
+    text.push_str(&super::admin::table(
+        &[
+            "BROKER",
+            "DATA PLANE (--broker)",
+            "KAFKA",
+            "METRICS",
+            "ADMIN SOCKET",
+            "CONFIG",
+        ],
+        rows,
+    ));
+    let first = &layout.brokers[0];
+    let dir = layout.dir.display();
+    let _ = write!(
+        text,
+        "\nbootstrap.servers={}\n\
+         --broker {}   (the native client, broker 1)\n\
+         export PRECURSOR_BROKER={} PRECURSOR_ADMIN_SOCKET={}\n\
+         precursor topic create orders --partitions 3 --replication-factor {}\n\
+         precursor cluster status --dir {dir}; precursor cluster down --dir {dir}\n\
+         logs: {dir}/node-<i>/precursor.log\n",
+        layout.bootstrap_servers(),
+        first.broker(),
+        first.broker(),
+        first.admin_socket.display(),
+        layout.brokers.len().min(3),
+    );
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(nodes: u32) -> UpArgs {
+        UpArgs {
+            nodes,
+            dir: DirArg {
+                dir: PathBuf::from(DEFAULT_DIR),
+            },
+            preset: "balanced".into(),
+            replication_factor: None,
+            min_insync_replicas: None,
+            acks_all: super::super::admin::AcksAllArg::Memory,
+            name: DEFAULT_NAME.into(),
+            subnet: DEFAULT_SUBNET.into(),
+            segment_bytes: None,
+            mbufs: None,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn three_brokers_fit_in_the_hugepages_ci_reserves() {
+        let gib2 = 2 << 30;
+        let plan = plan_memory(
+            3,
+            MBUFS_DEFAULT,
+            SEGMENT_BYTES_DEFAULT,
+            Preset::Balanced,
+            gib2,
+        )
+        .unwrap();
+        assert!(
+            plan.dpdk_hugepages && plan.segments_in_hugepages,
+            "{plan:?}"
+        );
+        // Five still fit when nothing else holds hugepages.
+        let plan = plan_memory(
+            5,
+            MBUFS_DEFAULT,
+            SEGMENT_BYTES_DEFAULT,
+            Preset::Balanced,
+            gib2,
+        )
+        .unwrap();
+        assert!(plan.segments_in_hugepages, "{plan:?}");
+        // Fewer pages: DPDK keeps them, segments go to /dev/shm; none: --no-huge.
+        let plan = plan_memory(
+            3,
+            MBUFS_DEFAULT,
+            SEGMENT_BYTES_DEFAULT,
+            Preset::Balanced,
+            300 << 20,
+        )
+        .unwrap();
+        assert!(
+            plan.dpdk_hugepages && !plan.segments_in_hugepages,
+            "{plan:?}"
+        );
+        let plan =
+            plan_memory(3, MBUFS_DEFAULT, SEGMENT_BYTES_DEFAULT, Preset::Balanced, 0).unwrap();
+        assert!(!plan.dpdk_hugepages, "{plan:?}");
+        let refused = plan_memory(3, MBUFS_DEFAULT, SEGMENT_BYTES_DEFAULT, Preset::Maximum, 0);
+        assert!(refused
+            .unwrap_err()
+            .to_string()
+            .contains("requires hugepages"));
+        assert!(plan_memory(3, MBUFS_DEFAULT, 3 << 20, Preset::Balanced, 0).is_err());
+    }
+
+    #[test]
+    fn every_generated_broker_config_is_valid_and_names_the_whole_cluster() {
+        let memory =
+            plan_memory(3, MBUFS_DEFAULT, SEGMENT_BYTES_DEFAULT, Preset::Balanced, 0).unwrap();
+        let layout = layout(&args(3), Path::new(DEFAULT_DIR), &[10, 79, 0], &memory).unwrap();
+        let defaults = TopicDefaults {
+            replication_factor: 3,
+            min_insync: 2,
+            acks_all: AcksAll::Durable,
+        };
+        for broker in &layout.brokers {
+            let text = broker_config(
+                &layout,
+                broker,
+                Preset::Balanced,
+                &memory,
+                SEGMENT_BYTES_DEFAULT,
+                MBUFS_DEFAULT,
+                &defaults,
+            );
+            let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert_eq!(config.cluster.broker_id, broker.id);
+            assert_eq!(config.cluster.brokers.len(), 3);
+            assert_eq!(config.cluster.acks_all, AcksAll::Durable);
+            assert_eq!(config.port.address, broker.dataplane_address);
+            assert_eq!(config.controlplane.cluster_listen, broker.admin);
+            assert_eq!(config.gateway.advertised_listener, broker.kafka);
+            assert_eq!(config.topics.default_replication_factor, 3);
+            assert_eq!(config.dataplane.file_prefix, broker.netns);
+            assert_eq!(config.storage.segment_bytes, SEGMENT_BYTES_DEFAULT);
+        }
+        let names: Vec<&str> = layout.brokers.iter().map(|b| b.kafka.as_str()).collect();
+        assert_eq!(
+            names,
+            ["10.79.0.11:9092", "10.79.0.12:9092", "10.79.0.13:9092"]
+        );
+        assert_eq!(layout.brokers[2].broker(), "10.79.0.23:9190");
+        assert!(layout.brokers.iter().all(|b| b.kernel_veth.len() <= 15));
+    }
+
+    #[test]
+    fn names_and_subnets_are_checked() {
+        assert!(check_name("prc").is_ok());
+        assert!(check_name("t1234567").is_ok());
+        for bad in ["", "9lives", "Upper", "with-dash", "toolongname"] {
+            assert!(check_name(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(subnet_prefix("10.79.0.0/24").unwrap(), [10, 79, 0]);
+        for bad in [
+            "10.79.0.0",
+            "10.79.0.0/16",
+            "10.79.0.5/24",
+            "127.0.0.0/24",
+            "x/24",
+        ] {
+            assert!(subnet_prefix(bad).is_err(), "{bad:?}");
+        }
+    }
+}
