@@ -14,91 +14,20 @@
 //!  PARTITION_HIGH_WATERMARK  1042                   every ISR member holds the offsets below
 //! ```
 //!
+//! (`CountersSnapshot` unpacks them into `PartitionInfo`; the gateway reads the high
+//! watermark gauge live as well, see [`HighWatermark`].)
+//!
 //! Outside a cluster (`cluster.broker_id = 0`), and for partitions without a leader gauge
 //! (a data plane built before replication), this broker leads every partition and gives
 //! out no leader epoch: the gateway behaves exactly as on a single node
 //! ([`Leadership::Alone`]).
 
 use super::topics::Partition;
-use crate::counters::{CountersSnapshot, Sample};
+use crate::admin::PartitionInfo;
 use kafka_protocol::error::ResponseError;
 use precursor_config::ClusterConfig;
-use precursor_protocol::counter_kind as kind;
 use precursor_shm::{CounterId, CountersReader};
-use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// Broker ids packed one byte each from the lowest byte ([`kind::PARTITION_REPLICAS`],
-/// [`kind::PARTITION_ISR`]); a zero byte ends the list (broker ids are 1..=64).
-pub fn unpack_broker_ids(packed: u64) -> Vec<i32> {
-    packed
-        .to_le_bytes()
-        .into_iter()
-        .take_while(|&id| id != 0)
-        .map(i32::from)
-        .collect()
-}
-
-/// A partition's replication as this broker's data plane publishes it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Replication {
-    /// The leader's broker id as this broker knows it; 0: none known (an election).
-    pub leader: u32,
-    pub leader_epoch: i32,
-    /// Preferred leader first.
-    pub replicas: Vec<i32>,
-    pub in_sync_replicas: Vec<i32>,
-    /// Every in-sync replica holds the offsets below it: consumers read only below it.
-    pub high_watermark: u64,
-}
-
-/// The replication gauges of every partition that has a leader gauge, by (topic,
-/// partition): absent, a partition has no replication to speak of.
-pub fn replication_by_partition(
-    snapshot: &CountersSnapshot,
-) -> BTreeMap<(String, u32), Replication> {
-    let mut by_partition: BTreeMap<(String, u32), (bool, Replication)> = BTreeMap::new();
-    for sample in &snapshot.samples {
-        if !(kind::PARTITION_HIGH_WATERMARK..=kind::PARTITION_ISR).contains(&sample.kind) {
-            continue;
-        }
-        let Some(key) = partition_key(sample) else {
-            continue;
-        };
-        let (has_leader, replication) = by_partition.entry(key).or_default();
-        let value = sample.value;
-        match sample.kind {
-            kind::PARTITION_HIGH_WATERMARK => replication.high_watermark = value,
-            kind::PARTITION_LEADER => {
-                *has_leader = true;
-                replication.leader = u32::try_from(value).unwrap_or(0);
-            }
-            kind::PARTITION_LEADER_EPOCH => {
-                replication.leader_epoch = i32::try_from(value).unwrap_or(i32::MAX)
-            }
-            kind::PARTITION_REPLICAS => replication.replicas = unpack_broker_ids(value),
-            kind::PARTITION_ISR => replication.in_sync_replicas = unpack_broker_ids(value),
-            _ => {}
-        }
-    }
-    by_partition
-        .into_iter()
-        .filter(|(_, (has_leader, _))| *has_leader)
-        .map(|(key, (_, replication))| (key, replication))
-        .collect()
-}
-
-/// `(topic, partition)` of a partition counter's label.
-fn partition_key(sample: &Sample) -> Option<(String, u32)> {
-    let find = |key: &str| {
-        sample
-            .labels
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    };
-    Some((find("topic")?.to_string(), find("partition")?.parse().ok()?))
-}
 
 /// Who serves a partition, as this broker knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,17 +44,17 @@ pub enum Leadership {
 
 impl Leadership {
     /// `me` is `cluster.broker_id` (0: not a cluster).
-    pub fn of(me: u32, replication: Option<&Replication>) -> Leadership {
-        match replication {
-            _ if me == 0 => Leadership::Alone,
-            None => Leadership::Alone,
-            Some(r) if r.leader == me => Leadership::Leader {
-                epoch: r.leader_epoch,
-            },
-            Some(r) => Leadership::Elsewhere {
-                leader: (r.leader != 0).then_some(r.leader),
-                epoch: r.leader_epoch,
-            },
+    pub fn of(me: u32, partition: &PartitionInfo) -> Leadership {
+        let epoch = i32::try_from(partition.leader_epoch).unwrap_or(i32::MAX);
+        if me == 0 || !partition.replicated() {
+            Leadership::Alone
+        } else if partition.leader == me {
+            Leadership::Leader { epoch }
+        } else {
+            Leadership::Elsewhere {
+                leader: (partition.leader != 0).then_some(partition.leader),
+                epoch,
+            }
         }
     }
 
@@ -293,14 +222,11 @@ impl HighWatermark {
     /// The bound of a partition this broker serves, if it has one: only a partition this
     /// broker leads with other replicas has a high watermark below its log end.
     pub fn of(partition: &Partition, me: u32) -> Option<HighWatermark> {
-        let replication = partition.replication.as_ref()?;
-        let leads = matches!(
-            Leadership::of(me, Some(replication)),
-            Leadership::Leader { .. }
-        );
-        (leads && replication.replicas.len() > 1).then(|| HighWatermark {
+        let info = &partition.info;
+        let leads = matches!(Leadership::of(me, info), Leadership::Leader { .. });
+        (leads && info.replicas.len() > 1).then(|| HighWatermark {
             gauge: partition.high_watermark_gauge.clone(),
-            viewed: replication.high_watermark,
+            viewed: info.high_watermark,
         })
     }
 
@@ -388,77 +314,30 @@ pub fn epoch_at(starts: &[(i32, u64)], offset: u64) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::counters::parse_labels;
     use precursor_config::BrokerSpec;
+    use std::collections::BTreeMap;
     use std::net::Ipv4Addr;
-
-    fn sample(kind: u32, label: &str, value: u64) -> Sample {
-        Sample {
-            kind,
-            labels: parse_labels(label),
-            value,
-        }
-    }
-
-    #[test]
-    fn packed_broker_ids_unpack_lowest_byte_first() {
-        assert_eq!(unpack_broker_ids(0x03_01_02), vec![2, 1, 3]);
-        assert_eq!(unpack_broker_ids(0), Vec::<i32>::new());
-        assert_eq!(unpack_broker_ids(0x40), vec![64]);
-        assert_eq!(
-            unpack_broker_ids(u64::from_le_bytes([5, 4, 3, 2, 1, 6, 7, 8])).len(),
-            8
-        );
-        // A zero byte ends the list.
-        assert_eq!(unpack_broker_ids(0x03_00_02), vec![2]);
-    }
-
-    #[test]
-    fn replication_comes_from_the_gauges_of_partitions_with_a_leader_gauge() {
-        let label = "topic=orders,partition=1";
-        let snapshot = CountersSnapshot::from_samples(
-            vec![
-                sample(kind::PARTITION_END_OFFSET, label, 120),
-                sample(kind::PARTITION_HIGH_WATERMARK, label, 100),
-                sample(kind::PARTITION_LEADER, label, 2),
-                sample(kind::PARTITION_LEADER_EPOCH, label, 7),
-                sample(kind::PARTITION_REPLICAS, label, 0x03_01_02),
-                sample(kind::PARTITION_ISR, label, 0x01_02),
-                // A data plane without replication publishes no leader gauge.
-                sample(kind::PARTITION_HIGH_WATERMARK, "topic=old,partition=0", 5),
-            ],
-            vec![],
-        );
-        let replication = replication_by_partition(&snapshot);
-        assert_eq!(replication.len(), 1);
-        assert_eq!(
-            replication[&("orders".to_string(), 1)],
-            Replication {
-                leader: 2,
-                leader_epoch: 7,
-                replicas: vec![2, 1, 3],
-                in_sync_replicas: vec![2, 1],
-                high_watermark: 100,
-            }
-        );
-    }
 
     #[test]
     fn leadership_and_the_serving_checks() {
-        let led_by = |leader| Replication {
+        let led_by = |leader| PartitionInfo {
             leader,
             leader_epoch: 5,
             replicas: vec![1, 2, 3],
-            in_sync_replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
             high_watermark: 10,
+            ..PartitionInfo::default()
         };
         // Not a cluster, or no gauges: alone, no epoch, everything served.
-        assert_eq!(Leadership::of(0, Some(&led_by(2))), Leadership::Alone);
-        assert_eq!(Leadership::of(1, None), Leadership::Alone);
+        assert_eq!(Leadership::of(0, &led_by(2)), Leadership::Alone);
+        assert_eq!(
+            Leadership::of(1, &PartitionInfo::default()),
+            Leadership::Alone
+        );
         assert_eq!(Leadership::Alone.epoch(), -1);
         assert_eq!(Leadership::Alone.check_serving(9), Ok(()));
         // The leader checks the client's epoch.
-        let leader = Leadership::of(1, Some(&led_by(1)));
+        let leader = Leadership::of(1, &led_by(1));
         assert_eq!(leader, Leadership::Leader { epoch: 5 });
         assert_eq!(leader.check_serving(-1), Ok(()));
         assert_eq!(leader.check_serving(5), Ok(()));
@@ -471,7 +350,7 @@ mod tests {
             Err(ResponseError::UnknownLeaderEpoch)
         );
         // A follower, and a partition without a leader, serve nothing.
-        let follower = Leadership::of(1, Some(&led_by(2)));
+        let follower = Leadership::of(1, &led_by(2));
         assert_eq!(
             follower,
             Leadership::Elsewhere {
@@ -493,7 +372,7 @@ mod tests {
             "the epoch is checked first, as Kafka does"
         );
         assert_eq!(
-            Leadership::of(1, Some(&led_by(0))),
+            Leadership::of(1, &led_by(0)),
             Leadership::Elsewhere {
                 leader: None,
                 epoch: 5

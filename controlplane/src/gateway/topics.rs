@@ -2,7 +2,7 @@
 //! counters file (as for `precursor topic list`), creation and deletion go through the
 //! admin path (the command ring), as the CLI's do.
 
-use super::cluster::{self, KafkaBroker, Leadership, LiveGauge, Replication};
+use super::cluster::{self, KafkaBroker, Leadership, LiveGauge};
 use super::requests::{api_name, Context, RequestMeta};
 use super::Gateway;
 use crate::admin::{self, codes, PartitionInfo};
@@ -19,6 +19,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use precursor_config::limits::PARTITIONS_PER_TOPIC_MAX;
+use precursor_config::REPLICATION_FACTOR_MAX;
 use precursor_protocol::frame::is_valid_topic_name;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -43,15 +44,12 @@ pub const TOPIC_VIEW_LEADERSHIP_MAX_AGE_MS: u64 = 20;
 /// "Not requested" for the authorized-operations fields (Kafka's INT32_MIN).
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-/// One partition of the topic view: its offsets and bytes, and in a cluster its
-/// replication, as the data plane last published them.
+/// One partition of the topic view: its offsets, bytes and (in a cluster) replication,
+/// as the data plane last published them.
 #[derive(Clone, Debug, Default)]
 pub struct Partition {
     pub info: PartitionInfo,
-    /// The replication gauges; None outside a cluster, or when the data plane publishes
-    /// no leader gauge for it.
-    pub replication: Option<Replication>,
-    /// The high watermark gauge's slot, for live reads (Fetch's bound).
+    /// The high watermark gauge's slot, for live reads (Fetch's bound; in a cluster).
     pub high_watermark_gauge: Option<LiveGauge>,
 }
 
@@ -62,7 +60,7 @@ impl Partition {
 
     /// Who serves it, for a broker whose `cluster.broker_id` is `me` (0: not a cluster).
     pub fn leadership(&self, me: u32) -> Leadership {
-        Leadership::of(me, self.replication.as_ref())
+        Leadership::of(me, &self.info)
     }
 }
 
@@ -79,14 +77,8 @@ pub fn find_partition<'a>(topics: &'a Topics, topic: &str, index: i32) -> Option
         .map(|at| &partitions[at])
 }
 
-/// The topic view of a snapshot of the counters file, for a broker whose
-/// `cluster.broker_id` is `me` (0: not a cluster, no replication looked at).
-pub fn topics_of(snapshot: &CountersSnapshot, me: u32) -> Topics {
-    let mut replication = if me == 0 {
-        BTreeMap::new()
-    } else {
-        cluster::replication_by_partition(snapshot)
-    };
+/// The topic view of a snapshot of the counters file.
+pub fn topics_of(snapshot: &CountersSnapshot) -> Topics {
     snapshot
         .topics()
         .iter()
@@ -95,7 +87,6 @@ pub fn topics_of(snapshot: &CountersSnapshot, me: u32) -> Topics {
                 .iter()
                 .map(|info| Partition {
                     info: info.clone(),
-                    replication: replication.remove(&(name.clone(), info.partition)),
                     high_watermark_gauge: None,
                 })
                 .collect();
@@ -122,7 +113,7 @@ fn read_topics(cnc_dir: &std::path::Path, me: u32) -> Result<Topics, precursor_s
         }
         samples.push(sample);
     });
-    let mut topics = topics_of(&CountersSnapshot::from_samples(samples, Vec::new()), me);
+    let mut topics = topics_of(&CountersSnapshot::from_samples(samples, Vec::new()));
     for (id, label, sample) in high_watermarks {
         let topic = sample.labels.iter().find(|(k, _)| k == "topic");
         let index = sample.labels.iter().find(|(k, _)| k == "partition");
@@ -261,7 +252,7 @@ fn admin_error_code(code: &str) -> ResponseError {
         codes::TOPIC_EXISTS => ResponseError::TopicAlreadyExists,
         codes::UNKNOWN_TOPIC => ResponseError::UnknownTopicOrPartition,
         codes::INVALID_ARGUMENT => ResponseError::InvalidTopicException,
-        codes::TIMEOUT | codes::BUSY | codes::DATAPLANE_UNAVAILABLE => {
+        codes::TIMEOUT | codes::BUSY | codes::DATAPLANE_UNAVAILABLE | codes::UNREACHABLE => {
             ResponseError::RequestTimedOut
         }
         _ => ResponseError::UnknownServerError,
@@ -391,19 +382,104 @@ struct Listed {
 /// Creates `name` with `topics.default_partitions` partitions (auto-creation). A
 /// failure is logged; the client sees LEADER_NOT_AVAILABLE and asks again.
 async fn create_default(gateway: &Gateway, name: &str) {
-    let request = admin::Request::CreateTopic {
-        name: name.to_string(),
-        partitions: u32::from(gateway.node.config.topics.default_partitions),
-        retention_ms: None,
-        retention_bytes: None,
-    };
-    let answer = admin::handle(&gateway.node, request).await;
+    let partitions = u32::from(gateway.node.config.topics.default_partitions);
+    let answer = create_topic(gateway, name, partitions, None, None, None).await;
     gateway.topics.invalidate();
     if let admin::Response::Error { code, message } = answer {
         if code != codes::TOPIC_EXISTS {
             eprintln!(
                 "precursor-controlplane: kafka gateway: cannot auto-create topic {name:?}: {message}"
             );
+        }
+    }
+}
+
+/// Creates a topic through the admin path: on this broker, or in a cluster on every
+/// broker (the admin path forwards it through their cluster listeners, with the
+/// replication factor, `None` for `topics.default_replication_factor`).
+async fn create_topic(
+    gateway: &Gateway,
+    name: &str,
+    partitions: u32,
+    retention_ms: Option<u64>,
+    retention_bytes: Option<u64>,
+    replication_factor: Option<u8>,
+) -> admin::Response {
+    let request = if gateway.cluster_broker_id() == 0 {
+        admin::Request::CreateTopic {
+            name: name.to_string(),
+            partitions,
+            retention_ms,
+            retention_bytes,
+        }
+    } else {
+        admin::Request::ClusterCreateTopic {
+            name: name.to_string(),
+            partitions,
+            retention_ms,
+            retention_bytes,
+            replication_factor,
+            min_insync_replicas: None,
+            acks_all: None,
+            forwarded: false,
+        }
+    };
+    one_answer(
+        admin::handle(&gateway.node, request).await,
+        codes::TOPIC_EXISTS,
+    )
+}
+
+/// Deletes a topic through the admin path, on every broker in a cluster.
+async fn delete_topic(gateway: &Gateway, name: &str) -> admin::Response {
+    let request = if gateway.cluster_broker_id() == 0 {
+        admin::Request::DeleteTopic {
+            name: name.to_string(),
+        }
+    } else {
+        admin::Request::ClusterDeleteTopic {
+            name: name.to_string(),
+            forwarded: false,
+        }
+    };
+    one_answer(
+        admin::handle(&gateway.node, request).await,
+        codes::UNKNOWN_TOPIC,
+    )
+}
+
+/// One answer for a create or delete the cluster carried out on every broker (this
+/// broker's answer first): this broker's, unless it succeeded and another broker failed
+/// (other than with `done_already`: the topic was there already, or was gone), which makes
+/// the answer that failure, naming every broker that failed.
+fn one_answer(answer: admin::Response, done_already: &str) -> admin::Response {
+    let admin::Response::ClusterResults(answers) = answer else {
+        return answer;
+    };
+    let Some((own, others)) = answers.split_first() else {
+        return admin::Response::error(codes::UNREACHABLE, "no broker answered");
+    };
+    if matches!(own.answer, admin::Response::Error { .. }) {
+        return own.answer.clone();
+    }
+    let failed: Vec<(&str, String)> = others
+        .iter()
+        .filter_map(|other| match &other.answer {
+            admin::Response::Error { code, message } if code != done_already => Some((
+                code.as_str(),
+                format!("broker {}: {message}", other.broker_id),
+            )),
+            _ => None,
+        })
+        .collect();
+    match failed.first() {
+        None => own.answer.clone(),
+        Some((code, _)) => {
+            let each: Vec<&str> = failed.iter().map(|(_, m)| m.as_str()).collect();
+            admin::Response::error(
+                *code,
+                format!("done on this broker, not on every one: {}", each.join("; ")),
+            )
         }
     }
 }
@@ -435,33 +511,31 @@ fn partition_metadata(listed: &Listed, partition: &Partition) -> MetadataRespons
     let mut answer = MetadataResponsePartition::default();
     answer.partition_index = partition.index();
     let own = BrokerId(listed.own_id);
-    let Some(replication) = partition
-        .replication
-        .as_ref()
-        .filter(|_| partition.leadership(listed.me) != Leadership::Alone)
-    else {
+    let leadership = partition.leadership(listed.me);
+    if leadership == Leadership::Alone {
         answer.leader_id = own;
         answer.leader_epoch = -1;
         answer.replica_nodes = vec![own];
         answer.isr_nodes = vec![own];
         return answer;
-    };
-    let leader = replication.leader as i32;
+    }
+    let info = &partition.info;
+    let leader = info.leader as i32;
     let reachable = leader != 0 && listed.brokers.contains(&leader);
     answer.leader_id = BrokerId(if reachable { leader } else { -1 });
     if !reachable {
         answer.error_code = ResponseError::LeaderNotAvailable.code();
     }
-    answer.leader_epoch = replication.leader_epoch;
-    let or_leader = |ids: &[i32]| -> Vec<BrokerId> {
+    answer.leader_epoch = leadership.epoch();
+    let or_leader = |ids: &[u32]| -> Vec<BrokerId> {
         if ids.is_empty() && leader != 0 {
             vec![BrokerId(leader)]
         } else {
-            ids.iter().copied().map(BrokerId).collect()
+            ids.iter().map(|&id| BrokerId(id as i32)).collect()
         }
     };
-    answer.replica_nodes = or_leader(&replication.replicas);
-    answer.isr_nodes = or_leader(&replication.in_sync_replicas);
+    answer.replica_nodes = or_leader(&info.replicas);
+    answer.isr_nodes = or_leader(&info.isr);
     // Which replicas are offline is not published: none are said to be.
     answer.offline_replicas = Vec::new();
     answer
@@ -472,6 +546,8 @@ struct TopicToCreate {
     partitions: u32,
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
+    /// In a cluster; None: `topics.default_replication_factor`.
+    replication_factor: Option<u8>,
 }
 
 /// Checks one CreateTopics entry: Err is the error code and message.
@@ -489,16 +565,38 @@ fn check_creatable(
         ));
     }
     let broker_id = gateway.broker_id();
-    let partitions = if topic.assignments.is_empty() {
-        if topic.replication_factor != -1 && topic.replication_factor != 1 {
+    let in_cluster = gateway.cluster_broker_id() != 0;
+    let brokers = gateway.node.config.cluster.brokers.len();
+    let replication_factor = match topic.replication_factor {
+        -1 => None,
+        1 if !in_cluster => None,
+        rf if in_cluster
+            && rf >= 1
+            && rf <= i16::from(REPLICATION_FACTOR_MAX)
+            && rf as usize <= brokers =>
+        {
+            Some(rf as u8)
+        }
+        rf if in_cluster => {
             return Err((
                 ResponseError::InvalidReplicationFactor,
                 format!(
-                    "replication factor {} > 1: this node keeps one copy (no replication yet)",
-                    topic.replication_factor
+                    "replication factor {rf}: 1 to {} (the cluster's brokers, at most \
+                     {REPLICATION_FACTOR_MAX})",
+                    brokers.min(usize::from(REPLICATION_FACTOR_MAX))
                 ),
-            ));
+            ))
         }
+        rf => {
+            return Err((
+                ResponseError::InvalidReplicationFactor,
+                format!(
+                    "replication factor {rf}: this node is not one of a cluster, it keeps one copy"
+                ),
+            ))
+        }
+    };
+    let partitions = if topic.assignments.is_empty() {
         match topic.num_partitions {
             -1 => u32::from(gateway.node.config.topics.default_partitions),
             n if n >= 1 && n <= i32::from(PARTITIONS_PER_TOPIC_MAX) => n as u32,
@@ -517,6 +615,14 @@ fn check_creatable(
                     .into(),
             ));
         }
+        if in_cluster {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                "replica assignments are not taken in a cluster: replicas are placed by \
+                 cluster.replicas_for (or a topic's fixed replicas in the config)"
+                    .into(),
+            ));
+        }
         let valid = topic.assignments.iter().enumerate().all(|(i, a)| {
             a.partition_index == i as i32 && a.broker_ids.iter().map(|b| b.0).eq([broker_id])
         });
@@ -532,6 +638,7 @@ fn check_creatable(
         partitions,
         retention_ms: None,
         retention_bytes: None,
+        replication_factor,
     };
     for config in &topic.configs {
         let key = config.name.as_str();
@@ -598,13 +705,17 @@ pub async fn create_topics(
                 ResponseError::TopicAlreadyExists,
                 format!("topic {name:?} already exists"),
             )),
-            Ok(create) if request.validate_only => Ok(create.partitions),
-            Ok(create) => create_one(&gateway, &name, &create).await,
+            Ok(create) if request.validate_only => {
+                Ok((create.partitions, replicas_of(&gateway, &create)))
+            }
+            Ok(create) => create_one(&gateway, &name, &create)
+                .await
+                .map(|partitions| (partitions, replicas_of(&gateway, &create))),
         };
         match outcome {
-            Ok(partitions) => {
+            Ok((partitions, replication_factor)) => {
                 result.num_partitions = partitions as i32;
-                result.replication_factor = 1;
+                result.replication_factor = i16::from(replication_factor);
                 result.configs = Some(Vec::new());
             }
             Err((error, message)) => {
@@ -620,6 +731,16 @@ pub async fn create_topics(
     response
 }
 
+/// The replication factor a created topic gets.
+fn replicas_of(gateway: &Gateway, create: &TopicToCreate) -> u8 {
+    if gateway.cluster_broker_id() == 0 {
+        return 1;
+    }
+    create
+        .replication_factor
+        .unwrap_or(gateway.node.config.topics.default_replication_factor)
+}
+
 async fn create_one(
     gateway: &Gateway,
     name: &str,
@@ -627,13 +748,15 @@ async fn create_one(
 ) -> Result<u32, (ResponseError, String)> {
     // 0 in the admin request is the node default; "no limit" (-1) is set by an alter.
     let positive = |v: Option<i64>| v.filter(|v| *v > 0).map(|v| v as u64);
-    let request = admin::Request::CreateTopic {
-        name: name.to_string(),
-        partitions: create.partitions,
-        retention_ms: positive(create.retention_ms),
-        retention_bytes: positive(create.retention_bytes),
-    };
-    let answer = admin::handle(&gateway.node, request).await;
+    let answer = create_topic(
+        gateway,
+        name,
+        create.partitions,
+        positive(create.retention_ms),
+        positive(create.retention_bytes),
+        create.replication_factor,
+    )
+    .await;
     gateway.topics.invalidate();
     let partitions = match answer {
         admin::Response::TopicCreated { partitions, .. } => partitions,
@@ -675,11 +798,7 @@ pub async fn delete_topics(
         let mut result = DeletableTopicResult::default();
         result.name = Some(name.clone());
         let answer = if is_valid_topic_name(&text) {
-            admin::handle(
-                &gateway.node,
-                admin::Request::DeleteTopic { name: text.clone() },
-            )
-            .await
+            delete_topic(&gateway, &text).await
         } else {
             admin::Response::error(codes::UNKNOWN_TOPIC, format!("no topic named {text:?}"))
         };
@@ -761,7 +880,7 @@ mod tests {
 
     #[test]
     fn partitions_are_found_by_number_even_with_gaps() {
-        let topics = topics_of(&snapshot(), 1);
+        let topics = topics_of(&snapshot());
         let orders = &topics["orders"];
         assert_eq!(
             orders.iter().map(Partition::index).collect::<Vec<_>>(),
@@ -782,7 +901,7 @@ mod tests {
 
     #[test]
     fn cluster_metadata_says_who_leads_at_which_epoch_with_replicas_and_isr() {
-        let topics = topics_of(&snapshot(), 1);
+        let topics = topics_of(&snapshot());
         let orders = topic_metadata(&listed(1), "orders", &topics["orders"]);
         assert_eq!(orders.error_code, 0);
         let ids = |ids: &[BrokerId]| ids.iter().map(|b| b.0).collect::<Vec<_>>();
@@ -823,10 +942,49 @@ mod tests {
     }
 
     #[test]
+    fn a_create_on_every_broker_is_one_answer_naming_the_brokers_that_failed() {
+        use admin::{BrokerAnswer, Response};
+        let created = Response::TopicCreated {
+            name: "t".into(),
+            topic_id: 1,
+            partitions: 3,
+        };
+        let answer = |broker_id, answer: &Response| BrokerAnswer {
+            broker_id,
+            admin: String::new(),
+            answer: answer.clone(),
+        };
+        let exists = Response::error(codes::TOPIC_EXISTS, "exists");
+        let down = Response::error(codes::UNREACHABLE, "connection refused");
+        // Every broker: this broker's answer (a broker that had it already counts as done).
+        let all = Response::ClusterResults(vec![
+            answer(1, &created),
+            answer(2, &created),
+            answer(3, &exists),
+        ]);
+        assert_eq!(one_answer(all, codes::TOPIC_EXISTS), created);
+        // This broker refused: its refusal.
+        let refused = Response::ClusterResults(vec![answer(1, &exists), answer(2, &created)]);
+        assert_eq!(one_answer(refused, codes::TOPIC_EXISTS), exists);
+        // Another failed: a failure naming it, retriable for Kafka clients.
+        let partial = Response::ClusterResults(vec![answer(1, &created), answer(3, &down)]);
+        let Response::Error { code, message } = one_answer(partial, codes::TOPIC_EXISTS) else {
+            panic!("a partial create is a failure");
+        };
+        assert_eq!(code, codes::UNREACHABLE);
+        assert!(
+            message.contains("broker 3: connection refused"),
+            "{message}"
+        );
+        assert_eq!(admin_error_code(&code), ResponseError::RequestTimedOut);
+        // Outside a cluster the answer is the node's own.
+        assert_eq!(one_answer(created.clone(), codes::TOPIC_EXISTS), created);
+    }
+
+    #[test]
     fn outside_a_cluster_metadata_is_as_on_a_single_node() {
         // The gauges are not even looked at: every partition is this broker's, epoch -1.
-        let topics = topics_of(&snapshot(), 0);
-        assert!(topics["orders"].iter().all(|p| p.replication.is_none()));
+        let topics = topics_of(&snapshot());
         let orders = topic_metadata(&listed(0), "orders", &topics["orders"]);
         for partition in &orders.partitions {
             assert_eq!(partition.error_code, 0);
