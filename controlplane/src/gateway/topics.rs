@@ -477,7 +477,7 @@ fn one_answer(answer: admin::Response, done_already: &str) -> admin::Response {
         Some((code, _)) => {
             let each: Vec<&str> = failed.iter().map(|(_, m)| m.as_str()).collect();
             admin::Response::error(
-                *code,
+                code,
                 format!("done on this broker, not on every one: {}", each.join("; ")),
             )
         }
