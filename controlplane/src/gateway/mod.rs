@@ -120,7 +120,9 @@ impl Gateway {
             })?
         };
         let offsets = OffsetStore::open(&state_dir)?;
-        let producer_ids = ProducerIdBlocks::open(&state_dir).map_err(GatewayError::ProducerIds)?;
+        let id_space = producer_ids::IdSpace::of_broker(node.config.cluster.broker_id);
+        let producer_ids =
+            ProducerIdBlocks::open(&state_dir, id_space).map_err(GatewayError::ProducerIds)?;
         let groups = Coordinator::new(groups::GroupLimits::from_config(&config));
         let data = DataPath::start(&node.config);
         let metrics = node.metrics.gateway.clone();
