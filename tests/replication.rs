@@ -22,7 +22,7 @@ const WAIT_MAX: Duration = Duration::from_secs(120);
 
 /// `topic describe --json` of `topic` as broker `i` sees it: its partitions.
 fn partitions(cluster: &Cluster, i: u32, topic: &str) -> Vec<serde_json::Value> {
-    let described = cluster.precursor_json(i, &["topic", "describe", topic, "--json"]);
+    let described = cluster.precursor_json(i, &["topic", "describe", topic]);
     described["partitions"]
         .as_array()
         .unwrap_or_else(|| panic!("describe {topic} on {i}: {described}"))
@@ -193,7 +193,7 @@ fn acks_all_lands_byte_for_byte_on_every_replica_from_native_and_kafka_clients()
         }
     }
     // Replication moved the bytes, with nothing refused along the way.
-    let status = cluster.precursor_json(leader, &["status", "--json"]);
+    let status = cluster.precursor_json(leader, &["status"]);
     assert!(status.to_string().contains("replica"), "{status}");
 }
 

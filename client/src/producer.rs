@@ -9,6 +9,17 @@
 //! retransmitted (same bytes, same request id) on the [`RetransmitSchedule`]; its messages
 //! fail with an error once `delivery_timeout_ms` has passed since their `send()`.
 //!
+//! Refusals (go-back-N): the broker appends a partition's batches strictly in sequence
+//! order, so when it refuses one with a retriable error (`Busy`: e.g. its next segment is
+//! not ready; `OutOfOrderSequence`: an earlier batch is missing), every batch pipelined
+//! behind it is refused too. The producer then resends, after a short wait that doubles
+//! per consecutive refused round ([`RESEND_WAIT_US_FIRST`] .. [`RESEND_WAIT_US_MAX`]), every
+//! in-flight batch from the first refused one (from the oldest, for out-of-order), in
+//! sequence order, and sends nothing new for the partition before that round: a refused
+//! round costs the in-flight window once, never a retransmit timeout. Only a refusal that
+//! answers a batch's latest transmission counts; one answering an earlier transmission
+//! (already superseded by a resend) is ignored.
+//!
 //! Progress happens inside `send()` when a batch closes, and in `poll()` / `flush()`: call
 //! `poll()` when there is nothing to send, so acks are read and timers run.
 
@@ -40,6 +51,13 @@ use precursor_protocol::record_batch::increment_sequence;
 const RECV_BURST_MAX: usize = 256;
 /// Producer epoch of an idempotent producer (bumped never: a new id is drawn instead).
 const PRODUCER_EPOCH: i16 = 0;
+/// Wait before the first resend round after a refusal, in microseconds: the broker is
+/// expected to take the batches again almost at once (a roll onto a prepared segment).
+pub const RESEND_WAIT_US_FIRST: u64 = 50;
+/// Longest wait between consecutive refused resend rounds, in microseconds.
+pub const RESEND_WAIT_US_MAX: u64 = 5_000;
+/// Doublings of the resend wait beyond which it is at its cap anyway (no shift overflow).
+const RESEND_DOUBLINGS_MAX: u32 = 16;
 
 /// How to produce.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,9 +126,15 @@ pub struct ProducerStats {
     pub errors: u64,
     /// Batches sent the first time.
     pub batches_sent: u64,
-    /// Batch transmissions after the first.
+    /// Batch transmissions after the first because no answer came in time (a lost
+    /// datagram, a lost IPC channel).
     pub retransmits: u64,
-    /// Answers that asked for a retry (out-of-order sequence, busy).
+    /// Batch transmissions after a refusal (busy, out of order): the in-order resends of
+    /// the go-back-N rounds, each at most the in-flight window.
+    pub resends: u64,
+    /// Resend rounds (one per refused window, however many of its batches were refused).
+    pub resend_rounds: u64,
+    /// Answers that asked for a retry (out-of-order sequence, busy), stale ones included.
     pub retriable_errors: u64,
     /// Batches the broker reported as duplicates of earlier ones.
     pub duplicates: u64,
@@ -139,10 +163,22 @@ struct InFlightBatch {
     /// The whole frame (header + batch), encoded once, retransmitted as is.
     frame: Vec<u8>,
     messages: Vec<PendingMessage>,
+    /// Transmissions on the retransmit schedule (the first, then one per timeout).
     attempts: u32,
+    /// Transmissions whose answer has not arrived. A refusal acts only when it answers the
+    /// latest one (this reaches 0); a timeout presumes the earlier answers lost (1).
+    answers_awaited: u32,
     last_sent_at: Instant,
     next_due: Instant,
     give_up_at: Instant,
+}
+
+/// A go-back-N round: at `due`, every in-flight batch whose request id is at least
+/// `from_request_id` (request ids grow with sequence numbers) is sent again, in order.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+struct PendingResend {
+    from_request_id: u64,
+    due: Instant,
 }
 
 struct PartitionState {
@@ -157,6 +193,11 @@ struct PartitionState {
     open: Option<OpenBatch>,
     /// Oldest first (ascending sequence).
     in_flight: VecDeque<InFlightBatch>,
+    /// After a refusal: the round that resends the refused batches. While it is pending,
+    /// new batches of the partition are queued in `in_flight` unsent (the round sends them).
+    resend: Option<PendingResend>,
+    /// Consecutive refused rounds (reset by an ack): sets the wait before the next.
+    refused_rounds: u32,
 }
 
 struct TopicEntry {
@@ -503,6 +544,54 @@ impl Producer {
     }
 }
 
+impl PartitionState {
+    /// Takes the batch at `position` out of flight (acked or failed). A pending resend
+    /// round with nothing left to resend is dropped, so new batches go out at once.
+    fn remove_in_flight(&mut self, position: usize) -> InFlightBatch {
+        let batch = self
+            .in_flight
+            .remove(position)
+            .expect("position is in range");
+        if let Some(resend) = self.resend {
+            if !self
+                .in_flight
+                .iter()
+                .any(|b| b.request_id >= resend.from_request_id)
+            {
+                self.resend = None;
+            }
+        }
+        batch
+    }
+}
+
+/// The wait before resend round `round` (1 = the first after an ack), in microseconds.
+pub(crate) fn resend_wait_us(round: u32) -> u64 {
+    let doublings = round.saturating_sub(1).min(RESEND_DOUBLINGS_MAX);
+    (RESEND_WAIT_US_FIRST << doublings).min(RESEND_WAIT_US_MAX)
+}
+
+/// Schedules (or widens) the go-back-N round of `p` to start at batch `from_request_id`,
+/// `wait(round)` after `now` (round 1 = the first since an ack).
+fn schedule_resend(
+    p: &mut PartitionState,
+    from_request_id: u64,
+    now: Instant,
+    wait: impl FnOnce(u32) -> Duration,
+) {
+    match &mut p.resend {
+        // Same round: the later refusals of one window widen it, never delay it.
+        Some(pending) => pending.from_request_id = pending.from_request_id.min(from_request_id),
+        None => {
+            p.refused_rounds = p.refused_rounds.saturating_add(1);
+            p.resend = Some(PendingResend {
+                from_request_id,
+                due: now + wait(p.refused_rounds),
+            });
+        }
+    }
+}
+
 impl ProducerState {
     fn new_partition(
         &self,
@@ -524,6 +613,8 @@ impl ProducerState {
             builder: self.new_builder(producer_id, timestamp_ms),
             open: None,
             in_flight: VecDeque::new(),
+            resend: None,
+            refused_rounds: 0,
         }
     }
 
@@ -646,15 +737,22 @@ impl ProducerState {
         let oldest = messages.first().map(|m| m.accepted_at).unwrap_or(now);
         self.stats.in_flight_batches += 1;
         let p = self.partitions.get_mut(&handle).expect("known partition");
+        // Behind a pending resend round it would only be refused: the round sends it, in
+        // order after the refused ones.
+        let held = p.resend.is_some();
         p.in_flight.push_back(InFlightBatch {
             request_id,
             frame,
             messages,
             attempts: 1,
+            answers_awaited: u32::from(!held),
             last_sent_at: now,
             next_due: self.schedule.next_due(now, 0),
             give_up_at: self.schedule.give_up_at(oldest),
         });
+        if held {
+            return Ok(());
+        }
         // On a socket error the batch stays in flight: retransmission tries again until the
         // delivery timeout, and the caller hears of the error now.
         let sent = p.in_flight.back().expect("pushed above");
@@ -679,13 +777,35 @@ impl ProducerState {
                     lingered.push(p.handle);
                 }
             }
+            let resend = p.resend;
+            let resend_due = resend.filter(|r| now >= r.due);
+            if resend_due.is_some() {
+                p.resend = None;
+                self.stats.resend_rounds += 1;
+            }
+            // In sequence order: what the broker appends next goes first.
             for batch in p.in_flight.iter_mut() {
+                let in_round = |r: PendingResend| batch.request_id >= r.from_request_id;
                 if now >= batch.give_up_at {
                     expired.push((p.handle, batch.request_id));
+                } else if resend_due.is_some_and(in_round) {
+                    transport.send_raw(&batch.frame)?;
+                    // A resend is not a timeout: the retransmit back-off stays where it was.
+                    batch.next_due = self
+                        .schedule
+                        .next_due(now, batch.attempts.saturating_sub(1));
+                    batch.answers_awaited += 1;
+                    batch.last_sent_at = now;
+                    self.stats.resends += 1;
+                    sent += 1;
+                } else if resend.is_some_and(in_round) {
+                    // Waits for its round: sent alone now it would be refused again.
                 } else if now >= batch.next_due {
                     transport.send_raw(&batch.frame)?;
                     batch.next_due = self.schedule.next_due(now, batch.attempts);
                     batch.attempts += 1;
+                    // No answer in time: the earlier ones are presumed lost.
+                    batch.answers_awaited = 1;
                     batch.last_sent_at = now;
                     self.stats.retransmits += 1;
                     sent += 1;
@@ -726,6 +846,9 @@ impl ProducerState {
                     consider((open.opened_at + linger).max(now));
                 }
             }
+            if let Some(resend) = p.resend {
+                consider(resend.due);
+            }
             for batch in &p.in_flight {
                 consider(batch.next_due.min(batch.give_up_at));
             }
@@ -754,8 +877,11 @@ impl ProducerState {
             return;
         };
         let code = header.error;
+        let batch = &mut p.in_flight[position];
+        batch.answers_awaited = batch.answers_awaited.saturating_sub(1);
         if code == 0 && header.opcode == Opcode::ProduceAck {
-            let batch = p.in_flight.remove(position).expect("position is in range");
+            p.refused_rounds = 0;
+            let batch = p.remove_in_flight(position);
             match ProduceAck::decode(payload) {
                 Ok(ack) => self.deliver_batch(handle, batch, Some(ack.base_offset), now),
                 Err(e) => {
@@ -769,24 +895,36 @@ impl ProducerState {
         }
         match ErrorCode::from_u16(code) {
             Some(ErrorCode::DuplicateSequence) => {
-                let batch = p.in_flight.remove(position).expect("position is in range");
+                p.refused_rounds = 0;
+                let batch = p.remove_in_flight(position);
                 self.stats.duplicates += 1;
                 self.deliver_batch(handle, batch, None, now);
             }
             Some(c) if c.is_retriable() => {
                 self.stats.retriable_errors += 1;
-                let schedule = self.schedule;
-                let batch = &mut p.in_flight[position];
-                batch.next_due = now + schedule.wait(batch.attempts.saturating_sub(1));
-                if c == ErrorCode::OutOfOrderSequence && position > 0 {
-                    // The broker misses an earlier batch: resend the oldest one soon (at
-                    // most once per first-request timeout), the others after it.
-                    let front = &mut p.in_flight[0];
-                    front.next_due = front.next_due.min(front.last_sent_at + schedule.wait(0));
+                if p.in_flight[position].answers_awaited > 0 {
+                    // Answers an older transmission: a resend of it is on its way.
+                    return;
                 }
+                // Out of order: the broker misses an earlier batch, so resend from the
+                // oldest. Otherwise this batch was not taken (those before it may be).
+                let from = if c == ErrorCode::OutOfOrderSequence {
+                    p.in_flight[0].request_id
+                } else {
+                    header.request_id
+                };
+                let schedule = self.schedule;
+                schedule_resend(p, from, now, |round| match c {
+                    // Gone in microseconds (a roll, a pipelined window): retry promptly.
+                    ErrorCode::Busy | ErrorCode::OutOfOrderSequence => {
+                        Duration::from_micros(resend_wait_us(round))
+                    }
+                    // Leadership, topic creation: the retransmit schedule's pace.
+                    _ => schedule.wait(round.saturating_sub(1)),
+                });
             }
             _ => {
-                let batch = p.in_flight.remove(position).expect("position is in range");
+                let batch = p.remove_in_flight(position);
                 let what = format!(
                     "produce to partition {} of topic {}",
                     handle.partition(),
@@ -806,6 +944,11 @@ impl ProducerState {
         }
     }
 
+    #[cfg(test)]
+    fn resend_pending(&self, handle: PartitionHandle) -> Option<u64> {
+        self.partitions[&handle].resend.map(|r| r.from_request_id)
+    }
+
     fn take_in_flight(
         &mut self,
         handle: PartitionHandle,
@@ -816,7 +959,7 @@ impl ProducerState {
             .in_flight
             .iter()
             .position(|b| b.request_id == request_id)?;
-        p.in_flight.remove(position)
+        Some(p.remove_in_flight(position))
     }
 
     fn topic_name(&self, handle: PartitionHandle) -> String {
@@ -1191,6 +1334,146 @@ mod tests {
         let new = RecordBatchHeader::parse(&next[0].1).unwrap();
         assert_ne!(new.producer_id, old.producer_id);
         assert_eq!(new.base_sequence, 0);
+    }
+
+    /// Runs the producer's timers as if `micros` had passed (no sleeping in tests).
+    fn run_timers_after(producer: &mut Producer, micros: u64) -> usize {
+        let later = Instant::now() + Duration::from_micros(micros);
+        producer
+            .state
+            .run_timers(&mut producer.transport, later)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_busy_window_is_resent_once_in_order_from_the_refused_batch() {
+        let (mut producer, silent) = producer(|c| {
+            c.linger_us = 0;
+            c.in_flight_max = 5;
+        });
+        let handle = PartitionHandle::new(TOPIC_ID, 0);
+        for i in 0..5u8 {
+            producer.send("t", Some(0), None, &[i]).unwrap();
+        }
+        let sent = frames(&silent);
+        assert_eq!(sent.len(), 5);
+        let now = Instant::now();
+        // The broker's next segment is not ready: the first batch is refused Busy, the
+        // four pipelined behind it out of order. One round, not five.
+        producer
+            .state
+            .on_frame(&refusal(&sent[0].0, ErrorCode::Busy), &[], now);
+        for (header, _) in &sent[1..] {
+            producer
+                .state
+                .on_frame(&refusal(header, ErrorCode::OutOfOrderSequence), &[], now);
+        }
+        assert_eq!(
+            producer.state.resend_pending(handle),
+            Some(sent[0].0.request_id)
+        );
+        assert_eq!(producer.stats().retriable_errors, 5);
+        // Nothing before the round's wait, then the whole window, in order, unchanged.
+        assert_eq!(run_timers_after(&mut producer, 0), 0);
+        assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_MAX), 5);
+        let resent = frames(&silent);
+        assert_eq!(resent, sent, "the same frames, in sequence order");
+        assert_eq!(producer.state.resend_pending(handle), None);
+        let stats = producer.stats();
+        assert_eq!(
+            (stats.resends, stats.resend_rounds, stats.retransmits),
+            (5, 1, 0)
+        );
+        for (i, (header, _)) in sent.iter().enumerate() {
+            let (ack_header, payload) = ack(header, 100 + i as u64, 1);
+            producer.state.on_frame(&ack_header, &payload, now);
+        }
+        let offsets: Vec<Option<u64>> =
+            deliveries(&mut producer).iter().map(|d| d.offset).collect();
+        assert_eq!(offsets, (100..105).map(Some).collect::<Vec<_>>());
+        assert_eq!(producer.stats().errors, 0);
+    }
+
+    #[test]
+    fn refusals_of_superseded_transmissions_start_no_round() {
+        let (mut producer, silent) = producer(|c| {
+            c.linger_us = 0;
+            c.in_flight_max = 5;
+        });
+        let handle = PartitionHandle::new(TOPIC_ID, 0);
+        for i in 0..4u8 {
+            producer.send("t", Some(0), None, &[i]).unwrap();
+        }
+        let sent = frames(&silent);
+        let now = Instant::now();
+        // The lcore read the first two before the last two were written: their answers
+        // come first, and the round starts before the others' refusals arrive.
+        producer
+            .state
+            .on_frame(&refusal(&sent[0].0, ErrorCode::Busy), &[], now);
+        producer.state.on_frame(
+            &refusal(&sent[1].0, ErrorCode::OutOfOrderSequence),
+            &[],
+            now,
+        );
+        assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_MAX), 4);
+        assert_eq!(frames(&silent).len(), 4);
+        // The refusals of the first transmissions of 2 and 3: their resends are on the way.
+        for (header, _) in &sent[2..] {
+            producer
+                .state
+                .on_frame(&refusal(header, ErrorCode::OutOfOrderSequence), &[], now);
+        }
+        assert_eq!(producer.state.resend_pending(handle), None);
+        assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_MAX), 0);
+        assert!(frames(&silent).is_empty());
+        assert_eq!(producer.stats().resend_rounds, 1);
+        // A refusal of the resends (still busy) is a new round, after a longer wait.
+        producer
+            .state
+            .on_frame(&refusal(&sent[0].0, ErrorCode::Busy), &[], now);
+        assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_FIRST), 0);
+        assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_MAX), 4);
+        assert_eq!(producer.stats().resend_rounds, 2);
+    }
+
+    #[test]
+    fn batches_closed_while_a_round_is_pending_go_out_behind_it() {
+        let (mut producer, silent) = producer(|c| {
+            c.linger_us = 0;
+            c.in_flight_max = 10;
+        });
+        for i in 0..3u8 {
+            producer.send("t", Some(0), None, &[i]).unwrap();
+        }
+        let sent = frames(&silent);
+        producer
+            .state
+            .on_frame(&refusal(&sent[0].0, ErrorCode::Busy), &[], Instant::now());
+        // Sent now they would only be refused: held for the round.
+        producer.send("t", Some(0), None, b"held 1").unwrap();
+        producer.send("t", Some(0), None, b"held 2").unwrap();
+        assert!(frames(&silent).is_empty());
+        assert_eq!(producer.stats().in_flight_batches, 5);
+        assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_MAX), 5);
+        let round = frames(&silent);
+        assert_eq!(&round[..3], &sent[..]);
+        let sequences: Vec<i32> = round
+            .iter()
+            .map(|(_, batch)| RecordBatchHeader::parse(batch).unwrap().base_sequence)
+            .collect();
+        assert_eq!(sequences, vec![0, 1, 2, 3, 4], "in sequence order");
+        assert!(round
+            .windows(2)
+            .all(|w| w[0].0.request_id < w[1].0.request_id));
+    }
+
+    #[test]
+    fn resend_waits_double_from_the_first_to_the_cap() {
+        assert_eq!(resend_wait_us(1), RESEND_WAIT_US_FIRST);
+        assert_eq!(resend_wait_us(2), 2 * RESEND_WAIT_US_FIRST);
+        assert_eq!(resend_wait_us(u32::MAX), RESEND_WAIT_US_MAX);
+        assert!((1..64).all(|r| resend_wait_us(r) <= resend_wait_us(r + 1)));
     }
 
     #[test]

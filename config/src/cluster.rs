@@ -63,7 +63,10 @@ pub struct ClusterConfig {
     /// Every broker of the cluster, this one included (the same list on every broker).
     pub brokers: Vec<BrokerSpec>,
     /// A follower that has not caught up with the leader's log end for this long leaves
-    /// the in-sync replica set (Kafka's `replica.lag.time.max.ms`), in milliseconds.
+    /// the in-sync replica set (Kafka's `replica.lag.time.max.ms`, 30 s there), in
+    /// milliseconds. Default 2000: acks=all producers wait this long for a follower that
+    /// died before they go on without it, well inside the native client's 10 s delivery
+    /// timeout; an lcore that polls does not pause for seconds the way a JVM may.
     pub replica_lag_ms: u64,
     /// A follower's fetch that finds nothing new waits at the leader this long before it
     /// is answered empty (long polling: new data is sent the moment it is appended), in
@@ -109,7 +112,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             broker_id: 0,
             brokers: Vec::new(),
-            replica_lag_ms: 10_000,
+            replica_lag_ms: 2_000,
             replica_fetch_wait_ms: 500,
             replica_fetch_retry_ms: 50,
             acks_all: AcksAll::Memory,

@@ -57,6 +57,28 @@ fn the_example_file_is_valid() {
 }
 
 #[test]
+fn the_cluster_example_is_valid_and_names_three_brokers() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/cluster-broker-1.toml"
+    );
+    let config = Config::load(std::path::Path::new(path)).expect("example validates");
+    assert_eq!(config.cluster.broker_id, 1);
+    assert_eq!(config.cluster.brokers.len(), 3);
+    assert_eq!(
+        config.controlplane.cluster_listen,
+        config.cluster.me().unwrap().admin
+    );
+    assert_eq!(config.cluster.replicas_for("orders", 0, 3).len(), 3);
+}
+
+#[test]
+fn a_cluster_listener_must_be_an_address() {
+    let message = refusal("[controlplane]\ncluster_listen = \"broker1:9290\"\n");
+    assert!(message.contains("controlplane.cluster_listen"), "{message}");
+}
+
+#[test]
 fn unknown_keys_are_refused_with_their_name() {
     let message = refusal("[storage]\nsegment_byte = 1\n");
     assert!(message.contains("segment_byte"), "{message}");

@@ -9,7 +9,7 @@ use precursor_config::Config;
 use precursor_controlplane::admin::{self, codes, Request, Response};
 use precursor_controlplane::supervisor::serve_until;
 use precursor_controlplane::Mode;
-use precursor_protocol::command::{Command, Event};
+use precursor_protocol::command::{Command, Event, TopicReplication, ACKS_ALL_DURABLE};
 use precursor_protocol::counter_kind as kind;
 use precursor_protocol::frame::ErrorCode;
 use precursor_shm::{CounterId, CountersWriter, DataplaneCnc, RING_PAYLOAD_BYTES_MAX};
@@ -37,6 +37,8 @@ enum Answer {
 struct SharedFiles {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Every CreateTopic the stand-in took: the name and the replication it carried.
+    created: Arc<std::sync::Mutex<Vec<(String, TopicReplication)>>>,
 }
 
 impl SharedFiles {
@@ -59,6 +61,8 @@ impl SharedFiles {
         fsync.record(&counters, 3_000_000);
         let stop = Arc::new(AtomicBool::new(false));
         let thread_stop = stop.clone();
+        let created = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let thread_created = created.clone();
         let thread = std::thread::spawn(move || {
             let mut topics: HashMap<String, Vec<CounterId>> = HashMap::new();
             let mut next_topic_id = 0u16;
@@ -79,8 +83,15 @@ impl SharedFiles {
                             message: "disk full (ENOSPC) creating the partition directory",
                         },
                         Command::CreateTopic {
-                            name, partitions, ..
+                            name,
+                            partitions,
+                            replication,
+                            ..
                         } => {
+                            thread_created
+                                .lock()
+                                .unwrap()
+                                .push((name.to_string(), replication));
                             let mut ids = Vec::new();
                             for partition in 0..partitions {
                                 let label = format!("topic={name},partition={partition}");
@@ -118,6 +129,7 @@ impl SharedFiles {
         SharedFiles {
             stop,
             thread: Some(thread),
+            created,
         }
     }
 
@@ -153,6 +165,16 @@ struct ControlPlane {
 
 impl ControlPlane {
     fn start(dir: &Path, command_timeout_ms: u64, mode: Mode) -> ControlPlane {
+        ControlPlane::start_with(dir, command_timeout_ms, mode, |_| {})
+    }
+
+    /// [`ControlPlane::start`] with the test's changes to the configuration.
+    fn start_with(
+        dir: &Path,
+        command_timeout_ms: u64,
+        mode: Mode,
+        configure: impl FnOnce(&mut Config),
+    ) -> ControlPlane {
         let mut config = Config::default();
         config.node.cnc_dir = dir.join("cnc");
         config.controlplane.admin_socket = dir.join("run/admin.sock");
@@ -168,6 +190,7 @@ impl ControlPlane {
             .unwrap()
             .port();
         config.controlplane.metrics_listen = format!("127.0.0.1:{port}");
+        configure(&mut config);
         let socket = config.controlplane.admin_socket.clone();
         let metrics = config.controlplane.metrics_listen.clone();
         let (stop, stopping) = tokio::sync::watch::channel(false);
@@ -382,6 +405,174 @@ fn bad_requests_are_refused_before_the_data_plane_sees_them() {
     let second: Response = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert!(matches!(second, Response::Status(_)), "{second:?}");
     cp.stop();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn outside_a_cluster_a_replicated_create_is_this_nodes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = SharedFiles::start(&dir.path().join("cnc"), Answer::Normally);
+    let cp = ControlPlane::start(dir.path(), 10_000, Mode::Attach);
+    cp.wait_alive(true);
+    let create =
+        |name: &str, factor: Option<u8>, min_insync: Option<u8>| Request::ClusterCreateTopic {
+            name: name.into(),
+            partitions: 2,
+            retention_ms: None,
+            retention_bytes: None,
+            replication_factor: factor,
+            min_insync_replicas: min_insync,
+            acks_all: Some(precursor_config::AcksAll::Durable),
+            forwarded: false,
+        };
+    let Response::Error { code, message } = cp.ask(create("wide", Some(2), None)) else {
+        panic!("a replication factor of 2 on one node")
+    };
+    assert_eq!(code, codes::INVALID_ARGUMENT);
+    assert!(message.contains("not in a cluster"), "{message}");
+    let Response::Error { message, .. } = cp.ask(create("wide", Some(1), Some(2))) else {
+        panic!("a minimum ISR above the replication factor")
+    };
+    assert!(message.contains("min insync replicas 2"), "{message}");
+    assert_eq!(
+        cp.ask(create("orders", None, None)),
+        Response::TopicCreated {
+            name: "orders".into(),
+            topic_id: 1,
+            partitions: 2
+        }
+    );
+    let replication = TopicReplication {
+        factor: 1,
+        min_insync: 1,
+        acks_all: ACKS_ALL_DURABLE,
+    };
+    assert_eq!(
+        *files.created.lock().unwrap(),
+        vec![("orders".to_string(), replication)]
+    );
+    assert_eq!(
+        cp.ask(Request::ClusterDeleteTopic {
+            name: "orders".into(),
+            forwarded: false
+        }),
+        Response::Ok
+    );
+    cp.stop();
+}
+
+/// Two control planes of a cluster (stand-in data planes, no DPDK): a create on one is
+/// carried to the other through its cluster listener with the same replication; a broker
+/// nobody listens for is reported unreachable.
+#[test]
+fn a_create_reaches_every_broker_through_the_cluster_listeners() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let files: Vec<SharedFiles> = dirs
+        .iter()
+        .map(|d| SharedFiles::start(&d.path().join("cnc"), Answer::Normally))
+        .collect();
+    let admins = [
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+        // Broker 3: configured, never started.
+        format!("127.0.0.1:{}", free_port()),
+    ];
+    let brokers: Vec<precursor_config::BrokerSpec> = (1..=3u32)
+        .map(|id| precursor_config::BrokerSpec {
+            id,
+            address: std::net::Ipv4Addr::new(10, 99, 0, id as u8),
+            udp_port: 9190,
+            kafka: String::new(),
+            admin: admins[id as usize - 1].clone(),
+            rack: String::new(),
+        })
+        .collect();
+    let cps: Vec<ControlPlane> = (1..=2u32)
+        .map(|id| {
+            let brokers = brokers.clone();
+            let listen = admins[id as usize - 1].clone();
+            ControlPlane::start_with(dirs[id as usize - 1].path(), 10_000, Mode::Attach, |c| {
+                c.cluster.broker_id = id;
+                c.cluster.brokers = brokers;
+                c.port.address = std::net::Ipv4Addr::new(10, 99, 0, id as u8);
+                c.controlplane.cluster_listen = listen;
+                c.topics.default_replication_factor = 2;
+                c.topics.default_min_insync_replicas = 2;
+                c.validate().unwrap();
+            })
+        })
+        .collect();
+    for cp in &cps {
+        cp.wait_alive(true);
+    }
+    let too_many = cps[0].ask(Request::ClusterCreateTopic {
+        name: "orders".into(),
+        partitions: 3,
+        retention_ms: None,
+        retention_bytes: None,
+        replication_factor: Some(4),
+        min_insync_replicas: None,
+        acks_all: None,
+        forwarded: false,
+    });
+    let Response::Error { message, .. } = too_many else {
+        panic!("RF 4 of 3 brokers: {too_many:?}")
+    };
+    assert!(message.contains("between 1 and 3"), "{message}");
+    let answer = cps[0].ask(Request::ClusterCreateTopic {
+        name: "orders".into(),
+        partitions: 3,
+        retention_ms: None,
+        retention_bytes: None,
+        replication_factor: Some(3),
+        min_insync_replicas: None,
+        acks_all: None,
+        forwarded: false,
+    });
+    let Response::ClusterResults(answers) = answer else {
+        panic!("not the brokers' answers: {answer:?}")
+    };
+    let ids: Vec<u32> = answers.iter().map(|a| a.broker_id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert!(matches!(answers[0].answer, Response::TopicCreated { .. }));
+    assert!(matches!(answers[1].answer, Response::TopicCreated { .. }));
+    assert_eq!(answers[1].admin, admins[1]);
+    assert_eq!(error_code(&answers[2].answer), codes::UNREACHABLE);
+    // The broker that forwarded filled in every default: both made the same topic.
+    let replication = TopicReplication {
+        factor: 3,
+        min_insync: 2,
+        acks_all: precursor_protocol::command::ACKS_ALL_MEMORY,
+    };
+    for f in &files {
+        assert_eq!(
+            *f.created.lock().unwrap(),
+            vec![("orders".to_string(), replication)]
+        );
+    }
+    let verdict = admin::ClusterVerdict::of(&answers, codes::TOPIC_EXISTS);
+    assert!(!verdict.complete());
+    // Delete through broker 2: gone from both.
+    let Response::ClusterResults(answers) = cps[1].ask(Request::ClusterDeleteTopic {
+        name: "orders".into(),
+        forwarded: false,
+    }) else {
+        panic!("not the brokers' answers")
+    };
+    assert_eq!(answers[0].broker_id, 2);
+    assert_eq!(answers[0].answer, Response::Ok);
+    assert_eq!(answers[1].answer, Response::Ok);
+    for cp in cps {
+        assert_eq!(cp.ask(Request::ListTopics), Response::Topics(vec![]));
+        cp.stop();
+    }
 }
 
 #[test]

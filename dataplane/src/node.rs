@@ -252,10 +252,11 @@ pub fn plan_memory(config: &Config, partitions: u64) -> Result<MemoryPlan, NodeE
     let dpdk_need = config.dataplane.mbufs as u64
         * mbuf_data_room_bytes(config.port.mtu_bytes) as u64
         + DPDK_OVERHEAD_BYTES;
-    // Active + prepared spare segment per partition, and headroom for topics created later.
+    // Active + prepared spare segments per partition, and headroom for topics created later.
     // Each memory file also holds a 64-byte header: one more (huge) page per segment.
     let segment_memory_bytes = config.storage.segment_bytes + HUGE_PAGE_BYTES;
-    let segments_need = (partitions.max(1) * 2 + 4) * segment_memory_bytes;
+    let segments_per_partition = 1 + crate::log::flusher::SPARE_SEGMENTS as u64;
+    let segments_need = (partitions.max(1) * segments_per_partition + 4) * segment_memory_bytes;
     let mut warnings = Vec::new();
     let dpdk_hugepages = match config.dataplane.hugepages {
         Hugepages::Off => false,

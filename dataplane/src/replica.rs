@@ -652,8 +652,13 @@ impl Replica {
             if !self.isr.contains(follower.broker) {
                 continue;
             }
-            // A follower with nothing to catch up on is never lagging.
-            if follower.fetch_offset >= log_end {
+            // A follower waiting at our log end (its fetch parked here) is caught up; one
+            // that stopped fetching is not, even on a partition nobody writes to (its
+            // parked fetch expires after `fetch_wait` and it never asks again).
+            let waiting_at_end = follower
+                .parked
+                .is_some_and(|p| p.fetch.fetch_offset >= log_end);
+            if waiting_at_end {
                 follower.caught_up_at = now;
                 continue;
             }

@@ -206,6 +206,13 @@ impl AppendWriter {
     pub fn path(&self) -> &Path {
         self.region.mapping.path()
     }
+
+    /// Takes the page faults of the whole region now (see
+    /// [`SharedMapping::populate_writable`]): appends into it then never fault. Blocking:
+    /// the preparer of a segment calls it before handing the writer to its lcore.
+    pub fn prefault(&self) -> Result<(), ShmError> {
+        self.region.mapping.populate_writable()
+    }
 }
 
 /// A reader of an append region: sees the published prefix only.

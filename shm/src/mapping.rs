@@ -225,6 +225,16 @@ impl SharedMapping {
         &self.path
     }
 
+    /// Allocates and maps every page now, writable (`MADV_POPULATE_WRITE`), so that the
+    /// first write to each page takes no page fault later. Blocking (the kernel zeroes
+    /// the pages): call it off the lcore. On hugetlbfs the pages were reserved by `mmap`
+    /// already, so this costs time, not memory.
+    pub fn populate_writable(&self) -> Result<(), ShmError> {
+        self.map
+            .advise(memmap2::Advice::PopulateWrite)
+            .map_err(io_error(&self.path))
+    }
+
     /// Maps all of an existing memory file `path` read-write (another process created it;
     /// this one reads its header and moves its own ring positions). The file's length must
     /// be non-zero and is what gets mapped.

@@ -650,6 +650,21 @@ mod tests {
             &["topic", "list", "--socket", "/s", "--config", "/c"], // one or the other
             &["topic", "rename", "a", "b"],
             &["status", "--retention-ms", "5"],
+            &["topic", "create", "o", "-p", "1", "-r", "0"], // replication factor 0
+            &["topic", "create", "o", "-p", "1", "--acks-all", "sometimes"],
+            &[
+                "topic",
+                "create",
+                "o",
+                "-p",
+                "1",
+                "--min-insync-replicas",
+                "0",
+            ],
+            &["cluster", "up", "--nodes", "0"],
+            &["cluster", "up", "--nodes", "6"],
+            &["cluster", "stop"], // which broker?
+            &["cluster", "status", "--nodes", "3"],
         ] {
             let error = parse(args)
                 .err()
@@ -681,11 +696,100 @@ mod tests {
                 "1073741824",
             ],
             &["status", "--json"],
+            &[
+                "topic",
+                "create",
+                "orders",
+                "-p",
+                "3",
+                "--replication-factor",
+                "3",
+                "--min-insync-replicas",
+                "2",
+                "--acks-all",
+                "durable",
+            ],
+            &["cluster", "up", "--nodes", "3", "--dir", "/tmp/c", "--json"],
+            &["cluster", "down", "--purge"],
+            &["cluster", "status", "--json"],
+            &["cluster", "stop", "--node", "2"],
+            &["cluster", "start", "--node", "2", "--dir", "/tmp/c"],
             &["up", "--config", "precursor.toml"],
             &["controlplane"],
         ] {
             assert!(parse(args).is_ok(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn a_cluster_topic_shows_its_replicas() {
+        use precursor_controlplane::admin::{
+            PartitionInfo, Request, Response, TopicDescription, TopicSummary,
+        };
+        let partition = PartitionInfo {
+            partition: 0,
+            end_offset: 12,
+            high_watermark: 10,
+            leader: 2,
+            leader_epoch: 3,
+            replicas: vec![2, 3, 1],
+            isr: vec![2, 3],
+            min_insync: 2,
+            isr_shrinks: 1,
+            ..PartitionInfo::default()
+        };
+        let describe = Request::DescribeTopic {
+            name: "orders".into(),
+        };
+        let text = super::human(
+            &describe,
+            &Response::Topic(TopicDescription {
+                name: "orders".into(),
+                partitions: vec![partition.clone()],
+            }),
+        )
+        .unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].starts_with("PARTITION  LEADER  EPOCH  REPLICAS  ISR"),
+            "{text}"
+        );
+        let cells: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            cells[..7],
+            ["0", "2", "3", "2,3,1", "2,3", "2", "10"],
+            "{text}"
+        );
+        // Outside a cluster: the single-node columns, as before.
+        let single = super::human(
+            &describe,
+            &Response::Topic(TopicDescription {
+                name: "orders".into(),
+                partitions: vec![PartitionInfo::default()],
+            }),
+        )
+        .unwrap();
+        assert!(
+            single.contains("PARTITION  START  END  DURABLE"),
+            "{single}"
+        );
+        let list = super::human(
+            &Request::ListTopics,
+            &Response::Topics(vec![TopicSummary {
+                name: "orders".into(),
+                partitions: 1,
+                messages: 12,
+                bytes: 0,
+                segments: 1,
+                replication_factor: 3,
+                under_replicated: 1,
+                under_min_isr: 0,
+                leaders: vec![2],
+            }]),
+        )
+        .unwrap();
+        assert!(list.contains("RF  LEADERS  UNDER-REPLICATED"), "{list}");
+        assert!(super::leaders(&[1; 10]).ends_with(",... (10 partitions)"));
     }
 
     #[test]

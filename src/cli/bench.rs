@@ -460,8 +460,13 @@ fn produce(args: &BenchProduceArgs) -> Result<Report> {
         }
         if !common.quiet {
             eprintln!(
-                "producer: {} batches, {} retransmits, {} duplicates acknowledged",
-                run.stats.batches_sent, run.stats.retransmits, run.stats.duplicates
+                "producer: {} batches, {} retransmits, {} duplicates acknowledged, {} refusals answered by {} resends in {} rounds",
+                run.stats.batches_sent,
+                run.stats.retransmits,
+                run.stats.duplicates,
+                run.stats.retriable_errors,
+                run.stats.resends,
+                run.stats.resend_rounds
             );
         }
     }

@@ -276,8 +276,11 @@ impl Cluster {
             .split_whitespace()
             .filter_map(|p| p.parse::<u32>().ok())
             .find(|pid| {
-                std::fs::read_link(format!("/proc/{pid}/exe"))
-                    .is_ok_and(|exe| exe.ends_with("precursor-dataplane"))
+                // argv[0] as `precursor up` started it (the exe link of a binary rebuilt
+                // meanwhile reads "... (deleted)").
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let program = cmdline.split(|&b| b == 0).next().unwrap_or_default();
+                program.ends_with(b"precursor-dataplane")
             })
     }
 
@@ -305,8 +308,10 @@ impl Cluster {
                 let status: serde_json::Value =
                     serde_json::from_str(stdout(&out).trim()).unwrap_or_default();
                 let pid = status["dataplane_pid"].as_u64().map(|p| p as u32);
-                if status["dataplane_alive"] == true && pid.is_some() && pid != not_pid {
-                    return pid.unwrap();
+                if let Some(pid) = pid.filter(|&p| Some(p) != not_pid) {
+                    if status["dataplane_alive"] == true {
+                        return pid;
+                    }
                 }
             }
             assert!(

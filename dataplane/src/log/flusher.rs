@@ -14,7 +14,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use precursor_shm::{append_region, AppendReader, AppendWriter, ReadOnlyFileMap};
+use precursor_shm::{
+    append_region, page_bytes_for, AppendReader, AppendWriter, ReadOnlyFileMap, PAGE_BYTES_DEFAULT,
+};
 
 use super::segment::{header_at, segment_path, SealedSegment, SPARE_LOG_NAME};
 use super::{io_error, LogConfig, LogError, SparseIndex};
@@ -29,6 +31,24 @@ const REGISTRATIONS_MAX: usize = 1024;
 const IDLE_SLEEP_US: u64 = 100;
 /// Wait before retrying to prepare a spare segment that could not be created.
 const SPARE_RETRY_MS: u64 = 1000;
+/// Spare segments kept prepared ahead of each partition's rolls. A roll takes the oldest and
+/// the flusher replaces it at once; with two, the lcore rolls without waiting even when the
+/// flusher is held up (a slow fdatasync of another segment) for up to a whole segment's
+/// fill time. Each costs `segment_bytes` of (huge page) memory per partition.
+pub(crate) const SPARE_SEGMENTS: usize = 2;
+/// Rolled segments waiting to be sealed (in memory, not all on disk yet) beyond which no
+/// spare is replaced, in bytes of segments: when the disk falls this far behind, the
+/// lcore's rolls wait for it (the produce is answered Busy) instead of memory filling up
+/// with unpersisted segments. Small segments may run further ahead (a pass of the flusher
+/// blocked on other partitions' fdatasyncs can outlast several of them).
+const UNSEALED_BYTES_MAX: u64 = 32 << 20;
+/// ... but at least this many segments, and at most this many.
+const UNSEALED_SEGMENTS_MIN: u64 = 2;
+const UNSEALED_SEGMENTS_MAX: u64 = 16;
+/// A partition's poll that took this long may have blocked (fdatasync, sealing): the other
+/// partitions' lcores may have rolled meanwhile, so their spares are replaced before the
+/// next partition's poll, in microseconds.
+const BLOCKED_POLL_US: u64 = 200;
 /// How long `open` waits for the flusher to release a closed instance of the partition.
 const RELEASE_WAIT_MS: u64 = 30_000;
 
@@ -70,6 +90,9 @@ pub(crate) struct PartitionShared {
     /// 1 + the highest offset the lcore wants durable now; 0: none.
     pub durable_requested: AtomicU64,
     pub storage_error: OnceLock<&'static str>,
+    /// Spare segments the lcore has rolled onto (Release by the lcore): the flusher replaces
+    /// them without waiting to see the `Rolled` commands behind other work.
+    pub spares_taken: AtomicU64,
     /// The PartitionLog was dropped: final flush, then release.
     pub closed: AtomicBool,
     /// The flusher is done with this partition (files may be reopened).
@@ -199,6 +222,7 @@ impl FlusherHandle {
                         durable_offset: AtomicU64::new(0),
                         durable_requested: AtomicU64::new(0),
                         storage_error: OnceLock::new(),
+                        spares_taken: AtomicU64::new(0),
                         closed: AtomicBool::new(false),
                         released: AtomicBool::new(false),
                         to_flusher: ArrayQueue::new(TO_FLUSHER_CAPACITY),
@@ -234,8 +258,15 @@ fn run(shared: &FlusherShared) {
             partitions.push(partition);
         }
         let mut work = 0;
-        for partition in partitions.iter_mut() {
-            work += partition.poll(shutting_down, &shared.syncs);
+        // Bounded: partitions x (1 + partitions) polls and top-ups.
+        for polled in 0..partitions.len() {
+            let started = Instant::now();
+            work += partitions[polled].poll(shutting_down, &shared.syncs);
+            if started.elapsed() >= Duration::from_micros(BLOCKED_POLL_US) {
+                for partition in partitions.iter_mut() {
+                    work += partition.top_up_spares();
+                }
+            }
         }
         partitions.retain_mut(|partition| !partition.release_if_closed());
         if shutting_down {
@@ -265,11 +296,6 @@ pub(crate) struct FlushTarget {
     pub index: SparseIndex,
 }
 
-struct SpareFiles {
-    reader: AppendReader,
-    file: File,
-}
-
 /// The flusher's state of one partition.
 pub(crate) struct FlushedPartition {
     shared: Arc<PartitionShared>,
@@ -282,8 +308,25 @@ pub(crate) struct FlushedPartition {
     flush_interval: Duration,
     flush_messages: u64,
     active: FlushTarget,
-    spare: Option<SpareFiles>,
+    /// Memory of the spares made whose `Rolled` is not handled yet, oldest first (the lcore
+    /// rolls onto them in this order): those the lcore holds or is being sent (at most
+    /// [`SPARE_SEGMENTS`]), after those it rolled onto already (at most
+    /// `unsealed_segments_max`).
+    spares: VecDeque<AppendReader>,
+    /// `spare.log`: the file of the next segment, created ahead of the roll that needs it.
+    spare_file: Option<File>,
+    /// Spares are prefaulted when their memory is huge pages: a fault there zeroes 2 MiB
+    /// on the lcore, and the pages are reserved at mmap anyway. Small pages fault lazily
+    /// (a few µs per 4 KiB, and an idle partition's spares cost no memory).
+    prefault_spares: bool,
     spare_retry_at: Instant,
+    /// Spares made for this partition (the one `open` made included).
+    spares_made: u64,
+    /// Rolls the lcore may be ahead of the sealing before spares stop (see
+    /// [`UNSEALED_BYTES_MAX`]).
+    unsealed_segments_max: u64,
+    /// `Rolled` commands handled (segments sealed, or given up on by a failed partition).
+    rolls_handled: u64,
     /// Sealed segments' memory, until the lcore sends its reader back.
     sealed_memory: Vec<AppendReader>,
     outbox: VecDeque<ToLcore>,
@@ -311,8 +354,14 @@ impl FlushedPartition {
             flush_interval: Duration::from_millis(cfg.flush_interval_ms),
             flush_messages: cfg.flush_messages,
             active,
-            spare: None,
+            spares: VecDeque::with_capacity(SPARE_SEGMENTS),
+            spare_file: None,
+            prefault_spares: page_bytes_for(&cfg.memory_dir) > PAGE_BYTES_DEFAULT,
             spare_retry_at: Instant::now(),
+            spares_made: 0,
+            unsealed_segments_max: (UNSEALED_BYTES_MAX / cfg.segment_bytes.max(1))
+                .clamp(UNSEALED_SEGMENTS_MIN, UNSEALED_SEGMENTS_MAX),
+            rolls_handled: 0,
             sealed_memory: Vec::new(),
             outbox: VecDeque::new(),
             unsynced_records: 0,
@@ -330,29 +379,99 @@ impl FlushedPartition {
         Ok(append_region(&path, self.segment_bytes as usize)?)
     }
 
-    /// Creates the next segment's memory and file (the file under a temporary name).
+    /// Creates a spare segment's memory (prefaulted on huge pages) for the lcore to roll
+    /// onto; the flusher keeps its reader, in roll order. Memory only: no disk operation,
+    /// so a slow disk never delays a spare.
     pub(crate) fn prepare_spare(&mut self) -> Result<Spare, LogError> {
-        assert!(self.spare.is_none());
         let (writer, reader) = self.memory_region()?;
-        let path = self.dir.join(SPARE_LOG_NAME);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(io_error(&path));
-        let file = match file {
-            Ok(file) => file,
-            Err(error) => {
+        if self.prefault_spares {
+            if let Err(error) = writer.prefault() {
                 let _ = std::fs::remove_file(reader.path());
-                return Err(error);
+                return Err(error.into());
             }
-        };
-        self.spare = Some(SpareFiles { reader, file });
+        }
+        self.spares.push_back(reader);
+        self.spares_made += 1;
         Ok(Spare {
             writer,
             index: SparseIndex::new(0, self.index_interval_bytes, self.segment_bytes),
         })
+    }
+
+    /// Creates `spare.log`, the next segment's file under a temporary name.
+    fn create_spare_file(&self) -> std::io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(self.dir.join(SPARE_LOG_NAME))
+    }
+
+    /// Spares made and not rolled onto yet: held by the lcore or on their way to it.
+    fn spares_outstanding(&self) -> u64 {
+        let taken = self.shared.spares_taken.load(Ordering::Acquire);
+        debug_assert!(taken <= self.spares_made);
+        self.spares_made - taken
+    }
+
+    /// Whether a spare should be made now: fewer than [`SPARE_SEGMENTS`] are out, and
+    /// fewer rolls than `unsealed_segments_max` wait to be sealed.
+    fn spare_wanted(&self) -> bool {
+        let taken = self.shared.spares_taken.load(Ordering::Acquire);
+        self.spares_outstanding() < SPARE_SEGMENTS as u64
+            && taken.saturating_sub(self.rolls_handled) < self.unsealed_segments_max
+    }
+
+    /// Prepares spares until [`SPARE_SEGMENTS`] are out (and `spare.log`), and hands them
+    /// to the lcore at once. Cheap when nothing is wanted (two atomic loads). Bounded: at
+    /// most `SPARE_SEGMENTS` + 1 creations. Returns the work done.
+    fn top_up_spares(&mut self) -> usize {
+        let file_wanted = self.spare_file.is_none();
+        if !(self.spare_wanted() || file_wanted)
+            || self.shared.closed.load(Ordering::Acquire)
+            || self.failed()
+            || Instant::now() < self.spare_retry_at
+        {
+            return 0;
+        }
+        let mut work = 0;
+        while self.spare_wanted() {
+            work += 1;
+            match self.prepare_spare() {
+                Ok(spare) => self.outbox.push_back(ToLcore::Spare(spare)),
+                Err(error) => {
+                    self.spare_failed(&error);
+                    break;
+                }
+            }
+        }
+        if self.spare_file.is_none() && Instant::now() >= self.spare_retry_at {
+            work += 1;
+            match self.create_spare_file() {
+                Ok(file) => self.spare_file = Some(file),
+                Err(error) => self.spare_failed(&io_error(self.dir.join(SPARE_LOG_NAME))(error)),
+            }
+        }
+        self.send_outbox();
+        work
+    }
+
+    fn spare_failed(&mut self, error: &LogError) {
+        log::warn!(
+            "partition {}: cannot prepare the next segment: {error}",
+            self.shared.name
+        );
+        self.spare_retry_at = Instant::now() + Duration::from_millis(SPARE_RETRY_MS);
+    }
+
+    /// Pushes queued messages to the lcore, as many as its queue takes.
+    fn send_outbox(&mut self) {
+        while let Some(message) = self.outbox.pop_front() {
+            if let Err(message) = self.shared.to_lcore.push(message) {
+                self.outbox.push_front(message);
+                break;
+            }
+        }
     }
 
     fn failed(&self) -> bool {
@@ -404,6 +523,8 @@ impl FlushedPartition {
             }
         }
         if !self.failed() {
+            // Spares first: a pass that must fdatasync below still hands them over first.
+            work += self.top_up_spares();
             work += self.persist();
             let requested = self.shared.durable_requested.load(Ordering::Acquire);
             let durable = self.shared.durable_offset.load(Ordering::Relaxed);
@@ -415,27 +536,8 @@ impl FlushedPartition {
                 self.sync(syncs);
                 work += 1;
             }
-            if !closed && self.spare.is_none() && Instant::now() >= self.spare_retry_at {
-                match self.prepare_spare() {
-                    Ok(spare) => self.outbox.push_back(ToLcore::Spare(spare)),
-                    Err(error) => {
-                        log::warn!(
-                            "partition {}: cannot prepare the next segment: {error}",
-                            self.shared.name
-                        );
-                        self.spare_retry_at =
-                            Instant::now() + Duration::from_millis(SPARE_RETRY_MS);
-                    }
-                }
-                work += 1;
-            }
         }
-        while let Some(message) = self.outbox.pop_front() {
-            if let Err(message) = self.shared.to_lcore.push(message) {
-                self.outbox.push_front(message);
-                break;
-            }
-        }
+        self.send_outbox();
         work
     }
 
@@ -492,50 +594,50 @@ impl FlushedPartition {
             .store(self.active.index.end_offset(), Ordering::Release);
     }
 
-    /// Seals the active segment and makes the spare the active one.
+    /// Seals the active segment and makes the oldest spare the active one.
     fn roll(&mut self, sealed_bytes: usize, new_base_offset: u64, syncs: &SyncStats) {
         if self.failed() {
             return;
         }
-        assert_eq!(self.active.reader.published(), sealed_bytes);
-        self.persist();
-        if self.active.synced < self.active.written {
-            self.sync(syncs);
-        }
-        if self.failed() {
+        // The lcore appends into the oldest spare now. Replace it before the slow work of
+        // sealing (fdatasync, index files, rename), so that the next roll finds one.
+        let memory = self
+            .spares
+            .pop_front()
+            .expect("the lcore rolled onto a spare");
+        self.rolls_handled += 1;
+        self.top_up_spares();
+        if !self.seal_active(sealed_bytes, new_base_offset, syncs) {
+            // The partition failed: its memory files go when it is released.
+            self.spares.push_front(memory);
             return;
         }
-        assert_eq!(self.active.index.end_offset(), new_base_offset);
-        self.active.index.seal();
-        if let Err(error) = self.active.index.write_files(&self.active.log_path) {
-            self.fail("writing the segment index files", &error);
-            return;
-        }
-        match ReadOnlyFileMap::open(&self.active.log_path, self.active.written) {
-            Ok(map) => self.outbox.push_back(ToLcore::Sealed {
-                base_offset: self.active.index.base_offset(),
-                map,
-            }),
+        // Made ahead by `top_up_spares`, unless that failed (then once more now).
+        let file = match self
+            .spare_file
+            .take()
+            .map_or_else(|| self.create_spare_file(), Ok)
+        {
+            Ok(file) => file,
             Err(error) => {
-                log::warn!(
-                    "partition {}: cannot map sealed segment (reads stay in memory): {error}",
-                    self.shared.name
-                );
+                self.fail("creating the next segment file", &error);
+                self.spares.push_front(memory);
+                return;
             }
-        }
-        let spare = self.spare.take().expect("the lcore rolled onto a spare");
+        };
         let log_path = segment_path(&self.dir, new_base_offset, "log");
         let renamed = std::fs::rename(self.dir.join(SPARE_LOG_NAME), &log_path)
             .and_then(|()| File::open(&self.dir)?.sync_all());
         if let Err(error) = renamed {
             self.fail("renaming the next segment file", &error);
+            self.spares.push_front(memory);
             return;
         }
         let old = std::mem::replace(
             &mut self.active,
             FlushTarget {
-                reader: spare.reader,
-                file: spare.file,
+                reader: memory,
+                file,
                 log_path,
                 written: 0,
                 synced: 0,
@@ -549,6 +651,43 @@ impl FlushedPartition {
         self.sealed_memory.push(old.reader);
     }
 
+    /// Persists and syncs the whole active segment, writes its index files and sends the
+    /// lcore a read-only map of it. False when the partition failed.
+    fn seal_active(
+        &mut self,
+        sealed_bytes: usize,
+        new_base_offset: u64,
+        syncs: &SyncStats,
+    ) -> bool {
+        assert_eq!(self.active.reader.published(), sealed_bytes);
+        self.persist();
+        if self.active.synced < self.active.written {
+            self.sync(syncs);
+        }
+        if self.failed() {
+            return false;
+        }
+        assert_eq!(self.active.index.end_offset(), new_base_offset);
+        self.active.index.seal();
+        if let Err(error) = self.active.index.write_files(&self.active.log_path) {
+            self.fail("writing the segment index files", &error);
+            return false;
+        }
+        match ReadOnlyFileMap::open(&self.active.log_path, self.active.written) {
+            Ok(map) => self.outbox.push_back(ToLcore::Sealed {
+                base_offset: self.active.index.base_offset(),
+                map,
+            }),
+            Err(error) => {
+                log::warn!(
+                    "partition {}: cannot map sealed segment (reads stay in memory): {error}",
+                    self.shared.name
+                );
+            }
+        }
+        true
+    }
+
     /// After the final flush of a closed partition: drop its memory, mark it released.
     fn release_if_closed(&mut self) -> bool {
         if !self.shared.closed.load(Ordering::Acquire) {
@@ -559,8 +698,10 @@ impl FlushedPartition {
         }
         self.outbox.clear();
         remove_file_logged(self.active.reader.path());
-        if let Some(spare) = self.spare.take() {
-            remove_file_logged(spare.reader.path());
+        for spare in self.spares.drain(..) {
+            remove_file_logged(spare.path());
+        }
+        if self.spare_file.take().is_some() {
             remove_file_logged(&self.dir.join(SPARE_LOG_NAME));
         }
         for reader in self.sealed_memory.drain(..) {

@@ -14,7 +14,8 @@ use precursor_shm::{append_region, AppendWriter, ReadOnlyFileMap};
 use super::config::validate_topic;
 use super::epochs::EpochHistory;
 use super::flusher::{
-    FlushTarget, FlushedPartition, PartitionShared, Spare, ToFlusher, ToLcore, TO_FLUSHER_CAPACITY,
+    FlushTarget, FlushedPartition, PartitionShared, Spare, ToFlusher, ToLcore, SPARE_SEGMENTS,
+    TO_FLUSHER_CAPACITY,
 };
 use super::producer::{ProducerTable, SequenceCheck};
 use super::recovery::recover;
@@ -68,7 +69,8 @@ pub struct PartitionLog {
     active: AppendWriter,
     active_index: SparseIndex,
     active_first_append_ms: Option<i64>,
-    spare: Option<Spare>,
+    /// Segments the flusher prepared, rolled onto oldest first (at most `SPARE_SEGMENTS`).
+    spares: VecDeque<Spare>,
     sealed: VecDeque<SealedSegment>,
     sealed_bytes: u64,
     producers: ProducerTable,
@@ -189,7 +191,8 @@ impl PartitionLog {
                 index: index.clone(),
             },
         );
-        let spare = flushed.prepare_spare()?;
+        let mut spares = VecDeque::with_capacity(SPARE_SEGMENTS);
+        spares.push_back(flushed.prepare_spare()?);
         shared.durable_offset.store(durable, Ordering::Release);
         flusher.register(Box::new(flushed))?;
         log::info!(
@@ -210,7 +213,7 @@ impl PartitionLog {
             active,
             active_index: index,
             active_first_append_ms: None,
-            spare: Some(spare),
+            spares,
             sealed,
             sealed_bytes,
             producers,
@@ -245,10 +248,11 @@ impl PartitionLog {
         leader_epoch: Option<u32>,
     ) -> Result<Appended, AppendError> {
         let header = self.admit(batch)?;
-        if let SequenceCheck::Duplicate {
+        let sequence = self.producers.check(&header);
+        if let Ok(SequenceCheck::Duplicate {
             base_offset,
             last_offset,
-        } = self.producers.check(&header)?
+        }) = sequence
         {
             return Ok(Appended {
                 base_offset,
@@ -256,9 +260,12 @@ impl PartitionLog {
                 duplicate: true,
             });
         }
+        // A full segment without a spare says "retry" before any sequence error: the
+        // batches a producer pipelined behind a refused one are refused the same way.
         if self.active.free_bytes() < batch.len() && !self.roll() {
             return Err(AppendError::SegmentNotReady);
         }
+        sequence?;
         let base_offset = self.log_end_offset();
         let position = self.active.published();
         let stored = &mut self.active.unpublished_mut()[..batch.len()];
@@ -458,18 +465,19 @@ impl PartitionLog {
         self.epochs.assign(epoch, end);
     }
 
-    /// Swaps in the spare segment. False when none is ready (or queues are full).
+    /// Swaps in the oldest spare segment. False when none is ready (or queues are full).
     fn roll(&mut self) -> bool {
-        if self.spare.is_none() {
+        if self.spares.is_empty() {
             self.poll_flusher();
         }
-        if self.spare.is_none()
+        if self.spares.is_empty()
             || self.shared.to_flusher.len() + 1 >= TO_FLUSHER_CAPACITY
             || self.sealed.len() == self.sealed.capacity()
         {
             return false;
         }
-        let Spare { writer, mut index } = self.spare.take().expect("checked above");
+        let Spare { writer, mut index } = self.spares.pop_front().expect("checked above");
+        self.shared.spares_taken.fetch_add(1, Ordering::Release);
         // A fragment held in the old segment's unpublished bytes is gone: refetched whole.
         self.fragment = None;
         let new_base_offset = self.log_end_offset();
@@ -506,8 +514,8 @@ impl PartitionLog {
             };
             match message {
                 ToLcore::Spare(spare) => {
-                    assert!(self.spare.is_none(), "one spare at a time");
-                    self.spare = Some(spare);
+                    assert!(self.spares.len() < SPARE_SEGMENTS, "too many spares");
+                    self.spares.push_back(spare);
                 }
                 ToLcore::Sealed { base_offset, map } => {
                     let slot = self
@@ -703,9 +711,9 @@ impl PartitionLog {
         self.shared.storage_error.get().copied()
     }
 
-    /// A spare segment is ready: the next roll will not return `SegmentNotReady`.
-    pub fn spare_ready(&self) -> bool {
-        self.spare.is_some()
+    /// Spare segments ready: the next that many rolls will not return `SegmentNotReady`.
+    pub fn spares_ready(&self) -> usize {
+        self.spares.len()
     }
 
     /// The partition's directory.

@@ -136,6 +136,71 @@ fn log_files(dir: &Path) -> Vec<PathBuf> {
 // ---- tests ----
 
 #[test]
+fn two_prepared_spares_take_two_rolls_without_the_flusher() {
+    let f = fixture();
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let mut log = PartitionLog::open(&f.cfg, "rolls", 0, &flusher).unwrap();
+    wait_until("both spares", || {
+        log.maintain(0);
+        log.spares_ready() == flusher::SPARE_SEGMENTS
+    });
+    // Two segments' worth of appends and no `maintain`: neither roll waits for the flusher.
+    let mut i = 0u64;
+    while log.segment_count() <= flusher::SPARE_SEGMENTS {
+        if let Err(error) = log.append(&batch(i, 0), 0) {
+            panic!("append {i} (segment {}): {error}", log.segment_count());
+        }
+        i += 1;
+    }
+    assert_eq!(log.spares_ready(), 0);
+    // The flusher replaces both (as soon as each roll reaches it).
+    wait_until("spares replaced", || {
+        log.maintain(0);
+        log.spares_ready() == flusher::SPARE_SEGMENTS
+    });
+    settle(&mut log);
+    assert_eq!(log_files(log.dir()).len(), log.segment_count());
+    drop(log);
+    flusher.shutdown();
+    thread.join().unwrap();
+}
+
+#[test]
+fn a_full_segment_without_a_spare_asks_every_batch_to_retry() {
+    let f = fixture();
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let mut log = PartitionLog::open(&f.cfg, "nospare", 0, &flusher).unwrap();
+    // No flusher: the spares it sent before it stopped are the last.
+    flusher.shutdown();
+    thread.join().unwrap();
+    log.maintain(0);
+    let producer_id = 7;
+    let records = |i: u64| 1 + (i % 3) as i32;
+    let (mut i, mut sequence) = (0u64, 0i32);
+    let mut last_appended = None;
+    loop {
+        assert!(i < 100_000, "the segments never filled");
+        let b = producer_batch(i, 0, producer_id, 0, sequence);
+        match log.append(&b, 0) {
+            Ok(appended) => assert!(!appended.duplicate),
+            Err(AppendError::SegmentNotReady) => break,
+            Err(error) => panic!("{error}"),
+        }
+        sequence += records(i);
+        last_appended = Some(b);
+        i += 1;
+    }
+    // The batch a producer pipelined behind the refused one (same size, next sequence) is
+    // told to retry as well, not that it is out of order.
+    let behind = producer_batch(i, 0, producer_id, 0, sequence + records(i));
+    assert_eq!(log.append(&behind, 0), Err(AppendError::SegmentNotReady));
+    // A retransmission of what was appended is still acknowledged as a duplicate.
+    let last = last_appended.expect("some batches fit");
+    assert!(log.append(&last, 0).unwrap().duplicate);
+    drop(log);
+}
+
+#[test]
 fn round_trip_across_rolls_and_index_at_every_offset() {
     let f = fixture();
     let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
@@ -244,7 +309,7 @@ fn append_and_read_allocate_nothing() {
             // Give the flusher time to prepare the next spare, off the measured path.
             wait_until("spare", || {
                 log.maintain(0);
-                log.spare_ready()
+                log.spares_ready() > 0
             });
         }
     }

@@ -23,6 +23,10 @@
 //!
 //! State: `<dir>/cluster.json` (the layout, [`ClusterLayout`]), per broker `<dir>/node-<i>/`
 //! with `precursor.toml`, `precursor.log`, `precursor.pid`, `precursor.sock`, `data/`.
+//!
+//! Here: the commands, the layout and each broker's configuration file; `network` makes and
+//! removes the bridge, namespaces and veths; `brokers` starts, finds and stops the
+//! processes; `memory` decides where each broker's memory comes from.
 
 use super::dataplane_binary;
 use anyhow::{anyhow, bail, Context, Result};
@@ -36,6 +40,14 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
+
+mod brokers;
+mod memory;
+mod network;
+
+use brokers::*;
+use memory::*;
+use network::*;
 
 /// Where the cluster lives when no `--dir` is given.
 pub const DEFAULT_DIR: &str = "/tmp/precursor-cluster";
@@ -68,6 +80,10 @@ const POLL_MS: u64 = 100;
 const STATUS_TIMEOUT_MS: u64 = 2_000;
 /// Log lines quoted when a broker fails to come up.
 const LOG_TAIL_LINES: usize = 15;
+/// Reads of a process's command line that may come back empty (mid-exec), and the pause
+/// between them, in milliseconds.
+const CMDLINE_READS_MAX: u32 = 20;
+const CMDLINE_REREAD_MS: u64 = 5;
 /// `ip netns del` fails with EBUSY while a process that entered it is still exiting; retry
 /// this long, in milliseconds.
 const NETNS_DELETE_PATIENCE_MS: u64 = 5_000;
@@ -239,6 +255,7 @@ pub fn run(command: ClusterCommand) -> Result<ExitCode> {
                 println!("broker {node} is not running");
                 return Ok(ExitCode::SUCCESS);
             }
+            check_no_foreign_processes(&layout)?;
             stop_brokers(&[broker]);
             println!("stopped broker {node}");
             Ok(ExitCode::SUCCESS)
@@ -250,8 +267,16 @@ pub fn run(command: ClusterCommand) -> Result<ExitCode> {
                 println!("broker {node} is running already (pid {pid})");
                 return Ok(ExitCode::SUCCESS);
             }
+            if !netns_exists(&broker.netns) {
+                bail!(
+                    "the cluster's network is gone (network namespace {} does not exist; \
+                     `cluster down`?): start the cluster with `precursor cluster up --dir {}`",
+                    broker.netns,
+                    layout.dir.display()
+                );
+            }
             let child = spawn_broker(broker)?;
-            wait_ready(&[(broker, child)])?;
+            wait_ready(&mut [(broker, child)])?;
             println!("started broker {node}");
             Ok(ExitCode::SUCCESS)
         }
@@ -364,6 +389,7 @@ fn up(args: &UpArgs) -> Result<ExitCode> {
         }
         // Nothing runs: whatever the last run left (namespaces, bridge, shared files) goes;
         // the data directories stay and the brokers recover from them.
+        check_no_foreign_processes(&layout)?;
         teardown(&layout);
     }
     let preset = Preset::parse(&args.preset).ok_or_else(|| {
@@ -392,9 +418,11 @@ fn up(args: &UpArgs) -> Result<ExitCode> {
     let mbufs = args.mbufs.unwrap_or(MBUFS_DEFAULT);
     let binary = std::env::current_exe().context("cannot find the precursor binary")?;
     let dataplane = dataplane_binary();
-    if !dataplane.is_absolute() {
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(&dataplane).is_file()));
+    if !dataplane.is_absolute() && !on_path {
         bail!(
-            "precursor-dataplane is not beside {}: build it (cargo build --release --workspace)",
+            "precursor-dataplane is neither beside {} nor on PATH: build it (cargo build --release --workspace)",
             binary.display()
         );
     }
@@ -456,7 +484,7 @@ fn up(args: &UpArgs) -> Result<ExitCode> {
             }
         }
     }
-    if let Err(error) = wait_ready(&started) {
+    if let Err(error) = wait_ready(&mut started) {
         drop(started);
         teardown(&layout);
         return Err(error.context(format!(
@@ -676,510 +704,13 @@ fn broker_config(
     text
 }
 
-/// Where each broker's memory comes from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct MemoryPlan {
-    /// DPDK's mbuf pool in hugepages (`hugepages = auto|required`), else `--no-huge`.
-    dpdk_hugepages: bool,
-    /// Active segments in hugetlbfs, else in /dev/shm.
-    segments_in_hugepages: bool,
-    description: String,
-}
-
-/// Hugepage bytes one broker's DPDK takes, and its segments (at start-up, plus room for
-/// [`PARTITIONS_BUDGETED`] partitions), as the data plane's `plan_memory` counts them.
-fn broker_memory_bytes(mbufs: u32, segment_bytes: u64) -> (u64, u64) {
-    let dpdk = u64::from(mbufs) * MBUF_ROOM_BYTES + DPDK_OVERHEAD_BYTES;
-    let segment = segment_bytes + HUGE_PAGE_BYTES;
-    let segments = (2 + 4) * segment + PARTITIONS_BUDGETED * 2 * segment;
-    (dpdk, segments)
-}
-
-/// Decides where the brokers' memory comes from, from the free hugepages: all in
-/// hugepages when they suffice, else DPDK in hugepages and segments in /dev/shm, else
-/// neither (`--no-huge`); the `maximum` preset requires DPDK's in hugepages.
-fn plan_memory(
-    nodes: u32,
-    mbufs: u32,
-    segment_bytes: u64,
-    preset: Preset,
-    hugepages_free: u64,
-) -> Result<MemoryPlan> {
-    if segment_bytes % HUGE_PAGE_BYTES != 0 || segment_bytes == 0 {
-        bail!("--segment-bytes {segment_bytes}: a multiple of 2 MiB (the huge page size)");
-    }
-    let (dpdk, segments) = broker_memory_bytes(mbufs, segment_bytes);
-    let n = u64::from(nodes);
-    let mib = |bytes: u64| bytes >> 20;
-    let free = mib(hugepages_free);
-    if hugepages_free >= n * (dpdk + segments) {
-        return Ok(MemoryPlan {
-            dpdk_hugepages: true,
-            segments_in_hugepages: true,
-            description: format!(
-                "DPDK and active segments in hugepages: {nodes} x {} MiB of {free} MiB free \
-                 ({} MiB segments, room for {PARTITIONS_BUDGETED} partitions per broker)",
-                mib(dpdk + segments),
-                mib(segment_bytes)
-            ),
-        });
-    }
-    if hugepages_free >= n * dpdk {
-        return Ok(MemoryPlan {
-            dpdk_hugepages: true,
-            segments_in_hugepages: false,
-            description: format!(
-                "DPDK in hugepages ({nodes} x {} MiB of {free} MiB free), active segments in \
-                 /dev/shm (hugepages for them too would need {nodes} x {} MiB more)",
-                mib(dpdk),
-                mib(segments)
-            ),
-        });
-    }
-    if preset == Preset::Maximum {
-        bail!(
-            "preset maximum requires hugepages: {nodes} broker(s) need {nodes} x {} MiB, \
-             {free} MiB are free (echo N > /proc/sys/vm/nr_hugepages, or fewer --nodes, \
-             or --mbufs)",
-            mib(dpdk)
-        );
-    }
-    Ok(MemoryPlan {
-        dpdk_hugepages: false,
-        segments_in_hugepages: false,
-        description: format!(
-            "no hugepages ({free} MiB free, {nodes} x {} MiB needed): DPDK runs with --no-huge \
-             ({NO_HUGE_MEMORY_MB} MiB each), active segments in /dev/shm",
-            mib(dpdk)
-        ),
-    })
-}
-
-/// Free hugepage bytes, 0 without a hugetlbfs at /dev/hugepages.
-fn hugepages_free_bytes() -> u64 {
-    if !precursor_config::hugetlbfs_mounted(Path::new("/dev/hugepages")) {
-        return 0;
-    }
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let field = |name: &str| {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    field("HugePages_Free:") * field("Hugepagesize:") * 1024
-}
-
-// ---------------------------------------------------------------------------------------
-// network
-
-fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("cannot run `ip` (install iproute2)")?;
-    if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn interface_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
-}
-
-fn netns_exists(name: &str) -> bool {
-    Path::new("/run/netns").join(name).exists()
-}
-
-/// Refuses names and a subnet that something else on this host uses already.
-fn check_network_free(layout: &ClusterLayout) -> Result<()> {
-    let taken = |what: &str, name: &str| {
-        anyhow!(
-            "{what} {name} exists already: another cluster named {:?} (started with another \
-             --dir?) or something else uses it; give --name, or stop that cluster",
-            layout.name
-        )
-    };
-    if interface_exists(&layout.bridge) {
-        return Err(taken("interface", &layout.bridge));
-    }
-    for broker in &layout.brokers {
-        if netns_exists(&broker.netns) {
-            return Err(taken("network namespace", &broker.netns));
-        }
-        for veth in [&broker.kernel_veth, &broker.dataplane_veth] {
-            if interface_exists(veth) {
-                return Err(taken("interface", veth));
-            }
-        }
-    }
-    let out = Command::new("ip")
-        .args(["-o", "-4", "addr", "show"])
-        .output()
-        .context("cannot run `ip` (install iproute2)")?;
-    let prefix = layout.subnet.trim_end_matches("0/24");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if let (Some(iface), Some(address)) = (fields.get(1), fields.get(3)) {
-            if address.starts_with(prefix) {
-                bail!(
-                    "subnet {} is in use on this host ({iface} has {address}): give --subnet",
-                    layout.subnet
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The bridge, and per broker its namespace and two veth pairs (see the module's picture).
-fn create_network(layout: &ClusterLayout) -> Result<()> {
-    let bridge = layout.bridge.as_str();
-    ip(&["link", "add", bridge, "type", "bridge"])?;
-    ip(&[
-        "addr",
-        "add",
-        &format!("{}/24", layout.host_address),
-        "dev",
-        bridge,
-    ])?;
-    ip(&["link", "set", bridge, "up"])?;
-    for broker in &layout.brokers {
-        let ns = broker.netns.as_str();
-        ip(&["netns", "add", ns])?;
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        for (host_end, inner) in [
-            (&broker.kernel_veth, KERNEL_IFACE),
-            (&broker.dataplane_veth, DATAPLANE_IFACE),
-        ] {
-            ip(&[
-                "link", "add", host_end, "type", "veth", "peer", "name", inner, "netns", ns,
-            ])?;
-            // Bridge ports need no IPv6 of their own (their router solicitations and MLD
-            // reports would reach every data plane).
-            sysctl(None, &format!("net.ipv6.conf.{host_end}.disable_ipv6=1"));
-            ip(&["link", "set", host_end, "master", bridge, "up"])?;
-        }
-        ip(&[
-            "-n",
-            ns,
-            "addr",
-            "add",
-            &format!("{}/24", broker.kernel_address),
-            "dev",
-            KERNEL_IFACE,
-        ])?;
-        ip(&["-n", ns, "link", "set", KERNEL_IFACE, "up"])?;
-        // The data plane's veth is the data plane's alone: no kernel ARP (else the kernel
-        // answers for the namespace's own address on it, and Kafka traffic arrives at the
-        // data plane's MAC), no IPv6.
-        sysctl(
-            Some(ns),
-            &format!("net.ipv6.conf.{DATAPLANE_IFACE}.disable_ipv6=1"),
-        );
-        sysctl(
-            Some(ns),
-            &format!("net.ipv4.conf.{DATAPLANE_IFACE}.arp_ignore=8"),
-        );
-        ip(&["-n", ns, "link", "set", DATAPLANE_IFACE, "arp", "off", "up"])?;
-    }
-    Ok(())
-}
-
-/// Sets a sysctl (in a namespace); a failure is a warning: the cluster works without it.
-fn sysctl(netns: Option<&str>, setting: &str) {
-    let mut command = match netns {
-        Some(ns) => {
-            let mut command = Command::new("ip");
-            command.args(["netns", "exec", ns, "sysctl"]);
-            command
-        }
-        None => Command::new("sysctl"),
-    };
-    let outcome = command.args(["-qw", setting]).output();
-    let problem = match outcome {
-        Ok(out) if out.status.success() => return,
-        Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        Err(error) => error.to_string(),
-    };
-    eprintln!("precursor: warning: sysctl {setting}: {problem}");
-}
-
-/// Removes what [`create_network`] made; what is not there is fine.
-fn delete_network(layout: &ClusterLayout) {
-    for broker in &layout.brokers {
-        delete_netns(&broker.netns);
-        // Deleting the namespace destroys its veth ends, and their peers with them.
-        for veth in [&broker.kernel_veth, &broker.dataplane_veth] {
-            if interface_exists(veth) {
-                let _ = ip(&["link", "del", veth]);
-            }
-        }
-    }
-    if interface_exists(&layout.bridge) {
-        if let Err(error) = ip(&["link", "del", &layout.bridge]) {
-            eprintln!("precursor: warning: {error}");
-        }
-    }
-}
-
-fn delete_netns(name: &str) {
-    let deadline = Instant::now() + Duration::from_millis(NETNS_DELETE_PATIENCE_MS);
-    while netns_exists(name) {
-        let outcome = ip(&["netns", "del", name]);
-        if !netns_exists(name) {
-            return;
-        }
-        if Instant::now() >= deadline {
-            if let Err(error) = outcome {
-                eprintln!("precursor: warning: network namespace {name} left behind: {error}");
-            }
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(POLL_MS));
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// processes
-
-/// The pid of the broker's `precursor up`, when it runs (the pid file names a live process
-/// that is that broker's `up`: not a zombie, not a recycled pid).
-fn broker_pid(broker: &BrokerLayout) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(&broker.pid_file)
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    process_is(pid, &broker.config).then_some(pid)
-}
-
-/// Whether `pid` is alive (not a zombie) and runs `precursor up --config <config>`.
-fn process_is(pid: i32, config: &Path) -> bool {
-    let proc = PathBuf::from(format!("/proc/{pid}"));
-    let Ok(stat) = std::fs::read_to_string(proc.join("stat")) else {
-        return false;
-    };
-    // pid (comm) S ...: the state follows the last ')'.
-    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
-    if state.is_none_or(|s| s.starts_with('Z') || s.starts_with('X')) {
-        return false;
-    }
-    let cmdline = std::fs::read(proc.join("cmdline")).unwrap_or_default();
-    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-    let config = config.as_os_str().as_encoded_bytes();
-    args.contains(&b"up".as_slice()) && args.contains(&config)
-}
-
-/// Starts the broker's `precursor up` in its namespace, in a session of its own (a
-/// terminal's signals do not reach it), logging to its log file; writes its pid file.
-fn spawn_broker(broker: &BrokerLayout) -> Result<Child> {
-    let binary = std::env::current_exe().context("cannot find the precursor binary")?;
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&broker.log)
-        .with_context(|| format!("cannot open {}", broker.log.display()))?;
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let _ = writeln!(
-        log,
-        "--- precursor cluster: starting broker {} (unix time {since_epoch})",
-        broker.id
-    );
-    let node_dir = broker.config.parent().expect("a config has a directory");
-    // setsid and `ip netns exec` each exec the next program: the pid is `precursor up`'s.
-    let child = Command::new("setsid")
-        .args(["ip", "netns", "exec", &broker.netns])
-        .arg(&binary)
-        .arg("up")
-        .arg("--config")
-        .arg(&broker.config)
-        .current_dir(node_dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().context("cannot share the log file")?)
-        .stderr(log)
-        .spawn()
-        .context("cannot start `setsid ip netns exec ... precursor up` (util-linux, iproute2)")?;
-    std::fs::write(&broker.pid_file, format!("{}\n", child.id()))
-        .with_context(|| format!("cannot write {}", broker.pid_file.display()))?;
-    Ok(child)
-}
-
-/// Waits until every started broker's data plane is attached, bounded by
-/// [`READY_TIMEOUT_MS`]; a broker that exits or does not come up is an error naming it,
-/// with the last lines of its log.
-fn wait_ready(started: &[(&BrokerLayout, Child)]) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_millis(READY_TIMEOUT_MS);
-    let mut ready = vec![false; started.len()];
-    loop {
-        for (i, (broker, _)) in started.iter().enumerate() {
-            if ready[i] {
-                continue;
-            }
-            if broker_pid(broker).is_none() {
-                // Give the log a moment to receive the last words of the process.
-                std::thread::sleep(Duration::from_millis(POLL_MS));
-                bail!(
-                    "broker {} exited at start-up; the end of {}:\n{}",
-                    broker.id,
-                    broker.log.display(),
-                    log_tail(&broker.log)
-                );
-            }
-            if let Ok(status) = dataplane_status(broker) {
-                ready[i] = status.dataplane_alive;
-            }
-        }
-        if ready.iter().all(|&r| r) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            let (broker, _) = started[ready.iter().position(|&r| !r).expect("one is not ready")];
-            let why = match dataplane_status(broker) {
-                Ok(_) => "its control plane answers, its data plane is not attached".to_string(),
-                Err(error) => format!("{error:#}"),
-            };
-            bail!(
-                "broker {} not up within {READY_TIMEOUT_MS} ms ({why}); the end of {}:\n{}",
-                broker.id,
-                broker.log.display(),
-                log_tail(&broker.log)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(POLL_MS));
-    }
-}
-
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let start = lines.len().saturating_sub(LOG_TAIL_LINES);
-    lines[start..]
-        .iter()
-        .map(|l| format!("  {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn dataplane_status(broker: &BrokerLayout) -> Result<NodeStatus> {
-    let timeout = Duration::from_millis(STATUS_TIMEOUT_MS);
-    match admin::request_within(&broker.admin_socket, &Request::Status, timeout)? {
-        Response::Status(status) => Ok(status),
-        Response::Error { code, message } => bail!("{message} ({code})"),
-        other => bail!("unexpected answer {other:?}"),
-    }
-}
-
-fn signal(pid: i32, signal: nix::sys::signal::Signal) {
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
-}
-
-/// Processes inside a namespace (`ip netns pids`).
-fn netns_pids(netns: &str) -> Vec<i32> {
-    if !netns_exists(netns) {
-        return Vec::new();
-    }
-    Command::new("ip")
-        .args(["netns", "pids", netns])
-        .output()
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .split_whitespace()
-                .filter_map(|p| p.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn alive(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
-    })
-}
-
-/// SIGTERM to every broker's `precursor up` (it stops its data plane, which flushes); after
-/// [`STOP_TIMEOUT_MS`] SIGKILL to whatever still runs in their namespaces. Removes their
-/// pid files.
-fn stop_brokers(brokers: &[&BrokerLayout]) {
-    use nix::sys::signal::Signal;
-    for broker in brokers {
-        if let Some(pid) = broker_pid(broker) {
-            signal(pid, Signal::SIGTERM);
-        }
-    }
-    let deadline = Instant::now() + Duration::from_millis(STOP_TIMEOUT_MS);
-    let remaining = |broker: &BrokerLayout| {
-        let mut pids = netns_pids(&broker.netns);
-        pids.extend(broker_pid(broker));
-        pids.retain(|&pid| alive(pid));
-        pids
-    };
-    loop {
-        let left: Vec<i32> = brokers.iter().flat_map(|b| remaining(b)).collect();
-        if left.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            eprintln!(
-                "precursor: warning: processes {left:?} did not stop within {STOP_TIMEOUT_MS} ms of SIGTERM: killing them"
-            );
-            for pid in &left {
-                signal(*pid, Signal::SIGKILL);
-            }
-            let kill_deadline = Instant::now() + Duration::from_millis(STOP_TIMEOUT_MS);
-            while left.iter().any(|&pid| alive(pid)) && Instant::now() < kill_deadline {
-                std::thread::sleep(Duration::from_millis(POLL_MS));
-            }
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(POLL_MS));
-    }
-    for broker in brokers {
-        let _ = std::fs::remove_file(&broker.pid_file);
-    }
-}
-
-/// Stops everything of the cluster and removes its network and shared-memory files; the
-/// cluster's directory stays.
-fn teardown(layout: &ClusterLayout) {
-    let brokers: Vec<&BrokerLayout> = layout.brokers.iter().collect();
-    stop_brokers(&brokers);
-    delete_network(layout);
-    for broker in &layout.brokers {
-        for dir in [&broker.cnc_dir, &broker.memory_dir] {
-            if dir.exists() {
-                if let Err(error) = std::fs::remove_dir_all(dir) {
-                    eprintln!(
-                        "precursor: warning: cannot remove {}: {error}",
-                        dir.display()
-                    );
-                }
-            }
-        }
-        // A control plane killed with SIGKILL leaves its socket file.
-        let _ = std::fs::remove_file(&broker.admin_socket);
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// down, status
-
 fn down(dir: &Path, purge: bool) -> Result<ExitCode> {
     let dir = absolute(dir)?;
     let Some(layout) = load_layout(&dir)? else {
         println!("no cluster in {}: nothing to stop", dir.display());
         return Ok(ExitCode::SUCCESS);
     };
+    check_no_foreign_processes(&layout)?;
     let was_up = interface_exists(&layout.bridge)
         || layout
             .brokers
@@ -1195,14 +726,13 @@ fn down(dir: &Path, purge: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     if purge {
-        // Only what `up` made: the node directories and the layout, then the directory if
-        // that left it empty.
-        for broker in &layout.brokers {
-            if let Some(node_dir) = broker.config.parent() {
-                if node_dir.exists() {
-                    std::fs::remove_dir_all(node_dir)
-                        .with_context(|| format!("cannot remove {}", node_dir.display()))?;
-                }
+        // Only what `up` made: the node directories (of this run and of earlier runs with
+        // more brokers) and the layout, then the directory if that left it empty.
+        for id in 1..=NODES_MAX {
+            let node_dir = dir.join(format!("node-{id}"));
+            if node_dir.join("precursor.toml").exists() {
+                std::fs::remove_dir_all(&node_dir)
+                    .with_context(|| format!("cannot remove {}", node_dir.display()))?;
             }
         }
         std::fs::remove_file(layout_path(&dir))
@@ -1353,15 +883,6 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
     })
 }
 
-/// Whether the interface's administrative state is up (`IFF_UP` in its flags); `None`
-/// when there is no such interface.
-fn link_is_up(name: &str) -> Option<bool> {
-    std::fs::read_to_string(Path::new("/sys/class/net").join(name).join("flags"))
-        .ok()
-        .and_then(|flags| u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok())
-        .map(|flags| flags & 1 != 0)
-}
-
 /// The table `up` prints, and the lines to copy.
 fn summary(layout: &ClusterLayout) -> String {
     let rows = layout
@@ -1429,55 +950,6 @@ mod tests {
             mbufs: None,
             json: false,
         }
-    }
-
-    #[test]
-    fn three_brokers_fit_in_the_hugepages_ci_reserves() {
-        let gib2 = 2 << 30;
-        let plan = plan_memory(
-            3,
-            MBUFS_DEFAULT,
-            SEGMENT_BYTES_DEFAULT,
-            Preset::Balanced,
-            gib2,
-        )
-        .unwrap();
-        assert!(
-            plan.dpdk_hugepages && plan.segments_in_hugepages,
-            "{plan:?}"
-        );
-        // Five still fit when nothing else holds hugepages.
-        let plan = plan_memory(
-            5,
-            MBUFS_DEFAULT,
-            SEGMENT_BYTES_DEFAULT,
-            Preset::Balanced,
-            gib2,
-        )
-        .unwrap();
-        assert!(plan.segments_in_hugepages, "{plan:?}");
-        // Fewer pages: DPDK keeps them, segments go to /dev/shm; none: --no-huge.
-        let plan = plan_memory(
-            3,
-            MBUFS_DEFAULT,
-            SEGMENT_BYTES_DEFAULT,
-            Preset::Balanced,
-            300 << 20,
-        )
-        .unwrap();
-        assert!(
-            plan.dpdk_hugepages && !plan.segments_in_hugepages,
-            "{plan:?}"
-        );
-        let plan =
-            plan_memory(3, MBUFS_DEFAULT, SEGMENT_BYTES_DEFAULT, Preset::Balanced, 0).unwrap();
-        assert!(!plan.dpdk_hugepages, "{plan:?}");
-        let refused = plan_memory(3, MBUFS_DEFAULT, SEGMENT_BYTES_DEFAULT, Preset::Maximum, 0);
-        assert!(refused
-            .unwrap_err()
-            .to_string()
-            .contains("requires hugepages"));
-        assert!(plan_memory(3, MBUFS_DEFAULT, 3 << 20, Preset::Balanced, 0).is_err());
     }
 
     #[test]
