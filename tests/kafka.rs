@@ -821,9 +821,11 @@ fn bad_requests_get_the_right_error_or_a_closed_connection() {
         None,
         "body shorter than its fields"
     );
-    // Bytes after a whole body.
+    // Bytes after a whole body: ignored (and counted), as Kafka ignores them.
     let trailing = raw_request(18, 0, 8, &[1, 2, 3]);
-    assert_eq!(exchange(&gateway, &trailing), None, "trailing bytes");
+    let answer = exchange(&gateway, &trailing).expect("ApiVersions with trailing bytes answered");
+    assert_eq!(i32::from_be_bytes(answer[..4].try_into().unwrap()), 8);
+    assert_eq!(i16_at(&answer, 4), 0, "no error");
     // An API key Kafka does not have, one we do not serve, a version we do not speak.
     assert_eq!(
         exchange(&gateway, &raw_request(999, 0, 9, &[])),
@@ -922,11 +924,40 @@ fn bad_requests_get_the_right_error_or_a_closed_connection() {
         .unwrap();
     assert_success(&out, "kcat -C after the bad requests");
     assert_eq!(stdout(&out), "value\n", "one message: the good one");
+    // librdkafka 2.1.0 and later write the null topics array of their all-topics Metadata
+    // v9+ request in 4 bytes instead of 1 (librdkafka issue #5049), which leaves 1 to 3
+    // bytes after the body: the newest one lists the topics.
+    if !Path::new(CURRENT_LIBRDKAFKA_PYTHON).exists() {
+        panic!("{CURRENT_LIBRDKAFKA_PYTHON} is missing: run ci/setup.sh");
+    }
+    let list_topics = "import sys, confluent_kafka, confluent_kafka.admin\n\
+        admin = confluent_kafka.admin.AdminClient({'bootstrap.servers': sys.argv[1]})\n\
+        print(confluent_kafka.libversion()[0], sorted(admin.list_topics(timeout=5).topics))\n";
+    let out = kafka_client(CURRENT_LIBRDKAFKA_PYTHON)
+        .args(["-c", list_topics, &gateway])
+        .output()
+        .unwrap();
+    assert_success(&out, "AdminClient.list_topics (current librdkafka)");
+    eprintln!("AdminClient.list_topics: {}", stdout(&out).trim());
+    assert!(stdout(&out).contains("'crc'"), "{}", stdout(&out));
+    assert!(
+        broker.metric(
+            "precursor_gateway_request_trailing_bytes_total",
+            "api=\"Metadata\""
+        ) >= 1.0,
+        "the Metadata request's extra bytes counted"
+    );
+    assert!(
+        broker.metric(
+            "precursor_gateway_request_trailing_bytes_total",
+            "api=\"ApiVersions\""
+        ) >= 3.0,
+        "the hand-made ApiVersions' extra bytes counted"
+    );
     for reason in [
         "too_large",
         "truncated",
         "bad_body",
-        "trailing_bytes",
         "unknown_api_key",
         "unsupported_api",
         "unsupported_version",

@@ -13,6 +13,7 @@ use std::os::unix::fs::DirEntryExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use precursor_protocol::record_batch::PARTITION_LEADER_EPOCH_OFFSET;
 use precursor_shm::{AppendRegionView, ReadOnlyFileMap};
 
 use crate::ClientError;
@@ -129,6 +130,62 @@ pub fn next_offset_after(bytes: &[u8]) -> Option<u64> {
         at += total;
     }
     next
+}
+
+/// The `partition_leader_epoch` of the batch whose header starts at `at`.
+fn epoch_at(bytes: &[u8], at: usize) -> Option<i32> {
+    let field =
+        bytes.get(at + PARTITION_LEADER_EPOCH_OFFSET..at + PARTITION_LEADER_EPOCH_OFFSET + 4)?;
+    Some(i32::from_be_bytes(field.try_into().ok()?))
+}
+
+/// A leader epoch and the offset of the first batch written in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EpochStart {
+    pub epoch: i32,
+    pub start_offset: u64,
+}
+
+/// A partition's leader epochs as its batch headers record them (`partitionLeaderEpoch`):
+/// each epoch higher than every one before it, with the offset of its first batch, which
+/// is what Kafka's leader epoch cache holds (KIP-101). Batches with an epoch below one
+/// seen before, and epochs below 0, are passed over, as Kafka's cache passes them over.
+///
+/// Built by [`PartitionMap::extend_epochs`], which goes on from where the last walk
+/// stopped. A history is only as true as the log below [`EpochHistory::walked_to`]: its
+/// keeper extends a kept history only below offsets no replica truncates any more (the
+/// high watermark, DESIGN.md §10) and walks the rest on a copy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EpochHistory {
+    starts: Vec<EpochStart>,
+    /// Where the walk stopped: a batch boundary.
+    walked: Option<Cursor>,
+}
+
+impl EpochHistory {
+    /// Increasing epochs at increasing offsets.
+    pub fn starts(&self) -> &[EpochStart] {
+        &self.starts
+    }
+
+    /// The offset below which every batch has been walked.
+    pub fn walked_to(&self) -> u64 {
+        self.walked.map_or(0, |cursor| cursor.next)
+    }
+
+    fn note(&mut self, epoch: i32, base_offset: u64) {
+        let newer = self.starts.last().is_none_or(|last| epoch > last.epoch);
+        if epoch >= 0 && newer {
+            self.starts.push(EpochStart {
+                epoch,
+                start_offset: base_offset,
+            });
+        }
+    }
+
+    fn latest_epoch(&self) -> i32 {
+        self.starts.last().map_or(-1, |start| start.epoch)
+    }
 }
 
 /// What a direct read found.
@@ -403,6 +460,93 @@ impl PartitionMap {
     pub fn log_start_offset(&self) -> Option<u64> {
         self.segments.keys().next().copied()
     }
+
+    /// Walks the batch headers from where `history` stopped up to `end` (the batches whose
+    /// last offset is below it), noting each new leader epoch.
+    ///
+    /// Epochs never decrease along a leader's log, so a segment whose successor begins
+    /// with the epoch last noted (or an older one) holds no new epoch: it is skipped
+    /// without reading its headers. Only segments in which an epoch begins, and the last
+    /// one, are walked batch by batch; the first walk of a long log costs one header read
+    /// per segment. A segment deleted by retention meanwhile is no matter: what was noted
+    /// stays true, and the walk goes on from the oldest segment left.
+    pub fn extend_epochs(
+        &mut self,
+        history: &mut EpochHistory,
+        end: u64,
+    ) -> Result<(), ClientError> {
+        // Maps the segments rolled, and forgets those deleted, since the last look.
+        let mut rescanned = false;
+        if self.rescan_due() {
+            self.scan()?;
+            rescanned = true;
+        }
+        let mut cursor = match history.walked {
+            Some(cursor) if self.segments.contains_key(&cursor.base) => cursor,
+            _ => match self.segments.keys().next() {
+                Some(&base) => Cursor {
+                    base,
+                    next: base,
+                    position: 0,
+                },
+                None => return Ok(()),
+            },
+        };
+        // Bounded: each round finishes a segment, rescans once, or returns.
+        for _ in 0..self.segments.len() + 2 {
+            let next_base = self
+                .segments
+                .range(cursor.base + 1..)
+                .next()
+                .map(|(&base, _)| base);
+            if let Some(next_base) = next_base {
+                let next = self.segments[&next_base].bytes();
+                let next_first_epoch = batch_at(next, 0).and_then(|_| epoch_at(next, 0));
+                let nothing_new = next_first_epoch.is_some_and(|e| e <= history.latest_epoch());
+                if next_base <= end && nothing_new {
+                    cursor = Cursor {
+                        base: next_base,
+                        next: next_base,
+                        position: 0,
+                    };
+                    history.walked = Some(cursor);
+                    continue;
+                }
+            }
+            let bytes = self.segments[&cursor.base].bytes();
+            while let Some((base, last, total)) = batch_at(bytes, cursor.position) {
+                if last >= end {
+                    history.walked = Some(cursor);
+                    return Ok(());
+                }
+                if let Some(epoch) = epoch_at(bytes, cursor.position) {
+                    history.note(epoch, base);
+                }
+                cursor.position += total;
+                cursor.next = last + 1;
+            }
+            history.walked = Some(cursor);
+            // A segment with a successor is sealed: its batches are all walked.
+            match next_base {
+                Some(next_base) => {
+                    cursor = Cursor {
+                        base: next_base,
+                        next: next_base,
+                        position: 0,
+                    }
+                }
+                // The last segment mapped, walked to its end: look once for a segment
+                // rolled since, so that the walk ends where the log ends.
+                None if !rescanned && self.rescan_due() => {
+                    self.scan()?;
+                    rescanned = true;
+                }
+                None => return Ok(()),
+            }
+        }
+        history.walked = Some(cursor);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -603,6 +747,76 @@ mod tests {
             }
         );
         assert_eq!(map.end_offset().unwrap(), 16);
+    }
+
+    fn epoch_batch(base: u64, records: u32, epoch: i32) -> Vec<u8> {
+        let mut out = batch(base, records, 61);
+        out[PARTITION_LEADER_EPOCH_OFFSET..PARTITION_LEADER_EPOCH_OFFSET + 4]
+            .copy_from_slice(&epoch.to_be_bytes());
+        out
+    }
+
+    fn starts(history: &EpochHistory) -> Vec<(i32, u64)> {
+        history
+            .starts()
+            .iter()
+            .map(|s| (s.epoch, s.start_offset))
+            .collect()
+    }
+
+    #[test]
+    fn leader_epochs_are_read_from_batch_headers_incrementally_and_up_to_a_bound() {
+        let logs = Logs::new();
+        // Segment 0: producer-written epochs (-1) then epochs 0 and 1; segment 10: epoch 1
+        // throughout but for a batch the walk must not see; segment 20: epochs 1, 3.
+        let first: Vec<u8> = [
+            epoch_batch(0, 2, -1),
+            epoch_batch(2, 3, 0),
+            epoch_batch(5, 5, 1),
+        ]
+        .concat();
+        logs.log_file(0, &first);
+        let second: Vec<u8> = [
+            epoch_batch(10, 4, 1),
+            // Not monotonic, which no leader writes: proves the segment is skipped.
+            epoch_batch(14, 2, 2),
+            epoch_batch(16, 4, 1),
+        ]
+        .concat();
+        logs.log_file(10, &second);
+        let mut active = logs.memory_segment(3);
+        active.append(&epoch_batch(20, 5, 1)).unwrap();
+        active.append(&epoch_batch(25, 5, 3)).unwrap();
+        let mut map = PartitionMap::open(&logs.paths, "t", 0).unwrap();
+        let mut history = EpochHistory::default();
+        // Up to 25 (the batch at 25 ends at 29): epoch 3 not reached yet.
+        map.extend_epochs(&mut history, 25).unwrap();
+        assert_eq!(starts(&history), [(0, 2), (1, 5)]);
+        assert_eq!(history.walked_to(), 25);
+        // A copy walked to the end sees epoch 3; the kept history is unchanged.
+        let mut to_end = history.clone();
+        map.extend_epochs(&mut to_end, u64::MAX).unwrap();
+        assert_eq!(starts(&to_end), [(0, 2), (1, 5), (3, 25)]);
+        assert_eq!(to_end.walked_to(), 30);
+        assert_eq!(history.walked_to(), 25);
+        // Appends and a roll: the walk goes on from where it stopped.
+        active.append(&epoch_batch(30, 2, 3)).unwrap();
+        let mut next = logs.memory_segment(4);
+        next.append(&epoch_batch(32, 1, 4)).unwrap();
+        wait_for_rescan();
+        map.extend_epochs(&mut to_end, u64::MAX).unwrap();
+        assert_eq!(starts(&to_end), [(0, 2), (1, 5), (3, 25), (4, 32)]);
+        assert_eq!(to_end.walked_to(), 33);
+        // Retention deletes the first segment: the noted epochs stay, a fresh walk from
+        // the oldest segment left starts at its first epoch (and reads that segment, with
+        // nothing noted before it: the planted epoch shows).
+        std::fs::remove_file(logs.log_path(0)).unwrap();
+        wait_for_rescan();
+        let mut fresh = EpochHistory::default();
+        map.extend_epochs(&mut fresh, u64::MAX).unwrap();
+        assert_eq!(starts(&fresh), [(1, 10), (2, 14), (3, 25), (4, 32)]);
+        map.extend_epochs(&mut history, u64::MAX).unwrap();
+        assert_eq!(starts(&history), [(0, 2), (1, 5), (3, 25), (4, 32)]);
     }
 
     #[test]

@@ -571,6 +571,29 @@ impl Config {
                 self.port.address, self.port.udp_port
             ),
         )?;
+        let gateway = &self.gateway;
+        check(
+            gateway.broker_id == 0 || i64::from(gateway.broker_id) == i64::from(cluster.broker_id),
+            "gateway.broker_id",
+            gateway.broker_id,
+            &format!(
+                "0 or cluster.broker_id ({}): in a cluster the gateway is known by the \
+                 broker's id",
+                cluster.broker_id
+            ),
+        )?;
+        check(
+            gateway.advertised_listener.is_empty()
+                || me.kafka.is_empty()
+                || gateway.advertised_listener == me.kafka,
+            "gateway.advertised_listener",
+            format!("{:?}", gateway.advertised_listener),
+            &format!(
+                "empty, or this broker's cluster.brokers kafka ({:?}): every broker tells \
+                 clients the same address for it",
+                me.kafka
+            ),
+        )?;
         check(
             (10..=600_000).contains(&cluster.replica_lag_ms),
             "cluster.replica_lag_ms",

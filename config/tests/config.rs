@@ -190,3 +190,29 @@ fn rdma_section_defaults_off_and_checks_its_ranges() {
         assert!(message.contains(reason), "{text:?} -> {message}");
     }
 }
+
+#[test]
+fn a_cluster_gateway_is_known_by_the_broker_id_and_its_kafka_listener() {
+    let cluster = "[port]\naddress = \"10.79.0.21\"\nudp_port = 9190\n\
+                   [cluster]\nbroker_id = 1\n\
+                   [[cluster.brokers]]\nid = 1\naddress = \"10.79.0.21\"\nkafka = \"b1:9092\"\n\
+                   [[cluster.brokers]]\nid = 2\naddress = \"10.79.0.22\"\nkafka = \"b2:9092\"\n";
+    let config = Config::parse(cluster).expect("a cluster config validates");
+    assert_eq!(config.gateway.broker_id, 0);
+    Config::parse(&format!(
+        "{cluster}[gateway]\nbroker_id = 1\nadvertised_listener = \"b1:9092\"\n"
+    ))
+    .expect("the same id and listener are allowed");
+    let message = refusal(&format!("{cluster}[gateway]\nbroker_id = 2\n"));
+    assert!(
+        message.contains("`gateway.broker_id`") && message.contains("cluster.broker_id (1)"),
+        "{message}"
+    );
+    let message = refusal(&format!(
+        "{cluster}[gateway]\nadvertised_listener = \"other:9092\"\n"
+    ));
+    assert!(
+        message.contains("`gateway.advertised_listener`") && message.contains("\"b1:9092\""),
+        "{message}"
+    );
+}

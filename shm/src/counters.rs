@@ -430,6 +430,7 @@ pub struct CountersReader {
 }
 
 struct RecordView {
+    generation: u64,
     kind: u32,
     role: u32,
     label_bytes: usize,
@@ -540,6 +541,36 @@ impl CountersReader {
             .load(Ordering::Relaxed)
     }
 
+    /// The value of plain counter `id` if its slot holds a counter of `kind` labelled
+    /// `label` while the value is loaded: a slot found earlier (by [`CountersReader::for_each`])
+    /// may have been freed since, and given to another counter. A few dozen loads.
+    pub fn value_if(&self, id: CounterId, kind: u32, label: &str) -> Option<u64> {
+        if id.0 >= self.layout.counters_max {
+            return None;
+        }
+        let view = self.record(id.0)?;
+        let same = view.kind == kind
+            && view.role == ROLE_PLAIN
+            && &view.label[..view.label_bytes] == label.as_bytes();
+        if !same {
+            return None;
+        }
+        let value = self.value(id);
+        // Still that counter: not reclaimed, not published again (which moves the
+        // generation) while the value was loaded.
+        fence(Ordering::Acquire);
+        let record = self.layout.record(id.0);
+        let state = self
+            .mapping
+            .atomic_u32(record + RECORD_STATE_OFFSET)
+            .load(Ordering::Relaxed);
+        let generation = self
+            .mapping
+            .atomic_u64(record + RECORD_GENERATION_OFFSET)
+            .load(Ordering::Relaxed);
+        (state == COUNTER_STATE_ALLOCATED && generation == view.generation).then_some(value)
+    }
+
     /// Slots of the file.
     pub fn counters_max(&self) -> u32 {
         self.layout.counters_max
@@ -574,6 +605,7 @@ impl CountersReader {
         }
         let load_u32 = |offset| mapping.atomic_u32(record + offset).load(Ordering::Relaxed);
         let mut view = RecordView {
+            generation: before,
             kind: load_u32(RECORD_KIND_OFFSET),
             role: load_u32(RECORD_ROLE_OFFSET),
             label_bytes: (load_u32(RECORD_LABEL_BYTES_OFFSET) as usize)

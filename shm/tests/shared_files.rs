@@ -757,3 +757,55 @@ fn reader_sees_values_written_by_another_process() {
         "values outlive the writer"
     );
 }
+
+#[test]
+fn value_if_reads_a_slot_only_while_it_holds_the_counter_looked_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = CountersWriter::create(dir.path(), 4).unwrap();
+    let label = "topic=orders,partition=0";
+    let high_watermark = writer
+        .allocate(kind::PARTITION_HIGH_WATERMARK, label)
+        .unwrap();
+    writer.set(high_watermark, 42);
+    let reader = CountersReader::open(dir.path()).unwrap();
+    assert_eq!(
+        reader.value_if(high_watermark, kind::PARTITION_HIGH_WATERMARK, label),
+        Some(42)
+    );
+    assert_eq!(
+        reader.value_if(high_watermark, kind::PARTITION_LEADER, label),
+        None,
+        "another kind"
+    );
+    assert_eq!(
+        reader.value_if(
+            high_watermark,
+            kind::PARTITION_HIGH_WATERMARK,
+            "topic=orders,partition=1"
+        ),
+        None,
+        "another label"
+    );
+    assert_eq!(
+        reader.value_if(CounterId(99), kind::PARTITION_HIGH_WATERMARK, label),
+        None,
+        "beyond the file"
+    );
+    // Freed, then given to another counter: no longer read as the old one.
+    writer.free(high_watermark);
+    assert_eq!(
+        reader.value_if(high_watermark, kind::PARTITION_HIGH_WATERMARK, label),
+        None
+    );
+    let bytes = writer.allocate(kind::PARTITION_BYTES, label).unwrap();
+    assert_eq!(bytes, high_watermark, "the slot is reused");
+    writer.set(bytes, 7);
+    assert_eq!(
+        reader.value_if(high_watermark, kind::PARTITION_HIGH_WATERMARK, label),
+        None
+    );
+    assert_eq!(
+        reader.value_if(bytes, kind::PARTITION_BYTES, label),
+        Some(7)
+    );
+}

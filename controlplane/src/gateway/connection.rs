@@ -70,11 +70,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: &Arc<Gat
     let Ok(local) = stream.local_addr() else {
         return;
     };
-    let context = Context {
-        gateway: gateway.clone(),
-        local,
-        peer,
-    };
+    let context = Context::new(gateway.clone(), local, peer);
     let config = &gateway.config;
     let (read, mut write) = stream.into_split();
     let codec = LengthDelimitedCodec::builder()

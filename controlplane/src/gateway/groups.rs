@@ -29,6 +29,7 @@
 
 use super::offsets::{CommittedOffset, OffsetKey};
 use super::requests::{api_name, Context, RequestMeta};
+use super::topics::find_partition;
 use super::Gateway;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
@@ -901,68 +902,95 @@ fn code(error: ResponseError) -> i16 {
 
 // ---- Kafka request handlers ----
 
-/// FindCoordinator: this node coordinates every group. Transactions are not supported:
-/// a transactional key is answered COORDINATOR_NOT_AVAILABLE (what a Kafka broker says
-/// when it cannot host a transaction coordinator).
+/// FindCoordinator: this node coordinates every group; in a cluster, each group has one
+/// coordinator, the same whichever broker is asked (`cluster::group_coordinator`).
+/// Transactions are not supported: a transactional key is answered
+/// COORDINATOR_NOT_AVAILABLE (what a Kafka broker says when it cannot host a transaction
+/// coordinator).
 pub fn find_coordinator(
     context: &Context,
     meta: &RequestMeta,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let gateway = &context.gateway;
-    let (host, port) = gateway.advertised(context.local);
-    let answer_for = |key_type: i8, key: &str| -> (i16, Option<String>) {
-        if key_type != KEY_TYPE_GROUP {
-            (
-                code(ResponseError::CoordinatorNotAvailable),
-                Some("transactions are not supported by this broker".into()),
-            )
-        } else if key.is_empty() {
-            (
-                code(ResponseError::InvalidGroupId),
-                Some("empty group id".into()),
-            )
-        } else {
-            (0, None)
-        }
-    };
+    let own = (
+        BrokerId(gateway.broker_id()),
+        gateway.advertised(context.local),
+    );
+    // (node, (host, port)) or (error, message).
+    let answer_for =
+        |key_type: i8, key: &str| -> Result<(BrokerId, (String, i32)), (i16, String)> {
+            if key_type != KEY_TYPE_GROUP {
+                return Err((
+                    code(ResponseError::CoordinatorNotAvailable),
+                    "transactions are not supported by this broker".into(),
+                ));
+            }
+            if key.is_empty() {
+                return Err((code(ResponseError::InvalidGroupId), "empty group id".into()));
+            }
+            match gateway.coordinates(key) {
+                Ok(()) => Ok(own.clone()),
+                Err(id) => match gateway.kafka_listener_of(id) {
+                    Some(listener) => Ok((BrokerId(id as i32), listener)),
+                    None => Err((
+                        code(ResponseError::CoordinatorNotAvailable),
+                        format!("broker {id} coordinates the group but has no Kafka listener"),
+                    )),
+                },
+            }
+        };
     let mut response = FindCoordinatorResponse::default();
-    let broker_id = BrokerId(gateway.config.broker_id);
     if meta.version >= 4 {
         for key in &request.coordinator_keys {
-            let (error, message) = answer_for(request.key_type, key.as_str());
             let mut entry = CoordinatorEntry::default();
             entry.key = key.clone();
-            entry.error_code = error;
-            entry.error_message = message.map(StrBytes::from_string);
-            if error == 0 {
-                entry.node_id = broker_id;
-                entry.host = str_bytes(&host);
-                entry.port = port;
-            } else {
-                entry.node_id = BrokerId(-1);
-                entry.port = -1;
+            match answer_for(request.key_type, key.as_str()) {
+                Ok((node, (host, port))) => {
+                    entry.node_id = node;
+                    entry.host = str_bytes(&host);
+                    entry.port = port;
+                }
+                Err((error, message)) => {
+                    entry.error_code = error;
+                    entry.error_message = Some(StrBytes::from_string(message));
+                    entry.node_id = BrokerId(-1);
+                    entry.port = -1;
+                }
             }
-            gateway.metrics.error(api_name(meta.api), error);
+            gateway.metrics.error(api_name(meta.api), entry.error_code);
             response.coordinators.push(entry);
         }
     } else {
-        let (error, message) = answer_for(request.key_type, request.key.as_str());
-        response.error_code = error;
-        if meta.version >= 1 {
-            response.error_message = message.map(StrBytes::from_string);
+        match answer_for(request.key_type, request.key.as_str()) {
+            Ok((node, (host, port))) => {
+                response.node_id = node;
+                response.host = str_bytes(&host);
+                response.port = port;
+            }
+            Err((error, message)) => {
+                response.error_code = error;
+                if meta.version >= 1 {
+                    response.error_message = Some(StrBytes::from_string(message));
+                }
+                response.node_id = BrokerId(-1);
+                response.port = -1;
+            }
         }
-        if error == 0 {
-            response.node_id = broker_id;
-            response.host = str_bytes(&host);
-            response.port = port;
-        } else {
-            response.node_id = BrokerId(-1);
-            response.port = -1;
-        }
-        gateway.metrics.error(api_name(meta.api), error);
+        gateway
+            .metrics
+            .error(api_name(meta.api), response.error_code);
     }
     response
+}
+
+/// NOT_COORDINATOR for a group another broker of the cluster coordinates: the client
+/// asks FindCoordinator again.
+fn not_coordinator(gateway: &Gateway, group: &str) -> Option<ResponseError> {
+    gateway
+        .coordinates(group)
+        .err()
+        .map(|_| ResponseError::NotCoordinator)
 }
 
 fn join_response(answer: JoinAnswer, version: i16) -> JoinGroupResponse {
@@ -1025,11 +1053,14 @@ pub fn join_group(
             .collect(),
         require_known_member_id: version >= 4,
     };
-    let answer = gateway
-        .groups
-        .lock()
-        .expect("coordinator lock")
-        .join(Instant::now(), params);
+    let answer = match not_coordinator(&gateway, &params.group_id) {
+        Some(error) => Answer::Now(JoinAnswer::error(error, &member_id)),
+        None => gateway
+            .groups
+            .lock()
+            .expect("coordinator lock")
+            .join(Instant::now(), params),
+    };
     async move {
         let answer = match answer {
             Answer::Now(answer) => answer,
@@ -1051,20 +1082,23 @@ pub fn sync_group(
     let gateway = context.gateway.clone();
     let api = api_name(meta.api);
     let version = meta.version;
-    let answer = gateway.groups.lock().expect("coordinator lock").sync(
-        Instant::now(),
-        request.group_id.0.as_str(),
-        request.generation_id,
-        request.member_id.as_str(),
-        request.group_instance_id.as_ref().map(|i| i.as_str()),
-        request.protocol_type.as_ref().map(|i| i.as_str()),
-        request.protocol_name.as_ref().map(|i| i.as_str()),
-        request
-            .assignments
-            .iter()
-            .map(|a| (a.member_id.as_str().to_string(), a.assignment.clone()))
-            .collect(),
-    );
+    let answer = match not_coordinator(&gateway, request.group_id.0.as_str()) {
+        Some(error) => Answer::Now(SyncAnswer::error(error)),
+        None => gateway.groups.lock().expect("coordinator lock").sync(
+            Instant::now(),
+            request.group_id.0.as_str(),
+            request.generation_id,
+            request.member_id.as_str(),
+            request.group_instance_id.as_ref().map(|i| i.as_str()),
+            request.protocol_type.as_ref().map(|i| i.as_str()),
+            request.protocol_name.as_ref().map(|i| i.as_str()),
+            request
+                .assignments
+                .iter()
+                .map(|a| (a.member_id.as_str().to_string(), a.assignment.clone()))
+                .collect(),
+        ),
+    };
     async move {
         let answer = match answer {
             Answer::Now(answer) => answer,
@@ -1089,18 +1123,21 @@ pub fn heartbeat(
     meta: &RequestMeta,
     request: HeartbeatRequest,
 ) -> HeartbeatResponse {
-    let error = context
-        .gateway
-        .groups
-        .lock()
-        .expect("coordinator lock")
-        .heartbeat(
-            Instant::now(),
-            request.group_id.0.as_str(),
-            request.generation_id,
-            request.member_id.as_str(),
-            request.group_instance_id.as_ref().map(|i| i.as_str()),
-        );
+    let error = match not_coordinator(&context.gateway, request.group_id.0.as_str()) {
+        Some(error) => error,
+        None => context
+            .gateway
+            .groups
+            .lock()
+            .expect("coordinator lock")
+            .heartbeat(
+                Instant::now(),
+                request.group_id.0.as_str(),
+                request.generation_id,
+                request.member_id.as_str(),
+                request.group_instance_id.as_ref().map(|i| i.as_str()),
+            ),
+    };
     let mut response = HeartbeatResponse::default();
     response.error_code = error.code();
     context
@@ -1129,13 +1166,21 @@ pub fn leave_group(
     } else {
         vec![(request.member_id.as_str().to_string(), None)]
     };
+    let mut response = LeaveGroupResponse::default();
+    if let Some(error) = not_coordinator(&context.gateway, request.group_id.0.as_str()) {
+        response.error_code = error.code();
+        context
+            .gateway
+            .metrics
+            .error(api_name(meta.api), response.error_code);
+        return response;
+    }
     let errors = context
         .gateway
         .groups
         .lock()
         .expect("coordinator lock")
         .leave(Instant::now(), request.group_id.0.as_str(), &members);
-    let mut response = LeaveGroupResponse::default();
     if meta.version >= 3 {
         response.members = members
             .iter()
@@ -1172,17 +1217,20 @@ pub fn offset_commit(
     let gateway = context.gateway.clone();
     let api = api_name(meta.api);
     let group_id = request.group_id.0.as_str().to_string();
-    let checked = gateway
-        .groups
-        .lock()
-        .expect("coordinator lock")
-        .check_commit(
-            Instant::now(),
-            &group_id,
-            request.generation_id_or_member_epoch,
-            request.member_id.as_str(),
-            request.group_instance_id.as_ref().map(|i| i.as_str()),
-        );
+    let checked = match not_coordinator(&gateway, &group_id) {
+        Some(error) => Err(error),
+        None => gateway
+            .groups
+            .lock()
+            .expect("coordinator lock")
+            .check_commit(
+                Instant::now(),
+                &group_id,
+                request.generation_id_or_member_epoch,
+                request.member_id.as_str(),
+                request.group_instance_id.as_ref().map(|i| i.as_str()),
+            ),
+    };
     let names: Vec<&str> = request.topics.iter().map(|t| t.name.0.as_str()).collect();
     let topics = gateway.topics.get_including(&gateway, &names).ok();
     let metadata_max = gateway.config.offset_metadata_bytes_max as usize;
@@ -1191,12 +1239,18 @@ pub fn offset_commit(
     let mut entries = Vec::new();
     // Which response partitions wait for the write.
     let mut stored: Vec<(usize, usize)> = Vec::new();
+    // A broker of a cluster may publish only the partitions it holds a replica of: there,
+    // any partition of a known topic is taken (Kafka checks it against metadata of the
+    // whole cluster, which no gateway has).
+    let in_cluster = gateway.cluster_broker_id() != 0;
     for topic in &request.topics {
         let name = topic.name.0.as_str();
-        let partitions_known = topics
-            .as_ref()
-            .and_then(|t| t.get(name))
-            .map(|p| p.len() as i32);
+        let partition_known = |index: i32| {
+            topics.as_ref().is_some_and(|t| {
+                find_partition(t, name, index).is_some()
+                    || (in_cluster && index >= 0 && t.contains_key(name))
+            })
+        };
         let mut topic_response = OffsetCommitResponseTopic::default();
         topic_response.name = topic.name.clone();
         for partition in &topic.partitions {
@@ -1205,8 +1259,7 @@ pub fn offset_commit(
                 code(error)
             } else if topics.is_none() {
                 code(ResponseError::CoordinatorNotAvailable)
-            } else if !partitions_known.is_some_and(|n| (0..n).contains(&partition.partition_index))
-            {
+            } else if !partition_known(partition.partition_index) {
                 code(ResponseError::UnknownTopicOrPartition)
             } else if metadata.is_some_and(|m| m.len() > metadata_max) {
                 code(ResponseError::OffsetMetadataTooLarge)
@@ -1312,6 +1365,20 @@ pub fn offset_fetch(
     if group_id.is_empty() && meta.version >= 2 {
         response.error_code = code(ResponseError::InvalidGroupId);
     }
+    if let Some(error) = not_coordinator(gateway, group_id) {
+        // Before v2 the error goes in every partition.
+        response.error_code = error.code();
+        for topic in &mut response.topics {
+            for partition in &mut topic.partitions {
+                partition.error_code = error.code();
+                partition.committed_offset = -1;
+                partition.committed_leader_epoch = -1;
+            }
+        }
+        if request.topics.is_none() {
+            response.topics.clear();
+        }
+    }
     gateway
         .metrics
         .error(api_name(meta.api), response.error_code);
@@ -1327,6 +1394,18 @@ pub fn describe_groups(
     let mut response = DescribeGroupsResponse::default();
     for group_id in &request.groups {
         let id = group_id.0.as_str();
+        if let Some(error) = not_coordinator(&context.gateway, id) {
+            let mut described = DescribedGroup::default();
+            described.group_id = group_id.clone();
+            described.error_code = error.code();
+            described.authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+            context
+                .gateway
+                .metrics
+                .error(api_name(meta.api), described.error_code);
+            response.groups.push(described);
+            continue;
+        }
         let described = coordinator.describe(id).unwrap_or_else(|| {
             // Kafka describes an unknown group as Dead without an error, and a group that
             // only has committed offsets as Empty.

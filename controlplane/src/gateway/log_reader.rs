@@ -20,10 +20,11 @@
 //! out-of-range offset (the map may lag the data plane by a segment roll for up to
 //! `log_map::RESCAN_INTERVAL`; the data plane answers with its exact bounds).
 
+use super::cluster::below_high_watermark;
 use super::data_path::Fetched;
-use super::topics::Topics;
+use super::topics::{Partition, Topics};
 use bytes::Bytes;
-use precursor_client::log_map::{DirectRead, LogPaths, PartitionMap};
+use precursor_client::log_map::{DirectRead, EpochHistory, LogPaths, PartitionMap};
 use precursor_client::ClientError;
 use precursor_protocol::frame::FetchDataHeader;
 use precursor_shm::FileId;
@@ -66,6 +67,9 @@ pub enum DirectReadError {
 /// A partition's map and the directory it was opened on.
 struct CachedMap {
     map: PartitionMap,
+    /// Its leader epochs below the high watermark (which no replica truncates), walked
+    /// from the batch headers so far (OffsetForLeaderEpoch, ListOffsets).
+    epochs: EpochHistory,
     dir: PathBuf,
     dir_id: FileId,
     /// Held open so that the directory's inode cannot be reused by a directory created
@@ -173,7 +177,11 @@ impl LogReader {
         maps.retain(|topic, partitions| match view.get(topic) {
             None => false,
             Some(known) => {
-                partitions.retain(|&p, _| usize::from(p) < known.len());
+                partitions.retain(|&p, _| {
+                    known
+                        .binary_search_by_key(&i32::from(p), Partition::index)
+                        .is_ok()
+                });
                 !partitions.is_empty()
             }
         });
@@ -193,7 +201,8 @@ impl LogReader {
 
     /// Whole batches from the one holding `offset` (at least one, then more within
     /// `max_bytes`, from one segment: what the data plane's read returns), copied out, and
-    /// the partition's bounds as mapped.
+    /// the partition's bounds as mapped. With `below` (a high watermark), only the batches
+    /// that end below it, and it is the high watermark answered.
     pub fn fetch(
         &self,
         paths: &LogPaths,
@@ -201,7 +210,44 @@ impl LogReader {
         partition: i32,
         offset: u64,
         max_bytes: u32,
+        below: Option<u64>,
     ) -> Result<Fetched, DirectReadError> {
+        self.with_map(paths, topic, partition, |entry| {
+            read(&mut entry.map, offset, max_bytes as usize, below)
+        })?
+    }
+
+    /// The partition's leader epochs, from its batch headers to the log end as mapped
+    /// now. The part below `stable_below` (the high watermark; None: all of it, a
+    /// partition of one replica) is kept and walked on from at the next call; the rest is
+    /// walked afresh each time, since a replica may still truncate it.
+    pub fn leader_epochs(
+        &self,
+        paths: &LogPaths,
+        topic: &str,
+        partition: i32,
+        stable_below: Option<u64>,
+    ) -> Result<EpochHistory, DirectReadError> {
+        self.with_map(paths, topic, partition, |entry| {
+            let stable_below = stable_below.unwrap_or(u64::MAX);
+            entry.map.extend_epochs(&mut entry.epochs, stable_below)?;
+            let mut history = entry.epochs.clone();
+            if stable_below != u64::MAX {
+                entry.map.extend_epochs(&mut history, u64::MAX)?;
+            }
+            Ok(history)
+        })
+    }
+
+    /// Runs `use_map` on the partition's map, opened first if need be; a failure drops
+    /// the map (a directory or file vanished: it is opened again next time).
+    fn with_map<T>(
+        &self,
+        paths: &LogPaths,
+        topic: &str,
+        partition: i32,
+        use_map: impl FnOnce(&mut CachedMap) -> Result<T, ClientError>,
+    ) -> Result<T, DirectReadError> {
         let partition =
             u16::try_from(partition).map_err(|_| DirectReadError::Partition { partition })?;
         let slot = self.slot(topic, partition);
@@ -235,6 +281,7 @@ impl LogReader {
                 debug_assert_eq!(map.dir(), dir);
                 cached.insert(CachedMap {
                     map,
+                    epochs: EpochHistory::default(),
                     dir,
                     dir_id,
                     _dir_handle: dir_handle,
@@ -242,11 +289,11 @@ impl LogReader {
                 })
             }
         };
-        let read = read(&mut entry.map, offset, max_bytes as usize);
-        if read.is_err() {
+        let used = use_map(entry);
+        if used.is_err() {
             *cached = None; // a directory or file vanished: open it again next time
         }
-        read.map_err(map_error)?
+        used.map_err(map_error)
     }
 }
 
@@ -255,22 +302,27 @@ fn read(
     map: &mut PartitionMap,
     offset: u64,
     max_bytes: usize,
+    below: Option<u64>,
 ) -> Result<Result<Fetched, DirectReadError>, ClientError> {
     let batches = match map.read(offset, max_bytes)? {
-        DirectRead::Batches(bytes) => Some(Bytes::copy_from_slice(bytes)),
+        DirectRead::Batches(bytes) => {
+            let end = below.map_or(bytes.len(), |b| below_high_watermark(bytes, b));
+            Some(Bytes::copy_from_slice(&bytes[..end]))
+        }
         DirectRead::CaughtUp | DirectRead::OutOfRange { .. } => None,
     };
-    // After the read, so that the high watermark covers every batch returned.
-    let high_watermark = map.end_offset()?;
-    let log_start_offset = map.log_start_offset().unwrap_or(high_watermark);
-    if batches.is_none() && !(log_start_offset..=high_watermark).contains(&offset) {
+    // After the read, so that the log end covers every batch returned.
+    let log_end = map.end_offset()?;
+    let log_start_offset = map.log_start_offset().unwrap_or(log_end);
+    if batches.is_none() && !(log_start_offset..=log_end).contains(&offset) {
         return Ok(Err(DirectReadError::OutOfRange {
             offset,
             log_start_offset,
-            high_watermark,
+            high_watermark: log_end,
         }));
     }
-    debug_assert!(log_start_offset <= high_watermark);
+    debug_assert!(log_start_offset <= log_end);
+    let high_watermark = below.map_or(log_end, |b| b.min(log_end));
     Ok(Ok(Fetched {
         header: FetchDataHeader {
             high_watermark,
@@ -308,7 +360,16 @@ mod tests {
             topics
                 .iter()
                 .map(|&(name, partitions)| {
-                    (name.to_string(), vec![PartitionInfo::default(); partitions])
+                    let partitions = (0..partitions as u32)
+                        .map(|partition| Partition {
+                            info: PartitionInfo {
+                                partition,
+                                ..PartitionInfo::default()
+                            },
+                            ..Partition::default()
+                        })
+                        .collect();
+                    (name.to_string(), partitions)
                 })
                 .collect(),
         )
@@ -358,20 +419,20 @@ mod tests {
         let found = reader.prepare(2, &topics).unwrap();
         assert_eq!(found, paths);
         let _writer = create_topic(&paths, &[batch(0, 3, 100), batch(3, 2, 100)], 1);
-        let fetched = reader.fetch(&paths, "t", 0, 1, 0).unwrap();
+        let fetched = reader.fetch(&paths, "t", 0, 1, 0, None).unwrap();
         assert_eq!(&fetched.batches[..], &batch(0, 3, 100)[..]);
         assert_eq!(fetched.header.high_watermark, 5);
         assert_eq!(fetched.header.log_start_offset, 0);
         assert!(!fetched.out_of_range);
-        let caught_up = reader.fetch(&paths, "t", 0, 5, 1 << 20).unwrap();
+        let caught_up = reader.fetch(&paths, "t", 0, 5, 1 << 20, None).unwrap();
         assert!(caught_up.batches.is_empty());
         assert_eq!(caught_up.header.high_watermark, 5);
         assert!(matches!(
-            reader.fetch(&paths, "t", 0, 6, 1 << 20),
+            reader.fetch(&paths, "t", 0, 6, 1 << 20, None),
             Err(DirectReadError::OutOfRange { offset: 6, .. })
         ));
         assert!(matches!(
-            reader.fetch(&paths, "t", 1, 0, 1 << 20),
+            reader.fetch(&paths, "t", 1, 0, 1 << 20, None),
             Err(DirectReadError::Map { .. })
         ));
     }
@@ -388,7 +449,7 @@ mod tests {
         let old = create_topic(&paths, &[batch(0, 10, 100)], 1);
         assert_eq!(
             reader
-                .fetch(&paths, "t", 0, 0, 1 << 20)
+                .fetch(&paths, "t", 0, 0, 1 << 20, None)
                 .unwrap()
                 .header
                 .high_watermark,
@@ -402,13 +463,13 @@ mod tests {
         assert!(reader.maps.lock().unwrap().is_empty());
         // Created again (and a map cached in between is caught by its directory's identity).
         let _new = create_topic(&paths, &[batch(0, 2, 100)], 1);
-        let fetched = reader.fetch(&paths, "t", 0, 0, 1 << 20).unwrap();
+        let fetched = reader.fetch(&paths, "t", 0, 0, 1 << 20, None).unwrap();
         assert_eq!(fetched.header.high_watermark, 2);
         std::fs::remove_dir_all(paths.data_dir.join("t-0")).unwrap();
         std::fs::remove_file(paths.memory_dir.join("t-0+1.segment")).unwrap();
         let _newer = create_topic(&paths, &[batch(0, 7, 100)], 2);
         std::thread::sleep(Duration::from_millis(MAP_CHECK_INTERVAL_MS + 1));
-        let fetched = reader.fetch(&paths, "t", 0, 0, 1 << 20).unwrap();
+        let fetched = reader.fetch(&paths, "t", 0, 0, 1 << 20, None).unwrap();
         assert_eq!(fetched.header.high_watermark, 7);
         assert_eq!(&fetched.batches[..], &batch(0, 7, 100)[..]);
     }

@@ -13,6 +13,7 @@ pub struct GatewayMetrics {
     requests: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
     malformed: Family<Labels, Counter>,
+    trailing_bytes: Family<Labels, Counter>,
     connections_accepted: Counter,
     connections_refused: Counter,
     connections_open: Gauge,
@@ -36,6 +37,12 @@ impl GatewayMetrics {
             "precursor_gateway_malformed_requests",
             "Kafka requests that could not be read, by reason; each closed its connection",
             metrics.malformed.clone(),
+        );
+        registry.register(
+            "precursor_gateway_request_trailing_bytes",
+            "Bytes after a Kafka request's body, ignored as Kafka ignores them, by API \
+             (librdkafka 2.1.0 and later send 1 to 3 after an all-topics Metadata v9+)",
+            metrics.trailing_bytes.clone(),
         );
         registry.register(
             "precursor_gateway_connections_accepted",
@@ -77,6 +84,13 @@ impl GatewayMetrics {
         self.malformed
             .get_or_create(&vec![("reason", reason.to_string())])
             .inc();
+    }
+
+    /// Counts `bytes` found after the body of a request of `api` (and ignored).
+    pub fn trailing_bytes(&self, api: &'static str, bytes: u64) {
+        self.trailing_bytes
+            .get_or_create(&vec![("api", api.to_string())])
+            .inc_by(bytes);
     }
 
     /// Malformed requests counted so far for `reason` (tests, status).

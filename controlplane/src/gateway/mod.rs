@@ -26,6 +26,7 @@
 //! `precursor_gateway_malformed_requests_total{reason}`. The compatibility page is
 //! docs/kafka.md.
 
+mod cluster;
 mod connection;
 mod data_path;
 mod fetch;
@@ -33,6 +34,7 @@ mod groups;
 mod list_offsets;
 mod log_reader;
 mod metrics;
+mod offset_for_leader_epoch;
 mod offsets;
 mod produce;
 mod producer_ids;
@@ -46,7 +48,7 @@ pub use groups::Coordinator;
 pub use metrics::GatewayMetrics;
 pub use offsets::{OffsetKey, OffsetStore, OffsetStoreError};
 pub use producer_ids::{ProducerIdBlocks, GATEWAY_PRODUCER_ID_END};
-pub use versions::{supported_versions, SUPPORTED_APIS};
+pub use versions::{supported_versions, CLUSTER_APIS, SUPPORTED_APIS};
 
 use crate::Node;
 use precursor_config::GatewayConfig;
@@ -84,7 +86,8 @@ pub enum GatewayError {
 pub struct Gateway {
     pub node: Arc<Node>,
     pub config: GatewayConfig,
-    /// Kafka's cluster id: made at the first start, kept in the state directory.
+    /// Kafka's cluster id: made at the first start and kept in the state directory; in a
+    /// cluster, derived from `[cluster]` (the same on every broker).
     pub cluster_id: String,
     pub topics: topics::TopicView,
     pub groups: Mutex<Coordinator>,
@@ -108,15 +111,31 @@ impl Gateway {
             path: state_dir.clone(),
             source,
         })?;
-        let cluster_id = cluster_id(&state_dir).map_err(|source| GatewayError::StateDir {
-            path: state_dir.clone(),
-            source,
-        })?;
+        let cluster_id = if node.config.cluster.enabled() {
+            cluster::cluster_id(&node.config.cluster)
+        } else {
+            cluster_id(&state_dir).map_err(|source| GatewayError::StateDir {
+                path: state_dir.clone(),
+                source,
+            })?
+        };
         let offsets = OffsetStore::open(&state_dir)?;
-        let producer_ids = ProducerIdBlocks::open(&state_dir).map_err(GatewayError::ProducerIds)?;
+        let id_space = producer_ids::IdSpace::of_broker(node.config.cluster.broker_id);
+        let producer_ids =
+            ProducerIdBlocks::open(&state_dir, id_space).map_err(GatewayError::ProducerIds)?;
         let groups = Coordinator::new(groups::GroupLimits::from_config(&config));
         let data = DataPath::start(&node.config);
         let metrics = node.metrics.gateway.clone();
+        for broker in &node.config.cluster.brokers {
+            if broker.kafka.is_empty() && broker.id != node.config.cluster.broker_id {
+                eprintln!(
+                    "precursor-controlplane: kafka gateway: broker {} has no Kafka listener \
+                     (cluster.brokers kafka): Metadata leaves it out, and the partitions it \
+                     leads are LEADER_NOT_AVAILABLE to Kafka clients",
+                    broker.id
+                );
+            }
+        }
         Ok(Arc::new(Gateway {
             topics: topics::TopicView::new(node.cnc_dir.clone()),
             logs: log_reader::LogReader::new(node.cnc_dir.clone()),
@@ -132,10 +151,78 @@ impl Gateway {
         }))
     }
 
-    /// The `(host, port)` clients are told to connect to: the configured advertised
-    /// listener, else the address this client reached us at.
+    /// The broker id clients know this gateway by: `cluster.broker_id` in a cluster,
+    /// else `gateway.broker_id`.
+    pub fn broker_id(&self) -> i32 {
+        match self.cluster_broker_id() {
+            0 => self.config.broker_id,
+            id => id as i32,
+        }
+    }
+
+    /// The leader epochs of a partition's log (epoch, first offset), read from its batch
+    /// headers in the shared log maps (see [`log_reader::LogReader::leader_epochs`]), and
+    /// the offset the walk reached (the log end as mapped); None when the maps cannot be
+    /// read.
+    pub(crate) fn leader_epochs(
+        &self,
+        topic: &str,
+        partition: i32,
+        stable_below: Option<u64>,
+    ) -> Option<(Vec<(i32, u64)>, u64)> {
+        let generation = self
+            .node
+            .link
+            .state()
+            .generation
+            .load(std::sync::atomic::Ordering::Acquire);
+        let view = self.topics.get(self).ok()?;
+        let paths = self.logs.prepare(generation, &view).ok()?;
+        let history = self
+            .logs
+            .leader_epochs(&paths, topic, partition, stable_below)
+            .ok()?;
+        let starts = history
+            .starts()
+            .iter()
+            .map(|start| (start.epoch, start.start_offset))
+            .collect();
+        Some((starts, history.walked_to()))
+    }
+
+    /// Where consumer group `group` is coordinated: Ok on this broker, else the id of the
+    /// broker that coordinates it (see [`cluster::group_coordinator`]).
+    pub fn coordinates(&self, group: &str) -> Result<(), u32> {
+        match cluster::group_coordinator(&self.node.config.cluster, group) {
+            Some(id) if id != self.cluster_broker_id() => Err(id),
+            _ => Ok(()),
+        }
+    }
+
+    /// `(host, port)` of broker `id`'s Kafka listener in `[cluster]`.
+    pub fn kafka_listener_of(&self, id: u32) -> Option<(String, i32)> {
+        let spec = self.node.config.cluster.broker(id)?;
+        let (host, port) = spec.kafka.rsplit_once(':')?;
+        Some((host.to_string(), i32::from(port.parse::<u16>().ok()?)))
+    }
+
+    /// `cluster.broker_id`: 0 when this broker is not one of a cluster.
+    pub fn cluster_broker_id(&self) -> u32 {
+        self.node.config.cluster.broker_id
+    }
+
+    /// The `(host, port)` clients are told to connect to: this broker's `kafka` listener
+    /// in `[cluster]`, else the configured advertised listener (the config allows no
+    /// other when both are set), else the address this client reached us at.
     pub fn advertised(&self, local: SocketAddr) -> (String, i32) {
-        if let Some((host, port)) = self.config.advertised_listener.rsplit_once(':') {
+        let cluster = &self.node.config.cluster;
+        let own_kafka = cluster.me().map_or("", |me| me.kafka.as_str());
+        let listener = if own_kafka.is_empty() {
+            self.config.advertised_listener.as_str()
+        } else {
+            own_kafka
+        };
+        if let Some((host, port)) = listener.rsplit_once(':') {
             if let Ok(port) = port.parse::<u16>() {
                 return (host.to_string(), i32::from(port));
             }

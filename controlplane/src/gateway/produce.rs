@@ -3,11 +3,19 @@
 //! and the idempotent producer's id, epoch and sequence).
 //!
 //! acks: 0 -> none, 1 -> leader (appended to the active segment), -1 -> durable
-//! (fdatasync'd: with one node, "all in-sync replicas" is the disk). With acks=0 Kafka
-//! sends no answer, and closes the connection when a batch failed; so does the gateway.
+//! (fdatasync'd: with one node, "all in-sync replicas" is the disk), and in a cluster
+//! -1 -> all (every in-sync replica holds it; the data plane applies the topic's
+//! `acks_all`: in memory or fdatasync'd on each). With acks=0 Kafka sends no answer, and
+//! closes the connection when a batch failed; so does the gateway.
+//!
+//! In a cluster a partition this broker does not lead is refused NOT_LEADER_OR_FOLLOWER
+//! without a round trip to the data plane (which refuses it too, should its leadership
+//! have moved since the gateway's view of it).
 
+use super::cluster::Leadership;
 use super::data_path::DataPathError;
 use super::requests::{api_name, encode, Context, Outcome, Pending, RequestMeta};
+use super::topics::{find_partition, Topics};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
@@ -36,9 +44,45 @@ pub fn kafka_error(error: &DataPathError) -> ResponseError {
             ErrorCode::TopicNotReady => ResponseError::LeaderNotAvailable,
             // A bounded queue of the data plane is full: nothing was appended, try again.
             ErrorCode::Busy => ResponseError::RequestTimedOut,
+            ErrorCode::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+            ErrorCode::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+            ErrorCode::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+            ErrorCode::UnknownLeaderEpoch => ResponseError::UnknownLeaderEpoch,
             _ => ResponseError::UnknownServerError,
         },
     }
+}
+
+/// The native acks level of Kafka's `acks`: -1 waits for every in-sync replica in a
+/// cluster (the data plane applies the topic's `acks_all`), and for the disk on a single
+/// node, as before replication.
+fn kafka_acks(acks: i16, in_cluster: bool) -> Option<Acks> {
+    match acks {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        -1 if in_cluster => Some(Acks::All),
+        -1 => Some(Acks::Durable),
+        _ => None,
+    }
+}
+
+/// A produce goes to the data plane only for a partition this broker leads (or serves
+/// alone).
+fn check_leader(
+    leadership: Leadership,
+    topic: &str,
+    partition: i32,
+) -> Result<(), (ResponseError, String)> {
+    leadership.check_serving(-1).map_err(|error| {
+        let message = match leadership {
+            Leadership::Elsewhere {
+                leader: Some(leader),
+                epoch,
+            } => format!("broker {leader} leads {topic}-{partition} (leader epoch {epoch})"),
+            _ => format!("{topic}-{partition} has no leader now (an election is under way)"),
+        };
+        (error, message)
+    })
 }
 
 /// Checks one partition's records: exactly one valid v2 batch, not transactional, within
@@ -89,29 +133,28 @@ pub fn produce(context: &Context, meta: RequestMeta, request: ProduceRequest) ->
     let gateway = context.gateway.clone();
     let version = meta.version;
     let api = api_name(meta.api);
-    let acks = match request.acks {
-        0 => Some(Acks::None),
-        1 => Some(Acks::Leader),
-        -1 => Some(Acks::Durable),
-        _ => None,
-    };
+    let me = gateway.cluster_broker_id();
+    let acks = kafka_acks(request.acks, me != 0);
     let names: Vec<&str> = request
         .topic_data
         .iter()
         .map(|t| t.name.0.as_str())
         .collect();
-    let topics = gateway.topics.get_including(&gateway, &names);
+    let led_elsewhere = |topics: &Topics| {
+        request.topic_data.iter().any(|topic| {
+            topic.partition_data.iter().any(|data| {
+                find_partition(topics, topic.name.0.as_str(), data.index)
+                    .is_some_and(|p| p.leadership(me).check_serving(-1).is_err())
+            })
+        })
+    };
+    let topics = gateway.topics.get_serving(&gateway, &names, led_elsewhere);
     let batch_bytes_max = gateway.node.config.storage.batch_bytes_max as usize;
     let mut response = ProduceResponse::default();
     // (topic index, partition index, future) of the batches sent to the data plane.
     let mut sent = Vec::new();
     for topic in &request.topic_data {
         let name = topic.name.0.as_str();
-        let partitions = topics
-            .as_ref()
-            .ok()
-            .and_then(|t| t.get(name))
-            .map(|p| p.len());
         let mut topic_response = TopicProduceResponse::default();
         topic_response.name = topic.name.clone();
         for data in &topic.partition_data {
@@ -135,13 +178,18 @@ pub fn produce(context: &Context, meta: RequestMeta, request: ProduceRequest) ->
                     ResponseError::NotLeaderOrFollower,
                     "the data plane is not running".into(),
                 ))
-            } else if !partitions.is_some_and(|n| (0..n as i32).contains(&data.index)) {
+            } else if let Some(partition) = topics
+                .as_ref()
+                .ok()
+                .and_then(|t| find_partition(t, name, data.index))
+            {
+                check_leader(partition.leadership(me), name, data.index)
+                    .and_then(|()| check_batch(data.records.as_ref(), batch_bytes_max, version))
+            } else {
                 Err((
                     ResponseError::UnknownTopicOrPartition,
                     format!("no partition {} of topic {name:?}", data.index),
                 ))
-            } else {
-                check_batch(data.records.as_ref(), batch_bytes_max, version)
             };
             match (checked, acks) {
                 (Ok(()), Some(acks)) => {
@@ -172,7 +220,11 @@ pub fn produce(context: &Context, meta: RequestMeta, request: ProduceRequest) ->
                 Ok(Some(ack)) => partition.base_offset = ack.base_offset as i64,
                 Ok(None) => {}
                 Err(error) => {
-                    partition.error_code = kafka_error(&error).code();
+                    let code = kafka_error(&error);
+                    if code == ResponseError::NotLeaderOrFollower {
+                        gateway.topics.leadership_changed();
+                    }
+                    partition.error_code = code.code();
                     if version >= 8 {
                         partition.error_message = Some(StrBytes::from_string(error.to_string()));
                     }
@@ -261,5 +313,68 @@ mod tests {
             kafka_error(&DataPathError::Unavailable(String::new())),
             ResponseError::NotLeaderOrFollower
         );
+        for (native, kafka) in [
+            (
+                ErrorCode::NotLeaderOrFollower,
+                ResponseError::NotLeaderOrFollower,
+            ),
+            (
+                ErrorCode::NotEnoughReplicas,
+                ResponseError::NotEnoughReplicas,
+            ),
+            (
+                ErrorCode::FencedLeaderEpoch,
+                ResponseError::FencedLeaderEpoch,
+            ),
+            (
+                ErrorCode::UnknownLeaderEpoch,
+                ResponseError::UnknownLeaderEpoch,
+            ),
+        ] {
+            assert_eq!(kafka_error(&refused(native)), kafka);
+        }
+        assert_eq!(ResponseError::NotLeaderOrFollower.code(), 6);
+        assert_eq!(ResponseError::NotEnoughReplicas.code(), 19);
+        assert_eq!(ResponseError::FencedLeaderEpoch.code(), 74);
+        assert_eq!(ResponseError::UnknownLeaderEpoch.code(), 75);
+    }
+
+    #[test]
+    fn acks_minus_one_waits_for_the_disk_alone_and_for_the_replicas_in_a_cluster() {
+        assert_eq!(kafka_acks(-1, false), Some(Acks::Durable));
+        assert_eq!(kafka_acks(-1, true), Some(Acks::All));
+        for in_cluster in [false, true] {
+            assert_eq!(kafka_acks(0, in_cluster), Some(Acks::None));
+            assert_eq!(kafka_acks(1, in_cluster), Some(Acks::Leader));
+            assert_eq!(kafka_acks(2, in_cluster), None);
+        }
+    }
+
+    #[test]
+    fn only_the_leader_takes_produces() {
+        assert!(check_leader(Leadership::Alone, "t", 0).is_ok());
+        assert!(check_leader(Leadership::Leader { epoch: 3 }, "t", 0).is_ok());
+        let (error, message) = check_leader(
+            Leadership::Elsewhere {
+                leader: Some(2),
+                epoch: 3,
+            },
+            "t",
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(error, ResponseError::NotLeaderOrFollower);
+        assert_eq!(message, "broker 2 leads t-1 (leader epoch 3)");
+        let (error, message) = check_leader(
+            Leadership::Elsewhere {
+                leader: None,
+                epoch: 3,
+            },
+            "t",
+            1,
+        )
+        .unwrap_err();
+        assert_eq!(error, ResponseError::NotLeaderOrFollower);
+        assert!(message.contains("no leader"), "{message}");
     }
 }

@@ -8,6 +8,12 @@
 //! The gateway's ids are `1 ..` [`GATEWAY_PRODUCER_ID_END`]; the native client draws its
 //! ids at random from `NATIVE_PRODUCER_ID_MIN..=i64::MAX` (`client/src/producer.rs`), the
 //! same bound: an id of one is never an id of the other.
+//!
+//! In a cluster each broker's gateway hands out ids from its own file, so the ids are
+//! spread ([`IdSpace`]): broker `b` hands out `n * 64 + (b - 1)` for its `n`s. Producers
+//! reach any broker for their id, and the data plane keys a partition's idempotence state
+//! by producer id: two producers given the same id by two brokers would fence each other
+//! (OUT_OF_ORDER_SEQUENCE_NUMBER at the first batch of the second).
 
 use super::requests::{api_name, RequestMeta};
 use super::Gateway;
@@ -23,16 +29,51 @@ pub const GATEWAY_PRODUCER_ID_END: i64 = precursor_protocol::record_batch::NATIV
 const FIRST_PRODUCER_ID: i64 = 1;
 const FILE_NAME: &str = "producer_ids";
 
-/// The allocator: the next id and the end of the block reserved on disk.
+/// Which of the gateway's ids this broker hands out: all of them on a single node; in a
+/// cluster those equal to `broker_id - 1` modulo [`precursor_config::BROKERS_MAX`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdSpace {
+    stride: i64,
+    offset: i64,
+}
+
+impl IdSpace {
+    /// A single node's: every id.
+    pub const ALONE: IdSpace = IdSpace {
+        stride: 1,
+        offset: 0,
+    };
+
+    /// The ids of broker `broker_id` (1..=64) of a cluster; `0` is [`IdSpace::ALONE`].
+    pub fn of_broker(broker_id: u32) -> IdSpace {
+        if broker_id == 0 {
+            return IdSpace::ALONE;
+        }
+        debug_assert!(broker_id as usize <= precursor_config::BROKERS_MAX);
+        IdSpace {
+            stride: precursor_config::BROKERS_MAX as i64,
+            offset: i64::from(broker_id) - 1,
+        }
+    }
+
+    /// The id handed out as the `n`th of this space.
+    fn id(self, n: i64) -> i64 {
+        n * self.stride + self.offset
+    }
+}
+
+/// The allocator: the next `n` (the file counts in `n`s of its [`IdSpace`]) and the end
+/// of the block reserved on disk.
 pub struct ProducerIdBlocks {
     path: PathBuf,
+    space: IdSpace,
     next: i64,
     reserved_end: i64,
 }
 
 impl ProducerIdBlocks {
     /// Reads `<state_dir>/producer_ids` (missing: start at 1).
-    pub fn open(state_dir: &Path) -> std::io::Result<ProducerIdBlocks> {
+    pub fn open(state_dir: &Path, space: IdSpace) -> std::io::Result<ProducerIdBlocks> {
         let path = state_dir.join(FILE_NAME);
         let next = match std::fs::read_to_string(&path) {
             Ok(text) => text.trim().parse::<i64>().map_err(|_| {
@@ -55,6 +96,7 @@ impl ProducerIdBlocks {
         }
         Ok(ProducerIdBlocks {
             path,
+            space,
             next,
             reserved_end: next,
         })
@@ -64,7 +106,7 @@ impl ProducerIdBlocks {
     pub fn allocate(&mut self) -> std::io::Result<i64> {
         if self.next >= self.reserved_end {
             let end = self.next + PRODUCER_ID_BLOCK;
-            if end > GATEWAY_PRODUCER_ID_END {
+            if self.space.id(end) > GATEWAY_PRODUCER_ID_END {
                 return Err(std::io::Error::other(
                     "the gateway's producer ids are used up",
                 ));
@@ -72,9 +114,9 @@ impl ProducerIdBlocks {
             super::write_durably(&self.path, format!("{end}\n").as_bytes())?;
             self.reserved_end = end;
         }
-        let id = self.next;
+        debug_assert!(self.next < self.reserved_end);
+        let id = self.space.id(self.next);
         self.next += 1;
-        debug_assert!(id < self.reserved_end);
         Ok(id)
     }
 }
@@ -123,13 +165,13 @@ mod tests {
     #[test]
     fn ids_are_unique_across_restarts_and_blocks_are_reserved_first() {
         let dir = tempfile::tempdir().unwrap();
-        let mut blocks = ProducerIdBlocks::open(dir.path()).unwrap();
+        let mut blocks = ProducerIdBlocks::open(dir.path(), IdSpace::ALONE).unwrap();
         let first: Vec<i64> = (0..3).map(|_| blocks.allocate().unwrap()).collect();
         assert_eq!(first, vec![1, 2, 3]);
         let on_disk = std::fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert_eq!(on_disk.trim(), (1 + PRODUCER_ID_BLOCK).to_string());
         // A restart (crash or not) continues after the reserved block.
-        let mut again = ProducerIdBlocks::open(dir.path()).unwrap();
+        let mut again = ProducerIdBlocks::open(dir.path(), IdSpace::ALONE).unwrap();
         let next = again.allocate().unwrap();
         assert_eq!(next, 1 + PRODUCER_ID_BLOCK);
         for _ in 0..PRODUCER_ID_BLOCK {
@@ -141,12 +183,31 @@ mod tests {
     }
 
     #[test]
+    fn brokers_of_a_cluster_never_hand_out_the_same_id() {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        for (broker, dir) in (1..=3).zip(&dirs) {
+            let mut blocks =
+                ProducerIdBlocks::open(dir.path(), IdSpace::of_broker(broker)).unwrap();
+            for _ in 0..2 * PRODUCER_ID_BLOCK {
+                let id = blocks.allocate().unwrap();
+                assert!(id > 0 && id < GATEWAY_PRODUCER_ID_END);
+                assert_eq!(id % 64, i64::from(broker) - 1);
+                assert!(seen.insert(id), "{id} handed out twice");
+            }
+        }
+        assert_eq!(IdSpace::of_broker(0), IdSpace::ALONE);
+    }
+
+    #[test]
     fn a_damaged_file_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE_NAME), "banana\n").unwrap();
-        let error = ProducerIdBlocks::open(dir.path()).err().unwrap();
+        let error = ProducerIdBlocks::open(dir.path(), IdSpace::ALONE)
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("not a producer id"), "{error}");
         std::fs::write(dir.path().join(FILE_NAME), format!("{}\n", i64::MAX)).unwrap();
-        assert!(ProducerIdBlocks::open(dir.path()).is_err());
+        assert!(ProducerIdBlocks::open(dir.path(), IdSpace::ALONE).is_err());
     }
 }

@@ -4,7 +4,10 @@
 //! connection take effect in the order they were sent) and returns a future for the
 //! answer. A request that cannot be read is a [`Malformed`]: the connection is closed.
 
-use super::{fetch, groups, list_offsets, produce, producer_ids, topics, versions, Gateway};
+use super::{
+    fetch, groups, list_offsets, offset_for_leader_epoch, produce, producer_ids, topics, versions,
+    Gateway,
+};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
@@ -12,6 +15,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// What a connection does once a request's future is done.
@@ -45,8 +49,6 @@ pub enum Malformed {
     Header,
     #[error("{0:?} v{1} body does not decode")]
     Body(ApiKey, i16),
-    #[error("{0:?} v{1} has bytes after its body")]
-    TrailingBytes(ApiKey, i16),
 }
 
 impl Malformed {
@@ -60,7 +62,6 @@ impl Malformed {
             Malformed::UnsupportedVersion(..) => "unsupported_version",
             Malformed::Header => "bad_header",
             Malformed::Body(..) => "bad_body",
-            Malformed::TrailingBytes(..) => "trailing_bytes",
         }
     }
 }
@@ -71,6 +72,20 @@ pub struct Context {
     /// Our address as the client reached it (the advertised default).
     pub local: SocketAddr,
     pub peer: SocketAddr,
+    /// A request of this connection had bytes after its body, and the log said so (once
+    /// per connection; the metric counts every one).
+    pub trailing_bytes_logged: AtomicBool,
+}
+
+impl Context {
+    pub fn new(gateway: Arc<Gateway>, local: SocketAddr, peer: SocketAddr) -> Context {
+        Context {
+            gateway,
+            local,
+            peer,
+            trailing_bytes_logged: AtomicBool::new(false),
+        }
+    }
 }
 
 /// The header fields every answer needs.
@@ -94,10 +109,11 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api = ApiKey::try_from(raw_key).map_err(|_| Malformed::UnknownApiKey(raw_key))?;
-    let Some(range) = versions::supported_versions(api) else {
+    let gateway = &context.gateway;
+    let in_cluster = gateway.cluster_broker_id() != 0;
+    let Some(range) = versions::supported_versions(api, in_cluster) else {
         return Err(Malformed::UnsupportedApi(api));
     };
-    let gateway = &context.gateway;
     if !(range.min..=range.max).contains(&version) {
         if api == ApiKey::ApiVersions {
             // KIP-511: answer in version 0 with UNSUPPORTED_VERSION and our versions, so
@@ -106,7 +122,7 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
             gateway.metrics.request(api_name(api));
             let code = ResponseError::UnsupportedVersion.code();
             gateway.metrics.error(api_name(api), code);
-            let response = versions::api_versions_response(code);
+            let response = versions::api_versions_response(code, in_cluster);
             let meta = RequestMeta {
                 api,
                 version: 0,
@@ -131,85 +147,96 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
     gateway.metrics.request(api_name(api));
     match api {
         ApiKey::ApiVersions => {
-            let _request: kafka_protocol::messages::ApiVersionsRequest = decode(&mut frame, &meta)?;
-            Ok(ready(encode(&meta, &versions::api_versions_response(0))))
+            let _request: kafka_protocol::messages::ApiVersionsRequest =
+                decode(context, &mut frame, &meta)?;
+            let response = versions::api_versions_response(0, in_cluster);
+            Ok(ready(encode(&meta, &response)))
         }
         ApiKey::Metadata => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let answer = topics::metadata(context, &meta, request);
             Ok(respond_later(meta, answer))
         }
         ApiKey::CreateTopics => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let answer = topics::create_topics(context.gateway.clone(), meta.clone(), request);
             Ok(respond_later(meta, answer))
         }
         ApiKey::DeleteTopics => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let answer = topics::delete_topics(context.gateway.clone(), meta.clone(), request);
             Ok(respond_later(meta, answer))
         }
         ApiKey::Produce => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             Ok(produce::produce(context, meta, request))
         }
         ApiKey::Fetch => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let answer = fetch::fetch(context.gateway.clone(), meta.clone(), request);
             Ok(respond_later(meta, answer))
         }
         ApiKey::ListOffsets => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let answer = list_offsets::list_offsets(context.gateway.clone(), meta.clone(), request);
             Ok(respond_later(meta, answer))
         }
+        ApiKey::OffsetForLeaderEpoch => {
+            let request = decode(context, &mut frame, &meta)?;
+            let answer = offset_for_leader_epoch::offset_for_leader_epoch(
+                context.gateway.clone(),
+                meta.clone(),
+                request,
+            );
+            Ok(respond_later(meta, answer))
+        }
         ApiKey::InitProducerId => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let response = producer_ids::init_producer_id(gateway, &meta, request);
             Ok(ready(encode(&meta, &response)))
         }
         ApiKey::FindCoordinator => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let response = groups::find_coordinator(context, &meta, request);
             Ok(ready(encode(&meta, &response)))
         }
         ApiKey::JoinGroup => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let answer = groups::join_group(context, &meta, request);
             Ok(respond_later(meta, answer))
         }
         ApiKey::SyncGroup => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let answer = groups::sync_group(context, &meta, request);
             Ok(respond_later(meta, answer))
         }
         ApiKey::Heartbeat => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let response = groups::heartbeat(context, &meta, request);
             Ok(ready(encode(&meta, &response)))
         }
         ApiKey::LeaveGroup => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let response = groups::leave_group(context, &meta, request);
             Ok(ready(encode(&meta, &response)))
         }
         ApiKey::OffsetCommit => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let answer = groups::offset_commit(context, &meta, request);
             Ok(respond_later(meta, answer))
         }
         ApiKey::OffsetFetch => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let response = groups::offset_fetch(context, &meta, request);
             Ok(ready(encode(&meta, &response)))
         }
         ApiKey::DescribeGroups => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let response = groups::describe_groups(context, &meta, request);
             Ok(ready(encode(&meta, &response)))
         }
         ApiKey::ListGroups => {
-            let request = decode(&mut frame, &meta)?;
+            let request = decode(context, &mut frame, &meta)?;
             let response = groups::list_groups(context, &meta, request);
             Ok(ready(encode(&meta, &response)))
         }
@@ -217,12 +244,36 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
     }
 }
 
-/// Decodes a request body of `meta`'s version; the body must be used up exactly.
-fn decode<T: Decodable>(body: &mut Bytes, meta: &RequestMeta) -> Result<T, Malformed> {
+/// Decodes a request body of `meta`'s version. Bytes after the body are ignored, as
+/// Apache Kafka ignores them: every librdkafka since 2.1.0 writes the null topics array
+/// of its "all topics" Metadata v9+ request as a 4-byte placeholder where one byte
+/// belongs (librdkafka issue #5049). The three extra zeros are read as the request's flags
+/// and its real flags as tagged fields, which leaves 1 to 3 bytes over (the misread flags,
+/// auto-creation and authorized operations, mean nothing for an all-topics request).
+/// They are counted in `precursor_gateway_request_trailing_bytes_total{api}` and logged
+/// once per connection.
+fn decode<T: Decodable>(
+    context: &Context,
+    body: &mut Bytes,
+    meta: &RequestMeta,
+) -> Result<T, Malformed> {
     let value =
         T::decode(body, meta.version).map_err(|_| Malformed::Body(meta.api, meta.version))?;
-    if body.has_remaining() {
-        return Err(Malformed::TrailingBytes(meta.api, meta.version));
+    let trailing = body.remaining();
+    if trailing > 0 {
+        context
+            .gateway
+            .metrics
+            .trailing_bytes(api_name(meta.api), trailing as u64);
+        if !context.trailing_bytes_logged.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "precursor-controlplane: kafka gateway: {} (client id {:?}): {:?} v{} has \
+                 {trailing} bytes after its body: ignored, as Kafka does (librdkafka 2.1.0 and \
+                 later send 1 to 3 after an all-topics Metadata v9+, librdkafka issue \
+                 #5049); further ones on this connection are only counted",
+                context.peer, meta.client_id, meta.api, meta.version
+            );
+        }
     }
     Ok(value)
 }
@@ -289,6 +340,7 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         _ => "other",
     }
 }

@@ -5,7 +5,8 @@
 //! specs) starts. Ceilings: the last version whose fields the gateway fills with meaning
 //! (Fetch 13+ and Produce 13 name topics by UUID, Metadata 10+ returns topic ids,
 //! ListOffsets 7+ asks for the max-timestamp offset, JoinGroup 8+ and OffsetCommit 9+ are
-//! KIP-848 era). docs/kafka.md lists them with what is not supported.
+//! KIP-848 era). A broker of a cluster also answers OffsetForLeaderEpoch
+//! ([`CLUSTER_APIS`]). docs/kafka.md lists them with what is not supported.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::ApiKey;
@@ -33,20 +34,31 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 17] = [
     (ApiKey::InitProducerId, 0, 4),
 ];
 
+/// `(api, min, max)` of the APIs a broker of a cluster answers besides
+/// [`SUPPORTED_APIS`]. OffsetForLeaderEpoch (v2 is librdkafka's, v3 adds the replica id,
+/// v4 is flexible) only means something where leader epochs are given out: on a single
+/// node Metadata says -1 and librdkafka, seeing it not advertised, skips the validation
+/// it would otherwise ask for with the epochs producers write into their batches.
+pub const CLUSTER_APIS: [(ApiKey, i16, i16); 1] = [(ApiKey::OffsetForLeaderEpoch, 2, 4)];
+
+/// The APIs advertised: [`SUPPORTED_APIS`], and [`CLUSTER_APIS`] in a cluster.
+fn advertised(in_cluster: bool) -> impl Iterator<Item = &'static (ApiKey, i16, i16)> {
+    let cluster: &'static [(ApiKey, i16, i16)] = if in_cluster { &CLUSTER_APIS } else { &[] };
+    SUPPORTED_APIS.iter().chain(cluster)
+}
+
 /// The versions of `api` the gateway implements, if any.
-pub fn supported_versions(api: ApiKey) -> Option<VersionRange> {
-    SUPPORTED_APIS
-        .iter()
+pub fn supported_versions(api: ApiKey, in_cluster: bool) -> Option<VersionRange> {
+    advertised(in_cluster)
         .find(|(key, _, _)| *key == api)
         .map(|&(_, min, max)| VersionRange { min, max })
 }
 
 /// The ApiVersions answer: every supported API, with `error_code`.
-pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
+pub fn api_versions_response(error_code: i16, in_cluster: bool) -> ApiVersionsResponse {
     let mut response = ApiVersionsResponse::default();
     response.error_code = error_code;
-    response.api_keys = SUPPORTED_APIS
-        .iter()
+    response.api_keys = advertised(in_cluster)
         .map(|&(key, min, max)| {
             let mut version = ApiVersion::default();
             version.api_key = key as i16;
@@ -69,7 +81,7 @@ mod tests {
 
     #[test]
     fn every_advertised_version_is_one_the_crate_can_decode_and_encode() {
-        for (api, min, max) in SUPPORTED_APIS {
+        for &(api, min, max) in advertised(true) {
             assert!(min <= max, "{api:?}");
             let range = crate_range(api);
             assert!(
@@ -78,18 +90,34 @@ mod tests {
             );
         }
         // The API list has no duplicates.
-        for (i, (a, _, _)) in SUPPORTED_APIS.iter().enumerate() {
-            assert!(SUPPORTED_APIS[i + 1..].iter().all(|(b, _, _)| a != b));
+        let all: Vec<ApiKey> = advertised(true).map(|(key, _, _)| *key).collect();
+        for (i, a) in all.iter().enumerate() {
+            assert!(all[i + 1..].iter().all(|b| a != b));
         }
     }
 
     #[test]
+    fn offset_for_leader_epoch_is_a_cluster_api() {
+        assert!(supported_versions(ApiKey::OffsetForLeaderEpoch, false).is_none());
+        let range = supported_versions(ApiKey::OffsetForLeaderEpoch, true).unwrap();
+        assert_eq!((range.min, range.max), (2, 4));
+        assert_eq!(
+            api_versions_response(0, false).api_keys.len(),
+            SUPPORTED_APIS.len()
+        );
+        assert_eq!(
+            api_versions_response(0, true).api_keys.len(),
+            SUPPORTED_APIS.len() + 1
+        );
+    }
+
+    #[test]
     fn record_batch_v2_floors() {
-        assert_eq!(supported_versions(ApiKey::Produce).unwrap().min, 3);
-        assert_eq!(supported_versions(ApiKey::Fetch).unwrap().min, 4);
-        assert!(supported_versions(ApiKey::SaslHandshake).is_none());
-        assert!(supported_versions(ApiKey::EndTxn).is_none());
-        let response = api_versions_response(0);
+        assert_eq!(supported_versions(ApiKey::Produce, false).unwrap().min, 3);
+        assert_eq!(supported_versions(ApiKey::Fetch, false).unwrap().min, 4);
+        assert!(supported_versions(ApiKey::SaslHandshake, true).is_none());
+        assert!(supported_versions(ApiKey::EndTxn, true).is_none());
+        let response = api_versions_response(0, false);
         assert_eq!(response.api_keys.len(), SUPPORTED_APIS.len());
         let _ = kafka_protocol::messages::ProduceRequest::VERSIONS;
     }
