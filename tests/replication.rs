@@ -444,3 +444,100 @@ fn a_follower_cut_off_leaves_the_isr_and_rejoins_and_min_insync_3_refuses_acks_a
         "min.insync 3 with all three back",
     );
 }
+
+#[test]
+fn moving_the_leader_cuts_the_old_leaders_divergent_tail_and_keeps_what_was_acknowledged() {
+    let _serial = serial();
+    if !can_run("moving_the_leader_cuts_the_old_leaders_divergent_tail") {
+        return;
+    }
+    let cluster = Cluster::up(3, ClusterOptions::default());
+    let old = create_replicated(&cluster, "moved", 2);
+    let followers: Vec<u32> = (1..=3).filter(|&i| i != old).collect();
+    let produce = |leader: u32, acks: &str, prefix: &str, lines: u32| {
+        let mut child = Command::new(precursor())
+            .args(["produce", "moved", "--acks", acks, "--partition", "0"])
+            .args(["--broker", &cluster.node(leader).broker])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        {
+            let mut stdin = child.stdin.take().unwrap();
+            for i in 0..lines {
+                writeln!(stdin, "{prefix} {i}").unwrap();
+            }
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_success(
+            &out,
+            &format!("produce {prefix} acks={acks} to broker {leader}"),
+        );
+    };
+    produce(old, "all", "acknowledged", 1000);
+    wait_replicated(&cluster, "moved", old, 1000);
+    // The followers cut off, the old leader takes what nobody else gets (acks=leader:
+    // acknowledged by the leader alone, which acks=all would never have done).
+    for &f in &followers {
+        cluster.dataplane_link_down(f);
+    }
+    produce(old, "leader", "divergent", 100);
+    let on_old = partitions(&cluster, old, "moved")[0].clone();
+    assert_eq!(field(&on_old, "end_offset"), 1100, "{on_old}");
+    // Leadership moves to a follower (in the ISR: it holds everything acknowledged by all).
+    let new = followers[0];
+    let out = cluster.precursor(
+        new,
+        &[
+            "topic",
+            "lead",
+            "moved",
+            "--partition",
+            "0",
+            "--broker-id",
+            &new.to_string(),
+        ],
+    );
+    assert_success(&out, "topic lead");
+    for &f in &followers {
+        cluster.dataplane_link_up(f);
+    }
+    // The old leader follows, finds its tail diverges from the new leader's epoch history,
+    // and cuts it.
+    wait_until("the old leader cut its divergent tail", || {
+        let p = partitions(&cluster, old, "moved")[0].clone();
+        field(&p, "truncated_bytes") > 0 && field(&p, "end_offset") == 1000
+    });
+    let on_old = partitions(&cluster, old, "moved")[0].clone();
+    assert_eq!(field(&on_old, "leader"), u64::from(new), "{on_old}");
+    produce(new, "all", "after", 1000);
+    wait_replicated(&cluster, "moved", new, 2000);
+    for node in cluster.nodes() {
+        let out = Command::new(precursor())
+            .args(["consume", "moved", "--from-beginning", "--count", "2000"])
+            .args(["--broker", &node.broker])
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("consume from broker {}", node.id));
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2000, "broker {}", node.id);
+        assert!(lines[..1000].iter().all(|l| l.starts_with("acknowledged ")));
+        assert!(lines[1000..].iter().all(|l| l.starts_with("after ")));
+        assert!(
+            !text.contains("divergent"),
+            "broker {} kept the cut tail",
+            node.id
+        );
+    }
+    let crcs: Vec<_> = cluster
+        .nodes()
+        .iter()
+        .map(|n| batch_crcs(&n.data_dir, "moved"))
+        .collect();
+    assert!(
+        crcs.iter().all(|c| c == &crcs[0]),
+        "replicas differ after the move"
+    );
+}

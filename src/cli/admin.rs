@@ -102,6 +102,23 @@ pub enum TopicCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// Move a replicated partition's leadership to broker B (on every broker, at a new leader
+    /// epoch): B leads from its log, the others follow it and cut what they hold beyond it.
+    /// Pick B from the ISR (`topic describe`), or acknowledged messages can be cut.
+    Lead {
+        name: String,
+        /// The partition (0-based).
+        #[arg(long, short)]
+        partition: u32,
+        /// The broker id that is to lead it.
+        #[arg(long = "broker-id", value_name = "B")]
+        leader: u32,
+        /// The leader epoch to use [default: one past the highest any broker knows].
+        #[arg(long)]
+        epoch: Option<u32>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// Change a topic's retention (at least one of --retention-ms, --retention-bytes).
     #[command(group(clap::ArgGroup::new("retention").required(true).multiple(true)))]
     Alter {
@@ -166,8 +183,25 @@ pub fn topic(command: TopicCommand) -> Result<ExitCode> {
             },
             target,
         ),
+        TopicCommand::Lead {
+            name,
+            partition,
+            leader,
+            epoch,
+            target,
+        } => (lead_request(name, partition, leader, epoch), target),
     };
     ask(&target, &request)
+}
+
+fn lead_request(name: String, partition: u32, leader: u32, epoch: Option<u32>) -> Request {
+    Request::ClusterSetLeader {
+        name,
+        partition,
+        leader,
+        epoch,
+        forwarded: false,
+    }
 }
 
 pub fn status(target: AdminTarget) -> Result<ExitCode> {
@@ -210,6 +244,7 @@ fn cluster_results(
         Request::ClusterCreateTopic { name, .. } => {
             (name, "created", codes::TOPIC_EXISTS, "exists already")
         }
+        Request::ClusterSetLeader { name, .. } => (name, "leader set", "", ""),
         _ => bail!("the control plane answered with results from every broker to {request:?}"),
     };
     let verdict = ClusterVerdict::of(answers, already_code);

@@ -248,6 +248,13 @@ pub async fn handle(node: &Node, request: Request) -> Response {
         Request::ClusterDeleteTopic { name, forwarded } => {
             cluster_delete_topic(node, name, forwarded).await
         }
+        Request::ClusterSetLeader {
+            name,
+            partition,
+            leader,
+            epoch,
+            forwarded,
+        } => cluster_set_leader(node, name, partition, leader, epoch, forwarded).await,
         Request::AlterTopic {
             name,
             retention_ms,
@@ -400,6 +407,97 @@ async fn cluster_delete_topic(node: &Node, name: String, forwarded: bool) -> Res
         forwarded: true,
     };
     on_every_broker(node, here, request).await
+}
+
+/// `cluster_set_leader`: picks the epoch (one past every epoch a reachable broker knows
+/// for the partition) unless given, then has every broker lead or follow at it.
+async fn cluster_set_leader(
+    node: &Node,
+    name: String,
+    partition: u32,
+    leader: u32,
+    epoch: Option<u32>,
+    forwarded: bool,
+) -> Response {
+    if let Err(response) = check_name(&name) {
+        return response;
+    }
+    let Ok(partition) = u16::try_from(partition) else {
+        return Response::error(codes::INVALID_ARGUMENT, "partition: at most 65535");
+    };
+    let cluster = &node.config.cluster;
+    if !cluster.enabled() || cluster.broker(leader).is_none() {
+        return Response::error(
+            codes::INVALID_ARGUMENT,
+            format!("broker {leader} is not a broker of this cluster ([cluster].brokers)"),
+        );
+    }
+    let epoch = match epoch {
+        Some(epoch) => epoch,
+        None => {
+            // The epochs the brokers know: this one's gauge and each reachable broker's.
+            let describe = Request::DescribeTopic { name: name.clone() };
+            let timeout = Duration::from_millis(node.config.controlplane.command_timeout_ms);
+            let mut highest = 0u64;
+            let mut answers = vec![handle_known_epoch(node, &name, partition)];
+            for broker in cluster.brokers.iter().filter(|b| b.id != cluster.broker_id) {
+                if broker.admin.is_empty() {
+                    continue;
+                }
+                if let Ok(Response::Topic(topic)) =
+                    ask_broker(&broker.admin, &describe, timeout).await
+                {
+                    answers.push(
+                        topic
+                            .partitions
+                            .iter()
+                            .find(|p| p.partition == u32::from(partition))
+                            .map(|p| p.leader_epoch),
+                    );
+                }
+            }
+            for known in answers.into_iter().flatten() {
+                highest = highest.max(known);
+            }
+            match u32::try_from(highest + 1) {
+                Ok(epoch) => epoch,
+                Err(_) => return Response::error(codes::INVALID_ARGUMENT, "epochs exhausted"),
+            }
+        }
+    };
+    let here = async {
+        let command = Command::SetLeader {
+            name: &name,
+            partition,
+            leader: leader as u16,
+            epoch,
+        };
+        match node.link.call(command).await {
+            Ok(Reply::Done) => Response::Ok,
+            other => failure(other),
+        }
+    };
+    if forwarded {
+        return here.await;
+    }
+    let request = Request::ClusterSetLeader {
+        name: name.clone(),
+        partition: u32::from(partition),
+        leader,
+        epoch: Some(epoch),
+        forwarded: true,
+    };
+    on_every_broker(node, here, request).await
+}
+
+/// The leader epoch this broker's data plane publishes for a partition.
+fn handle_known_epoch(node: &Node, name: &str, partition: u16) -> Option<u64> {
+    let counters = read_counters(node).ok()?;
+    counters
+        .topic(name)?
+        .iter()
+        .find(|p| p.partition == u32::from(partition))
+        .map(|p| p.leader_epoch)
 }
 
 /// Runs `here` and sends `request` to every other broker's cluster listener, all at once;

@@ -65,6 +65,20 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         forwarded: bool,
     },
+    /// `topic lead`: broker `leader` leads partition `partition` of `name` from now on, at
+    /// `epoch` — or, left out, at one past the highest epoch any reachable broker knows for
+    /// it. Carried to every broker like [`Request::ClusterCreateTopic`] (the answer is
+    /// [`Response::ClusterResults`]); each data plane leads or follows at that epoch and
+    /// persists it. A broker that misses it learns the new leader when it comes back.
+    ClusterSetLeader {
+        name: String,
+        partition: u32,
+        leader: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        epoch: Option<u32>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        forwarded: bool,
+    },
     /// Change a topic's retention; a field left out keeps its value.
     AlterTopic {
         name: String,
@@ -96,6 +110,7 @@ impl Request {
             Request::DeleteTopic { .. } => "delete_topic",
             Request::ClusterCreateTopic { .. } => "cluster_create_topic",
             Request::ClusterDeleteTopic { .. } => "cluster_delete_topic",
+            Request::ClusterSetLeader { .. } => "cluster_set_leader",
             Request::AlterTopic { .. } => "alter_topic",
             Request::ListTopics => "list_topics",
             Request::DescribeTopic { .. } => "describe_topic",
