@@ -40,6 +40,8 @@ ci/rdma-guest-tests.sh --skip-if-unavailable --timeout 900
 step "benchmark smoke (tiny counts; proves every step runs, judges no timing)"
 bash bench/run.sh --quick --out target/bench-smoke
 bash bench/command-ring.sh --quick
+# Replication on a local three-broker cluster: ping, acks leader/all/all-durable.
+bash bench/replication.sh --quick --out target/bench-replication-smoke
 # Precursor beside NATS JetStream and Redis Streams: renders into its out dir, not docs/.
 bash bench/compare.sh --quick --out target/bench-compare-smoke
 
