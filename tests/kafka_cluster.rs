@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::cluster::{Cluster, ClusterOptions};
+use common::cluster::{field, wait_until, Cluster, ClusterOptions};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -21,10 +21,8 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// Bounded waits (liveness, not timing).
-const WAIT_MAX: Duration = Duration::from_secs(120);
 /// The Python with Debian's python3-confluent-kafka (librdkafka 2.0.2).
 const PYTHON: &str = "/usr/bin/python3";
 /// A Python with a current confluent-kafka wheel (librdkafka 2.16), made by ci/setup.sh.
@@ -63,36 +61,11 @@ fn clients_installed(test: &str) -> bool {
     installed
 }
 
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT_MAX;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "gave up waiting for {what} (a bounded wait, not a timing claim)"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// `topic describe --json` of `topic` as broker `i` sees it: its partitions.
-fn partitions(cluster: &Cluster, i: u32, topic: &str) -> Vec<serde_json::Value> {
-    let described = cluster.precursor_json(i, &["topic", "describe", topic]);
-    described["partitions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("describe {topic} on {i}: {described}"))
-        .clone()
-}
-
-fn field(partition: &serde_json::Value, name: &str) -> u64 {
-    partition[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {name} in {partition}"))
-}
-
 /// (leader, leader epoch) of each partition once every broker knows the same ones.
 fn settled_leaders(cluster: &Cluster, topic: &str) -> Vec<(u32, i32)> {
     let view = |i| -> Vec<(u32, i32)> {
-        partitions(cluster, i, topic)
+        cluster
+            .partitions(i, topic)
             .iter()
             .map(|p| (field(p, "leader") as u32, field(p, "leader_epoch") as i32))
             .collect()
@@ -136,13 +109,13 @@ fn create_replicated(cluster: &Cluster, topic: &str, partitions: u32) -> Vec<(u3
 fn wait_replicated(cluster: &Cluster, topic: &str, leaders: &[(u32, i32)]) {
     wait_until(&format!("{topic} on every replica"), || {
         leaders.iter().enumerate().all(|(p, (leader, _))| {
-            let on_leader = &partitions(cluster, *leader, topic)[p];
+            let on_leader = &cluster.partitions(*leader, topic)[p];
             let end = field(on_leader, "end_offset");
             field(on_leader, "high_watermark") == end
                 && cluster
                     .nodes()
                     .iter()
-                    .all(|n| field(&partitions(cluster, n.id, topic)[p], "end_offset") == end)
+                    .all(|n| field(&cluster.partitions(n.id, topic)[p], "end_offset") == end)
         })
     });
 }
@@ -517,7 +490,7 @@ fn kafka_clients_find_every_leader_and_a_group_has_one_coordinator() {
         list_latest(at_follower, "orders", 0, epoch).0,
         NOT_LEADER_OR_FOLLOWER
     );
-    let end = field(&partitions(&cluster, leader, "orders")[0], "end_offset") as i64;
+    let end = field(&cluster.partitions(leader, "orders")[0], "end_offset") as i64;
     assert_eq!(list_latest(at_leader, "orders", 0, epoch), (0, end, epoch));
     assert_eq!(list_latest(at_leader, "orders", 0, -1), (0, end, epoch));
     assert_eq!(

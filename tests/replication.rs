@@ -9,31 +9,12 @@
 
 mod common;
 
-use common::cluster::{Cluster, ClusterOptions};
+use common::cluster::{field, wait_until, Cluster, ClusterOptions};
 use common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Bounded waits (liveness, not timing: nothing here asserts how long anything took).
-const WAIT_MAX: Duration = Duration::from_secs(120);
-
-/// `topic describe --json` of `topic` as broker `i` sees it: its partitions.
-fn partitions(cluster: &Cluster, i: u32, topic: &str) -> Vec<serde_json::Value> {
-    let described = cluster.precursor_json(i, &["topic", "describe", topic]);
-    described["partitions"]
-        .as_array()
-        .unwrap_or_else(|| panic!("describe {topic} on {i}: {described}"))
-        .clone()
-}
-
-fn field(partition: &serde_json::Value, name: &str) -> u64 {
-    partition[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {name} in {partition}"))
-}
 
 /// Creates a one-partition topic with every broker a replica and waits until a leader is
 /// known everywhere; returns the leader's id.
@@ -57,20 +38,12 @@ fn create_replicated(cluster: &Cluster, topic: &str, min_insync: u32) -> u32 {
         &format!("a leader of {topic} known to every broker"),
         || {
             let leaders: Vec<u64> = (1..=3)
-                .map(|i| field(&partitions(cluster, i, topic)[0], "leader"))
+                .map(|i| field(&cluster.partitions(i, topic)[0], "leader"))
                 .collect();
             leaders[0] != 0 && leaders.iter().all(|l| *l == leaders[0])
         },
     );
-    field(&partitions(cluster, 1, topic)[0], "leader") as u32
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT_MAX;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    field(&cluster.partitions(1, topic)[0], "leader") as u32
 }
 
 /// Waits until every broker holds `end` offsets of partition 0 and the leader's HW is there.
@@ -78,8 +51,8 @@ fn wait_replicated(cluster: &Cluster, topic: &str, leader: u32, end: u64) {
     wait_until(
         &format!("{topic} replicated to {end} on every broker"),
         || {
-            (1..=3).all(|i| field(&partitions(cluster, i, topic)[0], "end_offset") == end)
-                && field(&partitions(cluster, leader, topic)[0], "high_watermark") == end
+            (1..=3).all(|i| field(&cluster.partitions(i, topic)[0], "end_offset") == end)
+                && field(&cluster.partitions(leader, topic)[0], "high_watermark") == end
         },
     );
 }
@@ -87,8 +60,35 @@ fn wait_replicated(cluster: &Cluster, topic: &str, leader: u32, end: u64) {
 /// Waits until the leader's HW is `end` (the brokers still in sync hold it).
 fn wait_replicated_on(cluster: &Cluster, topic: &str, leader: u32, end: u64) {
     wait_until(&format!("{topic}'s HW at {end} on broker {leader}"), || {
-        field(&partitions(cluster, leader, topic)[0], "high_watermark") == end
+        field(&cluster.partitions(leader, topic)[0], "high_watermark") == end
     });
+}
+
+/// `precursor produce TOPIC --acks ACKS --partition 0` of `lines` lines `"{prefix} {i}"` to
+/// broker `broker`'s data plane; returns the command's output.
+fn produce_lines(
+    cluster: &Cluster,
+    broker: u32,
+    topic: &str,
+    acks: &str,
+    prefix: &str,
+    lines: u32,
+) -> std::process::Output {
+    let mut child = Command::new(precursor())
+        .args(["produce", topic, "--acks", acks, "--partition", "0"])
+        .args(["--broker", &cluster.node(broker).broker])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        let mut stdin = std::io::BufWriter::new(child.stdin.take().unwrap());
+        for i in 0..lines {
+            writeln!(stdin, "{prefix} {i}").unwrap();
+        }
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// (base offset, CRC) of every batch of a partition's segment files on one broker.
@@ -280,7 +280,7 @@ fn a_leader_killed_during_acks_all_loses_nothing_it_acknowledged() {
     }
     let cluster = Cluster::up(3, ClusterOptions::default());
     let leader = create_replicated(&cluster, "crash", 2);
-    let epoch_before = field(&partitions(&cluster, leader, "crash")[0], "leader_epoch");
+    let epoch_before = field(&cluster.partitions(leader, "crash")[0], "leader_epoch");
     let broker = cluster.node(leader).broker.clone();
     const MESSAGES: u64 = 60_000;
     let acked = produce_through_kills(
@@ -293,7 +293,7 @@ fn a_leader_killed_during_acks_all_loses_nothing_it_acknowledged() {
     );
     assert_eq!(acked.len() as u64, MESSAGES, "every line acknowledged once");
     // The restarted leader led again at a new epoch each time.
-    let epoch_after = field(&partitions(&cluster, leader, "crash")[0], "leader_epoch");
+    let epoch_after = field(&cluster.partitions(leader, "crash")[0], "leader_epoch");
     assert!(
         epoch_after >= epoch_before + 3,
         "{epoch_before} -> {epoch_after}"
@@ -365,22 +365,8 @@ fn a_follower_cut_off_leaves_the_isr_and_rejoins_and_min_insync_3_refuses_acks_a
         .find(|&i| i != leader && i != strict_leader)
         .or_else(|| (1..=3).find(|&i| i != leader))
         .unwrap();
-    let produce = |topic: &str, leader: u32, lines: u64| {
-        let mut child = Command::new(precursor())
-            .args(["produce", topic, "--acks", "all", "--partition", "0"])
-            .args(["--broker", &cluster.node(leader).broker])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            let mut stdin = child.stdin.take().unwrap();
-            for i in 0..lines {
-                writeln!(stdin, "{topic} {i}").unwrap();
-            }
-        }
-        child.wait_with_output().unwrap()
+    let produce = |topic: &str, leader: u32, lines: u32| {
+        produce_lines(&cluster, leader, topic, "all", topic, lines)
     };
     assert_success(&produce("cut", leader, 1000), "produce before the cut");
     wait_replicated(&cluster, "cut", leader, 1000);
@@ -392,7 +378,7 @@ fn a_follower_cut_off_leaves_the_isr_and_rejoins_and_min_insync_3_refuses_acks_a
         "produce with a follower cut off",
     );
     let isr_of = |topic: &str, at: u32| -> Vec<u64> {
-        partitions(&cluster, at, topic)[0]["isr"]
+        cluster.partitions(at, topic)[0]["isr"]
             .as_array()
             .unwrap()
             .iter()
@@ -401,7 +387,7 @@ fn a_follower_cut_off_leaves_the_isr_and_rejoins_and_min_insync_3_refuses_acks_a
     };
     // The leader's gauges are published every 10 ms: wait for the produce's last offset.
     wait_replicated_on(&cluster, "cut", leader, 2000);
-    let on_leader = partitions(&cluster, leader, "cut")[0].clone();
+    let on_leader = cluster.partitions(leader, "cut")[0].clone();
     assert!(
         !isr_of("cut", leader).contains(&u64::from(follower)),
         "{on_leader}"
@@ -412,7 +398,7 @@ fn a_follower_cut_off_leaves_the_isr_and_rejoins_and_min_insync_3_refuses_acks_a
         !isr_of("strict", strict_leader).contains(&u64::from(follower))
     });
     let end_before = field(
-        &partitions(&cluster, strict_leader, "strict")[0],
+        &cluster.partitions(strict_leader, "strict")[0],
         "end_offset",
     );
     let refused = produce("strict", strict_leader, 10);
@@ -426,7 +412,7 @@ fn a_follower_cut_off_leaves_the_isr_and_rejoins_and_min_insync_3_refuses_acks_a
         "the error names the cause: {said}"
     );
     let end_after = field(
-        &partitions(&cluster, strict_leader, "strict")[0],
+        &cluster.partitions(strict_leader, "strict")[0],
         "end_offset",
     );
     assert_eq!(end_after, end_before, "nothing appended while refusing");
@@ -436,7 +422,7 @@ fn a_follower_cut_off_leaves_the_isr_and_rejoins_and_min_insync_3_refuses_acks_a
     wait_until("the cut follower back in the ISR", || {
         isr_of("cut", leader).contains(&u64::from(follower))
     });
-    let on_leader = partitions(&cluster, leader, "cut")[0].clone();
+    let on_leader = cluster.partitions(leader, "cut")[0].clone();
     assert!(field(&on_leader, "isr_expands") >= 1, "{on_leader}");
     wait_replicated(&cluster, "cut", leader, 2000);
     assert_success(
@@ -455,21 +441,7 @@ fn moving_the_leader_cuts_the_old_leaders_divergent_tail_and_keeps_what_was_ackn
     let old = create_replicated(&cluster, "moved", 2);
     let followers: Vec<u32> = (1..=3).filter(|&i| i != old).collect();
     let produce = |leader: u32, acks: &str, prefix: &str, lines: u32| {
-        let mut child = Command::new(precursor())
-            .args(["produce", "moved", "--acks", acks, "--partition", "0"])
-            .args(["--broker", &cluster.node(leader).broker])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        {
-            let mut stdin = child.stdin.take().unwrap();
-            for i in 0..lines {
-                writeln!(stdin, "{prefix} {i}").unwrap();
-            }
-        }
-        let out = child.wait_with_output().unwrap();
+        let out = produce_lines(&cluster, leader, "moved", acks, prefix, lines);
         assert_success(
             &out,
             &format!("produce {prefix} acks={acks} to broker {leader}"),
@@ -485,7 +457,7 @@ fn moving_the_leader_cuts_the_old_leaders_divergent_tail_and_keeps_what_was_ackn
     produce(old, "leader", "divergent", 100);
     // (The gauges are published every 10 ms: wait for the last offset to show.)
     wait_until("the divergent tail on the old leader", || {
-        field(&partitions(&cluster, old, "moved")[0], "end_offset") == 1100
+        field(&cluster.partitions(old, "moved")[0], "end_offset") == 1100
     });
     // Leadership moves to a follower (in the ISR: it holds everything acknowledged by all).
     let new = followers[0];
@@ -508,10 +480,10 @@ fn moving_the_leader_cuts_the_old_leaders_divergent_tail_and_keeps_what_was_ackn
     // The old leader follows, finds its tail diverges from the new leader's epoch history,
     // and cuts it.
     wait_until("the old leader cut its divergent tail", || {
-        let p = partitions(&cluster, old, "moved")[0].clone();
+        let p = cluster.partitions(old, "moved")[0].clone();
         field(&p, "truncated_bytes") > 0 && field(&p, "end_offset") == 1000
     });
-    let on_old = partitions(&cluster, old, "moved")[0].clone();
+    let on_old = cluster.partitions(old, "moved")[0].clone();
     assert_eq!(field(&on_old, "leader"), u64::from(new), "{on_old}");
     produce(new, "all", "after", 1000);
     wait_replicated(&cluster, "moved", new, 2000);

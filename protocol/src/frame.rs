@@ -883,15 +883,15 @@ fn check_len(opcode: Opcode, payload: &[u8], want: usize) -> Result<(), FrameErr
     Ok(())
 }
 
-fn u16_le(bytes: &[u8], at: usize) -> u16 {
+pub(crate) fn u16_le(bytes: &[u8], at: usize) -> u16 {
     u16::from_le_bytes([bytes[at], bytes[at + 1]])
 }
 
-fn u32_le(bytes: &[u8], at: usize) -> u32 {
+pub(crate) fn u32_le(bytes: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
 }
 
-fn u64_le(bytes: &[u8], at: usize) -> u64 {
+pub(crate) fn u64_le(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 

@@ -38,7 +38,7 @@
 //! 1500-byte MTU) travels in fragments: the follower copies each into its segment's
 //! unpublished bytes and publishes the batch once whole and its CRC checks.
 
-use crate::frame::{FrameError, Opcode};
+use crate::frame::{u16_le, u32_le, u64_le, FrameError, Opcode};
 
 /// ReplicaData frame flag: more frames answer the same fetch (a train: the leader sends
 /// up to a window of frames per fetch, so a follower catching up is not limited to one
@@ -207,18 +207,6 @@ pub fn topic_key(name: &str) -> u64 {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     hash
-}
-
-fn u16_le(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes([bytes[at], bytes[at + 1]])
-}
-
-fn u32_le(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_le(bytes: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
 #[cfg(test)]

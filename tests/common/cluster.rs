@@ -393,3 +393,34 @@ impl Drop for Cluster {
         }
     }
 }
+
+impl Cluster {
+    /// `topic describe` of `topic` as broker `i` sees it: its partitions (JSON).
+    pub fn partitions(&self, i: u32, topic: &str) -> Vec<serde_json::Value> {
+        let described = self.precursor_json(i, &["topic", "describe", topic]);
+        described["partitions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("describe {topic} on {i}: {described}"))
+            .clone()
+    }
+}
+
+/// A numeric field of a partition's JSON (`Cluster::partitions`).
+pub fn field(partition: &serde_json::Value, name: &str) -> u64 {
+    partition[name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} in {partition}"))
+}
+
+/// Waits for `done`, polling every 100 ms, at most two minutes (a bounded wait, not a
+/// timing claim: nothing asserts how long it took).
+pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "gave up waiting for {what} (a bounded wait, not a timing claim)"
+        );
+        std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+}
