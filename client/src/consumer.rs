@@ -5,6 +5,12 @@
 //! holds the position; records below the position in that first batch are skipped. When a
 //! partition is caught up (an empty answer) it is fetched again after `fetch_backoff_ms`;
 //! while it has more, the next fetch goes out as soon as the previous answer is decoded.
+//!
+//! Leaders (see `leaders.rs`): each partition is fetched from its leader, with that
+//! broker's handle. `NotLeaderOrFollower`, or a fetch unanswered after
+//! [`SILENT_TRIES_BEFORE_LOOK_UP`] transmissions, has the brokers asked who leads it now;
+//! a partition whose leader moved is fetched from the new one at the same position.
+//! A partition without a known leader for the delivery timeout is `ClientError::NoLeader`.
 
 use std::time::{Duration, Instant};
 
@@ -14,9 +20,11 @@ use precursor_protocol::frame::{
 };
 use precursor_protocol::record_batch::{batches, records, BatchError};
 
-use crate::metadata::{fetch_metadata, TopicMetadata};
+use crate::leaders::{learn_topic, look_up, per_broker_schedule, Leader, LeaderQuery, Route};
+use crate::metadata::TopicMetadata;
+use crate::producer::SILENT_TRIES_BEFORE_LOOK_UP;
 use crate::retransmit::RetransmitSchedule;
-use crate::transport::Transport;
+use crate::transport::{BrokerSlot, Transport};
 use crate::{ClientConfig, ClientError};
 
 /// At most this many datagrams are read per receive burst.
@@ -99,7 +107,12 @@ struct FetchInFlight {
 
 #[derive(Clone, Debug)]
 struct PartitionCursor {
-    handle: PartitionHandle,
+    partition: u16,
+    /// Where its fetches go: its leader and that broker's handle. `None` while no broker
+    /// says it leads the partition.
+    route: Option<Route>,
+    /// Since when its leader is not known (NotLeaderOrFollower, or none yet).
+    awaiting_leader_since: Option<Instant>,
     position: Position,
     high_watermark: Option<u64>,
     durable_offset: Option<u64>,
@@ -110,7 +123,22 @@ struct PartitionCursor {
 
 impl PartitionCursor {
     fn partition(&self) -> u16 {
-        self.handle.partition()
+        self.partition
+    }
+
+    fn new(partition: u16, leader: &Leader, position: Position, now: Instant) -> Self {
+        let route = leader.route();
+        PartitionCursor {
+            partition,
+            route,
+            awaiting_leader_since: route.is_none().then_some(now),
+            position,
+            high_watermark: None,
+            durable_offset: None,
+            log_start_offset: None,
+            in_flight: None,
+            next_fetch_at: now,
+        }
     }
 
     /// The offset to ask for: the position, or 0 to learn the log's bounds.
@@ -122,15 +150,36 @@ impl PartitionCursor {
     }
 }
 
-/// Consumes the partitions of one topic from one broker over UDP.
+/// Consumes the partitions of one topic from their leaders (over UDP; over IPC and RDMA
+/// from the data plane attached).
 pub struct Consumer {
     transport: Transport,
     config: ConsumerConfig,
     schedule: RetransmitSchedule,
-    topic: Option<(String, TopicMetadata)>,
+    topic: Option<ConsumedTopic>,
     cursors: Vec<PartitionCursor>,
     /// A received payload, copied out of the transport's buffer to be decoded.
     payload_buf: Vec<u8>,
+}
+
+/// The topic assigned, as the brokers describe it.
+struct ConsumedTopic {
+    name: String,
+    /// The frame limit is the smallest of its brokers'.
+    meta: TopicMetadata,
+    /// Learned from a broker of a cluster: leaders can move.
+    replicated: bool,
+    /// A look-up of leaders is due at this time.
+    look_up_due: Option<Instant>,
+    /// Do not ask this broker in that look-up (it stopped answering).
+    look_up_skip: Option<BrokerSlot>,
+    /// Ask this one first (it answered NotLeaderOrFollower).
+    look_up_prefer: Option<BrokerSlot>,
+    /// Consecutive look-ups that left a partition without a leader (the back-off).
+    look_up_rounds: u32,
+    /// The brokers the latest look-up asked, for errors.
+    asked: String,
+    leader_look_ups: u64,
 }
 
 /// The fetch size to ask for: the configured size, within what one frame can carry.
@@ -162,30 +211,38 @@ impl Consumer {
     }
 
     /// Reads `partitions` of `topic` (all of them with `None`) from `start`. Replaces any
-    /// earlier assignment. Fetches the topic's metadata (the topic must exist).
+    /// earlier assignment. Fetches the topic's metadata (the topic must exist) and learns
+    /// each partition's leader.
     pub fn assign(
         &mut self,
         topic: &str,
         partitions: Option<&[u16]>,
         start: StartOffset,
     ) -> Result<(), ClientError> {
-        let meta = fetch_metadata(
+        let view = learn_topic(
             &mut self.transport,
+            &self.config.client,
             &self.schedule,
             topic,
             false,
-            &mut |_, _| {},
+            &mut |_, _, _| {},
         )?;
         let chosen: Vec<u16> = match partitions {
             Some(list) => list.to_vec(),
-            None => (0..meta.partition_count).collect(),
+            None => (0..view.partition_count).collect(),
         };
-        if let Some(&bad) = chosen.iter().find(|&&p| p >= meta.partition_count) {
+        if let Some(&bad) = chosen.iter().find(|&&p| p >= view.partition_count) {
             return Err(ClientError::UnknownPartition {
                 topic: topic.to_string(),
                 partition: bad,
-                partition_count: meta.partition_count,
+                partition_count: view.partition_count,
             });
+        }
+        if let Some(error) = chosen
+            .iter()
+            .find_map(|&p| view.leaders[p as usize].elsewhere_error(topic, p))
+        {
+            return Err(error);
         }
         let now = Instant::now();
         let position = match start {
@@ -195,19 +252,30 @@ impl Consumer {
         };
         self.cursors = chosen
             .iter()
-            .map(|&partition| PartitionCursor {
-                handle: PartitionHandle::new(meta.topic_id, partition),
-                position,
-                high_watermark: None,
-                durable_offset: None,
-                log_start_offset: None,
-                in_flight: None,
-                next_fetch_at: now,
-            })
+            .map(|&p| PartitionCursor::new(p, &view.leaders[p as usize], position, now))
             .collect();
-        self.cursors.sort_by_key(|c| c.handle);
-        self.cursors.dedup_by_key(|c| c.handle);
-        self.topic = Some((topic.to_string(), meta));
+        self.cursors.sort_by_key(|c| c.partition);
+        self.cursors.dedup_by_key(|c| c.partition);
+        let waiting = self.cursors.iter().any(|c| c.route.is_none());
+        self.topic = Some(ConsumedTopic {
+            name: topic.to_string(),
+            meta: TopicMetadata {
+                topic_id: view
+                    .leaders
+                    .iter()
+                    .find_map(|l| l.route())
+                    .map_or(0, |r| r.handle.topic_id()),
+                partition_count: view.partition_count,
+                frame_bytes_max: view.frame_bytes_max,
+            },
+            replicated: view.replicated,
+            look_up_due: waiting.then_some(now),
+            look_up_skip: None,
+            look_up_prefer: None,
+            look_up_rounds: 0,
+            asked: view.asked,
+            leader_look_ups: 0,
+        });
         Ok(())
     }
 
@@ -227,6 +295,7 @@ impl Consumer {
         let started_len = out.len();
         let deadline = Instant::now() + timeout;
         loop {
+            self.look_up_due_leaders(Instant::now())?;
             let now = Instant::now();
             self.send_due_fetches(now)?;
             if out.len() > started_len {
@@ -242,13 +311,13 @@ impl Consumer {
                 if !self.transport.recv(wait.take())? {
                     break;
                 }
-                let Some((header, payload)) = self.transport.frame() else {
+                let Some((slot, header, payload)) = self.transport.frame() else {
                     continue;
                 };
                 let mut buf = std::mem::take(&mut self.payload_buf);
                 buf.clear();
                 buf.extend_from_slice(payload);
-                let result = self.on_frame(&header, &buf, out);
+                let result = self.on_frame(slot, &header, &buf, out);
                 self.payload_buf = buf;
                 result?;
             }
@@ -298,6 +367,117 @@ impl Consumer {
         self.transport.stats
     }
 
+    /// Look-ups of the topic's leaders after its first Metadata.
+    pub fn leader_look_ups(&self) -> u64 {
+        self.topic.as_ref().map_or(0, |t| t.leader_look_ups)
+    }
+
+    /// Asks the brokers who leads the partitions without a known leader, when a look-up
+    /// is due, and fetches each from its leader from then on (at the same position).
+    /// Bounded: each broker is asked once, briefly.
+    fn look_up_due_leaders(&mut self, now: Instant) -> Result<(), ClientError> {
+        let Some(topic) = self.topic.as_mut() else {
+            return Ok(());
+        };
+        if topic.look_up_due.is_none_or(|due| now < due) {
+            return Ok(());
+        }
+        topic.look_up_due = None;
+        topic.leader_look_ups += 1;
+        let skip = topic.look_up_skip.take();
+        let prefer = topic.look_up_prefer.take();
+        // Those without a leader, and those led by the broker that went silent.
+        let wanted: Vec<u16> = self
+            .cursors
+            .iter()
+            .filter(|c| {
+                c.awaiting_leader_since.is_some()
+                    || c.route.is_none()
+                    || (skip.is_some() && c.route.map(|r| r.slot) == skip)
+            })
+            .map(|c| c.partition)
+            .collect();
+        let per_broker = per_broker_schedule(&self.schedule);
+        let name = topic.name.clone();
+        let query = LeaderQuery {
+            topic: &name,
+            auto_create: false,
+            first: prefer.into_iter().collect(),
+            skip,
+            wanted: Some(wanted),
+            first_schedule: per_broker,
+            per_broker,
+        };
+        // Fetch answers arriving meanwhile are dropped: their fetches are sent again.
+        let view = look_up(&mut self.transport, &query, &mut |_, _, _| {});
+        let topic = self.topic.as_mut().expect("checked above");
+        let now = Instant::now();
+        if let Ok(view) = view {
+            topic.asked = view.asked;
+            topic.replicated |= view.replicated;
+            topic.meta.frame_bytes_max = topic.meta.frame_bytes_max.min(view.frame_bytes_max);
+            for cursor in &mut self.cursors {
+                let Some(found) = view.leaders.get(cursor.partition as usize) else {
+                    continue;
+                };
+                if let Some(error) = found.elsewhere_error(&name, cursor.partition) {
+                    return Err(error);
+                }
+                let Some(route) = found.route() else {
+                    // Nobody else leads it: waiting keeps waiting, silent keeps retrying.
+                    continue;
+                };
+                if cursor.route != Some(route) || cursor.awaiting_leader_since.is_some() {
+                    // Fetched from the new leader, at the same position, at once.
+                    cursor.route = Some(route);
+                    cursor.awaiting_leader_since = None;
+                    cursor.in_flight = None;
+                    cursor.next_fetch_at = now;
+                }
+            }
+        }
+        let waiting = self
+            .cursors
+            .iter()
+            .any(|c| c.awaiting_leader_since.is_some() || c.route.is_none());
+        topic.look_up_rounds = if waiting {
+            topic.look_up_rounds.saturating_add(1)
+        } else {
+            0
+        };
+        if waiting {
+            topic.look_up_due = Some(now + self.schedule.wait(topic.look_up_rounds - 1));
+            topic.look_up_prefer = prefer;
+        }
+        Ok(())
+    }
+
+    /// Asks for a look-up of the topic's leaders: at once after a success, else after the
+    /// back-off of the failed rounds.
+    fn want_look_up(&mut self, now: Instant, prefer: Option<BrokerSlot>, skip: Option<BrokerSlot>) {
+        let schedule = self.schedule;
+        let Some(topic) = self.topic.as_mut() else {
+            return;
+        };
+        match topic.look_up_due {
+            Some(_) => {
+                topic.look_up_prefer = topic.look_up_prefer.or(prefer);
+                if topic.look_up_skip != skip {
+                    topic.look_up_skip = None;
+                }
+            }
+            None => {
+                let wait = match topic.look_up_rounds {
+                    0 => Duration::ZERO,
+                    rounds => schedule.wait(rounds - 1),
+                };
+                topic.look_up_due = Some(now + wait);
+                topic.look_up_prefer = prefer;
+                topic.look_up_skip = skip;
+            }
+        }
+    }
+
     fn end_of(&self, cursor: &PartitionCursor) -> Option<u64> {
         if self.config.durable_only {
             cursor.durable_offset
@@ -307,19 +487,19 @@ impl Consumer {
     }
 
     fn topic_name(&self) -> &str {
-        self.topic
-            .as_ref()
-            .map(|(name, _)| name.as_str())
-            .unwrap_or("?")
+        self.topic.as_ref().map(|t| t.name.as_str()).unwrap_or("?")
     }
 
     fn next_timer(&self) -> Option<Instant> {
+        let look_up = self.topic.as_ref().and_then(|t| t.look_up_due);
         self.cursors
             .iter()
-            .map(|c| match &c.in_flight {
-                Some(f) => f.next_due.min(self.schedule.give_up_at(f.first_sent_at)),
-                None => c.next_fetch_at,
+            .map(|c| match (&c.in_flight, c.awaiting_leader_since) {
+                (_, Some(since)) => self.schedule.give_up_at(since),
+                (Some(f), None) => f.next_due.min(self.schedule.give_up_at(f.first_sent_at)),
+                (None, None) => c.next_fetch_at,
             })
+            .chain(look_up)
             .min()
     }
 
@@ -327,7 +507,9 @@ impl Consumer {
         let frame_bytes_max = self
             .topic
             .as_ref()
-            .map_or(FRAME_BYTES_MAX, |(_, meta)| meta.frame_bytes_max);
+            .map_or(FRAME_BYTES_MAX, |t| t.meta.frame_bytes_max);
+        let replicated = self.topic.as_ref().is_some_and(|t| t.replicated);
+        let mut silent: Option<BrokerSlot> = None;
         let max_bytes = fetch_bytes_limit(self.config.fetch_max_bytes, frame_bytes_max);
         let flags = if self.config.durable_only {
             FLAG_FETCH_DURABLE_ONLY
@@ -336,6 +518,22 @@ impl Consumer {
         };
         for i in 0..self.cursors.len() {
             let cursor = &self.cursors[i];
+            let route = cursor
+                .route
+                .filter(|_| cursor.awaiting_leader_since.is_none());
+            let Some(route) = route else {
+                let since = cursor.awaiting_leader_since.unwrap_or(now);
+                if now >= self.schedule.give_up_at(since) {
+                    let topic = self.topic.as_ref().expect("assigned");
+                    return Err(ClientError::NoLeader {
+                        topic: topic.name.clone(),
+                        partition: cursor.partition,
+                        waited_ms: now.saturating_duration_since(since).as_millis() as u64,
+                        brokers: topic.asked.clone(),
+                    });
+                }
+                continue;
+            };
             let (request_id, offset, attempts) = match cursor.in_flight {
                 Some(f) if now >= self.schedule.give_up_at(f.first_sent_at) => {
                     self.cursors[i].in_flight = None;
@@ -345,7 +543,12 @@ impl Consumer {
                         self.topic_name(),
                         f.offset
                     );
-                    return Err(self.transport.no_answer(&what, f.attempts, f.first_sent_at));
+                    return Err(self.transport.no_answer(
+                        route.slot,
+                        &what,
+                        f.attempts,
+                        f.first_sent_at,
+                    ));
                 }
                 Some(f) if now >= f.next_due => (f.request_id, f.offset, f.attempts),
                 Some(_) => continue,
@@ -354,16 +557,20 @@ impl Consumer {
                 }
                 None => continue,
             };
+            if replicated && attempts == SILENT_TRIES_BEFORE_LOOK_UP {
+                // Three fetches unanswered: has the partition moved to another broker?
+                silent = Some(route.slot);
+            }
             let mut header = FrameHeader::new(
                 Opcode::Fetch,
                 request_id,
-                cursor.handle.0,
+                route.handle.0,
                 FetchRequest::BYTES,
             );
             header.flags = flags;
             let mut payload = [0u8; FetchRequest::BYTES];
             FetchRequest { offset, max_bytes }.encode(&mut payload);
-            self.transport.send_frame(&header, &payload)?;
+            self.transport.send_frame(route.slot, &header, &payload)?;
             let cursor = &mut self.cursors[i];
             let first_sent_at = cursor.in_flight.map_or(now, |f| f.first_sent_at);
             cursor.in_flight = Some(FetchInFlight {
@@ -374,18 +581,26 @@ impl Consumer {
                 next_due: self.schedule.next_due(now, attempts),
             });
         }
+        if let Some(slot) = silent {
+            self.want_look_up(now, None, Some(slot));
+        }
         Ok(())
     }
 
-    /// Handles one frame from the broker.
+    /// Handles one frame from broker `slot`.
     fn on_frame(
         &mut self,
+        slot: BrokerSlot,
         header: &FrameHeader,
         payload: &[u8],
         out: &mut Vec<ConsumedRecord>,
     ) -> Result<(), ClientError> {
+        let route = Route {
+            slot,
+            handle: PartitionHandle(header.partition),
+        };
         let Some(index) = self.cursors.iter().position(|c| {
-            c.handle.0 == header.partition
+            c.route == Some(route)
                 && c.in_flight
                     .is_some_and(|f| f.request_id == header.request_id)
         }) else {
@@ -397,7 +612,7 @@ impl Consumer {
         let topic = self
             .topic
             .as_ref()
-            .map(|(name, _)| name.clone())
+            .map(|t| t.name.clone())
             .unwrap_or_default();
         let reset = self.config.offset_reset;
         let cursor = &mut self.cursors[index];
@@ -418,13 +633,19 @@ impl Consumer {
                 Some(ErrorCode::OffsetOutOfRange) => {
                     reset_position(cursor, fetch.offset, reset, now)
                 }
+                Some(ErrorCode::NotLeaderOrFollower) => {
+                    // Fetched again from whoever leads it now, at the same position.
+                    cursor.awaiting_leader_since.get_or_insert(now);
+                    self.want_look_up(now, Some(slot), None);
+                    Ok(())
+                }
                 Some(c) if c.is_retriable() => {
                     cursor.next_fetch_at = now + backoff.max(self.schedule.wait(0));
                     Ok(())
                 }
                 Some(ErrorCode::UnknownTopicOrPartition) => Err(ClientError::UnknownTopic {
                     topic,
-                    broker: self.transport.broker(),
+                    broker: self.transport.broker(slot),
                 }),
                 _ => Err(ClientError::from_broker(
                     format!("fetch from partition {partition} of topic {topic}"),
@@ -571,7 +792,12 @@ mod tests {
 
     fn cursor(position: Position) -> PartitionCursor {
         PartitionCursor {
-            handle: PartitionHandle::new(1, 2),
+            partition: 2,
+            route: Some(Route {
+                slot: BrokerSlot(0),
+                handle: PartitionHandle::new(1, 2),
+            }),
+            awaiting_leader_since: None,
             position,
             high_watermark: Some(100),
             durable_offset: Some(90),
@@ -640,6 +866,7 @@ mod decode_tests {
             client: ClientConfig {
                 transport: TransportKind::Udp,
                 broker: silent.local_addr().unwrap(),
+                bootstrap_brokers: Vec::new(),
                 bind: Some("127.0.0.1:0".parse().unwrap()),
                 request_timeout_ms: 60_000,
                 retransmit_backoff_max_ms: 60_000,
@@ -654,17 +881,25 @@ mod decode_tests {
             partition_count: 2,
             frame_bytes_max: 1472,
         };
-        consumer.topic = Some(("t".to_string(), meta));
+        consumer.topic = Some(ConsumedTopic {
+            name: "t".to_string(),
+            meta,
+            replicated: false,
+            look_up_due: None,
+            look_up_skip: None,
+            look_up_prefer: None,
+            look_up_rounds: 0,
+            asked: String::new(),
+            leader_look_ups: 0,
+        });
         let now = Instant::now();
         consumer.cursors = (0..2)
-            .map(|p| PartitionCursor {
-                handle: PartitionHandle::new(TOPIC_ID, p),
-                position: start,
-                high_watermark: None,
-                durable_offset: None,
-                log_start_offset: None,
-                in_flight: None,
-                next_fetch_at: now,
+            .map(|p| {
+                let leader = Leader::Known(Route {
+                    slot: BrokerSlot(0),
+                    handle: PartitionHandle::new(TOPIC_ID, p),
+                });
+                PartitionCursor::new(p, &leader, start, now)
             })
             .collect();
         (consumer, silent)
@@ -733,7 +968,9 @@ mod decode_tests {
         let b = batch(5, &[b"5", b"6", b"7"]);
         let (header, payload) = fetch_data(&request, bounds(10, 0), &[a, b]);
         let mut out = Vec::new();
-        consumer.on_frame(&header, &payload, &mut out).unwrap();
+        consumer
+            .on_frame(BrokerSlot(0), &header, &payload, &mut out)
+            .unwrap();
         let offsets: Vec<u64> = out.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, vec![3, 4, 5, 6, 7]);
         assert!(out
@@ -748,7 +985,9 @@ mod decode_tests {
         assert!(!consumer.caught_up());
 
         // The same answer again (to a retransmission): stale, nothing handed out twice.
-        consumer.on_frame(&header, &payload, &mut out).unwrap();
+        consumer
+            .on_frame(BrokerSlot(0), &header, &payload, &mut out)
+            .unwrap();
         assert_eq!(out.len(), 5);
     }
 
@@ -759,7 +998,9 @@ mod decode_tests {
         let mut out = Vec::new();
         for (request, _) in fetches(&silent) {
             let (header, payload) = fetch_data(&request, bounds(4, 0), &[]);
-            consumer.on_frame(&header, &payload, &mut out).unwrap();
+            consumer
+                .on_frame(BrokerSlot(0), &header, &payload, &mut out)
+                .unwrap();
         }
         assert!(out.is_empty());
         assert!(consumer.caught_up());
@@ -776,7 +1017,9 @@ mod decode_tests {
         );
         let mut out = Vec::new();
         let (header, payload) = fetch_data(&sent[0].0, bounds(42, 0), &[batch(0, &[b"old"])]);
-        consumer.on_frame(&header, &payload, &mut out).unwrap();
+        consumer
+            .on_frame(BrokerSlot(0), &header, &payload, &mut out)
+            .unwrap();
         assert!(out.is_empty(), "records before the end are not handed out");
         assert_eq!(consumer.positions()[0], (0, Some(42)));
 
@@ -784,7 +1027,9 @@ mod decode_tests {
         consumer.send_due_fetches(Instant::now()).unwrap();
         let sent = fetches(&silent);
         let (header, payload) = fetch_data(&sent[0].0, bounds(2, 0), &[batch(0, &[b"a", b"b"])]);
-        consumer.on_frame(&header, &payload, &mut out).unwrap();
+        consumer
+            .on_frame(BrokerSlot(0), &header, &payload, &mut out)
+            .unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(consumer.positions()[0], (0, Some(2)));
     }
@@ -797,7 +1042,9 @@ mod decode_tests {
         let (mut header, payload) = fetch_data(&request, bounds(100, 50), &[]);
         header.error = ErrorCode::OffsetOutOfRange as u16;
         let mut out = Vec::new();
-        consumer.on_frame(&header, &payload, &mut out).unwrap();
+        consumer
+            .on_frame(BrokerSlot(0), &header, &payload, &mut out)
+            .unwrap();
         assert_eq!(consumer.positions()[0], (0, Some(50)));
     }
 
@@ -811,7 +1058,9 @@ mod decode_tests {
         damaged[last] ^= 0xff;
         let (header, payload) = fetch_data(&request, bounds(2, 0), &[damaged]);
         let mut out = Vec::new();
-        let error = consumer.on_frame(&header, &payload, &mut out).unwrap_err();
+        let error = consumer
+            .on_frame(BrokerSlot(0), &header, &payload, &mut out)
+            .unwrap_err();
         assert!(
             matches!(
                 error,
@@ -845,7 +1094,7 @@ mod decode_tests {
             &[],
         );
         consumer
-            .on_frame(&header, &payload, &mut Vec::new())
+            .on_frame(BrokerSlot(0), &header, &payload, &mut Vec::new())
             .unwrap();
         assert_eq!(consumer.high_watermarks()[0], (0, Some(0)));
     }

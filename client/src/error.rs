@@ -47,6 +47,34 @@ pub enum ClientError {
         partition_count: u16,
     },
 
+    /// No broker asked says it leads the partition (a leader being decided, or the broker
+    /// that leads it down) for as long as the delivery timeout.
+    #[error(
+        "partition {partition} of topic '{topic}' has no leader after {waited_ms} ms \
+         (asked {brokers}): its leader is being decided, or the broker leading it is down"
+    )]
+    NoLeader {
+        topic: String,
+        partition: u16,
+        waited_ms: u64,
+        /// The brokers asked, as `address (broker id)`, comma-separated.
+        brokers: String,
+    },
+
+    /// The partition's leader is a broker this client cannot send to.
+    #[error(
+        "partition {partition} of {topic} is led by broker {broker_id} at {address}; {reason}"
+    )]
+    LedElsewhere {
+        topic: String,
+        partition: u16,
+        broker_id: u8,
+        /// Its data-plane address, as Metadata gave it ("an unknown address" if it did not).
+        address: String,
+        /// Why it cannot be reached, e.g. "IPC reaches only this host's data plane".
+        reason: String,
+    },
+
     #[error("'{topic}' is not a valid topic name (1..=249 bytes of [a-zA-Z0-9._-], not . or ..)")]
     InvalidTopic { topic: String },
 

@@ -37,6 +37,7 @@ pub mod bench_payload;
 mod consumer;
 mod error;
 pub mod ipc;
+mod leaders;
 pub mod log_map;
 mod metadata;
 pub mod partitioner;
@@ -57,10 +58,10 @@ pub use ipc::{IpcConfig, IpcSession};
 pub use precursor_protocol::compression::Compression;
 pub use precursor_protocol::frame::{Acks, ErrorCode};
 pub use producer::{Delivery, MessageId, Producer, ProducerConfig, ProducerStats};
-pub use transport::TransportStats;
+pub use transport::{TransportStats, BROKERS_MAX};
 
 use retransmit::RetransmitSchedule;
-use transport::Transport;
+use transport::{BrokerSlot, Transport};
 
 /// The data plane's address in the embedded default configuration (its TAP port).
 pub const DEFAULT_BROKER: &str = "10.77.0.2:9190";
@@ -82,8 +83,12 @@ pub enum TransportKind {
 pub struct ClientConfig {
     /// How frames travel: UDP to `broker`, or an IPC channel.
     pub transport: TransportKind,
-    /// The data plane's UDP address.
+    /// The data plane's UDP address: the bootstrap broker. Metadata from a broker of a
+    /// cluster names each partition's leader and where it is; producer and consumer send
+    /// each partition's requests there (UDP only: IPC and RDMA reach this host's data plane).
     pub broker: SocketAddr,
+    /// More bootstrap brokers, asked in turn when `broker` does not answer (UDP only).
+    pub bootstrap_brokers: Vec<SocketAddr>,
     /// Local address to bind; `None` lets the kernel choose.
     pub bind: Option<SocketAddr>,
     /// Wait this long for an answer before the first retransmission; doubles per try.
@@ -101,6 +106,7 @@ impl Default for ClientConfig {
             broker: DEFAULT_BROKER
                 .parse()
                 .expect("DEFAULT_BROKER is an address"),
+            bootstrap_brokers: Vec::new(),
             bind: None,
             request_timeout_ms: 20,
             retransmit_backoff_max_ms: 500,
@@ -112,7 +118,7 @@ impl Default for ClientConfig {
 /// Payload of a Ping: eight bytes the Pong must echo.
 const PING_PAYLOAD_BYTES: usize = 8;
 
-/// Sends a Ping and returns the round trip of the transmission that was answered.
+/// Sends a Ping (to `config.broker`) and returns the round trip of the transmission that was answered.
 /// Retransmits on the config's schedule; `ClientError::NoAnswer` when nobody answers.
 pub fn ping(config: &ClientConfig) -> Result<Duration, ClientError> {
     let mut transport = Transport::open(config)?;
@@ -120,8 +126,14 @@ pub fn ping(config: &ClientConfig) -> Result<Duration, ClientError> {
     let nonce = producer::random_positive_i64() as u64;
     let payload = nonce.to_le_bytes();
     let request = FrameHeader::new(Opcode::Ping, 0, 0, PING_PAYLOAD_BYTES);
-    let (answer, round_trip) =
-        transport.exchange(&schedule, "ping", &request, &payload, &mut |_, _| {})?;
+    let (answer, round_trip) = transport.exchange(
+        BrokerSlot(0),
+        &schedule,
+        "ping",
+        &request,
+        &payload,
+        &mut |_, _, _| {},
+    )?;
     if answer.header.error != 0 || answer.header.opcode != Opcode::Pong {
         return Err(ClientError::from_broker(
             "ping",
@@ -158,6 +170,7 @@ mod tests {
         let config = ClientConfig {
             transport: TransportKind::Udp,
             broker: silent.local_addr().unwrap(),
+            bootstrap_brokers: Vec::new(),
             bind: Some("127.0.0.1:0".parse().unwrap()),
             request_timeout_ms: 5,
             retransmit_backoff_max_ms: 10,

@@ -1,37 +1,51 @@
-//! Metadata: a topic's id, partition count and the broker's frame limit.
+//! Metadata: a topic's id, partition count and the broker's frame limit, as one broker
+//! numbers and sees it; from a broker of a cluster also who leads each partition
+//! ([`MetadataLeaders`]).
 
 use std::time::Instant;
 
 use precursor_protocol::frame::{
-    is_valid_topic_name, ErrorCode, FrameHeader, MetadataRequest, MetadataResponse, Opcode,
-    FLAG_METADATA_AUTO_CREATE, FRAME_BYTES_MAX, FRAME_HEADER_BYTES, TOPIC_NAME_BYTES_MAX,
+    is_valid_topic_name, ErrorCode, FrameHeader, MetadataLeaders, MetadataRequest,
+    MetadataResponse, Opcode, FLAG_METADATA_AUTO_CREATE, FRAME_BYTES_MAX, FRAME_HEADER_BYTES,
+    TOPIC_NAME_BYTES_MAX,
 };
 
 use crate::retransmit::RetransmitSchedule;
-use crate::transport::Transport;
+use crate::transport::{BrokerSlot, Transport};
 use crate::ClientError;
 
 /// A broker announcing a frame limit below this cannot carry one record batch header.
 pub(crate) const FRAME_BYTES_MIN: usize = FRAME_HEADER_BYTES + 128;
 
-/// What a client keeps about a topic.
+/// What a client keeps about a topic, as one broker numbers it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub(crate) struct TopicMetadata {
+    /// The topic's id at the broker that answered (ids are per broker).
     pub topic_id: u16,
     pub partition_count: u16,
     /// The broker's limit, capped at what this client can send.
     pub frame_bytes_max: usize,
 }
 
-/// Asks for `topic`'s metadata, retrying while the broker says the topic is being created.
-/// Frames answering other requests (in-flight produces) go to `other`.
+/// One broker's answer to Metadata.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct MetadataAnswer {
+    pub meta: TopicMetadata,
+    /// Who leads each partition, as that broker sees it: `None` from a broker outside a
+    /// cluster (it leads every partition it has).
+    pub leaders: Option<MetadataLeaders>,
+}
+
+/// Asks broker `slot` for `topic`'s metadata, retrying while it says the topic is being
+/// created. Frames answering other requests (in-flight produces) go to `other`.
 pub(crate) fn fetch_metadata(
     transport: &mut Transport,
+    slot: BrokerSlot,
     schedule: &RetransmitSchedule,
     topic: &str,
     auto_create: bool,
-    other: &mut dyn FnMut(&FrameHeader, &[u8]),
-) -> Result<TopicMetadata, ClientError> {
+    other: &mut dyn FnMut(BrokerSlot, &FrameHeader, &[u8]),
+) -> Result<MetadataAnswer, ClientError> {
     if !is_valid_topic_name(topic) {
         return Err(ClientError::InvalidTopic {
             topic: topic.to_string(),
@@ -50,21 +64,23 @@ pub(crate) fn fetch_metadata(
     // Bounded by the delivery timeout: each round waits at least request_timeout_ms.
     let mut not_ready_rounds = 0u32;
     loop {
-        let (answer, _) =
-            transport.exchange(schedule, &what, &header, &payload[..payload_len], other)?;
+        let (answer, _) = transport.exchange(
+            slot,
+            schedule,
+            &what,
+            &header,
+            &payload[..payload_len],
+            other,
+        )?;
         let code = answer.header.error;
         if code == 0 && answer.header.opcode == Opcode::MetadataResponse {
-            let response =
-                MetadataResponse::decode(&answer.payload).map_err(|e| ClientError::Protocol {
-                    detail: format!("metadata response: {e}"),
-                })?;
-            return check_response(topic, response);
+            return decode_answer(topic, &answer.payload);
         }
         match ErrorCode::from_u16(code) {
             Some(ErrorCode::UnknownTopicOrPartition) => {
                 return Err(ClientError::UnknownTopic {
                     topic: topic.to_string(),
-                    broker: transport.broker(),
+                    broker: transport.broker(slot),
                 })
             }
             Some(ErrorCode::InvalidTopic) => {
@@ -83,6 +99,20 @@ pub(crate) fn fetch_metadata(
             _ => return Err(ClientError::from_broker(&what, code, &answer.payload)),
         }
     }
+}
+
+/// A MetadataResponse payload: the fixed 8 bytes, then the leaders section if any.
+pub(crate) fn decode_answer(topic: &str, payload: &[u8]) -> Result<MetadataAnswer, ClientError> {
+    let malformed = |e| ClientError::Protocol {
+        detail: format!("metadata response: {e}"),
+    };
+    let response = MetadataResponse::decode(payload).map_err(malformed)?;
+    let leaders =
+        MetadataLeaders::decode(&payload[MetadataResponse::BYTES..]).map_err(malformed)?;
+    Ok(MetadataAnswer {
+        meta: check_response(topic, response)?,
+        leaders,
+    })
 }
 
 fn check_response(topic: &str, response: MetadataResponse) -> Result<TopicMetadata, ClientError> {

@@ -20,6 +20,19 @@
 //! answers a batch's latest transmission counts; one answering an earlier transmission
 //! (already superseded by a resend) is ignored.
 //!
+//! Leaders (see `leaders.rs`): a topic's first use asks the bootstrap broker's Metadata
+//! and, from a broker of a cluster, each partition's leader's own; each partition's
+//! batches go to its leader with that broker's handle. `NotLeaderOrFollower` (the
+//! leadership moved, or a restarted leader is still deciding) holds the partition: nothing
+//! is sent to it until a look-up of its leader (at once, then backing off
+//! [`RetransmitSchedule::wait`]) finds a broker that says it leads it; then every in-flight
+//! batch goes there in one in-order round, with the same producer id, epoch and sequences,
+//! so the new leader recognises those it already holds (idempotence state is replicated
+//! with the batches). A batch unanswered after [`SILENT_TRIES_BEFORE_LOOK_UP`]
+//! transmissions asks the other brokers too, and moves if one of them leads the partition
+//! now; if none does, the batch keeps going to the broker that led it. Messages of a
+//! partition without a leader fail at their delivery timeout with `ClientError::NoLeader`.
+//!
 //! Progress happens inside `send()` when a batch closes, and in `poll()` / `flush()`: call
 //! `poll()` when there is nothing to send, so acks are read and timers run.
 
@@ -39,10 +52,14 @@ use precursor_protocol::record_batch::{
     NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 
-use crate::metadata::{fetch_metadata, TopicMetadata};
+use crate::leaders::{
+    learn_topic, look_up, per_broker_schedule, set_frame_partition, Leader, LeaderQuery,
+    LeaderView, Route,
+};
+use crate::metadata::TopicMetadata;
 use crate::partitioner::{partition_for_key, StickyPartition};
 use crate::retransmit::RetransmitSchedule;
-use crate::transport::Transport;
+use crate::transport::{BrokerSlot, Transport};
 use crate::{ClientConfig, ClientError};
 use precursor_protocol::record_batch::increment_sequence;
 
@@ -58,6 +75,11 @@ pub const RESEND_WAIT_US_FIRST: u64 = 50;
 pub const RESEND_WAIT_US_MAX: u64 = 5_000;
 /// Doublings of the resend wait beyond which it is at its cap anyway (no shift overflow).
 const RESEND_DOUBLINGS_MAX: u32 = 16;
+/// A batch of a replicated topic unanswered after this many transmissions (20 + 40 + 80 ms
+/// at the defaults) has the other brokers asked whether its partition's leader moved.
+pub const SILENT_TRIES_BEFORE_LOOK_UP: u32 = 3;
+/// Topics one producer sends to (its partition keys number them in 16 bits).
+const TOPICS_MAX: usize = 1 << 16;
 
 /// How to produce.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +127,7 @@ pub struct MessageId(pub u64);
 #[derive(Clone, Debug)]
 pub struct Delivery {
     pub id: MessageId,
+    /// The topic's id at the broker the partition was sent to (ids are per broker).
     pub topic_id: u16,
     pub partition: u16,
     /// The offset the broker gave it; `None` with `acks = none`, on error, and when the
@@ -144,6 +167,19 @@ pub struct ProducerStats {
     pub in_flight_messages: u64,
     /// Frames received that answered nothing in flight (late duplicates of acks).
     pub stale_answers: u64,
+    /// Look-ups of a topic's leaders after its first Metadata (NotLeaderOrFollower, a
+    /// silent broker, a leader still unknown).
+    pub leader_look_ups: u64,
+    /// Partitions moved to another broker (their in-flight batches resent there).
+    pub leader_moves: u64,
+}
+
+/// A partition as this producer names it: its topic's index in the producer and the
+/// partition. Brokers number topics themselves: their handles are routes ([`Route`]).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct PartitionKey {
+    topic_index: u16,
+    partition: u16,
 }
 
 #[derive(Copy, Clone, Debug)]
@@ -185,8 +221,10 @@ struct PendingResend {
 }
 
 struct PartitionState {
-    topic_index: usize,
-    handle: PartitionHandle,
+    key: PartitionKey,
+    /// Since when its leader is not known (NotLeaderOrFollower, or none yet): nothing is
+    /// sent to it, batches wait in `in_flight` until a look-up finds the leader.
+    awaiting_leader_since: Option<Instant>,
     producer_id: i64,
     next_sequence: i32,
     /// A batch failed for good: start a new producer id once nothing is in flight.
@@ -205,8 +243,31 @@ struct PartitionState {
 
 struct TopicEntry {
     name: String,
+    /// `topic_id` is the first broker's; the frame limit the smallest of its brokers'.
     meta: TopicMetadata,
     sticky: StickyPartition,
+    /// One per partition: where its batches go.
+    leaders: Vec<Leader>,
+    /// Learned from a broker of a cluster: leaders can move.
+    replicated: bool,
+    /// A look-up of its leaders that is due.
+    look_up: Option<LeaderLookUp>,
+    /// Consecutive look-ups that left a wanted partition without a leader (the back-off).
+    look_up_rounds: u32,
+    /// The brokers the latest look-up asked, for errors.
+    asked: String,
+}
+
+/// A look-up of a topic's leaders waiting for its time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LeaderLookUp {
+    due: Instant,
+    /// The partitions it is for.
+    wanted: Vec<u16>,
+    /// Ask first: the broker that answered NotLeaderOrFollower knows who leads now.
+    prefer: Option<BrokerSlot>,
+    /// Do not ask: the broker that stopped answering (its batches keep retrying it).
+    skip: Option<BrokerSlot>,
 }
 
 /// The part of a producer that handles answers: separate from the transport so a frame
@@ -217,8 +278,10 @@ struct ProducerState {
     idempotent: bool,
     topics: Vec<TopicEntry>,
     topic_index: HashMap<String, usize>,
-    /// Looked up several times per message: a hash of the u32 handle, not SipHash.
-    partitions: FxHashMap<PartitionHandle, PartitionState>,
+    /// Looked up several times per message: a hash of the key, not SipHash.
+    partitions: FxHashMap<PartitionKey, PartitionState>,
+    /// Which partition an answer is about: the broker it came from and its handle.
+    routes: FxHashMap<Route, PartitionKey>,
     /// The topic of the last `send`: most producers send to one topic at a time.
     last_topic: Option<usize>,
     deliveries: VecDeque<Delivery>,
@@ -230,7 +293,8 @@ struct ProducerState {
     batch_buf: Vec<u8>,
 }
 
-/// Produces messages to one broker over UDP. Not thread-safe by design: one per thread.
+/// Produces messages to the leaders of its partitions (over UDP; over IPC and RDMA to the
+/// data plane attached). Not thread-safe by design: one per thread.
 pub struct Producer {
     transport: Transport,
     state: ProducerState,
@@ -302,6 +366,7 @@ impl Producer {
                 topics: Vec::new(),
                 topic_index: HashMap::new(),
                 partitions: FxHashMap::default(),
+                routes: FxHashMap::default(),
                 last_topic: None,
                 deliveries: VecDeque::new(),
                 next_message_id: 0,
@@ -346,7 +411,13 @@ impl Producer {
                 partition_count: meta.partition_count,
             });
         }
-        let handle = PartitionHandle::new(meta.topic_id, partition);
+        if let Some(error) = entry.leaders[partition as usize].elsewhere_error(topic, partition) {
+            return Err(error);
+        }
+        let at = PartitionKey {
+            topic_index: topic_index as u16,
+            partition,
+        };
         let limit_bytes =
             batch_bytes_limit(self.state.config.batch_bytes_max, meta.frame_bytes_max);
         let alone_bytes = BATCH_HEADER_BYTES + record_encoded_bytes(0, 0, key, Some(value), &[]);
@@ -356,14 +427,14 @@ impl Producer {
                 limit_bytes,
             });
         }
-        if !self.state.partitions.contains_key(&handle) {
-            let p = self.state.new_partition(topic_index, handle, timestamp_ms);
-            self.state.partitions.insert(handle, p);
+        if !self.state.partitions.contains_key(&at) {
+            let p = self.state.new_partition(at, accepted_at, timestamp_ms);
+            self.state.partitions.insert(at, p);
         }
 
         // The open batch is full for this record: it must go before the record can be added.
         let full = {
-            let p = &self.state.partitions[&handle];
+            let p = &self.state.partitions[&at];
             p.open.is_some()
                 && !batch_has_room(
                     p.builder.uncompressed_bytes(),
@@ -373,18 +444,18 @@ impl Producer {
                 )
         };
         if full {
-            self.wait_for_window(handle)?;
+            self.wait_for_window(at)?;
             self.state
-                .close_and_transmit(&mut self.transport, handle, Instant::now())?;
+                .close_and_transmit(&mut self.transport, at, Instant::now())?;
         }
 
         let state = &mut self.state;
         let id = state.next_message_id;
         state.next_message_id += 1;
-        if state.partitions[&handle].open.is_none() {
-            state.open_batch(handle, accepted_at, timestamp_ms);
+        if state.partitions[&at].open.is_none() {
+            state.open_batch(at, accepted_at, timestamp_ms);
         }
-        let p = state.partitions.get_mut(&handle).expect("inserted above");
+        let p = state.partitions.get_mut(&at).expect("inserted above");
         p.builder.append(timestamp_ms, key, value, &[]);
         p.open
             .as_mut()
@@ -404,7 +475,7 @@ impl Producer {
         );
         let linger_off = state.config.linger_us == 0;
         if (linger_off || now_full) && p.in_flight.len() < state.config.in_flight_max {
-            state.close_and_transmit(&mut self.transport, handle, Instant::now())?;
+            state.close_and_transmit(&mut self.transport, at, Instant::now())?;
             self.receive_burst(None)?;
         }
         Ok(MessageId(id))
@@ -414,7 +485,7 @@ impl Producer {
     /// batches. Returns how much it did (frames received + frames sent).
     pub fn poll(&mut self) -> Result<usize, ClientError> {
         let received = self.receive_burst(None)?;
-        let sent = self.state.run_timers(&mut self.transport, Instant::now())?;
+        let sent = self.run_timers(Instant::now())?;
         Ok(received + sent)
     }
 
@@ -433,18 +504,18 @@ impl Producer {
         loop {
             let now = Instant::now();
             // Close every open batch whose window has room; the others wait for acks.
-            let ready: Vec<PartitionHandle> = self
+            let ready: Vec<PartitionKey> = self
                 .state
                 .partitions
                 .values()
                 .filter(|p| p.open.is_some() && p.in_flight.len() < self.state.config.in_flight_max)
-                .map(|p| p.handle)
+                .map(|p| p.key)
                 .collect();
-            for handle in ready {
+            for key in ready {
                 self.state
-                    .close_and_transmit(&mut self.transport, handle, now)?;
+                    .close_and_transmit(&mut self.transport, key, now)?;
             }
-            self.state.run_timers(&mut self.transport, now)?;
+            self.run_timers(now)?;
             if self.state.stats.in_flight_messages == 0 {
                 return Ok(());
             }
@@ -455,7 +526,7 @@ impl Producer {
                         "flush ({} messages in {} batches still unacknowledged)",
                         self.state.stats.in_flight_messages, self.state.stats.in_flight_batches
                     ),
-                    broker: self.transport.broker(),
+                    broker: self.transport.broker(BrokerSlot(0)),
                     waited_ms: started.elapsed().as_millis() as u64,
                     tries: 0,
                 });
@@ -490,28 +561,30 @@ impl Producer {
             self.state.last_topic = Some(index);
             return Ok(index);
         }
-        let state = &mut self.state;
-        let schedule = state.schedule;
-        let meta = fetch_metadata(
-            &mut self.transport,
-            &schedule,
-            topic,
-            state.config.auto_create_topics,
-            &mut |header, payload| state.on_frame(header, payload, Instant::now()),
-        )?;
-        Ok(self.add_topic(topic, meta))
+        if self.state.topics.len() >= TOPICS_MAX {
+            return Err(ClientError::Usage(format!(
+                "a producer sends to at most {TOPICS_MAX} topics"
+            )));
+        }
+        let view = self.learn_topic(topic)?;
+        Ok(self.state.add_topic(topic, view))
     }
 
-    fn add_topic(&mut self, topic: &str, meta: TopicMetadata) -> usize {
-        let seed = random_positive_i64() as u64;
-        let index = self.state.topics.len();
-        self.state.topics.push(TopicEntry {
-            name: topic.to_string(),
-            meta,
-            sticky: StickyPartition::new(seed, meta.partition_count),
-        });
-        self.state.topic_index.insert(topic.to_string(), index);
-        index
+    /// A topic's first look-up (`leaders::learn_topic`); answers to in-flight batches
+    /// that arrive meanwhile are handled.
+    fn learn_topic(&mut self, topic: &str) -> Result<LeaderView, ClientError> {
+        let state = &mut self.state;
+        let schedule = state.schedule;
+        let auto_create = state.config.auto_create_topics;
+        let client = state.config.client.clone();
+        learn_topic(
+            &mut self.transport,
+            &client,
+            &schedule,
+            topic,
+            auto_create,
+            &mut |slot, header, payload| state.on_frame(slot, header, payload, Instant::now()),
+        )
     }
 
     /// Receives up to a burst of frames; the first receive waits up to `wait`.
@@ -521,21 +594,58 @@ impl Producer {
             if !self.transport.recv(if i == 0 { wait } else { None })? {
                 break;
             }
-            if let Some((header, payload)) = self.transport.frame() {
-                self.state.on_frame(&header, payload, Instant::now());
+            if let Some((slot, header, payload)) = self.transport.frame() {
+                self.state.on_frame(slot, &header, payload, Instant::now());
                 received += 1;
             }
         }
         Ok(received)
     }
 
-    /// Runs receive/timer rounds until `handle` has room in its window. Bounded: every
+    /// Look-ups of leaders that are due, then the state's timers. Returns frames sent.
+    fn run_timers(&mut self, now: Instant) -> Result<usize, ClientError> {
+        self.look_up_due_leaders(now);
+        self.state.run_timers(&mut self.transport, now)
+    }
+
+    /// Runs every leader look-up that is due (each bounded: brokers are asked once each,
+    /// briefly) and moves the partitions whose leader it found.
+    fn look_up_due_leaders(&mut self, now: Instant) {
+        for topic_index in 0..self.state.topics.len() {
+            let Some(due) = self.state.topics[topic_index].look_up.clone() else {
+                continue;
+            };
+            if now < due.due {
+                continue;
+            }
+            let state = &mut self.state;
+            state.topics[topic_index].look_up = None;
+            state.stats.leader_look_ups += 1;
+            let topic = state.topics[topic_index].name.clone();
+            let per_broker = per_broker_schedule(&state.schedule);
+            let query = LeaderQuery {
+                topic: &topic,
+                auto_create: false,
+                first: due.prefer.into_iter().collect(),
+                skip: due.skip,
+                wanted: Some(due.wanted.clone()),
+                first_schedule: per_broker,
+                per_broker,
+            };
+            let view = look_up(&mut self.transport, &query, &mut |slot, header, payload| {
+                state.on_frame(slot, header, payload, Instant::now())
+            });
+            state.apply_look_up(topic_index, &due, view.ok(), Instant::now());
+        }
+    }
+
+    /// Runs receive/timer rounds until `key` has room in its window. Bounded: every
     /// in-flight batch is acked or fails by its delivery timeout.
-    fn wait_for_window(&mut self, handle: PartitionHandle) -> Result<(), ClientError> {
+    fn wait_for_window(&mut self, key: PartitionKey) -> Result<(), ClientError> {
         loop {
             let now = Instant::now();
-            self.state.run_timers(&mut self.transport, now)?;
-            if self.state.partitions[&handle].in_flight.len() < self.state.config.in_flight_max {
+            self.run_timers(now)?;
+            if self.state.partitions[&key].in_flight.len() < self.state.config.in_flight_max {
                 return Ok(());
             }
             let wake = self
@@ -596,10 +706,48 @@ fn schedule_resend(
 }
 
 impl ProducerState {
+    /// Adds a topic from its first look-up; returns its index.
+    fn add_topic(&mut self, topic: &str, view: LeaderView) -> usize {
+        let seed = random_positive_i64() as u64;
+        let index = self.topics.len();
+        debug_assert!(index < TOPICS_MAX);
+        let first_topic_id = view
+            .leaders
+            .iter()
+            .find_map(|l| l.route())
+            .map_or(0, |r| r.handle.topic_id());
+        let meta = TopicMetadata {
+            topic_id: first_topic_id,
+            partition_count: view.partition_count,
+            frame_bytes_max: view.frame_bytes_max,
+        };
+        for (partition, leader) in view.leaders.iter().enumerate() {
+            if let Some(route) = leader.route() {
+                let key = PartitionKey {
+                    topic_index: index as u16,
+                    partition: partition as u16,
+                };
+                self.routes.insert(route, key);
+            }
+        }
+        self.topics.push(TopicEntry {
+            name: topic.to_string(),
+            meta,
+            sticky: StickyPartition::new(seed, meta.partition_count),
+            leaders: view.leaders,
+            replicated: view.replicated,
+            look_up: None,
+            look_up_rounds: 0,
+            asked: view.asked,
+        });
+        self.topic_index.insert(topic.to_string(), index);
+        index
+    }
+
     fn new_partition(
-        &self,
-        topic_index: usize,
-        handle: PartitionHandle,
+        &mut self,
+        key: PartitionKey,
+        now: Instant,
         timestamp_ms: i64,
     ) -> PartitionState {
         let producer_id = if self.idempotent {
@@ -607,9 +755,13 @@ impl ProducerState {
         } else {
             NO_PRODUCER_ID
         };
+        let leader_known = self.leader(key).route().is_some();
+        if !leader_known {
+            self.want_look_up(key, now, None, None);
+        }
         PartitionState {
-            topic_index,
-            handle,
+            key,
+            awaiting_leader_since: (!leader_known).then_some(now),
             producer_id,
             next_sequence: 0,
             needs_new_producer_id: false,
@@ -618,6 +770,165 @@ impl ProducerState {
             in_flight: VecDeque::new(),
             resend: None,
             refused_rounds: 0,
+        }
+    }
+
+    fn leader(&self, key: PartitionKey) -> &Leader {
+        &self.topics[key.topic_index as usize].leaders[key.partition as usize]
+    }
+
+    /// Asks for a look-up of `key`'s leader (merged into one already due for its topic):
+    /// at once after a success, else after the back-off of the topic's failed rounds.
+    fn want_look_up(
+        &mut self,
+        key: PartitionKey,
+        now: Instant,
+        prefer: Option<BrokerSlot>,
+        skip: Option<BrokerSlot>,
+    ) {
+        let schedule = self.schedule;
+        let topic = &mut self.topics[key.topic_index as usize];
+        match &mut topic.look_up {
+            Some(pending) => {
+                if !pending.wanted.contains(&key.partition) {
+                    pending.wanted.push(key.partition);
+                }
+                pending.prefer = pending.prefer.or(prefer);
+                if pending.skip != skip {
+                    pending.skip = None;
+                }
+            }
+            None => {
+                let wait = match topic.look_up_rounds {
+                    0 => Duration::ZERO,
+                    rounds => schedule.wait(rounds - 1),
+                };
+                topic.look_up = Some(LeaderLookUp {
+                    due: now + wait,
+                    wanted: vec![key.partition],
+                    prefer,
+                    skip,
+                });
+            }
+        }
+    }
+
+    /// What a look-up of `topic_index`'s leaders found (`None`: no broker answered):
+    /// partitions whose leader is now known there move (their in-flight batches resent
+    /// there in order); those led where this client cannot send fail; those still without
+    /// a leader wait for the next look-up, after a longer back-off.
+    fn apply_look_up(
+        &mut self,
+        topic_index: usize,
+        asked: &LeaderLookUp,
+        view: Option<LeaderView>,
+        now: Instant,
+    ) {
+        let mut failed: Vec<(PartitionKey, ClientError)> = Vec::new();
+        if let Some(view) = view {
+            let topic = &mut self.topics[topic_index];
+            topic.asked = view.asked;
+            topic.replicated |= view.replicated;
+            topic.meta.frame_bytes_max = topic.meta.frame_bytes_max.min(view.frame_bytes_max);
+            let count = topic.meta.partition_count.min(view.partition_count);
+            for (partition, found) in view.leaders.into_iter().enumerate().take(count as usize) {
+                let key = PartitionKey {
+                    topic_index: topic_index as u16,
+                    partition: partition as u16,
+                };
+                let topic = &mut self.topics[topic_index];
+                let before = topic.leaders[partition].route();
+                match found {
+                    Leader::Known(route) => {
+                        let moved = before != Some(route);
+                        if moved {
+                            if let Some(old) = before {
+                                self.routes.remove(&old);
+                            }
+                            self.routes.insert(route, key);
+                            topic.leaders[partition] = Leader::Known(route);
+                        }
+                        let Some(p) = self.partitions.get_mut(&key) else {
+                            continue;
+                        };
+                        if !moved && p.awaiting_leader_since.is_none() {
+                            continue;
+                        }
+                        if moved && before.is_some() {
+                            self.stats.leader_moves += 1;
+                        }
+                        p.awaiting_leader_since = None;
+                        for batch in p.in_flight.iter_mut() {
+                            set_frame_partition(&mut batch.frame, route.handle);
+                            if moved {
+                                // Answers to earlier transmissions cannot reach us now.
+                                batch.answers_awaited = 0;
+                            }
+                        }
+                        if !p.in_flight.is_empty() {
+                            // Every batch in flight, oldest first, at once.
+                            p.resend = Some(PendingResend {
+                                from_request_id: 0,
+                                due: now,
+                            });
+                        }
+                    }
+                    // Nobody else leads it: a partition waiting keeps waiting, one whose
+                    // broker went silent keeps retrying that broker.
+                    Leader::Unknown => {}
+                    elsewhere @ Leader::Elsewhere { .. } => {
+                        let error = elsewhere
+                            .elsewhere_error(&topic.name, partition as u16)
+                            .expect("led elsewhere");
+                        if let Some(old) = before {
+                            self.routes.remove(&old);
+                        }
+                        topic.leaders[partition] = elsewhere;
+                        failed.push((key, error));
+                    }
+                }
+            }
+        }
+        for (key, error) in failed {
+            let Some(p) = self.partitions.get_mut(&key) else {
+                continue;
+            };
+            p.awaiting_leader_since = None;
+            p.resend = None;
+            let batches: Vec<InFlightBatch> = p.in_flight.drain(..).collect();
+            for batch in batches {
+                self.fail_batch(key, batch, &error, now);
+            }
+        }
+        // Settled: every partition it was for has a leader now (or cannot have one here).
+        let settled = asked.wanted.iter().all(|&partition| {
+            let key = PartitionKey {
+                topic_index: topic_index as u16,
+                partition,
+            };
+            !matches!(self.leader(key), Leader::Unknown)
+                && self
+                    .partitions
+                    .get(&key)
+                    .is_none_or(|p| p.awaiting_leader_since.is_none())
+        });
+        let topic = &mut self.topics[topic_index];
+        topic.look_up_rounds = if settled {
+            0
+        } else {
+            topic.look_up_rounds.saturating_add(1)
+        };
+        // Partitions still without a leader ask again (after the back-off).
+        let waiting: Vec<PartitionKey> = self
+            .partitions
+            .values()
+            .filter(|p| {
+                p.key.topic_index as usize == topic_index && p.awaiting_leader_since.is_some()
+            })
+            .map(|p| p.key)
+            .collect();
+        for key in waiting {
+            self.want_look_up(key, now, asked.prefer, None);
         }
     }
 
@@ -636,16 +947,16 @@ impl ProducerState {
         )
     }
 
-    /// Starts an empty batch for `handle` (a new producer id first, if a failure asked for
+    /// Starts an empty batch for `key` (a new producer id first, if a failure asked for
     /// one and nothing of the old id is in flight any more).
-    fn open_batch(&mut self, handle: PartitionHandle, now: Instant, timestamp_ms: i64) {
+    fn open_batch(&mut self, key: PartitionKey, now: Instant, timestamp_ms: i64) {
         let messages = self.message_pool.pop().unwrap_or_default();
-        let p = &self.partitions[&handle];
+        let p = &self.partitions[&key];
         debug_assert!(p.open.is_none());
         let fresh = (p.needs_new_producer_id && p.in_flight.is_empty())
             .then(random_producer_id)
             .map(|id| (id, self.new_builder(id, timestamp_ms)));
-        let p = self.partitions.get_mut(&handle).expect("known partition");
+        let p = self.partitions.get_mut(&key).expect("known partition");
         if let Some((producer_id, builder)) = fresh {
             p.producer_id = producer_id;
             p.next_sequence = 0;
@@ -660,23 +971,32 @@ impl ProducerState {
         });
     }
 
-    /// Closes the open batch of `handle`, encodes its frame and sends it.
+    /// Closes the open batch of `key`, encodes its frame and sends it to the partition's
+    /// leader (or holds it, while a resend round is pending or the leader is not known).
     fn close_and_transmit(
         &mut self,
         transport: &mut Transport,
-        handle: PartitionHandle,
+        key: PartitionKey,
         now: Instant,
     ) -> Result<(), ClientError> {
-        let Some(p) = self.partitions.get_mut(&handle) else {
+        let Some(p) = self.partitions.get_mut(&key) else {
             return Ok(());
         };
         let Some(open) = p.open.take() else {
             return Ok(());
         };
-        let topic = &mut self.topics[p.topic_index];
+        let topic = &mut self.topics[key.topic_index as usize];
         topic
             .sticky
-            .on_batch_closed(handle.partition(), topic.meta.partition_count);
+            .on_batch_closed(key.partition, topic.meta.partition_count);
+        let leader = &topic.leaders[key.partition as usize];
+        if let Some(error) = leader.elsewhere_error(&topic.name, key.partition) {
+            // The leader moved where this transport cannot follow.
+            p.builder.clear(NO_SEQUENCE, 0);
+            self.fail_messages(key, open.messages, &error, now);
+            return Ok(());
+        }
+        let route = leader.route();
         let frame_bytes_max = topic.meta.frame_bytes_max;
         let record_count = p.builder.records_count();
         debug_assert_eq!(record_count, open.messages.len());
@@ -699,10 +1019,11 @@ impl ProducerState {
                 p.needs_new_producer_id = true;
             }
             self.batch_buf = batch;
-            self.fail_messages(handle, messages, &error, now);
+            self.fail_messages(key, messages, &error, now);
             return Ok(());
         }
         let request_id = transport.next_request_id();
+        let handle = route.map_or(PartitionHandle(0), |r| r.handle);
         let mut header = FrameHeader::new(Opcode::Produce, request_id, handle.0, batch.len());
         header.flags = self.config.acks.to_flags();
         let mut frame = self.frame_pool.pop().unwrap_or_default();
@@ -715,17 +1036,24 @@ impl ProducerState {
 
         if self.config.acks == Acks::None {
             // Nothing will answer: delivered once sent.
-            if let Err(error) = transport.send_raw(&frame) {
-                self.fail_messages(handle, messages, &error, now);
+            let sent = match route {
+                Some(route) => transport.send_raw(route.slot, &frame),
+                None => Err(self.no_leader_error(key, now, now)),
+            };
+            if let Err(error) = sent {
+                self.fail_messages(key, messages, &error, now);
                 self.recycle(frame, Vec::new());
-                return Err(error);
+                return match error {
+                    ClientError::NoLeader { .. } => Ok(()),
+                    error => Err(error),
+                };
             }
             let topic_id = handle.topic_id();
             for m in &messages {
                 self.deliveries.push_back(Delivery {
                     id: MessageId(m.id),
                     topic_id,
-                    partition: handle.partition(),
+                    partition: key.partition,
                     offset: None,
                     latency_ns: now.saturating_duration_since(m.accepted_at).as_nanos() as u64,
                     error: None,
@@ -739,10 +1067,10 @@ impl ProducerState {
 
         let oldest = messages.first().map(|m| m.accepted_at).unwrap_or(now);
         self.stats.in_flight_batches += 1;
-        let p = self.partitions.get_mut(&handle).expect("known partition");
+        let p = self.partitions.get_mut(&key).expect("known partition");
         // Behind a pending resend round it would only be refused: the round sends it, in
-        // order after the refused ones.
-        let held = p.resend.is_some();
+        // order after the refused ones. Without a known leader it waits for one.
+        let held = p.resend.is_some() || p.awaiting_leader_since.is_some() || route.is_none();
         p.in_flight.push_back(InFlightBatch {
             request_id,
             frame,
@@ -754,13 +1082,13 @@ impl ProducerState {
             give_up_at: self.schedule.give_up_at(oldest),
             last_refusal: None,
         });
-        if held {
+        let Some(route) = route.filter(|_| !held) else {
             return Ok(());
-        }
+        };
         // On a socket error the batch stays in flight: retransmission tries again until the
         // delivery timeout, and the caller hears of the error now.
         let sent = p.in_flight.back().expect("pushed above");
-        transport.send_raw(&sent.frame)
+        transport.send_raw(route.slot, &sent.frame)
     }
 
     /// Sends lingered batches, retransmits due ones, fails expired ones. Returns frames sent.
@@ -771,16 +1099,28 @@ impl ProducerState {
     ) -> Result<usize, ClientError> {
         let linger = Duration::from_micros(self.config.linger_us);
         let mut sent = 0;
-        let mut lingered: Vec<PartitionHandle> = Vec::new();
-        let mut expired: Vec<(PartitionHandle, u64)> = Vec::new();
+        let mut lingered: Vec<PartitionKey> = Vec::new();
+        let mut expired: Vec<(PartitionKey, u64)> = Vec::new();
+        let mut silent: Vec<(PartitionKey, BrokerSlot)> = Vec::new();
         for p in self.partitions.values_mut() {
             if let Some(open) = &p.open {
                 if now.saturating_duration_since(open.opened_at) >= linger
                     && p.in_flight.len() < self.config.in_flight_max
                 {
-                    lingered.push(p.handle);
+                    lingered.push(p.key);
                 }
             }
+            let topic = &self.topics[p.key.topic_index as usize];
+            let route = topic.leaders[p.key.partition as usize].route();
+            let Some(route) = route.filter(|_| p.awaiting_leader_since.is_none()) else {
+                // Waiting for a leader: nothing to send, only time to run out.
+                for batch in &p.in_flight {
+                    if now >= batch.give_up_at {
+                        expired.push((p.key, batch.request_id));
+                    }
+                }
+                continue;
+            };
             let resend = p.resend;
             let resend_due = resend.filter(|r| now >= r.due);
             if resend_due.is_some() {
@@ -791,9 +1131,9 @@ impl ProducerState {
             for batch in p.in_flight.iter_mut() {
                 let in_round = |r: PendingResend| batch.request_id >= r.from_request_id;
                 if now >= batch.give_up_at {
-                    expired.push((p.handle, batch.request_id));
+                    expired.push((p.key, batch.request_id));
                 } else if resend_due.is_some_and(in_round) {
-                    transport.send_raw(&batch.frame)?;
+                    transport.send_raw(route.slot, &batch.frame)?;
                     // A resend is not a timeout: the retransmit back-off stays where it was.
                     batch.next_due = self
                         .schedule
@@ -805,7 +1145,7 @@ impl ProducerState {
                 } else if resend.is_some_and(in_round) {
                     // Waits for its round: sent alone now it would be refused again.
                 } else if now >= batch.next_due {
-                    transport.send_raw(&batch.frame)?;
+                    transport.send_raw(route.slot, &batch.frame)?;
                     batch.next_due = self.schedule.next_due(now, batch.attempts);
                     batch.attempts += 1;
                     // No answer in time: the earlier ones are presumed lost.
@@ -813,49 +1153,90 @@ impl ProducerState {
                     batch.last_sent_at = now;
                     self.stats.retransmits += 1;
                     sent += 1;
+                    if topic.replicated && batch.attempts == SILENT_TRIES_BEFORE_LOOK_UP + 1 {
+                        silent.push((p.key, route.slot));
+                    }
                 }
             }
         }
-        for (handle, request_id) in expired {
-            let Some(batch) = self.take_in_flight(handle, request_id) else {
+        for (key, slot) in silent {
+            // Has the partition moved away from a broker that stopped answering?
+            self.want_look_up(key, now, None, Some(slot));
+        }
+        for (key, request_id) in expired {
+            let Some(batch) = self.take_in_flight(key, request_id) else {
                 continue;
             };
-            let what = format!(
-                "produce to partition {} of topic {} ({} messages)",
-                handle.partition(),
-                self.topic_name(handle),
-                batch.messages.len()
-            );
             let first_sent_at = batch.messages.first().map(|m| m.accepted_at).unwrap_or(now);
-            let error = match &batch.last_refusal {
-                Some((code, reason)) => ClientError::from_broker(
-                    format!("{what}, refused until the delivery timeout"),
-                    *code,
-                    reason.as_bytes(),
-                ),
-                None => transport.no_answer(&what, batch.attempts, first_sent_at),
+            let p = &self.partitions[&key];
+            let route = self.leader(key).route();
+            let error = match route.filter(|_| p.awaiting_leader_since.is_none()) {
+                Some(route) => {
+                    let what = format!(
+                        "produce to partition {} of topic {} ({} messages)",
+                        key.partition,
+                        self.topic_name(key),
+                        batch.messages.len()
+                    );
+                    match &batch.last_refusal {
+                        Some((code, reason)) => ClientError::from_broker(
+                            format!("{what}, refused until the delivery timeout"),
+                            *code,
+                            reason.as_bytes(),
+                        ),
+                        None => {
+                            transport.no_answer(route.slot, &what, batch.attempts, first_sent_at)
+                        }
+                    }
+                }
+                None => self.no_leader_error(key, first_sent_at, now),
             };
-            self.fail_batch(handle, batch, &error, now);
+            self.fail_batch(key, batch, &error, now);
         }
-        for handle in lingered {
-            self.close_and_transmit(transport, handle, now)?;
+        for key in lingered {
+            self.close_and_transmit(transport, key, now)?;
             sent += 1;
         }
         Ok(sent)
     }
 
-    /// The earliest moment a timer (linger, retransmit, give-up) needs attention.
+    /// `ClientError::NoLeader` for `key`, waited for since `since`.
+    fn no_leader_error(&self, key: PartitionKey, since: Instant, now: Instant) -> ClientError {
+        let topic = &self.topics[key.topic_index as usize];
+        ClientError::NoLeader {
+            topic: topic.name.clone(),
+            partition: key.partition,
+            waited_ms: now.saturating_duration_since(since).as_millis() as u64,
+            brokers: topic.asked.clone(),
+        }
+    }
+
+    /// The earliest moment a timer (linger, retransmit, give-up, leader look-up) needs
+    /// attention.
     fn next_timer(&self, now: Instant) -> Option<Instant> {
         let linger = Duration::from_micros(self.config.linger_us);
         let mut earliest: Option<Instant> = None;
         let mut consider = |t: Instant| {
             earliest = Some(earliest.map_or(t, |e| e.min(t)));
         };
+        for topic in &self.topics {
+            if let Some(look_up) = &topic.look_up {
+                consider(look_up.due);
+            }
+        }
         for p in self.partitions.values() {
             if let Some(open) = &p.open {
                 if p.in_flight.len() < self.config.in_flight_max {
                     consider((open.opened_at + linger).max(now));
                 }
+            }
+            let waiting = p.awaiting_leader_since.is_some() || self.leader(p.key).route().is_none();
+            if waiting {
+                // Nothing is sent until a look-up finds the leader: only the give-ups.
+                for batch in &p.in_flight {
+                    consider(batch.give_up_at);
+                }
+                continue;
             }
             if let Some(resend) = p.resend {
                 consider(resend.due);
@@ -867,14 +1248,22 @@ impl ProducerState {
         earliest
     }
 
-    /// Handles one frame from the broker.
-    fn on_frame(&mut self, header: &FrameHeader, payload: &[u8], now: Instant) {
+    /// Handles one frame from broker `slot`.
+    fn on_frame(&mut self, slot: BrokerSlot, header: &FrameHeader, payload: &[u8], now: Instant) {
         if !matches!(header.opcode, Opcode::ProduceAck | Opcode::Error) {
             self.stats.stale_answers += 1;
             return;
         }
-        let handle = PartitionHandle(header.partition);
-        let Some(p) = self.partitions.get_mut(&handle) else {
+        let route = Route {
+            slot,
+            handle: PartitionHandle(header.partition),
+        };
+        let Some(&key) = self.routes.get(&route) else {
+            // From a broker the partition has moved away from, or about no partition of ours.
+            self.stats.stale_answers += 1;
+            return;
+        };
+        let Some(p) = self.partitions.get_mut(&key) else {
             self.stats.stale_answers += 1;
             return;
         };
@@ -894,12 +1283,12 @@ impl ProducerState {
             p.refused_rounds = 0;
             let batch = p.remove_in_flight(position);
             match ProduceAck::decode(payload) {
-                Ok(ack) => self.deliver_batch(handle, batch, Some(ack.base_offset), now),
+                Ok(ack) => self.deliver_batch(key, batch, Some(ack.base_offset), now),
                 Err(e) => {
                     let error = ClientError::Protocol {
                         detail: format!("produce ack: {e}"),
                     };
-                    self.fail_batch(handle, batch, &error, now);
+                    self.fail_batch(key, batch, &error, now);
                 }
             }
             return;
@@ -909,7 +1298,21 @@ impl ProducerState {
                 p.refused_rounds = 0;
                 let batch = p.remove_in_flight(position);
                 self.stats.duplicates += 1;
-                self.deliver_batch(handle, batch, None, now);
+                self.deliver_batch(key, batch, None, now);
+            }
+            Some(ErrorCode::NotLeaderOrFollower) => {
+                self.stats.retriable_errors += 1;
+                if p.in_flight[position].answers_awaited > 0 {
+                    // Answers an older transmission: a later one is on its way.
+                    return;
+                }
+                // The leadership moved (or a restarted leader is still deciding): hold the
+                // partition and ask who leads it, this broker first (it knows best).
+                if p.awaiting_leader_since.is_none() {
+                    p.awaiting_leader_since = Some(now);
+                }
+                p.resend = None;
+                self.want_look_up(key, now, Some(slot), None);
             }
             Some(c) if c.is_retriable() => {
                 self.stats.retriable_errors += 1;
@@ -934,7 +1337,7 @@ impl ProducerState {
                     ErrorCode::Busy | ErrorCode::OutOfOrderSequence => {
                         Duration::from_micros(resend_wait_us(round))
                     }
-                    // Leadership, topic creation: the retransmit schedule's pace.
+                    // Replicas, topic creation: the retransmit schedule's pace.
                     _ => schedule.wait(round.saturating_sub(1)),
                 });
             }
@@ -942,8 +1345,8 @@ impl ProducerState {
                 let batch = p.remove_in_flight(position);
                 let what = format!(
                     "produce to partition {} of topic {}",
-                    handle.partition(),
-                    self.topic_name(handle)
+                    key.partition,
+                    self.topic_name(key)
                 );
                 let error = ClientError::from_broker(what, code, payload);
                 if matches!(
@@ -951,25 +1354,24 @@ impl ProducerState {
                     Some(ErrorCode::UnknownTopicOrPartition)
                 ) {
                     // The topic may have been deleted: ask for metadata again next time.
-                    let name = self.topic_name(handle);
+                    let name = self.topic_name(key);
                     self.topic_index.remove(&name);
+                    if self.last_topic == Some(key.topic_index as usize) {
+                        self.last_topic = None;
+                    }
                 }
-                self.fail_batch(handle, batch, &error, now);
+                self.fail_batch(key, batch, &error, now);
             }
         }
     }
 
     #[cfg(test)]
-    fn resend_pending(&self, handle: PartitionHandle) -> Option<u64> {
-        self.partitions[&handle].resend.map(|r| r.from_request_id)
+    fn resend_pending(&self, key: PartitionKey) -> Option<u64> {
+        self.partitions[&key].resend.map(|r| r.from_request_id)
     }
 
-    fn take_in_flight(
-        &mut self,
-        handle: PartitionHandle,
-        request_id: u64,
-    ) -> Option<InFlightBatch> {
-        let p = self.partitions.get_mut(&handle)?;
+    fn take_in_flight(&mut self, key: PartitionKey, request_id: u64) -> Option<InFlightBatch> {
+        let p = self.partitions.get_mut(&key)?;
         let position = p
             .in_flight
             .iter()
@@ -977,26 +1379,32 @@ impl ProducerState {
         Some(p.remove_in_flight(position))
     }
 
-    fn topic_name(&self, handle: PartitionHandle) -> String {
-        self.partitions
-            .get(&handle)
-            .map(|p| self.topics[p.topic_index].name.clone())
-            .unwrap_or_else(|| format!("#{}", handle.topic_id()))
+    fn topic_name(&self, key: PartitionKey) -> String {
+        self.topics[key.topic_index as usize].name.clone()
+    }
+
+    /// The topic's id at the broker `key` is sent to (the first broker's while none).
+    fn topic_id(&self, key: PartitionKey) -> u16 {
+        self.leader(key).route().map_or_else(
+            || self.topics[key.topic_index as usize].meta.topic_id,
+            |r| r.handle.topic_id(),
+        )
     }
 
     fn deliver_batch(
         &mut self,
-        handle: PartitionHandle,
+        key: PartitionKey,
         batch: InFlightBatch,
         base_offset: Option<u64>,
         now: Instant,
     ) {
         let count = batch.messages.len() as u64;
+        let topic_id = self.topic_id(key);
         for (i, m) in batch.messages.iter().enumerate() {
             self.deliveries.push_back(Delivery {
                 id: MessageId(m.id),
-                topic_id: handle.topic_id(),
-                partition: handle.partition(),
+                topic_id,
+                partition: key.partition,
                 offset: base_offset.map(|b| b + i as u64),
                 latency_ns: now.saturating_duration_since(m.accepted_at).as_nanos() as u64,
                 error: None,
@@ -1010,14 +1418,14 @@ impl ProducerState {
 
     fn fail_batch(
         &mut self,
-        handle: PartitionHandle,
+        key: PartitionKey,
         batch: InFlightBatch,
         error: &ClientError,
         now: Instant,
     ) {
         self.stats.in_flight_batches -= 1;
         if self.idempotent {
-            if let Some(p) = self.partitions.get_mut(&handle) {
+            if let Some(p) = self.partitions.get_mut(&key) {
                 // The broker may or may not hold this batch: its sequence state is unknown.
                 p.needs_new_producer_id = true;
             }
@@ -1025,23 +1433,24 @@ impl ProducerState {
         let InFlightBatch {
             frame, messages, ..
         } = batch;
-        self.fail_messages(handle, messages, error, now);
+        self.fail_messages(key, messages, error, now);
         self.frame_pool.push(frame);
     }
 
     fn fail_messages(
         &mut self,
-        handle: PartitionHandle,
+        key: PartitionKey,
         messages: Vec<PendingMessage>,
         error: &ClientError,
         now: Instant,
     ) {
         let count = messages.len() as u64;
+        let topic_id = self.topic_id(key);
         for m in &messages {
             self.deliveries.push_back(Delivery {
                 id: MessageId(m.id),
-                topic_id: handle.topic_id(),
-                partition: handle.partition(),
+                topic_id,
+                partition: key.partition,
                 offset: None,
                 latency_ns: now.saturating_duration_since(m.accepted_at).as_nanos() as u64,
                 error: Some(error.clone()),
@@ -1087,6 +1496,7 @@ mod tests {
             client: ClientConfig {
                 transport: TransportKind::Udp,
                 broker: silent.local_addr().unwrap(),
+                bootstrap_brokers: Vec::new(),
                 bind: Some("127.0.0.1:0".parse().unwrap()),
                 request_timeout_ms: 60_000,
                 retransmit_backoff_max_ms: 60_000,
@@ -1099,15 +1509,36 @@ mod tests {
         };
         tweak(&mut config);
         let mut producer = Producer::new(config).unwrap();
-        producer.add_topic(
-            "t",
-            TopicMetadata {
-                topic_id: TOPIC_ID,
-                partition_count: 4,
-                frame_bytes_max: FRAME_LIMIT,
-            },
-        );
+        producer
+            .state
+            .add_topic("t", single_broker_view(TOPIC_ID, 4));
         (producer, silent)
+    }
+
+    /// What Metadata from one broker outside a cluster says: it leads every partition.
+    fn single_broker_view(topic_id: u16, partition_count: u16) -> LeaderView {
+        LeaderView {
+            partition_count,
+            frame_bytes_max: FRAME_LIMIT,
+            replicated: false,
+            leaders: (0..partition_count)
+                .map(|p| {
+                    Leader::Known(Route {
+                        slot: BrokerSlot(0),
+                        handle: PartitionHandle::new(topic_id, p),
+                    })
+                })
+                .collect(),
+            asked: "127.0.0.1".to_string(),
+        }
+    }
+
+    /// Partition `partition` of the first topic.
+    fn key(partition: u16) -> PartitionKey {
+        PartitionKey {
+            topic_index: 0,
+            partition,
+        }
     }
 
     /// Every frame the silent socket has received so far.
@@ -1294,19 +1725,28 @@ mod tests {
         let now = Instant::now();
 
         let (header, payload) = ack(&sent[1].0, 10, 1);
-        producer.state.on_frame(&header, &payload, now);
-        // The same ack again (the broker answered a retransmission too): ignored.
-        producer.state.on_frame(&header, &payload, now);
         producer
             .state
-            .on_frame(&refusal(&sent[0].0, ErrorCode::DuplicateSequence), &[], now);
+            .on_frame(BrokerSlot(0), &header, &payload, now);
+        // The same ack again (the broker answered a retransmission too): ignored.
+        producer
+            .state
+            .on_frame(BrokerSlot(0), &header, &payload, now);
         producer.state.on_frame(
+            BrokerSlot(0),
+            &refusal(&sent[0].0, ErrorCode::DuplicateSequence),
+            &[],
+            now,
+        );
+        producer.state.on_frame(
+            BrokerSlot(0),
             &refusal(&sent[2].0, ErrorCode::StorageError),
             b"disk full",
             now,
         );
         // Retriable: stays in flight.
         producer.state.on_frame(
+            BrokerSlot(0),
             &refusal(&sent[3].0, ErrorCode::OutOfOrderSequence),
             &[],
             now,
@@ -1342,7 +1782,9 @@ mod tests {
         // A failed batch leaves the broker's sequence state unknown: the partition's next
         // batch (once nothing is in flight) comes from a fresh producer id, sequence 0.
         let (header, payload) = ack(&sent[3].0, 11, 1);
-        producer.state.on_frame(&header, &payload, now);
+        producer
+            .state
+            .on_frame(BrokerSlot(0), &header, &payload, now);
         producer.send("t", Some(1), None, b"after").unwrap();
         let next = frames(&silent);
         let old = RecordBatchHeader::parse(&sent[3].1).unwrap();
@@ -1366,7 +1808,7 @@ mod tests {
             c.linger_us = 0;
             c.in_flight_max = 5;
         });
-        let handle = PartitionHandle::new(TOPIC_ID, 0);
+        let handle = key(0);
         for i in 0..5u8 {
             producer.send("t", Some(0), None, &[i]).unwrap();
         }
@@ -1375,13 +1817,19 @@ mod tests {
         let now = Instant::now();
         // The broker's next segment is not ready: the first batch is refused Busy, the
         // four pipelined behind it out of order. One round, not five.
-        producer
-            .state
-            .on_frame(&refusal(&sent[0].0, ErrorCode::Busy), &[], now);
+        producer.state.on_frame(
+            BrokerSlot(0),
+            &refusal(&sent[0].0, ErrorCode::Busy),
+            &[],
+            now,
+        );
         for (header, _) in &sent[1..] {
-            producer
-                .state
-                .on_frame(&refusal(header, ErrorCode::OutOfOrderSequence), &[], now);
+            producer.state.on_frame(
+                BrokerSlot(0),
+                &refusal(header, ErrorCode::OutOfOrderSequence),
+                &[],
+                now,
+            );
         }
         assert_eq!(
             producer.state.resend_pending(handle),
@@ -1401,7 +1849,9 @@ mod tests {
         );
         for (i, (header, _)) in sent.iter().enumerate() {
             let (ack_header, payload) = ack(header, 100 + i as u64, 1);
-            producer.state.on_frame(&ack_header, &payload, now);
+            producer
+                .state
+                .on_frame(BrokerSlot(0), &ack_header, &payload, now);
         }
         let offsets: Vec<Option<u64>> =
             deliveries(&mut producer).iter().map(|d| d.offset).collect();
@@ -1415,7 +1865,7 @@ mod tests {
             c.linger_us = 0;
             c.in_flight_max = 5;
         });
-        let handle = PartitionHandle::new(TOPIC_ID, 0);
+        let handle = key(0);
         for i in 0..4u8 {
             producer.send("t", Some(0), None, &[i]).unwrap();
         }
@@ -1423,10 +1873,14 @@ mod tests {
         let now = Instant::now();
         // The lcore read the first two before the last two were written: their answers
         // come first, and the round starts before the others' refusals arrive.
-        producer
-            .state
-            .on_frame(&refusal(&sent[0].0, ErrorCode::Busy), &[], now);
         producer.state.on_frame(
+            BrokerSlot(0),
+            &refusal(&sent[0].0, ErrorCode::Busy),
+            &[],
+            now,
+        );
+        producer.state.on_frame(
+            BrokerSlot(0),
             &refusal(&sent[1].0, ErrorCode::OutOfOrderSequence),
             &[],
             now,
@@ -1435,18 +1889,24 @@ mod tests {
         assert_eq!(frames(&silent).len(), 4);
         // The refusals of the first transmissions of 2 and 3: their resends are on the way.
         for (header, _) in &sent[2..] {
-            producer
-                .state
-                .on_frame(&refusal(header, ErrorCode::OutOfOrderSequence), &[], now);
+            producer.state.on_frame(
+                BrokerSlot(0),
+                &refusal(header, ErrorCode::OutOfOrderSequence),
+                &[],
+                now,
+            );
         }
         assert_eq!(producer.state.resend_pending(handle), None);
         assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_MAX), 0);
         assert!(frames(&silent).is_empty());
         assert_eq!(producer.stats().resend_rounds, 1);
         // A refusal of the resends (still busy) is a new round, after a longer wait.
-        producer
-            .state
-            .on_frame(&refusal(&sent[0].0, ErrorCode::Busy), &[], now);
+        producer.state.on_frame(
+            BrokerSlot(0),
+            &refusal(&sent[0].0, ErrorCode::Busy),
+            &[],
+            now,
+        );
         assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_FIRST), 0);
         assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_MAX), 4);
         assert_eq!(producer.stats().resend_rounds, 2);
@@ -1462,9 +1922,12 @@ mod tests {
             producer.send("t", Some(0), None, &[i]).unwrap();
         }
         let sent = frames(&silent);
-        producer
-            .state
-            .on_frame(&refusal(&sent[0].0, ErrorCode::Busy), &[], Instant::now());
+        producer.state.on_frame(
+            BrokerSlot(0),
+            &refusal(&sent[0].0, ErrorCode::Busy),
+            &[],
+            Instant::now(),
+        );
         // Sent now they would only be refused: held for the round.
         producer.send("t", Some(0), None, b"held 1").unwrap();
         producer.send("t", Some(0), None, b"held 2").unwrap();
@@ -1499,7 +1962,7 @@ mod tests {
         }
         // Nothing sent yet: the batch lingers. Closing it happens in flush; use the state.
         assert!(frames(&silent).is_empty());
-        let handle = PartitionHandle::new(TOPIC_ID, 0);
+        let handle = key(0);
         producer
             .state
             .close_and_transmit(&mut producer.transport, handle, Instant::now())
@@ -1507,7 +1970,9 @@ mod tests {
         let sent = frames(&silent);
         assert_eq!(sent.len(), 1);
         let (header, payload) = ack(&sent[0].0, 100, 5);
-        producer.state.on_frame(&header, &payload, Instant::now());
+        producer
+            .state
+            .on_frame(BrokerSlot(0), &header, &payload, Instant::now());
         let offsets: Vec<Option<u64>> =
             deliveries(&mut producer).iter().map(|d| d.offset).collect();
         assert_eq!(
@@ -1536,7 +2001,9 @@ mod tests {
         assert!(frames(&silent).is_empty());
 
         let (header, payload) = ack(&sent[0].0, 0, 1);
-        producer.state.on_frame(&header, &payload, Instant::now());
+        producer
+            .state
+            .on_frame(BrokerSlot(0), &header, &payload, Instant::now());
         assert_eq!(producer.poll().unwrap(), 1);
         let next = frames(&silent);
         assert_eq!(next.len(), 1);

@@ -1,11 +1,18 @@
-//! One way to one broker — a kernel UDP socket, or an IPC channel in shared memory:
-//! frames out, frames in, request ids, and the blocking request/answer exchange used for
-//! Metadata and Ping. Above it, producer and consumer do not know which it is: both lose
-//! nothing silently (UDP may drop a datagram, a lost IPC channel drops what was in it),
-//! and both are covered by retransmission and idempotence.
+//! The way to the brokers — one kernel UDP socket that reaches every broker of a cluster
+//! the client needs, or an IPC channel / RDMA connection to one data plane: frames out,
+//! frames in, request ids, and the blocking request/answer exchange used for Metadata and
+//! Ping. Above it, producer and consumer do not know which it is: both lose nothing
+//! silently (UDP may drop a datagram, a lost IPC channel drops what was in it), and both
+//! are covered by retransmission and idempotence.
+//!
+//! Brokers are [`BrokerSlot`]s: slot 0 is the first bootstrap broker, the others the rest
+//! of the bootstrap list and the leaders Metadata names (at most [`BROKERS_MAX`]). Over
+//! UDP one unconnected socket serves them all (`send_to`, and `recv_from` tells which
+//! broker answered), so one blocking wait covers every broker; request ids are unique
+//! across brokers. IPC and RDMA reach only the data plane they are attached to: one slot.
 
 use std::io::ErrorKind;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use precursor_protocol::frame::{
@@ -23,6 +30,26 @@ const RECV_BUFFER_BYTES: usize = 65_536;
 
 /// The shortest socket wait: SO_RCVTIMEO cannot be zero (zero means "forever").
 const WAIT_US_MIN: u64 = 50;
+
+/// The most brokers one client talks to (a cluster's brokers: bootstrap ones and leaders).
+pub const BROKERS_MAX: usize = 64;
+
+/// A broker this transport reaches: an index into its peers. Slot 0 is the first
+/// bootstrap broker (over IPC and RDMA, the only one).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct BrokerSlot(pub u8);
+
+/// One broker the transport sends to.
+struct Peer {
+    /// For messages.
+    address: BrokerAddress,
+    /// UDP only: where its datagrams go (in the socket's address family).
+    udp: Option<SocketAddr>,
+    /// Its broker id as Metadata said (`me`); 0 until known, and outside a cluster.
+    broker_id: u8,
+    /// Whether it ever answered: separates "nobody there" from "slow to ack".
+    answered: bool,
+}
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum SocketMode {
@@ -96,13 +123,14 @@ impl IpcLink {
 
 pub(crate) struct Transport {
     medium: Medium,
-    broker: BrokerAddress,
+    /// At most [`BROKERS_MAX`]; never empty, never shrinks (slots stay valid).
+    peers: Vec<Peer>,
     next_request_id: u64,
     send_buf: Vec<u8>,
     recv_buf: Vec<u8>,
     recv_len: usize,
-    /// Whether the broker ever answered: separates "nobody there" from "slow to ack".
-    pub answered: bool,
+    /// Who sent what is in `recv_buf`; `None`: a datagram from nobody we know.
+    recv_from: Option<BrokerSlot>,
     pub stats: TransportStats,
 }
 
@@ -114,7 +142,7 @@ pub(crate) struct OwnedFrame {
 
 impl Transport {
     pub fn open(config: &ClientConfig) -> Result<Transport, ClientError> {
-        let (medium, broker, recv_bytes) = match &config.transport {
+        let (medium, peers, recv_bytes) = match &config.transport {
             TransportKind::Udp => {
                 let bind = config.bind.unwrap_or_else(|| {
                     if config.broker.is_ipv4() {
@@ -124,13 +152,27 @@ impl Transport {
                     }
                 });
                 let socket = UdpSocket::bind(bind)?;
-                socket.connect(config.broker)?;
                 socket.set_nonblocking(true)?;
+                let ipv6 = socket.local_addr()?.is_ipv6();
+                let mut peers: Vec<Peer> = Vec::new();
+                let bootstrap =
+                    std::iter::once(config.broker).chain(config.bootstrap_brokers.iter().copied());
+                for address in bootstrap {
+                    if peers.len() == BROKERS_MAX {
+                        return Err(ClientError::Usage(format!(
+                            "at most {BROKERS_MAX} bootstrap brokers"
+                        )));
+                    }
+                    let target = in_family(address, ipv6);
+                    if !peers.iter().any(|p| p.udp == Some(target)) {
+                        peers.push(Peer::udp(address, target));
+                    }
+                }
                 let medium = Medium::Udp {
                     socket,
                     mode: SocketMode::NonBlocking,
                 };
-                (medium, BrokerAddress::Udp(config.broker), RECV_BUFFER_BYTES)
+                (medium, peers, RECV_BUFFER_BYTES)
             }
             TransportKind::Ipc(ipc) => {
                 let session = IpcSession::connect(ipc)?;
@@ -140,38 +182,83 @@ impl Transport {
                     config: ipc.clone(),
                     next_attempt_at: Instant::now(),
                 };
-                (
-                    Medium::Ipc(Box::new(link)),
-                    BrokerAddress::Ipc(ipc.dir.clone()),
-                    bytes,
-                )
+                let peer = Peer::single(BrokerAddress::Ipc(ipc.dir.clone()));
+                (Medium::Ipc(Box::new(link)), vec![peer], bytes)
             }
             #[cfg(feature = "rdma")]
             TransportKind::Rdma(rdma) => {
                 let link = crate::rdma::RdmaLink::connect(rdma)?;
                 let bytes = link.frame_bytes_max().max(RECV_BUFFER_BYTES);
-                (
-                    Medium::Rdma(Box::new(link)),
-                    BrokerAddress::Rdma(rdma.broker),
-                    bytes,
-                )
+                let peer = Peer::single(BrokerAddress::Rdma(rdma.broker));
+                (Medium::Rdma(Box::new(link)), vec![peer], bytes)
             }
         };
+        debug_assert!(!peers.is_empty() && peers.len() <= BROKERS_MAX);
         Ok(Transport {
             medium,
-            broker,
+            peers,
             // Start request ids away from zero so a zeroed frame never matches a request.
             next_request_id: 1,
             send_buf: vec![0; FRAME_BYTES_MAX],
             recv_buf: vec![0; recv_bytes],
             recv_len: 0,
-            answered: false,
+            recv_from: None,
             stats: TransportStats::default(),
         })
     }
 
-    pub fn broker(&self) -> BrokerAddress {
-        self.broker.clone()
+    /// How broker `slot` is reached, for messages.
+    pub fn broker(&self, slot: BrokerSlot) -> BrokerAddress {
+        self.peers[slot.0 as usize].address.clone()
+    }
+
+    /// Every broker known so far, in slot order (bootstrap brokers first).
+    pub fn slots(&self) -> impl Iterator<Item = BrokerSlot> {
+        (0..self.peers.len() as u8).map(BrokerSlot)
+    }
+
+    /// The bootstrap brokers' slots (the first ones).
+    pub fn bootstrap_slots(&self, config: &ClientConfig) -> Vec<BrokerSlot> {
+        let count = match config.transport {
+            TransportKind::Udp => 1 + config.bootstrap_brokers.len(),
+            _ => 1,
+        };
+        self.slots().take(count).collect()
+    }
+
+    /// Whether brokers other than the one attached can be sent to (UDP, not IPC or RDMA).
+    pub fn reaches_other_brokers(&self) -> bool {
+        matches!(self.medium, Medium::Udp { .. })
+    }
+
+    /// Records broker `slot`'s id (the `me` of its Metadata answer).
+    pub fn set_broker_id(&mut self, slot: BrokerSlot, broker_id: u8) {
+        self.peers[slot.0 as usize].broker_id = broker_id;
+    }
+
+    /// The slot of broker `broker_id` at `address`: the one already known by that id, else
+    /// by that address, else a new one. `None` when this transport cannot reach another
+    /// broker (IPC, RDMA: one data plane) or already has [`BROKERS_MAX`].
+    pub fn slot_for(&mut self, broker_id: u8, address: SocketAddr) -> Option<BrokerSlot> {
+        let ipv6 = match &self.medium {
+            Medium::Udp { socket, .. } => socket.local_addr().ok()?.is_ipv6(),
+            _ => return None,
+        };
+        let target = in_family(address, ipv6);
+        let by_id = (broker_id != 0)
+            .then(|| self.peers.iter().position(|p| p.broker_id == broker_id))
+            .flatten();
+        let found = by_id.or_else(|| self.peers.iter().position(|p| p.udp == Some(target)));
+        if let Some(index) = found {
+            return Some(BrokerSlot(index as u8));
+        }
+        if self.peers.len() >= BROKERS_MAX {
+            return None;
+        }
+        let mut peer = Peer::udp(address, target);
+        peer.broker_id = broker_id;
+        self.peers.push(peer);
+        Some(BrokerSlot(self.peers.len() as u8 - 1))
     }
 
     pub fn next_request_id(&mut self) -> u64 {
@@ -180,8 +267,13 @@ impl Transport {
         id
     }
 
-    /// Encodes header + payload into the send buffer and sends it.
-    pub fn send_frame(&mut self, header: &FrameHeader, payload: &[u8]) -> Result<(), ClientError> {
+    /// Encodes header + payload into the send buffer and sends it to broker `slot`.
+    pub fn send_frame(
+        &mut self,
+        slot: BrokerSlot,
+        header: &FrameHeader,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
         let total = FRAME_HEADER_BYTES + payload.len();
         if self.send_buf.len() < total {
             self.send_buf.resize(total, 0);
@@ -189,15 +281,15 @@ impl Transport {
         header.encode(&mut self.send_buf[..FRAME_HEADER_BYTES]);
         self.send_buf[FRAME_HEADER_BYTES..total].copy_from_slice(payload);
         let frame = std::mem::take(&mut self.send_buf);
-        let result = self.send_raw(&frame[..total]);
+        let result = self.send_raw(slot, &frame[..total]);
         self.send_buf = frame;
         result
     }
 
-    /// Sends an already encoded frame. Transient refusals (no buffer, an ICMP error left
-    /// from an earlier datagram, a full IPC ring, a lost IPC channel) count as a lost
-    /// frame: retransmission covers it.
-    pub fn send_raw(&mut self, frame: &[u8]) -> Result<(), ClientError> {
+    /// Sends an already encoded frame to broker `slot`. Transient refusals (no buffer, an
+    /// ICMP error left from an earlier datagram, a full IPC ring, a lost IPC channel) count
+    /// as a lost frame: retransmission covers it.
+    pub fn send_raw(&mut self, slot: BrokerSlot, frame: &[u8]) -> Result<(), ClientError> {
         debug_assert!(frame.len() >= FRAME_HEADER_BYTES);
         if let Medium::Ipc(_) = self.medium {
             return self.send_ipc(frame);
@@ -206,13 +298,16 @@ impl Transport {
         if let Medium::Rdma(link) = &mut self.medium {
             return link.send(frame, &mut self.stats);
         }
+        let target = self.peers[slot.0 as usize]
+            .udp
+            .expect("UDP peers have an address");
         // Bounded: a refusal from an old ICMP error is reported once, so two tries suffice
         // for it; a full socket buffer switches the socket to blocking for the second try.
         for _ in 0..2 {
             let Medium::Udp { socket, .. } = &self.medium else {
                 unreachable!("IPC returned above")
             };
-            match socket.send(frame) {
+            match socket.send_to(frame, target) {
                 Ok(_) => {
                     self.stats.frames_sent += 1;
                     return Ok(());
@@ -222,6 +317,16 @@ impl Transport {
                 }
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
                 Err(e) if e.raw_os_error() == Some(NO_BUFFER_SPACE_ERRNO) => {
+                    self.stats.send_drops += 1;
+                    return Ok(());
+                }
+                // No route to that broker (yet): lost, retransmission tries again.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(NETWORK_UNREACHABLE_ERRNO | HOST_UNREACHABLE_ERRNO)
+                    ) =>
+                {
                     self.stats.send_drops += 1;
                     return Ok(());
                 }
@@ -256,6 +361,7 @@ impl Transport {
     /// block. Returns `false` when nothing arrived (or only an ICMP "refused" did).
     pub fn recv(&mut self, wait: Option<Duration>) -> Result<bool, ClientError> {
         if let Medium::Ipc(_) = self.medium {
+            self.recv_from = Some(BrokerSlot(0));
             return self.recv_ipc(wait);
         }
         #[cfg(feature = "rdma")]
@@ -263,6 +369,7 @@ impl Transport {
             let wait = wait.unwrap_or(Duration::ZERO);
             let received = link.recv(wait, &mut self.recv_buf, &mut self.stats)?;
             self.recv_len = received.unwrap_or(0);
+            self.recv_from = Some(BrokerSlot(0));
             return Ok(received.is_some());
         }
         let mode = match wait {
@@ -275,10 +382,16 @@ impl Transport {
         let Medium::Udp { socket, .. } = &self.medium else {
             unreachable!("IPC returned above")
         };
-        match socket.recv(&mut self.recv_buf) {
-            Ok(n) => {
+        match socket.recv_from(&mut self.recv_buf) {
+            Ok((n, from)) => {
                 self.recv_len = n;
                 self.stats.frames_received += 1;
+                let from = unmapped(from);
+                self.recv_from = self
+                    .peers
+                    .iter()
+                    .position(|p| p.udp.map(unmapped) == Some(from))
+                    .map(|index| BrokerSlot(index as u8));
                 Ok(true)
             }
             Err(e)
@@ -331,12 +444,17 @@ impl Transport {
         }
     }
 
-    /// The last datagram received, decoded. `None` (and counted) when it is not a frame.
-    pub fn frame(&mut self) -> Option<(FrameHeader, &[u8])> {
+    /// The last datagram received, decoded, and the broker it came from. `None` (and
+    /// counted) when it is not a frame, not an answer, or from a sender we do not know.
+    pub fn frame(&mut self) -> Option<(BrokerSlot, FrameHeader, &[u8])> {
+        let Some(slot) = self.recv_from else {
+            self.stats.frames_ignored += 1;
+            return None;
+        };
         match decode_frame(&self.recv_buf[..self.recv_len]) {
             Ok((header, payload)) if !header.opcode.is_request() => {
-                self.answered = true;
-                Some((header, payload))
+                self.peers[slot.0 as usize].answered = true;
+                Some((slot, header, payload))
             }
             _ => {
                 self.stats.frames_ignored += 1;
@@ -370,34 +488,42 @@ impl Transport {
         Ok(())
     }
 
-    /// The error for a request that got no answer in time.
-    pub fn no_answer(&self, what: &str, tries: u32, started: Instant) -> ClientError {
-        if self.answered {
+    /// The error for a request to broker `slot` that got no answer in time.
+    pub fn no_answer(
+        &self,
+        slot: BrokerSlot,
+        what: &str,
+        tries: u32,
+        started: Instant,
+    ) -> ClientError {
+        let peer = &self.peers[slot.0 as usize];
+        if peer.answered {
             ClientError::Timeout {
                 what: what.to_string(),
-                broker: self.broker.clone(),
+                broker: peer.address.clone(),
                 waited_ms: started.elapsed().as_millis() as u64,
                 tries,
             }
         } else {
             ClientError::NoAnswer {
-                broker: self.broker.clone(),
+                broker: peer.address.clone(),
                 tries,
             }
         }
     }
 
-    /// Sends one request and retransmits it on `schedule` until the answer with its request
-    /// id arrives, or the delivery timeout passes. Each transmission gets a fresh request id
-    /// (so the round trip of the answered one is known); any of them may be answered.
-    /// Frames answering other requests go to `other`.
+    /// Sends one request to broker `slot` and retransmits it on `schedule` until the answer
+    /// with its request id arrives from that broker, or the delivery timeout passes. Each
+    /// transmission gets a fresh request id (so the round trip of the answered one is
+    /// known); any of them may be answered. Frames answering other requests go to `other`.
     pub fn exchange(
         &mut self,
+        slot: BrokerSlot,
         schedule: &RetransmitSchedule,
         what: &str,
         request: &FrameHeader,
         payload: &[u8],
-        other: &mut dyn FnMut(&FrameHeader, &[u8]),
+        other: &mut dyn FnMut(BrokerSlot, &FrameHeader, &[u8]),
     ) -> Result<(OwnedFrame, Duration), ClientError> {
         let started = Instant::now();
         let give_up_at = schedule.give_up_at(started);
@@ -417,7 +543,7 @@ impl Transport {
                     first_id = header.request_id;
                 }
                 last_id = header.request_id;
-                self.send_frame(&header, payload)?;
+                self.send_frame(slot, &header, payload)?;
                 sent_at.push(now);
                 next_send_at = schedule.next_due(now, tries);
                 tries += 1;
@@ -429,16 +555,17 @@ impl Transport {
                 give_up_at
             };
             if now >= give_up_at {
-                return Err(self.no_answer(what, tries, started));
+                return Err(self.no_answer(slot, what, tries, started));
             }
             if !self.recv(Some(wake.saturating_duration_since(now)))? {
                 continue;
             }
             let received_at = Instant::now();
-            let Some((header, frame_payload)) = self.frame() else {
+            let Some((from, header, frame_payload)) = self.frame() else {
                 continue;
             };
-            let ours = (first_id..=last_id).contains(&header.request_id)
+            let ours = from == slot
+                && (first_id..=last_id).contains(&header.request_id)
                 && first_id != 0
                 && (header.opcode == Opcode::Error || answer_to(request.opcode) == header.opcode);
             if ours {
@@ -449,8 +576,48 @@ impl Transport {
                 };
                 return Ok((frame, round_trip));
             }
-            other(&header, frame_payload);
+            other(from, &header, frame_payload);
         }
+    }
+}
+
+impl Peer {
+    fn udp(address: SocketAddr, target: SocketAddr) -> Peer {
+        Peer {
+            address: BrokerAddress::Udp(address),
+            udp: Some(target),
+            broker_id: 0,
+            answered: false,
+        }
+    }
+
+    fn single(address: BrokerAddress) -> Peer {
+        Peer {
+            address,
+            udp: None,
+            broker_id: 0,
+            answered: false,
+        }
+    }
+}
+
+/// `address` as a socket of that family sends to it: an IPv4 address from an IPv6 socket
+/// as its IPv4-mapped form.
+fn in_family(address: SocketAddr, ipv6: bool) -> SocketAddr {
+    match address.ip() {
+        IpAddr::V4(ip) if ipv6 => SocketAddr::new(IpAddr::V6(ip.to_ipv6_mapped()), address.port()),
+        _ => address,
+    }
+}
+
+/// An IPv4-mapped IPv6 address as the IPv4 address it is.
+fn unmapped(address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        IpAddr::V6(ip) => match ip.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), address.port()),
+            None => address,
+        },
+        IpAddr::V4(_) => address,
     }
 }
 
@@ -467,6 +634,9 @@ pub(crate) fn answer_to(request: Opcode) -> Opcode {
 
 /// ENOBUFS on Linux: the interface queue is full; the datagram is dropped.
 const NO_BUFFER_SPACE_ERRNO: i32 = 105;
+/// ENETUNREACH and EHOSTUNREACH on Linux: no route to that broker (now).
+const NETWORK_UNREACHABLE_ERRNO: i32 = 101;
+const HOST_UNREACHABLE_ERRNO: i32 = 113;
 
 /// How a client waits for an IPC response: spin first (the answer usually comes within
 /// microseconds), then yield the core, then sleep in short naps.

@@ -774,8 +774,9 @@ fn ping(args: &BenchPingArgs) -> Result<Report> {
     if !(PING_PAYLOAD_BYTES_MIN..=PING_PAYLOAD_BYTES_MAX).contains(&args.size) {
         bail!("--size must be {PING_PAYLOAD_BYTES_MIN}..={PING_PAYLOAD_BYTES_MAX} bytes");
     }
-    let mut pinger = Pinger::open(common.broker.broker, args)
-        .with_context(|| format!("cannot open a UDP socket to {}", common.broker.broker))?;
+    let broker = common.broker.broker.first();
+    let mut pinger = Pinger::open(broker, args)
+        .with_context(|| format!("cannot open a UDP socket to {broker}"))?;
     pinger.run(args.warmup, None, &mut Progress::new(true, "answered"))?;
     let mut latency =
         Histogram::<u64>::new_with_bounds(1, LATENCY_NS_MAX, 3).expect("static bounds");

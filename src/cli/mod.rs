@@ -129,9 +129,11 @@ pub struct BrokerArgs {
     /// How to reach the data plane [env: PRECURSOR_TRANSPORT].
     #[arg(long, value_enum, default_value_t = Transport::Udp, env = "PRECURSOR_TRANSPORT")]
     pub transport: Transport,
-    /// The data plane's UDP address [env: PRECURSOR_BROKER].
+    /// The bootstrap broker's data-plane UDP address, or several comma-separated (asked in
+    /// turn until one answers). Each partition's requests then go to its leader, as
+    /// Metadata names it [env: PRECURSOR_BROKER].
     #[arg(long, short = 'b', default_value = DEFAULT_BROKER, env = "PRECURSOR_BROKER")]
-    pub broker: SocketAddr,
+    pub broker: BrokerList,
     /// IPC: the data plane's CnC directory (its `node.cnc_dir`), where its `ipc` file is
     /// [env: PRECURSOR_IPC_DIR].
     #[arg(long, default_value = DEFAULT_IPC_DIR, env = "PRECURSOR_IPC_DIR")]
@@ -142,6 +144,64 @@ pub struct BrokerArgs {
     /// Give up on a request after this many milliseconds without an answer.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
+}
+
+/// `--broker`: one or more `address:port`, comma-separated, the first tried first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BrokerList(Vec<SocketAddr>);
+
+/// Bootstrap brokers one command takes at most (the client's limit of brokers).
+const BOOTSTRAP_BROKERS_MAX: usize = precursor_client::BROKERS_MAX;
+
+impl BrokerList {
+    /// The first broker: where single-broker commands (ping) go.
+    pub fn first(&self) -> SocketAddr {
+        self.0[0]
+    }
+
+    pub fn rest(&self) -> &[SocketAddr] {
+        &self.0[1..]
+    }
+}
+
+impl std::str::FromStr for BrokerList {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<BrokerList, String> {
+        let mut brokers = Vec::new();
+        for item in text.split(',').map(str::trim) {
+            if item.is_empty() {
+                return Err(format!(
+                    "{text:?}: an empty broker in the list (address:port, comma-separated)"
+                ));
+            }
+            let address = item.parse::<SocketAddr>().map_err(|_| {
+                format!("{item:?} is not an address:port (e.g. 10.77.0.2:9190; lists are comma-separated)")
+            })?;
+            if !brokers.contains(&address) {
+                brokers.push(address);
+            }
+        }
+        if brokers.len() > BOOTSTRAP_BROKERS_MAX {
+            return Err(format!(
+                "{} brokers given: at most {BOOTSTRAP_BROKERS_MAX}",
+                brokers.len()
+            ));
+        }
+        Ok(BrokerList(brokers))
+    }
+}
+
+impl std::fmt::Display for BrokerList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, address) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{address}")?;
+        }
+        Ok(())
+    }
 }
 
 impl BrokerArgs {
@@ -161,7 +221,8 @@ impl BrokerArgs {
         let defaults = ClientConfig::default();
         Ok(ClientConfig {
             transport,
-            broker: self.broker,
+            broker: self.broker.first(),
+            bootstrap_brokers: self.broker.rest().to_vec(),
             delivery_timeout_ms: self.timeout_ms,
             // IPC loses nothing in transit: a retransmit only follows a lost channel.
             request_timeout_ms: match self.transport {
@@ -202,13 +263,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn ping(broker: &BrokerArgs, count: u32) -> Result<ExitCode> {
     let config = broker.client_config()?;
     for _ in 0..count {
-        let rtt =
-            precursor_client::ping(&config).with_context(|| format!("ping {}", broker.broker))?;
-        println!(
-            "pong from {}: {:.1} us",
-            broker.broker,
-            rtt.as_secs_f64() * 1e6
-        );
+        let first = broker.broker.first();
+        let rtt = precursor_client::ping(&config).with_context(|| format!("ping {first}"))?;
+        println!("pong from {first}: {:.1} us", rtt.as_secs_f64() * 1e6);
     }
     Ok(ExitCode::SUCCESS)
 }
