@@ -676,8 +676,25 @@ impl Lcore {
     /// The drain timer's replication work: leaders shrink their ISRs and answer parked
     /// fetches that waited long enough; followers send fetches that are due.
     fn replication_tick(&mut self, now: Instant) -> usize {
+        let mut work = 0;
+        // Every replicated partition each tick, DIRTY_PARTITIONS_MAX of each kind at a time
+        // (fixed arrays: the sends below need the lcore, the walk borrows the table).
+        let mut skip = 0usize;
+        loop {
+            let (batch, seen) = self.replication_tick_batch(now, skip);
+            work += batch;
+            if seen == 0 {
+                return work;
+            }
+            skip += seen;
+        }
+    }
+
+    /// One slice of [`Lcore::replication_tick`]: the replicated partitions after the first
+    /// `skip`, until one kind's array is full. Returns (work, partitions taken).
+    fn replication_tick_batch(&mut self, now: Instant, skip: usize) -> (usize, usize) {
         let Some(cluster) = &self.service.cluster else {
-            return 0;
+            return (0, 0);
         };
         let timings = cluster.timings;
         let mut work = 0;
@@ -685,6 +702,7 @@ impl Lcore {
         let mut followers = [PartitionHandle(0); DIRTY_PARTITIONS_MAX];
         let mut probing = [PartitionHandle(0); DIRTY_PARTITIONS_MAX];
         let (mut led, mut followed, mut probed) = (0, 0, 0);
+        let (mut seen, mut taken) = (0usize, 0usize);
         let counters = &mut self.service.counters;
         self.service.topics.for_each_mut(|topic| {
             for (p, (log, replica)) in topic
@@ -696,12 +714,17 @@ impl Lcore {
                 if !replica.is_replicated() {
                     continue;
                 }
+                seen += 1;
+                let full =
+                    led == leaders.len() || followed == followers.len() || probed == probing.len();
+                if seen <= skip || full {
+                    continue;
+                }
+                taken += 1;
                 let handle = PartitionHandle::new(topic.id, p as u16);
                 if replica.is_probing() {
-                    if probed < probing.len() {
-                        probing[probed] = handle;
-                        probed += 1;
-                    }
+                    probing[probed] = handle;
+                    probed += 1;
                 } else if replica.leader == replica.me {
                     let left = replica.shrink_isr(log, now, timings.replica_lag);
                     for id in left.ids() {
@@ -715,13 +738,9 @@ impl Lcore {
                             replica.isr.ids()
                         );
                     }
-                    if led < leaders.len() {
-                        leaders[led] = handle;
-                        led += 1;
-                    }
-                } else if replica.fetch_due(log, now, timings.fetch_retry)
-                    && followed < followers.len()
-                {
+                    leaders[led] = handle;
+                    led += 1;
+                } else if replica.fetch_due(log, now, timings.fetch_retry) {
                     followers[followed] = handle;
                     followed += 1;
                 }
@@ -736,7 +755,7 @@ impl Lcore {
         for handle in &probing[..probed] {
             work += self.send_probe(*handle, now);
         }
-        work
+        (work, taken)
     }
 
     /// Sends every parked answer that is due (offsets durable, or the partition failed).
