@@ -65,13 +65,14 @@ fn producer_report(out: &Output, what: &str) -> ProducerReport {
         .find_map(|l| l.strip_prefix("producer: "))
         .unwrap_or_else(|| panic!("{what}: no producer line in {err}"));
     // "B batches, R retransmits, D duplicates acknowledged, F refusals answered by S
-    // resends in K rounds": the numbers in that order.
+    // resends in K rounds, L leader look-ups, M partitions moved": the numbers in that
+    // order (the leader ones do not matter to one broker).
     let numbers: Vec<u64> = line
         .split(|c: char| !c.is_ascii_digit())
         .filter(|w| !w.is_empty())
         .map(|w| w.parse().unwrap())
         .collect();
-    let [batches, retransmits, duplicates, refusals, resends, rounds] = numbers[..] else {
+    let [batches, retransmits, duplicates, refusals, resends, rounds, ..] = numbers[..] else {
         panic!("{what}: unexpected producer line {line:?}");
     };
     ProducerReport {

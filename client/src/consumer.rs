@@ -1132,4 +1132,39 @@ mod decode_tests {
         let error = consumer.poll(Duration::ZERO, &mut Vec::new()).unwrap_err();
         assert!(matches!(error, ClientError::Usage(_)));
     }
+
+    #[test]
+    fn not_leader_holds_the_partition_for_a_look_up_and_keeps_its_position() {
+        let (mut consumer, silent) = silent_consumer(Position::At(5), |_| {});
+        consumer.send_due_fetches(Instant::now()).unwrap();
+        let sent = fetches(&silent);
+        assert_eq!(sent.len(), 2);
+        let (request, _) = sent[0];
+        let mut refusal = FrameHeader::new(Opcode::Error, request.request_id, request.partition, 0);
+        refusal.error = ErrorCode::NotLeaderOrFollower as u16;
+        let mut out = Vec::new();
+        consumer
+            .on_frame(BrokerSlot(0), &refusal, &[], &mut out)
+            .unwrap();
+        let partition = PartitionHandle(request.partition).partition();
+        let cursor = consumer
+            .cursors
+            .iter()
+            .find(|c| c.partition == partition)
+            .unwrap();
+        assert!(cursor.awaiting_leader_since.is_some());
+        assert_eq!(cursor.position, Position::At(5), "the position stays");
+        let topic = consumer.topic.as_ref().unwrap();
+        assert_eq!(topic.look_up_prefer, Some(BrokerSlot(0)));
+        assert!(topic.look_up_due.is_some());
+        // Nothing is fetched from it meanwhile, and nothing busy-waits on it.
+        consumer
+            .send_due_fetches(Instant::now() + Duration::from_secs(120))
+            .unwrap();
+        assert!(fetches(&silent)
+            .iter()
+            .all(|(h, _)| PartitionHandle(h.partition).partition() != partition));
+        consumer.topic.as_mut().unwrap().look_up_due = None;
+        assert!(consumer.next_timer().unwrap() > Instant::now());
+    }
 }

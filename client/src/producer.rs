@@ -2063,4 +2063,242 @@ mod tests {
         assert_eq!(producer.stats().retransmits, sent.len() as u64 - 1);
         assert_eq!(producer.stats().errors, 1);
     }
+
+    /// The topic ids broker B gives: another numbering than the bootstrap broker's.
+    const OTHER_TOPIC_ID: u16 = 3;
+
+    /// A producer whose bootstrap broker is `a` (slot 0) and which knows broker 2 at `b`,
+    /// with topic `r` (index 1, replicated): partition 0 led by the bootstrap broker,
+    /// partition 1 by broker B (its topic id 3), partition 2 by nobody yet.
+    fn two_broker_producer(
+        tweak: impl FnOnce(&mut ProducerConfig),
+    ) -> (Producer, UdpSocket, UdpSocket, BrokerSlot) {
+        let (mut producer, a) = producer(tweak);
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        let slot_b = producer
+            .transport
+            .slot_for(2, b.local_addr().unwrap())
+            .unwrap();
+        assert_eq!(slot_b, BrokerSlot(1));
+        let view = LeaderView {
+            partition_count: 3,
+            frame_bytes_max: FRAME_LIMIT,
+            replicated: true,
+            leaders: vec![
+                Leader::Known(Route {
+                    slot: BrokerSlot(0),
+                    handle: PartitionHandle::new(TOPIC_ID, 0),
+                }),
+                Leader::Known(Route {
+                    slot: slot_b,
+                    handle: PartitionHandle::new(OTHER_TOPIC_ID, 1),
+                }),
+                Leader::Unknown,
+            ],
+            asked: "127.0.0.1:1 (broker 1), 127.0.0.1:2 (broker 2)".to_string(),
+        };
+        assert_eq!(producer.state.add_topic("r", view), 1);
+        (producer, a, b, slot_b)
+    }
+
+    fn replicated(partition: u16) -> PartitionKey {
+        PartitionKey {
+            topic_index: 1,
+            partition,
+        }
+    }
+
+    #[test]
+    fn each_partition_goes_to_its_leader_with_that_brokers_handle() {
+        let (mut producer, a, b, slot_b) = two_broker_producer(|c| c.linger_us = 0);
+        producer.send("r", Some(0), None, b"to a").unwrap();
+        producer.send("r", Some(1), None, b"to b").unwrap();
+        let at_a = frames(&a);
+        let at_b = frames(&b);
+        assert_eq!(at_a.len(), 1);
+        assert_eq!(at_b.len(), 1);
+        assert_eq!(at_a[0].0.partition, PartitionHandle::new(TOPIC_ID, 0).0);
+        assert_eq!(
+            at_b[0].0.partition,
+            PartitionHandle::new(OTHER_TOPIC_ID, 1).0
+        );
+        let now = Instant::now();
+        // B's ack, as if it came from A: not about any partition of ours there.
+        let (header, payload) = ack(&at_b[0].0, 40, 1);
+        producer
+            .state
+            .on_frame(BrokerSlot(0), &header, &payload, now);
+        assert_eq!(producer.stats().stale_answers, 1);
+        producer.state.on_frame(slot_b, &header, &payload, now);
+        let got = deliveries(&mut producer);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].partition, got[0].offset), (1, Some(40)));
+        assert_eq!(
+            got[0].topic_id, OTHER_TOPIC_ID,
+            "B's numbering of the topic"
+        );
+    }
+
+    #[test]
+    fn not_leader_holds_the_partition_until_a_look_up_moves_its_window_in_order() {
+        let (mut producer, a, b, slot_b) = two_broker_producer(|c| {
+            c.linger_us = 0;
+            c.in_flight_max = 5;
+        });
+        for i in 0..3u8 {
+            producer.send("r", Some(0), None, &[i]).unwrap();
+        }
+        let sent = frames(&a);
+        assert_eq!(sent.len(), 3);
+        let now = Instant::now();
+        for (header, _) in &sent {
+            producer.state.on_frame(
+                BrokerSlot(0),
+                &refusal(header, ErrorCode::NotLeaderOrFollower),
+                &[],
+                now,
+            );
+        }
+        let key = replicated(0);
+        assert!(producer.state.partitions[&key]
+            .awaiting_leader_since
+            .is_some());
+        // Taken, as `look_up_due_leaders` does when it runs it.
+        let wanted = producer.state.topics[1].look_up.take().unwrap();
+        assert_eq!(wanted.wanted, vec![0]);
+        assert_eq!(
+            wanted.prefer,
+            Some(BrokerSlot(0)),
+            "the refusing broker first"
+        );
+        // Held: nothing is sent, not even what is new or what times out.
+        producer.send("r", Some(0), None, b"held").unwrap();
+        assert_eq!(run_timers_after(&mut producer, 120_000_000), 0);
+        assert!(frames(&a).is_empty() && frames(&b).is_empty());
+
+        // The look-up finds broker B leading partition 0 now (its handle, its topic id).
+        let moved = LeaderView {
+            partition_count: 3,
+            frame_bytes_max: FRAME_LIMIT,
+            replicated: true,
+            leaders: vec![
+                Leader::Known(Route {
+                    slot: slot_b,
+                    handle: PartitionHandle::new(OTHER_TOPIC_ID, 0),
+                }),
+                Leader::Unknown,
+                Leader::Unknown,
+            ],
+            asked: String::new(),
+        };
+        producer
+            .state
+            .apply_look_up(1, &wanted, Some(moved), Instant::now());
+        assert_eq!(producer.stats().leader_moves, 1);
+        assert!(producer.state.topics[1].look_up.is_none(), "settled");
+        assert_eq!(run_timers_after(&mut producer, 0), 4);
+        let resent = frames(&b);
+        assert!(frames(&a).is_empty());
+        assert_eq!(resent.len(), 4, "the whole window, then the held batch");
+        for (i, (header, batch)) in resent.iter().enumerate() {
+            assert_eq!(header.partition, PartitionHandle::new(OTHER_TOPIC_ID, 0).0);
+            let batch_header = RecordBatchHeader::parse(batch).unwrap();
+            assert_eq!(batch_header.base_sequence, i as i32, "in sequence order");
+            if i < 3 {
+                assert_eq!(header.request_id, sent[i].0.request_id);
+                assert_eq!(
+                    batch, &sent[i].1,
+                    "the same batch: same id, epoch, sequence"
+                );
+            }
+        }
+        // A late answer from A is about nothing of ours any more; B's acks deliver.
+        let (header, payload) = ack(&sent[0].0, 7, 1);
+        producer
+            .state
+            .on_frame(BrokerSlot(0), &header, &payload, now);
+        assert!(deliveries(&mut producer).is_empty());
+        for (i, (header, _)) in resent.iter().enumerate() {
+            let (header, payload) = ack(header, 10 + i as u64, 1);
+            producer.state.on_frame(slot_b, &header, &payload, now);
+        }
+        let offsets: Vec<Option<u64>> =
+            deliveries(&mut producer).iter().map(|d| d.offset).collect();
+        assert_eq!(offsets, (10..14).map(Some).collect::<Vec<_>>());
+        assert_eq!(producer.stats().errors, 0);
+    }
+
+    #[test]
+    fn a_partition_without_a_leader_fails_at_the_delivery_timeout_naming_the_brokers() {
+        let (mut producer, a, b, _) = two_broker_producer(|c| c.linger_us = 0);
+        producer.send("r", Some(2), None, b"nobody leads").unwrap();
+        assert!(frames(&a).is_empty() && frames(&b).is_empty());
+        assert!(
+            producer.state.topics[1].look_up.is_some(),
+            "a look-up wanted"
+        );
+        // Long after the delivery timeout (600 s here), still no leader.
+        assert_eq!(run_timers_after(&mut producer, 601_000_000), 0);
+        let got = deliveries(&mut producer);
+        assert_eq!(got.len(), 1);
+        let error = got[0].error.as_ref().unwrap();
+        assert!(
+            matches!(error, ClientError::NoLeader { partition: 2, .. }),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.starts_with("partition 2 of topic 'r' has no leader after "),
+            "{text}"
+        );
+        assert!(
+            text.contains("(asked 127.0.0.1:1 (broker 1), 127.0.0.1:2 (broker 2))"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_partition_led_where_this_transport_cannot_reach_is_refused_at_send() {
+        let (mut producer, a, _b, _) = two_broker_producer(|c| c.linger_us = 0);
+        producer.state.topics[1].leaders[2] = Leader::Elsewhere {
+            broker_id: 3,
+            address: Some("10.0.0.3:9190".parse().unwrap()),
+            reason: "IPC reaches only this host's data plane",
+        };
+        let error = producer.send("r", Some(2), None, b"x").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "partition 2 of r is led by broker 3 at 10.0.0.3:9190; \
+             IPC reaches only this host's data plane"
+        );
+        assert!(frames(&a).is_empty());
+        assert_eq!(producer.stats().messages_sent, 0);
+    }
+
+    #[test]
+    fn a_broker_silent_for_three_transmissions_has_the_others_asked() {
+        let (mut producer, a, _b, _) = two_broker_producer(|c| c.linger_us = 0);
+        producer.send("r", Some(0), None, b"unanswered").unwrap();
+        assert_eq!(frames(&a).len(), 1);
+        // Retransmissions (the backoff caps at 60 s here), then a look-up without A.
+        for round in 1..=3u64 {
+            assert!(producer.state.topics[1].look_up.is_none(), "round {round}");
+            assert_eq!(run_timers_after(&mut producer, round * 61_000_000), 1);
+        }
+        let wanted = producer.state.topics[1].look_up.clone().unwrap();
+        assert_eq!((wanted.skip, wanted.wanted), (Some(BrokerSlot(0)), vec![0]));
+        assert!(
+            producer.state.partitions[&replicated(0)]
+                .awaiting_leader_since
+                .is_none(),
+            "it keeps retrying A meanwhile"
+        );
+        // A topic of one broker never asks.
+        producer.send("t", Some(0), None, b"single").unwrap();
+        for round in 4..=7u64 {
+            run_timers_after(&mut producer, round * 61_000_000);
+        }
+        assert!(producer.state.topics[0].look_up.is_none());
+    }
 }

@@ -661,3 +661,76 @@ impl IpcIdle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn udp_transport(broker: SocketAddr) -> Transport {
+        Transport::open(&ClientConfig {
+            broker,
+            bind: Some("127.0.0.1:0".parse().unwrap()),
+            ..ClientConfig::default()
+        })
+        .unwrap()
+    }
+
+    /// One socket reaches every broker; each answer is told apart by who sent it, and a
+    /// datagram from a sender that is not one of our brokers is ignored.
+    #[test]
+    fn one_socket_sends_to_each_broker_and_knows_who_answered() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut transport = udp_transport(a.local_addr().unwrap());
+        let slot_b = transport.slot_for(2, b.local_addr().unwrap()).unwrap();
+        assert_eq!(slot_b, BrokerSlot(1));
+        let ping = FrameHeader::new(Opcode::Ping, 5, 0, 0);
+        transport.send_frame(slot_b, &ping, &[]).unwrap();
+        let mut buf = [0u8; 64];
+        let (n, client) = b.recv_from(&mut buf).unwrap();
+        assert_eq!(decode_frame(&buf[..n]).unwrap().0.request_id, 5);
+        let mut pong = [0u8; FRAME_HEADER_BYTES];
+        FrameHeader::new(Opcode::Pong, 5, 0, 0).encode(&mut pong);
+        stranger.send_to(&pong, client).unwrap();
+        b.send_to(&pong, client).unwrap();
+        let wait = Some(Duration::from_secs(5));
+        assert!(transport.recv(wait).unwrap());
+        assert!(transport.frame().is_none(), "not from a broker of ours");
+        assert!(transport.recv(wait).unwrap());
+        let (from, header, _) = transport.frame().unwrap();
+        assert_eq!((from, header.request_id), (slot_b, 5));
+        assert_eq!(transport.stats.frames_ignored, 1);
+    }
+
+    #[test]
+    fn brokers_are_known_by_id_then_address_and_bounded() {
+        let mut transport = udp_transport("127.0.0.1:9000".parse().unwrap());
+        transport.set_broker_id(BrokerSlot(0), 1);
+        // Broker 1 advertises another address than the bootstrap one: the same broker.
+        let elsewhere: SocketAddr = "127.0.0.2:9190".parse().unwrap();
+        assert_eq!(transport.slot_for(1, elsewhere), Some(BrokerSlot(0)));
+        let two: SocketAddr = "127.0.0.3:9190".parse().unwrap();
+        assert_eq!(transport.slot_for(2, two), Some(BrokerSlot(1)));
+        assert_eq!(
+            transport.slot_for(0, two),
+            Some(BrokerSlot(1)),
+            "by address"
+        );
+        for port in 0..(BROKERS_MAX as u16 - 2) {
+            let address = SocketAddr::from(([127, 0, 1, 1], 10_000 + port));
+            assert!(transport.slot_for(0, address).is_some());
+        }
+        assert_eq!(transport.slots().count(), BROKERS_MAX);
+        let one_more: SocketAddr = "127.0.2.1:9190".parse().unwrap();
+        assert_eq!(
+            transport.slot_for(0, one_more),
+            None,
+            "at most {BROKERS_MAX}"
+        );
+        assert_eq!(
+            unmapped(in_family("10.0.0.1:9190".parse().unwrap(), true)),
+            "10.0.0.1:9190".parse().unwrap()
+        );
+    }
+}

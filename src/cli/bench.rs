@@ -460,13 +460,15 @@ fn produce(args: &BenchProduceArgs) -> Result<Report> {
         }
         if !common.quiet {
             eprintln!(
-                "producer: {} batches, {} retransmits, {} duplicates acknowledged, {} refusals answered by {} resends in {} rounds",
+                "producer: {} batches, {} retransmits, {} duplicates acknowledged, {} refusals answered by {} resends in {} rounds, {} leader look-ups, {} partitions moved",
                 run.stats.batches_sent,
                 run.stats.retransmits,
                 run.stats.duplicates,
                 run.stats.retriable_errors,
                 run.stats.resends,
-                run.stats.resend_rounds
+                run.stats.resend_rounds,
+                run.stats.leader_look_ups,
+                run.stats.leader_moves
             );
         }
     }

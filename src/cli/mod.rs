@@ -318,3 +318,42 @@ fn exec_dataplane(config: Option<PathBuf>) -> Result<ExitCode> {
         program.display()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_lists_are_comma_separated_addresses_first_one_first() {
+        let list: BrokerList = "10.0.0.1:9190, 10.0.0.2:9190,10.0.0.1:9190"
+            .parse()
+            .unwrap();
+        assert_eq!(list.first(), "10.0.0.1:9190".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            list.rest(),
+            &["10.0.0.2:9190".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(list.to_string(), "10.0.0.1:9190,10.0.0.2:9190");
+        let config = BrokerArgs {
+            transport: Transport::Udp,
+            broker: list,
+            ipc_dir: DEFAULT_IPC_DIR.into(),
+            rdma_broker: DEFAULT_RDMA_BROKER.parse().unwrap(),
+            timeout_ms: 10,
+        }
+        .client_config()
+        .unwrap();
+        assert_eq!(config.bootstrap_brokers.len(), 1);
+
+        let bad = |text: &str| text.parse::<BrokerList>().unwrap_err();
+        assert!(
+            bad("10.0.0.1:9190,").contains("an empty broker"),
+            "{}",
+            bad("x,")
+        );
+        assert!(bad("broker-1:9190").contains("\"broker-1:9190\" is not an address:port"));
+        assert!(bad("10.0.0.1").contains("not an address:port"));
+        let many: Vec<String> = (0..65).map(|i| format!("10.0.1.{i}:9190")).collect();
+        assert!(bad(&many.join(",")).contains("at most 64"));
+    }
+}

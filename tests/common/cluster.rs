@@ -308,10 +308,9 @@ impl Cluster {
                 let status: serde_json::Value =
                     serde_json::from_str(stdout(&out).trim()).unwrap_or_default();
                 let pid = status["dataplane_pid"].as_u64().map(|p| p as u32);
-                if let Some(pid) = pid.filter(|&p| Some(p) != not_pid) {
-                    if status["dataplane_alive"] == true {
-                        return pid;
-                    }
+                let alive = status["dataplane_alive"] == true;
+                if let Some(pid) = pid.filter(|&p| alive && Some(p) != not_pid) {
+                    return pid;
                 }
             }
             assert!(
