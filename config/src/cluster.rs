@@ -78,6 +78,63 @@ pub struct ClusterConfig {
     /// What Kafka's `acks=-1` (and the native `acks=all` of a topic without its own
     /// setting) waits for on every ISR member: `memory` or `durable`.
     pub acks_all: AcksAll,
+    /// Who decides leaders and in-sync replicas: `static` (the config file and `topic
+    /// lead`; the leader's data plane shrinks its ISR alone) or `quorum` (the metadata
+    /// quorum, openraft among the brokers' control planes, with leases and automatic
+    /// failover: issue 12; every broker then needs `quorum`).
+    pub metadata: MetadataMode,
+    /// The metadata quorum's timers (`metadata = "quorum"`).
+    pub quorum: QuorumTimings,
+}
+
+/// Who decides each partition's leader, epoch and ISR.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataMode {
+    Static,
+    Quorum,
+}
+
+/// The metadata quorum's timers, each in milliseconds. Detection and election in tens of
+/// milliseconds on a dedicated network; the cost is false suspicion when a loaded machine
+/// stalls a control plane longer than `broker_session_ms` (docs/operations.md).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuorumTimings {
+    /// The Raft leader's heartbeat to the other voters.
+    pub raft_heartbeat_ms: u64,
+    /// A voter that hears no leader for a random time in [min, max] starts a (pre-)vote.
+    pub raft_election_timeout_min_ms: u64,
+    pub raft_election_timeout_max_ms: u64,
+    /// Each broker's control plane renews its lease with the quorum leader this often.
+    pub broker_heartbeat_ms: u64,
+    /// A broker whose lease has not been renewed for this long is fenced: its leaderships
+    /// move to in-sync replicas. Its own data plane stops acknowledging as a leader
+    /// `broker_session_ms - lease_margin_ms` after the last renewal it saw, so it has
+    /// stopped before anyone else leads.
+    pub broker_session_ms: u64,
+    /// How much earlier than the quorum the broker gives up its own lease (clock rate
+    /// differences and scheduling delay between reading the clock and acting).
+    pub lease_margin_ms: u64,
+}
+
+impl Default for QuorumTimings {
+    fn default() -> QuorumTimings {
+        QuorumTimings {
+            raft_heartbeat_ms: 50,
+            raft_election_timeout_min_ms: 300,
+            raft_election_timeout_max_ms: 600,
+            broker_heartbeat_ms: 25,
+            broker_session_ms: 250,
+            lease_margin_ms: 50,
+        }
+    }
+}
+
+impl Default for MetadataMode {
+    fn default() -> MetadataMode {
+        MetadataMode::Static
+    }
 }
 
 /// One broker of the cluster.
@@ -98,6 +155,10 @@ pub struct BrokerSpec {
     /// broker through it). Empty: that broker is configured by its own file only.
     #[serde(default)]
     pub admin: String,
+    /// `host:port` of its metadata quorum listener (Raft among the control planes,
+    /// `metadata = "quorum"`; every broker is a voter). Empty: static metadata only.
+    #[serde(default)]
+    pub quorum: String,
     /// Rack or zone, for placement and for clients' rack awareness. Empty: none.
     #[serde(default)]
     pub rack: String,
@@ -116,6 +177,8 @@ impl Default for ClusterConfig {
             replica_fetch_wait_ms: 500,
             replica_fetch_retry_ms: 50,
             acks_all: AcksAll::Memory,
+            metadata: MetadataMode::Static,
+            quorum: QuorumTimings::default(),
         }
     }
 }
@@ -128,6 +191,11 @@ impl ClusterConfig {
 
     pub fn broker(&self, id: u32) -> Option<&BrokerSpec> {
         self.brokers.iter().find(|b| b.id == id)
+    }
+
+    /// Whether the metadata quorum decides leaders (else the config file does).
+    pub fn quorum_enabled(&self) -> bool {
+        self.enabled() && self.metadata == MetadataMode::Quorum
     }
 
     /// This broker's own entry (`None` outside a cluster).
@@ -175,6 +243,7 @@ mod tests {
                     udp_port: 9190,
                     kafka: String::new(),
                     admin: String::new(),
+                    quorum: String::new(),
                     rack: String::new(),
                 })
                 .collect(),

@@ -15,7 +15,8 @@ mod cluster;
 mod validate;
 
 pub use cluster::{
-    topic_placement_hash, AcksAll, BrokerSpec, ClusterConfig, BROKERS_MAX, REPLICATION_FACTOR_MAX,
+    topic_placement_hash, AcksAll, BrokerSpec, ClusterConfig, MetadataMode, QuorumTimings,
+    BROKERS_MAX, REPLICATION_FACTOR_MAX,
 };
 
 /// How the data plane's lcore behaves when a loop iteration found no work.

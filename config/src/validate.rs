@@ -611,6 +611,60 @@ impl Config {
             "cluster.replica_fetch_retry_ms",
             cluster.replica_fetch_retry_ms,
             "between 1 and 60000",
+        )?;
+        if cluster.metadata != crate::MetadataMode::Quorum {
+            return Ok(());
+        }
+        for (i, broker) in cluster.brokers.iter().enumerate() {
+            check(
+                broker.quorum.parse::<std::net::SocketAddr>().is_ok(),
+                &format!("cluster.brokers[{i}].quorum"),
+                format!("{:?}", broker.quorum),
+                "host:port of its metadata quorum listener (IP address): with \
+                 metadata = \"quorum\" every broker is a voter",
+            )?;
+        }
+        check(
+            [1, 3, 5].contains(&cluster.brokers.len()),
+            "cluster.brokers",
+            cluster.brokers.len(),
+            "1, 3 or 5 brokers with metadata = \"quorum\" (an odd number of voters)",
+        )?;
+        let t = &cluster.quorum;
+        check(
+            (1..=10_000).contains(&t.raft_heartbeat_ms),
+            "cluster.quorum.raft_heartbeat_ms",
+            t.raft_heartbeat_ms,
+            "between 1 and 10000",
+        )?;
+        check(
+            t.raft_election_timeout_min_ms > t.raft_heartbeat_ms
+                && t.raft_election_timeout_max_ms > t.raft_election_timeout_min_ms
+                && t.raft_election_timeout_max_ms <= 60_000,
+            "cluster.quorum.raft_election_timeout_min_ms",
+            t.raft_election_timeout_min_ms,
+            "above raft_heartbeat_ms, below raft_election_timeout_max_ms (at most 60000)",
+        )?;
+        check(
+            (1..=10_000).contains(&t.broker_heartbeat_ms),
+            "cluster.quorum.broker_heartbeat_ms",
+            t.broker_heartbeat_ms,
+            "between 1 and 10000",
+        )?;
+        check(
+            t.lease_margin_ms >= 1 && t.lease_margin_ms < t.broker_session_ms,
+            "cluster.quorum.lease_margin_ms",
+            t.lease_margin_ms,
+            "at least 1 and below broker_session_ms",
+        )?;
+        check(
+            t.broker_session_ms >= 2 * t.broker_heartbeat_ms
+                && t.broker_session_ms - t.lease_margin_ms > t.broker_heartbeat_ms
+                && t.broker_session_ms <= 600_000,
+            "cluster.quorum.broker_session_ms",
+            t.broker_session_ms,
+            "at least two broker heartbeats, a heartbeat longer than the lease \
+             (broker_session_ms - lease_margin_ms), at most 600000",
         )
     }
 }

@@ -491,6 +491,7 @@ fn a_create_reaches_every_broker_through_the_cluster_listeners() {
             udp_port: 9190,
             kafka: String::new(),
             admin: admins[id as usize - 1].clone(),
+            quorum: String::new(),
             rack: String::new(),
         })
         .collect();

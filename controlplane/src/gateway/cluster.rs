@@ -388,6 +388,7 @@ mod tests {
             udp_port: 9190,
             kafka: kafka.into(),
             admin: String::new(),
+            quorum: String::new(),
             rack: rack.into(),
         };
         let cluster = ClusterConfig {
@@ -435,6 +436,7 @@ mod tests {
             udp_port: 9190,
             kafka: kafka.into(),
             admin: String::new(),
+            quorum: String::new(),
             rack: String::new(),
         };
         let brokers = vec![spec(3, "b3:9092"), spec(1, "b1:9092"), spec(2, "b2:9092")];
