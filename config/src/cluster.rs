@@ -88,9 +88,10 @@ pub struct ClusterConfig {
 }
 
 /// Who decides each partition's leader, epoch and ISR.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MetadataMode {
+    #[default]
     Static,
     Quorum,
 }
@@ -131,11 +132,6 @@ impl Default for QuorumTimings {
     }
 }
 
-impl Default for MetadataMode {
-    fn default() -> MetadataMode {
-        MetadataMode::Static
-    }
-}
 
 /// One broker of the cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
