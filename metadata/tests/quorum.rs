@@ -393,3 +393,136 @@ fn pre_vote_an_isolated_voter_healed_does_not_raise_the_term() {
         cluster.shutdown().await;
     });
 }
+
+#[test]
+fn whole_cluster_restarts_from_its_directories_a_torn_log_tail_cut() {
+    run(async {
+        let mut cluster = Cluster::start(QuorumTuning::default()).await;
+        let leader = cluster.leader().await;
+        for id in 1..=5 {
+            cluster.quorums[&leader]
+                .propose(register(id, 1))
+                .await
+                .unwrap();
+        }
+        cluster
+            .wait_applied("5 brokers", |s| s.brokers.len() == 5)
+            .await;
+        for id in 1..=3 {
+            cluster.stop_voter(id).await;
+        }
+        // A record torn by a crash mid-write: a header promising more than is there.
+        let log = cluster.dirs[&2].path().join("log");
+        let mut bytes = std::fs::read(&log).unwrap();
+        bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, b'{']);
+        std::fs::write(&log, bytes).unwrap();
+        for id in 1..=3 {
+            cluster.start_voter(id).await;
+        }
+        let leader = cluster.leader().await;
+        cluster.quorums[&leader]
+            .propose(register(6, 1))
+            .await
+            .unwrap();
+        cluster
+            .wait_applied("6 brokers after the restart", |s| s.brokers.len() == 6)
+            .await;
+        cluster.shutdown().await;
+    });
+}
+
+#[test]
+fn malformed_and_oversized_frames_close_the_connection_only() {
+    use std::io::{Read, Write};
+    run(async {
+        let cluster = Cluster::start(QuorumTuning::default()).await;
+        let leader = cluster.leader().await;
+        let addr = cluster.voters[&leader];
+        let frames: [Vec<u8>; 2] = [
+            // Oversized: a length past FRAME_BYTES_MAX.
+            ((precursor_metadata::FRAME_BYTES_MAX as u32) + 1)
+                .to_be_bytes()
+                .to_vec(),
+            // Malformed: a frame whose body is not a request.
+            [&5u32.to_be_bytes()[..], b"hello"].concat(),
+        ];
+        for frame in frames {
+            let read = tokio::task::spawn_blocking(move || {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream
+                    .set_read_timeout(Some(Duration::from_millis(WAIT_MS)))
+                    .unwrap();
+                stream.write_all(&frame).unwrap();
+                let mut buffer = [0u8; 16];
+                stream.read(&mut buffer)
+            })
+            .await
+            .unwrap();
+            // Closed by the voter: end of stream (or a reset), never an answer.
+            assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        }
+        cluster.quorums[&leader]
+            .propose(register(1, 1))
+            .await
+            .unwrap();
+        cluster
+            .wait_applied("the quorum still works", |s| s.brokers.contains_key(&1))
+            .await;
+        cluster.shutdown().await;
+    });
+}
+
+#[test]
+fn a_single_voter_elects_itself() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = QuorumConfig {
+            node_id: 4,
+            voters: [(4, free_port())].into_iter().collect(),
+            dir: dir.path().to_path_buf(),
+            timings: timings(),
+        };
+        let quorum = Quorum::start(config.clone()).await.unwrap();
+        assert_eq!(
+            quorum.propose(register(4, 1)).await.unwrap(),
+            MetadataReply::Done
+        );
+        let reply = quorum
+            .propose(MetadataCommand::AllocateProducerIds {
+                broker: 4,
+                count: 0,
+            })
+            .await
+            .unwrap();
+        assert_eq!(reply, MetadataReply::Refused(Refusal::CountInvalid));
+        quorum.shutdown().await;
+        // Restarted from its directory: not initialized again, the state is back.
+        let quorum = Quorum::start(config).await.unwrap();
+        wait_for("broker 4 recovered", || {
+            quorum.state().borrow().brokers.contains_key(&4)
+        })
+        .await;
+        assert_eq!(
+            quorum.propose(register(5, 1)).await.unwrap(),
+            MetadataReply::Done
+        );
+        quorum.shutdown().await;
+    });
+}
+
+#[test]
+fn config_without_this_voter_is_refused() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let config = QuorumConfig {
+            node_id: 9,
+            voters: [(1, free_port())].into_iter().collect(),
+            dir: dir.path().to_path_buf(),
+            timings: timings(),
+        };
+        assert!(matches!(
+            Quorum::start(config).await,
+            Err(precursor_metadata::QuorumError::Config(_))
+        ));
+    });
+}
