@@ -34,6 +34,8 @@
 //! detection time for fewer false suspicions; pre-vote keeps a voter that falsely
 //! suspects the leader from disrupting it.
 
+#![forbid(unsafe_code)]
+
 pub mod command;
 pub mod controller;
 pub mod network;

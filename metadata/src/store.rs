@@ -155,10 +155,7 @@ impl LogStore {
         let mut offset = 0usize;
         let mut stale = false;
         let purged_index = purged.as_ref().map(|id| id.index);
-        loop {
-            let Some(header) = bytes.get(offset..offset + LOG_RECORD_HEADER_BYTES) else {
-                break;
-            };
+        while let Some(header) = bytes.get(offset..offset + LOG_RECORD_HEADER_BYTES) {
             let length = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
             let sum = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
             if length > LOG_RECORD_BYTES_MAX {
