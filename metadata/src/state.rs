@@ -1,0 +1,901 @@
+//! The replicated cluster metadata and its deterministic, total `apply`.
+//!
+//! Every voter applies the same commands in the same order and reaches the same state:
+//! only ordered maps (`BTreeMap`), no clocks, no randomness, no hashing of addresses. A
+//! command that breaks a rule is answered [`MetadataReply::Refused`] and changes nothing.
+
+use crate::command::{MetadataCommand, MetadataReply, OffsetCommit, Refusal};
+use precursor_config::{BROKERS_MAX, REPLICATION_FACTOR_MAX};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Topic and group names, at most, in bytes (Kafka's topic name limit).
+pub const NAME_BYTES_MAX: usize = 249;
+/// A broker's rack name, at most, in bytes.
+pub const RACK_BYTES_MAX: usize = 255;
+/// An offset commit's metadata string, at most, in bytes (Kafka's default
+/// `offset.metadata.max.bytes`).
+pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
+/// Partitions of one topic, at most.
+pub const PARTITIONS_MAX: usize = 4096;
+/// Producer ids in one allocated block, at most.
+pub const PRODUCER_IDS_PER_BLOCK_MAX: u32 = 1_000_000;
+/// Offsets in one CommitOffsets, at most.
+pub const OFFSETS_PER_COMMIT_MAX: usize = 10_000;
+
+/// A registered broker.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerState {
+    pub incarnation: u64,
+    pub fenced: bool,
+    pub rack: String,
+}
+
+/// One partition's replicas and who leads them at which epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// Preferred leader first.
+    pub replicas: Vec<u32>,
+    /// 0: no leader (offline).
+    pub leader: u32,
+    pub leader_epoch: u32,
+    pub isr: Vec<u32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicState {
+    pub partitions: Vec<PartitionState>,
+    pub min_insync: u8,
+    pub unclean_leader_election: bool,
+    pub retention_ms: u64,
+    pub retention_bytes: u64,
+}
+
+/// Where a committed offset belongs.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OffsetKey {
+    pub group: String,
+    pub topic: String,
+    pub partition: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// The whole replicated metadata: what every voter agrees on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataState {
+    pub brokers: BTreeMap<u32, BrokerState>,
+    pub topics: BTreeMap<String, TopicState>,
+    pub next_producer_id: u64,
+    /// JSON maps need string keys: stored as a list of pairs, in key order.
+    #[serde(with = "offsets_as_pairs")]
+    pub offsets: BTreeMap<OffsetKey, CommittedOffset>,
+}
+
+mod offsets_as_pairs {
+    use super::{CommittedOffset, OffsetKey};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<OffsetKey, CommittedOffset>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let pairs: Vec<(&OffsetKey, &CommittedOffset)> = map.iter().collect();
+        pairs.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<OffsetKey, CommittedOffset>, D::Error> {
+        let pairs: Vec<(OffsetKey, CommittedOffset)> = Vec::deserialize(deserializer)?;
+        Ok(pairs.into_iter().collect())
+    }
+}
+
+impl MetadataState {
+    /// Whether `id` is registered and not fenced.
+    pub fn broker_live(&self, id: u32) -> bool {
+        self.brokers.get(&id).is_some_and(|b| !b.fenced)
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionState> {
+        self.topics.get(topic)?.partitions.get(partition as usize)
+    }
+
+    /// Applies one command. Deterministic and total: the same state and command give the
+    /// same result on every voter, and no input panics.
+    pub fn apply(&mut self, command: &MetadataCommand) -> MetadataReply {
+        let result = match command {
+            MetadataCommand::RegisterBroker {
+                id,
+                incarnation,
+                rack,
+            } => self.register_broker(*id, *incarnation, rack),
+            MetadataCommand::FenceBroker { id, incarnation } => {
+                self.fence_broker(*id, *incarnation)
+            }
+            MetadataCommand::CreateTopic {
+                name,
+                replicas,
+                min_insync,
+                unclean_leader_election,
+                retention_ms,
+                retention_bytes,
+            } => self.create_topic(
+                name,
+                replicas,
+                *min_insync,
+                *unclean_leader_election,
+                *retention_ms,
+                *retention_bytes,
+            ),
+            MetadataCommand::DeleteTopic { name } => self.delete_topic(name),
+            MetadataCommand::AlterIsr {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                isr,
+            } => self.alter_isr(topic, *partition, *leader, *leader_epoch, isr),
+            MetadataCommand::ElectLeader {
+                topic,
+                partition,
+                leader,
+            } => self.elect_leader(topic, *partition, *leader),
+            MetadataCommand::ReassignPartition {
+                topic,
+                partition,
+                replicas,
+            } => self.reassign_partition(topic, *partition, replicas),
+            MetadataCommand::AllocateProducerIds { broker, count } => {
+                self.allocate_producer_ids(*broker, *count)
+            }
+            MetadataCommand::CommitOffsets { group, offsets } => {
+                self.commit_offsets(group, offsets)
+            }
+        };
+        let reply = result.unwrap_or_else(MetadataReply::Refused);
+        debug_assert!(self.invariants_hold());
+        reply
+    }
+
+    /// Every partition: a leader, if any, is a replica in the ISR; the ISR is a subset of
+    /// the replicas without duplicates.
+    pub fn invariants_hold(&self) -> bool {
+        self.topics.values().all(|topic| {
+            topic.partitions.iter().all(|p| {
+                let isr_in_replicas = p.isr.iter().all(|b| p.replicas.contains(b));
+                let leader_ok =
+                    p.leader == 0 || (p.replicas.contains(&p.leader) && p.isr.contains(&p.leader));
+                isr_in_replicas && leader_ok && !has_duplicates(&p.isr)
+            })
+        })
+    }
+
+    fn register_broker(
+        &mut self,
+        id: u32,
+        incarnation: u64,
+        rack: &str,
+    ) -> Result<MetadataReply, Refusal> {
+        check_broker_id(id)?;
+        if rack.len() > RACK_BYTES_MAX {
+            return Err(Refusal::StringTooLong);
+        }
+        if let Some(recorded) = self.brokers.get(&id) {
+            // A fenced incarnation must come back as a new one; a live one may repeat its
+            // registration (a retried proposal).
+            let stale = incarnation < recorded.incarnation
+                || (recorded.fenced && incarnation == recorded.incarnation);
+            if stale {
+                return Err(Refusal::StaleIncarnation {
+                    given: incarnation,
+                    recorded: recorded.incarnation,
+                });
+            }
+        }
+        self.brokers.insert(
+            id,
+            BrokerState {
+                incarnation,
+                fenced: false,
+                rack: rack.to_string(),
+            },
+        );
+        for topic in self.topics.values_mut() {
+            for partition in topic.partitions.iter_mut() {
+                if partition.leader == 0 && partition.isr.contains(&id) {
+                    partition.leader = id;
+                    partition.leader_epoch = partition.leader_epoch.wrapping_add(1);
+                }
+            }
+        }
+        Ok(MetadataReply::Done)
+    }
+
+    fn fence_broker(&mut self, id: u32, incarnation: u64) -> Result<MetadataReply, Refusal> {
+        let Some(recorded) = self.brokers.get_mut(&id) else {
+            return Err(Refusal::BrokerUnknown(id));
+        };
+        if incarnation < recorded.incarnation {
+            return Err(Refusal::StaleIncarnation {
+                given: incarnation,
+                recorded: recorded.incarnation,
+            });
+        }
+        recorded.fenced = true;
+        let brokers = &self.brokers;
+        let mut leaders_moved = 0u32;
+        for topic in self.topics.values_mut() {
+            let unclean = topic.unclean_leader_election;
+            for partition in topic.partitions.iter_mut() {
+                if partition.leader == id {
+                    elect_from_isr(partition, brokers, unclean);
+                    leaders_moved += 1;
+                }
+                // Kafka keeps the last member so it can lead again once it is back.
+                if partition.isr.len() > 1 {
+                    partition.isr.retain(|b| *b != id);
+                }
+            }
+        }
+        Ok(MetadataReply::Fenced { leaders_moved })
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &str,
+        replicas: &[Vec<u32>],
+        min_insync: u8,
+        unclean_leader_election: bool,
+        retention_ms: u64,
+        retention_bytes: u64,
+    ) -> Result<MetadataReply, Refusal> {
+        check_name(name)?;
+        if self.topics.contains_key(name) {
+            return Err(Refusal::TopicExists);
+        }
+        if replicas.is_empty() || replicas.len() > PARTITIONS_MAX {
+            return Err(Refusal::PartitionCountInvalid);
+        }
+        if min_insync == 0 || min_insync > REPLICATION_FACTOR_MAX {
+            return Err(Refusal::MinInsyncInvalid);
+        }
+        for list in replicas {
+            self.check_replicas(list)?;
+        }
+        let partitions: Vec<PartitionState> = replicas
+            .iter()
+            .map(|list| {
+                let isr: Vec<u32> = list
+                    .iter()
+                    .copied()
+                    .filter(|b| self.broker_live(*b))
+                    .collect();
+                PartitionState {
+                    replicas: list.clone(),
+                    leader: isr.first().copied().unwrap_or(0),
+                    leader_epoch: 1,
+                    isr,
+                }
+            })
+            .collect();
+        self.topics.insert(
+            name.to_string(),
+            TopicState {
+                partitions: partitions.clone(),
+                min_insync,
+                unclean_leader_election,
+                retention_ms,
+                retention_bytes,
+            },
+        );
+        Ok(MetadataReply::TopicCreated { partitions })
+    }
+
+    fn delete_topic(&mut self, name: &str) -> Result<MetadataReply, Refusal> {
+        if self.topics.remove(name).is_none() {
+            return Err(Refusal::TopicUnknown);
+        }
+        self.offsets.retain(|key, _| key.topic != name);
+        Ok(MetadataReply::Done)
+    }
+
+    fn alter_isr(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        leader: u32,
+        leader_epoch: u32,
+        isr: &[u32],
+    ) -> Result<MetadataReply, Refusal> {
+        let brokers = &self.brokers;
+        let state = partition_mut(&mut self.topics, topic, partition)?;
+        if leader == 0 || state.leader != leader || state.leader_epoch != leader_epoch {
+            return Err(Refusal::FencedLeaderEpoch {
+                leader: state.leader,
+                leader_epoch: state.leader_epoch,
+            });
+        }
+        if !isr.contains(&leader) {
+            return Err(Refusal::IsrWithoutLeader);
+        }
+        if has_duplicates(isr) || !isr.iter().all(|b| state.replicas.contains(b)) {
+            return Err(Refusal::IsrNotSubsetOfReplicas);
+        }
+        for b in isr {
+            let fenced = brokers.get(b).is_none_or(|s| s.fenced);
+            if !state.isr.contains(b) && fenced {
+                return Err(Refusal::IsrAddsFencedBroker(*b));
+            }
+        }
+        // In replica order, so every voter stores the same list whatever the order asked.
+        state.isr = state
+            .replicas
+            .iter()
+            .copied()
+            .filter(|b| isr.contains(b))
+            .collect();
+        Ok(MetadataReply::Partition(state.clone()))
+    }
+
+    fn elect_leader(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        leader: u32,
+    ) -> Result<MetadataReply, Refusal> {
+        let live = self.broker_live(leader);
+        let state = partition_mut(&mut self.topics, topic, partition)?;
+        if !state.isr.contains(&leader) {
+            return Err(Refusal::TargetNotInIsr);
+        }
+        if !live {
+            return Err(Refusal::TargetFenced);
+        }
+        if state.leader != leader {
+            state.leader = leader;
+            state.leader_epoch = state.leader_epoch.wrapping_add(1);
+        }
+        Ok(MetadataReply::Partition(state.clone()))
+    }
+
+    fn reassign_partition(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        replicas: &[u32],
+    ) -> Result<MetadataReply, Refusal> {
+        self.check_replicas(replicas)?;
+        let brokers = &self.brokers;
+        let Some(topic_state) = self.topics.get_mut(topic) else {
+            return Err(Refusal::TopicUnknown);
+        };
+        let unclean = topic_state.unclean_leader_election;
+        let Some(state) = topic_state.partitions.get_mut(partition as usize) else {
+            return Err(Refusal::PartitionUnknown);
+        };
+        state.replicas = replicas.to_vec();
+        state.isr = replicas
+            .iter()
+            .copied()
+            .filter(|b| state.isr.contains(b))
+            .collect();
+        if state.leader == 0 || !state.isr.contains(&state.leader) {
+            elect_from_isr(state, brokers, unclean);
+        }
+        Ok(MetadataReply::Partition(state.clone()))
+    }
+
+    fn allocate_producer_ids(&mut self, broker: u32, count: u32) -> Result<MetadataReply, Refusal> {
+        if !self.brokers.contains_key(&broker) {
+            return Err(Refusal::BrokerUnknown(broker));
+        }
+        if count == 0 || count > PRODUCER_IDS_PER_BLOCK_MAX {
+            return Err(Refusal::CountInvalid);
+        }
+        let first = self.next_producer_id;
+        // Producer ids are i64 on Kafka's wire: stay below i64::MAX.
+        let next = first
+            .checked_add(u64::from(count))
+            .filter(|n| *n <= i64::MAX as u64)
+            .ok_or(Refusal::ProducerIdsExhausted)?;
+        self.next_producer_id = next;
+        Ok(MetadataReply::ProducerIds { first, count })
+    }
+
+    fn commit_offsets(
+        &mut self,
+        group: &str,
+        offsets: &[OffsetCommit],
+    ) -> Result<MetadataReply, Refusal> {
+        check_name(group)?;
+        if offsets.len() > OFFSETS_PER_COMMIT_MAX {
+            return Err(Refusal::TooManyOffsets);
+        }
+        // All checked before any is written: all or none.
+        for commit in offsets {
+            if commit.metadata.len() > OFFSET_METADATA_BYTES_MAX {
+                return Err(Refusal::StringTooLong);
+            }
+            if self.partition(&commit.topic, commit.partition).is_none() {
+                return Err(if self.topics.contains_key(&commit.topic) {
+                    Refusal::PartitionUnknown
+                } else {
+                    Refusal::TopicUnknown
+                });
+            }
+        }
+        for commit in offsets {
+            self.offsets.insert(
+                OffsetKey {
+                    group: group.to_string(),
+                    topic: commit.topic.clone(),
+                    partition: commit.partition,
+                },
+                CommittedOffset {
+                    offset: commit.offset,
+                    leader_epoch: commit.leader_epoch,
+                    metadata: commit.metadata.clone(),
+                },
+            );
+        }
+        Ok(MetadataReply::Done)
+    }
+
+    fn check_replicas(&self, list: &[u32]) -> Result<(), Refusal> {
+        if list.is_empty() || list.len() > REPLICATION_FACTOR_MAX as usize || has_duplicates(list) {
+            return Err(Refusal::ReplicasInvalid);
+        }
+        match list.iter().find(|b| !self.brokers.contains_key(b)) {
+            Some(unknown) => Err(Refusal::BrokerUnknown(*unknown)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Elects a new leader for `partition` (the old one is gone or fenced): the first replica,
+/// in replica order, that is in the ISR and live; else, if `unclean`, the first live replica
+/// (which becomes the whole ISR); else 0, offline. The epoch moves whenever the leader does.
+fn elect_from_isr(
+    partition: &mut PartitionState,
+    brokers: &BTreeMap<u32, BrokerState>,
+    unclean: bool,
+) {
+    let live = |b: &u32| brokers.get(b).is_some_and(|s| !s.fenced);
+    let clean = partition
+        .replicas
+        .iter()
+        .copied()
+        .find(|b| partition.isr.contains(b) && live(b));
+    let leader = match clean {
+        Some(leader) => leader,
+        None if unclean => match partition.replicas.iter().copied().find(live) {
+            Some(leader) => {
+                partition.isr = vec![leader];
+                leader
+            }
+            None => 0,
+        },
+        None => 0,
+    };
+    if leader != partition.leader {
+        partition.leader = leader;
+        partition.leader_epoch = partition.leader_epoch.wrapping_add(1);
+    }
+}
+
+fn partition_mut<'a>(
+    topics: &'a mut BTreeMap<String, TopicState>,
+    topic: &str,
+    partition: u32,
+) -> Result<&'a mut PartitionState, Refusal> {
+    topics
+        .get_mut(topic)
+        .ok_or(Refusal::TopicUnknown)?
+        .partitions
+        .get_mut(partition as usize)
+        .ok_or(Refusal::PartitionUnknown)
+}
+
+fn check_name(name: &str) -> Result<(), Refusal> {
+    if name.is_empty() || name.len() > NAME_BYTES_MAX {
+        return Err(Refusal::NameInvalid);
+    }
+    Ok(())
+}
+
+fn check_broker_id(id: u32) -> Result<(), Refusal> {
+    if id == 0 || id as usize > BROKERS_MAX {
+        return Err(Refusal::BrokerIdInvalid(id));
+    }
+    Ok(())
+}
+
+fn has_duplicates(list: &[u32]) -> bool {
+    list.iter().enumerate().any(|(i, b)| list[..i].contains(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn register(state: &mut MetadataState, id: u32, incarnation: u64) -> MetadataReply {
+        state.apply(&MetadataCommand::RegisterBroker {
+            id,
+            incarnation,
+            rack: String::new(),
+        })
+    }
+
+    /// Brokers 1..=3 live, topic "t" with partitions led by 1, 2, 3 (each over all three).
+    fn three_brokers_one_topic(unclean: bool) -> MetadataState {
+        let mut state = MetadataState::default();
+        for id in 1..=3 {
+            assert_eq!(register(&mut state, id, 10), MetadataReply::Done);
+        }
+        let reply = state.apply(&MetadataCommand::CreateTopic {
+            name: "t".into(),
+            replicas: vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]],
+            min_insync: 2,
+            unclean_leader_election: unclean,
+            retention_ms: 1000,
+            retention_bytes: 1 << 20,
+        });
+        assert!(matches!(reply, MetadataReply::TopicCreated { .. }));
+        state
+    }
+
+    fn fence(state: &mut MetadataState, id: u32, incarnation: u64) -> MetadataReply {
+        state.apply(&MetadataCommand::FenceBroker { id, incarnation })
+    }
+
+    #[test]
+    fn create_topic_leads_with_first_live_replica() {
+        let mut state = three_brokers_one_topic(false);
+        let p = state.partition("t", 1).unwrap();
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (2, 1, vec![2, 3, 1])
+        );
+        fence(&mut state, 1, 10);
+        let reply = state.apply(&MetadataCommand::CreateTopic {
+            name: "u".into(),
+            replicas: vec![vec![1, 2]],
+            min_insync: 1,
+            unclean_leader_election: false,
+            retention_ms: 0,
+            retention_bytes: 0,
+        });
+        let MetadataReply::TopicCreated { partitions } = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            (partitions[0].leader, partitions[0].isr.clone()),
+            (2, vec![2])
+        );
+    }
+
+    #[test]
+    fn create_topic_refusals() {
+        let mut state = three_brokers_one_topic(false);
+        let create =
+            |name: &str, replicas: Vec<Vec<u32>>, min_insync: u8| MetadataCommand::CreateTopic {
+                name: name.into(),
+                replicas,
+                min_insync,
+                unclean_leader_election: false,
+                retention_ms: 0,
+                retention_bytes: 0,
+            };
+        let before = state.clone();
+        let cases = [
+            (create("t", vec![vec![1]], 1), Refusal::TopicExists),
+            (create("", vec![vec![1]], 1), Refusal::NameInvalid),
+            (
+                create(&"x".repeat(250), vec![vec![1]], 1),
+                Refusal::NameInvalid,
+            ),
+            (create("v", vec![], 1), Refusal::PartitionCountInvalid),
+            (create("v", vec![vec![]], 1), Refusal::ReplicasInvalid),
+            (create("v", vec![vec![1, 1]], 1), Refusal::ReplicasInvalid),
+            (create("v", vec![vec![1, 9]], 1), Refusal::BrokerUnknown(9)),
+            (create("v", vec![vec![1]], 0), Refusal::MinInsyncInvalid),
+        ];
+        for (command, refusal) in cases {
+            assert_eq!(state.apply(&command), MetadataReply::Refused(refusal));
+        }
+        assert_eq!(state, before);
+    }
+
+    #[test]
+    fn fence_moves_leaderships_to_isr_and_shrinks_isrs() {
+        let mut state = three_brokers_one_topic(false);
+        assert_eq!(
+            fence(&mut state, 2, 10),
+            MetadataReply::Fenced { leaders_moved: 1 }
+        );
+        assert!(state.brokers[&2].fenced);
+        let p1 = state.partition("t", 1).unwrap();
+        // Replicas [2, 3, 1]: the next in replica order in the ISR is 3.
+        assert_eq!(
+            (p1.leader, p1.leader_epoch, p1.isr.clone()),
+            (3, 2, vec![3, 1])
+        );
+        let p0 = state.partition("t", 0).unwrap();
+        assert_eq!(
+            (p0.leader, p0.leader_epoch, p0.isr.clone()),
+            (1, 1, vec![1, 3])
+        );
+        // A stale incarnation is ignored.
+        let before = state.clone();
+        assert_eq!(
+            fence(&mut state, 3, 9),
+            MetadataReply::Refused(Refusal::StaleIncarnation {
+                given: 9,
+                recorded: 10
+            })
+        );
+        assert_eq!(state, before);
+        assert_eq!(
+            fence(&mut state, 7, 1),
+            MetadataReply::Refused(Refusal::BrokerUnknown(7))
+        );
+    }
+
+    #[test]
+    fn fence_keeps_last_isr_member_and_goes_offline_then_register_returns_leadership() {
+        let mut state = three_brokers_one_topic(false);
+        fence(&mut state, 2, 10);
+        fence(&mut state, 3, 10);
+        let p1 = state.partition("t", 1).unwrap();
+        assert_eq!((p1.leader, p1.isr.clone()), (1, vec![1]));
+        fence(&mut state, 1, 10);
+        let p1 = state.partition("t", 1).unwrap();
+        assert_eq!(
+            (p1.leader, p1.leader_epoch, p1.isr.clone()),
+            (0, 4, vec![1])
+        );
+        // The same incarnation, fenced, may not come back; a new one may, and leads again.
+        assert_eq!(
+            register(&mut state, 1, 10),
+            MetadataReply::Refused(Refusal::StaleIncarnation {
+                given: 10,
+                recorded: 10
+            })
+        );
+        assert_eq!(register(&mut state, 1, 11), MetadataReply::Done);
+        let p1 = state.partition("t", 1).unwrap();
+        assert_eq!((p1.leader, p1.leader_epoch), (1, 5));
+        assert!(!state.brokers[&1].fenced);
+    }
+
+    #[test]
+    fn fence_unclean_elects_first_live_replica() {
+        let mut state = three_brokers_one_topic(true);
+        // Shrink partition 0's ISR to its leader alone, then fence that leader.
+        let reply = state.apply(&MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader: 1,
+            leader_epoch: 1,
+            isr: vec![1],
+        });
+        assert!(matches!(reply, MetadataReply::Partition(_)));
+        fence(&mut state, 1, 10);
+        let p0 = state.partition("t", 0).unwrap();
+        assert_eq!(
+            (p0.leader, p0.leader_epoch, p0.isr.clone()),
+            (2, 2, vec![2])
+        );
+    }
+
+    #[test]
+    fn alter_isr_rules() {
+        let mut state = three_brokers_one_topic(false);
+        let alter = |leader, leader_epoch, isr: Vec<u32>| MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader,
+            leader_epoch,
+            isr,
+        };
+        let stale = MetadataReply::Refused(Refusal::FencedLeaderEpoch {
+            leader: 1,
+            leader_epoch: 1,
+        });
+        assert_eq!(state.apply(&alter(1, 0, vec![1])), stale);
+        assert_eq!(state.apply(&alter(2, 1, vec![2])), stale);
+        assert_eq!(
+            state.apply(&alter(1, 1, vec![2, 3])),
+            MetadataReply::Refused(Refusal::IsrWithoutLeader)
+        );
+        assert_eq!(
+            state.apply(&alter(1, 1, vec![1, 5])),
+            MetadataReply::Refused(Refusal::IsrNotSubsetOfReplicas)
+        );
+        let MetadataReply::Partition(p) = state.apply(&alter(1, 1, vec![3, 1])) else {
+            panic!()
+        };
+        assert_eq!(p.isr, vec![1, 3]);
+        fence(&mut state, 2, 10);
+        assert_eq!(
+            state.apply(&alter(1, 1, vec![1, 2, 3])),
+            MetadataReply::Refused(Refusal::IsrAddsFencedBroker(2))
+        );
+        assert_eq!(
+            state.apply(&MetadataCommand::AlterIsr {
+                topic: "t".into(),
+                partition: 9,
+                leader: 1,
+                leader_epoch: 1,
+                isr: vec![1]
+            }),
+            MetadataReply::Refused(Refusal::PartitionUnknown)
+        );
+    }
+
+    #[test]
+    fn elect_leader_rules() {
+        let mut state = three_brokers_one_topic(false);
+        let elect = |leader| MetadataCommand::ElectLeader {
+            topic: "t".into(),
+            partition: 0,
+            leader,
+        };
+        let MetadataReply::Partition(p) = state.apply(&elect(3)) else {
+            panic!()
+        };
+        assert_eq!((p.leader, p.leader_epoch), (3, 2));
+        assert_eq!(
+            state.apply(&elect(5)),
+            MetadataReply::Refused(Refusal::TargetNotInIsr)
+        );
+        // Fenced while 3 leads partition 0: 1 leaves its ISR (not the last member).
+        fence(&mut state, 1, 10);
+        assert_eq!(
+            state.apply(&elect(1)),
+            MetadataReply::Refused(Refusal::TargetNotInIsr)
+        );
+    }
+
+    #[test]
+    fn elect_leader_refuses_fenced_last_isr_member() {
+        let mut state = three_brokers_one_topic(false);
+        fence(&mut state, 2, 10);
+        fence(&mut state, 3, 10);
+        fence(&mut state, 1, 10);
+        assert_eq!(
+            state.apply(&MetadataCommand::ElectLeader {
+                topic: "t".into(),
+                partition: 0,
+                leader: 1
+            }),
+            MetadataReply::Refused(Refusal::TargetFenced)
+        );
+    }
+
+    #[test]
+    fn reassign_keeps_remaining_isr_and_elects_if_leader_leaves() {
+        let mut state = three_brokers_one_topic(false);
+        let reassign = |replicas: Vec<u32>| MetadataCommand::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            replicas,
+        };
+        let MetadataReply::Partition(p) = state.apply(&reassign(vec![3, 2])) else {
+            panic!()
+        };
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (3, 2, vec![3, 2])
+        );
+        let MetadataReply::Partition(p) = state.apply(&reassign(vec![1, 3])) else {
+            panic!()
+        };
+        // 1 is not in the ISR (it left the replicas); the leader 3 remains.
+        assert_eq!((p.leader, p.leader_epoch, p.isr.clone()), (3, 2, vec![3]));
+        assert_eq!(
+            state.apply(&reassign(vec![1, 8])),
+            MetadataReply::Refused(Refusal::BrokerUnknown(8))
+        );
+    }
+
+    #[test]
+    fn producer_ids_in_blocks() {
+        let mut state = three_brokers_one_topic(false);
+        let allocate = |broker, count| MetadataCommand::AllocateProducerIds { broker, count };
+        assert_eq!(
+            state.apply(&allocate(1, 100)),
+            MetadataReply::ProducerIds {
+                first: 0,
+                count: 100
+            }
+        );
+        assert_eq!(
+            state.apply(&allocate(2, 5)),
+            MetadataReply::ProducerIds {
+                first: 100,
+                count: 5
+            }
+        );
+        assert_eq!(
+            state.apply(&allocate(2, 0)),
+            MetadataReply::Refused(Refusal::CountInvalid)
+        );
+        assert_eq!(
+            state.apply(&allocate(9, 1)),
+            MetadataReply::Refused(Refusal::BrokerUnknown(9))
+        );
+        state.next_producer_id = i64::MAX as u64 - 1;
+        assert_eq!(
+            state.apply(&allocate(1, 5)),
+            MetadataReply::Refused(Refusal::ProducerIdsExhausted)
+        );
+    }
+
+    #[test]
+    fn commit_offsets_all_or_none_and_delete_topic_drops_them() {
+        let mut state = three_brokers_one_topic(false);
+        let commit = |topic: &str, partition| OffsetCommit {
+            topic: topic.into(),
+            partition,
+            offset: 42,
+            leader_epoch: 1,
+            metadata: "m".into(),
+        };
+        let reply = state.apply(&MetadataCommand::CommitOffsets {
+            group: "g".into(),
+            offsets: vec![commit("t", 0), commit("t", 7)],
+        });
+        assert_eq!(reply, MetadataReply::Refused(Refusal::PartitionUnknown));
+        assert!(state.offsets.is_empty());
+        let reply = state.apply(&MetadataCommand::CommitOffsets {
+            group: "g".into(),
+            offsets: vec![commit("t", 0), commit("t", 2)],
+        });
+        assert_eq!(reply, MetadataReply::Done);
+        assert_eq!(state.offsets.len(), 2);
+        // Serde round trip keeps the pair-encoded map.
+        let json = serde_json::to_string(&state).unwrap();
+        let back: MetadataState = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, state);
+        assert_eq!(
+            state.apply(&MetadataCommand::DeleteTopic { name: "t".into() }),
+            MetadataReply::Done
+        );
+        assert!(state.offsets.is_empty());
+        assert_eq!(
+            state.apply(&MetadataCommand::DeleteTopic { name: "t".into() }),
+            MetadataReply::Refused(Refusal::TopicUnknown)
+        );
+    }
+
+    #[test]
+    fn register_refuses_bad_ids_and_stale_incarnations() {
+        let mut state = MetadataState::default();
+        assert_eq!(
+            register(&mut state, 0, 1),
+            MetadataReply::Refused(Refusal::BrokerIdInvalid(0))
+        );
+        assert_eq!(
+            register(&mut state, 65, 1),
+            MetadataReply::Refused(Refusal::BrokerIdInvalid(65))
+        );
+        assert_eq!(register(&mut state, 1, 5), MetadataReply::Done);
+        assert_eq!(register(&mut state, 1, 5), MetadataReply::Done);
+        assert_eq!(
+            register(&mut state, 1, 4),
+            MetadataReply::Refused(Refusal::StaleIncarnation {
+                given: 4,
+                recorded: 5
+            })
+        );
+    }
+}
