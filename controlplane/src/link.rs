@@ -106,6 +106,12 @@ pub struct LinkState {
     pub generation: AtomicU64,
     /// When the current CnC was attached.
     attached_at: Mutex<Option<Instant>>,
+    /// Quorum mode: the leadership lease last set ([`Link::set_lease_until_ns`]), written
+    /// again into every new CnC file (a restarted data plane starts expired).
+    lease_until_ns: AtomicU64,
+    /// Whether a lease was ever set (static mode never sets one: the data plane's own
+    /// "forever" stays).
+    lease_set: AtomicBool,
     /// Why the link is not connected, for messages.
     last_problem: Mutex<String>,
 }
@@ -185,6 +191,8 @@ enum LinkRequest {
         count: u32,
         reply: oneshot::Sender<Result<PingStats, LinkError>>,
     },
+    /// Write `LinkState::lease_until_ns` into the CnC now.
+    Lease,
 }
 
 /// The async handle to the link thread. Cloneable; the thread stops when every handle
@@ -216,6 +224,40 @@ impl Link {
 
     pub fn state(&self) -> &Arc<LinkState> {
         &self.state
+    }
+
+    /// Quorum mode: this broker may lead until `lease_until_ns` (CLOCK_MONOTONIC ns,
+    /// `precursor_shm::monotonic_ns`, same host as the data plane); 0 fences it at once.
+    /// Written into the CnC by the link thread as soon as it takes the request, and again
+    /// into a new CnC after a data plane restart.
+    pub fn set_lease_until_ns(&self, lease_until_ns: u64) -> Result<(), LinkError> {
+        self.state
+            .lease_until_ns
+            .store(lease_until_ns, Ordering::Release);
+        self.state.lease_set.store(true, Ordering::Release);
+        self.requests
+            .send(LinkRequest::Lease)
+            .map_err(|_| LinkError::Unavailable("the link thread stopped".into()))
+    }
+
+    /// Quorum mode: tells the data plane the ISR the metadata quorum committed for a
+    /// partition it leads at `epoch` (broker ids packed one byte each from the lowest, as
+    /// the ISR gauge). `Reply::Failed` with FencedLeaderEpoch when `epoch` is not the
+    /// leader's current one.
+    pub async fn set_isr(
+        &self,
+        name: &str,
+        partition: u16,
+        epoch: u32,
+        isr: u64,
+    ) -> Result<Reply, LinkError> {
+        self.call(Command::SetIsr {
+            name,
+            partition,
+            epoch,
+            isr,
+        })
+        .await
     }
 
     /// Sends `command` to the data plane and waits for its one reply event, at most
@@ -346,6 +388,17 @@ impl LinkThread {
                 let result = self.ping_series(count, &reply);
                 let _ = reply.send(result);
             }
+            LinkRequest::Lease => self.write_lease(),
+        }
+    }
+
+    /// Copies the lease the control plane set (if any) into the mapped CnC.
+    fn write_lease(&self) {
+        if !self.state.lease_set.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(cnc) = self.cnc.as_ref() {
+            cnc.set_lease_until_ns(self.state.lease_until_ns.load(Ordering::Acquire));
         }
     }
 
@@ -443,6 +496,7 @@ impl LinkThread {
                 *self.state.attached_at.lock().expect("link state lock") = Some(Instant::now());
                 self.state.set_problem(String::new());
                 self.cnc = Some(cnc);
+                self.write_lease();
                 // Events left over from before we attached answer nobody: drop them.
                 self.poll_events();
             }

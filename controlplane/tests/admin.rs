@@ -114,9 +114,10 @@ impl SharedFiles {
                             }
                             Event::Done
                         }
-                        Command::AlterTopic { .. } | Command::Ping | Command::SetLeader { .. } => {
-                            Event::Done
-                        }
+                        Command::AlterTopic { .. }
+                        | Command::Ping
+                        | Command::SetLeader { .. }
+                        | Command::SetIsr { .. } => Event::Done,
                     };
                     let length = event.encode(&mut reply);
                     cnc.events()

@@ -28,7 +28,7 @@ pub const RING_SLOTS: u32 = 256;
 /// Counters the page holds (ports, lcore, and 6 per partition).
 pub const COUNTERS_MAX: u32 = 16_384;
 /// Counters per partition: start, end, durable offsets, bytes, segments, messages.
-const PARTITION_COUNTERS: usize = 15;
+const PARTITION_COUNTERS: usize = 16;
 /// Counters per port: packets and bytes each way, missed, errors each way, no-mbuf, link.
 const PORT_COUNTERS: usize = 10;
 /// Longest counter label, in bytes (the page's label field).
@@ -58,6 +58,8 @@ pub struct PartitionValues {
     pub isr_expands: u64,
     pub min_insync: u64,
     pub truncated_bytes: u64,
+    /// Quorum mode: the ISR the leader proposes to the quorum (else the ISR).
+    pub isr_proposed: u64,
 }
 
 /// One command taken from the ring, copied out of it.
@@ -100,10 +102,13 @@ pub struct Control {
 impl Control {
     /// Creates `<dir>/cnc` and `<dir>/counters` (replacing a previous data plane's) and
     /// registers the lcore's counters. Start-up only.
+    /// `lease_until_ns` starts the leadership lease: `LEASE_FOREVER_NS` in static mode,
+    /// `LEASE_EXPIRED_NS` in quorum mode (lead nothing until the control plane renews).
     pub fn create(
         dir: &Path,
         port_name: &str,
         flusher: FlusherHandle,
+        lease_until_ns: u64,
     ) -> Result<Control, ShmError> {
         std::fs::create_dir_all(dir).map_err(|source| ShmError::Io {
             path: dir.to_path_buf(),
@@ -136,7 +141,7 @@ impl Control {
             .allocate_histogram(kind::FLUSHER_FDATASYNC, "flusher=0")
             .expect("room for the flusher's histogram at start-up");
         // The CnC file is made last: a control plane that sees it finds counters ready.
-        let cnc = DataplaneCnc::create(dir, RING_SLOTS)?;
+        let cnc = DataplaneCnc::create_with_lease(dir, RING_SLOTS, lease_until_ns)?;
         Ok(Control {
             cnc,
             counters,
@@ -177,6 +182,12 @@ impl Control {
     /// Proves to the control plane that the data plane is alive (drain timer).
     pub fn heartbeat(&self, now_ms: u64) {
         self.cnc.heartbeat(now_ms);
+    }
+
+    /// Until when this broker may lead (CLOCK_MONOTONIC ns): one Acquire load.
+    #[inline]
+    pub fn lease_until_ns(&self) -> u64 {
+        self.cnc.lease_until_ns()
     }
 
     /// Records how long a durable ack waited for the flusher.
@@ -262,6 +273,7 @@ impl Control {
             kind::PARTITION_ISR_EXPANDS,
             kind::PARTITION_MIN_INSYNC,
             kind::PARTITION_TRUNCATED_BYTES,
+            kind::PARTITION_ISR_PROPOSED,
         ];
         for (slot, counter_kind) in ids.iter_mut().zip(kinds) {
             match self.counters.allocate(counter_kind, label) {
@@ -296,6 +308,7 @@ impl Control {
             values.isr_expands,
             values.min_insync,
             values.truncated_bytes,
+            values.isr_proposed,
         ];
         for (id, value) in rest.into_iter().zip(replication) {
             self.counters.set(id, value);
@@ -335,7 +348,7 @@ fn register_lcore(counters: &mut CountersWriter) -> LcoreCounterIds {
             .allocate(counter_kind, label)
             .expect("room for the lcore's counters at start-up")
     };
-    let scalar_kinds: [(u32, ReadCounter); 20] = [
+    let scalar_kinds: [(u32, ReadCounter); 21] = [
         (kind::LCORE_LOOP_ITERATIONS, |c| c.loop_iterations),
         (kind::PRODUCE_REQUESTS, |c| c.produce_requests),
         (kind::PRODUCE_BATCHES, |c| c.produce_batches),
@@ -358,6 +371,7 @@ fn register_lcore(counters: &mut CountersWriter) -> LcoreCounterIds {
         (kind::REPLICA_TRUNCATIONS_REFUSED, |c| {
             c.replica_truncation_refused
         }),
+        (kind::LEASE_REFUSALS, |c| c.lease_refusals),
     ];
     let scalars = scalar_kinds
         .iter()

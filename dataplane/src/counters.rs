@@ -63,6 +63,9 @@ pub struct LcoreCounters {
     pub replica_truncation_refused: u64,
     /// ISR changes seen on fetches (expansions) and on the drain timer (shrinks).
     pub isr_changes: u64,
+    /// Quorum mode: produces and follower fetches refused because the leadership lease
+    /// had expired.
+    pub lease_refusals: u64,
 }
 
 /// Why an IPC channel was given back.
@@ -177,6 +180,7 @@ impl LcoreCounters {
             self.replica_truncation_refused,
         );
         field("isr_changes", self.isr_changes);
+        field("lease_refusals", self.lease_refusals);
         out.push('}');
         out
     }

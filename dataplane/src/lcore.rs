@@ -16,7 +16,8 @@ use crate::ipc::IpcTransport;
 use crate::log::PartitionLog;
 use crate::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES};
 use crate::replica::{
-    ClusterView, ParkedFetch, FOLLOWERS_MAX, REPLICA_FETCH_BYTES_DEFAULT, REPLICA_TRAIN_FRAMES_MAX,
+    BrokerSet, ClusterView, ParkedFetch, SetIsrError, FOLLOWERS_MAX, REPLICA_FETCH_BYTES_DEFAULT,
+    REPLICA_TRAIN_FRAMES_MAX,
 };
 use crate::service::{
     DueAnswer, Reply, ReplyTo, Service, ServiceConfig, CREATIONS_IN_FLIGHT_MAX,
@@ -29,6 +30,7 @@ use precursor_protocol::frame::{
     ErrorCode, FetchDataHeader, FrameHeader, Opcode, PartitionHandle, FRAME_HEADER_BYTES,
 };
 use precursor_protocol::replication::ReplicaFetch;
+use precursor_shm::monotonic_ns;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -176,6 +178,11 @@ impl Lcore {
     #[inline]
     pub fn do_work(&mut self) -> usize {
         self.service.counters.loop_iterations += 1;
+        // Quorum mode: the clock once per iteration (vDSO) against the lease (one load).
+        if self.service.cluster.as_ref().is_some_and(|c| c.quorum) {
+            let lease_until_ns = self.control.as_ref().map_or(0, Control::lease_until_ns);
+            self.service.lease_expired = monotonic_ns() >= lease_until_ns;
+        }
         let received = self.port.rx_burst(self.config.queue, &mut self.rx);
         let mut work = received;
         if received > 0 {
@@ -421,6 +428,7 @@ impl Lcore {
                             leader_epoch: u64::from(replica.epoch),
                             replicas: replica.replicas.packed(),
                             isr: replica.isr.packed(),
+                            isr_proposed: replica.isr_proposed().packed(),
                             isr_shrinks: replica.isr_shrinks,
                             isr_expands: replica.isr_expands,
                             min_insync: u64::from(replica.min_insync),
@@ -697,6 +705,7 @@ impl Lcore {
             return (0, 0);
         };
         let timings = cluster.timings;
+        let quorum = cluster.quorum;
         let mut work = 0;
         let mut leaders = [PartitionHandle(0); DIRTY_PARTITIONS_MAX];
         let mut followers = [PartitionHandle(0); DIRTY_PARTITIONS_MAX];
@@ -726,7 +735,19 @@ impl Lcore {
                     probing[probed] = handle;
                     probed += 1;
                 } else if replica.leader == replica.me {
-                    let left = replica.shrink_isr(log, now, timings.replica_lag);
+                    let proposed_before = replica.isr_proposed();
+                    let left = replica.shrink_isr(log, now, timings.replica_lag, quorum);
+                    if quorum && replica.isr_proposed() != proposed_before {
+                        // Rare: worth a line. The quorum decides (SetIsr).
+                        eprintln!(
+                            "precursor-dataplane: {}-{p}: ISR {:?}, proposing {:?} (no \
+                             catch-up for {} ms)",
+                            topic.name,
+                            replica.isr.ids(),
+                            replica.isr_proposed().ids(),
+                            timings.replica_lag.as_millis(),
+                        );
+                    }
                     for id in left.ids() {
                         counters.isr_changes += 1;
                         // Rare (a follower lost for replica_lag_ms): worth a line.
@@ -884,12 +905,62 @@ impl Lcore {
                     self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full"));
                 }
             }
+            Command::SetIsr {
+                name,
+                partition,
+                epoch,
+                isr,
+            } => {
+                let Some(topic) = self.service.topics.by_name(name) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::UnknownTopicOrPartition, "no such topic"),
+                    );
+                };
+                let handle = PartitionHandle::new(topic.id, partition);
+                let Some((log, replica)) = self.service.topics.replicated_mut(handle) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::UnknownTopicOrPartition, "no such partition"),
+                    );
+                };
+                let isr_before = replica.isr;
+                match replica.set_isr(epoch, BrokerSet::from_packed(isr), log) {
+                    Ok(moved) => {
+                        if replica.isr != isr_before {
+                            self.service.counters.isr_changes += 1;
+                        }
+                        if moved {
+                            // Parked fetches learn the new HW; waiting acks are checked
+                            // every iteration.
+                            self.service.appended.push(handle);
+                        }
+                        self.answer(correlation, &Event::Done);
+                    }
+                    Err(SetIsrError::NotLeader) => self.answer(
+                        correlation,
+                        &failed(
+                            ErrorCode::NotLeaderOrFollower,
+                            "this broker does not lead the partition",
+                        ),
+                    ),
+                    Err(SetIsrError::FencedEpoch { .. }) => self.answer(
+                        correlation,
+                        &failed(
+                            ErrorCode::FencedLeaderEpoch,
+                            "FencedLeaderEpoch: the epoch is not this leader's current one",
+                        ),
+                    ),
+                }
+            }
             Command::SetLeader {
                 name,
                 partition,
                 leader,
                 epoch,
+                isr,
             } => {
+                let quorum = self.service.cluster.as_ref().is_some_and(|c| c.quorum);
                 let Some(topic_name) = TopicName::new(name) else {
                     return self.answer(
                         correlation,
@@ -909,8 +980,28 @@ impl Lcore {
                         &failed(ErrorCode::UnknownTopicOrPartition, "no such partition"),
                     );
                 };
+                // Quorum mode: the same epoch again with another ISR changes only the ISR.
+                let same_leadership = quorum
+                    && epoch == replica.epoch
+                    && epoch != 0
+                    && leader == u16::from(replica.leader);
+                if same_leadership && replica.is_replicated() {
+                    if replica.leader == replica.me {
+                        let isr = BrokerSet::from_packed(isr);
+                        if !isr.is_empty() && replica.set_isr(epoch, isr, log) == Ok(true) {
+                            self.service.appended.push(handle);
+                        }
+                    }
+                    return self.answer(correlation, &Event::Done);
+                }
+                let offline = quorum && leader == 0;
                 let refusal = if !replica.is_replicated() {
                     Some((ErrorCode::InvalidArgument, "the partition has one replica"))
+                } else if offline {
+                    (epoch < replica.epoch).then_some((
+                        ErrorCode::FencedLeaderEpoch,
+                        "the epoch must not be lower than the partition's",
+                    ))
                 } else if leader == 0 || leader > 64 || !replica.replicas.contains(leader as u8) {
                     Some((
                         ErrorCode::InvalidArgument,
@@ -929,7 +1020,11 @@ impl Lcore {
                 if let Some((code, message)) = refusal {
                     return self.answer(correlation, &failed(code, message));
                 }
-                if leader as u8 == replica.me {
+                if offline {
+                    replica.go_offline(epoch);
+                } else if leader as u8 == replica.me && quorum {
+                    replica.become_leader_with_isr(epoch, BrokerSet::from_packed(isr), log);
+                } else if leader as u8 == replica.me {
                     replica.become_leader(epoch, log);
                 } else {
                     replica.become_follower(leader as u8, epoch);

@@ -464,7 +464,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
             fetch_wait: Duration::from_millis(cluster.replica_fetch_wait_ms),
             fetch_retry: Duration::from_millis(cluster.replica_fetch_retry_ms),
         };
-        lcore.attach_cluster(ClusterView::new(cluster.broker_id as u8, &brokers, timings));
+        let mut view = ClusterView::new(cluster.broker_id as u8, &brokers, timings);
+        view.quorum = cluster.quorum_enabled();
+        lcore.attach_cluster(view);
         eprintln!(
             "precursor-dataplane: broker {} of a cluster of {} (replica lag {} ms)",
             cluster.broker_id,
@@ -477,6 +479,11 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         &cnc_dir,
         &port_name(config),
         storage.flusher.clone(),
+        if cluster.quorum_enabled() {
+            precursor_shm::LEASE_EXPIRED_NS
+        } else {
+            precursor_shm::LEASE_FOREVER_NS
+        },
     )?);
     // Where the logs are, for clients that read them directly from the shared maps.
     let paths = format!(

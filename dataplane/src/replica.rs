@@ -119,6 +119,9 @@ pub struct ReplicationTimings {
 pub struct ClusterView {
     pub me: u8,
     pub timings: ReplicationTimings,
+    /// `metadata = "quorum"`: leaders, epochs and ISR shrinks come from the metadata
+    /// quorum (SetLeader, SetIsr), and leading needs a live lease.
+    pub quorum: bool,
     brokers: [Option<BrokerAddress>; BROKER_ID_MAX + 1],
     next_request_id: u64,
 }
@@ -150,6 +153,7 @@ impl ClusterView {
         ClusterView {
             me,
             timings,
+            quorum: false,
             brokers: table,
             // Distinct from a previous incarnation's ids (a stale answer is recognised).
             next_request_id: (std::process::id() as u64) << 40,
@@ -278,6 +282,15 @@ impl RefusalReason {
     }
 }
 
+/// Why a SetIsr was refused.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SetIsrError {
+    #[error("this broker does not lead the partition")]
+    NotLeader,
+    #[error("epoch {theirs} is not this leader's epoch {ours}")]
+    FencedEpoch { ours: u32, theirs: u32 },
+}
+
 /// A follower's fetch held at the leader until there is something to send.
 #[derive(Copy, Clone, Debug)]
 pub struct ParkedFetch {
@@ -324,7 +337,12 @@ pub struct Replica {
     pub partition: u16,
     /// Preferred leader first; empty outside a cluster.
     pub replicas: BrokerSet,
+    /// The effective ISR: what the high watermark and acks=all use.
     pub isr: BrokerSet,
+    /// Quorum mode, on the leader: the ISR it asks the metadata quorum for (the effective
+    /// ISR minus followers lagging past replica_lag; growth is in both at once). Equal to
+    /// `isr` in static mode.
+    isr_proposed: BrokerSet,
     pub min_insync: u8,
     /// `acks=all` on this topic waits for fdatasync on every ISR member.
     pub acks_all_durable: bool,
@@ -419,7 +437,7 @@ impl Replica {
             }
         }
         let mut isr = BrokerSet::default();
-        if me != 0 {
+        if me != 0 && leader != 0 {
             isr.insert(if leader == me { me } else { leader });
         }
         Replica {
@@ -427,6 +445,7 @@ impl Replica {
             partition,
             replicas,
             isr,
+            isr_proposed: isr,
             min_insync,
             acks_all_durable,
             me,
@@ -582,6 +601,12 @@ impl Replica {
             self.isr.insert(fetch.follower_id as u8);
             self.isr_expands += 1;
         }
+        // Growth is safe before the quorum knows: a caught-up follower is in both.
+        if !self.isr_proposed.contains(fetch.follower_id as u8)
+            && self.isr.contains(fetch.follower_id as u8)
+        {
+            self.isr_proposed.insert(fetch.follower_id as u8);
+        }
         self.advance_high_watermark(log);
         if fetch.fetch_offset < log_end {
             FetchVerdict::Serve
@@ -637,11 +662,18 @@ impl Replica {
 
     /// The leader's drain-timer work: followers that lag more than `replica_lag` leave
     /// the ISR (the HW may then move). Returns the brokers that left.
+    ///
+    /// With `quorum` (metadata = "quorum") nobody leaves the effective ISR here: a new
+    /// leader is picked from the quorum's committed ISR, so a shrink must be committed
+    /// before it is acted on (Kafka's AlterPartition). The laggers leave the proposed ISR
+    /// ([`Replica::isr_proposed`]) instead, and the effective one follows on
+    /// [`Replica::set_isr`]. Returns nobody then.
     pub fn shrink_isr(
         &mut self,
         log: &PartitionLog,
         now: Instant,
         replica_lag: Duration,
+        quorum: bool,
     ) -> BrokerSet {
         let mut left = BrokerSet::default();
         if !self.is_replicated() || self.leader != self.me {
@@ -666,7 +698,16 @@ impl Replica {
                 left.insert(follower.broker);
             }
         }
+        if quorum {
+            let mut proposed = self.isr;
+            for &id in left.ids() {
+                proposed.remove(id);
+            }
+            self.isr_proposed = proposed;
+            return BrokerSet::default();
+        }
         for &id in left.ids() {
+            self.isr_proposed.remove(id);
             self.isr.remove(id);
             self.isr_shrinks += 1;
         }
@@ -674,6 +715,80 @@ impl Replica {
             self.advance_high_watermark(log);
         }
         left
+    }
+
+    /// Quorum mode, on the leader: the ISR to ask the metadata quorum for.
+    pub fn isr_proposed(&self) -> BrokerSet {
+        self.isr_proposed
+    }
+
+    /// Quorum mode: the ISR the metadata quorum committed for this leader at `epoch`
+    /// becomes the effective ISR (ids that are no replica are dropped; the leader is
+    /// always in it). True when the high watermark moved (a shrink past a lagger).
+    pub fn set_isr(
+        &mut self,
+        epoch: u32,
+        isr: BrokerSet,
+        log: &PartitionLog,
+    ) -> Result<bool, SetIsrError> {
+        if !self.is_replicated() || self.leader != self.me {
+            return Err(SetIsrError::NotLeader);
+        }
+        if epoch != self.epoch {
+            return Err(SetIsrError::FencedEpoch {
+                ours: self.epoch,
+                theirs: epoch,
+            });
+        }
+        let committed = self.committed_isr(isr);
+        for &id in self.isr.ids() {
+            if !committed.contains(id) {
+                self.isr_shrinks += 1;
+            }
+        }
+        for &id in committed.ids() {
+            if !self.isr.contains(id) {
+                self.isr_expands += 1;
+            }
+        }
+        self.isr = committed;
+        self.isr_proposed = committed;
+        Ok(self.advance_high_watermark(log))
+    }
+
+    /// `isr` restricted to the replicas, this broker (the leader) first if missing.
+    fn committed_isr(&self, isr: BrokerSet) -> BrokerSet {
+        let mut committed = BrokerSet::default();
+        committed.insert(self.me);
+        for &id in isr.ids() {
+            if self.replicas.contains(id) {
+                committed.insert(id);
+            }
+        }
+        committed
+    }
+
+    /// Quorum mode: this broker leads from now on at `epoch` with the ISR the quorum
+    /// committed (empty: itself alone, as [`Replica::become_leader`]).
+    pub fn become_leader_with_isr(&mut self, epoch: u32, isr: BrokerSet, log: &mut PartitionLog) {
+        self.become_leader(epoch, log);
+        if !isr.is_empty() {
+            self.isr = self.committed_isr(isr);
+            self.isr_proposed = self.isr;
+        }
+    }
+
+    /// Quorum mode: nobody leads the partition as far as this broker knows (`leader = 0`
+    /// from the quorum): Produce and Fetch are refused, a follower stops fetching.
+    pub fn go_offline(&mut self, epoch: u32) {
+        self.leader = 0;
+        self.epoch = epoch;
+        self.followers = [None; FOLLOWERS_MAX];
+        self.fetch = FetchState::default();
+        self.isr = BrokerSet::default();
+        self.isr_proposed = BrokerSet::default();
+        self.durable_waiters = 0;
+        self.probe = None;
     }
 
     /// Starts as a designated leader that asks before it leads (see [`Probe`]).
@@ -795,6 +910,7 @@ impl Replica {
         self.fetch = FetchState::default();
         self.isr = BrokerSet::default();
         self.isr.insert(leader);
+        self.isr_proposed = self.isr;
         self.durable_waiters = 0;
     }
 
@@ -883,6 +999,12 @@ impl Replica {
     pub fn back_off(&mut self, now: Instant, pause: Duration) {
         self.fetch.not_before = Some(now + pause);
         self.fetch.outstanding = None;
+    }
+
+    /// The ISR the leader told this follower.
+    pub fn learn_isr(&mut self, isr: BrokerSet) {
+        self.isr = isr;
+        self.isr_proposed = isr;
     }
 
     /// The follower learned the leader's HW (bounded by what it holds itself).
@@ -1043,8 +1165,8 @@ mod tests {
         );
         // A follower that stops catching up leaves the ISR after replica_lag.
         let lag = Duration::from_millis(100);
-        assert!(replica.shrink_isr(&log, now, lag).is_empty());
-        let left = replica.shrink_isr(&log, now + lag * 2, lag);
+        assert!(replica.shrink_isr(&log, now, lag, false).is_empty());
+        let left = replica.shrink_isr(&log, now + lag * 2, lag, false);
         assert_eq!(left.ids(), &[2]);
         assert_eq!(replica.isr.ids(), &[1]);
         assert_eq!(replica.isr_shrinks, 1);
@@ -1072,7 +1194,7 @@ mod tests {
         let wait = Duration::from_millis(500);
         let mut due = [None; FOLLOWERS_MAX];
         assert!(
-            idle.shrink_isr(&log, now + lag * 3, lag).is_empty(),
+            idle.shrink_isr(&log, now + lag * 3, lag, false).is_empty(),
             "parked: caught up"
         );
         assert_eq!(
@@ -1080,10 +1202,10 @@ mod tests {
             1
         );
         assert!(
-            idle.shrink_isr(&log, now + lag * 4, lag).is_empty(),
+            idle.shrink_isr(&log, now + lag * 4, lag, false).is_empty(),
             "just answered"
         );
-        let left = idle.shrink_isr(&log, now + lag * 6, lag);
+        let left = idle.shrink_isr(&log, now + lag * 6, lag, false);
         assert_eq!(left.ids(), &[2], "silent since");
 
         // A follower never cuts below the high watermark.
@@ -1092,6 +1214,94 @@ mod tests {
         assert_eq!(follower.truncation_point(4, &log), Err(6));
         assert_eq!(follower.truncation_point(8, &log), Ok(Some(8)));
         assert_eq!(follower.truncation_point(NO_DIVERGENCE, &log), Ok(None));
+    }
+
+    #[test]
+    fn in_quorum_mode_a_lagging_follower_leaves_only_the_proposed_isr_until_set_isr() {
+        let (_d, _m, mut log, _flusher) = leader_log();
+        let replicas = BrokerSet::from_ids(&[1, 2, 3]);
+        let mut replica = Replica::new(7, 0, replicas, 2, false, 1, 0, 0);
+        assert_eq!(replica.leader, 0, "quorum start-up: no leader until told");
+        assert!(replica.isr.is_empty() && !replica.is_leader() && !replica.follows());
+        // SetLeader with the committed ISR: exactly that ISR, effective at once.
+        replica.become_leader_with_isr(4, BrokerSet::from_ids(&[1, 2, 3]), &mut log);
+        assert_eq!(replica.isr.ids(), &[1, 2, 3]);
+        assert_eq!(replica.isr_proposed().ids(), &[1, 2, 3]);
+        append_two(&mut log, 4);
+        assert!(!replica.on_leader_append(&log), "waits for 2 and 3");
+        let now = Instant::now();
+        assert_eq!(
+            replica.on_fetch(&fetch(2, 2, 4, 4), true, &log, now),
+            FetchVerdict::Park
+        );
+        assert_eq!(
+            replica.high_watermark(&log),
+            0,
+            "3 is in the ISR and holds nothing"
+        );
+        // 3 lags past replica_lag: proposed without it, effective unchanged, HW held.
+        let lag = Duration::from_millis(100);
+        let later = now + lag * 2;
+        replica.on_fetch(&fetch(2, 2, 4, 4), true, &log, later);
+        assert!(replica.shrink_isr(&log, later, lag, true).is_empty());
+        assert_eq!(
+            replica.isr.ids(),
+            &[1, 2, 3],
+            "no self-shrink in quorum mode"
+        );
+        assert_eq!(replica.isr_proposed().ids(), &[1, 2]);
+        assert_eq!(replica.isr_shrinks, 0);
+        assert_eq!(replica.high_watermark(&log), 0);
+        // SetIsr at another epoch: fenced, nothing changes.
+        assert_eq!(
+            replica.set_isr(3, BrokerSet::from_ids(&[1, 2]), &log),
+            Err(SetIsrError::FencedEpoch { ours: 4, theirs: 3 })
+        );
+        assert_eq!(
+            replica.set_isr(5, BrokerSet::from_ids(&[1, 2]), &log),
+            Err(SetIsrError::FencedEpoch { ours: 4, theirs: 5 })
+        );
+        assert_eq!(replica.isr.ids(), &[1, 2, 3]);
+        // The committed shrink: the HW moves past what 1 and 2 hold.
+        assert_eq!(
+            replica.set_isr(4, BrokerSet::from_ids(&[1, 2]), &log),
+            Ok(true)
+        );
+        assert_eq!(replica.isr.ids(), &[1, 2]);
+        assert_eq!(replica.high_watermark(&log), 2);
+        assert_eq!(replica.isr_shrinks, 1);
+        // 3 catches up: back in the effective ISR at once (growth is safe), and proposed.
+        assert_eq!(
+            replica.on_fetch(&fetch(3, 2, 4, 4), true, &log, later),
+            FetchVerdict::Park
+        );
+        assert_eq!(replica.isr.ids(), &[1, 2, 3]);
+        assert_eq!(replica.isr_proposed().ids(), &[1, 2, 3]);
+        assert_eq!(replica.isr_expands, 1);
+        // A committed ISR without the leader, or with strangers: the leader stays, the
+        // strangers go.
+        assert_eq!(
+            replica.set_isr(4, BrokerSet::from_packed(0x09_02), &log),
+            Ok(false)
+        );
+        assert_eq!(replica.isr.ids(), &[1, 2]);
+        // Offline (leader 0): nothing led, nothing followed.
+        replica.go_offline(5);
+        assert_eq!((replica.leader, replica.epoch), (0, 5));
+        assert!(!replica.is_leader() && !replica.follows() && replica.isr.is_empty());
+        assert_eq!(
+            replica.set_isr(5, BrokerSet::from_ids(&[1]), &log),
+            Err(SetIsrError::NotLeader)
+        );
+        // Static mode is unchanged: the laggard leaves both ISRs by itself.
+        let mut static_mode = Replica::new(7, 0, replicas, 2, false, 1, 1, 6);
+        static_mode.on_leader_append(&log);
+        static_mode.on_fetch(&fetch(2, 2, 6, 4), true, &log, now);
+        assert_eq!(static_mode.isr.ids(), &[1, 2]);
+        let left = static_mode.shrink_isr(&log, now + lag * 2, lag, false);
+        assert_eq!(left.ids(), &[2]);
+        assert_eq!(static_mode.isr.ids(), &[1]);
+        assert_eq!(static_mode.isr_proposed().ids(), &[1]);
     }
 
     #[test]

@@ -242,6 +242,10 @@ pub struct Service {
     /// before it renders one), and where the next frame of the train starts.
     pub replica_train_left: u32,
     pub replica_continuation: Option<ReplicaFetch>,
+    /// Quorum mode: the leadership lease has expired (set by the lcore once per
+    /// iteration from the CnC's `lease_until_ns`): replicated partitions acknowledge
+    /// nothing and serve no follower. Always false in static mode.
+    pub lease_expired: bool,
 }
 
 impl Service {
@@ -262,6 +266,7 @@ impl Service {
             to_truncate: Vec::with_capacity(CREATIONS_IN_FLIGHT_MAX),
             replica_train_left: 0,
             replica_continuation: None,
+            lease_expired: false,
         }
     }
 
@@ -378,6 +383,14 @@ impl Service {
             );
         }
         let replicated = replica.is_replicated();
+        // Refused before the append: a fenced leader must not grow its log either.
+        if replicated && self.lease_expired {
+            self.counters.lease_refusals += 1;
+            return Reply::error(
+                ErrorCode::NotLeaderOrFollower,
+                "this broker's leadership lease has expired",
+            );
+        }
         // What the answer waits for: on a partition of one replica, `all` is `leader`.
         let wait = match acks {
             Acks::None | Acks::Leader => None,
@@ -534,6 +547,16 @@ impl Service {
         let from_broker = cluster.is_broker(fetch.follower_id, &peer);
         if from_broker {
             cluster.learn(peer.ip, peer.mac);
+        }
+        if self.lease_expired {
+            // A fenced leader moves nobody's high watermark.
+            self.counters.lease_refusals += 1;
+            return refuse(
+                &mut self.counters,
+                ErrorCode::NotLeaderOrFollower,
+                RefusalReason::NotLeader,
+                Some(handle),
+            );
         }
         let now = Instant::now();
         let (log, replica) = self.topics.replicated_mut(handle).expect("by_key found it");
@@ -737,7 +760,7 @@ impl Service {
             }
         }
         replica.follow_high_watermark(data.high_watermark, log);
-        replica.isr = crate::replica::BrokerSet::from_packed(data.isr_packed);
+        replica.learn_isr(crate::replica::BrokerSet::from_packed(data.isr_packed));
         let sync = header.flags & FLAG_REPLICA_SYNC != 0;
         replica.leader_wants_durable(sync);
         if sync {
@@ -756,12 +779,15 @@ impl Service {
                 return Reply::error(ErrorCode::InvalidFrame, error.reason());
             }
         };
-        if self
-            .topics
-            .partition(PartitionHandle(header.partition))
-            .is_none()
-        {
+        let Some((_, replica)) = self.topics.replicated(PartitionHandle(header.partition)) else {
             return Reply::error(ErrorCode::UnknownTopicOrPartition, "no such partition");
+        };
+        let quorum = self.cluster.as_ref().is_some_and(|c| c.quorum);
+        if quorum && replica.is_replicated() && replica.leader == 0 {
+            return Reply::error(
+                ErrorCode::NotLeaderOrFollower,
+                "no leader of the partition is known here (the metadata quorum names it)",
+            );
         }
         Reply::Fetch {
             fetch,
@@ -1059,8 +1085,10 @@ impl Service {
             pending,
             topics,
             counters,
+            lease_expired,
             ..
         } = self;
+        let lease_expired = *lease_expired;
         let mut ready = 0usize;
         pending.retain(|waiting| {
             if ready == due.len() {
@@ -1076,6 +1104,14 @@ impl Service {
                     ErrorCode::NotLeaderOrFollower,
                     "leadership moved before the in-sync replicas had the batch",
                 ),
+                Some((_, replica)) if lease_expired && replica.is_replicated() => {
+                    // Retriable: the producer's resend is recognised by its sequence.
+                    counters.lease_refusals += 1;
+                    Reply::error(
+                        ErrorCode::NotLeaderOrFollower,
+                        "the leadership lease expired before the answer was due",
+                    )
+                }
                 Some((log, replica))
                     if waiting.ack.last_offset < waiting.wait.passed(log, replica) =>
                 {

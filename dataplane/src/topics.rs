@@ -427,9 +427,13 @@ impl ReplicationPolicy {
             path: dir.clone(),
             source,
         };
-        // The leadership the control plane set last, else the preferred replica.
+        // The leadership the control plane set last, else the preferred replica. In quorum
+        // mode nobody: the metadata quorum names the leader (SetLeader), never the config
+        // nor a file a fenced incarnation wrote.
+        let quorum = self.cluster.quorum_enabled();
         let set = read_leader_file(&dir).map_err(io)?;
         let leader = match set {
+            _ if quorum => 0,
             Some((leader, _)) if replicas.contains(leader as u8) => leader as u8,
             _ => replicas.ids()[0],
         };
@@ -454,7 +458,7 @@ impl ReplicationPolicy {
         // A designated leader asks the other replicas first (one may lead at a newer
         // epoch, set while this broker was down); then it leads at a new epoch, so a
         // follower holding a tail this leader lost finds the divergence and cuts it.
-        if leader == self.me() {
+        if leader == self.me() && !quorum {
             replica.start_probing();
         }
         Ok(replica)

@@ -3,6 +3,7 @@
 //! Real EAL, real mempools, real partition logs on disk with the flusher thread.
 
 use precursor_config::Config;
+use precursor_dataplane::control::Control;
 use precursor_dataplane::idle::Idle;
 use precursor_dataplane::ipc::IpcTransport;
 use precursor_dataplane::lcore::{Lcore, LcoreConfig};
@@ -10,6 +11,7 @@ use precursor_dataplane::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES}
 use precursor_dataplane::node::Storage;
 use precursor_dataplane::replica::{ClusterView, ReplicationTimings};
 use precursor_ffi::dpdk::{ring_port_pair, Eal, Mbuf, MbufBurst, Mempool, Port, PortConfig};
+use precursor_protocol::command::{Command as RingCommand, Event};
 use precursor_protocol::compression::Compression;
 use precursor_protocol::frame::{
     decode_frame, Acks, ErrorCode, FetchDataHeader, FetchRequest, FrameHeader, MetadataRequest,
@@ -75,6 +77,8 @@ struct Broker {
     mac: [u8; 6],
     /// Where the lcore's IPC channels are (`<dir>/ipc`).
     ipc_dir: std::path::PathBuf,
+    /// Where its `cnc` and `counters` are, when started with a control plane's files.
+    control_dir: std::path::PathBuf,
     _data: tempfile::TempDir,
 }
 
@@ -110,6 +114,13 @@ fn configure(port: &mut Port, pool: &Mempool) {
 }
 
 fn start(name: &str, config_text: &str) -> (Broker, Client) {
+    start_in_mode(name, config_text, false)
+}
+
+/// [`start`]; with `quorum`, as `metadata = "quorum"` (set after parsing: a cluster of two
+/// is no valid quorum to the config's checks, and none is needed here) with the CnC and
+/// counters files of a control plane attached, its lease expired.
+fn start_in_mode(name: &str, config_text: &str, quorum: bool) -> (Broker, Client) {
     let eal = eal();
     let (mut broker_port, mut client_port) = ring_port_pair(eal, name, 1024).unwrap();
     let broker_pool = Mempool::create(&format!("{name}-b"), 4095, 128, 2048 + 128, -1).unwrap();
@@ -119,7 +130,11 @@ fn start(name: &str, config_text: &str) -> (Broker, Client) {
 
     let data = tempfile::tempdir().unwrap();
     let mut config = Config::parse(config_text).unwrap();
+    if quorum {
+        config.cluster.metadata = precursor_config::MetadataMode::Quorum;
+    }
     config.node.data_dir = data.path().join("data");
+    let control_dir = data.path().join("control");
     let memory_dir = data.path().join("memory");
     std::fs::create_dir_all(&memory_dir).unwrap();
     let ipc_dir = data.path().join("cnc");
@@ -152,6 +167,7 @@ fn start(name: &str, config_text: &str) -> (Broker, Client) {
     let thread = {
         let stop = stop.clone();
         let probe = probe.clone();
+        let control_dir = control_dir.clone();
         std::thread::spawn(move || {
             let (mut storage, topics, admin) = Storage::open(&config, &memory_dir).unwrap();
             let mut lcore = Lcore::new(lcore_config, broker_port, broker_pool, topics, admin);
@@ -169,7 +185,19 @@ fn start(name: &str, config_text: &str) -> (Broker, Client) {
                     fetch_retry: Duration::from_millis(config.cluster.replica_fetch_retry_ms),
                 };
                 let me = config.cluster.broker_id as u8;
-                lcore.attach_cluster(ClusterView::new(me, &brokers, timings));
+                let mut view = ClusterView::new(me, &brokers, timings);
+                view.quorum = config.cluster.quorum_enabled();
+                lcore.attach_cluster(view);
+            }
+            if quorum {
+                let control = Control::create(
+                    &control_dir,
+                    "ring",
+                    storage.flusher.clone(),
+                    precursor_shm::LEASE_EXPIRED_NS,
+                )
+                .unwrap();
+                lcore.attach_control(control);
             }
             // Lcore::run's loop, with the allocation count taken around each iteration.
             let mut idle = Idle::new(precursor_config::IdleStrategy::Yield, 100);
@@ -214,6 +242,7 @@ fn start(name: &str, config_text: &str) -> (Broker, Client) {
         thread: Some(thread),
         mac: endpoint.mac,
         ipc_dir,
+        control_dir,
         _data: data,
     };
     (broker, client)
@@ -1201,4 +1230,269 @@ fn a_leader_replicates_to_its_follower_acks_all_after_it_and_refuses_forgeries()
     );
     assert!(counter(&counters, "replication_refused_unexpected") >= 1);
     assert!(counter(&counters, "replica_fetches") >= 10);
+}
+
+// ---- quorum mode: the lease and the quorum-controlled ISR ----
+
+/// The test's control plane: the CnC's command ring, the counters page.
+struct TestControlPlane {
+    cnc: precursor_shm::ControlplaneCnc,
+    counters: precursor_shm::CountersReader,
+    next_correlation: u64,
+}
+
+impl TestControlPlane {
+    fn attach(dir: &std::path::Path) -> TestControlPlane {
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            if let (Ok(cnc), Ok(counters)) = (
+                precursor_shm::ControlplaneCnc::open(dir),
+                precursor_shm::CountersReader::open(dir),
+            ) {
+                return TestControlPlane {
+                    cnc,
+                    counters,
+                    next_correlation: 1,
+                };
+            }
+            assert!(Instant::now() < deadline, "no CnC file from the data plane");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Sends `command` and waits for its one event: `Ok(())` for Done, else the failure.
+    fn call(&mut self, command: RingCommand) -> Result<(), (ErrorCode, String)> {
+        let mut payload = [0u8; precursor_shm::RING_PAYLOAD_BYTES_MAX];
+        let length = command.encode(&mut payload);
+        let correlation = self.next_correlation;
+        self.next_correlation += 1;
+        self.cnc
+            .commands()
+            .try_push(command.kind(), correlation, &payload[..length])
+            .unwrap();
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let mut event = [0u8; precursor_shm::RING_PAYLOAD_BYTES_MAX];
+        loop {
+            if let Some(entry) = self.cnc.events().try_pop(&mut event) {
+                assert_eq!(entry.correlation_id, correlation);
+                return match Event::decode(entry.kind, &event[..entry.length]).unwrap() {
+                    Event::Done => Ok(()),
+                    Event::Failed { code, message } => Err((code, message.to_string())),
+                    other => panic!("{other:?}"),
+                };
+            }
+            assert!(Instant::now() < deadline, "no event for {command:?}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// A gauge of partition `r`-0 (the lcore publishes every 10 ms).
+    fn partition_gauge(&self, kind: u32) -> u64 {
+        let mut found = None;
+        self.counters.for_each(|c| {
+            if c.kind == kind && c.label == "topic=r,partition=0" {
+                found = Some(c.value);
+            }
+        });
+        found.expect("the partition's gauge")
+    }
+
+    fn lease_for(&self, lease: Duration) {
+        self.cnc
+            .set_lease_until_ns(precursor_shm::monotonic_ns() + lease.as_nanos() as u64);
+    }
+}
+
+/// Waits until `f` holds, at most ANSWER_TIMEOUT.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + ANSWER_TIMEOUT;
+    while !f() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl Client {
+    /// The next frame that is not a ReplicaData without error (our parked fetch answered
+    /// with HW news or batches meanwhile).
+    fn frame_skipping_replica_data(&mut self) -> (FrameHeader, Vec<u8>) {
+        loop {
+            let (header, body) = self.frame_skipping_arp();
+            if header.opcode != Opcode::ReplicaData || header.error != 0 {
+                return (header, body);
+            }
+        }
+    }
+
+    fn produce_skipping(
+        &mut self,
+        handle: PartitionHandle,
+        acks: Acks,
+        batch: &[u8],
+    ) -> Result<ProduceAck, ErrorCode> {
+        let id = self.request(Opcode::Produce, acks.to_flags(), handle.0, batch);
+        let (header, body) = self.frame_skipping_replica_data();
+        assert_eq!(header.request_id, id);
+        match header.opcode {
+            Opcode::ProduceAck => Ok(ProduceAck::decode(&body).unwrap()),
+            Opcode::Error => Err(header.error_code().unwrap()),
+            other => panic!("produce answered with {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn in_quorum_mode_a_leader_acks_only_under_its_lease_and_shrinks_its_isr_only_when_told() {
+    use precursor_protocol::counter_kind as kind;
+    let _serial = serial();
+    // min_insync 1: the acks=all produce that waits for the shrink is then acked (with 2
+    // it would get NotEnoughReplicas after the append, Kafka's rule).
+    let config = CLUSTER_OF_TWO.replace("min_insync_replicas = 2", "min_insync_replicas = 1");
+    let (broker, mut client) = start_in_mode("quorum", &config, true);
+    let mut control = TestControlPlane::attach(&broker.control_dir);
+    let meta = client.metadata("r");
+    let handle = PartitionHandle::new(meta.topic_id, 0);
+    let first = batch(7, 0, &[b"one", b"two"]);
+    // Start-up in quorum mode: no probe, no leader until the quorum names one.
+    assert_eq!(
+        client.produce_skipping(handle, Acks::Leader, &first),
+        Err(ErrorCode::NotLeaderOrFollower)
+    );
+    assert_eq!(control.partition_gauge(kind::PARTITION_LEADER), 0);
+    // SetLeader with the committed ISR {1, 2}.
+    let isr_both = 0x02_01;
+    control
+        .call(RingCommand::SetLeader {
+            name: "r",
+            partition: 0,
+            leader: 1,
+            epoch: 3,
+            isr: isr_both,
+        })
+        .unwrap();
+    eventually("the ISR gauge shows {1, 2}", || {
+        control.partition_gauge(kind::PARTITION_ISR) == isr_both
+            && control.partition_gauge(kind::PARTITION_ISR_PROPOSED) == isr_both
+            && control.partition_gauge(kind::PARTITION_LEADER_EPOCH) == 3
+    });
+    // Leader, but the lease is expired (0 at start-up): refused before the append.
+    assert_eq!(
+        client.produce_skipping(handle, Acks::Leader, &first),
+        Err(ErrorCode::NotLeaderOrFollower)
+    );
+    client.replica_fetch(&follower_fetch(0, 3, NO_EPOCH));
+    let (refused, _) = client.frame_skipping_arp();
+    assert_eq!(
+        refused.error_code(),
+        Some(ErrorCode::NotLeaderOrFollower),
+        "a fenced leader serves no follower"
+    );
+    assert_eq!(control.partition_gauge(kind::PARTITION_END_OFFSET), 0);
+
+    // Lease renewed: acks.
+    control.lease_for(Duration::from_secs(60));
+    assert_eq!(
+        client
+            .produce_skipping(handle, Acks::Leader, &first)
+            .unwrap()
+            .base_offset,
+        0
+    );
+    // The follower catches up and parks at the log end; acks=all goes through it.
+    client.replica_fetch(&follower_fetch(0, 3, NO_EPOCH));
+    let (header, _) = client.frame_skipping_arp();
+    assert_eq!((header.opcode, header.error), (Opcode::ReplicaData, 0));
+    client.replica_fetch(&follower_fetch(2, 3, 3));
+    let second = batch(7, 1, &[b"three"]);
+    let id = client.request(Opcode::Produce, Acks::All.to_flags(), handle.0, &second);
+    let (header, _) = client.frame_skipping_arp();
+    assert_eq!(
+        header.opcode,
+        Opcode::ReplicaData,
+        "the batch, before the ack"
+    );
+    client.replica_fetch(&follower_fetch(3, 3, 3));
+    let (ack, body) = client.frame_skipping_replica_data();
+    assert_eq!((ack.opcode, ack.request_id), (Opcode::ProduceAck, id));
+    assert_eq!(ProduceAck::decode(&body).unwrap().base_offset, 2);
+
+    // The lease left to expire: refused, counted; renewed: acks again.
+    control.lease_for(Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(100));
+    let third = batch(7, 2, &[b"four"]);
+    assert_eq!(
+        client.produce_skipping(handle, Acks::Leader, &third),
+        Err(ErrorCode::NotLeaderOrFollower)
+    );
+    assert_eq!(control.partition_gauge(kind::PARTITION_END_OFFSET), 3);
+    control.lease_for(Duration::from_secs(60));
+    assert_eq!(
+        client
+            .produce_skipping(handle, Acks::Leader, &third)
+            .unwrap()
+            .base_offset,
+        3,
+        "the same sequence, resent: appended once"
+    );
+
+    // The follower stops fetching: it leaves the proposed ISR, not the effective one.
+    eventually("the follower leaves the proposed ISR", || {
+        control.partition_gauge(kind::PARTITION_ISR_PROPOSED) == 0x01
+    });
+    assert_eq!(control.partition_gauge(kind::PARTITION_ISR), isr_both);
+    let fifth = batch(7, 3, &[b"five"]);
+    let waiting = client.request(Opcode::Produce, Acks::All.to_flags(), handle.0, &fifth);
+    std::thread::sleep(Duration::from_millis(300));
+    // Nothing but replication traffic for us meanwhile: the ack waits.
+    while let Some(mbuf) = client.next_packet() {
+        if let Inbound::Datagram { payload, .. } = net::classify(mbuf.data(), &client.me) {
+            let (header, _) = decode_frame(payload).unwrap();
+            assert_eq!(header.opcode, Opcode::ReplicaData, "no ack before SetIsr");
+        }
+    }
+    assert_eq!(control.partition_gauge(kind::PARTITION_ISR), isr_both);
+    // SetIsr at another epoch: fenced.
+    let (code, message) = control
+        .call(RingCommand::SetIsr {
+            name: "r",
+            partition: 0,
+            epoch: 2,
+            isr: 0x01,
+        })
+        .unwrap_err();
+    assert_eq!(code, ErrorCode::FencedLeaderEpoch, "{message}");
+    assert!(message.contains("FencedLeaderEpoch"), "{message}");
+    // The committed shrink: the waiting ack is released.
+    control
+        .call(RingCommand::SetIsr {
+            name: "r",
+            partition: 0,
+            epoch: 3,
+            isr: 0x01,
+        })
+        .unwrap();
+    let (ack, body) = client.frame_skipping_replica_data();
+    assert_eq!((ack.opcode, ack.request_id), (Opcode::ProduceAck, waiting));
+    assert_eq!(ProduceAck::decode(&body).unwrap().base_offset, 4);
+    eventually("the ISR gauge shows {1}", || {
+        control.partition_gauge(kind::PARTITION_ISR) == 0x01
+    });
+
+    // SetLeader with leader 0: offline here.
+    control
+        .call(RingCommand::SetLeader {
+            name: "r",
+            partition: 0,
+            leader: 0,
+            epoch: 4,
+            isr: 0,
+        })
+        .unwrap();
+    let sixth = batch(7, 4, &[b"six"]);
+    assert_eq!(
+        client.produce_skipping(handle, Acks::Leader, &sixth),
+        Err(ErrorCode::NotLeaderOrFollower)
+    );
+    let counters = broker.stop();
+    assert!(counter(&counters, "lease_refusals") >= 3, "{counters}");
 }

@@ -16,7 +16,9 @@
 //!  KIND_CREATE_TOPIC    1    (then) replication factor u8 | min_insync u8 | acks_all u8
 //!                            before name_len, see `TopicReplication`
 //!  KIND_PING            4    (empty)
-//!  KIND_SET_LEADER      5    partition u16 | leader u16 (broker id) | epoch u32 | name_len u16 | name
+//!  KIND_SET_LEADER      5    partition u16 | leader u16 (broker id) | epoch u32 | isr u64 (packed)
+//!                            | name_len u16 | name
+//!  KIND_SET_ISR         6    partition u16 | epoch u32 | isr u64 (packed) | name_len u16 | name
 //!  KIND_DONE        0x101    (empty)
 //!  KIND_TOPIC_CREATED 0x102  topic_id u16 | partitions u16
 //!  KIND_FAILED      0x103    code u16 (frame::ErrorCode) | message_len u16 | message (UTF-8)
@@ -34,6 +36,7 @@ pub const KIND_DELETE_TOPIC: u32 = 2;
 pub const KIND_ALTER_TOPIC: u32 = 3;
 pub const KIND_PING: u32 = 4;
 pub const KIND_SET_LEADER: u32 = 5;
+pub const KIND_SET_ISR: u32 = 6;
 pub const KIND_DONE: u32 = 0x101;
 pub const KIND_TOPIC_CREATED: u32 = 0x102;
 pub const KIND_FAILED: u32 = 0x103;
@@ -73,12 +76,28 @@ pub enum Command<'a> {
     Ping,
     /// A replicated partition's leader from now on: this broker leads it at `epoch` when
     /// `leader` is its id, else follows `leader`. Epochs only grow (a lower or equal one
-    /// is refused: FencedLeaderEpoch). Persisted before it is answered.
+    /// is refused: FencedLeaderEpoch). Persisted before it is answered. `isr` (broker ids,
+    /// one byte each from the lowest, as the ISR gauge): the ISR the metadata quorum
+    /// committed, which a leader in `metadata = "quorum"` mode starts with; 0 = as in
+    /// static mode (the leader alone, followers join as they catch up). In quorum mode
+    /// `leader = 0` takes the partition offline on this broker. An equal epoch with
+    /// another ISR is accepted and changes nothing but the ISR.
     SetLeader {
         name: &'a str,
         partition: u16,
         leader: u16,
         epoch: u32,
+        isr: u64,
+    },
+    /// Quorum mode: the ISR the metadata quorum committed for a partition this broker
+    /// leads at `epoch` (packed as in SetLeader) becomes its effective ISR (what the high
+    /// watermark and acks=all use). Refused with FencedLeaderEpoch when `epoch` is not
+    /// this leader's current one.
+    SetIsr {
+        name: &'a str,
+        partition: u16,
+        epoch: u32,
+        isr: u64,
     },
 }
 
@@ -262,6 +281,7 @@ impl<'a> Command<'a> {
             Command::AlterTopic { .. } => KIND_ALTER_TOPIC,
             Command::Ping => KIND_PING,
             Command::SetLeader { .. } => KIND_SET_LEADER,
+            Command::SetIsr { .. } => KIND_SET_ISR,
         }
     }
 
@@ -272,7 +292,8 @@ impl<'a> Command<'a> {
             Command::CreateTopic { name, .. }
             | Command::DeleteTopic { name }
             | Command::AlterTopic { name, .. }
-            | Command::SetLeader { name, .. } => check_name(name),
+            | Command::SetLeader { name, .. }
+            | Command::SetIsr { name, .. } => check_name(name),
             Command::Ping => Ok(()),
         }
     }
@@ -332,10 +353,24 @@ impl<'a> Command<'a> {
                 partition,
                 leader,
                 epoch,
+                isr,
             } => {
                 writer.put(&partition.to_le_bytes());
                 writer.put(&leader.to_le_bytes());
                 writer.put(&epoch.to_le_bytes());
+                writer.put(&isr.to_le_bytes());
+                writer.put(&(name.len() as u16).to_le_bytes());
+                writer.put(name.as_bytes());
+            }
+            Command::SetIsr {
+                name,
+                partition,
+                epoch,
+                isr,
+            } => {
+                writer.put(&partition.to_le_bytes());
+                writer.put(&epoch.to_le_bytes());
+                writer.put(&isr.to_le_bytes());
                 writer.put(&(name.len() as u16).to_le_bytes());
                 writer.put(name.as_bytes());
             }
@@ -391,10 +426,23 @@ impl<'a> Command<'a> {
                 let partition = reader.u16()?;
                 let leader = reader.u16()?;
                 let epoch = reader.u32()?;
+                let isr = reader.u64()?;
                 Command::SetLeader {
                     partition,
                     leader,
                     epoch,
+                    isr,
+                    name: reader.name()?,
+                }
+            }
+            KIND_SET_ISR => {
+                let partition = reader.u16()?;
+                let epoch = reader.u32()?;
+                let isr = reader.u64()?;
+                Command::SetIsr {
+                    partition,
+                    epoch,
+                    isr,
                     name: reader.name()?,
                 }
             }
@@ -544,6 +592,13 @@ mod tests {
                 partition: 1023,
                 leader: 3,
                 epoch: u32::MAX,
+                isr: 0x03_02_01,
+            });
+            round_trip_command(Command::SetIsr {
+                name,
+                partition: 7,
+                epoch: 9,
+                isr: 0x02_01,
             });
             for (retention_ms, retention_bytes) in [
                 (None, None),

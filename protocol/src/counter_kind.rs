@@ -80,6 +80,9 @@ pub const REPLICA_ERRORS: u32 = 125;
 pub const REPLICATION_REFUSED: u32 = 126;
 /// Truncations refused because they would cut below the high watermark.
 pub const REPLICA_TRUNCATIONS_REFUSED: u32 = 127;
+/// Produces and follower fetches a leader refused (NotLeaderOrFollower) because its
+/// leadership lease had expired (quorum mode: a fenced leader acknowledges nothing).
+pub const LEASE_REFUSALS: u32 = 128;
 
 // Per partition.
 /// Messages in the log: end offset - start offset.
@@ -108,6 +111,10 @@ pub const PARTITION_ISR_EXPANDS: u32 = 212;
 pub const PARTITION_MIN_INSYNC: u32 = 213;
 /// Bytes of divergent log this replica cut when it followed a new leader (KIP-101).
 pub const PARTITION_TRUNCATED_BYTES: u32 = 214;
+/// Quorum mode, on the leader: the ISR it proposes to the metadata quorum (the effective
+/// ISR minus followers lagging past replica_lag_ms, plus followers that caught up),
+/// packed as [`PARTITION_ISR`]. Equal to the ISR in static mode.
+pub const PARTITION_ISR_PROPOSED: u32 = 215;
 
 // Histograms.
 /// From a produce request's append to its durable acknowledgement, in the data plane.
@@ -116,7 +123,7 @@ pub const DURABLE_ACK_WAIT: u32 = 300;
 pub const FLUSHER_FDATASYNC: u32 = 301;
 
 /// Every kind, for exhaustive tests and for exporters that describe all metrics up front.
-pub const ALL_KINDS: [u32; 55] = [
+pub const ALL_KINDS: [u32; 57] = [
     PORT_RX_PACKETS,
     PORT_TX_PACKETS,
     PORT_RX_BYTES,
@@ -155,6 +162,7 @@ pub const ALL_KINDS: [u32; 55] = [
     REPLICA_ERRORS,
     REPLICATION_REFUSED,
     REPLICA_TRUNCATIONS_REFUSED,
+    LEASE_REFUSALS,
     PARTITION_MESSAGES,
     PARTITION_BYTES,
     PARTITION_START_OFFSET,
@@ -170,6 +178,7 @@ pub const ALL_KINDS: [u32; 55] = [
     PARTITION_ISR_EXPANDS,
     PARTITION_MIN_INSYNC,
     PARTITION_TRUNCATED_BYTES,
+    PARTITION_ISR_PROPOSED,
     DURABLE_ACK_WAIT,
     FLUSHER_FDATASYNC,
 ];
@@ -371,6 +380,11 @@ fn describe(kind: u32) -> (&'static str, MetricType, &'static str) {
             Counter,
             "Truncations refused because they would cut below the high watermark.",
         ),
+        LEASE_REFUSALS => (
+            "precursor_lease_refusals_total",
+            Counter,
+            "Produces and follower fetches refused because the leadership lease had expired.",
+        ),
         PARTITION_MESSAGES => (
             "precursor_partition_messages",
             Gauge,
@@ -445,6 +459,11 @@ fn describe(kind: u32) -> (&'static str, MetricType, &'static str) {
             "precursor_partition_truncated_bytes_total",
             Counter,
             "Bytes of divergent log cut on following a new leader.",
+        ),
+        PARTITION_ISR_PROPOSED => (
+            "precursor_partition_isr_proposed_packed",
+            Gauge,
+            "In-sync replica set the leader proposes to the metadata quorum, packed as the ISR.",
         ),
         DURABLE_ACK_WAIT => (
             "precursor_durable_ack_wait_seconds",

@@ -15,7 +15,12 @@
 //!  56      | reserved                                 |
 //!  64      +-----------------------------------------+
 //!          | heartbeat_ms u64 (ms since UNIX epoch)   | data plane, every few ms, Relaxed
-//!  128     +-----------------------------------------+ <- command_ring_offset
+//!  128     +-----------------------------------------+
+//!          | lease_until_ns u64 (CLOCK_MONOTONIC)     | data plane at creation (u64::MAX
+//!          |                                         |  static mode, 0 quorum mode), then
+//!          |                                         |  control plane (Release); the
+//!          |                                         |  lcore reads it (Acquire)
+//!  192     +-----------------------------------------+ <- command_ring_offset
 //!          | command ring: ring_bytes(command slots)  | producer: control plane
 //!          +-----------------------------------------+ <- event_ring_offset
 //!          | event ring: ring_bytes(event slots)      | producer: data plane
@@ -25,6 +30,11 @@
 //! The data plane creates `cnc.tmp`, fills the header, stores the magic last (Release) and
 //! renames it over `cnc`: a reader sees either the previous complete file or the new one.
 //! Every header field is read through atomics.
+//!
+//! The leadership lease (`metadata = "quorum"`): the data plane leads its replicated
+//! partitions only while [`monotonic_ns`] is below `lease_until_ns`; the control plane
+//! moves it forward each time the metadata quorum renews this broker's lease. Both
+//! processes run on one host and read the same CLOCK_MONOTONIC.
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -36,15 +46,20 @@ use crate::ring::{ring_bytes, ring_slots_valid, RingConsumer, RingProducer, CACH
 use crate::{FileId, SharedMapping, ShmError};
 
 /// Layout version of the `cnc` file; bump on any change to the header or the rings.
-pub const CNC_LAYOUT_VERSION: u32 = 1;
+pub const CNC_LAYOUT_VERSION: u32 = 2;
 /// Name of the file in the node's memory directory.
 pub const CNC_FILE_NAME: &str = "cnc";
 /// Name of the file being built before its rename over [`CNC_FILE_NAME`].
 pub const CNC_TMP_FILE_NAME: &str = "cnc.tmp";
 /// `b"PRECCNC\0"` as a little-endian u64.
 pub const CNC_MAGIC: u64 = u64::from_le_bytes(*b"PRECCNC\0");
-/// Bytes of the header: a line of fixed fields, a line for the heartbeat.
-pub const CNC_HEADER_BYTES: usize = 2 * CACHE_LINE_BYTES;
+/// Bytes of the header: a line of fixed fields, a line for the heartbeat, a line for the
+/// leadership lease (each written by one side, on a line of its own).
+pub const CNC_HEADER_BYTES: usize = 3 * CACHE_LINE_BYTES;
+/// [`DataplaneCnc::create`]'s lease in static mode: never expires.
+pub const LEASE_FOREVER_NS: u64 = u64::MAX;
+/// [`DataplaneCnc::create`]'s lease in quorum mode: expired (lead nothing until renewed).
+pub const LEASE_EXPIRED_NS: u64 = 0;
 
 const MAGIC_OFFSET: usize = 0;
 const VERSION_OFFSET: usize = 8;
@@ -56,6 +71,7 @@ const EVENT_RING_SLOTS_OFFSET: usize = 36;
 const EVENT_RING_OFFSET_OFFSET: usize = 40;
 const LAYOUT_BYTES_OFFSET: usize = 48;
 const HEARTBEAT_MS_OFFSET: usize = CACHE_LINE_BYTES;
+const LEASE_UNTIL_NS_OFFSET: usize = 2 * CACHE_LINE_BYTES;
 
 /// Why the control plane could not open a shared file (`cnc` or `counters`).
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +95,20 @@ pub(crate) fn now_ns() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the leadership lease. A vDSO call (no
+/// system call in practice), cheap enough for the lcore's loop.
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec for the call's duration;
+    // CLOCK_MONOTONIC is always supported on Linux, so the call cannot fail.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    debug_assert_eq!(rc, 0);
+    (now.tv_sec as u64) * 1_000_000_000 + now.tv_nsec as u64
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -216,7 +246,18 @@ pub struct DataplaneCnc {
 impl DataplaneCnc {
     /// Creates a fresh `<dir>/cnc` with two rings of `ring_slots` slots each (a power of
     /// two in `[RING_SLOTS_MIN, RING_SLOTS_MAX]`), replacing any previous file atomically.
+    /// Its lease never expires ([`LEASE_FOREVER_NS`]: static mode).
     pub fn create(dir: &Path, ring_slots: u32) -> Result<DataplaneCnc, ShmError> {
+        DataplaneCnc::create_with_lease(dir, ring_slots, LEASE_FOREVER_NS)
+    }
+
+    /// [`DataplaneCnc::create`] with the lease to start with: [`LEASE_FOREVER_NS`] in
+    /// static mode, [`LEASE_EXPIRED_NS`] in quorum mode.
+    pub fn create_with_lease(
+        dir: &Path,
+        ring_slots: u32,
+        lease_until_ns: u64,
+    ) -> Result<DataplaneCnc, ShmError> {
         if !ring_slots_valid(ring_slots) {
             return Err(ShmError::Layout {
                 path: dir.join(CNC_FILE_NAME),
@@ -249,6 +290,7 @@ impl DataplaneCnc {
                 store_u64(EVENT_RING_OFFSET_OFFSET, layout.event_ring_offset as u64);
                 store_u64(LAYOUT_BYTES_OFFSET, layout.layout_bytes as u64);
                 store_u64(HEARTBEAT_MS_OFFSET, now_ms());
+                store_u64(LEASE_UNTIL_NS_OFFSET, lease_until_ns);
             },
         )?;
         let commands = RingConsumer::attach(
@@ -287,6 +329,15 @@ impl DataplaneCnc {
 
     fn heartbeat_cell(&self) -> &AtomicU64 {
         self.mapping.atomic_u64(HEARTBEAT_MS_OFFSET)
+    }
+
+    /// Until when (CLOCK_MONOTONIC ns, [`monotonic_ns`]) this broker may lead: one
+    /// Acquire load, for the lcore's loop.
+    #[inline]
+    pub fn lease_until_ns(&self) -> u64 {
+        self.mapping
+            .atomic_u64(LEASE_UNTIL_NS_OFFSET)
+            .load(Ordering::Acquire)
     }
 
     /// Path of the `cnc` file.
@@ -381,6 +432,21 @@ impl ControlplaneCnc {
         self.mapping
             .atomic_u64(START_NS_OFFSET)
             .load(Ordering::Relaxed)
+    }
+
+    /// Renews (or ends) this broker's leadership lease: the data plane leads while
+    /// [`monotonic_ns`] is below `lease_until_ns`. One Release store; 0 fences it at once.
+    pub fn set_lease_until_ns(&self, lease_until_ns: u64) {
+        self.mapping
+            .atomic_u64(LEASE_UNTIL_NS_OFFSET)
+            .store(lease_until_ns, Ordering::Release);
+    }
+
+    /// The lease as the data plane sees it.
+    pub fn lease_until_ns(&self) -> u64 {
+        self.mapping
+            .atomic_u64(LEASE_UNTIL_NS_OFFSET)
+            .load(Ordering::Acquire)
     }
 
     /// The data plane's last heartbeat, in ms since the UNIX epoch.

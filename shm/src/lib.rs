@@ -26,7 +26,10 @@ pub mod ring;
 pub use append::{
     append_region, AppendReader, AppendRegionView, AppendWriter, RegionFull, APPEND_HEADER_BYTES,
 };
-pub use cnc::{CncError, ControlplaneCnc, DataplaneCnc, CNC_FILE_NAME, CNC_LAYOUT_VERSION};
+pub use cnc::{
+    monotonic_ns, CncError, ControlplaneCnc, DataplaneCnc, CNC_FILE_NAME, CNC_LAYOUT_VERSION,
+    LEASE_EXPIRED_NS, LEASE_FOREVER_NS,
+};
 pub use counters::{
     histogram_bucket, AllocateError, CounterId, CounterSnapshot, CountersFull, CountersReader,
     CountersWriter, HistogramId, HistogramSnapshot, COUNTERS_FILE_NAME, HISTOGRAM_BOUNDS_NS,

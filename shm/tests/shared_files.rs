@@ -11,6 +11,7 @@ use precursor_protocol::command::{self, Command as RingCommand, Event, COMMAND_P
 use precursor_protocol::counter_kind as kind;
 use precursor_protocol::frame::ErrorCode;
 use precursor_shm::counters::{histogram_bucket, HISTOGRAM_COUNTERS};
+use precursor_shm::{monotonic_ns, LEASE_EXPIRED_NS, LEASE_FOREVER_NS};
 use precursor_shm::{
     AllocateError, CncError, ControlplaneCnc, CounterId, CountersReader, CountersWriter,
     DataplaneCnc, RingError, CNC_LAYOUT_VERSION, HISTOGRAM_BOUNDS_NS, HISTOGRAM_BUCKETS,
@@ -245,6 +246,27 @@ fn live_writer_with_stale_heartbeat_is_not_alive() {
 }
 
 #[test]
+fn the_lease_starts_as_the_mode_says_and_the_control_plane_moves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dataplane = DataplaneCnc::create(dir.path(), 4).unwrap();
+    let controlplane = ControlplaneCnc::open(dir.path()).unwrap();
+    assert_eq!(dataplane.lease_until_ns(), LEASE_FOREVER_NS, "static mode");
+    assert_eq!(controlplane.lease_until_ns(), LEASE_FOREVER_NS);
+    drop((dataplane, controlplane));
+    let dataplane = DataplaneCnc::create_with_lease(dir.path(), 4, LEASE_EXPIRED_NS).unwrap();
+    let controlplane = ControlplaneCnc::open(dir.path()).unwrap();
+    assert_eq!(dataplane.lease_until_ns(), 0, "quorum mode: expired");
+    let now = monotonic_ns();
+    assert!(now > 0 && monotonic_ns() >= now, "monotonic");
+    controlplane.set_lease_until_ns(now + 1_000_000_000);
+    assert_eq!(dataplane.lease_until_ns(), now + 1_000_000_000);
+    controlplane.set_lease_until_ns(0);
+    assert_eq!(dataplane.lease_until_ns(), 0, "fenced at once");
+    // Its own cache line, after the heartbeat's: the rings start after it.
+    assert_eq!(precursor_shm::cnc::CNC_HEADER_BYTES, 192);
+}
+
+#[test]
 fn replaced_file_is_detected() {
     let dir = tempfile::tempdir().unwrap();
     let first = DataplaneCnc::create(dir.path(), 4).unwrap();
@@ -288,13 +310,14 @@ fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
 fn other_layout_version_is_refused_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let _dataplane = DataplaneCnc::create(dir.path(), 4).unwrap();
-    write_at(&dir.path().join("cnc"), 8, &2u32.to_le_bytes());
+    assert_eq!(CNC_LAYOUT_VERSION, 2, "the lease line (layout 2)");
+    write_at(&dir.path().join("cnc"), 8, &1u32.to_le_bytes());
     let error = ControlplaneCnc::open(dir.path()).unwrap_err();
     assert!(
         matches!(
             error,
             CncError::VersionMismatch {
-                found: 2,
+                found: 1,
                 expected: CNC_LAYOUT_VERSION
             }
         ),
@@ -302,7 +325,7 @@ fn other_layout_version_is_refused_clearly() {
     );
     let message = error.to_string();
     assert!(
-        message.contains("version 2") && message.contains("expects 1"),
+        message.contains("version 1") && message.contains("expects 2"),
         "{message}"
     );
     assert!(

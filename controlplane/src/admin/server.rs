@@ -471,6 +471,8 @@ async fn cluster_set_leader(
             partition,
             leader: leader as u16,
             epoch,
+            // Static mode's rule: the leader alone, followers join as they catch up.
+            isr: 0,
         };
         match node.link.call(command).await {
             Ok(Reply::Done) => Response::Ok,
