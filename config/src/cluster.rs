@@ -132,7 +132,6 @@ impl Default for QuorumTimings {
     }
 }
 
-
 /// One broker of the cluster.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1403,13 +1403,14 @@ fn in_quorum_mode_a_leader_acks_only_under_its_lease_and_shrinks_its_isr_only_wh
     let (header, _) = client.frame_skipping_arp();
     assert_eq!((header.opcode, header.error), (Opcode::ReplicaData, 0));
     client.replica_fetch(&follower_fetch(2, 3, 3));
-    let second = batch(7, 1, &[b"three"]);
+    let second = batch(7, 2, &[b"three"]);
     let id = client.request(Opcode::Produce, Acks::All.to_flags(), handle.0, &second);
     let (header, _) = client.frame_skipping_arp();
     assert_eq!(
         header.opcode,
         Opcode::ReplicaData,
-        "the batch, before the ack"
+        "the batch, before the ack (error {})",
+        header.error
     );
     client.replica_fetch(&follower_fetch(3, 3, 3));
     let (ack, body) = client.frame_skipping_replica_data();
@@ -1419,7 +1420,7 @@ fn in_quorum_mode_a_leader_acks_only_under_its_lease_and_shrinks_its_isr_only_wh
     // The lease left to expire: refused, counted; renewed: acks again.
     control.lease_for(Duration::from_millis(50));
     std::thread::sleep(Duration::from_millis(100));
-    let third = batch(7, 2, &[b"four"]);
+    let third = batch(7, 3, &[b"four"]);
     assert_eq!(
         client.produce_skipping(handle, Acks::Leader, &third),
         Err(ErrorCode::NotLeaderOrFollower)
@@ -1440,7 +1441,7 @@ fn in_quorum_mode_a_leader_acks_only_under_its_lease_and_shrinks_its_isr_only_wh
         control.partition_gauge(kind::PARTITION_ISR_PROPOSED) == 0x01
     });
     assert_eq!(control.partition_gauge(kind::PARTITION_ISR), isr_both);
-    let fifth = batch(7, 3, &[b"five"]);
+    let fifth = batch(7, 4, &[b"five"]);
     let waiting = client.request(Opcode::Produce, Acks::All.to_flags(), handle.0, &fifth);
     std::thread::sleep(Duration::from_millis(300));
     // Nothing but replication traffic for us meanwhile: the ack waits.
@@ -1488,7 +1489,7 @@ fn in_quorum_mode_a_leader_acks_only_under_its_lease_and_shrinks_its_isr_only_wh
             isr: 0,
         })
         .unwrap();
-    let sixth = batch(7, 4, &[b"six"]);
+    let sixth = batch(7, 5, &[b"six"]);
     assert_eq!(
         client.produce_skipping(handle, Acks::Leader, &sixth),
         Err(ErrorCode::NotLeaderOrFollower)
