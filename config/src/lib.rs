@@ -284,6 +284,110 @@ pub struct GatewayConfig {
     pub group_members_max: u32,
     /// Longest metadata string stored with a committed offset, in bytes.
     pub offset_metadata_bytes_max: u32,
+    /// More Kafka listeners (`[[gateway.listeners]]`), each with its own security
+    /// protocol, served beside `listen` (the default PLAINTEXT listener). docs/security.md.
+    pub listeners: Vec<ListenerConfig>,
+}
+
+/// A Kafka listener's security protocol (Kafka's `security.protocol` names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecurityProtocol {
+    #[serde(rename = "PLAINTEXT")]
+    Plaintext,
+    /// TLS (rustls): `cert_file` and `key_file`, mTLS with `client_ca_file`.
+    #[serde(rename = "SSL")]
+    Ssl,
+    #[serde(rename = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    #[serde(rename = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Whether the listener speaks TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether the listener wants SASL before any other request.
+    pub fn sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+
+    /// Kafka's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+}
+
+/// Whether a TLS listener asks clients for a certificate (Kafka's `ssl.client.auth`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// No client certificate asked for.
+    #[default]
+    None,
+    /// A certificate is asked for; one that is sent must chain to `client_ca_file`.
+    Requested,
+    /// A certificate chaining to `client_ca_file` is required (mTLS).
+    Required,
+}
+
+/// The lowest TLS version a listener accepts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.3")]
+    Tls13,
+    #[serde(rename = "1.2")]
+    Tls12,
+}
+
+/// One `[[gateway.listeners]]` entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ListenerConfig {
+    /// Name in logs (Kafka's listener name), unique.
+    pub name: String,
+    /// TCP address:port to listen on.
+    pub address: String,
+    pub protocol: SecurityProtocol,
+    /// `host:port` Metadata tells clients that reached this listener. Empty: the address
+    /// the client connected to.
+    pub advertised: String,
+    /// TLS: the server's certificate chain (PEM, leaf first).
+    pub cert_file: PathBuf,
+    /// TLS: the server's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// TLS: client certificates must chain to one of these CAs (PEM).
+    pub client_ca_file: PathBuf,
+    pub client_auth: ClientAuth,
+    /// TLS: "1.3" (default) or "1.2" (1.2 and 1.3).
+    pub tls_min_version: TlsVersion,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> ListenerConfig {
+        ListenerConfig {
+            name: String::new(),
+            address: String::new(),
+            protocol: SecurityProtocol::Plaintext,
+            advertised: String::new(),
+            cert_file: PathBuf::new(),
+            key_file: PathBuf::new(),
+            client_ca_file: PathBuf::new(),
+            client_auth: ClientAuth::None,
+            tls_min_version: TlsVersion::Tls13,
+        }
+    }
 }
 
 /// The RDMA transport (data plane built with the `rdma` feature): native frames as
@@ -454,6 +558,7 @@ impl Default for GatewayConfig {
             group_initial_rebalance_delay_ms: 3_000,
             group_members_max: 1_000,
             offset_metadata_bytes_max: 4_096,
+            listeners: Vec::new(),
         }
     }
 }

@@ -282,6 +282,7 @@ impl Config {
                 "empty, or host:port such as broker1.example:9092",
             )?;
         }
+        self.validate_listeners()?;
         check(
             gw.broker_id >= 0,
             "gateway.broker_id",
@@ -502,6 +503,83 @@ impl Config {
                 crate::REPLICATION_FACTOR_MAX
             ),
         )
+    }
+
+    fn validate_listeners(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::BTreeSet::new();
+        let mut addresses = std::collections::BTreeSet::new();
+        addresses.insert(self.gateway.listen.clone());
+        for (i, listener) in self.gateway.listeners.iter().enumerate() {
+            let key = |field: &str| format!("gateway.listeners[{i}].{field}");
+            check(
+                !listener.name.is_empty() && names.insert(listener.name.clone()),
+                &key("name"),
+                format!("{:?}", listener.name),
+                "a name, unique among the listeners",
+            )?;
+            check(
+                listener.address.parse::<std::net::SocketAddr>().is_ok(),
+                &key("address"),
+                format!("{:?}", listener.address),
+                "an address:port such as 0.0.0.0:9093",
+            )?;
+            check(
+                addresses.insert(listener.address.clone()),
+                &key("address"),
+                format!("{:?}", listener.address),
+                "another listener (or gateway.listen) has this address",
+            )?;
+            check(
+                !listener.protocol.sasl(),
+                &key("protocol"),
+                listener.protocol.name(),
+                "SASL listeners are not implemented yet (issue 14): PLAINTEXT or SSL",
+            )?;
+            if listener.protocol.tls() {
+                for (field, path) in [
+                    ("cert_file", &listener.cert_file),
+                    ("key_file", &listener.key_file),
+                ] {
+                    check(
+                        !path.as_os_str().is_empty(),
+                        &key(field),
+                        format!("{:?}", path.display().to_string()),
+                        "a PEM file, required on an SSL listener",
+                    )?;
+                }
+                check(
+                    listener.client_auth == crate::ClientAuth::None
+                        || !listener.client_ca_file.as_os_str().is_empty(),
+                    &key("client_ca_file"),
+                    "\"\"",
+                    "a PEM file of CAs, required when client_auth is requested or required",
+                )?;
+            } else {
+                check(
+                    listener.cert_file.as_os_str().is_empty()
+                        && listener.key_file.as_os_str().is_empty()
+                        && listener.client_ca_file.as_os_str().is_empty()
+                        && listener.client_auth == crate::ClientAuth::None,
+                    &key("protocol"),
+                    listener.protocol.name(),
+                    "TLS settings (cert_file, key_file, client_ca_file, client_auth) need SSL",
+                )?;
+            }
+            if !listener.advertised.is_empty() {
+                check(
+                    listener
+                        .advertised
+                        .rsplit_once(':')
+                        .is_some_and(|(host, port)| {
+                            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
+                        }),
+                    &key("advertised"),
+                    format!("{:?}", listener.advertised),
+                    "empty, or host:port such as broker1.example:9093",
+                )?;
+            }
+        }
+        Ok(())
     }
 
     fn validate_cluster(&self) -> Result<(), ConfigError> {

@@ -106,16 +106,15 @@ pub async fn serve_until(
         tasks.push(tokio::spawn(admin::serve_cluster(listener, node.clone())));
     }
     if node.config.gateway.enabled {
-        let listener = gateway::bind(&node.config.gateway).await?;
+        let listeners = gateway::bind(&node.config.gateway).await?;
         let gateway = gateway::Gateway::open(node.clone())?;
+        let described: Vec<String> = listeners.iter().map(|l| l.describe()).collect();
         eprintln!(
             "{LOG}: kafka gateway on {}, state in {}",
-            listener
-                .local_addr()
-                .map_or(node.config.gateway.listen.clone(), |a| a.to_string()),
+            described.join(", "),
             node.config.gateway_state_dir().display()
         );
-        tasks.push(tokio::spawn(gateway::serve(listener, gateway)));
+        tasks.push(tokio::spawn(gateway::serve(listeners, gateway)));
     }
     let outcome = match mode {
         Mode::Attach => {

@@ -18,18 +18,35 @@ use super::requests::{self, Context, Malformed, Outcome, Pending};
 use super::Gateway;
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 const LOG: &str = "precursor-controlplane: kafka gateway";
 
+/// A TLS handshake that takes longer than this closes the connection, in milliseconds.
+pub const TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+
+/// What a listener is: its config (None for the default `gateway.listen`) and its TLS
+/// acceptor when it speaks TLS.
+#[derive(Clone)]
+pub struct ListenerKind {
+    pub config: Option<Arc<precursor_config::ListenerConfig>>,
+    pub tls: Option<TlsAcceptor>,
+}
+
+impl ListenerKind {
+    fn name(&self) -> &str {
+        self.config.as_ref().map_or("default", |c| c.name.as_str())
+    }
+}
+
 /// Accepts connections until the task is dropped.
-pub async fn accept_forever(listener: TcpListener, gateway: Arc<Gateway>) {
+pub async fn accept_forever(listener: TcpListener, gateway: Arc<Gateway>, kind: ListenerKind) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -42,8 +59,54 @@ pub async fn accept_forever(listener: TcpListener, gateway: Arc<Gateway>) {
                 }
                 gateway.metrics.connection_accepted();
                 let open = OpenConnection(gateway.clone());
+                let kind = kind.clone();
                 tokio::spawn(async move {
-                    serve_connection(stream, peer, &open.0).await;
+                    let _ = stream.set_nodelay(true);
+                    let Ok(local) = stream.local_addr() else {
+                        return;
+                    };
+                    let mut context = Context::new(open.0.clone(), local, peer);
+                    context.listener = kind.config.clone();
+                    let Some(acceptor) = kind.tls.clone() else {
+                        serve_connection(stream, context, &open.0).await;
+                        return;
+                    };
+                    let handshake = tokio::time::timeout(
+                        Duration::from_millis(TLS_HANDSHAKE_TIMEOUT_MS),
+                        acceptor.accept(stream),
+                    )
+                    .await;
+                    match handshake {
+                        Ok(Ok(tls)) => {
+                            if let Some(cert) =
+                                tls.get_ref().1.peer_certificates().and_then(|c| c.first())
+                            {
+                                context.principal = super::tls::principal_of(cert);
+                                eprintln!(
+                                    "{LOG}: listener {}: {peer} authenticated by its \
+                                     certificate as {}",
+                                    kind.name(),
+                                    context.principal
+                                );
+                            }
+                            serve_connection(tls, context, &open.0).await;
+                        }
+                        Ok(Err(error)) => {
+                            open.0.metrics.malformed("tls_handshake");
+                            eprintln!(
+                                "{LOG}: listener {}: closing {peer}: TLS handshake failed: {error}",
+                                kind.name()
+                            );
+                        }
+                        Err(_) => {
+                            open.0.metrics.malformed("tls_handshake");
+                            eprintln!(
+                                "{LOG}: listener {}: closing {peer}: no TLS handshake within \
+                                 {TLS_HANDSHAKE_TIMEOUT_MS} ms",
+                                kind.name()
+                            );
+                        }
+                    }
                 });
             }
             Err(error) => {
@@ -65,14 +128,13 @@ impl Drop for OpenConnection {
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: &Arc<Gateway>) {
-    let _ = stream.set_nodelay(true);
-    let Ok(local) = stream.local_addr() else {
-        return;
-    };
-    let context = Context::new(gateway.clone(), local, peer);
+async fn serve_connection<S>(stream: S, context: Context, gateway: &Arc<Gateway>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let peer = context.peer;
     let config = &gateway.config;
-    let (read, mut write) = stream.into_split();
+    let (read, mut write) = tokio::io::split(stream);
     let codec = LengthDelimitedCodec::builder()
         .length_field_length(4)
         .max_frame_length(config.request_bytes_max as usize)
@@ -86,7 +148,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, gateway: &Arc<Gat
             biased;
             Some(outcome) = pending.next(), if !pending.is_empty() => match outcome {
                 Outcome::Respond(bytes) => {
-                    if write.write_all(&bytes).await.is_err() {
+                    if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
                         return;
                     }
                 }

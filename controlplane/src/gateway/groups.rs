@@ -913,10 +913,7 @@ pub fn find_coordinator(
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
     let gateway = &context.gateway;
-    let own = (
-        BrokerId(gateway.broker_id()),
-        gateway.advertised(context.local),
-    );
+    let own = (BrokerId(gateway.broker_id()), context.advertised());
     // (node, (host, port)) or (error, message).
     let answer_for =
         |key_type: i8, key: &str| -> Result<(BrokerId, (String, i32)), (i16, String)> {

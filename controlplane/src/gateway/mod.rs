@@ -40,6 +40,7 @@ mod produce;
 mod producer_ids;
 mod requests;
 mod time_index;
+mod tls;
 mod topics;
 mod versions;
 
@@ -48,6 +49,7 @@ pub use groups::Coordinator;
 pub use metrics::GatewayMetrics;
 pub use offsets::{OffsetKey, OffsetStore, OffsetStoreError};
 pub use producer_ids::{ProducerIdBlocks, GATEWAY_PRODUCER_ID_END};
+pub use tls::TlsError;
 pub use versions::{supported_versions, CLUSTER_APIS, SUPPORTED_APIS};
 
 use crate::Node;
@@ -80,6 +82,8 @@ pub enum GatewayError {
     Offsets(#[from] OffsetStoreError),
     #[error("kafka gateway producer ids: {0}")]
     ProducerIds(#[source] std::io::Error),
+    #[error("kafka gateway TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// Everything the connections of the gateway share.
@@ -231,21 +235,89 @@ impl Gateway {
     }
 }
 
-/// Binds the gateway's TCP listener (`gateway.listen`).
-pub async fn bind(config: &GatewayConfig) -> Result<TcpListener, GatewayError> {
-    TcpListener::bind(&config.listen)
+/// A bound Kafka listener: the socket and what it speaks.
+pub struct Listener {
+    pub socket: TcpListener,
+    kind: connection::ListenerKind,
+}
+
+impl Listener {
+    /// `name protocol address` for the log.
+    pub fn describe(&self) -> String {
+        let address = self
+            .socket
+            .local_addr()
+            .map_or_else(|_| "?".to_string(), |a| a.to_string());
+        match &self.kind.config {
+            None => format!("default PLAINTEXT {address}"),
+            Some(c) => format!("{} {} {address}", c.name, c.protocol.name()),
+        }
+    }
+}
+
+async fn bind_address(address: &str) -> Result<TcpListener, GatewayError> {
+    TcpListener::bind(address)
         .await
         .map_err(|source| GatewayError::Listen {
-            address: config.listen.clone(),
+            address: address.to_string(),
             source,
         })
 }
 
-/// Serves Kafka clients on `listener` and runs the group coordinator's timers, until the
+/// Binds the gateway's TCP listeners: `gateway.listen` (PLAINTEXT) and every
+/// `[[gateway.listeners]]` entry, their TLS files read now (a bad file stops the start).
+pub async fn bind(config: &GatewayConfig) -> Result<Vec<Listener>, GatewayError> {
+    let mut listeners = vec![Listener {
+        socket: bind_address(&config.listen).await?,
+        kind: connection::ListenerKind {
+            config: None,
+            tls: None,
+        },
+    }];
+    for entry in &config.listeners {
+        let tls = if entry.protocol.tls() {
+            Some(tokio_rustls::TlsAcceptor::from(tls::server_config(entry)?))
+        } else {
+            None
+        };
+        listeners.push(Listener {
+            socket: bind_address(&entry.address).await?,
+            kind: connection::ListenerKind {
+                config: Some(Arc::new(entry.clone())),
+                tls,
+            },
+        });
+    }
+    Ok(listeners)
+}
+
+/// Serves Kafka clients on `listeners` and runs the group coordinator's timers, until the
 /// task is dropped.
-pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>) {
+pub async fn serve(listeners: Vec<Listener>, gateway: Arc<Gateway>) {
     let ticker = tokio::spawn(groups::tick_forever(gateway.clone()));
-    connection::accept_forever(listener, gateway).await;
+    let accepting: Vec<_> = listeners
+        .into_iter()
+        .map(|l| {
+            tokio::spawn(connection::accept_forever(
+                l.socket,
+                gateway.clone(),
+                l.kind,
+            ))
+        })
+        .collect();
+    // Dropping this future (the supervisor aborts the task) aborts the accept loops.
+    struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            for task in &self.0 {
+                task.abort();
+            }
+        }
+    }
+    let mut guard = AbortOnDrop(accepting);
+    for task in &mut guard.0 {
+        let _ = task.await;
+    }
     ticker.abort();
 }
 

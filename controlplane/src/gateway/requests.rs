@@ -75,6 +75,11 @@ pub struct Context {
     /// A request of this connection had bytes after its body, and the log said so (once
     /// per connection; the metric counts every one).
     pub trailing_bytes_logged: AtomicBool,
+    /// The `[[gateway.listeners]]` entry the client came in on; None for `gateway.listen`.
+    pub listener: Option<Arc<precursor_config::ListenerConfig>>,
+    /// Who the client is: `User:<CN>` of its TLS certificate, else `User:ANONYMOUS`
+    /// (kept for ACLs).
+    pub principal: String,
 }
 
 impl Context {
@@ -84,6 +89,24 @@ impl Context {
             local,
             peer,
             trailing_bytes_logged: AtomicBool::new(false),
+            listener: None,
+            principal: super::tls::ANONYMOUS.to_string(),
+        }
+    }
+
+    /// The `(host, port)` Metadata and FindCoordinator name for this broker: an extra
+    /// listener's `advertised`, else the address the client reached (never another
+    /// listener's port); the default listener follows [`Gateway::advertised`].
+    pub fn advertised(&self) -> (String, i32) {
+        match &self.listener {
+            None => self.gateway.advertised(self.local),
+            Some(listener) => listener
+                .advertised
+                .rsplit_once(':')
+                .and_then(|(host, port)| {
+                    Some((host.to_string(), i32::from(port.parse::<u16>().ok()?)))
+                })
+                .unwrap_or_else(|| (self.local.ip().to_string(), i32::from(self.local.port()))),
         }
     }
 }

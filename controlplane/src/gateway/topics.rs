@@ -268,7 +268,7 @@ pub fn metadata(
     request: MetadataRequest,
 ) -> impl Future<Output = MetadataResponse> + Send + 'static {
     let gateway = context.gateway.clone();
-    let own = gateway.advertised(context.local);
+    let own = context.advertised();
     let version = meta.version;
     let api = api_name(meta.api);
     async move {
