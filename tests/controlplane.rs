@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::kafka::free_tcp_port;
 use common::*;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -17,31 +18,10 @@ struct Up {
     metrics: String,
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl Up {
     fn start(node: &AfPacketNode, dir: &std::path::Path) -> Up {
         let metrics = format!("127.0.0.1:{}", free_tcp_port());
-        let mut text = std::fs::read_to_string(&node.config).unwrap();
-        text.push_str(&format!(
-            "\n[controlplane]\nadmin_socket = {:?}\nmetrics_listen = {metrics:?}\nrestart_backoff_ms = 50\n",
-            dir.join("admin.sock").display().to_string()
-        ));
-        text = text.replace(
-            "[node]\n",
-            &format!(
-                "[node]\ncnc_dir = {:?}\n",
-                dir.join("cnc").display().to_string()
-            ),
-        );
-        let config = dir.join("up.toml");
-        std::fs::write(&config, text).unwrap();
+        let config = node.up_config(dir, &metrics, "");
         let child = Command::new(precursor())
             .args(["up", "--config"])
             .arg(&config)

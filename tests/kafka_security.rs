@@ -159,6 +159,16 @@ fn ssl_settings(dir: &Path, client: Option<&str>) -> Vec<String> {
     settings
 }
 
+/// `kcat -L` (metadata) over SSL with `client`'s certificate, if any.
+fn kcat_metadata(bootstrap: &str, dir: &Path, client: Option<&str>) -> Output {
+    kcat(
+        bootstrap,
+        &ssl_settings(dir, client),
+        &["-L", "-m", "5"],
+        None,
+    )
+}
+
 fn kcat(bootstrap: &str, settings: &[String], args: &[&str], input: Option<&str>) -> Output {
     let mut command = kafka_client("kcat");
     command.args(["-b", bootstrap]);
@@ -323,45 +333,25 @@ fn tls_and_mtls_listeners_serve_real_clients_and_refuse_the_rest() {
     assert!(stdout(&out).contains("ok 1000"), "{}", stdout(&out));
 
     // No client certificate where one is required: refused.
-    let out = kcat(
-        &ports.mtls,
-        &ssl_settings(p, None),
-        &["-L", "-m", "5"],
-        None,
-    );
+    let out = kcat_metadata(&ports.mtls, p, None);
     assert!(
         !out.status.success(),
         "kcat without a client certificate: {out:?}"
     );
     wait_log(&broker, "listener mtls: closing");
     // A client certificate from a CA nobody trusts: refused (both listeners that check).
-    let out = kcat(
-        &ports.mtls,
-        &ssl_settings(p, Some("mallory")),
-        &["-L", "-m", "5"],
-        None,
-    );
+    let out = kcat_metadata(&ports.mtls, p, Some("mallory"));
     assert!(
         !out.status.success(),
         "kcat with an untrusted client certificate: {out:?}"
     );
-    let out = kcat(
-        &ports.tls12,
-        &ssl_settings(p, Some("mallory")),
-        &["-L", "-m", "5"],
-        None,
-    );
+    let out = kcat_metadata(&ports.tls12, p, Some("mallory"));
     assert!(
         !out.status.success(),
         "untrusted certificate where one is requested: {out:?}"
     );
     // Where a certificate is only requested, a client without one is served.
-    let out = kcat(
-        &ports.tls12,
-        &ssl_settings(p, None),
-        &["-L", "-m", "5"],
-        None,
-    );
+    let out = kcat_metadata(&ports.tls12, p, None);
     assert_success(
         &out,
         "kcat without a certificate where one is only requested",

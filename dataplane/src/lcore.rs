@@ -911,32 +911,20 @@ impl Lcore {
                 epoch,
                 isr,
             } => {
-                let Some(topic) = self.service.topics.by_name(name) else {
-                    return self.answer(
-                        correlation,
-                        &failed(ErrorCode::UnknownTopicOrPartition, "no such topic"),
-                    );
-                };
-                let handle = PartitionHandle::new(topic.id, partition);
-                let Some((log, replica)) = self.service.topics.replicated_mut(handle) else {
-                    return self.answer(
-                        correlation,
-                        &failed(ErrorCode::UnknownTopicOrPartition, "no such partition"),
-                    );
-                };
-                let isr_before = replica.isr;
-                match replica.set_isr(epoch, BrokerSet::from_packed(isr), log) {
-                    Ok(moved) => {
-                        if replica.isr != isr_before {
-                            self.service.counters.isr_changes += 1;
-                        }
-                        if moved {
-                            // Parked fetches learn the new HW; waiting acks are checked
-                            // every iteration.
-                            self.service.appended.push(handle);
-                        }
-                        self.answer(correlation, &Event::Done);
+                let handle = match self.service.topics.handle_by_name(name, partition) {
+                    Ok(handle) => handle,
+                    Err(reason) => {
+                        return self.answer(
+                            correlation,
+                            &failed(ErrorCode::UnknownTopicOrPartition, reason),
+                        )
                     }
+                };
+                match self
+                    .service
+                    .set_isr(handle, epoch, BrokerSet::from_packed(isr))
+                {
+                    Ok(()) => self.answer(correlation, &Event::Done),
                     Err(SetIsrError::NotLeader) => self.answer(
                         correlation,
                         &failed(
@@ -967,30 +955,30 @@ impl Lcore {
                         &failed(ErrorCode::InvalidTopic, "invalid topic name"),
                     );
                 };
-                let Some(topic) = self.service.topics.by_name(name) else {
-                    return self.answer(
-                        correlation,
-                        &failed(ErrorCode::UnknownTopicOrPartition, "no such topic"),
-                    );
+                let handle = match self.service.topics.handle_by_name(name, partition) {
+                    Ok(handle) => handle,
+                    Err(reason) => {
+                        return self.answer(
+                            correlation,
+                            &failed(ErrorCode::UnknownTopicOrPartition, reason),
+                        )
+                    }
                 };
-                let handle = PartitionHandle::new(topic.id, partition);
-                let Some((log, replica)) = self.service.topics.replicated_mut(handle) else {
-                    return self.answer(
-                        correlation,
-                        &failed(ErrorCode::UnknownTopicOrPartition, "no such partition"),
-                    );
-                };
+                let (log, replica) = self
+                    .service
+                    .topics
+                    .replicated_mut(handle)
+                    .expect("handle_by_name found the partition");
                 // Quorum mode: the same epoch again with another ISR changes only the ISR.
                 let same_leadership = quorum
                     && epoch == replica.epoch
                     && epoch != 0
                     && leader == u16::from(replica.leader);
                 if same_leadership && replica.is_replicated() {
-                    if replica.leader == replica.me {
-                        let isr = BrokerSet::from_packed(isr);
-                        if !isr.is_empty() && replica.set_isr(epoch, isr, log) == Ok(true) {
-                            self.service.appended.push(handle);
-                        }
+                    let isr = BrokerSet::from_packed(isr);
+                    if replica.leader == replica.me && !isr.is_empty() {
+                        // Checked above: this leader, this epoch.
+                        let _ = self.service.set_isr(handle, epoch, isr);
                     }
                     return self.answer(correlation, &Event::Done);
                 }

@@ -18,7 +18,8 @@ use crate::counters::LcoreCounters;
 use crate::log::{AppendError, PartitionLog, ReadError};
 use crate::net::Peer;
 use crate::replica::{
-    ClusterView, FetchVerdict, ParkedFetch, ProbeOutcome, RefusalReason, Replica,
+    BrokerSet, ClusterView, FetchVerdict, ParkedFetch, ProbeOutcome, RefusalReason, Replica,
+    SetIsrError,
 };
 use crate::topics::{AdminLink, AdminRequest, Origin, TopicName, TopicTable};
 use precursor_protocol::command::TopicReplication;
@@ -249,6 +250,30 @@ pub struct Service {
 }
 
 impl Service {
+    /// The quorum's committed ISR for a partition this broker leads at `epoch`: counted
+    /// when it changes; a moved high watermark reaches parked fetches (waiting acks are
+    /// checked every iteration).
+    pub fn set_isr(
+        &mut self,
+        handle: PartitionHandle,
+        epoch: u32,
+        isr: BrokerSet,
+    ) -> Result<(), SetIsrError> {
+        let (log, replica) = self
+            .topics
+            .replicated_mut(handle)
+            .ok_or(SetIsrError::NotLeader)?;
+        let isr_before = replica.isr;
+        let moved = replica.set_isr(epoch, isr, log)?;
+        if replica.isr != isr_before {
+            self.counters.isr_changes += 1;
+        }
+        if moved {
+            self.appended.push(handle);
+        }
+        Ok(())
+    }
+
     pub fn new(config: ServiceConfig, topics: TopicTable, admin: AdminLink) -> Service {
         assert!(config.pending_acks_max > 0);
         assert!(config.frame_bytes_max > FRAME_HEADER_BYTES + FetchDataHeader::BYTES);

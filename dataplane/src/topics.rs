@@ -600,6 +600,19 @@ impl TopicTable {
 
     /// A partition's log and replication state together.
     #[inline]
+    /// The handle of partition `partition` of topic `name` (a command names topics by
+    /// name; ids are per broker), or why there is none.
+    pub fn handle_by_name(
+        &self,
+        name: &str,
+        partition: u16,
+    ) -> Result<PartitionHandle, &'static str> {
+        let topic = self.by_name(name).ok_or("no such topic")?;
+        let handle = PartitionHandle::new(topic.id, partition);
+        self.replicated(handle).ok_or("no such partition")?;
+        Ok(handle)
+    }
+
     pub fn replicated_mut(
         &mut self,
         handle: PartitionHandle,

@@ -195,12 +195,19 @@ impl SharedMapping {
             .truncate(true)
             .open(path)
             .map_err(io_error(path))?;
-        file.set_len(mapped_bytes as u64).map_err(io_error(path))?;
-        let file_id = FileId::of(&file.metadata().map_err(io_error(path))?);
-        let map = MmapOptions::new()
-            .len(mapped_bytes)
-            .map_raw(&file)
-            .map_err(io_error(path))?;
+        // A file that could not be sized or mapped (no hugepages left: ENOMEM) is removed,
+        // so failed attempts leave nothing behind for every retry to add to.
+        let mapped = file
+            .set_len(mapped_bytes as u64)
+            .and_then(|()| file.metadata())
+            .and_then(|metadata| {
+                let map = MmapOptions::new().len(mapped_bytes).map_raw(&file)?;
+                Ok((FileId::of(&metadata), map))
+            });
+        let (file_id, map) = mapped.map_err(|error| {
+            let _ = std::fs::remove_file(path);
+            io_error(path)(error)
+        })?;
         assert_eq!(map.len(), mapped_bytes);
         Ok(SharedMapping {
             map,

@@ -74,21 +74,13 @@ impl Broker {
     pub fn start_with(node: &AfPacketNode, dir: &Path, extra: &str) -> Broker {
         let bootstrap = format!("127.0.0.1:{}", free_tcp_port());
         let metrics = format!("127.0.0.1:{}", free_tcp_port());
-        let mut text = std::fs::read_to_string(&node.config).unwrap();
-        text.push_str(&format!(
-            "\n[controlplane]\nadmin_socket = {:?}\nmetrics_listen = {metrics:?}\nrestart_backoff_ms = 50\n\
-             [gateway]\nlisten = {bootstrap:?}\ngroup_initial_rebalance_delay_ms = 1000\n{extra}\n",
-            dir.join("admin.sock").display().to_string()
-        ));
-        text = text.replace(
-            "[node]\n",
+        let config = node.up_config(
+            dir,
+            &metrics,
             &format!(
-                "[node]\ncnc_dir = {:?}\n",
-                dir.join("cnc").display().to_string()
+                "[gateway]\nlisten = {bootstrap:?}\ngroup_initial_rebalance_delay_ms = 1000\n{extra}"
             ),
         );
-        let config = dir.join("up.toml");
-        std::fs::write(&config, text).unwrap();
         let mut broker = Broker {
             child: None,
             config,

@@ -357,6 +357,27 @@ pub struct AfPacketNode {
 }
 
 impl AfPacketNode {
+    /// Writes `dir/up.toml` for `precursor up` on this node: its config, the control
+    /// plane's admin socket and shared files under `dir`, metrics on `metrics`, fast
+    /// restarts, then `extra` (more TOML tables). Returns the file's path.
+    pub fn up_config(&self, dir: &Path, metrics: &str, extra: &str) -> PathBuf {
+        let mut text = std::fs::read_to_string(&self.config).unwrap();
+        text.push_str(&format!(
+            "\n[controlplane]\nadmin_socket = {:?}\nmetrics_listen = {metrics:?}\nrestart_backoff_ms = 50\n{extra}\n",
+            dir.join("admin.sock").display().to_string()
+        ));
+        text = text.replace(
+            "[node]\n",
+            &format!(
+                "[node]\ncnc_dir = {:?}\n",
+                dir.join("cnc").display().to_string()
+            ),
+        );
+        let config = dir.join("up.toml");
+        std::fs::write(&config, text).unwrap();
+        config
+    }
+
     /// `tag` names the namespace and files; `subnet` picks 10.78.<subnet>.0/24; `extra` is
     /// appended to the config (more TOML tables).
     pub fn new(tag: &str, subnet: u8, extra: &str) -> AfPacketNode {

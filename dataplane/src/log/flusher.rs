@@ -189,6 +189,15 @@ impl FlusherHandle {
         )
     }
 
+    /// Gives back a claim whose open failed before [`FlusherHandle::register`] took the
+    /// partition: nothing else holds it, so the next open of `dir` may claim it at once
+    /// (else a failed open, e.g. no memory for a segment, would refuse every later one
+    /// with AlreadyOpen).
+    pub(crate) fn release_unregistered(shared: &PartitionShared) {
+        shared.closed.store(true, Ordering::Release);
+        shared.released.store(true, Ordering::Release);
+    }
+
     /// Claims the partition directory `dir` for a new instance: waits until the flusher
     /// released a closed previous one; refuses while one is open.
     pub(crate) fn claim(&self, dir: &Path, name: &str) -> Result<Arc<PartitionShared>, LogError> {

@@ -107,6 +107,25 @@ impl PartitionLog {
         std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
         std::fs::create_dir_all(&cfg.memory_dir).map_err(io_error(&cfg.memory_dir))?;
         let shared = flusher.claim(&dir, &name)?;
+        let opened = Self::open_claimed(cfg, topic, partition, flusher, dir, name, &shared);
+        if opened.is_err() {
+            FlusherHandle::release_unregistered(&shared);
+        }
+        opened
+    }
+
+    /// [`PartitionLog::open`] once the flusher gave it `dir`: recovery, salvage, the
+    /// active segment and its first spare, then registration with the flusher.
+    fn open_claimed(
+        cfg: &LogConfig,
+        topic: &str,
+        partition: u16,
+        flusher: &FlusherHandle,
+        dir: PathBuf,
+        name: String,
+        shared: &Arc<PartitionShared>,
+    ) -> Result<PartitionLog, LogError> {
+        let shared = Arc::clone(shared);
         let memory_prefix = memory_file_prefix(topic, partition);
 
         let mut producers = ProducerTable::new(cfg.producers_per_partition_max);

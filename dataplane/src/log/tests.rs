@@ -910,3 +910,26 @@ fn a_crashed_data_planes_memory_segments_are_salvaged() {
     flusher.shutdown();
     thread.join().unwrap();
 }
+
+#[test]
+fn a_failed_open_gives_the_partition_back_for_the_next_one() {
+    let f = fixture();
+    // The active segment's memory cannot be made: its path is taken by a directory.
+    std::fs::create_dir_all(&f.cfg.memory_dir).unwrap();
+    let blocker = f.cfg.memory_dir.join("orders-0+1.segment");
+    std::fs::create_dir_all(blocker.join("in-the-way")).unwrap();
+    let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
+    let error = PartitionLog::open(&f.cfg, "orders", 0, &flusher).unwrap_err();
+    assert!(
+        !matches!(error, LogError::AlreadyOpen { .. }),
+        "the first open fails on its memory: {error}"
+    );
+    // Once the cause is gone the partition opens: the failed open holds no claim.
+    std::fs::remove_dir_all(&blocker).unwrap();
+    let mut log = PartitionLog::open(&f.cfg, "orders", 0, &flusher).unwrap();
+    append(&mut log, &batch(0, 1), 1);
+    assert_eq!(log.log_end_offset(), 1);
+    drop(log);
+    flusher.shutdown();
+    thread.join().unwrap();
+}
