@@ -16,14 +16,14 @@ use crate::ipc::IpcTransport;
 use crate::log::PartitionLog;
 use crate::net::{self, Endpoint, Inbound, Peer, UDP_HEADERS_BYTES};
 use crate::replica::{
-    BrokerSet, ClusterView, ParkedFetch, SetIsrError, FOLLOWERS_MAX, REPLICA_FETCH_BYTES_DEFAULT,
-    REPLICA_TRAIN_FRAMES_MAX,
+    BrokerSet, ClusterView, ParkedFetch, Replica, SetIsrError, FOLLOWERS_MAX,
+    REPLICA_FETCH_BYTES_DEFAULT, REPLICA_TRAIN_FRAMES_MAX,
 };
 use crate::service::{
     DueAnswer, Reply, ReplyTo, Service, ServiceConfig, CREATIONS_IN_FLIGHT_MAX,
     DIRTY_PARTITIONS_MAX, DUE_ANSWERS_MAX,
 };
-use crate::topics::{AdminLink, AdminReply, AdminRequest, Origin, TopicName, TopicTable};
+use crate::topics::{AdminLink, AdminReply, AdminRequest, Origin, Topic, TopicName, TopicTable};
 use precursor_ffi::dpdk::{Mbuf, MbufBurst, Mempool, Port};
 use precursor_protocol::command::{Command, Event};
 use precursor_protocol::frame::{
@@ -123,11 +123,9 @@ impl Lcore {
     /// Connects the lcore to the control plane's shared memory; registers the counters of
     /// the topics already installed.
     pub fn attach_control(&mut self, mut control: Control) {
-        self.service.topics.for_each_mut(|topic| {
-            for (partition, slot) in topic.counters.iter_mut().enumerate() {
-                *slot = control.register_partition(&topic.name, partition as u16);
-            }
-        });
+        self.service
+            .topics
+            .for_each_mut(|topic| register_partitions(&mut control, topic));
         self.control = Some(control);
     }
 
@@ -415,26 +413,7 @@ impl Lcore {
             for ((log, replica), ids) in partitions.zip(&topic.counters) {
                 log.maintain(now_ms);
                 if let (Some(control), Some(ids)) = (control, ids) {
-                    control.publish_partition(
-                        ids,
-                        &PartitionValues {
-                            start_offset: log.log_start_offset(),
-                            end_offset: log.log_end_offset(),
-                            durable_offset: log.durable_offset(),
-                            bytes: log.size_bytes(),
-                            segments: log.segment_count() as u64,
-                            high_watermark: replica.high_watermark(log),
-                            leader: u64::from(replica.leader),
-                            leader_epoch: u64::from(replica.epoch),
-                            replicas: replica.replicas.packed(),
-                            isr: replica.isr.packed(),
-                            isr_proposed: replica.isr_proposed().packed(),
-                            isr_shrinks: replica.isr_shrinks,
-                            isr_expands: replica.isr_expands,
-                            min_insync: u64::from(replica.min_insync),
-                            truncated_bytes: replica.truncated_bytes,
-                        },
-                    );
+                    control.publish_partition(ids, &partition_values(log, replica));
                 }
             }
         });
@@ -1078,9 +1057,7 @@ impl Lcore {
                 let (topic_id, partitions) = (topic.id, topic.partitions.len() as u16);
                 if self.service.topics.by_name(&topic.name).is_none() {
                     if let Some(control) = &mut self.control {
-                        for (partition, slot) in topic.counters.iter_mut().enumerate() {
-                            *slot = control.register_partition(&topic.name, partition as u16);
-                        }
+                        register_partitions(control, &mut topic);
                     }
                     self.service.counters.topics_created += 1;
                     self.service.topics.install(topic, key);
@@ -1194,4 +1171,38 @@ fn truncate_message(message: &str) -> &str {
         end -= 1;
     }
     &message[..end]
+}
+
+/// Registers a topic's partition counters and publishes their values at once: a reader
+/// never sees a partition that exists with zero offsets until the next publish tick.
+fn register_partitions(control: &mut Control, topic: &mut Topic) {
+    let partitions = topic.partitions.iter().zip(&topic.replicas);
+    for (partition, (slot, (log, replica))) in topic.counters.iter_mut().zip(partitions).enumerate()
+    {
+        *slot = control.register_partition(&topic.name, partition as u16);
+        if let Some(ids) = slot {
+            control.publish_partition(ids, &partition_values(log, replica));
+        }
+    }
+}
+
+/// What the control plane reads of one partition.
+fn partition_values(log: &PartitionLog, replica: &Replica) -> PartitionValues {
+    PartitionValues {
+        start_offset: log.log_start_offset(),
+        end_offset: log.log_end_offset(),
+        durable_offset: log.durable_offset(),
+        bytes: log.size_bytes(),
+        segments: log.segment_count() as u64,
+        high_watermark: replica.high_watermark(log),
+        leader: u64::from(replica.leader),
+        leader_epoch: u64::from(replica.epoch),
+        replicas: replica.replicas.packed(),
+        isr: replica.isr.packed(),
+        isr_proposed: replica.isr_proposed().packed(),
+        isr_shrinks: replica.isr_shrinks,
+        isr_expands: replica.isr_expands,
+        min_insync: u64::from(replica.min_insync),
+        truncated_bytes: replica.truncated_bytes,
+    }
 }

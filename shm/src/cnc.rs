@@ -115,9 +115,22 @@ pub(crate) fn now_ms() -> u64 {
     now_ns() / 1_000_000
 }
 
-/// Whether a process with `pid` exists (`/proc/<pid>`).
+/// Whether a process with `pid` is running: `/proc/<pid>/stat` exists and its state is
+/// neither zombie (`Z`) nor dead (`X`). A data plane killed after its supervisor stays a
+/// zombie until its new parent reaps it (a container's init may never do so), and its CnC
+/// file must not look alive meanwhile.
 pub(crate) fn pid_exists(pid: u32) -> bool {
-    pid != 0 && Path::new(&format!("/proc/{pid}")).exists()
+    if pid == 0 {
+        return false;
+    }
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) S ...": comm may hold spaces and parentheses, so split at the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    !matches!(state, Some("Z") | Some("X") | None)
 }
 
 /// Creates `<dir>/<tmp_name>` of `bytes`, lets `fill` initialise it (magic excluded), stores
@@ -343,6 +356,14 @@ impl DataplaneCnc {
     /// Path of the `cnc` file.
     pub fn path(&self) -> &Path {
         self.mapping.path()
+    }
+}
+
+impl Drop for DataplaneCnc {
+    /// A data plane that stops says so: heartbeat 0 makes the file dead at once for every
+    /// reader, even while the process lingers (flushing, exiting, or a zombie).
+    fn drop(&mut self) {
+        self.heartbeat_cell().store(0, Ordering::Release);
     }
 }
 

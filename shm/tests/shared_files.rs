@@ -46,6 +46,12 @@ fn child_entry() {
             let cnc = DataplaneCnc::create(&dir, 4).unwrap();
             cnc.heartbeat(now_ms());
         }
+        "start_and_die" => {
+            // Killed, not stopped: no Drop runs, the heartbeat stays fresh for an hour.
+            let cnc = DataplaneCnc::create(&dir, 4).unwrap();
+            cnc.heartbeat(now_ms() + 3_600_000);
+            std::process::abort();
+        }
         "counters" => child_counters(&dir),
         other => panic!("unknown child role {other}"),
     }
@@ -225,8 +231,30 @@ fn dead_writer_is_detected() {
     wait_success(child);
     let cnc = ControlplaneCnc::open(dir.path()).unwrap();
     assert_eq!(cnc.writer_pid(), child_pid);
-    assert!(cnc.heartbeat_ms() > 0);
+    // A data plane that stops clears its heartbeat on the way out.
+    assert_eq!(cnc.heartbeat_ms(), 0);
     assert!(!cnc.writer_alive(u64::MAX), "pid {child_pid} exited");
+}
+
+#[test]
+fn a_zombie_writer_with_a_fresh_heartbeat_is_not_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = spawn_child("start_and_die", dir.path());
+    let child_pid = child.id();
+    // Not reaped yet: the child stays a zombie, /proc/<pid> still exists.
+    wait_for("the child to become a zombie", || {
+        let stat = std::fs::read_to_string(format!("/proc/{child_pid}/stat")).unwrap();
+        stat.rsplit_once(')').unwrap().1.split_whitespace().next() == Some("Z")
+    });
+    let cnc = ControlplaneCnc::open(dir.path()).unwrap();
+    assert_eq!(cnc.writer_pid(), child_pid);
+    assert!(
+        cnc.heartbeat_ms() > now_ms(),
+        "the heartbeat was left fresh"
+    );
+    assert!(!cnc.writer_alive(u64::MAX), "pid {child_pid} is a zombie");
+    let status = child.wait().unwrap();
+    assert!(!status.success());
 }
 
 #[test]
@@ -352,7 +380,9 @@ fn other_layout_version_is_refused_clearly() {
 fn corrupt_files_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cnc_path = dir.path().join("cnc");
-    let _dataplane = DataplaneCnc::create(dir.path(), 4).unwrap();
+    // The file outlives its writer; the writer must not hold it mapped while the test
+    // truncates it (a store into a truncated shared mapping is SIGBUS).
+    drop(DataplaneCnc::create(dir.path(), 4).unwrap());
     // Ring slots that are not a power of two.
     write_at(&cnc_path, 32, &3u32.to_le_bytes());
     let error = ControlplaneCnc::open(dir.path()).unwrap_err();
