@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::cluster::{field, wait_until, Cluster, ClusterOptions};
+use common::cluster::{
+    check_history, field, produce_acked, wait_until, AckHistory, Cluster, ClusterOptions,
+};
 use common::*;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -204,9 +206,8 @@ fn acks_all_lands_byte_for_byte_on_every_replica_from_native_and_kafka_clients()
     assert!(status.to_string().contains("replica"), "{status}");
 }
 
-/// `precursor produce --acks all --verbose` of `count` numbered lines to `broker`, killing
-/// broker `victim`'s data plane -9 at each of `kill_after` (lines acknowledged so far).
-/// Returns the lines acknowledged, by offset.
+/// [`produce_acked`] of `count` lines to `broker`, killing broker `victim`'s data plane -9
+/// at each of `kill_after` (lines acknowledged so far).
 fn produce_through_kills(
     cluster: &Cluster,
     broker: &str,
@@ -214,62 +215,15 @@ fn produce_through_kills(
     count: u64,
     victim: u32,
     kill_after: &[u64],
-) -> BTreeMap<u64, String> {
-    let mut child = Command::new(precursor())
-        .args([
-            "produce",
-            topic,
-            "--acks",
-            "all",
-            "--verbose",
-            "--broker",
-            broker,
-        ])
-        .args(["--partition", "0"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let feeder = std::thread::spawn(move || {
-        let mut stdin = std::io::BufWriter::new(&mut stdin);
-        for i in 0..count {
-            if writeln!(stdin, "line {i}").is_err() {
-                break;
-            }
-        }
-    });
-    use std::io::BufRead;
-    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut acked = BTreeMap::new();
+) -> AckHistory {
     let mut kills = kill_after.iter().peekable();
-    for (i, line) in stdout.lines().enumerate() {
-        let line = line.unwrap();
-        // "partition offset", in input order: line i got this offset ("-": a retransmit
-        // the broker had appended before, offset not known; checked by content below).
-        let offset = match line.split_whitespace().nth(1) {
-            Some("-") => u64::MAX - i as u64,
-            Some(offset) => offset
-                .parse()
-                .unwrap_or_else(|_| panic!("produce printed {line:?}")),
-            None => panic!("produce printed {line:?}"),
-        };
-        acked.insert(offset, format!("line {i}"));
-        if kills.peek().is_some_and(|&&at| acked.len() as u64 >= at) {
+    produce_acked(broker, topic, count, |acked| {
+        if kills.peek().is_some_and(|&&at| acked >= at) {
             kills.next();
             let pid = cluster.kill_dataplane(victim);
             cluster.wait_dataplane(victim, Some(pid));
         }
-    }
-    feeder.join().unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "produce through kills: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    acked
+    })
 }
 
 #[test]
@@ -291,7 +245,11 @@ fn a_leader_killed_during_acks_all_loses_nothing_it_acknowledged() {
         leader,
         &[7_000, 23_000, 41_000],
     );
-    assert_eq!(acked.len() as u64, MESSAGES, "every line acknowledged once");
+    assert_eq!(
+        acked.acked.len() as u64,
+        MESSAGES,
+        "every line acknowledged once"
+    );
     // The restarted leader led again at a new epoch each time.
     let epoch_after = field(&cluster.partitions(leader, "crash")[0], "leader_epoch");
     assert!(
@@ -300,47 +258,8 @@ fn a_leader_killed_during_acks_all_loses_nothing_it_acknowledged() {
     );
     wait_replicated(&cluster, "crash", leader, MESSAGES);
     // Every acknowledged line is there, once, at its offset, on every broker.
-    for node in cluster.nodes() {
-        let out = Command::new(precursor())
-            .args([
-                "consume",
-                "crash",
-                "--from-beginning",
-                "--broker",
-                &node.broker,
-            ])
-            .args(["--count", &MESSAGES.to_string()])
-            .output()
-            .unwrap();
-        assert_success(&out, &format!("consume from broker {}", node.id));
-        let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        assert_eq!(lines.len() as u64, MESSAGES, "broker {}", node.id);
-        let distinct: std::collections::BTreeSet<&String> = lines.iter().collect();
-        assert_eq!(
-            distinct.len() as u64,
-            MESSAGES,
-            "broker {}: a line twice",
-            node.id
-        );
-        for (offset, line) in &acked {
-            if *offset < MESSAGES {
-                assert_eq!(
-                    &lines[*offset as usize], line,
-                    "broker {} offset {offset}",
-                    node.id
-                );
-            } else {
-                assert!(
-                    distinct.contains(line),
-                    "broker {}: {line} missing",
-                    node.id
-                );
-            }
-        }
-    }
+    let ids: Vec<u32> = cluster.nodes().iter().map(|n| n.id).collect();
+    check_history(&cluster, &ids, "crash", &acked, MESSAGES);
     let crcs: Vec<_> = cluster
         .nodes()
         .iter()

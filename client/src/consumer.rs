@@ -557,8 +557,8 @@ impl Consumer {
                 }
                 None => continue,
             };
-            if replicated && attempts == SILENT_TRIES_BEFORE_LOOK_UP {
-                // Three fetches unanswered: has the partition moved to another broker?
+            if replicated && attempts >= SILENT_TRIES_BEFORE_LOOK_UP {
+                // Three fetches unanswered (and each one after): has the partition moved?
                 silent = Some(route.slot);
             }
             let mut header = FrameHeader::new(

@@ -29,8 +29,9 @@
 //! batch goes there in one in-order round, with the same producer id, epoch and sequences,
 //! so the new leader recognises those it already holds (idempotence state is replicated
 //! with the batches). A batch unanswered after [`SILENT_TRIES_BEFORE_LOOK_UP`]
-//! transmissions asks the other brokers too, and moves if one of them leads the partition
-//! now; if none does, the batch keeps going to the broker that led it. Messages of a
+//! transmissions (and after every one after those) asks the other brokers too, and moves
+//! if one of them leads the partition now; if none does, the batch keeps going to the
+//! broker that led it. Messages of a
 //! partition without a leader fail at their delivery timeout with `ClientError::NoLeader`.
 //!
 //! Progress happens inside `send()` when a batch closes, and in `poll()` / `flush()`: call
@@ -76,7 +77,9 @@ pub const RESEND_WAIT_US_MAX: u64 = 5_000;
 /// Doublings of the resend wait beyond which it is at its cap anyway (no shift overflow).
 const RESEND_DOUBLINGS_MAX: u32 = 16;
 /// A batch of a replicated topic unanswered after this many transmissions (20 + 40 + 80 ms
-/// at the defaults) has the other brokers asked whether its partition's leader moved.
+/// at the defaults) has the other brokers asked whether its partition's leader moved, and
+/// again after every further silent transmission (a leader that died is replaced only
+/// once the metadata quorum fenced it: the first look-up may come too early).
 pub const SILENT_TRIES_BEFORE_LOOK_UP: u32 = 3;
 /// Topics one producer sends to (its partition keys number them in 16 bits).
 const TOPICS_MAX: usize = 1 << 16;
@@ -1153,7 +1156,7 @@ impl ProducerState {
                     batch.last_sent_at = now;
                     self.stats.retransmits += 1;
                     sent += 1;
-                    if topic.replicated && batch.attempts == SILENT_TRIES_BEFORE_LOOK_UP + 1 {
+                    if topic.replicated && batch.attempts > SILENT_TRIES_BEFORE_LOOK_UP {
                         silent.push((p.key, route.slot));
                     }
                 }

@@ -113,8 +113,7 @@ impl CountersSnapshot {
     fn index_topics(&mut self) {
         let mut topics: BTreeMap<String, BTreeMap<u32, PartitionInfo>> = BTreeMap::new();
         for sample in &self.samples {
-            if !(kind::PARTITION_MESSAGES..=kind::PARTITION_TRUNCATED_BYTES).contains(&sample.kind)
-            {
+            if !(kind::PARTITION_MESSAGES..=kind::PARTITION_ISR_PROPOSED).contains(&sample.kind) {
                 continue;
             }
             let (Some(topic), Some(partition)) = (
@@ -142,6 +141,7 @@ impl CountersSnapshot {
                 kind::PARTITION_LEADER_EPOCH => info.leader_epoch = sample.value,
                 kind::PARTITION_REPLICAS => info.replicas = unpack_broker_ids(sample.value),
                 kind::PARTITION_ISR => info.isr = unpack_broker_ids(sample.value),
+                kind::PARTITION_ISR_PROPOSED => info.isr_proposed = unpack_broker_ids(sample.value),
                 kind::PARTITION_ISR_SHRINKS => info.isr_shrinks = sample.value,
                 kind::PARTITION_ISR_EXPANDS => info.isr_expands = sample.value,
                 kind::PARTITION_MIN_INSYNC => info.min_insync = broker_id(sample.value),

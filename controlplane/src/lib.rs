@@ -8,6 +8,8 @@
 //! - [`supervisor`]: `precursor up` — runs `precursor-dataplane` as a child, restarts it
 //!   with back-off when it dies, stops it cleanly on SIGINT/SIGTERM.
 //! - [`gateway`]: the Kafka protocol gateway on TCP (`[gateway]`, docs/kafka.md).
+//! - [`member`]: `cluster.metadata = "quorum"`: this broker's voter of the metadata
+//!   quorum, its lease, and the committed leaderships sent to the data plane.
 //!
 //! [`run`] puts them together: `Mode::Attach` for `precursor controlplane` (a data plane
 //! started elsewhere), `Mode::Supervise` for `precursor up`.
@@ -16,6 +18,7 @@ pub mod admin;
 pub mod counters;
 pub mod gateway;
 pub mod link;
+pub mod member;
 pub mod metrics;
 pub mod supervisor;
 
@@ -85,6 +88,8 @@ pub enum ControlplaneError {
     DataplaneRefused { status: std::process::ExitStatus },
     #[error(transparent)]
     Gateway(#[from] gateway::GatewayError),
+    #[error("metadata quorum: {0}")]
+    Quorum(#[source] precursor_metadata::QuorumError),
 }
 
 /// What every task of the control plane shares.
@@ -94,6 +99,10 @@ pub struct Node {
     pub link: link::Link,
     pub metrics: metrics::ControlplaneMetrics,
     pub started: Instant,
+    /// `cluster.metadata = "quorum"`: this broker's membership (set once at start).
+    pub member: std::sync::OnceLock<member::Member>,
+    /// Exits of the supervised data plane so far (the supervisor counts each at once).
+    pub dataplane_deaths: tokio::sync::watch::Sender<u64>,
 }
 
 impl Node {
@@ -109,6 +118,8 @@ impl Node {
             link,
             metrics,
             started: Instant::now(),
+            member: std::sync::OnceLock::new(),
+            dataplane_deaths: tokio::sync::watch::Sender::new(0),
         }))
     }
 
@@ -125,6 +136,31 @@ impl Node {
             command_ring_depth: state
                 .command_ring_depth
                 .load(std::sync::atomic::Ordering::Acquire),
+            quorum: self.member.get().map(|member| {
+                let status = member.status();
+                let state = member.state();
+                admin::QuorumView {
+                    leader: status.quorum.leader,
+                    term: status.quorum.term,
+                    committed: status.quorum.committed,
+                    applied: status.quorum.last_applied,
+                    voter_lag: status
+                        .quorum
+                        .voters
+                        .iter()
+                        .filter_map(|v| v.lag.map(|lag| (v.id, lag)))
+                        .collect(),
+                    incarnation: status.incarnation,
+                    registered: status.registered,
+                    lease_left_ms: status.lease_left_ms,
+                    fenced_brokers: state
+                        .brokers
+                        .iter()
+                        .filter(|(_, b)| b.fenced)
+                        .map(|(id, _)| *id)
+                        .collect(),
+                }
+            }),
             ..admin::NodeStatus::default()
         };
         if status.dataplane_alive {

@@ -15,7 +15,7 @@
 //! The link thread follows each new data plane by itself: it notices the replaced CnC file
 //! (`ControlplaneCnc::is_replaced`) and attaches to the new one.
 
-use crate::{admin, gateway, metrics, ControlplaneError, Node};
+use crate::{admin, gateway, member, metrics, ControlplaneError, Node};
 use precursor_config::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
@@ -115,6 +115,9 @@ pub async fn serve_until(
             node.config.gateway_state_dir().display()
         );
         tasks.push(tokio::spawn(gateway::serve(listeners, gateway)));
+    }
+    if node.config.cluster.quorum_enabled() {
+        tasks.extend(member::start(&node).await?);
     }
     let outcome = match mode {
         Mode::Attach => {
@@ -221,6 +224,8 @@ async fn supervise_with(
             stop_child(&mut child, pid).await;
             return Ok(());
         };
+        // Before anything else: the quorum member withdraws the lease and fences at once.
+        node.dataplane_deaths.send_modify(|deaths| *deaths += 1);
         match death {
             Death::Exited(status) if status.code() == Some(DATAPLANE_USAGE_EXIT_CODE) => {
                 // A configuration or usage error: the same file fails the same way again.

@@ -962,6 +962,16 @@ impl Lcore {
                     return self.answer(correlation, &Event::Done);
                 }
                 let offline = quorum && leader == 0;
+                // Quorum mode, after this data plane restarted (it starts offline at the
+                // epoch its log knows): following the leader of that same epoch is safe
+                // (the follower's fetch finds any divergence by epoch); leading at it is
+                // not, and the quorum never asks: a new incarnation's leaderships move to
+                // a new epoch.
+                let rejoin = quorum
+                    && replica.leader == 0
+                    && epoch == replica.epoch
+                    && leader != 0
+                    && leader as u8 != replica.me;
                 let refusal = if !replica.is_replicated() {
                     Some((ErrorCode::InvalidArgument, "the partition has one replica"))
                 } else if offline {
@@ -974,7 +984,7 @@ impl Lcore {
                         ErrorCode::InvalidArgument,
                         "the leader must be one of the replicas",
                     ))
-                } else if epoch <= replica.epoch {
+                } else if epoch <= replica.epoch && !rejoin {
                     Some((
                         ErrorCode::FencedLeaderEpoch,
                         "the epoch must be greater than the partition's",

@@ -199,6 +199,14 @@ impl MetadataState {
                     recorded: recorded.incarnation,
                 });
             }
+            // A new incarnation of a live broker: it restarted before its session ran out.
+            // Its old incarnation is fenced first, so every leadership it held moves (or
+            // comes back to it) at a new epoch: a restarted leader may have lost a tail
+            // its followers hold, and only a new epoch lets them find and cut it.
+            if !recorded.fenced && incarnation > recorded.incarnation {
+                let old = recorded.incarnation;
+                self.fence_broker(id, old)?;
+            }
         }
         self.brokers.insert(
             id,
@@ -897,5 +905,33 @@ mod tests {
                 recorded: 5
             })
         );
+    }
+
+    #[test]
+    fn a_live_broker_registering_a_new_incarnation_gives_up_its_epochs() {
+        let mut state = three_brokers_one_topic(false);
+        let before = state.partition("t", 1).unwrap().clone();
+        assert_eq!(before.leader, 2);
+        let recorded = state.brokers[&2].incarnation;
+        let reply = state.apply(&MetadataCommand::RegisterBroker {
+            id: 2,
+            incarnation: recorded + 1,
+            rack: String::new(),
+        });
+        assert_eq!(reply, MetadataReply::Done);
+        let after = state.partition("t", 1).unwrap();
+        // Led by another in-sync replica at a newer epoch; broker 2 left the ISR.
+        assert_ne!(after.leader, 2);
+        assert!(after.leader_epoch > before.leader_epoch);
+        assert!(!after.isr.contains(&2), "{after:?}");
+        assert!(state.broker_live(2));
+        // The same registration again (a retried proposal) changes nothing.
+        let again = state.clone();
+        state.apply(&MetadataCommand::RegisterBroker {
+            id: 2,
+            incarnation: recorded + 1,
+            rack: String::new(),
+        });
+        assert_eq!(state, again);
     }
 }

@@ -35,6 +35,8 @@ pub struct ClusterOptions {
     pub preset: Option<&'static str>,
     pub segment_bytes: Option<u64>,
     pub mbufs: Option<u32>,
+    /// `static` or `quorum` (`cluster.metadata`).
+    pub metadata: Option<&'static str>,
 }
 
 /// One broker of a running [`Cluster`], as `cluster.json` describes it.
@@ -146,6 +148,7 @@ impl Cluster {
             options.segment_bytes.map(|v| v.to_string()),
         );
         flag("mbufs", options.mbufs.map(|v| v.to_string()));
+        flag("metadata", options.metadata.map(str::to_string));
         let out = Command::new(precursor())
             .args(&args)
             .output()
@@ -322,6 +325,50 @@ impl Cluster {
         }
     }
 
+    /// kill -9 of every process of broker `i` (its `precursor up` and its data plane): the
+    /// machine died. Its namespace and links stay; [`Cluster::start_broker`] brings it back.
+    pub fn kill_broker(&self, i: u32) {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.node(i).netns])
+            .output()
+            .expect("ip runs");
+        let pids: Vec<String> = stdout(&out)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        assert!(!pids.is_empty(), "broker {i} runs no process");
+        let status = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -9 {pids:?}");
+        wait_until(&format!("broker {i}'s processes to be gone"), || {
+            let out = Command::new("ip")
+                .args(["netns", "pids", &self.node(i).netns])
+                .output()
+                .expect("ip runs");
+            stdout(&out).split_whitespace().all(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                stat.rsplit_once(')')
+                    .is_none_or(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+        });
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to every process of broker `i`.
+    pub fn signal_broker(&self, i: u32, signal: &str) {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.node(i).netns])
+            .output()
+            .expect("ip runs");
+        for pid in stdout(&out).split_whitespace() {
+            let _ = Command::new("kill")
+                .args([&format!("-{signal}"), pid])
+                .status();
+        }
+    }
+
     /// Stops broker `i` (`precursor cluster stop`): its control plane and data plane exit
     /// cleanly; its namespace and links stay.
     pub fn stop_broker(&self, i: u32) {
@@ -421,5 +468,121 @@ pub fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
             "gave up waiting for {what} (a bounded wait, not a timing claim)"
         );
         std::thread::sleep(Duration::from_millis(POLL_MS));
+    }
+}
+
+/// What a `precursor produce --acks all --verbose` run was told: each line acknowledged,
+/// by offset (a retransmit the broker had appended before gets `u64::MAX - i`: its offset
+/// is not known, its content is checked), and when each acknowledgement arrived.
+pub struct AckHistory {
+    pub acked: std::collections::BTreeMap<u64, String>,
+    pub ack_times: Vec<Instant>,
+}
+
+impl AckHistory {
+    /// The longest time between two acknowledgements: what a producer saw of an outage.
+    pub fn longest_gap(&self) -> Duration {
+        self.ack_times
+            .windows(2)
+            .map(|w| w[1].duration_since(w[0]))
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// `precursor produce TOPIC --acks all --verbose --partition 0 --broker BROKERS` of `count`
+/// lines `"line {i}"`; `on_ack(acknowledged so far)` runs after each acknowledgement (a
+/// fault test kills or stops brokers there). The command must succeed.
+pub fn produce_acked(
+    brokers: &str,
+    topic: &str,
+    count: u64,
+    mut on_ack: impl FnMut(u64),
+) -> AckHistory {
+    use std::io::{BufRead, Write};
+    let mut child = Command::new(precursor())
+        .args(["produce", topic, "--acks", "all", "--verbose"])
+        .args(["--broker", brokers, "--partition", "0"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        let mut stdin = std::io::BufWriter::new(&mut stdin);
+        for i in 0..count {
+            if writeln!(stdin, "line {i}").is_err() {
+                break;
+            }
+        }
+    });
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut history = AckHistory {
+        acked: std::collections::BTreeMap::new(),
+        ack_times: Vec::with_capacity(count as usize),
+    };
+    for (i, line) in lines.lines().enumerate() {
+        let line = line.unwrap();
+        // "partition offset", in input order: line i got this offset.
+        let offset = match line.split_whitespace().nth(1) {
+            Some("-") => u64::MAX - i as u64,
+            Some(offset) => offset
+                .parse()
+                .unwrap_or_else(|_| panic!("produce printed {line:?}")),
+            None => panic!("produce printed {line:?}"),
+        };
+        history.acked.insert(offset, format!("line {i}"));
+        history.ack_times.push(Instant::now());
+        on_ack(history.acked.len() as u64);
+    }
+    feeder.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "produce to {brokers}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    history
+}
+
+/// The checker of a history: partition 0 of `topic` read from every broker in `brokers`
+/// holds `count` lines, none twice, and each acknowledged line at its offset (lost
+/// acknowledged writes, duplicates, one offset with two values: all fail here).
+pub fn check_history(
+    cluster: &Cluster,
+    brokers: &[u32],
+    topic: &str,
+    history: &AckHistory,
+    count: u64,
+) {
+    for &id in brokers {
+        let node = cluster.node(id);
+        let out = Command::new(precursor())
+            .args([
+                "consume",
+                topic,
+                "--from-beginning",
+                "--broker",
+                &node.broker,
+            ])
+            .args(["--count", &count.to_string()])
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("consume from broker {id}"));
+        let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+        assert_eq!(lines.len() as u64, count, "broker {id}");
+        let distinct: std::collections::BTreeSet<&String> = lines.iter().collect();
+        assert_eq!(distinct.len() as u64, count, "broker {id}: a line twice");
+        for (offset, line) in &history.acked {
+            if *offset < count {
+                assert_eq!(
+                    &lines[*offset as usize], line,
+                    "broker {id} offset {offset}"
+                );
+            } else {
+                assert!(distinct.contains(line), "broker {id}: {line} missing");
+            }
+        }
     }
 }

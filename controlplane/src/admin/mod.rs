@@ -19,7 +19,7 @@ pub use forward::{ask_broker, ForwardError, CONNECT_TIMEOUT_MS};
 pub use server::{bind, bind_cluster_listener, handle, serve, serve_cluster, AdminServer};
 pub use types::{
     codes, unpack_broker_ids, BrokerAnswer, ClusterVerdict, LcoreStatus, NodeStatus, PartitionInfo,
-    PortStatus, Request, Response, TopicDescription, TopicSummary,
+    PortStatus, QuorumView, Request, Response, TopicDescription, TopicSummary,
 };
 
 /// Longest request line the server reads, in bytes.

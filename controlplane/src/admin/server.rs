@@ -369,6 +369,9 @@ async fn cluster_create_topic(node: &Node, creation: TopicCreation, forwarded: b
         Ok(replication) => replication,
         Err(response) => return response,
     };
+    if let Some(member) = node.member.get() {
+        return quorum_create_topic(node, member, creation, replication, forwarded).await;
+    }
     let here = create_topic(
         node,
         creation.name.clone(),
@@ -391,6 +394,92 @@ async fn cluster_create_topic(node: &Node, creation: TopicCreation, forwarded: b
         forwarded: true,
     };
     on_every_broker(node, here, request).await
+}
+
+/// `cluster_create_topic` with `cluster.metadata = "quorum"`: committed by the quorum
+/// (unless forwarded: then the broker that proposed it asks whether it is here yet), then
+/// each broker's member creates it on its data plane; answered once every broker has it.
+async fn quorum_create_topic(
+    node: &Node,
+    member: &crate::member::Member,
+    creation: TopicCreation,
+    replication: ResolvedReplication,
+    forwarded: bool,
+) -> Response {
+    if !forwarded {
+        let command = precursor_metadata::MetadataCommand::CreateTopic {
+            name: creation.name.clone(),
+            replicas: crate::member::placement(
+                &node.config.cluster,
+                &creation.name,
+                creation.partitions as u16,
+                replication.factor,
+            ),
+            min_insync: replication.min_insync,
+            unclean_leader_election: false,
+            retention_ms: creation.retention_ms.unwrap_or(0),
+            retention_bytes: creation.retention_bytes.unwrap_or(0),
+        };
+        use precursor_metadata::{MetadataReply, Refusal};
+        match member.propose(command).await {
+            Ok(MetadataReply::TopicCreated { .. }) => {}
+            Ok(MetadataReply::Refused(Refusal::TopicExists)) => {
+                return Response::error(
+                    codes::TOPIC_EXISTS,
+                    format!("topic {:?} exists already", creation.name),
+                )
+            }
+            Ok(other) => {
+                return Response::error(
+                    codes::INVALID_ARGUMENT,
+                    format!("the metadata quorum refused the topic: {other}"),
+                )
+            }
+            Err(error) => {
+                return Response::error(
+                    codes::UNREACHABLE,
+                    format!("the metadata quorum did not commit the topic: {error}"),
+                )
+            }
+        }
+    }
+    let here = committed_topic_here(node, creation.name.clone());
+    if forwarded {
+        return here.await;
+    }
+    let request = Request::ClusterCreateTopic {
+        name: creation.name,
+        partitions: creation.partitions,
+        retention_ms: creation.retention_ms,
+        retention_bytes: creation.retention_bytes,
+        replication_factor: Some(replication.factor),
+        min_insync_replicas: Some(replication.min_insync),
+        acks_all: Some(replication.acks_all),
+        forwarded: true,
+    };
+    on_every_broker(node, here, request).await
+}
+
+/// Waits (bounded) until this broker's data plane holds a topic the quorum committed.
+async fn committed_topic_here(node: &Node, name: String) -> Response {
+    wait_for_topic(node, &name, true).await;
+    match read_counters(node) {
+        Ok(counters) => match counters.topic(&name) {
+            Some(partitions) => Response::TopicCreated {
+                name,
+                topic_id: 0,
+                partitions: partitions.len() as u32,
+            },
+            None => Response::error(
+                codes::TIMEOUT,
+                format!(
+                    "topic {name:?} is committed by the metadata quorum but not on this \
+                     broker's data plane within {TOPIC_VISIBLE_WAIT_MS} ms (see its log)"
+                ),
+            ),
+        },
+        Err(response) => response,
+    }
 }
 
 /// `cluster_delete_topic`: here, and (unless forwarded) on every other broker.

@@ -312,6 +312,10 @@ pub struct PartitionInfo {
     /// set its leader told it).
     #[serde(default)]
     pub isr: Vec<u32>,
+    /// `metadata = "quorum"`, on the leader: the ISR it asks the quorum for (a shrink
+    /// takes effect only once committed); equals `isr` when nothing is pending.
+    #[serde(default)]
+    pub isr_proposed: Vec<u32>,
     /// `min_insync_replicas` of the topic.
     #[serde(default)]
     pub min_insync: u32,
@@ -365,6 +369,29 @@ pub struct NodeStatus {
     pub disk_bytes: u64,
     /// Commands waiting in the command ring (sent, not yet taken by the data plane).
     pub command_ring_depth: u32,
+    /// `cluster.metadata = "quorum"`: the metadata quorum as this broker's voter sees it.
+    #[serde(default)]
+    pub quorum: Option<QuorumView>,
+}
+
+/// The metadata quorum in `precursor status` (`cluster.metadata = "quorum"`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumView {
+    /// The voter that leads (the controller), when one is known.
+    pub leader: Option<u32>,
+    pub term: u64,
+    /// Highest log index known committed, and applied here.
+    pub committed: Option<u64>,
+    pub applied: Option<u64>,
+    /// Entries each voter is behind the leader's log (known on the leader only).
+    pub voter_lag: std::collections::BTreeMap<u32, u64>,
+    /// This broker's registered incarnation (0: not registered).
+    pub incarnation: u64,
+    pub registered: bool,
+    /// Milliseconds of leadership lease left (0: this broker leads nothing now).
+    pub lease_left_ms: u64,
+    /// Brokers the committed metadata holds as fenced.
+    pub fenced_brokers: Vec<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -492,6 +519,7 @@ mod tests {
         round_trip(Response::Topic(TopicDescription {
             name: "orders".into(),
             partitions: vec![PartitionInfo {
+                isr_proposed: vec![2, 3],
                 partition: 0,
                 start_offset: 1,
                 end_offset: 9,

@@ -65,6 +65,8 @@ const KAFKA_PORT: u16 = 9092;
 const METRICS_PORT: u16 = 9464;
 const ADMIN_PORT: u16 = 9290;
 const UDP_PORT: u16 = 9190;
+/// The metadata quorum's listener (Raft among the control planes), `--metadata quorum`.
+const QUORUM_PORT: u16 = 9390;
 /// Interface names inside each broker's namespace.
 const KERNEL_IFACE: &str = "eth0";
 const DATAPLANE_IFACE: &str = "dp0";
@@ -186,9 +188,20 @@ pub struct UpArgs {
     /// Mbufs of each broker's packet pool (dataplane.mbufs) [default: 4095].
     #[arg(long)]
     mbufs: Option<u32>,
+    /// Who decides leaders (cluster.metadata): `static` (the config files; leaders move by
+    /// `precursor cluster leader`) or `quorum` (the metadata quorum among the control
+    /// planes: leases, fencing and automatic failover).
+    #[arg(long, value_enum, default_value_t = MetadataArg::Static)]
+    metadata: MetadataArg,
     /// Print the cluster as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum MetadataArg {
+    Static,
+    Quorum,
 }
 
 /// `<dir>/cluster.json`: everything `down`, `status`, `stop` and `start` need.
@@ -225,6 +238,9 @@ pub struct BrokerLayout {
     /// `host:port` of the control plane's cluster listener.
     pub admin: String,
     pub metrics: String,
+    /// `host:port` of its metadata quorum listener (empty: `--metadata static`).
+    #[serde(default)]
+    pub quorum: String,
     pub admin_socket: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
@@ -581,6 +597,10 @@ fn layout(
                 kafka: format!("{kernel_address}:{KAFKA_PORT}"),
                 admin: format!("{kernel_address}:{ADMIN_PORT}"),
                 metrics: format!("http://{kernel_address}:{METRICS_PORT}/metrics"),
+                quorum: match args.metadata {
+                    MetadataArg::Static => String::new(),
+                    MetadataArg::Quorum => format!("{kernel_address}:{QUORUM_PORT}"),
+                },
                 admin_socket,
                 config: node_dir.join("precursor.toml"),
                 log: node_dir.join("precursor.log"),
@@ -688,18 +708,27 @@ fn broker_config(
         "[topics]\ndefault_replication_factor = {}\ndefault_min_insync_replicas = {}\n",
         topics.replication_factor, topics.min_insync
     );
+    let metadata = if broker.quorum.is_empty() {
+        "static"
+    } else {
+        "quorum"
+    };
     let _ = writeln!(
         text,
-        "[cluster]\nbroker_id = {}\nacks_all = {:?}\n",
+        "[cluster]\nbroker_id = {}\nacks_all = {:?}\nmetadata = {metadata:?}\n",
         broker.id,
         topics.acks_all.name()
     );
     for other in &layout.brokers {
-        let _ = writeln!(
+        let _ = write!(
             text,
             "[[cluster.brokers]]\nid = {}\naddress = \"{}\"\nudp_port = {}\nkafka = {:?}\nadmin = {:?}\n",
             other.id, other.dataplane_address, other.udp_port, other.kafka, other.admin
         );
+        if !other.quorum.is_empty() {
+            let _ = write!(text, "quorum = {:?}\n", other.quorum);
+        }
+        text.push('\n');
     }
     text
 }
@@ -768,6 +797,8 @@ struct BrokerState<'a> {
     link_up: Option<bool>,
     /// Why the data plane's state is unknown, when it is.
     problem: Option<String>,
+    /// `--metadata quorum`: the quorum as this broker's voter sees it.
+    quorum: Option<precursor_controlplane::admin::QuorumView>,
 }
 
 fn status(dir: &Path, json: bool) -> Result<ExitCode> {
@@ -791,6 +822,7 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
                     .collect::<Option<Vec<bool>>>()
                     .map(|up| up.iter().all(|&u| u)),
                 problem: None,
+                quorum: None,
             };
             if pid.is_none() {
                 state.problem = Some("stopped".into());
@@ -800,6 +832,7 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
                 Ok(status) => {
                     state.dataplane_alive = status.dataplane_alive;
                     state.dataplane_pid = status.dataplane_pid;
+                    state.quorum = status.quorum;
                     if status.dataplane_alive {
                         state.topics = Some(status.topics);
                         state.partitions = Some(status.partitions);
@@ -852,6 +885,7 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
                     .into(),
                     s.topics.map_or("-".into(), |t| t.to_string()),
                     s.partitions.map_or("-".into(), |p| p.to_string()),
+                    s.quorum.as_ref().map_or("-".into(), describe_quorum),
                     s.layout.broker(),
                     s.layout.kafka.clone(),
                     s.layout.admin_socket.display().to_string(),
@@ -868,6 +902,7 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
                     "LINK",
                     "TOPICS",
                     "PARTITIONS",
+                    "QUORUM",
                     "--broker",
                     "KAFKA",
                     "ADMIN SOCKET",
@@ -881,6 +916,35 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// One broker's view of the metadata quorum, for the status table.
+fn describe_quorum(quorum: &precursor_controlplane::admin::QuorumView) -> String {
+    let leader = quorum
+        .leader
+        .map_or("no leader".to_string(), |l| format!("leader {l}"));
+    let lag: Vec<String> = quorum
+        .voter_lag
+        .iter()
+        .map(|(id, lag)| format!("{id}:{lag}"))
+        .collect();
+    let mut text = format!(
+        "{leader}, term {}, commit {}",
+        quorum.term,
+        quorum.committed.map_or("-".into(), |c| c.to_string())
+    );
+    if !lag.is_empty() {
+        text.push_str(&format!(", lag {}", lag.join(" ")));
+    }
+    if !quorum.registered {
+        text.push_str(", NOT REGISTERED");
+    } else if quorum.lease_left_ms == 0 {
+        text.push_str(", no lease");
+    }
+    if !quorum.fenced_brokers.is_empty() {
+        text.push_str(&format!(", fenced {:?}", quorum.fenced_brokers));
+    }
+    text
 }
 
 /// The table `up` prints, and the lines to copy.
@@ -948,7 +1012,45 @@ mod tests {
             subnet: DEFAULT_SUBNET.into(),
             segment_bytes: None,
             mbufs: None,
+            metadata: MetadataArg::Static,
             json: false,
+        }
+    }
+
+    #[test]
+    fn quorum_metadata_gives_every_broker_a_voter_address() {
+        let memory =
+            plan_memory(3, MBUFS_DEFAULT, SEGMENT_BYTES_DEFAULT, Preset::Balanced, 0).unwrap();
+        let mut quorum = args(3);
+        quorum.metadata = MetadataArg::Quorum;
+        let layout = layout(&quorum, Path::new(DEFAULT_DIR), &[10, 79, 0], &memory).unwrap();
+        let defaults = TopicDefaults {
+            replication_factor: 3,
+            min_insync: 2,
+            acks_all: AcksAll::Memory,
+        };
+        for broker in &layout.brokers {
+            let text = broker_config(
+                &layout,
+                broker,
+                Preset::Balanced,
+                &memory,
+                SEGMENT_BYTES_DEFAULT,
+                MBUFS_DEFAULT,
+                &defaults,
+            );
+            let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            assert!(config.cluster.quorum_enabled(), "{text}");
+            let voters: Vec<&str> = config
+                .cluster
+                .brokers
+                .iter()
+                .map(|b| b.quorum.as_str())
+                .collect();
+            assert_eq!(
+                voters,
+                ["10.79.0.11:9390", "10.79.0.12:9390", "10.79.0.13:9390"]
+            );
         }
     }
 
