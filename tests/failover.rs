@@ -129,6 +129,35 @@ fn a_leaders_broker_killed_whole_fails_over_and_loses_nothing_acknowledged() {
     let status = cluster.precursor_json(leader, &["status"]);
     assert_eq!(status["quorum"]["registered"], true, "{status}");
     check_history(&cluster, &[leader], "failover", &history, MESSAGES);
+
+    // Preferred-leader election through the quorum: leadership goes back to the restarted
+    // broker at a new epoch; an --epoch of one's own is refused in quorum mode.
+    let leader_id = leader.to_string();
+    let lead = |extra: &[&str]| {
+        let mut args = vec!["topic", "lead", "failover", "--partition", "0"];
+        args.extend_from_slice(&["--broker-id", &leader_id]);
+        args.extend_from_slice(extra);
+        cluster.precursor(new_leader, &args)
+    };
+    let refused = lead(&["--epoch", "99"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("quorum picks the epoch"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_success(&lead(&[]), "topic lead through the quorum");
+    wait_until(&format!("broker {leader} leading again"), || {
+        (1..=3).all(|id| field(&cluster.partitions(id, "failover")[0], "leader") as u32 == leader)
+    });
+    let epoch_led = field(&cluster.partitions(leader, "failover")[0], "leader_epoch");
+    assert!(epoch_led > epoch_after, "{epoch_after} -> {epoch_led}");
+    let more = produce_acked(&brokers, "failover", 100, |_| {});
+    assert_eq!(
+        more.acked.keys().next(),
+        Some(&MESSAGES),
+        "appended after the history"
+    );
 }
 
 #[test]

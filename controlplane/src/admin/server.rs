@@ -521,6 +521,34 @@ async fn cluster_set_leader(
             format!("broker {leader} is not a broker of this cluster ([cluster].brokers)"),
         );
     }
+    if let Some(member) = node.member.get() {
+        // The quorum picks epochs: an election it commits, which every member then sends
+        // to its data plane.
+        if epoch.is_some() {
+            return Response::error(
+                codes::INVALID_ARGUMENT,
+                "with cluster.metadata = \"quorum\" the metadata quorum picks the epoch: \
+                 leave --epoch out",
+            );
+        }
+        let elect = precursor_metadata::MetadataCommand::ElectLeader {
+            topic: name.clone(),
+            partition: u32::from(partition),
+            leader,
+        };
+        return match member.propose(elect).await {
+            Ok(precursor_metadata::MetadataReply::Partition(_)) => Response::Ok,
+            Ok(precursor_metadata::MetadataReply::Refused(refusal)) => Response::error(
+                codes::INVALID_ARGUMENT,
+                format!("the metadata quorum refused the election: {refusal}"),
+            ),
+            Ok(other) => Response::error(codes::INVALID_ARGUMENT, other.to_string()),
+            Err(error) => Response::error(
+                codes::UNREACHABLE,
+                format!("the metadata quorum did not commit the election: {error}"),
+            ),
+        };
+    }
     let epoch = match epoch {
         Some(epoch) => epoch,
         None => {
