@@ -544,7 +544,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         eprintln!("precursor-dataplane: warning: cannot lower the lcore's timer slack: {error}");
     }
     lcore.run(&stop, &mut idle);
-    let counters = lcore.counters().to_json();
+    let mut counters = lcore.counters().clone();
+    counters.segments_on_small_pages = storage.flusher.segments_on_small_pages();
+    let counters = counters.to_json();
     #[cfg(feature = "rdma")]
     if let Some(rdma) = lcore.rdma_counters() {
         eprintln!("RDMA {}", rdma.to_json());
