@@ -489,13 +489,17 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         },
     )?);
     // Where the logs are, for clients that read them directly from the shared maps.
-    let paths = format!(
+    let mut paths = format!(
         "data_dir={}\nmemory_dir={}\n",
         std::fs::canonicalize(&config.node.data_dir)
             .unwrap_or_else(|_| config.node.data_dir.clone())
             .display(),
         plan.memory_dir.display()
     );
+    // Segments that found no hugepages are there (see `log::memory`).
+    if let Some(small) = log_config(config, &plan.memory_dir).small_page_dir() {
+        paths.push_str(&format!("small_memory_dir={}\n", small.display()));
+    }
     if let Err(error) = std::fs::write(cnc_dir.join("paths"), paths) {
         eprintln!(
             "precursor-dataplane: warning: cannot write {}/paths: {error}",
