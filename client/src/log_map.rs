@@ -30,6 +30,9 @@ const BATCH_PREFIX_BYTES: usize = 27;
 pub struct LogPaths {
     pub data_dir: PathBuf,
     pub memory_dir: PathBuf,
+    /// Where segments that found no hugepages are (`small_memory_dir=`, when the data
+    /// plane's memory directory is on hugetlbfs).
+    pub small_memory_dir: Option<PathBuf>,
 }
 
 impl LogPaths {
@@ -51,6 +54,7 @@ impl LogPaths {
         Ok(LogPaths {
             data_dir: field("data_dir")?,
             memory_dir: field("memory_dir")?,
+            small_memory_dir: field("small_memory_dir").ok(),
         })
     }
 
@@ -275,7 +279,16 @@ impl PartitionMap {
             .collect();
         let mut oldest_present = u64::MAX;
         let mut lowest_memory = u64::MAX;
-        for entry in std::fs::read_dir(&self.paths.memory_dir)?.flatten() {
+        let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(&self.paths.memory_dir)?
+            .flatten()
+            .collect();
+        if let Some(small) = &self.paths.small_memory_dir {
+            // Absent until a segment fell back to small pages.
+            if let Ok(listing) = std::fs::read_dir(small) {
+                entries.extend(listing.flatten());
+            }
+        }
+        for entry in entries {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !name.starts_with(&prefix) || !name.ends_with(".segment") {
                 continue;
@@ -580,6 +593,7 @@ mod tests {
             let paths = LogPaths {
                 data_dir: dir.path().join("data"),
                 memory_dir: dir.path().join("memory"),
+                small_memory_dir: None,
             };
             std::fs::create_dir_all(paths.data_dir.join("t-0")).unwrap();
             std::fs::create_dir_all(&paths.memory_dir).unwrap();

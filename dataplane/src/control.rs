@@ -93,6 +93,8 @@ pub struct Control {
     port: [CounterId; PORT_COUNTERS],
     durable_wait: HistogramId,
     fdatasync: HistogramId,
+    /// Segments the flusher's partitions made on small pages (hugepages ran out).
+    small_page_segments: CounterId,
     /// The flusher's own fdatasync statistics, copied into `fdatasync` on the drain timer.
     flusher: FlusherHandle,
     commands_handled: u64,
@@ -140,6 +142,9 @@ impl Control {
         let fdatasync = counters
             .allocate_histogram(kind::FLUSHER_FDATASYNC, "flusher=0")
             .expect("room for the flusher's histogram at start-up");
+        let small_page_segments = counters
+            .allocate(kind::SEGMENTS_ON_SMALL_PAGES, "flusher=0")
+            .expect("room for the flusher's counter at start-up");
         // The CnC file is made last: a control plane that sees it finds counters ready.
         let cnc = DataplaneCnc::create_with_lease(dir, RING_SLOTS, lease_until_ns)?;
         Ok(Control {
@@ -148,6 +153,7 @@ impl Control {
             lcore,
             port,
             durable_wait,
+            small_page_segments,
             fdatasync,
             flusher,
             commands_handled: 0,
@@ -198,6 +204,10 @@ impl Control {
     /// Copies the flusher's fdatasync latencies into the page (drain timer): buckets, then
     /// the sum and the count, in the histogram's slot order.
     fn publish_fdatasync(&self) {
+        self.counters.set(
+            self.small_page_segments,
+            self.flusher.segments_on_small_pages(),
+        );
         let (buckets, sum_ns, count) = self.flusher.sync_latency();
         let first = self.fdatasync.0 .0;
         for (i, value) in buckets.iter().enumerate() {

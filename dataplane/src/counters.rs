@@ -66,6 +66,9 @@ pub struct LcoreCounters {
     /// Quorum mode: produces and follower fetches refused because the leadership lease
     /// had expired.
     pub lease_refusals: u64,
+    /// Segments whose memory went to small pages for lack of hugepages (the flusher's
+    /// count, copied in when the data plane stops).
+    pub segments_on_small_pages: u64,
 }
 
 /// Why an IPC channel was given back.
@@ -181,6 +184,7 @@ impl LcoreCounters {
         );
         field("isr_changes", self.isr_changes);
         field("lease_refusals", self.lease_refusals);
+        field("segments_on_small_pages", self.segments_on_small_pages);
         out.push('}');
         out
     }

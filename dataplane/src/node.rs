@@ -205,6 +205,7 @@ pub fn log_config(config: &Config, memory_dir: &Path) -> LogConfig {
     LogConfig {
         data_dir: config.node.data_dir.clone(),
         memory_dir: memory_dir.to_path_buf(),
+        small_page_dir: None,
         segment_bytes: st.segment_bytes,
         segment_ms: st.segment_ms,
         index_interval_bytes: st.index_interval_bytes,
@@ -252,10 +253,12 @@ pub fn plan_memory(config: &Config, partitions: u64) -> Result<MemoryPlan, NodeE
     let dpdk_need = config.dataplane.mbufs as u64
         * mbuf_data_room_bytes(config.port.mtu_bytes) as u64
         + DPDK_OVERHEAD_BYTES;
-    // Active + prepared spare segments per partition, and headroom for topics created later.
-    // Each memory file also holds a 64-byte header: one more (huge) page per segment.
+    // The active segment per partition (spares are made lazily, for busy partitions: see
+    // `log::flusher::SPARE_SEGMENTS`), and headroom for topics created later and spares.
+    // Each memory file also holds a 64-byte header: one more (huge) page per segment. A
+    // segment that finds no hugepages later goes to /dev/shm on its own (`log::memory`).
     let segment_memory_bytes = config.storage.segment_bytes + HUGE_PAGE_BYTES;
-    let segments_per_partition = 1 + crate::log::flusher::SPARE_SEGMENTS as u64;
+    let segments_per_partition = 1;
     let segments_need = (partitions.max(1) * segments_per_partition + 4) * segment_memory_bytes;
     let mut warnings = Vec::new();
     let dpdk_hugepages = match config.dataplane.hugepages {
@@ -486,13 +489,17 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         },
     )?);
     // Where the logs are, for clients that read them directly from the shared maps.
-    let paths = format!(
+    let mut paths = format!(
         "data_dir={}\nmemory_dir={}\n",
         std::fs::canonicalize(&config.node.data_dir)
             .unwrap_or_else(|_| config.node.data_dir.clone())
             .display(),
         plan.memory_dir.display()
     );
+    // Segments that found no hugepages are there (see `log::memory`).
+    if let Some(small) = log_config(config, &plan.memory_dir).small_page_dir() {
+        paths.push_str(&format!("small_memory_dir={}\n", small.display()));
+    }
     if let Err(error) = std::fs::write(cnc_dir.join("paths"), paths) {
         eprintln!(
             "precursor-dataplane: warning: cannot write {}/paths: {error}",
@@ -541,7 +548,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         eprintln!("precursor-dataplane: warning: cannot lower the lcore's timer slack: {error}");
     }
     lcore.run(&stop, &mut idle);
-    let counters = lcore.counters().to_json();
+    let mut counters = lcore.counters().clone();
+    counters.segments_on_small_pages = storage.flusher.segments_on_small_pages();
+    let counters = counters.to_json();
     #[cfg(feature = "rdma")]
     if let Some(rdma) = lcore.rdma_counters() {
         eprintln!("RDMA {}", rdma.to_json());

@@ -83,6 +83,9 @@ pub const REPLICA_TRUNCATIONS_REFUSED: u32 = 127;
 /// Produces and follower fetches a leader refused (NotLeaderOrFollower) because its
 /// leadership lease had expired (quorum mode: a fenced leader acknowledges nothing).
 pub const LEASE_REFUSALS: u32 = 128;
+/// Segments whose memory went to small pages (/dev/shm) because hugetlbfs had no pages
+/// left for them (label `flusher=0`).
+pub const SEGMENTS_ON_SMALL_PAGES: u32 = 129;
 
 // Per partition.
 /// Messages in the log: end offset - start offset.
@@ -123,7 +126,7 @@ pub const DURABLE_ACK_WAIT: u32 = 300;
 pub const FLUSHER_FDATASYNC: u32 = 301;
 
 /// Every kind, for exhaustive tests and for exporters that describe all metrics up front.
-pub const ALL_KINDS: [u32; 57] = [
+pub const ALL_KINDS: [u32; 58] = [
     PORT_RX_PACKETS,
     PORT_TX_PACKETS,
     PORT_RX_BYTES,
@@ -163,6 +166,7 @@ pub const ALL_KINDS: [u32; 57] = [
     REPLICATION_REFUSED,
     REPLICA_TRUNCATIONS_REFUSED,
     LEASE_REFUSALS,
+    SEGMENTS_ON_SMALL_PAGES,
     PARTITION_MESSAGES,
     PARTITION_BYTES,
     PARTITION_START_OFFSET,
@@ -384,6 +388,11 @@ fn describe(kind: u32) -> (&'static str, MetricType, &'static str) {
             "precursor_lease_refusals_total",
             Counter,
             "Produces and follower fetches refused because the leadership lease had expired.",
+        ),
+        SEGMENTS_ON_SMALL_PAGES => (
+            "precursor_segments_on_small_pages_total",
+            Counter,
+            "Segments whose memory went to small pages (/dev/shm) because hugetlbfs had no pages left.",
         ),
         PARTITION_MESSAGES => (
             "precursor_partition_messages",

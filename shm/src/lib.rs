@@ -36,8 +36,8 @@ pub use counters::{
     HISTOGRAM_BUCKETS,
 };
 pub use mapping::{
-    hugetlbfs_mount, memory_dir_default, page_bytes_for, round_up_to_page, FileId, ReadOnlyFileMap,
-    SharedMapping, PAGE_BYTES_DEFAULT,
+    hugetlbfs_free_pages, hugetlbfs_mount, memory_dir_default, page_bytes_for, round_up_to_page,
+    FileId, ReadOnlyFileMap, SharedMapping, PAGE_BYTES_DEFAULT,
 };
 pub use ring::{
     RingConsumer, RingEntry, RingError, RingProducer, RING_PAYLOAD_BYTES_MAX, RING_SLOT_BYTES,

@@ -80,6 +80,51 @@ pub fn page_bytes_for(dir: &Path) -> usize {
         .unwrap_or(PAGE_BYTES_DEFAULT)
 }
 
+/// Huge pages a new memory file in `dir` can still get, when `dir` is on hugetlbfs (`None`
+/// otherwise): the fewer of the mount's own free pages (`statfs` `f_bfree`, counting
+/// reservations, when the mount has a `size=` limit) and the kernel's free, unreserved pages
+/// of that size (`/sys/kernel/mm/hugepages/hugepages-<size>kB/`). Check it before creating
+/// a file there: a mapping that gets its pages reserves them at `mmap` (ENOMEM when it
+/// cannot), so asking first keeps failed attempts (and their log lines) away.
+pub fn hugetlbfs_free_pages(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let page_bytes = page_bytes_for(dir);
+    if page_bytes <= PAGE_BYTES_DEFAULT {
+        return None;
+    }
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is a NUL-terminated string and `stat` a writable statfs that outlives
+    // the call; statfs writes only into it.
+    let rc = unsafe { libc::statfs(path.as_ptr(), &mut stat) };
+    if rc != 0 {
+        return None;
+    }
+    const HUGETLBFS_MAGIC: i64 = 0x9584_58f6;
+    if stat.f_type as i64 != HUGETLBFS_MAGIC {
+        return None;
+    }
+    // Without a size limit hugetlbfs reports 0 blocks (no per-mount count).
+    let mount_free = (stat.f_blocks > 0).then_some(stat.f_bfree as u64);
+    let sysfs = format!("/sys/kernel/mm/hugepages/hugepages-{}kB", page_bytes / 1024);
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("{sysfs}/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let kernel_free = match (read("free_hugepages"), read("resv_hugepages")) {
+        (Some(free), Some(reserved)) => Some(free.saturating_sub(reserved)),
+        _ => None,
+    };
+    match (mount_free, kernel_free) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => Some(a.or(b).unwrap_or(u64::MAX)),
+    }
+}
+
 /// `bytes` rounded up to a whole number of `page_bytes` pages.
 pub fn round_up_to_page(bytes: usize, page_bytes: usize) -> usize {
     assert!(

@@ -416,6 +416,10 @@ impl AfPacketNode {
 impl Drop for AfPacketNode {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.memory);
+        // Segments that found no hugepages went to /dev/shm/<the memory dir's name>.
+        if let Some(name) = self.memory.file_name() {
+            let _ = std::fs::remove_dir_all(Path::new("/dev/shm").join(name));
+        }
     }
 }
 

@@ -404,6 +404,7 @@ mod tests {
         let paths = LogPaths {
             data_dir: dir.path().join("data"),
             memory_dir: dir.path().join("memory"),
+            small_memory_dir: None,
         };
         std::fs::create_dir_all(&paths.memory_dir).unwrap();
         std::fs::write(
@@ -443,6 +444,7 @@ mod tests {
         let paths = LogPaths {
             data_dir: dir.path().join("data"),
             memory_dir: dir.path().join("memory"),
+            small_memory_dir: None,
         };
         std::fs::create_dir_all(&paths.memory_dir).unwrap();
         let reader = LogReader::new(dir.path().join("cnc"));

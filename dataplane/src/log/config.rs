@@ -22,6 +22,9 @@ pub struct LogConfig {
     pub data_dir: PathBuf,
     /// Memory files of active (and spare) segments: hugetlbfs when mounted, else /dev/shm.
     pub memory_dir: PathBuf,
+    /// Where a segment's memory goes when `memory_dir` is on hugetlbfs and has no pages
+    /// left for it (small pages). `None`: `/dev/shm/<last component of memory_dir>`.
+    pub small_page_dir: Option<PathBuf>,
     /// A segment rolls when the next batch would make it larger than this.
     pub segment_bytes: u64,
     /// A non-empty active segment rolls this long after its first append.
@@ -48,6 +51,7 @@ impl LogConfig {
         LogConfig {
             data_dir,
             memory_dir: precursor_shm::memory_dir_default(),
+            small_page_dir: None,
             segment_bytes: 64 << 20,
             segment_ms: 7 * 24 * 3600 * 1000,
             index_interval_bytes: 4096,
@@ -58,6 +62,30 @@ impl LogConfig {
             batch_bytes_max: 1 << 20,
             producers_per_partition_max: 1024,
         }
+    }
+
+    /// The small-page directory segments fall back to when `memory_dir` is on hugetlbfs
+    /// (see [`LogConfig::small_page_dir`](LogConfig#structfield.small_page_dir)); `None`
+    /// when `memory_dir` has small pages already.
+    pub fn small_page_dir(&self) -> Option<PathBuf> {
+        if precursor_shm::page_bytes_for(&self.memory_dir) <= precursor_shm::PAGE_BYTES_DEFAULT {
+            return None;
+        }
+        Some(self.small_page_dir.clone().unwrap_or_else(|| {
+            let name = self
+                .memory_dir
+                .file_name()
+                .map_or_else(|| "precursor".into(), |name| name.to_os_string());
+            PathBuf::from("/dev/shm").join(name)
+        }))
+    }
+
+    /// Every directory a segment's memory file may be in: `memory_dir`, then the
+    /// small-page directory (recovery and clean-up look in both).
+    pub fn memory_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs = vec![self.memory_dir.clone()];
+        dirs.extend(self.small_page_dir().filter(|dir| *dir != self.memory_dir));
+        dirs
     }
 
     /// Checks every limit; the error names the key and the allowed range.

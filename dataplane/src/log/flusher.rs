@@ -14,10 +14,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
-use precursor_shm::{
-    append_region, page_bytes_for, AppendReader, AppendWriter, ReadOnlyFileMap, PAGE_BYTES_DEFAULT,
-};
+use precursor_shm::{AppendReader, AppendWriter, ReadOnlyFileMap};
 
+use super::memory::SegmentMemory;
 use super::segment::{header_at, segment_path, SealedSegment, SPARE_LOG_NAME};
 use super::{io_error, LogConfig, LogError, SparseIndex};
 
@@ -31,10 +30,14 @@ const REGISTRATIONS_MAX: usize = 1024;
 const IDLE_SLEEP_US: u64 = 100;
 /// Wait before retrying to prepare a spare segment that could not be created.
 const SPARE_RETRY_MS: u64 = 1000;
-/// Spare segments kept prepared ahead of each partition's rolls. A roll takes the oldest and
-/// the flusher replaces it at once; with two, the lcore rolls without waiting even when the
-/// flusher is held up (a slow fdatasync of another segment) for up to a whole segment's
-/// fill time. Each costs `segment_bytes` of (huge page) memory per partition.
+/// Most spare segments kept prepared ahead of a partition's rolls. Spares are made lazily
+/// (see [`FlushedPartition::spares_target`]): none for a partition whose active segment is
+/// less than half full and that never rolled (an idle partition costs one segment of
+/// memory), one once it has rolled (or asked for one), two from the moment its active
+/// segment is half full. A fast producer thus finds two ready at a roll, as before: the
+/// lcore rolls without waiting even when the flusher is held up (a slow fdatasync of
+/// another segment) for the rest of the segment's fill time and the next one's. Each costs
+/// `segment_bytes` of (huge page) memory.
 pub(crate) const SPARE_SEGMENTS: usize = 2;
 /// Rolled segments waiting to be sealed (in memory, not all on disk yet) beyond which no
 /// spare is replaced, in bytes of segments: when the disk falls this far behind, the
@@ -93,6 +96,9 @@ pub(crate) struct PartitionShared {
     /// Spare segments the lcore has rolled onto (Release by the lcore): the flusher replaces
     /// them without waiting to see the `Rolled` commands behind other work.
     pub spares_taken: AtomicU64,
+    /// The lcore wanted to roll and had no spare (a roll by time of a segment less than
+    /// half full): the flusher makes one even though the active segment is not half full.
+    pub spare_requested: AtomicBool,
     /// The PartitionLog was dropped: final flush, then release.
     pub closed: AtomicBool,
     /// The flusher is done with this partition (files may be reopened).
@@ -106,6 +112,9 @@ struct FlusherShared {
     shutdown: AtomicBool,
     stopped: AtomicBool,
     syncs: SyncStats,
+    /// Segments whose memory went to the small-page directory for lack of hugepages (all
+    /// partitions; each partition's [`SegmentMemory`] adds to it).
+    small_page_segments: Arc<AtomicU64>,
     /// Partition directory -> its current instance. Locked only by `open` (admin thread)
     /// and never by an lcore.
     live: Mutex<HashMap<PathBuf, Arc<PartitionShared>>>,
@@ -140,6 +149,7 @@ impl Flusher {
             shutdown: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             syncs: SyncStats::default(),
+            small_page_segments: Arc::new(AtomicU64::new(0)),
             live: Mutex::new(HashMap::new()),
         });
         let thread_shared = Arc::clone(&shared);
@@ -175,6 +185,18 @@ impl FlusherHandle {
     /// fdatasyncs of segment data done so far (all partitions).
     pub fn syncs(&self) -> u64 {
         self.shared.syncs.count.load(Ordering::Relaxed)
+    }
+
+    /// Segments created in the small-page directory because hugetlbfs had no pages left
+    /// for them, so far (all partitions).
+    pub fn segments_on_small_pages(&self) -> u64 {
+        self.shared.small_page_segments.load(Ordering::Relaxed)
+    }
+
+    /// The counter [`FlusherHandle::segments_on_small_pages`] reads, for a partition's
+    /// [`SegmentMemory`].
+    pub(crate) fn small_page_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.shared.small_page_segments)
     }
 
     /// fdatasync latencies so far: counts per power-of-two bucket (the counters page's
@@ -232,6 +254,7 @@ impl FlusherHandle {
                         durable_requested: AtomicU64::new(0),
                         storage_error: OnceLock::new(),
                         spares_taken: AtomicU64::new(0),
+                        spare_requested: AtomicBool::new(false),
                         closed: AtomicBool::new(false),
                         released: AtomicBool::new(false),
                         to_flusher: ArrayQueue::new(TO_FLUSHER_CAPACITY),
@@ -273,7 +296,7 @@ fn run(shared: &FlusherShared) {
             work += partitions[polled].poll(shutting_down, &shared.syncs);
             if started.elapsed() >= Duration::from_micros(BLOCKED_POLL_US) {
                 for partition in partitions.iter_mut() {
-                    work += partition.top_up_spares();
+                    work += partition.top_up_spares(None);
                 }
             }
         }
@@ -309,9 +332,8 @@ pub(crate) struct FlushTarget {
 pub(crate) struct FlushedPartition {
     shared: Arc<PartitionShared>,
     dir: PathBuf,
-    memory_dir: PathBuf,
-    memory_prefix: String,
-    memory_files_made: u64,
+    /// Makes the segments' memory files (hugetlbfs, else small pages).
+    memory: SegmentMemory,
     segment_bytes: u64,
     index_interval_bytes: u32,
     flush_interval: Duration,
@@ -329,7 +351,7 @@ pub(crate) struct FlushedPartition {
     /// (a few µs per 4 KiB, and an idle partition's spares cost no memory).
     prefault_spares: bool,
     spare_retry_at: Instant,
-    /// Spares made for this partition (the one `open` made included).
+    /// Spares made for this partition.
     spares_made: u64,
     /// Rolls the lcore may be ahead of the sealing before spares stop (see
     /// [`UNSEALED_BYTES_MAX`]).
@@ -348,16 +370,14 @@ impl FlushedPartition {
         shared: Arc<PartitionShared>,
         cfg: &LogConfig,
         dir: PathBuf,
-        memory_prefix: String,
+        memory: SegmentMemory,
         active: FlushTarget,
     ) -> FlushedPartition {
         FlushedPartition {
             shared,
             dir,
-            memory_dir: cfg.memory_dir.clone(),
-            memory_prefix,
-            // `open` made memory file 1 for the first active segment.
-            memory_files_made: 1,
+            prefault_spares: memory.huge(),
+            memory,
             segment_bytes: cfg.segment_bytes,
             index_interval_bytes: cfg.index_interval_bytes,
             flush_interval: Duration::from_millis(cfg.flush_interval_ms),
@@ -365,7 +385,6 @@ impl FlushedPartition {
             active,
             spares: VecDeque::with_capacity(SPARE_SEGMENTS),
             spare_file: None,
-            prefault_spares: page_bytes_for(&cfg.memory_dir) > PAGE_BYTES_DEFAULT,
             spare_retry_at: Instant::now(),
             spares_made: 0,
             unsealed_segments_max: (UNSEALED_BYTES_MAX / cfg.segment_bytes.max(1))
@@ -378,29 +397,15 @@ impl FlushedPartition {
         }
     }
 
-    /// A new memory region for an active segment, named after the partition.
-    fn memory_region(&mut self) -> Result<(AppendWriter, AppendReader), LogError> {
-        self.memory_files_made += 1;
-        let path = self.memory_dir.join(format!(
-            "{}{}.segment",
-            self.memory_prefix, self.memory_files_made
-        ));
-        Ok(append_region(&path, self.segment_bytes as usize)?)
-    }
-
-    /// Creates a spare segment's memory (prefaulted on huge pages) for the lcore to roll
-    /// onto; the flusher keeps its reader, in roll order. Memory only: no disk operation,
-    /// so a slow disk never delays a spare.
+    /// Creates a spare segment's memory (prefaulted on huge pages; in the small-page
+    /// directory when hugetlbfs has no pages left) for the lcore to roll onto; the flusher
+    /// keeps its reader, in roll order. Memory only: no disk operation, so a slow disk
+    /// never delays a spare.
     pub(crate) fn prepare_spare(&mut self) -> Result<Spare, LogError> {
-        let (writer, reader) = self.memory_region()?;
-        if self.prefault_spares {
-            if let Err(error) = writer.prefault() {
-                let _ = std::fs::remove_file(reader.path());
-                return Err(error.into());
-            }
-        }
+        let (writer, reader) = self.memory.create(self.prefault_spares)?;
         self.spares.push_back(reader);
         self.spares_made += 1;
+        self.shared.spare_requested.store(false, Ordering::Release);
         Ok(Spare {
             writer,
             index: SparseIndex::new(0, self.index_interval_bytes, self.segment_bytes),
@@ -423,20 +428,50 @@ impl FlushedPartition {
         self.spares_made - taken
     }
 
-    /// Whether a spare should be made now: fewer than [`SPARE_SEGMENTS`] are out, and
-    /// fewer rolls than `unsealed_segments_max` wait to be sealed.
-    fn spare_wanted(&self) -> bool {
+    /// Bytes published in the segment the lcore appends to now: the active one, or the
+    /// latest spare it rolled onto (`rolled_onto` while [`FlushedPartition::roll`] holds
+    /// it, taken out of `spares`).
+    fn lcore_active_published(&self, rolled_onto: Option<&AppendReader>) -> usize {
         let taken = self.shared.spares_taken.load(Ordering::Acquire);
-        self.spares_outstanding() < SPARE_SEGMENTS as u64
+        match taken.saturating_sub(self.rolls_handled) as usize {
+            0 => rolled_onto.unwrap_or(&self.active.reader).published(),
+            ahead => self
+                .spares
+                .get(ahead - 1)
+                .map_or(0, AppendReader::published),
+        }
+    }
+
+    /// How many spares should be out (lazily, see [`SPARE_SEGMENTS`]): two once the
+    /// lcore's segment is half full; one when a roll took the last spare or the lcore asked
+    /// for one; else none (an idle partition holds its active segment only).
+    fn spares_target(&self, rolled_onto: Option<&AppendReader>) -> u64 {
+        if self.lcore_active_published(rolled_onto) as u64 * 2 >= self.segment_bytes {
+            SPARE_SEGMENTS as u64
+        } else if self.shared.spares_taken.load(Ordering::Acquire) > 0
+            || self.shared.spare_requested.load(Ordering::Acquire)
+        {
+            1
+        } else {
+            0
+        }
+    }
+
+    /// Whether a spare should be made now: fewer than [`FlushedPartition::spares_target`]
+    /// are out, and fewer rolls than `unsealed_segments_max` wait to be sealed.
+    fn spare_wanted(&self, rolled_onto: Option<&AppendReader>) -> bool {
+        let taken = self.shared.spares_taken.load(Ordering::Acquire);
+        self.spares_outstanding() < self.spares_target(rolled_onto)
             && taken.saturating_sub(self.rolls_handled) < self.unsealed_segments_max
     }
 
-    /// Prepares spares until [`SPARE_SEGMENTS`] are out (and `spare.log`), and hands them
-    /// to the lcore at once. Cheap when nothing is wanted (two atomic loads). Bounded: at
-    /// most `SPARE_SEGMENTS` + 1 creations. Returns the work done.
-    fn top_up_spares(&mut self) -> usize {
+    /// Prepares spares until [`FlushedPartition::spares_target`] are out (and
+    /// `spare.log`), and hands them to the lcore at once. Cheap when nothing is wanted (a
+    /// few atomic loads). Bounded: at most `SPARE_SEGMENTS` + 1 creations. Returns the work
+    /// done.
+    fn top_up_spares(&mut self, rolled_onto: Option<&AppendReader>) -> usize {
         let file_wanted = self.spare_file.is_none();
-        if !(self.spare_wanted() || file_wanted)
+        if !(self.spare_wanted(rolled_onto) || file_wanted)
             || self.shared.closed.load(Ordering::Acquire)
             || self.failed()
             || Instant::now() < self.spare_retry_at
@@ -444,7 +479,7 @@ impl FlushedPartition {
             return 0;
         }
         let mut work = 0;
-        while self.spare_wanted() {
+        while self.spare_wanted(rolled_onto) {
             work += 1;
             match self.prepare_spare() {
                 Ok(spare) => self.outbox.push_back(ToLcore::Spare(spare)),
@@ -533,7 +568,7 @@ impl FlushedPartition {
         }
         if !self.failed() {
             // Spares first: a pass that must fdatasync below still hands them over first.
-            work += self.top_up_spares();
+            work += self.top_up_spares(None);
             work += self.persist();
             let requested = self.shared.durable_requested.load(Ordering::Acquire);
             let durable = self.shared.durable_offset.load(Ordering::Relaxed);
@@ -615,7 +650,7 @@ impl FlushedPartition {
             .pop_front()
             .expect("the lcore rolled onto a spare");
         self.rolls_handled += 1;
-        self.top_up_spares();
+        self.top_up_spares(Some(&memory));
         if !self.seal_active(sealed_bytes, new_base_offset, syncs) {
             // The partition failed: its memory files go when it is released.
             self.spares.push_front(memory);

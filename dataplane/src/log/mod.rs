@@ -21,12 +21,15 @@
 //! `<base offset, 20 digits>.log` (record batches v2 back to back, base offsets assigned),
 //! `.index` and `.timeindex` (see [`index`]) for sealed segments, `spare.log` (the next
 //! segment's file, renamed when it becomes active). Memory files:
-//! `<memory_dir>/<topic>-<partition>+<n>.segment` (`+` never appears in a topic name).
+//! `<memory_dir>/<topic>-<partition>+<n>.segment` (`+` never appears in a topic name), or
+//! the same name in the small-page directory for a segment that found no hugepages (see
+//! [`memory`]).
 
 pub mod config;
 pub mod epochs;
 pub mod flusher;
 pub mod index;
+mod memory;
 pub mod partition;
 pub mod producer;
 mod recovery;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use precursor_protocol::record_batch::{
     set_base_offset, set_partition_leader_epoch, validate_batch, RecordBatchHeader,
 };
-use precursor_shm::{append_region, AppendWriter, ReadOnlyFileMap};
+use precursor_shm::{AppendWriter, ReadOnlyFileMap};
 
 use super::config::validate_topic;
 use super::epochs::EpochHistory;
@@ -17,6 +17,7 @@ use super::flusher::{
     FlushTarget, FlushedPartition, PartitionShared, Spare, ToFlusher, ToLcore, SPARE_SEGMENTS,
     TO_FLUSHER_CAPACITY,
 };
+use super::memory::{remove_memory_files, SegmentMemory};
 use super::producer::{ProducerTable, SequenceCheck};
 use super::recovery::recover;
 use super::segment::{copy_batches, memory_file_prefix, segment_path, SealedSegment, SegmentData};
@@ -189,18 +190,19 @@ impl PartitionLog {
         file.sync_data().map_err(io_error(&log_path))?;
         let durable = index.end_offset();
 
-        let memory_path = cfg.memory_dir.join(format!("{memory_prefix}1.segment"));
-        let (mut active, reader) = append_region(&memory_path, cfg.segment_bytes as usize)?;
+        let mut memory =
+            SegmentMemory::new(cfg, &name, memory_prefix, flusher.small_page_counter());
+        let (mut active, reader) = memory.create(false)?;
         let tail_map = ReadOnlyFileMap::open(&log_path, tail_bytes)?;
         active
             .append(tail_map.bytes())
             .expect("the tail fits its segment");
         drop(tail_map);
-        let mut flushed = FlushedPartition::new(
+        let flushed = FlushedPartition::new(
             Arc::clone(&shared),
             cfg,
             dir.clone(),
-            memory_prefix,
+            memory,
             FlushTarget {
                 reader,
                 file,
@@ -210,8 +212,9 @@ impl PartitionLog {
                 index: index.clone(),
             },
         );
-        let mut spares = VecDeque::with_capacity(SPARE_SEGMENTS);
-        spares.push_back(flushed.prepare_spare()?);
+        // No spare yet: the flusher makes them lazily (when this segment is half full, or
+        // when a roll asks), so that an idle partition holds one segment of memory.
+        let spares = VecDeque::with_capacity(SPARE_SEGMENTS);
         shared.durable_offset.store(durable, Ordering::Release);
         flusher.register(Box::new(flushed))?;
         log::info!(
@@ -488,6 +491,10 @@ impl PartitionLog {
     fn roll(&mut self) -> bool {
         if self.spares.is_empty() {
             self.poll_flusher();
+        }
+        if self.spares.is_empty() {
+            // The flusher makes one at once (a segment rolled before it was half full).
+            self.shared.spare_requested.store(true, Ordering::Release);
         }
         if self.spares.is_empty()
             || self.shared.to_flusher.len() + 1 >= TO_FLUSHER_CAPACITY
@@ -827,9 +834,17 @@ fn salvage_memory_segments(
     mut end: u64,
 ) -> Result<u64, LogError> {
     use std::io::Write;
-    let entries = std::fs::read_dir(&cfg.memory_dir).map_err(io_error(&cfg.memory_dir))?;
     let mut views = Vec::new();
-    for entry in entries.flatten() {
+    // Both directories: a segment that found no hugepages was made in the small-page one.
+    let mut entries = Vec::new();
+    for memory_dir in cfg.memory_dirs() {
+        match std::fs::read_dir(&memory_dir) {
+            Ok(listing) => entries.extend(listing.flatten()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error(&memory_dir)(error)),
+        }
+    }
+    for entry in entries {
         let name = entry.file_name().to_string_lossy().into_owned();
         if !name.starts_with(prefix) || !name.ends_with(".segment") {
             continue;
@@ -893,13 +908,8 @@ fn salvage_memory_segments(
     Ok(written)
 }
 
+/// Removes the partition's memory files left by a previous instance (in every memory
+/// directory: hugetlbfs and the small-page fallback).
 fn remove_stale_memory_files(cfg: &LogConfig, prefix: &str) -> Result<(), LogError> {
-    let entries = std::fs::read_dir(&cfg.memory_dir).map_err(io_error(&cfg.memory_dir))?;
-    for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(prefix) {
-            let path = entry.path();
-            std::fs::remove_file(&path).map_err(io_error(&path))?;
-        }
-    }
-    Ok(())
+    remove_memory_files(cfg, prefix)
 }

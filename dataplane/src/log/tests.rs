@@ -29,6 +29,7 @@ const WAIT_MAX: Duration = Duration::from_secs(60);
 struct Fixture {
     _data: tempfile::TempDir,
     _memory: tempfile::TempDir,
+    _small: tempfile::TempDir,
     cfg: LogConfig,
 }
 
@@ -43,6 +44,10 @@ fn fixture_in(data: tempfile::TempDir) -> Fixture {
         .unwrap();
     let mut cfg = LogConfig::new(data.path().to_path_buf());
     cfg.memory_dir = memory.path().to_path_buf();
+    // Where segments go when the hugepages run out (a temporary directory, not the
+    // default /dev/shm/<name>, so that nothing outlives the test).
+    let small = tempfile::tempdir_in("/dev/shm").unwrap();
+    cfg.small_page_dir = Some(small.path().to_path_buf());
     cfg.segment_bytes = 8192;
     cfg.index_interval_bytes = 512;
     cfg.flush_interval_ms = 2;
@@ -53,6 +58,7 @@ fn fixture_in(data: tempfile::TempDir) -> Fixture {
     Fixture {
         _data: data,
         _memory: memory,
+        _small: small,
         cfg,
     }
 }
@@ -140,12 +146,21 @@ fn two_prepared_spares_take_two_rolls_without_the_flusher() {
     let f = fixture();
     let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
     let mut log = PartitionLog::open(&f.cfg, "rolls", 0, &flusher).unwrap();
+    // Spares are lazy: an idle partition has none (one segment of memory) ...
+    std::thread::sleep(Duration::from_millis(20));
+    log.maintain(0);
+    assert_eq!(log.spares_ready(), 0, "an idle partition holds no spare");
+    // ... and two from the moment its active segment is half full.
+    let mut i = 0u64;
+    while log.size_bytes() * 2 < f.cfg.segment_bytes {
+        append(&mut log, &batch(i, 0), 0);
+        i += 1;
+    }
     wait_until("both spares", || {
         log.maintain(0);
         log.spares_ready() == flusher::SPARE_SEGMENTS
     });
     // Two segments' worth of appends and no `maintain`: neither roll waits for the flusher.
-    let mut i = 0u64;
     while log.segment_count() <= flusher::SPARE_SEGMENTS {
         if let Err(error) = log.append(&batch(i, 0), 0) {
             panic!("append {i} (segment {}): {error}", log.segment_count());
@@ -153,10 +168,11 @@ fn two_prepared_spares_take_two_rolls_without_the_flusher() {
         i += 1;
     }
     assert_eq!(log.spares_ready(), 0);
-    // The flusher replaces both (as soon as each roll reaches it).
-    wait_until("spares replaced", || {
+    // The flusher replaces the last one at once (a roll took it), the second when the
+    // new segment is half full.
+    wait_until("a spare replaced", || {
         log.maintain(0);
-        log.spares_ready() == flusher::SPARE_SEGMENTS
+        log.spares_ready() == 1
     });
     settle(&mut log);
     assert_eq!(log_files(log.dir()).len(), log.segment_count());
@@ -294,14 +310,23 @@ fn append_and_read_allocate_nothing() {
     assert!(allocations() > before, "the counting allocator counts");
     let mut rolls = 0;
     for b in &batches {
-        let before = allocations();
-        let result = log.append(b, 0);
-        let read = log.read(log.log_start_offset(), 4096, false, &mut out);
-        assert_eq!(allocations(), before, "append or read allocated");
-        read.unwrap();
+        let result = loop {
+            let before = allocations();
+            let result = log.append(b, 0);
+            let read = log.read(log.log_start_offset(), 4096, false, &mut out);
+            assert_eq!(allocations(), before, "append or read allocated");
+            read.unwrap();
+            if result != Err(AppendError::SegmentNotReady) {
+                break result;
+            }
+            // Spares are lazy: the flusher may not have made the first one yet.
+            wait_until("spare", || {
+                log.maintain(0);
+                log.spares_ready() > 0
+            });
+        };
         match result {
             Ok(appended) => assert!(!appended.duplicate),
-            Err(AppendError::SegmentNotReady) => panic!("the first spare is prepared by open"),
             Err(error) => panic!("{error}"),
         }
         if log.segment_count() > rolls + 1 {
@@ -932,4 +957,203 @@ fn a_failed_open_gives_the_partition_back_for_the_next_one() {
     drop(log);
     flusher.shutdown();
     thread.join().unwrap();
+}
+
+// ---- hugepages running out (real hugetlbfs) ----
+
+/// A private hugetlbfs of `size` at a temporary mount point, unmounted on drop.
+struct HugetlbfsMount {
+    dir: tempfile::TempDir,
+}
+
+impl HugetlbfsMount {
+    /// `None` (with the reason printed) when not root or no hugepages are free.
+    fn new(size: &str) -> Option<HugetlbfsMount> {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|line| line.starts_with("Uid:") && line.split_whitespace().nth(1) == Some("0"));
+        if !root {
+            eprintln!("skipped: not root (mounting a hugetlbfs needs it)");
+            return None;
+        }
+        let free = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("HugePages_Free:")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or(0);
+        if free < 8 {
+            eprintln!("skipped: {free} hugepages free (ci/setup.sh reserves them)");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "hugetlbfs", "-o", &format!("size={size}"), "none"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        if !status.success() {
+            eprintln!("skipped: mount -t hugetlbfs failed ({status})");
+            return None;
+        }
+        Some(HugetlbfsMount { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for HugetlbfsMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// A batch of one record of `value_bytes`, tagged `i`.
+fn big_batch(i: u64, value_bytes: usize) -> Vec<u8> {
+    let mut builder = RecordBatchBuilder::new(
+        Compression::None,
+        NO_PRODUCER_ID,
+        NO_PRODUCER_EPOCH,
+        NO_SEQUENCE,
+        i as i64,
+    );
+    let mut value = vec![(i % 251) as u8; value_bytes];
+    value[..8].copy_from_slice(&i.to_be_bytes());
+    builder.append(i as i64, Some(&i.to_be_bytes()), &value, &[]);
+    builder.finish()
+}
+
+fn read_one(log: &PartitionLog, offset: u64) -> Vec<u8> {
+    let mut out = vec![0u8; 256 << 10];
+    let n = log.read(offset, 1, false, &mut out).unwrap();
+    assert!(n > 0, "nothing at offset {offset}");
+    let header = RecordBatchHeader::parse(&out[..n]).unwrap();
+    out.truncate(header.total_bytes());
+    out
+}
+
+fn memory_files(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// More partitions than an 8 MiB hugetlbfs holds (4 huge pages, one per segment): every
+/// partition still opens, rolls and keeps every record; the segments that found no huge
+/// page went to the small-page directory (counted), and recovery finds them there too.
+#[test]
+fn partitions_beyond_the_hugepages_fall_back_to_small_pages() {
+    let Some(mount) = HugetlbfsMount::new("8M") else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let small = tempfile::tempdir_in("/dev/shm").unwrap();
+    let mut cfg = LogConfig::new(data.path().to_path_buf());
+    cfg.memory_dir = mount.path().to_path_buf();
+    cfg.small_page_dir = Some(small.path().to_path_buf());
+    // Header + segment in one 2 MiB page.
+    cfg.segment_bytes = (2 << 20) - 4096;
+    cfg.batch_bytes_max = 256 << 10;
+    cfg.retention_ms = None;
+    assert!(precursor_shm::page_bytes_for(mount.path()) > 4096);
+    assert_eq!(precursor_shm::hugetlbfs_free_pages(mount.path()), Some(4));
+
+    const PARTITIONS: u16 = 6;
+    const BATCHES: u64 = 100; // of ~64 KiB: about 3 rolls per partition
+    let (flusher, thread) = Flusher::spawn(&cfg).unwrap();
+    let mut logs: Vec<PartitionLog> = (0..PARTITIONS)
+        .map(|p| PartitionLog::open(&cfg, "full", p, &flusher).unwrap())
+        .collect();
+    // Six active segments, four huge pages: two partitions opened on small pages.
+    assert!(flusher.segments_on_small_pages() >= 2);
+    let mut stored_batches = vec![Vec::new(); PARTITIONS as usize];
+    for i in 0..BATCHES {
+        for (p, log) in logs.iter_mut().enumerate() {
+            let b = big_batch(i * 100 + p as u64, 64 << 10);
+            let appended = append(log, &b, 0);
+            stored_batches[p].push((appended.base_offset, stored(b, appended.base_offset)));
+        }
+    }
+    for (p, log) in logs.iter_mut().enumerate() {
+        assert!(
+            log.segment_count() >= 3,
+            "partition {p}: {} segments",
+            log.segment_count()
+        );
+        settle(log);
+        for (offset, expected) in &stored_batches[p] {
+            assert_eq!(
+                &read_one(log, *offset),
+                expected,
+                "partition {p} offset {offset}"
+            );
+        }
+    }
+    let on_small = flusher.segments_on_small_pages();
+    assert!(on_small > 2, "{on_small} segments on small pages");
+
+    // A restart: everything comes back, and no memory file is left of the old instance.
+    drop(logs);
+    flusher.shutdown();
+    thread.join().unwrap();
+    assert_eq!(memory_files(mount.path()), Vec::<PathBuf>::new());
+    assert_eq!(memory_files(small.path()), Vec::<PathBuf>::new());
+    let (flusher, thread) = Flusher::spawn(&cfg).unwrap();
+    let logs: Vec<PartitionLog> = (0..PARTITIONS)
+        .map(|p| PartitionLog::open(&cfg, "full", p, &flusher).unwrap())
+        .collect();
+    for (p, log) in logs.iter().enumerate() {
+        for (offset, expected) in &stored_batches[p] {
+            assert_eq!(
+                &read_one(log, *offset),
+                expected,
+                "partition {p} offset {offset}"
+            );
+        }
+    }
+    let ends: Vec<u64> = logs.iter().map(PartitionLog::log_end_offset).collect();
+    drop(logs);
+    flusher.shutdown();
+    thread.join().unwrap();
+
+    // What a killed data plane leaves in the small-page directory (a segment that fell
+    // back) is salvaged at the next open, and the file removed; so is a stale file on
+    // hugetlbfs.
+    let extra = stored(big_batch(9999, 1000), ends[0]);
+    let (mut writer, reader) = precursor_shm::append_region(
+        &small.path().join("full-0+7.segment"),
+        cfg.segment_bytes as usize,
+    )
+    .unwrap();
+    writer.append(&extra).unwrap();
+    drop((writer, reader));
+    let (writer, reader) = precursor_shm::append_region(
+        &mount.path().join("full-1+9.segment"),
+        cfg.segment_bytes as usize,
+    )
+    .unwrap();
+    drop((writer, reader));
+    let (flusher, thread) = Flusher::spawn(&cfg).unwrap();
+    let log0 = PartitionLog::open(&cfg, "full", 0, &flusher).unwrap();
+    let log1 = PartitionLog::open(&cfg, "full", 1, &flusher).unwrap();
+    assert_eq!(log0.log_end_offset(), ends[0] + 1);
+    assert_eq!(read_one(&log0, ends[0]), extra);
+    assert_eq!(log1.log_end_offset(), ends[1]);
+    assert!(!small.path().join("full-0+7.segment").exists());
+    assert!(!mount.path().join("full-1+9.segment").exists());
+    drop((log0, log1));
+    flusher.shutdown();
+    thread.join().unwrap();
+    assert_eq!(memory_files(mount.path()), Vec::<PathBuf>::new());
+    assert_eq!(memory_files(small.path()), Vec::<PathBuf>::new());
 }
