@@ -139,7 +139,7 @@ impl Node {
             quorum: self.member.get().map(|member| {
                 let status = member.status();
                 let state = member.state();
-                admin::QuorumView {
+                Box::new(admin::QuorumView {
                     leader: status.quorum.leader,
                     term: status.quorum.term,
                     committed: status.quorum.committed,
@@ -159,7 +159,7 @@ impl Node {
                         .filter(|(_, b)| b.fenced)
                         .map(|(id, _)| *id)
                         .collect(),
-                }
+                })
             }),
             ..admin::NodeStatus::default()
         };

@@ -371,7 +371,7 @@ pub struct NodeStatus {
     pub command_ring_depth: u32,
     /// `cluster.metadata = "quorum"`: the metadata quorum as this broker's voter sees it.
     #[serde(default)]
-    pub quorum: Option<QuorumView>,
+    pub quorum: Option<Box<QuorumView>>,
 }
 
 /// The metadata quorum in `precursor status` (`cluster.metadata = "quorum"`).

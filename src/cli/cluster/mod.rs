@@ -726,7 +726,7 @@ fn broker_config(
             other.id, other.dataplane_address, other.udp_port, other.kafka, other.admin
         );
         if !other.quorum.is_empty() {
-            let _ = write!(text, "quorum = {:?}\n", other.quorum);
+            let _ = writeln!(text, "quorum = {:?}", other.quorum);
         }
         text.push('\n');
     }
@@ -798,7 +798,7 @@ struct BrokerState<'a> {
     /// Why the data plane's state is unknown, when it is.
     problem: Option<String>,
     /// `--metadata quorum`: the quorum as this broker's voter sees it.
-    quorum: Option<precursor_controlplane::admin::QuorumView>,
+    quorum: Option<Box<precursor_controlplane::admin::QuorumView>>,
 }
 
 fn status(dir: &Path, json: bool) -> Result<ExitCode> {
@@ -885,7 +885,7 @@ fn status(dir: &Path, json: bool) -> Result<ExitCode> {
                     .into(),
                     s.topics.map_or("-".into(), |t| t.to_string()),
                     s.partitions.map_or("-".into(), |p| p.to_string()),
-                    s.quorum.as_ref().map_or("-".into(), describe_quorum),
+                    s.quorum.as_deref().map_or("-".into(), describe_quorum),
                     s.layout.broker(),
                     s.layout.kafka.clone(),
                     s.layout.admin_socket.display().to_string(),
