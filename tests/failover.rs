@@ -218,7 +218,7 @@ fn a_leader_stopped_past_its_lease_acknowledges_nothing_after_it_was_fenced() {
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|l| l["counters"]["lease_refusals"].as_u64())
+        .filter_map(|l| l["counters"]["precursor_lease_refusals_total"].as_u64())
         .sum();
     eprintln!("lease refusals on the old leader: {refusals}");
     let end = field(&cluster.partitions(new_leader, "paused")[0], "end_offset");

@@ -1903,15 +1903,24 @@ mod tests {
         assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_MAX), 0);
         assert!(frames(&silent).is_empty());
         assert_eq!(producer.stats().resend_rounds, 1);
-        // A refusal of the resends (still busy) is a new round, after a longer wait.
+        // A refusal of the resends (still busy) is a new round, after a longer wait. The
+        // timers run at times relative to the refusal's, not the wall clock's (a loaded
+        // machine may pass RESEND_WAIT_US_FIRST between two lines).
+        let refused_at = Instant::now();
         producer.state.on_frame(
             BrokerSlot(0),
             &refusal(&sent[0].0, ErrorCode::Busy),
             &[],
-            now,
+            refused_at,
         );
-        assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_FIRST), 0);
-        assert_eq!(run_timers_after(&mut producer, RESEND_WAIT_US_MAX), 4);
+        let at = |micros| refused_at + Duration::from_micros(micros);
+        let transport = &mut producer.transport;
+        let early = producer
+            .state
+            .run_timers(transport, at(RESEND_WAIT_US_FIRST));
+        assert_eq!(early.unwrap(), 0);
+        let due = producer.state.run_timers(transport, at(RESEND_WAIT_US_MAX));
+        assert_eq!(due.unwrap(), 4);
         assert_eq!(producer.stats().resend_rounds, 2);
     }
 

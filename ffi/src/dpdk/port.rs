@@ -19,6 +19,12 @@ const PORTS_MAX: usize = sys::RTE_MAX_ETHPORTS as usize;
 /// Which port ids have a live `Port` (one owner per device).
 static PORT_CLAIMED: [AtomicBool; PORTS_MAX] = [const { AtomicBool::new(false) }; PORTS_MAX];
 
+/// Held while a port id changes hands: from a `Port` being dropped (close, then the claim
+/// released) to a port created and claimed in this process (a ring pair). Without it a
+/// closed port's id, free in DPDK before its claim is released, can be handed to a new
+/// port on another thread, which then finds it claimed (PortInUse). Never on a hot path.
+pub(crate) static PORT_LIFECYCLE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// What [`Port::configure`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PortConfig {
@@ -516,6 +522,7 @@ impl Port {
 
 impl Drop for Port {
     fn drop(&mut self) {
+        let _lifecycle = PORT_LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
         if self.is_started() {
             // Errors cannot be reported from drop; close below stops anyway.
             let _ = self.stop();

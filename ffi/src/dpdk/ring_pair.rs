@@ -101,6 +101,10 @@ fn ring_port(
     })?;
     let rx_rings = [rx.as_ptr()];
     let tx_rings = [tx.as_ptr()];
+    // The new port's id may be one a dropping Port just closed: wait for its claim to go.
+    let _lifecycle = super::port::PORT_LIFECYCLE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     // SAFETY: c_name is a valid C string; the arrays hold one live ring each and
     // are only read during the call (the PMD copies the ring pointers). The
     // rings outlive the port: the port holds `shared`, which frees them.
