@@ -7,35 +7,9 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
-use std::process::Command;
 
 const TOPICS: usize = 64;
 const MESSAGES: u64 = 2_000;
-
-/// The node's CnC directory: the default `/dev/shm/precursor-<file_prefix>`.
-fn ipc_dir(node: &AfPacketNode) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/precursor-e2e-{}", node.netns.outer))
-}
-
-fn ipc_command(node: &AfPacketNode, args: &[&str]) -> Command {
-    let mut command = Command::new(precursor());
-    command
-        .args(args)
-        .arg("--transport")
-        .arg("ipc")
-        .arg("--ipc-dir")
-        .arg(ipc_dir(node));
-    command
-}
-
-struct CncDirRemoved(PathBuf);
-
-impl Drop for CncDirRemoved {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn hugepages_free() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
@@ -53,17 +27,15 @@ fn sixty_four_partitions_on_the_default_hugepages_all_take_produce() {
     }
     let free_at_start = hugepages_free();
     let node = AfPacketNode::new("hp", 43, "");
-    let _cnc = CncDirRemoved(ipc_dir(&node));
+    let _cnc = CncDirRemoved(node.ipc_dir());
     let dataplane = node.start();
     let messages = MESSAGES.to_string();
     for t in 0..TOPICS {
         let topic = format!("hp-{t}");
-        let out = ipc_command(
-            &node,
-            &["bench", "produce", "--topic", &topic, "-n", &messages],
-        )
-        .output()
-        .unwrap();
+        let out = node
+            .ipc_command(&["bench", "produce", "--topic", &topic, "-n", &messages])
+            .output()
+            .unwrap();
         assert_success(&out, &format!("produce to {topic}"));
         assert!(
             stdout(&out).contains(&format!("{MESSAGES} messages"))
@@ -74,7 +46,8 @@ fn sixty_four_partitions_on_the_default_hugepages_all_take_produce() {
     }
     for t in 0..TOPICS {
         let topic = format!("hp-{t}");
-        let out = ipc_command(&node, &["consume", &topic, "--verify", "--to-end"])
+        let out = node
+            .ipc_command(&["consume", &topic, "--verify", "--to-end"])
             .output()
             .unwrap();
         assert_success(&out, &format!("verified read of {topic}"));
@@ -90,14 +63,12 @@ fn sixty_four_partitions_on_the_default_hugepages_all_take_produce() {
     // request, the shared maps only) finds their segments in the small-page directory.
     for t in TOPICS - 4..TOPICS {
         let topic = format!("hp-{t}");
-        let out = ipc_command(
-            &node,
-            &[
+        let out = node
+            .ipc_command(&[
                 "consume", &topic, "--direct", "--verify", "--count", &messages,
-            ],
-        )
-        .output()
-        .unwrap();
+            ])
+            .output()
+            .unwrap();
         assert_success(&out, &format!("direct read of {topic}"));
         assert!(
             stderr(&out).contains(&format!(

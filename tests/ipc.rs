@@ -7,26 +7,8 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// The node's CnC directory: the default `/dev/shm/precursor-<file_prefix>`.
-fn ipc_dir(node: &AfPacketNode) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/precursor-e2e-{}", node.netns.outer))
-}
-
-/// `precursor ARGS --transport ipc --ipc-dir <node's>` in the root namespace.
-fn ipc_command(node: &AfPacketNode, args: &[&str]) -> Command {
-    let mut command = Command::new(precursor());
-    command
-        .args(args)
-        .arg("--transport")
-        .arg("ipc")
-        .arg("--ipc-dir")
-        .arg(ipc_dir(node));
-    command
-}
 
 fn counter(counters: &serde_json::Value, name: &str) -> u64 {
     counters[name]
@@ -47,20 +29,17 @@ fn many_ipc_clients_at_once_lose_nothing_and_keep_order() {
         .map(|i| {
             let topic = format!("ipc-{i}");
             let acks = if i == 0 { "durable" } else { "leader" };
-            ipc_command(
-                &node,
-                &[
-                    "bench",
-                    "produce",
-                    "--topic",
-                    &topic,
-                    "-n",
-                    &messages.to_string(),
-                    "--acks",
-                    acks,
-                    "--quiet",
-                ],
-            )
+            node.ipc_command(&[
+                "bench",
+                "produce",
+                "--topic",
+                &topic,
+                "-n",
+                &messages.to_string(),
+                "--acks",
+                acks,
+                "--quiet",
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -75,19 +54,17 @@ fn many_ipc_clients_at_once_lose_nothing_and_keep_order() {
     // Every message of every producer, in order, each once: the consumers verify payloads.
     for i in 0..4 {
         let topic = format!("ipc-{i}");
-        let out = ipc_command(
-            &node,
-            &[
+        let out = node
+            .ipc_command(&[
                 "bench",
                 "consume",
                 "--topic",
                 &topic,
                 "-n",
                 &messages.to_string(),
-            ],
-        )
-        .output()
-        .unwrap();
+            ])
+            .output()
+            .unwrap();
         assert_success(&out, &format!("IPC consumer {i}"));
         let report = stderr(&out);
         assert!(
@@ -99,7 +76,8 @@ fn many_ipc_clients_at_once_lose_nothing_and_keep_order() {
     }
     // One log behind both transports: what an IPC client appends in batches that fit a
     // UDP frame, a UDP consumer reads...
-    let mut producer = ipc_command(&node, &["produce", "shared"])
+    let mut producer = node
+        .ipc_command(&["produce", "shared"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -144,9 +122,8 @@ fn a_killed_ipc_client_loses_its_channel_and_the_log_stays_whole() {
     // One channel: the next client gets it only if the dead one's is taken back.
     let node = AfPacketNode::new("j", 22, "[ipc]\nchannels = 1\nclient_timeout_ms = 500\n");
     let dataplane = node.start();
-    let mut doomed = ipc_command(
-        &node,
-        &[
+    let mut doomed = node
+        .ipc_command(&[
             "bench",
             "produce",
             "--topic",
@@ -154,12 +131,11 @@ fn a_killed_ipc_client_loses_its_channel_and_the_log_stays_whole() {
             "-n",
             "100000000",
             "--quiet",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     doomed.kill().unwrap();
     doomed.wait().unwrap();
@@ -167,7 +143,8 @@ fn a_killed_ipc_client_loses_its_channel_and_the_log_stays_whole() {
     // Within the client timeout (plus a drain tick) the channel is free again.
     let started = Instant::now();
     let out = loop {
-        let mut producer = ipc_command(&node, &["produce", "after", "--verbose"])
+        let mut producer = node
+            .ipc_command(&["produce", "after", "--verbose"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -192,7 +169,8 @@ fn a_killed_ipc_client_loses_its_channel_and_the_log_stays_whole() {
 
     // What the killed client appended is whole: every stored batch decodes and verifies,
     // in order from sequence 0, with no gap and no duplicate.
-    let out = ipc_command(&node, &["consume", "killed", "--verify", "--to-end"])
+    let out = node
+        .ipc_command(&["consume", "killed", "--verify", "--to-end"])
         .output()
         .unwrap();
     assert_success(&out, "verified read of the killed client's topic");
@@ -213,9 +191,8 @@ fn ipc_clients_ride_out_a_data_plane_restart() {
     let node = AfPacketNode::new("r", 23, "");
     let dataplane = node.start();
     let messages = 3_000_000u64;
-    let producer = ipc_command(
-        &node,
-        &[
+    let producer = node
+        .ipc_command(&[
             "bench",
             "produce",
             "--topic",
@@ -227,12 +204,11 @@ fn ipc_clients_ride_out_a_data_plane_restart() {
             "--timeout-ms",
             "30000",
             "--quiet",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(1500));
     dataplane.kill9();
     std::thread::sleep(Duration::from_millis(500));
@@ -242,19 +218,17 @@ fn ipc_clients_ride_out_a_data_plane_restart() {
     assert!(stdout(&out).contains("0 errors"), "{}", stdout(&out));
 
     // Idempotence makes the retransmits after the restart harmless: every message once.
-    let out = ipc_command(
-        &node,
-        &[
+    let out = node
+        .ipc_command(&[
             "bench",
             "consume",
             "--topic",
             "restart",
             "-n",
             &messages.to_string(),
-        ],
-    )
-    .output()
-    .unwrap();
+        ])
+        .output()
+        .unwrap();
     assert_success(&out, "consume after the restart");
     assert!(
         stderr(&out).contains(&format!(
@@ -266,7 +240,8 @@ fn ipc_clients_ride_out_a_data_plane_restart() {
 
     // With no data plane at all, a client fails with a clear error, not a hang.
     dataplane.stop();
-    let out = ipc_command(&node, &["produce", "nobody", "--timeout-ms", "3000"])
+    let out = node
+        .ipc_command(&["produce", "nobody", "--timeout-ms", "3000"])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -290,18 +265,15 @@ fn a_direct_reader_follows_the_writer_across_segment_rolls_without_asking_it() {
     let dataplane = node.start();
     let messages = 1_000_000u64;
     // The topic exists before the reader maps it.
-    let out = ipc_command(
-        &node,
-        &[
+    let out = node
+        .ipc_command(&[
             "bench", "produce", "--topic", "direct", "-n", "1", "--quiet",
-        ],
-    )
-    .output()
-    .unwrap();
+        ])
+        .output()
+        .unwrap();
     assert_success(&out, "first message");
-    let reader = ipc_command(
-        &node,
-        &[
+    let reader = node
+        .ipc_command(&[
             "consume",
             "direct",
             "--direct",
@@ -310,16 +282,14 @@ fn a_direct_reader_follows_the_writer_across_segment_rolls_without_asking_it() {
             &(messages + 1).to_string(),
             "--idle-timeout-ms",
             "30000",
-        ],
-    )
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // The bench payloads restart at sequence 0 per run: one continuous run after the first.
-    let out = ipc_command(
-        &node,
-        &[
+    let out = node
+        .ipc_command(&[
             "bench",
             "produce",
             "--topic",
@@ -327,10 +297,9 @@ fn a_direct_reader_follows_the_writer_across_segment_rolls_without_asking_it() {
             "-n",
             &messages.to_string(),
             "--quiet",
-        ],
-    )
-    .output()
-    .unwrap();
+        ])
+        .output()
+        .unwrap();
     assert_success(&out, "IPC producer");
     let out = reader.wait_with_output().unwrap();
     let report = stderr(&out);

@@ -8,8 +8,7 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 /// `storage.segment_bytes` at its smallest: a multiple of the 2 MiB huge page.
 const SEGMENT_BYTES: u64 = 2 << 20;
@@ -18,22 +17,6 @@ const SEGMENT_BYTES: u64 = 2 << 20;
 const MESSAGES: u64 = 200_000;
 /// The bench producer's in-flight window (its default).
 const IN_FLIGHT: u64 = 5;
-
-/// The node's CnC directory: the default `/dev/shm/precursor-<file_prefix>`.
-fn ipc_dir(node: &AfPacketNode) -> PathBuf {
-    PathBuf::from(format!("/dev/shm/precursor-e2e-{}", node.netns.outer))
-}
-
-fn ipc_command(node: &AfPacketNode, args: &[&str]) -> Command {
-    let mut command = Command::new(precursor());
-    command
-        .args(args)
-        .arg("--transport")
-        .arg("ipc")
-        .arg("--ipc-dir")
-        .arg(ipc_dir(node));
-    command
-}
 
 fn counter(counters: &serde_json::Value, name: &str) -> u64 {
     counters[name]
@@ -109,20 +92,10 @@ fn assert_no_storm(report: &ProducerReport, what: &str) {
     );
 }
 
-/// Removes the data plane's CnC directory (counters, IPC rings: megabytes of /dev/shm)
-/// when the test ends, however it ends.
-struct CncDirRemoved(PathBuf);
-
-impl Drop for CncDirRemoved {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn rolls_lose_nothing_and_stall_nobody(tag: &str, subnet: u8, preset: &str) {
     let extra = format!("[storage]\nsegment_bytes = {SEGMENT_BYTES}\n");
     let node = AfPacketNode::new(tag, subnet, &extra);
-    let _cnc = CncDirRemoved(ipc_dir(&node));
+    let _cnc = CncDirRemoved(node.ipc_dir());
     // The preset goes first: a top-level key before the tables.
     let config = std::fs::read_to_string(&node.config).unwrap();
     std::fs::write(&node.config, format!("preset = {preset:?}\n{config}")).unwrap();
@@ -142,7 +115,8 @@ fn rolls_lose_nothing_and_stall_nobody(tag: &str, subnet: u8, preset: &str) {
     // its `producer:` line is the client's report.
     let ipc_args = produce("rolls-ipc");
     let ipc_args: Vec<&str> = ipc_args.iter().map(String::as_str).collect();
-    let ipc_producer = ipc_command(&node, &ipc_args)
+    let ipc_producer = node
+        .ipc_command(&ipc_args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -167,7 +141,8 @@ fn rolls_lose_nothing_and_stall_nobody(tag: &str, subnet: u8, preset: &str) {
 
     // Every message once, in order, intact, across all the segments.
     for topic in ["rolls-ipc", "rolls-udp"] {
-        let out = ipc_command(&node, &["consume", topic, "--verify", "--to-end"])
+        let out = node
+            .ipc_command(&["consume", topic, "--verify", "--to-end"])
             .output()
             .unwrap();
         assert_success(&out, &format!("verified read of {topic}"));

@@ -356,7 +356,34 @@ pub struct AfPacketNode {
     _dir: tempfile::TempDir,
 }
 
+/// Removes a data plane's CnC directory (counters, IPC rings: megabytes of /dev/shm) when
+/// the test ends, however it ends.
+pub struct CncDirRemoved(pub PathBuf);
+
+impl Drop for CncDirRemoved {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 impl AfPacketNode {
+    /// The node's CnC directory: the default `/dev/shm/precursor-<file_prefix>`.
+    pub fn ipc_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/dev/shm/precursor-e2e-{}", self.netns.outer))
+    }
+
+    /// `precursor ARGS --transport ipc --ipc-dir <node's>` in the root namespace.
+    pub fn ipc_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(precursor());
+        command
+            .args(args)
+            .arg("--transport")
+            .arg("ipc")
+            .arg("--ipc-dir")
+            .arg(self.ipc_dir());
+        command
+    }
+
     /// Writes `dir/up.toml` for `precursor up` on this node: its config, the control
     /// plane's admin socket and shared files under `dir`, metrics on `metrics`, fast
     /// restarts, then `extra` (more TOML tables). Returns the file's path.

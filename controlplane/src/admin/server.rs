@@ -383,7 +383,12 @@ async fn cluster_create_topic(node: &Node, creation: TopicCreation, forwarded: b
     if forwarded || !node.config.cluster.enabled() {
         return here.await;
     }
-    let request = Request::ClusterCreateTopic {
+    on_every_broker(node, here, forwarded_creation(creation, replication)).await
+}
+
+/// The creation as the other brokers get it: every default resolved here.
+fn forwarded_creation(creation: TopicCreation, replication: ResolvedReplication) -> Request {
+    Request::ClusterCreateTopic {
         name: creation.name,
         partitions: creation.partitions,
         retention_ms: creation.retention_ms,
@@ -392,8 +397,7 @@ async fn cluster_create_topic(node: &Node, creation: TopicCreation, forwarded: b
         min_insync_replicas: Some(replication.min_insync),
         acks_all: Some(replication.acks_all),
         forwarded: true,
-    };
-    on_every_broker(node, here, request).await
+    }
 }
 
 /// `cluster_create_topic` with `cluster.metadata = "quorum"`: committed by the quorum
@@ -447,17 +451,7 @@ async fn quorum_create_topic(
     if forwarded {
         return here.await;
     }
-    let request = Request::ClusterCreateTopic {
-        name: creation.name,
-        partitions: creation.partitions,
-        retention_ms: creation.retention_ms,
-        retention_bytes: creation.retention_bytes,
-        replication_factor: Some(replication.factor),
-        min_insync_replicas: Some(replication.min_insync),
-        acks_all: Some(replication.acks_all),
-        forwarded: true,
-    };
-    on_every_broker(node, here, request).await
+    on_every_broker(node, here, forwarded_creation(creation, replication)).await
 }
 
 /// Waits (bounded) until this broker's data plane holds a topic the quorum committed.
