@@ -1017,6 +1017,31 @@ mod tests {
         }
     }
 
+    /// Each broker's generated configuration (3 replicas, min.insync 2), parsed.
+    fn configs(layout: &ClusterLayout, memory: &MemoryPlan, acks_all: AcksAll) -> Vec<Config> {
+        let defaults = TopicDefaults {
+            replication_factor: 3,
+            min_insync: 2,
+            acks_all,
+        };
+        layout
+            .brokers
+            .iter()
+            .map(|broker| {
+                let text = broker_config(
+                    layout,
+                    broker,
+                    Preset::Balanced,
+                    memory,
+                    SEGMENT_BYTES_DEFAULT,
+                    MBUFS_DEFAULT,
+                    &defaults,
+                );
+                Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+            })
+            .collect()
+    }
+
     #[test]
     fn quorum_metadata_gives_every_broker_a_voter_address() {
         let memory =
@@ -1024,23 +1049,8 @@ mod tests {
         let mut quorum = args(3);
         quorum.metadata = MetadataArg::Quorum;
         let layout = layout(&quorum, Path::new(DEFAULT_DIR), &[10, 79, 0], &memory).unwrap();
-        let defaults = TopicDefaults {
-            replication_factor: 3,
-            min_insync: 2,
-            acks_all: AcksAll::Memory,
-        };
-        for broker in &layout.brokers {
-            let text = broker_config(
-                &layout,
-                broker,
-                Preset::Balanced,
-                &memory,
-                SEGMENT_BYTES_DEFAULT,
-                MBUFS_DEFAULT,
-                &defaults,
-            );
-            let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
-            assert!(config.cluster.quorum_enabled(), "{text}");
+        for config in configs(&layout, &memory, AcksAll::Memory) {
+            assert!(config.cluster.quorum_enabled());
             let voters: Vec<&str> = config
                 .cluster
                 .brokers
@@ -1059,22 +1069,12 @@ mod tests {
         let memory =
             plan_memory(3, MBUFS_DEFAULT, SEGMENT_BYTES_DEFAULT, Preset::Balanced, 0).unwrap();
         let layout = layout(&args(3), Path::new(DEFAULT_DIR), &[10, 79, 0], &memory).unwrap();
-        let defaults = TopicDefaults {
-            replication_factor: 3,
-            min_insync: 2,
-            acks_all: AcksAll::Durable,
-        };
-        for broker in &layout.brokers {
-            let text = broker_config(
-                &layout,
-                broker,
-                Preset::Balanced,
-                &memory,
-                SEGMENT_BYTES_DEFAULT,
-                MBUFS_DEFAULT,
-                &defaults,
-            );
-            let config = Config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        for (broker, config) in
+            layout
+                .brokers
+                .iter()
+                .zip(configs(&layout, &memory, AcksAll::Durable))
+        {
             assert_eq!(config.cluster.broker_id, broker.id);
             assert_eq!(config.cluster.brokers.len(), 3);
             assert_eq!(config.cluster.acks_all, AcksAll::Durable);
