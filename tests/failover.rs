@@ -4,7 +4,8 @@
 //! acks=all produce: the quorum fences it, an in-sync replica leads at a new epoch, the
 //! native client follows, and every acknowledged line is on every broker once, at its
 //! offset. A leader stopped (SIGSTOP) past its lease acknowledges nothing after it was
-//! fenced, and rejoins as a follower.
+//! fenced, and rejoins as a follower. `broker drain` moves a leader away; a rolling restart
+//! (each broker stopped cleanly, its leaderships moved first) loses nothing.
 //!
 //! Root only (namespaces, veths, hugepages); each test runs alone (`serial`). The
 //! unavailability a producer saw is printed, never asserted (2 shared cores).
@@ -13,7 +14,8 @@ mod common;
 
 use common::cluster::{check_history, field, produce_acked, wait_until, Cluster, ClusterOptions};
 use common::*;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 fn quorum_cluster() -> Cluster {
     Cluster::up(
@@ -53,6 +55,14 @@ fn create_topic(cluster: &Cluster, topic: &str) -> u32 {
         cluster.partitions(seen, topic)[0]["isr"]
             .as_array()
             .is_some_and(|isr| isr.len() == 3)
+    });
+    // The committed ISR reaches the followers too: every broker describes the same one.
+    wait_until(&format!("{topic}: every broker shows 3 in sync"), || {
+        (1..=3).all(|i| {
+            cluster.partitions(i, topic)[0]["isr"]
+                .as_array()
+                .is_some_and(|isr| isr.len() == 3)
+        })
     });
     leader
 }
@@ -228,4 +238,129 @@ fn a_leader_stopped_past_its_lease_acknowledges_nothing_after_it_was_fenced() {
             .all(|&id| field(&cluster.partitions(id, "paused")[0], "end_offset") == end)
     });
     check_history(&cluster, &ids, "paused", &first, end);
+}
+
+/// Sets the flag when dropped: the roller's end, even by a panic, releases the producer.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The broker that leads partition 0 of `topic`, as broker `asked` sees it.
+fn leader_seen_by(cluster: &Cluster, asked: u32, topic: &str) -> u32 {
+    field(&cluster.partitions(asked, topic)[0], "leader") as u32
+}
+
+#[test]
+fn a_drain_then_a_rolling_restart_under_acks_all_move_leaders_first_and_lose_nothing() {
+    let _serial = serial();
+    if !can_run("a_drain_then_a_rolling_restart_under_acks_all_move_leaders_first_and_lose_nothing")
+    {
+        return;
+    }
+    let cluster = quorum_cluster();
+    let first = create_topic(&cluster, "rolling");
+    let epoch_before = field(&cluster.partitions(first, "rolling")[0], "leader_epoch");
+
+    // `broker drain`: the leader moves to another in-sync replica; the broker runs on.
+    let drained = cluster.precursor_json(first, &["broker", "drain"]);
+    assert_eq!(drained["broker"], first, "{drained}");
+    assert_eq!(drained["moved"], 1, "{drained}");
+    assert_eq!(drained["stuck"], serde_json::json!([]), "{drained}");
+    let mut leader = 0;
+    wait_until("every broker sees the drained leadership moved", || {
+        leader = leader_seen_by(&cluster, first, "rolling");
+        leader != first
+            && leader != 0
+            && (1..=3).all(|id| leader_seen_by(&cluster, id, "rolling") == leader)
+    });
+    let epoch_drained = field(&cluster.partitions(leader, "rolling")[0], "leader_epoch");
+    assert!(
+        epoch_drained > epoch_before,
+        "{epoch_before} -> {epoch_drained}"
+    );
+    let unknown = cluster.precursor(first, &["broker", "drain", "--broker-id", "9"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("broker 9 is not a broker of this cluster"),
+        "{}",
+        stderr(&unknown)
+    );
+
+    // The rolling restart, the leader first, while an acks=all producer runs. The
+    // producer is held near its end until the roll is done, so all of it is under load.
+    const MESSAGES: u64 = 60_000;
+    const ROLL_AFTER: u64 = 3_000;
+    const HOLD_AT: u64 = MESSAGES - 2_000;
+    let order: Vec<u32> = std::iter::once(leader)
+        .chain((1..=3).filter(|&id| id != leader))
+        .collect();
+    let acked_so_far = AtomicU64::new(0);
+    let rolled = AtomicBool::new(false);
+    let mut longest_gap = Duration::ZERO;
+    let mut last_ack: Option<Instant> = None;
+    let brokers = all_brokers(&cluster);
+    let history = std::thread::scope(|scope| {
+        let roller = scope.spawn(|| {
+            let _done = SetOnDrop(&rolled);
+            wait_until("the producer under way", || {
+                acked_so_far.load(Ordering::Acquire) >= ROLL_AFTER
+            });
+            for &id in &order {
+                let led_here = leader_seen_by(&cluster, id, "rolling") == id;
+                cluster.stop_broker(id);
+                let log = std::fs::read_to_string(&cluster.node(id).log).unwrap_or_default();
+                let expected = if led_here {
+                    "controlled shutdown: 1 leaderships moved"
+                } else {
+                    "controlled shutdown: 0 leaderships moved"
+                };
+                assert!(
+                    log.contains(expected) && log.contains("left every ISR"),
+                    "broker {id} stopped without its controlled shutdown:\n{log}"
+                );
+                let survivor = order.iter().copied().find(|&o| o != id).unwrap();
+                let now_leader = leader_seen_by(&cluster, survivor, "rolling");
+                assert_ne!(now_leader, id, "broker {id} still leads after it stopped");
+                cluster.start_broker(id);
+                wait_until(&format!("broker {id} back in sync"), || {
+                    let leader = leader_seen_by(&cluster, survivor, "rolling");
+                    leader != 0
+                        && cluster.partitions(leader, "rolling")[0]["isr"]
+                            .as_array()
+                            .is_some_and(|isr| isr.len() == 3)
+                });
+            }
+        });
+        let history = produce_acked(&brokers, "rolling", MESSAGES, |acked| {
+            acked_so_far.store(acked, Ordering::Release);
+            let now = Instant::now();
+            if let Some(last) = last_ack {
+                longest_gap = longest_gap.max(now - last);
+            }
+            last_ack = Some(now);
+            if acked == HOLD_AT {
+                let held = Instant::now();
+                while !rolled.load(Ordering::Acquire) && held.elapsed() < Duration::from_secs(300) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                last_ack = None; // the hold is ours, not an outage
+            }
+        });
+        roller.join().expect("the rolling restart");
+        history
+    });
+    assert_eq!(
+        history.acked.len() as u64,
+        MESSAGES,
+        "every line acknowledged once"
+    );
+    eprintln!(
+        "ROLLING RESTART: longest gap between two acknowledgements while brokers {order:?} \
+         were restarted in turn: {longest_gap:?} (parked lcores, 2 shared cores)"
+    );
+    check_history(&cluster, &[1, 2, 3], "rolling", &history, MESSAGES);
 }

@@ -29,9 +29,10 @@
 //! batch goes there in one in-order round, with the same producer id, epoch and sequences,
 //! so the new leader recognises those it already holds (idempotence state is replicated
 //! with the batches). A batch unanswered after [`SILENT_TRIES_BEFORE_LOOK_UP`]
-//! transmissions (and after every one after those) asks the other brokers too, and moves
-//! if one of them leads the partition now; if none does, the batch keeps going to the
-//! broker that led it. Messages of a
+//! transmissions makes its partition *silent*: until its broker answers again, the other
+//! brokers are asked every [`SILENT_LOOK_UP_INTERVAL`] (not at the retransmit back-off)
+//! whether it moved, and it moves as soon as one of them leads it; until then the batch
+//! keeps going to the broker that led it. Messages of a
 //! partition without a leader fail at their delivery timeout with `ClientError::NoLeader`.
 //!
 //! Progress happens inside `send()` when a batch closes, and in `poll()` / `flush()`: call
@@ -81,6 +82,11 @@ const RESEND_DOUBLINGS_MAX: u32 = 16;
 /// again after every further silent transmission (a leader that died is replaced only
 /// once the metadata quorum fenced it: the first look-up may come too early).
 pub const SILENT_TRIES_BEFORE_LOOK_UP: u32 = 3;
+/// While a partition of a replicated topic is silent, its leader is looked up this often:
+/// a new leader is in place within tens of milliseconds of the quorum fencing the old one,
+/// and the retransmit back-off (up to 500 ms by default) must not be what the producer
+/// waits for. A look-up asks each other broker once, briefly (`per_broker_schedule`).
+pub const SILENT_LOOK_UP_INTERVAL: Duration = Duration::from_millis(10);
 /// Topics one producer sends to (its partition keys number them in 16 bits).
 const TOPICS_MAX: usize = 1 << 16;
 
@@ -242,6 +248,10 @@ struct PartitionState {
     resend: Option<PendingResend>,
     /// Consecutive refused rounds (reset by an ack): sets the wait before the next.
     refused_rounds: u32,
+    /// Since when its leader has not answered [`SILENT_TRIES_BEFORE_LOOK_UP`] transmissions
+    /// of a batch (replicated topics only): its leader is looked up every
+    /// [`SILENT_LOOK_UP_INTERVAL`] until the broker answers or the partition moves.
+    silent_since: Option<Instant>,
 }
 
 struct TopicEntry {
@@ -257,6 +267,9 @@ struct TopicEntry {
     look_up: Option<LeaderLookUp>,
     /// Consecutive look-ups that left a wanted partition without a leader (the back-off).
     look_up_rounds: u32,
+    /// When the latest look-up of its leaders ran: silent partitions ask again only
+    /// [`SILENT_LOOK_UP_INTERVAL`] after it.
+    looked_up_at: Option<Instant>,
     /// The brokers the latest look-up asked, for errors.
     asked: String,
 }
@@ -623,6 +636,7 @@ impl Producer {
             }
             let state = &mut self.state;
             state.topics[topic_index].look_up = None;
+            state.topics[topic_index].looked_up_at = Some(now);
             state.stats.leader_look_ups += 1;
             let topic = state.topics[topic_index].name.clone();
             let per_broker = per_broker_schedule(&state.schedule);
@@ -741,6 +755,7 @@ impl ProducerState {
             replicated: view.replicated,
             look_up: None,
             look_up_rounds: 0,
+            looked_up_at: None,
             asked: view.asked,
         });
         self.topic_index.insert(topic.to_string(), index);
@@ -773,6 +788,7 @@ impl ProducerState {
             in_flight: VecDeque::new(),
             resend: None,
             refused_rounds: 0,
+            silent_since: None,
         }
     }
 
@@ -806,8 +822,15 @@ impl ProducerState {
                     0 => Duration::ZERO,
                     rounds => schedule.wait(rounds - 1),
                 };
+                let mut due = now + wait;
+                if skip.is_some() {
+                    // For a silent broker: polled, at most every SILENT_LOOK_UP_INTERVAL.
+                    if let Some(last) = topic.looked_up_at {
+                        due = due.max(last + SILENT_LOOK_UP_INTERVAL);
+                    }
+                }
                 topic.look_up = Some(LeaderLookUp {
-                    due: now + wait,
+                    due,
                     wanted: vec![key.partition],
                     prefer,
                     skip,
@@ -861,6 +884,9 @@ impl ProducerState {
                             self.stats.leader_moves += 1;
                         }
                         p.awaiting_leader_since = None;
+                        if moved {
+                            p.silent_since = None;
+                        }
                         for batch in p.in_flight.iter_mut() {
                             set_frame_partition(&mut batch.frame, route.handle);
                             if moved {
@@ -1157,9 +1183,12 @@ impl ProducerState {
                     self.stats.retransmits += 1;
                     sent += 1;
                     if topic.replicated && batch.attempts > SILENT_TRIES_BEFORE_LOOK_UP {
-                        silent.push((p.key, route.slot));
+                        p.silent_since.get_or_insert(now);
                     }
                 }
+            }
+            if p.silent_since.is_some() && !p.in_flight.is_empty() {
+                silent.push((p.key, route.slot));
             }
         }
         for (key, slot) in silent {
@@ -1270,6 +1299,8 @@ impl ProducerState {
             self.stats.stale_answers += 1;
             return;
         };
+        // Its leader answers: no longer silent, whatever the answer says.
+        p.silent_since = None;
         let Some(position) = p
             .in_flight
             .iter()
@@ -2312,5 +2343,72 @@ mod tests {
             run_timers_after(&mut producer, round * 61_000_000);
         }
         assert!(producer.state.topics[0].look_up.is_none());
+    }
+
+    #[test]
+    fn a_silent_partition_is_looked_up_on_a_fixed_interval_until_its_broker_answers() {
+        let (mut producer, a, _b, _) = two_broker_producer(|c| c.linger_us = 0);
+        producer.send("r", Some(0), None, b"unanswered").unwrap();
+        for round in 1..=3u64 {
+            assert_eq!(run_timers_after(&mut producer, round * 61_000_000), 1);
+        }
+        let sent = frames(&a);
+        assert_eq!(sent.len(), 4);
+        let key = replicated(0);
+        assert!(producer.state.partitions[&key].silent_since.is_some());
+        // Two look-ups that find A still leading (the quorum has not fenced it yet): each
+        // next one is due one interval after the last, not after the next retransmission
+        // (60 s away here).
+        let base = Instant::now() + Duration::from_secs(200);
+        let unchanged = |producer: &Producer| LeaderView {
+            partition_count: 3,
+            frame_bytes_max: FRAME_LIMIT,
+            replicated: true,
+            leaders: producer.state.topics[1].leaders.clone(),
+            asked: String::new(),
+        };
+        for round in 0..2u32 {
+            let ran_at = base + SILENT_LOOK_UP_INTERVAL * (round * 2);
+            // As `look_up_due_leaders` runs it.
+            let wanted = producer.state.topics[1]
+                .look_up
+                .take()
+                .expect("a look-up due");
+            assert!(wanted.due <= ran_at, "round {round}");
+            producer.state.topics[1].looked_up_at = Some(ran_at);
+            let view = unchanged(&producer);
+            producer.state.apply_look_up(1, &wanted, Some(view), ran_at);
+            assert!(producer.state.topics[1].look_up.is_none(), "settled");
+            assert_eq!(
+                producer
+                    .state
+                    .run_timers(&mut producer.transport, ran_at)
+                    .unwrap(),
+                0,
+                "no retransmission is due"
+            );
+            let next = producer.state.topics[1].look_up.as_ref().expect("polled");
+            assert_eq!(next.due, ran_at + SILENT_LOOK_UP_INTERVAL);
+            assert_eq!(next.skip, Some(BrokerSlot(0)));
+        }
+        assert_eq!(producer.stats().retransmits, 3);
+        // A answers (here: busy): the partition is not silent any more, and once the
+        // pending look-up has run no other is asked for.
+        let (header, _) = &sent[3];
+        producer.state.on_frame(
+            BrokerSlot(0),
+            &refusal(header, ErrorCode::Busy),
+            b"busy",
+            base,
+        );
+        assert!(producer.state.partitions[&key].silent_since.is_none());
+        let wanted = producer.state.topics[1].look_up.take().unwrap();
+        let view = unchanged(&producer);
+        producer.state.apply_look_up(1, &wanted, Some(view), base);
+        producer
+            .state
+            .run_timers(&mut producer.transport, base)
+            .unwrap();
+        assert!(producer.state.topics[1].look_up.is_none());
     }
 }

@@ -19,6 +19,13 @@
 //!   data plane has taken them. On the leader, an ISR the data plane proposes (a follower
 //!   fell behind or caught up: the `isr_proposed` gauge) is proposed as `AlterIsr`.
 //!
+//! - **Leaving** ([`leave`], a controlled shutdown: SIGTERM, `precursor down`, `cluster
+//!   stop`): before the data plane stops, every leadership moves to another in-sync
+//!   replica in one commit (`DrainBroker`), the data plane is seen to follow, the lease
+//!   loop stops, the broker fences itself (out of every ISR, so acks=all waits for nobody
+//!   who is going away), and a voter that leads the quorum hands that over too. A
+//!   restart then costs producers a leader move, not a session timeout.
+//!
 //! Static placement is kept: the quorum's replica lists are the ones
 //! `ClusterConfig::replicas_for` computes (or `[[topics.create]].replicas`), the same the
 //! data planes compute, so a topic created on a data plane and in the quorum agree.
@@ -50,6 +57,12 @@ const APPLY_RETRY_MS: u64 = 10;
 const PROPOSAL_TIMEOUT_MS: u64 = 2_000;
 /// The same failure is reported at most this often, in milliseconds.
 const REPORT_INTERVAL_MS: u64 = 5_000;
+/// A controlled shutdown waits this long in all for its leaderships to move and be
+/// taken, for its fence and for the quorum's hand-over, in milliseconds; then the broker
+/// stops anyway (what is left moves when its session runs out, as after a crash).
+pub const LEAVE_TIMEOUT_MS: u64 = 5_000;
+/// How long a voter that leads waits for another to take over, in milliseconds.
+const HAND_OVER_WAIT_MS: u64 = 1_000;
 
 /// This broker's membership: its voter and what it knows of its own registration.
 pub struct Member {
@@ -61,6 +74,8 @@ pub struct Member {
     registered: AtomicBool,
     /// The lease last given to the data plane (CLOCK_MONOTONIC ns; 0: none).
     lease_until_ns: AtomicU64,
+    /// A controlled shutdown has begun: no more heartbeats or registrations.
+    leaving: AtomicBool,
 }
 
 /// What `precursor status` shows of the quorum on this broker.
@@ -147,6 +162,7 @@ pub async fn start(node: &Arc<Node>) -> Result<Vec<JoinHandle<()>>, Controlplane
         incarnation: AtomicU64::new(0),
         registered: AtomicBool::new(false),
         lease_until_ns: AtomicU64::new(0),
+        leaving: AtomicBool::new(false),
     };
     if node.member.set(member).is_err() {
         unreachable!("the member starts once");
@@ -201,6 +217,9 @@ async fn lease_loop(node: Arc<Node>) {
     let mut reports = Reports::new();
     loop {
         interval.tick().await;
+        if me.leaving.load(Ordering::Acquire) {
+            return; // the lease runs out; the broker has fenced itself
+        }
         if !node.link.state().is_alive() {
             continue; // no data plane: nothing to lead, nothing to lease
         }
@@ -296,6 +315,119 @@ async fn death_loop(node: Arc<Node>) {
             Err(error) => eprintln!("{LOG}: the data plane died; fencing: {error}"),
         }
     }
+}
+
+/// Moves every leadership of `broker` to another in-sync replica (`DrainBroker`, one
+/// commit). Returns (moved, stuck).
+pub async fn drain(me: &Member, broker: u32) -> Result<(u32, Vec<String>), String> {
+    match me
+        .propose(MetadataCommand::DrainBroker { id: broker })
+        .await
+    {
+        Ok(MetadataReply::Drained { moved, stuck }) => Ok((moved, stuck)),
+        Ok(MetadataReply::Refused(refusal)) => {
+            Err(format!("the metadata quorum refused the drain: {refusal}"))
+        }
+        Ok(other) => Err(format!("the metadata quorum answered {other}")),
+        Err(error) => Err(format!(
+            "the metadata quorum did not commit the drain: {error}"
+        )),
+    }
+}
+
+/// Partitions this broker's data plane still leads although the committed metadata
+/// says another broker does (`None`: the counters cannot be read).
+fn led_here_but_moved(node: &Node, me: &Member) -> Option<usize> {
+    let counters = CountersSnapshot::read(&node.cnc_dir).ok()?;
+    let state = me.state();
+    let mut left = 0;
+    for (name, topic) in &state.topics {
+        let Some(local) = counters.topic(name) else {
+            continue;
+        };
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let here = local.get(index).is_some_and(|p| p.leader == me.broker_id);
+            if here && partition.leader != me.broker_id {
+                left += 1;
+            }
+        }
+    }
+    Some(left)
+}
+
+/// A controlled shutdown (see the module's description), bounded by
+/// [`LEAVE_TIMEOUT_MS`]. Does nothing outside quorum mode.
+pub async fn leave(node: &Node) {
+    let Some(me) = node.member.get() else {
+        return;
+    };
+    let limit = Duration::from_millis(LEAVE_TIMEOUT_MS);
+    if tokio::time::timeout(limit, leave_within(node, me))
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "{LOG}: controlled shutdown: not done within {LEAVE_TIMEOUT_MS} ms; stopping anyway"
+        );
+    }
+}
+
+async fn leave_within(node: &Node, me: &Member) {
+    let started = Instant::now();
+    if me.registered.load(Ordering::Acquire) && node.link.state().is_alive() {
+        match drain(me, me.broker_id).await {
+            Ok((moved, stuck)) => {
+                eprintln!(
+                    "{LOG}: controlled shutdown: {moved} leaderships moved to other in-sync                      replicas{}",
+                    if stuck.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({} with no other in-sync replica stay: {stuck:?})", stuck.len())
+                    }
+                );
+                // The apply loop tells the data plane; wait until it follows.
+                while led_here_but_moved(node, me).is_some_and(|left| left > 0) {
+                    tokio::time::sleep(Duration::from_millis(APPLY_RETRY_MS)).await;
+                }
+            }
+            Err(error) => eprintln!("{LOG}: controlled shutdown: {error}"),
+        }
+    }
+    me.leaving.store(true, Ordering::Release);
+    if me.registered.swap(false, Ordering::AcqRel) {
+        let incarnation = me.incarnation.load(Ordering::Acquire);
+        let fence = MetadataCommand::FenceBroker {
+            id: me.broker_id,
+            incarnation,
+        };
+        match me.propose(fence).await {
+            Ok(MetadataReply::Fenced { leaders_moved }) => eprintln!(
+                "{LOG}: controlled shutdown: broker {} left every ISR (fenced, incarnation                  {incarnation}; {leaders_moved} leaderships it still held moved)",
+                me.broker_id
+            ),
+            Ok(other) => eprintln!("{LOG}: controlled shutdown: fencing: {other}"),
+            Err(error) => eprintln!("{LOG}: controlled shutdown: fencing: {error}"),
+        }
+    }
+    let wait = Duration::from_millis(HAND_OVER_WAIT_MS);
+    if me.quorum.status().leader == Some(me.broker_id) {
+        let handed = me.quorum.hand_over(None, wait).await;
+        eprintln!(
+            "{LOG}: controlled shutdown: quorum leadership {}",
+            if handed {
+                format!(
+                    "handed over to voter {}",
+                    me.quorum.status().leader.unwrap_or(0)
+                )
+            } else {
+                "not taken over in time (the others elect a leader)".to_string()
+            }
+        );
+    }
+    eprintln!(
+        "{LOG}: controlled shutdown done in {} ms",
+        started.elapsed().as_millis()
+    );
 }
 
 /// Leadership of one partition as the quorum committed it: (leader, epoch, ISR sorted).

@@ -122,6 +122,7 @@ pub async fn serve_until(
     let outcome = match mode {
         Mode::Attach => {
             let _ = stopping.wait_for(|stop| *stop).await;
+            member::leave(&node).await;
             Ok(())
         }
         Mode::Supervise { dataplane_binary } => {
@@ -221,6 +222,8 @@ async fn supervise_with(
             death = watch_child(node, &mut child, pid) => Some(death),
         };
         let Some(death) = death else {
+            // Quorum mode: leaderships move away before the data plane stops.
+            member::leave(node).await;
             stop_child(&mut child, pid).await;
             return Ok(());
         };

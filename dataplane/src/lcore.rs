@@ -958,6 +958,10 @@ impl Lcore {
                     if replica.leader == replica.me && !isr.is_empty() {
                         // Checked above: this leader, this epoch.
                         let _ = self.service.set_isr(handle, epoch, isr);
+                    } else if !isr.is_empty() {
+                        // A follower keeps the committed ISR to show (gauges, Metadata
+                        // from this broker); it decides nothing with it.
+                        replica.learn_isr(isr.restricted_to(replica.replicas));
                     }
                     return self.answer(correlation, &Event::Done);
                 }
@@ -1005,6 +1009,10 @@ impl Lcore {
                     replica.become_leader(epoch, log);
                 } else {
                     replica.become_follower(leader as u8, epoch);
+                    let isr = BrokerSet::from_packed(isr).restricted_to(replica.replicas);
+                    if quorum && isr.contains(leader as u8) {
+                        replica.learn_isr(isr);
+                    }
                     self.service.fetch_now.push(handle);
                 }
                 let request = AdminRequest::PersistLeader {

@@ -97,6 +97,17 @@ impl BrokerSet {
         set
     }
 
+    /// The members of `self` that are also in `within`, in `self`'s order.
+    pub fn restricted_to(&self, within: BrokerSet) -> BrokerSet {
+        let mut set = BrokerSet::default();
+        for &id in self.ids() {
+            if within.contains(id) {
+                set.insert(id);
+            }
+        }
+        set
+    }
+
     /// One byte per id from the lowest byte: the shared gauges' encoding.
     pub fn packed(&self) -> u64 {
         self.ids()
@@ -1040,6 +1051,16 @@ impl Replica {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_broker_set_restricted_to_another_keeps_its_order() {
+        let set = BrokerSet::from_ids(&[3, 1, 2]);
+        assert_eq!(
+            set.restricted_to(BrokerSet::from_ids(&[2, 3])).ids(),
+            &[3, 2]
+        );
+        assert!(set.restricted_to(BrokerSet::default()).is_empty());
+    }
+
     use super::*;
     use crate::log::{Flusher, LogConfig};
     use precursor_protocol::compression::Compression;

@@ -40,7 +40,13 @@ pub enum MetadataCommand {
         leader_epoch: u32,
         isr: Vec<u32>,
     },
-    /// Preferred-leader election, or moving a leader away for a drain.
+    /// Every partition `id` leads moves to another live member of its ISR (replica order),
+    /// each at a new epoch, in one commit: a controlled shutdown or `broker drain`.
+    /// Partitions with no such member stay where they are (reported as stuck).
+    DrainBroker {
+        id: u32,
+    },
+    /// Preferred-leader election, or moving one leader away.
     ElectLeader {
         topic: String,
         partition: u32,
@@ -82,6 +88,9 @@ pub enum MetadataReply {
     Done,
     /// FenceBroker applied: how many partitions changed leader (some to 0, offline).
     Fenced { leaders_moved: u32 },
+    /// DrainBroker applied: leaderships moved, and those that could not move
+    /// (`topic-partition`: no other live in-sync replica).
+    Drained { moved: u32, stuck: Vec<String> },
     /// CreateTopic applied: the partitions as created.
     TopicCreated { partitions: Vec<PartitionState> },
     /// AlterIsr, ElectLeader, ReassignPartition applied: the partition as committed.

@@ -403,6 +403,55 @@ impl Quorum {
         }
     }
 
+    /// A voter about to stop hands the leadership over, so the others need not wait an
+    /// election timeout (and brokers' leases need not run out meanwhile): if this voter
+    /// leads, it asks `to` (or the voter that has replicated the most) to take over, and
+    /// waits up to `wait` for another leader. True when another voter leads (or already
+    /// did); false when none took over in time (the others then elect one after their
+    /// election timeout, as after a crash).
+    pub async fn hand_over(&self, to: Option<u32>, wait: Duration) -> bool {
+        let me = self.node.node_id;
+        if self.leader() != Some(me) {
+            return self.leader().is_some();
+        }
+        let status = self.status();
+        let target = to.filter(|t| *t != me).or_else(|| {
+            status
+                .voters
+                .iter()
+                .filter(|v| v.id != me)
+                .min_by_key(|v| v.lag.unwrap_or(u64::MAX))
+                .map(|v| v.id)
+        });
+        let Some(target) = target else {
+            return false;
+        };
+        if self
+            .node
+            .raft
+            .trigger()
+            .transfer_leader(u64::from(target))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        let mut metrics = self.node.raft.metrics();
+        let moved = tokio::time::timeout(wait, async {
+            loop {
+                let leader = metrics.borrow_watched().current_leader;
+                if leader.is_some_and(|l| l != u64::from(me)) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        moved.is_ok() && self.leader().is_some_and(|l| l != me)
+    }
+
     /// This voter's network fault switch (tests: cut it off, heal it).
     pub fn network_fault(&self) -> NetworkFault {
         self.node.fault.clone()
@@ -507,6 +556,10 @@ impl QuorumNode {
             },
             Request::PreVote(rpc) => match self.raft.pre_vote(rpc).await {
                 Ok(response) => Response::Vote(response),
+                Err(e) => failed(&e),
+            },
+            Request::TransferLeader(rpc) => match self.raft.handle_transfer_leader(rpc).await {
+                Ok(response) => Response::TransferLeader(response),
                 Err(e) => failed(&e),
             },
             Request::Snapshot { vote, meta, state } => {

@@ -19,7 +19,8 @@ use openraft::alias::{SnapshotMetaOf, SnapshotOf, VoteOf};
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::RPCOption;
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{AnyError, BasicNode, RaftNetworkFactory, RaftNetworkV2};
 use serde::de::DeserializeOwned;
@@ -93,6 +94,8 @@ pub(crate) enum Request {
     AppendEntries(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
+    /// The leader hands its leadership to the receiver (a voter about to stop).
+    TransferLeader(TransferLeaderRequest<TypeConfig>),
     Snapshot {
         vote: VoteOf<TypeConfig>,
         meta: SnapshotMetaOf<TypeConfig>,
@@ -111,6 +114,7 @@ impl Request {
             Request::AppendEntries(_) => "AppendEntries",
             Request::Vote(_) => "Vote",
             Request::PreVote(_) => "PreVote",
+            Request::TransferLeader(_) => "TransferLeader",
             Request::Snapshot { .. } => "Snapshot",
             Request::Propose(_) => "Propose",
             Request::BrokerHeartbeat { .. } => "BrokerHeartbeat",
@@ -122,6 +126,7 @@ impl Request {
 pub(crate) enum Response {
     AppendEntries(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
+    TransferLeader(TransferLeaderResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
     Propose(MetadataReply),
     BrokerHeartbeat(HeartbeatReply),
@@ -351,6 +356,21 @@ impl RaftNetworkV2<TypeConfig> for RaftPeer {
             Ok(Response::Vote(response)) => Ok(response),
             Ok(Response::Failed(message)) => Err(rpc_error(TransportError::Remote(message))),
             Ok(_) => Err(rpc_error(TransportError::UnexpectedResponse("PreVote"))),
+            Err(e) => Err(rpc_error(e)),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Request::TransferLeader(rpc), &option).await {
+            Ok(Response::TransferLeader(response)) => Ok(response),
+            Ok(Response::Failed(message)) => Err(rpc_error(TransportError::Remote(message))),
+            Ok(_) => Err(rpc_error(TransportError::UnexpectedResponse(
+                "TransferLeader",
+            ))),
             Err(e) => Err(rpc_error(e)),
         }
     }

@@ -143,6 +143,7 @@ impl MetadataState {
                 leader_epoch,
                 isr,
             } => self.alter_isr(topic, *partition, *leader, *leader_epoch, isr),
+            MetadataCommand::DrainBroker { id } => self.drain_broker(*id),
             MetadataCommand::ElectLeader {
                 topic,
                 partition,
@@ -351,6 +352,38 @@ impl MetadataState {
             .filter(|b| isr.contains(b))
             .collect();
         Ok(MetadataReply::Partition(state.clone()))
+    }
+
+    fn drain_broker(&mut self, id: u32) -> Result<MetadataReply, Refusal> {
+        check_broker_id(id)?;
+        if !self.brokers.contains_key(&id) {
+            return Err(Refusal::BrokerUnknown(id));
+        }
+        let brokers = &self.brokers;
+        let live = |b: &u32| brokers.get(b).is_some_and(|s| !s.fenced);
+        let mut moved = 0u32;
+        let mut stuck = Vec::new();
+        for (name, topic) in self.topics.iter_mut() {
+            for (index, partition) in topic.partitions.iter_mut().enumerate() {
+                if partition.leader != id {
+                    continue;
+                }
+                let next = partition
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|b| *b != id && partition.isr.contains(b) && live(b));
+                match next {
+                    Some(next) => {
+                        partition.leader = next;
+                        partition.leader_epoch = partition.leader_epoch.wrapping_add(1);
+                        moved += 1;
+                    }
+                    None => stuck.push(format!("{name}-{index}")),
+                }
+            }
+        }
+        Ok(MetadataReply::Drained { moved, stuck })
     }
 
     fn elect_leader(
@@ -770,6 +803,51 @@ mod tests {
         assert_eq!(
             state.apply(&elect(1)),
             MetadataReply::Refused(Refusal::TargetNotInIsr)
+        );
+    }
+
+    #[test]
+    fn drain_moves_every_leadership_to_a_live_in_sync_replica_at_a_new_epoch() {
+        let mut state = three_brokers_one_topic(false);
+        let led: Vec<(u32, u32)> = state.topics["t"]
+            .partitions
+            .iter()
+            .map(|p| (p.leader, p.leader_epoch))
+            .collect();
+        let drained = led.iter().filter(|(leader, _)| *leader == 1).count() as u32;
+        assert!(drained > 0, "broker 1 leads something: {led:?}");
+        let MetadataReply::Drained { moved, stuck } =
+            state.apply(&MetadataCommand::DrainBroker { id: 1 })
+        else {
+            panic!()
+        };
+        assert_eq!((moved, stuck.len()), (drained, 0));
+        for (p, (before, epoch)) in state.topics["t"].partitions.iter().zip(&led) {
+            assert_ne!(p.leader, 1);
+            assert!(
+                p.isr.contains(&p.leader) && p.isr.contains(&1),
+                "1 stays in sync"
+            );
+            let expected_epoch = if *before == 1 { epoch + 1 } else { *epoch };
+            assert_eq!(p.leader_epoch, expected_epoch);
+        }
+        // With the others fenced, what 2 leads cannot move: reported, left as it is.
+        fence(&mut state, 1, 10);
+        fence(&mut state, 3, 10);
+        let MetadataReply::Drained { moved, stuck } =
+            state.apply(&MetadataCommand::DrainBroker { id: 2 })
+        else {
+            panic!()
+        };
+        let still_led = state.topics["t"]
+            .partitions
+            .iter()
+            .filter(|p| p.leader == 2)
+            .count();
+        assert_eq!((moved, stuck.len()), (0, still_led));
+        assert_eq!(
+            state.apply(&MetadataCommand::DrainBroker { id: 9 }),
+            MetadataReply::Refused(Refusal::BrokerUnknown(9))
         );
     }
 

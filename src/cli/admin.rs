@@ -204,6 +204,26 @@ fn lead_request(name: String, partition: u32, leader: u32, epoch: Option<u32>) -
     }
 }
 
+#[derive(Subcommand)]
+pub enum BrokerCommand {
+    /// Move every partition a broker leads to another in-sync replica, in one commit of
+    /// the metadata quorum (cluster.metadata = "quorum"). The broker keeps running as a
+    /// follower; `precursor down` and `cluster stop` do this by themselves first.
+    Drain {
+        /// The broker to drain [default: the one whose control plane is asked].
+        #[arg(long = "broker-id", value_name = "B")]
+        broker: Option<u32>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+pub fn broker(command: BrokerCommand) -> Result<ExitCode> {
+    match command {
+        BrokerCommand::Drain { broker, target } => ask(&target, &Request::DrainBroker { broker }),
+    }
+}
+
 pub fn status(target: AdminTarget) -> Result<ExitCode> {
     ask(&target, &Request::Status)
 }
@@ -346,6 +366,11 @@ fn json(response: &Response) -> Result<String> {
         Response::Topic(topic) => serde_json::to_string(topic)?,
         Response::Status(status) => serde_json::to_string(status)?,
         Response::Config(text) => serde_json::json!({ "config": text }).to_string(),
+        Response::Drained {
+            broker,
+            moved,
+            stuck,
+        } => serde_json::json!({ "broker": broker, "moved": moved, "stuck": stuck }).to_string(),
         Response::Latency {
             count,
             p50_ns,
@@ -376,6 +401,24 @@ fn human(request: &Request, response: &Response) -> Result<String> {
             topic_id,
             partitions,
         } => format!("created topic {name} (id {topic_id}) with {partitions} partition(s)\n"),
+        Response::Drained {
+            broker,
+            moved,
+            stuck,
+        } => {
+            let mut text = format!(
+                "broker {broker} drained: {moved} leadership(s) moved to other in-sync replicas\n"
+            );
+            if !stuck.is_empty() {
+                text.push_str(&format!(
+                    "{} partition(s) have no other live in-sync replica and stay led by broker \
+                     {broker}: {}\n",
+                    stuck.len(),
+                    stuck.join(", ")
+                ));
+            }
+            text
+        }
         Response::Topics(topics) if topics.is_empty() => "no topics\n".into(),
         Response::Topics(topics) if topics.iter().any(|t| !t.leaders.is_empty()) => table(
             &[

@@ -60,6 +60,9 @@ enum Command {
     /// A local cluster of brokers in network namespaces on this machine (root).
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// A broker of a cluster: `broker drain` moves its leaderships away.
+    #[command(subcommand)]
+    Broker(admin::BrokerCommand),
     /// The node's state: data plane, ports, lcores, partitions, disk use.
     Status {
         #[command(flatten)]
@@ -251,6 +254,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Controlplane { config } => up::controlplane(config),
         Command::Topic(command) => admin::topic(command),
         Command::Cluster(command) => cluster::run(command),
+        Command::Broker(command) => admin::broker(command),
         Command::Status { target } => admin::status(target),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

@@ -255,6 +255,7 @@ pub async fn handle(node: &Node, request: Request) -> Response {
             epoch,
             forwarded,
         } => cluster_set_leader(node, name, partition, leader, epoch, forwarded).await,
+        Request::DrainBroker { broker } => drain_broker(node, broker).await,
         Request::AlterTopic {
             name,
             retention_ms,
@@ -490,6 +491,34 @@ async fn cluster_delete_topic(node: &Node, name: String, forwarded: bool) -> Res
         forwarded: true,
     };
     on_every_broker(node, here, request).await
+}
+
+/// `broker drain` (quorum mode): one `DrainBroker` commit moves every leadership of the
+/// broker; each member then tells its own data plane.
+async fn drain_broker(node: &Node, broker: Option<u32>) -> Response {
+    let cluster = &node.config.cluster;
+    let Some(member) = node.member.get() else {
+        return Response::error(
+            codes::INVALID_ARGUMENT,
+            "broker drain needs cluster.metadata = \"quorum\" (in static mode move each \
+             leadership with `topic lead`)",
+        );
+    };
+    let broker = broker.unwrap_or(cluster.broker_id);
+    if cluster.broker(broker).is_none() {
+        return Response::error(
+            codes::INVALID_ARGUMENT,
+            format!("broker {broker} is not a broker of this cluster ([cluster].brokers)"),
+        );
+    }
+    match crate::member::drain(member, broker).await {
+        Ok((moved, stuck)) => Response::Drained {
+            broker,
+            moved,
+            stuck,
+        },
+        Err(message) => Response::error(codes::UNREACHABLE, message),
+    }
 }
 
 /// `cluster_set_leader`: picks the epoch (one past every epoch a reachable broker knows

@@ -79,6 +79,13 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         forwarded: bool,
     },
+    /// `broker drain`: every partition broker `broker` (left out: this one) leads moves
+    /// to another in-sync replica, in one commit of the metadata quorum (quorum mode
+    /// only). The broker keeps running and replicating; see [`Response::Drained`].
+    DrainBroker {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        broker: Option<u32>,
+    },
     /// Change a topic's retention; a field left out keeps its value.
     AlterTopic {
         name: String,
@@ -111,6 +118,7 @@ impl Request {
             Request::ClusterCreateTopic { .. } => "cluster_create_topic",
             Request::ClusterDeleteTopic { .. } => "cluster_delete_topic",
             Request::ClusterSetLeader { .. } => "cluster_set_leader",
+            Request::DrainBroker { .. } => "drain_broker",
             Request::AlterTopic { .. } => "alter_topic",
             Request::ListTopics => "list_topics",
             Request::DescribeTopic { .. } => "describe_topic",
@@ -144,6 +152,13 @@ pub enum Response {
         p99_ns: u64,
         p999_ns: u64,
         max_ns: u64,
+    },
+    /// A drain committed: `moved` leaderships went to other in-sync replicas; `stuck`
+    /// (`topic-partition`) had no other live in-sync replica and stay with `broker`.
+    Drained {
+        broker: u32,
+        moved: u32,
+        stuck: Vec<String>,
     },
     /// The request failed; `code` is one of [`codes`], `message` one line for people.
     Error {
