@@ -12,11 +12,13 @@
 #
 # With `--kill dataplane` only the leader's data plane is killed -9: its own control plane
 # sees the child exit at once and has the quorum fence it without waiting for the lease
-# (the supervisor then restarts the data plane, which rejoins as a follower).
+# (the supervisor then restarts the data plane, which rejoins as a follower). With
+# `--kill restart` the leader's broker is stopped cleanly (`cluster stop`: the controlled
+# shutdown moves its leaderships first) and started again: a rolling restart's step.
 #
 #   sudo bench/failover.sh             # K=20, about 5 minutes
 #   sudo bench/failover.sh --quick     # K=2: proves every step works
-#   options: --kills K  --kill broker|dataplane (default broker)
+#   options: --kills K  --kill broker|dataplane|restart (default broker)
 #            --out DIR (default target/bench-failover)
 set -euo pipefail
 
@@ -35,7 +37,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-case "$victim" in broker|dataplane) ;; *) echo "bench/failover.sh: --kill broker|dataplane" >&2; exit 2 ;; esac
+case "$victim" in broker|dataplane|restart) ;; *) echo "bench/failover.sh: --kill broker|dataplane|restart" >&2; exit 2 ;; esac
 [ "$(id -u)" -eq 0 ] || { echo "bench/failover.sh: needs root (namespaces, hugepages)" >&2; exit 1; }
 precursor="$repo/target/release/precursor"
 [ -x "$precursor" ] && [ -x "$repo/target/release/precursor-dataplane" ] || {
@@ -78,6 +80,8 @@ for k in $(seq 1 "$kills"); do
     if [ "$victim" = broker ]; then
         # shellcheck disable=SC2046
         kill -9 $(ip netns pids "$name-node$leader")
+    elif [ "$victim" = restart ]; then
+        "$precursor" cluster stop --node "$leader" --dir "$dir" >/dev/null
     else
         for pid in $(ip netns pids "$name-node$leader"); do
             [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = precursor-datap ] && kill -9 "$pid"
@@ -95,7 +99,7 @@ print(json.dumps({"kill": int(sys.argv[2]), "leader": int(sys.argv[3]),
 EOF
     tail -1 "$results"
     sleep 0.5
-    [ "$victim" = broker ] && "$precursor" cluster start --node "$leader" --dir "$dir" >/dev/null
+    [ "$victim" != dataplane ] && "$precursor" cluster start --node "$leader" --dir "$dir" >/dev/null
     wait_for "broker $leader back in sync" all_in_sync
 done
 python3 - "$results" <<'EOF'
@@ -112,6 +116,8 @@ def line(what, rows):
 killed = rows[0]["killed"] if rows else "broker"
 if killed == "dataplane":
     line("the leader's data plane", rows)
+elif killed == "restart":
+    line("a clean stop of the leader's broker (controlled shutdown)", rows)
 else:
     line("the leader's broker", rows)
     line("the leader's broker, not the controller", [r for r in rows if not r["controller_killed"]])

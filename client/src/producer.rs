@@ -77,11 +77,12 @@ pub const RESEND_WAIT_US_FIRST: u64 = 50;
 pub const RESEND_WAIT_US_MAX: u64 = 5_000;
 /// Doublings of the resend wait beyond which it is at its cap anyway (no shift overflow).
 const RESEND_DOUBLINGS_MAX: u32 = 16;
-/// A batch of a replicated topic unanswered after this many transmissions (20 + 40 + 80 ms
-/// at the defaults) has the other brokers asked whether its partition's leader moved, and
-/// again after every further silent transmission (a leader that died is replaced only
-/// once the metadata quorum fenced it: the first look-up may come too early).
-pub const SILENT_TRIES_BEFORE_LOOK_UP: u32 = 3;
+/// A batch of a replicated topic unanswered after this many transmissions (one request
+/// timeout, 20 ms at the defaults) makes its partition silent: the other brokers are asked
+/// whether its leader moved, every [`SILENT_LOOK_UP_INTERVAL`] until its broker answers
+/// (a leader that died is replaced only once the metadata quorum fenced it: the first
+/// look-ups may come too early). A lost datagram costs a few Metadata requests, no more.
+pub const SILENT_TRIES_BEFORE_LOOK_UP: u32 = 1;
 /// While a partition of a replicated topic is silent, its leader is looked up this often:
 /// a new leader is in place within tens of milliseconds of the quorum fencing the old one,
 /// and the retransmit back-off (up to 500 ms by default) must not be what the producer
@@ -2320,12 +2321,12 @@ mod tests {
     }
 
     #[test]
-    fn a_broker_silent_for_three_transmissions_has_the_others_asked() {
+    fn a_broker_silent_past_its_request_timeout_has_the_others_asked() {
         let (mut producer, a, _b, _) = two_broker_producer(|c| c.linger_us = 0);
         producer.send("r", Some(0), None, b"unanswered").unwrap();
         assert_eq!(frames(&a).len(), 1);
         // Retransmissions (the backoff caps at 60 s here), then a look-up without A.
-        for round in 1..=3u64 {
+        for round in 1..=u64::from(SILENT_TRIES_BEFORE_LOOK_UP) {
             assert!(producer.state.topics[1].look_up.is_none(), "round {round}");
             assert_eq!(run_timers_after(&mut producer, round * 61_000_000), 1);
         }
@@ -2339,7 +2340,7 @@ mod tests {
         );
         // A topic of one broker never asks.
         producer.send("t", Some(0), None, b"single").unwrap();
-        for round in 4..=7u64 {
+        for round in 2..=7u64 {
             run_timers_after(&mut producer, round * 61_000_000);
         }
         assert!(producer.state.topics[0].look_up.is_none());
@@ -2349,17 +2350,18 @@ mod tests {
     fn a_silent_partition_is_looked_up_on_a_fixed_interval_until_its_broker_answers() {
         let (mut producer, a, _b, _) = two_broker_producer(|c| c.linger_us = 0);
         producer.send("r", Some(0), None, b"unanswered").unwrap();
-        for round in 1..=3u64 {
+        for round in 1..=u64::from(SILENT_TRIES_BEFORE_LOOK_UP) {
             assert_eq!(run_timers_after(&mut producer, round * 61_000_000), 1);
         }
         let sent = frames(&a);
-        assert_eq!(sent.len(), 4);
+        assert_eq!(sent.len(), 1 + SILENT_TRIES_BEFORE_LOOK_UP as usize);
         let key = replicated(0);
         assert!(producer.state.partitions[&key].silent_since.is_some());
         // Two look-ups that find A still leading (the quorum has not fenced it yet): each
         // next one is due one interval after the last, not after the next retransmission
         // (60 s away here).
-        let base = Instant::now() + Duration::from_secs(200);
+        // Just after the last retransmission (the next is 60 s after it).
+        let base = Instant::now() + Duration::from_secs(62);
         let unchanged = |producer: &Producer| LeaderView {
             partition_count: 3,
             frame_bytes_max: FRAME_LIMIT,
@@ -2391,10 +2393,13 @@ mod tests {
             assert_eq!(next.due, ran_at + SILENT_LOOK_UP_INTERVAL);
             assert_eq!(next.skip, Some(BrokerSlot(0)));
         }
-        assert_eq!(producer.stats().retransmits, 3);
+        assert_eq!(
+            producer.stats().retransmits,
+            u64::from(SILENT_TRIES_BEFORE_LOOK_UP)
+        );
         // A answers (here: busy): the partition is not silent any more, and once the
         // pending look-up has run no other is asked for.
-        let (header, _) = &sent[3];
+        let (header, _) = sent.last().unwrap();
         producer.state.on_frame(
             BrokerSlot(0),
             &refusal(header, ErrorCode::Busy),
