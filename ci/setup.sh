@@ -53,6 +53,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   fi
 fi
 
+# cargo-fuzz (libFuzzer) for ci/fuzz.sh; it runs on the stable toolchain with
+# RUSTC_BOOTSTRAP=1 (docs/reliability.md).
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  say "installing cargo-fuzz"
+  cargo install cargo-fuzz --locked
+fi
+
 # Hugepages: reserve and mount when fewer are there. A kernel that refuses (no memory, a
 # container) is not fatal: the data plane falls back to --no-huge and /dev/shm and says so.
 total=$(awk '/^HugePages_Total:/ {print $2}' /proc/meminfo)

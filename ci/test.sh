@@ -17,6 +17,10 @@ step "tests"
 # Release: the end-to-end tests push a million messages through the real path.
 cargo test --release --workspace --no-fail-fast
 
+step "fuzz: every target of fuzz/ for a bounded time from its corpus (ci/fuzz.sh)"
+# About four minutes; fails on any crash, hang or OOM (docs/reliability.md).
+ci/fuzz.sh
+
 step "rdma: soft-RoCE in a QEMU TCG guest (verbs layer, then the transport end to end)"
 # The host kernel has no RDMA subsystem; the guest boots Debian's kernel with rdma_rxe.
 # Skipped loudly only where QEMU cannot run at all. Host side first: without RDMA every

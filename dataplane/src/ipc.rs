@@ -108,6 +108,14 @@ impl IpcTransport {
                 true
             });
             match read {
+                Ok(_) if responses.consumer_broke_protocol() => {
+                    eprintln!(
+                        "precursor-dataplane: IPC channel {index} (client pid {}): its response ring's consumer position is impossible; channel taken back",
+                        self.file.client_pid(index as u32)
+                    );
+                    *slot = None;
+                    close(&self.file, index as u32, IpcClose::Corrupt, service);
+                }
                 Ok(frames) => served += frames,
                 Err(corrupt) => {
                     eprintln!(

@@ -135,6 +135,8 @@ pub struct FrameRingProducer {
     consumer_position_cached: u64,
     /// The claim not committed yet: (data index of its header, padding before it, body bytes).
     claimed: Option<(usize, usize, usize)>,
+    /// The consumer published an impossible position (see `free_bytes`).
+    consumer_lied: bool,
 }
 
 impl FrameRingProducer {
@@ -149,6 +151,7 @@ impl FrameRingProducer {
             position,
             consumer_position_cached,
             claimed: None,
+            consumer_lied: false,
         }
     }
 
@@ -167,15 +170,28 @@ impl FrameRingProducer {
     #[inline]
     fn free_bytes(&mut self, needed: usize) -> bool {
         let capacity = self.place.capacity as u64;
+        if self.consumer_lied {
+            return false;
+        }
         if self.position - self.consumer_position_cached + needed as u64 <= capacity {
             return true;
         }
-        self.consumer_position_cached = self.place.consumer_position().load(Ordering::Acquire);
-        assert!(
-            self.consumer_position_cached <= self.position,
-            "consumer ahead"
-        );
+        let consumer = self.place.consumer_position().load(Ordering::Acquire);
+        // The consumer is another process: a position ahead of ours, or more than a ring
+        // behind it (it never saw those bytes), is a lie. No room from now on: the data
+        // plane takes the channel back ([`Self::consumer_broke_protocol`]).
+        if consumer > self.position || self.position - consumer > capacity {
+            self.consumer_lied = true;
+            return false;
+        }
+        self.consumer_position_cached = consumer;
         self.position - self.consumer_position_cached + needed as u64 <= capacity
+    }
+
+    /// Whether the consumer ever published an impossible position (ahead of this
+    /// producer, or more than the ring behind it): the ring refuses every claim since.
+    pub fn consumer_broke_protocol(&self) -> bool {
+        self.consumer_lied
     }
 
     /// Room for a record of up to `body_bytes` bytes, to be written in place and then
@@ -251,7 +267,9 @@ impl FrameRingProducer {
 
     /// Bytes committed and not yet released by the consumer.
     pub fn depth_bytes(&self) -> u64 {
-        self.position - self.place.consumer_position().load(Ordering::Acquire)
+        // The consumer's position is another process's word: never trusted to be behind.
+        self.position
+            .saturating_sub(self.place.consumer_position().load(Ordering::Acquire))
     }
 }
 
@@ -270,13 +288,21 @@ pub struct FrameRingConsumer {
     position: u64,
 }
 
-/// Why a ring's records cannot be read: the producer broke the layout (a bad length), so
-/// the other side is not to be trusted any more.
+/// Why a ring's records cannot be read: the producer broke the layout (a bad length, an
+/// impossible position), so the other side is not to be trusted any more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("frame ring corrupt at position {position}: record of {length} bytes")]
-pub struct FrameRingCorrupt {
-    pub position: u64,
-    pub length: u32,
+pub enum FrameRingCorrupt {
+    #[error("frame ring corrupt at position {position}: record of {length} bytes")]
+    Record { position: u64, length: u32 },
+    #[error(
+        "frame ring corrupt: producer position {producer} is behind the consumer's \
+         {consumer} or more than the ring's {capacity_bytes} bytes ahead of it"
+    )]
+    Position {
+        producer: u64,
+        consumer: u64,
+        capacity_bytes: usize,
+    },
 }
 
 impl FrameRingConsumer {
@@ -305,6 +331,18 @@ impl FrameRingConsumer {
         mut f: impl FnMut(u32, &[u8]) -> bool,
     ) -> Result<usize, FrameRingCorrupt> {
         let producer = self.place.producer_position().load(Ordering::Acquire);
+        // The producer is another process: a position behind ours (we never read past
+        // what it published), or more than a ring ahead (it would have overwritten what
+        // we did not release), is a lie. Refused here, the walk below covers at most one
+        // ring's bytes: bounded even when every record is padding.
+        let capacity = self.place.capacity as u64;
+        if producer < self.position || producer - self.position > capacity {
+            return Err(FrameRingCorrupt::Position {
+                producer,
+                consumer: self.position,
+                capacity_bytes: self.place.capacity,
+            });
+        }
         let mut position = self.position;
         let mut taken = 0;
         let result = loop {
@@ -322,7 +360,7 @@ impl FrameRingConsumer {
             let bytes = record_bytes(length as usize);
             let available = (producer - position) as usize;
             if index + bytes > self.place.capacity || bytes > available {
-                break Err(FrameRingCorrupt { position, length });
+                break Err(FrameRingCorrupt::Record { position, length });
             }
             if kind != PADDING_KIND {
                 // SAFETY: as above, the whole record is published and ours until released.
@@ -430,7 +468,92 @@ mod tests {
         // A hostile producer writes a length past what it published.
         write_header(&producer.place.mapping, producer.place.data(0), 4000, 1);
         let error = consumer.read(10, |_, _| true).unwrap_err();
-        assert_eq!(error.length, 4000);
+        assert!(matches!(
+            error,
+            FrameRingCorrupt::Record { length: 4000, .. }
+        ));
+    }
+
+    /// Found by fuzz/ipc_ring: a producer position behind the consumer's overflowed the
+    /// subtraction (a panic in debug builds; in release a walk of 2^64 bytes of padding
+    /// records: the lcore hung).
+    #[test]
+    fn a_producer_position_behind_or_beyond_the_ring_is_refused() {
+        let (_dir, mut producer, mut consumer) = ring(4096);
+        assert!(producer.try_write(1, b"ok"));
+        assert_eq!(consumer.read(10, |_, _| true).unwrap(), 1);
+        let published = producer.place.producer_position().load(Ordering::Acquire);
+        for lie in [0, published - 1, published + 4096 + 8, u64::MAX] {
+            producer
+                .place
+                .producer_position()
+                .store(lie, Ordering::Release);
+            let error = consumer.read(usize::MAX, |_, _| true).unwrap_err();
+            assert_eq!(
+                error,
+                FrameRingCorrupt::Position {
+                    producer: lie,
+                    consumer: published,
+                    capacity_bytes: 4096,
+                }
+            );
+        }
+    }
+
+    /// A ring full of padding records, published a whole ring ahead: the walk ends after
+    /// one ring's bytes, having handed out nothing.
+    #[test]
+    fn a_ring_of_padding_records_is_walked_once() {
+        let (_dir, producer, mut consumer) = ring(4096);
+        for index in (0..4096).step_by(RECORD_HEADER_BYTES) {
+            write_header(
+                &producer.place.mapping,
+                producer.place.data(index),
+                0,
+                PADDING_KIND,
+            );
+        }
+        producer
+            .place
+            .producer_position()
+            .store(4096, Ordering::Release);
+        assert_eq!(consumer.read(usize::MAX, |_, _| true).unwrap(), 0);
+        assert!(consumer.is_empty());
+    }
+
+    /// A consumer position ahead of the producer (or more than a ring behind) tripped an
+    /// assertion: a client could take the lcore down through its response ring.
+    #[test]
+    fn a_consumer_position_that_lies_stops_the_producer_without_a_panic() {
+        for lie in [u64::MAX, 4096 * 2] {
+            let (_dir, mut producer, consumer) = ring(4096);
+            // Fill the ring, so that the next claim looks at the consumer's position.
+            while producer.try_write(1, &[7; 1000]) {}
+            assert!(!producer.consumer_broke_protocol());
+            consumer
+                .place
+                .consumer_position()
+                .store(lie, Ordering::Release);
+            assert!(!producer.try_write(1, &[7; 1000]));
+            assert!(!producer.has_room_for(1));
+            assert!(producer.consumer_broke_protocol());
+            assert_eq!(producer.depth_bytes(), 0);
+        }
+        // Behind by more than a ring: the producer went past 4096 bytes, the consumer
+        // says it released nothing.
+        let (_dir, mut producer, consumer) = ring(4096);
+        while producer.try_write(1, &[7; 1000]) {}
+        consumer
+            .place
+            .consumer_position()
+            .store(3 * 1008, Ordering::Release);
+        assert!(producer.try_write(1, &[7; 1000]));
+        consumer
+            .place
+            .consumer_position()
+            .store(0, Ordering::Release);
+        while producer.try_write(1, &[7; 1000]) {}
+        assert!(producer.consumer_broke_protocol());
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub use groups::Coordinator;
 pub use metrics::GatewayMetrics;
 pub use offsets::{OffsetKey, OffsetStore, OffsetStoreError};
 pub use producer_ids::{ProducerIdBlocks, GATEWAY_PRODUCER_ID_END};
+pub use requests::{decode_request, DecodedRequest, Malformed, RequestBody, RequestMeta};
 pub use tls::TlsError;
 pub use versions::{supported_versions, CLUSTER_APIS, SUPPORTED_APIS};
 

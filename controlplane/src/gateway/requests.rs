@@ -10,7 +10,7 @@ use super::{
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{self, ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -123,8 +123,51 @@ pub struct RequestMeta {
 /// Bytes of the fixed header start: api key, api version, correlation id.
 const HEADER_FIXED_BYTES: usize = 8;
 
-/// Reads the header, checks the version, decodes the body and starts the request.
-pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malformed> {
+/// A request body decoded with its API's version: what [`decode_request`] hands on.
+/// Decoded once per request and moved straight into its handler.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum RequestBody {
+    ApiVersions(messages::ApiVersionsRequest),
+    Metadata(messages::MetadataRequest),
+    CreateTopics(messages::CreateTopicsRequest),
+    DeleteTopics(messages::DeleteTopicsRequest),
+    Produce(messages::ProduceRequest),
+    Fetch(messages::FetchRequest),
+    ListOffsets(messages::ListOffsetsRequest),
+    OffsetForLeaderEpoch(messages::OffsetForLeaderEpochRequest),
+    InitProducerId(messages::InitProducerIdRequest),
+    FindCoordinator(messages::FindCoordinatorRequest),
+    JoinGroup(messages::JoinGroupRequest),
+    SyncGroup(messages::SyncGroupRequest),
+    Heartbeat(messages::HeartbeatRequest),
+    LeaveGroup(messages::LeaveGroupRequest),
+    OffsetCommit(messages::OffsetCommitRequest),
+    OffsetFetch(messages::OffsetFetchRequest),
+    DescribeGroups(messages::DescribeGroupsRequest),
+    ListGroups(messages::ListGroupsRequest),
+}
+
+/// One request frame read off the wire by [`decode_request`].
+#[allow(clippy::large_enum_variant)] // as RequestBody: made once, moved into its handler
+#[derive(Debug)]
+pub enum DecodedRequest {
+    /// ApiVersions in a version we do not serve (KIP-511): answered in version 0 with
+    /// UNSUPPORTED_VERSION and our versions. The rest of the request is not read: its
+    /// header may be of a version we do not know.
+    ApiVersionsUnsupported { correlation_id: i32 },
+    Request {
+        meta: RequestMeta,
+        body: RequestBody,
+        /// Bytes after the body, ignored (see [`decode_body`]).
+        trailing_bytes: usize,
+    },
+}
+
+/// Reads one request frame (size prefix removed): the header, the version check against
+/// what ApiVersions advertises (`in_cluster`: with [`versions::CLUSTER_APIS`]), and the
+/// body. No I/O and no state: the whole of what a client's bytes reach before a handler.
+pub fn decode_request(mut frame: Bytes, in_cluster: bool) -> Result<DecodedRequest, Malformed> {
     if frame.len() < HEADER_FIXED_BYTES {
         return Err(Malformed::Truncated);
     }
@@ -132,27 +175,12 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
     let version = i16::from_be_bytes([frame[2], frame[3]]);
     let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
     let api = ApiKey::try_from(raw_key).map_err(|_| Malformed::UnknownApiKey(raw_key))?;
-    let gateway = &context.gateway;
-    let in_cluster = gateway.cluster_broker_id() != 0;
     let Some(range) = versions::supported_versions(api, in_cluster) else {
         return Err(Malformed::UnsupportedApi(api));
     };
     if !(range.min..=range.max).contains(&version) {
         if api == ApiKey::ApiVersions {
-            // KIP-511: answer in version 0 with UNSUPPORTED_VERSION and our versions, so
-            // the client can pick one. The rest of the request is not read: its header
-            // may be of a version we do not know.
-            gateway.metrics.request(api_name(api));
-            let code = ResponseError::UnsupportedVersion.code();
-            gateway.metrics.error(api_name(api), code);
-            let response = versions::api_versions_response(code, in_cluster);
-            let meta = RequestMeta {
-                api,
-                version: 0,
-                correlation_id,
-                client_id: String::new(),
-            };
-            return Ok(ready(encode(&meta, &response)));
+            return Ok(DecodedRequest::ApiVersionsUnsupported { correlation_id });
         }
         return Err(Malformed::UnsupportedVersion(api, version));
     }
@@ -167,104 +195,147 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
             .as_ref()
             .map_or_else(String::new, |c| c.as_str().to_string()),
     };
-    gateway.metrics.request(api_name(api));
-    match api {
-        ApiKey::ApiVersions => {
-            let _request: kafka_protocol::messages::ApiVersionsRequest =
-                decode(context, &mut frame, &meta)?;
-            let response = versions::api_versions_response(0, in_cluster);
-            Ok(ready(encode(&meta, &response)))
-        }
-        ApiKey::Metadata => {
-            let request = decode(context, &mut frame, &meta)?;
-            let answer = topics::metadata(context, &meta, request);
-            Ok(respond_later(meta, answer))
-        }
-        ApiKey::CreateTopics => {
-            let request = decode(context, &mut frame, &meta)?;
-            let answer = topics::create_topics(context.gateway.clone(), meta.clone(), request);
-            Ok(respond_later(meta, answer))
-        }
-        ApiKey::DeleteTopics => {
-            let request = decode(context, &mut frame, &meta)?;
-            let answer = topics::delete_topics(context.gateway.clone(), meta.clone(), request);
-            Ok(respond_later(meta, answer))
-        }
-        ApiKey::Produce => {
-            let request = decode(context, &mut frame, &meta)?;
-            Ok(produce::produce(context, meta, request))
-        }
-        ApiKey::Fetch => {
-            let request = decode(context, &mut frame, &meta)?;
-            let answer = fetch::fetch(context.gateway.clone(), meta.clone(), request);
-            Ok(respond_later(meta, answer))
-        }
-        ApiKey::ListOffsets => {
-            let request = decode(context, &mut frame, &meta)?;
-            let answer = list_offsets::list_offsets(context.gateway.clone(), meta.clone(), request);
-            Ok(respond_later(meta, answer))
-        }
+    let body = match api {
+        ApiKey::ApiVersions => RequestBody::ApiVersions(decode_body(&mut frame, &meta)?),
+        ApiKey::Metadata => RequestBody::Metadata(decode_body(&mut frame, &meta)?),
+        ApiKey::CreateTopics => RequestBody::CreateTopics(decode_body(&mut frame, &meta)?),
+        ApiKey::DeleteTopics => RequestBody::DeleteTopics(decode_body(&mut frame, &meta)?),
+        ApiKey::Produce => RequestBody::Produce(decode_body(&mut frame, &meta)?),
+        ApiKey::Fetch => RequestBody::Fetch(decode_body(&mut frame, &meta)?),
+        ApiKey::ListOffsets => RequestBody::ListOffsets(decode_body(&mut frame, &meta)?),
         ApiKey::OffsetForLeaderEpoch => {
-            let request = decode(context, &mut frame, &meta)?;
+            RequestBody::OffsetForLeaderEpoch(decode_body(&mut frame, &meta)?)
+        }
+        ApiKey::InitProducerId => RequestBody::InitProducerId(decode_body(&mut frame, &meta)?),
+        ApiKey::FindCoordinator => RequestBody::FindCoordinator(decode_body(&mut frame, &meta)?),
+        ApiKey::JoinGroup => RequestBody::JoinGroup(decode_body(&mut frame, &meta)?),
+        ApiKey::SyncGroup => RequestBody::SyncGroup(decode_body(&mut frame, &meta)?),
+        ApiKey::Heartbeat => RequestBody::Heartbeat(decode_body(&mut frame, &meta)?),
+        ApiKey::LeaveGroup => RequestBody::LeaveGroup(decode_body(&mut frame, &meta)?),
+        ApiKey::OffsetCommit => RequestBody::OffsetCommit(decode_body(&mut frame, &meta)?),
+        ApiKey::OffsetFetch => RequestBody::OffsetFetch(decode_body(&mut frame, &meta)?),
+        ApiKey::DescribeGroups => RequestBody::DescribeGroups(decode_body(&mut frame, &meta)?),
+        ApiKey::ListGroups => RequestBody::ListGroups(decode_body(&mut frame, &meta)?),
+        other => return Err(Malformed::UnsupportedApi(other)),
+    };
+    Ok(DecodedRequest::Request {
+        meta,
+        body,
+        trailing_bytes: frame.remaining(),
+    })
+}
+
+/// Reads the header, checks the version, decodes the body and starts the request.
+pub fn dispatch(context: &Context, frame: Bytes) -> Result<Pending, Malformed> {
+    let gateway = &context.gateway;
+    let in_cluster = gateway.cluster_broker_id() != 0;
+    let (meta, body, trailing_bytes) = match decode_request(frame, in_cluster) {
+        Ok(DecodedRequest::Request {
+            meta,
+            body,
+            trailing_bytes,
+        }) => (meta, body, trailing_bytes),
+        Ok(DecodedRequest::ApiVersionsUnsupported { correlation_id }) => {
+            let api = ApiKey::ApiVersions;
+            gateway.metrics.request(api_name(api));
+            let code = ResponseError::UnsupportedVersion.code();
+            gateway.metrics.error(api_name(api), code);
+            let response = versions::api_versions_response(code, in_cluster);
+            let meta = RequestMeta {
+                api,
+                version: 0,
+                correlation_id,
+                client_id: String::new(),
+            };
+            return Ok(ready(encode(&meta, &response)));
+        }
+        Err(malformed) => {
+            // A request whose header was read counts as a request of its API.
+            if let Malformed::Body(api, _) = malformed {
+                gateway.metrics.request(api_name(api));
+            }
+            return Err(malformed);
+        }
+    };
+    gateway.metrics.request(api_name(meta.api));
+    if trailing_bytes > 0 {
+        note_trailing_bytes(context, &meta, trailing_bytes);
+    }
+    Ok(match body {
+        RequestBody::ApiVersions(_request) => {
+            let response = versions::api_versions_response(0, in_cluster);
+            ready(encode(&meta, &response))
+        }
+        RequestBody::Metadata(request) => {
+            let answer = topics::metadata(context, &meta, request);
+            respond_later(meta, answer)
+        }
+        RequestBody::CreateTopics(request) => {
+            let answer = topics::create_topics(context.gateway.clone(), meta.clone(), request);
+            respond_later(meta, answer)
+        }
+        RequestBody::DeleteTopics(request) => {
+            let answer = topics::delete_topics(context.gateway.clone(), meta.clone(), request);
+            respond_later(meta, answer)
+        }
+        RequestBody::Produce(request) => produce::produce(context, meta, request),
+        RequestBody::Fetch(request) => {
+            let answer = fetch::fetch(context.gateway.clone(), meta.clone(), request);
+            respond_later(meta, answer)
+        }
+        RequestBody::ListOffsets(request) => {
+            let answer = list_offsets::list_offsets(context.gateway.clone(), meta.clone(), request);
+            respond_later(meta, answer)
+        }
+        RequestBody::OffsetForLeaderEpoch(request) => {
             let answer = offset_for_leader_epoch::offset_for_leader_epoch(
                 context.gateway.clone(),
                 meta.clone(),
                 request,
             );
-            Ok(respond_later(meta, answer))
+            respond_later(meta, answer)
         }
-        ApiKey::InitProducerId => {
-            let request = decode(context, &mut frame, &meta)?;
+        RequestBody::InitProducerId(request) => {
             let response = producer_ids::init_producer_id(gateway, &meta, request);
-            Ok(ready(encode(&meta, &response)))
+            ready(encode(&meta, &response))
         }
-        ApiKey::FindCoordinator => {
-            let request = decode(context, &mut frame, &meta)?;
+        RequestBody::FindCoordinator(request) => {
             let response = groups::find_coordinator(context, &meta, request);
-            Ok(ready(encode(&meta, &response)))
+            ready(encode(&meta, &response))
         }
-        ApiKey::JoinGroup => {
-            let request = decode(context, &mut frame, &meta)?;
+        RequestBody::JoinGroup(request) => {
             let answer = groups::join_group(context, &meta, request);
-            Ok(respond_later(meta, answer))
+            respond_later(meta, answer)
         }
-        ApiKey::SyncGroup => {
-            let request = decode(context, &mut frame, &meta)?;
+        RequestBody::SyncGroup(request) => {
             let answer = groups::sync_group(context, &meta, request);
-            Ok(respond_later(meta, answer))
+            respond_later(meta, answer)
         }
-        ApiKey::Heartbeat => {
-            let request = decode(context, &mut frame, &meta)?;
+        RequestBody::Heartbeat(request) => {
             let response = groups::heartbeat(context, &meta, request);
-            Ok(ready(encode(&meta, &response)))
+            ready(encode(&meta, &response))
         }
-        ApiKey::LeaveGroup => {
-            let request = decode(context, &mut frame, &meta)?;
+        RequestBody::LeaveGroup(request) => {
             let response = groups::leave_group(context, &meta, request);
-            Ok(ready(encode(&meta, &response)))
+            ready(encode(&meta, &response))
         }
-        ApiKey::OffsetCommit => {
-            let request = decode(context, &mut frame, &meta)?;
+        RequestBody::OffsetCommit(request) => {
             let answer = groups::offset_commit(context, &meta, request);
-            Ok(respond_later(meta, answer))
+            respond_later(meta, answer)
         }
-        ApiKey::OffsetFetch => {
-            let request = decode(context, &mut frame, &meta)?;
+        RequestBody::OffsetFetch(request) => {
             let response = groups::offset_fetch(context, &meta, request);
-            Ok(ready(encode(&meta, &response)))
+            ready(encode(&meta, &response))
         }
-        ApiKey::DescribeGroups => {
-            let request = decode(context, &mut frame, &meta)?;
+        RequestBody::DescribeGroups(request) => {
             let response = groups::describe_groups(context, &meta, request);
-            Ok(ready(encode(&meta, &response)))
+            ready(encode(&meta, &response))
         }
-        ApiKey::ListGroups => {
-            let request = decode(context, &mut frame, &meta)?;
+        RequestBody::ListGroups(request) => {
             let response = groups::list_groups(context, &meta, request);
-            Ok(ready(encode(&meta, &response)))
+            ready(encode(&meta, &response))
         }
-        other => Err(Malformed::UnsupportedApi(other)),
-    }
+    })
 }
 
 /// Decodes a request body of `meta`'s version. Bytes after the body are ignored, as
@@ -273,32 +344,27 @@ pub fn dispatch(context: &Context, mut frame: Bytes) -> Result<Pending, Malforme
 /// belongs (librdkafka issue #5049). The three extra zeros are read as the request's flags
 /// and its real flags as tagged fields, which leaves 1 to 3 bytes over (the misread flags,
 /// auto-creation and authorized operations, mean nothing for an all-topics request).
-/// They are counted in `precursor_gateway_request_trailing_bytes_total{api}` and logged
-/// once per connection.
-fn decode<T: Decodable>(
-    context: &Context,
-    body: &mut Bytes,
-    meta: &RequestMeta,
-) -> Result<T, Malformed> {
-    let value =
-        T::decode(body, meta.version).map_err(|_| Malformed::Body(meta.api, meta.version))?;
-    let trailing = body.remaining();
-    if trailing > 0 {
-        context
-            .gateway
-            .metrics
-            .trailing_bytes(api_name(meta.api), trailing as u64);
-        if !context.trailing_bytes_logged.swap(true, Ordering::Relaxed) {
-            eprintln!(
-                "precursor-controlplane: kafka gateway: {} (client id {:?}): {:?} v{} has \
-                 {trailing} bytes after its body: ignored, as Kafka does (librdkafka 2.1.0 and \
-                 later send 1 to 3 after an all-topics Metadata v9+, librdkafka issue \
-                 #5049); further ones on this connection are only counted",
-                context.peer, meta.client_id, meta.api, meta.version
-            );
-        }
+/// [`dispatch`] counts them and logs them once per connection ([`note_trailing_bytes`]).
+fn decode_body<T: Decodable>(body: &mut Bytes, meta: &RequestMeta) -> Result<T, Malformed> {
+    T::decode(body, meta.version).map_err(|_| Malformed::Body(meta.api, meta.version))
+}
+
+/// Bytes after a request's body: counted in
+/// `precursor_gateway_request_trailing_bytes_total{api}` and logged once per connection.
+fn note_trailing_bytes(context: &Context, meta: &RequestMeta, trailing: usize) {
+    context
+        .gateway
+        .metrics
+        .trailing_bytes(api_name(meta.api), trailing as u64);
+    if !context.trailing_bytes_logged.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "precursor-controlplane: kafka gateway: {} (client id {:?}): {:?} v{} has \
+             {trailing} bytes after its body: ignored, as Kafka does (librdkafka 2.1.0 and \
+             later send 1 to 3 after an all-topics Metadata v9+, librdkafka issue \
+             #5049); further ones on this connection are only counted",
+            context.peer, meta.client_id, meta.api, meta.version
+        );
     }
-    Ok(value)
 }
 
 /// Encodes an answer: size prefix, response header of the API's version, body.
