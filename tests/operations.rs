@@ -558,11 +558,9 @@ fn the_alert_rules_pass_promtool_check_and_their_unit_tests() {
         "a broken rule passed: {}",
         stdout(&out)
     );
-    assert!(
-        stdout(&out).contains("PrecursorDiskNearlyFull"),
-        "{}",
-        stdout(&out)
-    );
+    // promtool reports the failing alert on stderr.
+    let report = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(report.contains("PrecursorDiskNearlyFull"), "{report}");
 }
 
 /// Every `precursor_*` name in a PromQL expression.
