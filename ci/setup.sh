@@ -9,14 +9,21 @@ set -euo pipefail
 # nats-server and redis-server (with redis-cli) for bench/compare.sh, e2fsprogs for its
 # chattr/lsattr; Kafka clients nobody here wrote for the gateway's tests (tests/kafka.rs):
 # kcat and librdkafka through python3-confluent-kafka, kafka-python; python3-venv for the
-# venv below.
+# venv below; for tests/operations.rs: chromium (the dashboard in a real browser, driven by
+# playwright-core from npm below, hence nodejs and npm) and prometheus (promtool checks and
+# unit-tests docs/alerts.yml).
 PACKAGES=(dpdk libdpdk-dev clang libclang-dev pkg-config gcc make iproute2 procps python3 kmod
           libibverbs-dev librdmacm-dev nats-server redis-server redis-tools e2fsprogs
-          kcat python3-confluent-kafka python3-kafka python3-venv)
+          kcat python3-confluent-kafka python3-kafka python3-venv
+          chromium prometheus nodejs npm)
 # A current librdkafka for the Kafka tests: the confluent-kafka wheel from PyPI bundles one
 # (Debian's 2.0.2 compresses only zstd against brokers without Produce v0, see docs/kafka.md).
 KAFKA_VENV=/opt/precursor-kafka-venv
 CONFLUENT_KAFKA_WHEEL_VERSION=2.16.1
+# playwright-core (no browsers of its own: it drives Debian's /usr/bin/chromium) for the
+# dashboard test (tests/dashboard/read_dashboard.js).
+PLAYWRIGHT_DIR=/opt/precursor-playwright
+PLAYWRIGHT_CORE_VERSION=1.65.2
 # 2 MiB pages to reserve: DPDK's mbufs plus active segments of the tests (2 GiB of 24).
 HUGEPAGES_WANTED=${PRECURSOR_HUGEPAGES:-1024}
 
@@ -42,6 +49,12 @@ if ! "$KAFKA_VENV/bin/python" -c "import confluent_kafka" >/dev/null 2>&1; then
   say "installing confluent-kafka $CONFLUENT_KAFKA_WHEEL_VERSION into $KAFKA_VENV"
   /usr/bin/python3 -m venv "$KAFKA_VENV"
   "$KAFKA_VENV/bin/pip" install -q "confluent-kafka==$CONFLUENT_KAFKA_WHEEL_VERSION"
+fi
+
+if ! grep -qs "\"version\": \"$PLAYWRIGHT_CORE_VERSION\"" "$PLAYWRIGHT_DIR/node_modules/playwright-core/package.json"; then
+  say "installing playwright-core $PLAYWRIGHT_CORE_VERSION into $PLAYWRIGHT_DIR"
+  mkdir -p "$PLAYWRIGHT_DIR"
+  (cd "$PLAYWRIGHT_DIR" && npm install --no-audit --no-fund --silent "playwright-core@$PLAYWRIGHT_CORE_VERSION")
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -18,7 +18,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs `precursor-bench kafka ARGS` (librdkafka, statically linked into the bench);
 /// returns its exit code, its one JSON result (Null when it printed none) and its stderr.
@@ -367,18 +367,6 @@ impl Drop for Member {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Waits (bounded: a liveness check, not a timing claim) until `done` holds.
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        if start.elapsed() >= limit {
-            panic!("gave up waiting for {what} (bounded wait, not a timing claim)");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }
 
 /// Produces `values` with kcat (keys spread them over the partitions), acks=all.

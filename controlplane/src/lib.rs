@@ -16,7 +16,9 @@
 
 pub mod admin;
 pub mod counters;
+pub mod dashboard;
 pub mod gateway;
+pub mod host;
 pub mod link;
 pub mod member;
 pub mod metrics;
@@ -103,7 +105,13 @@ pub struct Node {
     pub member: std::sync::OnceLock<member::Member>,
     /// Exits of the supervised data plane so far (the supervisor counts each at once).
     pub dataplane_deaths: tokio::sync::watch::Sender<u64>,
+    /// The Kafka gateway once it is open (`gateway.enabled`): consumer groups and their
+    /// lag for the admin API, /metrics and the dashboard.
+    pub gateway: GatewaySlot,
 }
+
+/// Where the gateway is found once open (it holds the node, so the node holds it weakly).
+pub type GatewaySlot = Arc<std::sync::OnceLock<std::sync::Weak<gateway::Gateway>>>;
 
 impl Node {
     /// Starts the link to the data plane's CnC in `config.cnc_dir()`.
@@ -111,7 +119,13 @@ impl Node {
         let cnc_dir = config.cnc_dir();
         let link = link::Link::start(cnc_dir.clone(), config.controlplane.command_timeout_ms)
             .map_err(ControlplaneError::Link)?;
-        let metrics = metrics::ControlplaneMetrics::new(link.state().clone(), cnc_dir.clone());
+        let gateway = GatewaySlot::default();
+        let metrics = metrics::ControlplaneMetrics::new(
+            link.state().clone(),
+            cnc_dir.clone(),
+            gateway.clone(),
+            &config,
+        );
         Ok(Arc::new(Node {
             config,
             cnc_dir,
@@ -120,7 +134,13 @@ impl Node {
             started: Instant::now(),
             member: std::sync::OnceLock::new(),
             dataplane_deaths: tokio::sync::watch::Sender::new(0),
+            gateway,
         }))
+    }
+
+    /// The Kafka gateway, when it is enabled and open.
+    pub fn gateway(&self) -> Option<Arc<gateway::Gateway>> {
+        self.gateway.get().and_then(std::sync::Weak::upgrade)
     }
 
     /// `precursor status`: the link's view plus the counters file, or the answer saying

@@ -14,7 +14,7 @@
 use crate::counters::CountersSnapshot;
 use crate::link::LinkState;
 use crate::ControlplaneError;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -48,7 +48,12 @@ pub struct ControlplaneMetrics {
 }
 
 impl ControlplaneMetrics {
-    pub fn new(link: Arc<LinkState>, cnc_dir: PathBuf) -> ControlplaneMetrics {
+    pub fn new(
+        link: Arc<LinkState>,
+        cnc_dir: PathBuf,
+        gateway_slot: crate::GatewaySlot,
+        config: &precursor_config::Config,
+    ) -> ControlplaneMetrics {
         let mut registry = Registry::default();
         let restarts = Counter::default();
         let admin_requests = Family::<AdminLabels, Counter>::default();
@@ -65,7 +70,16 @@ impl ControlplaneMetrics {
         );
         let gateway = Arc::new(crate::gateway::GatewayMetrics::register(&mut registry));
         registry.register_collector(Box::new(LinkCollector { link }));
-        registry.register_collector(Box::new(SharedCounters { cnc_dir }));
+        registry.register_collector(Box::new(SharedCounters {
+            cnc_dir: cnc_dir.clone(),
+        }));
+        registry.register_collector(Box::new(HostCollector {
+            config: config.clone(),
+        }));
+        registry.register_collector(Box::new(GroupLag {
+            gateway: gateway_slot,
+            cnc_dir,
+        }));
         ControlplaneMetrics {
             registry,
             gateway,
@@ -162,6 +176,41 @@ impl Collector for SharedCounters {
                 }
             }
         }
+        // Derived from the packed replica and ISR gauges, for alerts (PromQL cannot count
+        // the bytes of a packed value).
+        let replicated: Vec<(&String, &crate::admin::PartitionInfo)> = counters
+            .topics()
+            .iter()
+            .flat_map(|(topic, partitions)| partitions.iter().map(move |p| (topic, p)))
+            .filter(|(_, p)| p.replicated())
+            .collect();
+        for (name, help, value) in [
+            (
+                "precursor_partition_replication_factor",
+                "Replicas of the partition (replicated partitions only).",
+                (|p: &crate::admin::PartitionInfo| p.replicas.len() as i64)
+                    as fn(&crate::admin::PartitionInfo) -> i64,
+            ),
+            (
+                "precursor_partition_in_sync_replicas",
+                "Replicas in the partition's ISR, as this broker knows it (replicated partitions only).",
+                |p: &crate::admin::PartitionInfo| p.isr.len() as i64,
+            ),
+            (
+                "precursor_partition_under_replicated",
+                "1 when the partition's ISR is smaller than its replicas, else 0 (replicated partitions only).",
+                |p: &crate::admin::PartitionInfo| i64::from(p.isr.len() < p.replicas.len()),
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (topic, partition) in &replicated {
+                let labels = vec![
+                    ("topic".to_string(), (*topic).clone()),
+                    ("partition".to_string(), partition.partition.to_string()),
+                ];
+                metric.encode_family(&labels)?.encode_gauge(&value(partition))?;
+            }
+        }
         for family in counters.histogram_families() {
             let mut metric = encoder.encode_descriptor(
                 &family.name,
@@ -202,6 +251,138 @@ impl Collector for SharedCounters {
     }
 }
 
+/// Consumer groups' committed offsets and lag (gateway/lag.rs), read at each scrape.
+struct GroupLag {
+    gateway: crate::GatewaySlot,
+    cnc_dir: PathBuf,
+}
+
+impl std::fmt::Debug for GroupLag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupLag")
+            .field("cnc_dir", &self.cnc_dir)
+            .finish()
+    }
+}
+
+impl Collector for GroupLag {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(gateway) = self.gateway.get().and_then(std::sync::Weak::upgrade) else {
+            return Ok(());
+        };
+        let counters = CountersSnapshot::read(&self.cnc_dir).ok();
+        let groups = crate::gateway::lag::describe_all(&gateway, counters.as_ref());
+        let partition_labels = |group: &str, p: &crate::admin::GroupPartition| {
+            vec![
+                ("group".to_string(), group.to_string()),
+                ("topic".to_string(), p.topic.clone()),
+                ("partition".to_string(), p.partition.to_string()),
+            ]
+        };
+        let mut metric = encoder.encode_descriptor(
+            "precursor_group_lag",
+            "Messages between a consumer group's committed offset and the partition's log end (high watermark when replicated).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for group in &groups {
+            for p in &group.partitions {
+                if let Some(lag) = p.lag {
+                    let labels = partition_labels(&group.group, p);
+                    metric
+                        .encode_family(&labels)?
+                        .encode_gauge(&(lag.min(i64::MAX as u64) as i64))?;
+                }
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "precursor_group_committed_offset",
+            "The offset a consumer group committed for a partition (the next it will read).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for group in &groups {
+            for p in &group.partitions {
+                if let Some(offset) = p.committed_offset {
+                    let labels = partition_labels(&group.group, p);
+                    metric.encode_family(&labels)?.encode_gauge(&offset)?;
+                }
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            "precursor_group_members",
+            "Live members of a consumer group on this coordinator.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for group in &groups {
+            let labels = vec![("group".to_string(), group.group.clone())];
+            metric
+                .encode_family(&labels)?
+                .encode_gauge(&(group.members.len() as i64))?;
+        }
+        Ok(())
+    }
+}
+
+/// The host's room for the broker (host.rs): filesystems of the data and memory
+/// directories, hugepages.
+struct HostCollector {
+    config: precursor_config::Config,
+}
+
+impl std::fmt::Debug for HostCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostCollector").finish()
+    }
+}
+
+impl Collector for HostCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let filesystems = crate::host::filesystems(&self.config);
+        for (name, help, value) in [
+            (
+                "precursor_filesystem_size_bytes",
+                "Size of the filesystem holding a broker directory (dir: data = node.data_dir, memory = the active segments' directory).",
+                (|fs: &crate::host::FilesystemUse| fs.size_bytes) as fn(&crate::host::FilesystemUse) -> u64,
+            ),
+            (
+                "precursor_filesystem_free_bytes",
+                "Bytes still free for the broker on the filesystem holding a broker directory.",
+                |fs: &crate::host::FilesystemUse| fs.free_bytes,
+            ),
+        ] {
+            let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for fs in &filesystems {
+                let labels = vec![
+                    ("dir".to_string(), fs.dir.to_string()),
+                    ("path".to_string(), fs.path.clone()),
+                ];
+                metric
+                    .encode_family(&labels)?
+                    .encode_gauge(&(value(fs).min(i64::MAX as u64) as i64))?;
+            }
+        }
+        let pages = crate::host::hugepages();
+        for (name, help, value) in [
+            (
+                "precursor_hugepages_total",
+                "Hugepages of the default size reserved on the host (HugePages_Total).",
+                pages.total,
+            ),
+            (
+                "precursor_hugepages_free",
+                "Hugepages of the default size not in use (HugePages_Free).",
+                pages.free,
+            ),
+        ] {
+            let gauge = ConstGauge::new(value.min(i64::MAX as u64) as i64);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
 /// Binds the metrics listener (`host:port`, e.g. `127.0.0.1:9464`).
 pub async fn bind(address: &str) -> Result<TcpListener, ControlplaneError> {
     TcpListener::bind(address)
@@ -227,7 +408,7 @@ pub async fn serve(listener: TcpListener, node: Arc<crate::Node>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let node = node.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(&node, request)) }
+                async move { Ok::<_, std::convert::Infallible>(respond(node, request)) }
             });
             let mut http = hyper::server::conn::http1::Builder::new();
             http.timer(hyper_util::rt::TokioTimer::new())
@@ -237,12 +418,47 @@ pub async fn serve(listener: TcpListener, node: Arc<crate::Node>) {
     }
 }
 
-fn respond(node: &crate::Node, request: Request<Incoming>) -> Response<Full<Bytes>> {
+/// A response body: a whole text, or the dashboard's event stream.
+type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
+/// Event streams open now (at most `dashboard::DASHBOARD_EVENT_STREAMS_MAX`).
+static EVENT_STREAMS_OPEN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts an open event stream; the count goes down when the stream is dropped.
+struct EventStreamSlot;
+
+impl EventStreamSlot {
+    fn take() -> Option<EventStreamSlot> {
+        use std::sync::atomic::Ordering;
+        let taken = EVENT_STREAMS_OPEN.fetch_add(1, Ordering::AcqRel);
+        if taken >= crate::dashboard::DASHBOARD_EVENT_STREAMS_MAX {
+            EVENT_STREAMS_OPEN.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(EventStreamSlot)
+    }
+}
+
+impl Drop for EventStreamSlot {
+    fn drop(&mut self) {
+        EVENT_STREAMS_OPEN.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+fn respond(node: Arc<crate::Node>, request: Request<Incoming>) -> Response<Body> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
             .header(hyper::header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(Bytes::from(body)).boxed_unsync())
+            .expect("static response parts are valid")
+    };
+    let page = |content_type: &str, body: &'static str| {
+        Response::builder()
+            .status(StatusCode::OK)
+            .header(hyper::header::CONTENT_TYPE, content_type)
+            .header(hyper::header::CACHE_CONTROL, "no-cache")
+            .body(Full::new(Bytes::from_static(body.as_bytes())).boxed_unsync())
             .expect("static response parts are valid")
     };
     if request.method() != Method::GET && request.method() != Method::HEAD {
@@ -253,6 +469,35 @@ fn respond(node: &crate::Node, request: Request<Incoming>) -> Response<Full<Byte
         );
     }
     match request.uri().path() {
+        "/" | "/index.html" => page("text/html; charset=utf-8", crate::dashboard::INDEX_HTML),
+        "/dashboard.js" => page(
+            "text/javascript; charset=utf-8",
+            crate::dashboard::DASHBOARD_JS,
+        ),
+        "/dashboard.css" => page("text/css; charset=utf-8", crate::dashboard::DASHBOARD_CSS),
+        "/events" => {
+            let Some(slot) = EventStreamSlot::take() else {
+                return reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    format!(
+                        "{} dashboard event streams are open already\n",
+                        crate::dashboard::DASHBOARD_EVENT_STREAMS_MAX
+                    ),
+                );
+            };
+            use futures_util::StreamExt;
+            let events = crate::dashboard::event_stream(node).map(move |event| {
+                let _open = &slot;
+                event.map(hyper::body::Frame::data)
+            });
+            Response::builder()
+                .status(StatusCode::OK)
+                .header(hyper::header::CONTENT_TYPE, "text/event-stream")
+                .header(hyper::header::CACHE_CONTROL, "no-cache")
+                .body(BodyExt::boxed_unsync(StreamBody::new(events)))
+                .expect("static response parts are valid")
+        }
         "/metrics" => reply(StatusCode::OK, METRICS_CONTENT_TYPE, node.metrics.encode()),
         "/healthz" => {
             let state = node.link.state();
@@ -269,7 +514,7 @@ fn respond(node: &crate::Node, request: Request<Incoming>) -> Response<Full<Byte
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics or /healthz\n".into(),
+            "not found: try /, /events, /metrics or /healthz\n".into(),
         ),
     }
 }

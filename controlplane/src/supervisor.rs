@@ -108,6 +108,7 @@ pub async fn serve_until(
     if node.config.gateway.enabled {
         let listeners = gateway::bind(&node.config.gateway).await?;
         let gateway = gateway::Gateway::open(node.clone())?;
+        let _ = node.gateway.set(Arc::downgrade(&gateway));
         let described: Vec<String> = listeners.iter().map(|l| l.describe()).collect();
         eprintln!(
             "{LOG}: kafka gateway on {}, state in {}",

@@ -358,8 +358,9 @@ fn register_lcore(counters: &mut CountersWriter) -> LcoreCounterIds {
             .allocate(counter_kind, label)
             .expect("room for the lcore's counters at start-up")
     };
-    let scalar_kinds: [(u32, ReadCounter); 21] = [
+    let scalar_kinds: [(u32, ReadCounter); 22] = [
         (kind::LCORE_LOOP_ITERATIONS, |c| c.loop_iterations),
+        (kind::LCORE_BUSY_ITERATIONS, |c| c.busy_iterations),
         (kind::PRODUCE_REQUESTS, |c| c.produce_requests),
         (kind::PRODUCE_BATCHES, |c| c.produce_batches),
         (kind::PRODUCE_RECORDS, |c| c.produce_records),

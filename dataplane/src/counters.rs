@@ -48,6 +48,8 @@ pub struct LcoreCounters {
     /// IPC answers dropped: the client's response ring had no room (it retransmits).
     pub ipc_replies_dropped: u64,
     pub loop_iterations: u64,
+    /// Loop iterations that did some work (`do_work` returned more than 0).
+    pub busy_iterations: u64,
     /// Follower fetches taken as a leader.
     pub replica_fetches: u64,
     /// Batches appended as a follower, and their bytes.
@@ -167,6 +169,7 @@ impl LcoreCounters {
         }
         field("ipc_replies_dropped", self.ipc_replies_dropped);
         field("loop_iterations", self.loop_iterations);
+        field("busy_iterations", self.busy_iterations);
         field("replica_fetches", self.replica_fetches);
         field("replica_batches", self.replica_batches);
         field("replica_bytes", self.replica_bytes);

@@ -166,6 +166,7 @@ impl Lcore {
     pub fn run(&mut self, stop: &AtomicBool, idle: &mut Idle) {
         while !stop.load(Ordering::Relaxed) {
             let work = self.do_work();
+            self.service.counters.busy_iterations += u64::from(work > 0);
             idle.idle(work);
         }
         self.drain(Instant::now());

@@ -86,6 +86,9 @@ pub const LEASE_REFUSALS: u32 = 128;
 /// Segments whose memory went to small pages (/dev/shm) because hugetlbfs had no pages
 /// left for them (label `flusher=0`).
 pub const SEGMENTS_ON_SMALL_PAGES: u32 = 129;
+/// Iterations of the lcore's poll loop that did some work (received, sent, served,
+/// drained anything); with [`LCORE_LOOP_ITERATIONS`], the lcore's busy fraction.
+pub const LCORE_BUSY_ITERATIONS: u32 = 130;
 
 // Per partition.
 /// Messages in the log: end offset - start offset.
@@ -126,7 +129,7 @@ pub const DURABLE_ACK_WAIT: u32 = 300;
 pub const FLUSHER_FDATASYNC: u32 = 301;
 
 /// Every kind, for exhaustive tests and for exporters that describe all metrics up front.
-pub const ALL_KINDS: [u32; 58] = [
+pub const ALL_KINDS: [u32; 59] = [
     PORT_RX_PACKETS,
     PORT_TX_PACKETS,
     PORT_RX_BYTES,
@@ -167,6 +170,7 @@ pub const ALL_KINDS: [u32; 58] = [
     REPLICA_TRUNCATIONS_REFUSED,
     LEASE_REFUSALS,
     SEGMENTS_ON_SMALL_PAGES,
+    LCORE_BUSY_ITERATIONS,
     PARTITION_MESSAGES,
     PARTITION_BYTES,
     PARTITION_START_OFFSET,
@@ -393,6 +397,11 @@ fn describe(kind: u32) -> (&'static str, MetricType, &'static str) {
             "precursor_segments_on_small_pages_total",
             Counter,
             "Segments whose memory went to small pages (/dev/shm) because hugetlbfs had no pages left.",
+        ),
+        LCORE_BUSY_ITERATIONS => (
+            "precursor_lcore_busy_iterations_total",
+            Counter,
+            "Iterations of the lcore's poll loop that did work; divided by all iterations, the lcore's busy fraction.",
         ),
         PARTITION_MESSAGES => (
             "precursor_partition_messages",

@@ -6,7 +6,8 @@ use clap::{Args, Subcommand};
 use precursor_config::limits::PARTITIONS_PER_TOPIC_MAX;
 use precursor_config::{AcksAll, Config};
 use precursor_controlplane::admin::{
-    self, codes, BrokerAnswer, ClusterVerdict, NodeStatus, PartitionInfo, Request, Response,
+    self, codes, BrokerAnswer, ClusterVerdict, GroupDescription, NodeStatus, PartitionInfo,
+    Request, Response,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -224,6 +225,30 @@ pub fn broker(command: BrokerCommand) -> Result<ExitCode> {
     }
 }
 
+/// Consumer groups of the Kafka gateway (committed offsets and lag).
+#[derive(Subcommand)]
+pub enum GroupCommand {
+    /// List the groups this broker coordinates or holds committed offsets of.
+    List {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// A group's state, members and assignment, and per partition the committed offset,
+    /// the log end offset and the lag (as `kafka-consumer-groups --describe`).
+    Describe {
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+pub fn group(command: GroupCommand) -> Result<ExitCode> {
+    match command {
+        GroupCommand::List { target } => ask(&target, &Request::ListGroups),
+        GroupCommand::Describe { name, target } => ask(&target, &Request::DescribeGroup { name }),
+    }
+}
+
 pub fn status(target: AdminTarget) -> Result<ExitCode> {
     ask(&target, &Request::Status)
 }
@@ -383,6 +408,8 @@ fn json(response: &Response) -> Result<String> {
             "p999_ns": p999_ns, "max_ns": max_ns
         })
         .to_string(),
+        Response::Groups(groups) => serde_json::to_string(groups)?,
+        Response::Group(group) => serde_json::to_string(group)?,
         Response::Error { .. } | Response::ClusterResults(_) => serde_json::to_string(response)?,
     })
 }
@@ -508,7 +535,118 @@ fn human(request: &Request, response: &Response) -> Result<String> {
         ),
         Response::Error { code, message } => format!("{message} ({code})\n"),
         Response::ClusterResults(answers) => format!("{answers:?}\n"),
+        Response::Groups(groups) if groups.is_empty() => "no groups\n".into(),
+        Response::Groups(groups) => table(
+            &[
+                "GROUP",
+                "STATE",
+                "PROTOCOL-TYPE",
+                "MEMBERS",
+                "PARTITIONS",
+                "LAG",
+            ],
+            groups
+                .iter()
+                .map(|g| {
+                    vec![
+                        g.group.clone(),
+                        g.state.clone(),
+                        dash(&g.protocol_type),
+                        g.members.to_string(),
+                        g.partitions.to_string(),
+                        g.lag.to_string(),
+                    ]
+                })
+                .collect(),
+        ),
+        Response::Group(group) => group_text(group),
     })
+}
+
+/// `-` for an empty field.
+fn dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".into()
+    } else {
+        text.to_string()
+    }
+}
+
+/// `group describe`: a header line, the partitions (kafka-consumer-groups' columns), then
+/// the members with their assignments.
+fn group_text(group: &GroupDescription) -> String {
+    let mut text = format!(
+        "group {}: state {}, protocol {}/{}, generation {}, {} member(s)\n\n",
+        group.group,
+        group.state,
+        dash(&group.protocol_type),
+        dash(&group.protocol),
+        group.generation,
+        group.members.len()
+    );
+    let optional = |value: Option<String>| value.unwrap_or_else(|| "-".into());
+    text.push_str(&table(
+        &[
+            "GROUP",
+            "TOPIC",
+            "PARTITION",
+            "CURRENT-OFFSET",
+            "LOG-END-OFFSET",
+            "LAG",
+            "CONSUMER-ID",
+            "HOST",
+            "CLIENT-ID",
+        ],
+        group
+            .partitions
+            .iter()
+            .map(|p| {
+                vec![
+                    group.group.clone(),
+                    p.topic.clone(),
+                    p.partition.to_string(),
+                    optional(p.committed_offset.map(|o| o.to_string())),
+                    optional(p.log_end_offset.map(|o| o.to_string())),
+                    optional(p.lag.map(|o| o.to_string())),
+                    optional(p.member_id.clone()),
+                    optional(p.client_host.clone()),
+                    optional(p.client_id.clone()),
+                ]
+            })
+            .collect(),
+    ));
+    if !group.members.is_empty() {
+        text.push('\n');
+        text.push_str(&table(
+            &["CONSUMER-ID", "HOST", "CLIENT-ID", "ASSIGNMENT"],
+            group
+                .members
+                .iter()
+                .map(|m| {
+                    let assignment: Vec<String> = m
+                        .assignment
+                        .iter()
+                        .map(|t| {
+                            let partitions: Vec<String> =
+                                t.partitions.iter().map(i32::to_string).collect();
+                            format!("{}({})", t.topic, partitions.join(","))
+                        })
+                        .collect();
+                    vec![
+                        m.member_id.clone(),
+                        m.client_host.clone(),
+                        m.client_id.clone(),
+                        if assignment.is_empty() {
+                            "-".into()
+                        } else {
+                            assignment.join(" ")
+                        },
+                    ]
+                })
+                .collect(),
+        ));
+    }
+    text
 }
 
 /// `topic describe` of a cluster's topic: replication columns first.

@@ -57,6 +57,9 @@ enum Command {
     /// Topic administration, through the control plane.
     #[command(subcommand)]
     Topic(admin::TopicCommand),
+    /// Consumer groups: members, committed offsets and lag, through the control plane.
+    #[command(subcommand)]
+    Group(admin::GroupCommand),
     /// A local cluster of brokers in network namespaces on this machine (root).
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -253,6 +256,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Dataplane { config } => exec_dataplane(config),
         Command::Controlplane { config } => up::controlplane(config),
         Command::Topic(command) => admin::topic(command),
+        Command::Group(command) => admin::group(command),
         Command::Cluster(command) => cluster::run(command),
         Command::Broker(command) => admin::broker(command),
         Command::Status { target } => admin::status(target),

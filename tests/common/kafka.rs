@@ -205,3 +205,118 @@ impl Drop for Broker {
             .status();
     }
 }
+
+/// A client process whose stdout lines are collected as they come (killed on drop).
+pub struct LineProcess {
+    pub child: Child,
+    pub lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl LineProcess {
+    pub fn spawn(mut command: Command) -> LineProcess {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("client process starts");
+        let pipe = child.stdout.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("  [client] {line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        LineProcess { child, lines }
+    }
+
+    pub fn has_line(&self, line: &str) -> bool {
+        self.lines.lock().unwrap().iter().any(|l| l == line)
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+impl Drop for LineProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Produces `count` messages `<prefix>-<i>` to one partition of `topic` with kcat, acks=all.
+pub fn produce_to_partition(
+    bootstrap: &str,
+    topic: &str,
+    partition: u32,
+    count: usize,
+    prefix: &str,
+) {
+    let mut producer = kafka_client("kcat")
+        .args([
+            "-b",
+            bootstrap,
+            "-P",
+            "-t",
+            topic,
+            "-p",
+            &partition.to_string(),
+        ])
+        .args(["-X", "acks=all"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = (0..count).map(|i| format!("{prefix}-{i}\n")).collect();
+    producer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = producer.wait_with_output().unwrap();
+    assert_success(&out, "kcat -P");
+}
+
+/// The value of the sample `name{labels}` exactly (labels as Prometheus prints them,
+/// e.g. `group="g",topic="t",partition="0"`) in a /metrics page; None when absent.
+pub fn sample(page: &str, name: &str, labels: &str) -> Option<f64> {
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
+    page.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The metric family names a /metrics page declares (`# TYPE name type`), with the
+/// sample suffixes a query may use (`_total`, `_bucket`, `_sum`, `_count`).
+pub fn metric_names(page: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for line in page.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut fields = rest.split_whitespace();
+            let (Some(name), Some(kind)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            match kind {
+                "counter" => {
+                    names.insert(format!("{name}_total"));
+                }
+                "histogram" => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        names.insert(format!("{name}{suffix}"));
+                    }
+                }
+                _ => {
+                    names.insert(name.to_string());
+                }
+            }
+        }
+    }
+    names
+}

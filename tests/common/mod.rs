@@ -19,6 +19,18 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Waits (bounded: a liveness check, not a timing claim) until `done` holds.
+pub fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !done() {
+        if start.elapsed() >= limit {
+            panic!("gave up waiting for {what} (bounded wait, not a timing claim)");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    start.elapsed()
+}
+
 pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")

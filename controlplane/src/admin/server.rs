@@ -170,6 +170,14 @@ where
     }
 }
 
+/// Consumer groups live in the Kafka gateway.
+fn no_gateway() -> Response {
+    Response::error(
+        codes::GATEWAY_DISABLED,
+        "consumer groups live in the Kafka gateway, which is off here (gateway.enabled = false)",
+    )
+}
+
 /// Answers one request.
 pub async fn handle(node: &Node, request: Request) -> Response {
     match request {
@@ -224,6 +232,31 @@ pub async fn handle(node: &Node, request: Request) -> Response {
             .await
         }
         Request::DeleteTopic { name } => delete_topic(node, &name).await,
+        Request::ListGroups => match node.gateway() {
+            Some(gateway) => {
+                let counters = CountersSnapshot::read(&node.cnc_dir).ok();
+                Response::Groups(crate::gateway::lag::list_groups(
+                    &gateway,
+                    counters.as_ref(),
+                ))
+            }
+            None => no_gateway(),
+        },
+        Request::DescribeGroup { name } => {
+            match node.gateway() {
+                Some(gateway) => {
+                    let counters = CountersSnapshot::read(&node.cnc_dir).ok();
+                    match crate::gateway::lag::describe_group(&gateway, counters.as_ref(), &name) {
+                    Some(group) => Response::Group(group),
+                    None => Response::error(
+                        codes::UNKNOWN_GROUP,
+                        format!("no group named {name:?} here: no live members, no committed offsets"),
+                    ),
+                }
+                }
+                None => no_gateway(),
+            }
+        }
         Request::ClusterCreateTopic {
             name,
             partitions,

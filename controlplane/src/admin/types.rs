@@ -107,6 +107,13 @@ pub enum Request {
     PingDataplane {
         count: u32,
     },
+    /// `group list`: the consumer groups this broker's gateway coordinates or holds
+    /// committed offsets of.
+    ListGroups,
+    /// `group describe`: a group's state, members and lag per partition.
+    DescribeGroup {
+        name: String,
+    },
 }
 
 impl Request {
@@ -125,6 +132,8 @@ impl Request {
             Request::Status => "status",
             Request::Config => "config",
             Request::PingDataplane { .. } => "ping_dataplane",
+            Request::ListGroups => "list_groups",
+            Request::DescribeGroup { .. } => "describe_group",
         }
     }
 }
@@ -168,6 +177,8 @@ pub enum Response {
     /// A create or delete carried out on every broker of a cluster: each broker's own
     /// answer, this broker first, then the others in `cluster.brokers` order.
     ClusterResults(Vec<BrokerAnswer>),
+    Groups(Vec<GroupSummary>),
+    Group(GroupDescription),
 }
 
 /// One broker's answer to a request the cluster carried out.
@@ -266,6 +277,82 @@ pub mod codes {
     /// A cluster-wide request that some brokers carried out and others did not (metrics
     /// outcome only; the answer lists each broker's).
     pub const PARTIAL: &str = "partial";
+    /// `group describe` of a group with neither members nor committed offsets here.
+    pub const UNKNOWN_GROUP: &str = "unknown_group";
+    /// A group command on a broker whose Kafka gateway is off (`gateway.enabled = false`).
+    pub const GATEWAY_DISABLED: &str = "gateway_disabled";
+}
+
+/// One line of `group list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSummary {
+    pub group: String,
+    /// Kafka's state name (Empty, PreparingRebalance, CompletingRebalance, Stable); `Empty`
+    /// for a group with committed offsets and no live members.
+    pub state: String,
+    /// `consumer` for Kafka consumers; empty when no member is live.
+    pub protocol_type: String,
+    pub members: u32,
+    /// Partitions with a committed offset.
+    pub partitions: u32,
+    /// Sum of the lag over those partitions whose log end is known, in messages.
+    pub lag: u64,
+}
+
+/// `group describe`, like `kafka-consumer-groups --describe --members --offsets`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupDescription {
+    pub group: String,
+    pub state: String,
+    pub protocol_type: String,
+    /// The assignor the members agreed on (range, roundrobin, ...); empty when none.
+    pub protocol: String,
+    pub generation: i32,
+    /// Member id of the group's leader; empty when no member is live.
+    pub leader: String,
+    pub members: Vec<GroupMember>,
+    /// Committed and assigned partitions, by topic and partition.
+    pub partitions: Vec<GroupPartition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupMember {
+    pub member_id: String,
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    /// The address the member connected from, Kafka's way (`/127.0.0.1`).
+    pub client_host: String,
+    /// What the group's leader assigned it (decoded for `protocol_type = "consumer"`).
+    pub assignment: Vec<AssignedTopic>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedTopic {
+    pub topic: String,
+    pub partitions: Vec<i32>,
+}
+
+/// One partition of a group: committed offset, log end, lag, and who has it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupPartition {
+    pub topic: String,
+    pub partition: i32,
+    /// None: assigned, nothing committed yet.
+    pub committed_offset: Option<i64>,
+    /// What a consumer can read up to: the high watermark of a replicated partition, else
+    /// the log end. None when this broker's data plane does not hold the partition.
+    pub log_end_offset: Option<u64>,
+    /// `log_end_offset - committed_offset` (0 when the commit is past the end); None when
+    /// either is unknown.
+    pub lag: Option<u64>,
+    /// The member it is assigned to, when one is.
+    #[serde(default)]
+    pub member_id: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub client_host: Option<String>,
 }
 
 /// One line of `topic list`.

@@ -725,6 +725,29 @@ impl Coordinator {
         Some(described)
     }
 
+    /// A live group as `precursor group describe` shows it (None: no live group).
+    pub fn overview(&self, group_id: &str) -> Option<GroupOverview> {
+        let group = self.groups.get(group_id)?;
+        Some(GroupOverview {
+            state: group.state,
+            protocol_type: group.protocol_type.clone().unwrap_or_default(),
+            protocol: group.protocol.clone().unwrap_or_default(),
+            generation: group.generation,
+            leader: group.leader.clone().unwrap_or_default(),
+            members: group
+                .members
+                .iter()
+                .map(|(id, member)| MemberOverview {
+                    member_id: id.clone(),
+                    instance_id: member.instance_id.clone(),
+                    client_id: member.client_id.clone(),
+                    client_host: member.client_host.clone(),
+                    assignment: member.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
     /// Live groups: id, state, protocol type.
     pub fn list(&self) -> Vec<(String, GroupState, String)> {
         self.groups
@@ -738,6 +761,29 @@ impl Coordinator {
             })
             .collect()
     }
+}
+
+/// A live group: its state and members (see [`Coordinator::overview`]).
+#[derive(Clone, Debug)]
+pub struct GroupOverview {
+    pub state: GroupState,
+    pub protocol_type: String,
+    /// The protocol (assignor) the members agreed on; empty before the first rebalance.
+    pub protocol: String,
+    pub generation: i32,
+    pub leader: String,
+    pub members: Vec<MemberOverview>,
+}
+
+/// One member of a live group; `assignment` is what the leader gave it (the consumer
+/// protocol's bytes for `protocol_type = "consumer"`).
+#[derive(Clone, Debug)]
+pub struct MemberOverview {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub assignment: Bytes,
 }
 
 /// `ResponseError` has no "none" variant: code 0 is spelled by this helper's callers.

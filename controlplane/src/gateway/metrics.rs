@@ -68,6 +68,13 @@ impl GatewayMetrics {
             .inc();
     }
 
+    /// Requests of `api` counted so far (the dashboard's rates).
+    pub fn requests_of(&self, api: &str) -> u64 {
+        self.requests
+            .get_or_create(&vec![("api", api.to_string())])
+            .get()
+    }
+
     /// Counts an error code sent (0 is not an error and is not counted).
     pub fn error(&self, api: &'static str, code: i16) {
         if code == 0 {

@@ -31,6 +31,7 @@ mod connection;
 mod data_path;
 mod fetch;
 mod groups;
+pub mod lag;
 mod list_offsets;
 mod log_reader;
 mod metrics;
