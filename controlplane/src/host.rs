@@ -45,12 +45,12 @@ fn filesystem(dir: &'static str, path: &Path) -> Option<FilesystemUse> {
             probe = PathBuf::from(".");
         }
         if let Ok(stat) = nix::sys::statvfs::statvfs(&probe) {
-            let fragment = stat.fragment_size() as u64;
+            let fragment = stat.fragment_size();
             return Some(FilesystemUse {
                 dir,
                 path: path.display().to_string(),
-                size_bytes: (stat.blocks() as u64).saturating_mul(fragment),
-                free_bytes: (stat.blocks_available() as u64).saturating_mul(fragment),
+                size_bytes: stat.blocks().saturating_mul(fragment),
+                free_bytes: stat.blocks_available().saturating_mul(fragment),
             });
         }
         probe = probe.parent()?.to_path_buf();

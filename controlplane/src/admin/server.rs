@@ -247,7 +247,7 @@ pub async fn handle(node: &Node, request: Request) -> Response {
                 Some(gateway) => {
                     let counters = CountersSnapshot::read(&node.cnc_dir).ok();
                     match crate::gateway::lag::describe_group(&gateway, counters.as_ref(), &name) {
-                    Some(group) => Response::Group(group),
+                    Some(group) => Response::Group(Box::new(group)),
                     None => Response::error(
                         codes::UNKNOWN_GROUP,
                         format!("no group named {name:?} here: no live members, no committed offsets"),

@@ -178,7 +178,7 @@ pub enum Response {
     /// answer, this broker first, then the others in `cluster.brokers` order.
     ClusterResults(Vec<BrokerAnswer>),
     Groups(Vec<GroupSummary>),
-    Group(GroupDescription),
+    Group(Box<GroupDescription>),
 }
 
 /// One broker's answer to a request the cluster carried out.
