@@ -319,7 +319,8 @@ fn a_drain_then_a_rolling_restart_under_acks_all_move_leaders_first_and_lose_not
                     "controlled shutdown: 0 leaderships moved"
                 };
                 assert!(
-                    log.contains(expected) && log.contains("left every ISR"),
+                    log.contains(expected)
+                        && log.contains("controlled shutdown (leaving every ISR): broker"),
                     "broker {id} stopped without its controlled shutdown:\n{log}"
                 );
                 let survivor = order.iter().copied().find(|&o| o != id).unwrap();

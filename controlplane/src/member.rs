@@ -287,6 +287,26 @@ fn wall_clock_ns() -> u64 {
         .map_or(0, |elapsed| elapsed.as_nanos() as u64)
 }
 
+/// Proposes `FenceBroker` of this broker's current incarnation and logs the outcome
+/// (`why` starts each line). Not committed: the controller fences it when the session
+/// runs out.
+async fn fence_self(me: &Member, why: &str) {
+    let incarnation = me.incarnation.load(Ordering::Acquire);
+    let fence = MetadataCommand::FenceBroker {
+        id: me.broker_id,
+        incarnation,
+    };
+    match me.propose(fence).await {
+        Ok(MetadataReply::Fenced { leaders_moved }) => eprintln!(
+            "{LOG}: {why}: broker {} fenced (incarnation {incarnation}), {leaders_moved} \
+             leaderships moved",
+            me.broker_id
+        ),
+        Ok(other) => eprintln!("{LOG}: {why}; fencing: {other}"),
+        Err(error) => eprintln!("{LOG}: {why}; fencing: {error}"),
+    }
+}
+
 /// A data plane that exited is reported at once: lease withdrawn, broker fenced.
 async fn death_loop(node: Arc<Node>) {
     let me = member(&node);
@@ -299,21 +319,7 @@ async fn death_loop(node: Arc<Node>) {
         if !me.registered.swap(false, Ordering::AcqRel) {
             continue;
         }
-        let incarnation = me.incarnation.load(Ordering::Acquire);
-        let fence = MetadataCommand::FenceBroker {
-            id: me.broker_id,
-            incarnation,
-        };
-        match me.propose(fence).await {
-            Ok(MetadataReply::Fenced { leaders_moved }) => eprintln!(
-                "{LOG}: the data plane died: broker {} fenced (incarnation {incarnation}), \
-                 {leaders_moved} leaderships moved",
-                me.broker_id
-            ),
-            // Not committed: the controller fences it when the session runs out.
-            Ok(other) => eprintln!("{LOG}: the data plane died; fencing: {other}"),
-            Err(error) => eprintln!("{LOG}: the data plane died; fencing: {error}"),
-        }
+        fence_self(me, "the data plane died").await;
     }
 }
 
@@ -378,11 +384,15 @@ async fn leave_within(node: &Node, me: &Member) {
         match drain(me, me.broker_id).await {
             Ok((moved, stuck)) => {
                 eprintln!(
-                    "{LOG}: controlled shutdown: {moved} leaderships moved to other in-sync                      replicas{}",
+                    "{LOG}: controlled shutdown: {moved} leaderships moved to other in-sync \
+                     replicas{}",
                     if stuck.is_empty() {
                         String::new()
                     } else {
-                        format!(" ({} with no other in-sync replica stay: {stuck:?})", stuck.len())
+                        format!(
+                            " ({} with no other in-sync replica stay: {stuck:?})",
+                            stuck.len()
+                        )
                     }
                 );
                 // The apply loop tells the data plane; wait until it follows.
@@ -395,19 +405,7 @@ async fn leave_within(node: &Node, me: &Member) {
     }
     me.leaving.store(true, Ordering::Release);
     if me.registered.swap(false, Ordering::AcqRel) {
-        let incarnation = me.incarnation.load(Ordering::Acquire);
-        let fence = MetadataCommand::FenceBroker {
-            id: me.broker_id,
-            incarnation,
-        };
-        match me.propose(fence).await {
-            Ok(MetadataReply::Fenced { leaders_moved }) => eprintln!(
-                "{LOG}: controlled shutdown: broker {} left every ISR (fenced, incarnation                  {incarnation}; {leaders_moved} leaderships it still held moved)",
-                me.broker_id
-            ),
-            Ok(other) => eprintln!("{LOG}: controlled shutdown: fencing: {other}"),
-            Err(error) => eprintln!("{LOG}: controlled shutdown: fencing: {error}"),
-        }
+        fence_self(me, "controlled shutdown (leaving every ISR)").await;
     }
     let wait = Duration::from_millis(HAND_OVER_WAIT_MS);
     if me.quorum.status().leader == Some(me.broker_id) {
