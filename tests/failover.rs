@@ -18,13 +18,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn quorum_cluster() -> Cluster {
-    Cluster::up(
+    let cluster = Cluster::up(
         3,
         ClusterOptions {
             metadata: Some("quorum"),
             ..ClusterOptions::default()
         },
-    )
+    );
+    // A topic is placed on registered brokers only: wait until all three are.
+    wait_until("every broker registered with the metadata quorum", || {
+        (1..=3).all(|i| cluster.precursor_json(i, &["status"])["quorum"]["registered"] == true)
+    });
+    cluster
 }
 
 /// Creates a one-partition topic on every broker (min.insync 2) and waits until its
