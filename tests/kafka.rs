@@ -13,11 +13,10 @@ mod common;
 use common::kafka::*;
 use common::*;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Runs `precursor-bench kafka ARGS` (librdkafka, statically linked into the bench);
@@ -299,33 +298,23 @@ fn kafka_python_produces_consumes_and_commits() {
 }
 
 /// A group_member.py process and the lines it printed.
-struct Member {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
+struct Member(LineProcess);
 
 impl Member {
     fn start(broker: &Broker, group: &str, topic: &str) -> Member {
-        let mut child = kafka_client(PYTHON)
-            .arg(script("group_member.py"))
-            .args([broker.bootstrap.as_str(), group, topic, "range"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("group member starts");
-        let pipe = child.stdout.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Member { child, lines }
+        let mut command = kafka_client(PYTHON);
+        command.arg(script("group_member.py")).args([
+            broker.bootstrap.as_str(),
+            group,
+            topic,
+            "range",
+        ]);
+        Member(LineProcess::spawn(command))
     }
 
     /// The partitions of the last ASSIGNED line (None before any).
     fn assigned(&self) -> Option<Vec<u32>> {
-        let lines = self.lines.lock().unwrap();
+        let lines = self.0.lines.lock().unwrap();
         let last = lines.iter().rev().find(|l| l.starts_with("ASSIGNED"))?;
         Some(
             last.trim_start_matches("ASSIGNED")
@@ -339,7 +328,8 @@ impl Member {
 
     /// (partition, offset, value) of every message it consumed and committed.
     fn messages(&self) -> Vec<(u32, u64, String)> {
-        self.lines
+        self.0
+            .lines
             .lock()
             .unwrap()
             .iter()
@@ -357,15 +347,8 @@ impl Member {
 
     fn signal(&self, signal: &str) {
         let _ = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
+            .args([signal, &self.0.child.id().to_string()])
             .status();
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -484,7 +467,7 @@ fn a_consumer_group_splits_partitions_survives_a_kill_and_a_broker_restart() {
     // of the group starts from the committed offsets: the third batch only.
     b.signal("-TERM");
     wait_for("b closed", limit, || {
-        b.lines.lock().unwrap().iter().any(|l| l == "CLOSED")
+        b.0.lines.lock().unwrap().iter().any(|l| l == "CLOSED")
     });
     broker.restart();
     let third = batch("three", 2_000);
