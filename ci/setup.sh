@@ -15,7 +15,7 @@ set -euo pipefail
 PACKAGES=(dpdk libdpdk-dev clang libclang-dev pkg-config gcc make iproute2 procps python3 kmod
           libibverbs-dev librdmacm-dev nats-server redis-server redis-tools e2fsprogs
           kcat python3-confluent-kafka python3-kafka python3-venv
-          chromium prometheus nodejs npm)
+          chromium prometheus)
 # A current librdkafka for the Kafka tests: the confluent-kafka wheel from PyPI bundles one
 # (Debian's 2.0.2 compresses only zstd against brokers without Produce v0, see docs/kafka.md).
 KAFKA_VENV=/opt/precursor-kafka-venv
@@ -38,6 +38,13 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js for playwright-core: any node with npm on PATH will do. A machine may carry a newer
+# nodejs from another archive that bundles npm and conflicts with Debian's npm package; only
+# a machine with neither gets Debian's two packages.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  dpkg-query -W -f='${Status}' nodejs 2>/dev/null | grep -q "install ok installed" || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
