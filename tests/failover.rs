@@ -12,25 +12,10 @@
 
 mod common;
 
-use common::cluster::{check_history, field, produce_acked, wait_until, Cluster, ClusterOptions};
+use common::cluster::{check_history, field, produce_acked, wait_until, Cluster};
 use common::*;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-fn quorum_cluster() -> Cluster {
-    let cluster = Cluster::up(
-        3,
-        ClusterOptions {
-            metadata: Some("quorum"),
-            ..ClusterOptions::default()
-        },
-    );
-    // A topic is placed on registered brokers only: wait until all three are.
-    wait_until("every broker registered with the metadata quorum", || {
-        (1..=3).all(|i| cluster.precursor_json(i, &["status"])["quorum"]["registered"] == true)
-    });
-    cluster
-}
 
 /// Creates a one-partition topic on every broker (min.insync 2) and waits until its
 /// leader has all three in sync; returns the leader's id.
@@ -88,7 +73,7 @@ fn a_leaders_broker_killed_whole_fails_over_and_loses_nothing_acknowledged() {
     if !can_run("a_leaders_broker_killed_whole_fails_over_and_loses_nothing_acknowledged") {
         return;
     }
-    let cluster = quorum_cluster();
+    let cluster = Cluster::up_quorum(3);
     let leader = create_topic(&cluster, "failover");
     let epoch_before = field(&cluster.partitions(leader, "failover")[0], "leader_epoch");
     const MESSAGES: u64 = 30_000;
@@ -181,7 +166,7 @@ fn a_leader_stopped_past_its_lease_acknowledges_nothing_after_it_was_fenced() {
     if !can_run("a_leader_stopped_past_its_lease_acknowledges_nothing_after_it_was_fenced") {
         return;
     }
-    let cluster = quorum_cluster();
+    let cluster = Cluster::up_quorum(3);
     let leader = create_topic(&cluster, "paused");
     let brokers = all_brokers(&cluster);
     let first = produce_acked(&brokers, "paused", 2_000, |_| {});
@@ -266,7 +251,7 @@ fn a_drain_then_a_rolling_restart_under_acks_all_move_leaders_first_and_lose_not
     {
         return;
     }
-    let cluster = quorum_cluster();
+    let cluster = Cluster::up_quorum(3);
     let first = create_topic(&cluster, "rolling");
     let epoch_before = field(&cluster.partitions(first, "rolling")[0], "leader_epoch");
 

@@ -658,3 +658,121 @@ fn a_librdkafka_consumer_follows_its_leader_to_a_new_epoch_and_loses_nothing() {
         (0, epoch, 1000)
     );
 }
+
+#[test]
+fn a_groups_coordinator_killed_whole_hands_the_group_and_its_committed_offsets_on() {
+    let _serial = serial();
+    let test = "a_groups_coordinator_killed_whole_hands_the_group_and_its_committed_offsets_on";
+    if !can_run(test) || !clients_installed(test) {
+        return;
+    }
+    // With the metadata quorum, committed offsets are committed by a majority of voters
+    // and a group's coordinator is a hash over the live brokers.
+    let cluster = Cluster::up_quorum(3);
+    let leaders = create_replicated(&cluster, "handed", 3);
+    const TOTAL: usize = 3_000;
+    let values: Vec<String> = (0..TOTAL).map(|i| format!("handed-{i}")).collect();
+    produce_values(&cluster, "handed", &values);
+    wait_replicated(&cluster, "handed", &leaders);
+
+    // Every broker names the same coordinator for the group.
+    let group = "handed-over";
+    let asked: BTreeSet<i32> = cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            let (error, node, _, _) = coordinator(&n.kafka, group);
+            assert_eq!(error, 0, "FindCoordinator at broker {}", n.id);
+            node
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "one coordinator: {asked:?}");
+    let coordinating = *asked.iter().next().unwrap() as u32;
+
+    // librdkafka 2.16 reads about half, committing (synchronously) after every batch and
+    // printing a message only once its commit was answered.
+    let first = Client::start(
+        CURRENT_LIBRDKAFKA_PYTHON,
+        "follow_leader.py",
+        &[
+            &cluster.bootstrap_servers(),
+            group,
+            "handed",
+            &(TOTAL / 2).to_string(),
+        ],
+    );
+    wait_until("the first consumer to finish", || {
+        first.line_starting("DONE ").is_some()
+    });
+    let read_first = first.messages();
+    assert!(read_first.len() >= TOTAL / 2, "{}", read_first.len());
+    assert!(first.errors().is_empty(), "{:?}", first.errors());
+    drop(first);
+
+    // The coordinator's broker dies whole. The quorum fences it; its groups move to the
+    // live brokers, which read the offsets the quorum committed.
+    cluster.kill_broker(coordinating);
+    let survivors: Vec<u32> = (1..=3).filter(|&id| id != coordinating).collect();
+    let mut heir = 0;
+    wait_until("the survivors to agree on a new coordinator", || {
+        let answers: Vec<(i16, i32)> = survivors
+            .iter()
+            .map(|&id| {
+                let (error, node, _, _) = coordinator(&cluster.node(id).kafka, group);
+                (error, node)
+            })
+            .collect();
+        heir = answers[0].1 as u32;
+        answers.iter().all(|a| *a == answers[0]) && answers[0].0 == 0 && heir != coordinating
+    });
+    eprintln!("group {group}: coordinator {coordinating} killed -9, now {heir}");
+
+    // A new member of the group goes on from the committed offsets: it reads exactly what
+    // the first did not, nothing twice.
+    let rest = TOTAL - read_first.len();
+    let second = Client::start(
+        CURRENT_LIBRDKAFKA_PYTHON,
+        "follow_leader.py",
+        &[
+            &cluster.bootstrap_servers(),
+            group,
+            "handed",
+            &rest.to_string(),
+        ],
+    );
+    wait_until("the second consumer to finish", || {
+        second.line_starting("DONE ").is_some()
+    });
+    let read_second = second.messages();
+    let first_seen: BTreeSet<(u32, u64)> = read_first.iter().map(|(p, o, _)| (*p, *o)).collect();
+    let again: Vec<&(u32, u64, String)> = read_second
+        .iter()
+        .filter(|(p, o, _)| first_seen.contains(&(*p, *o)))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "{} messages read again after the coordinator moved (committed offsets lost?): {:?}",
+        again.len(),
+        again.iter().take(5).collect::<Vec<_>>()
+    );
+    let mut all: Vec<String> = read_first
+        .iter()
+        .chain(&read_second)
+        .map(|(_, _, v)| v.clone())
+        .collect();
+    all.sort();
+    let mut expected = values.clone();
+    expected.sort();
+    assert_eq!(
+        all, expected,
+        "every message read once across the two members"
+    );
+    // The commits went through the quorum: the heir's /metrics shows its OffsetCommits.
+    let commits = metric(
+        &cluster,
+        heir,
+        "precursor_gateway_requests_total",
+        "api=\"OffsetCommit\"",
+    );
+    assert!(commits >= 1.0, "no OffsetCommit reached broker {heir}");
+}

@@ -113,6 +113,12 @@ impl Member {
     }
 }
 
+/// Whether this broker serves Kafka clients, and so may coordinate consumer groups: its
+/// gateway is on and `[cluster]` names its `kafka` listener.
+fn serves_kafka(config: &precursor_config::Config) -> bool {
+    config.gateway.enabled && config.cluster.me().is_some_and(|me| !me.kafka.is_empty())
+}
+
 /// The voters of `cluster`: every broker, at its `quorum` address.
 fn voters(cluster: &ClusterConfig) -> Result<BTreeMap<u32, SocketAddr>, ControlplaneError> {
     cluster
@@ -230,6 +236,7 @@ async fn lease_loop(node: Arc<Node>) {
                 id: me.broker_id,
                 incarnation,
                 rack: String::new(),
+                kafka: serves_kafka(&node.config),
             };
             match me.propose(command).await {
                 Ok(MetadataReply::Done) => {

@@ -13,6 +13,10 @@ pub enum MetadataCommand {
         id: u32,
         incarnation: u64,
         rack: String,
+        /// The broker serves Kafka clients (a `kafka` listener in `[cluster]`): it can
+        /// coordinate consumer groups. Absent in entries written before it existed: true.
+        #[serde(default = "serves_kafka_by_default")]
+        kafka: bool,
     },
     /// The controller saw no heartbeat of `id` at `incarnation` for a whole session.
     FenceBroker {
@@ -63,11 +67,21 @@ pub enum MetadataCommand {
         broker: u32,
         count: u32,
     },
-    /// A consumer group's committed offsets, all or none.
+    /// A consumer group's committed offsets, all or none, from the broker that
+    /// coordinates the group: refused when, at this point of the log, the group's
+    /// coordinator ([`crate::MetadataState::group_coordinator`]) is another broker, so a
+    /// coordinator that took a group over has applied every commit accepted before it.
+    /// 0: not checked (entries written before the check existed).
     CommitOffsets {
         group: String,
+        #[serde(default)]
+        coordinator: u32,
         offsets: Vec<OffsetCommit>,
     },
+}
+
+fn serves_kafka_by_default() -> bool {
+    true
 }
 
 /// One partition's offset in a [`MetadataCommand::CommitOffsets`].
@@ -144,6 +158,8 @@ pub enum Refusal {
     ProducerIdsExhausted,
     #[error("more than OFFSETS_PER_COMMIT_MAX offsets")]
     TooManyOffsets,
+    #[error("the group is coordinated by broker {coordinator:?}, not by the proposer")]
+    NotCoordinator { coordinator: Option<u32> },
 }
 
 impl std::fmt::Display for MetadataCommand {

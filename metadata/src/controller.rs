@@ -131,6 +131,7 @@ mod tests {
                 id,
                 incarnation: 7,
                 rack: String::new(),
+                kafka: true,
             });
         }
         let table = LeaseTable::default();

@@ -29,6 +29,13 @@ pub struct BrokerState {
     pub incarnation: u64,
     pub fenced: bool,
     pub rack: String,
+    /// Serves Kafka clients: may coordinate consumer groups.
+    #[serde(default = "serves_kafka_by_default")]
+    pub kafka: bool,
+}
+
+fn serves_kafka_by_default() -> bool {
+    true
 }
 
 /// One partition's replicas and who leads them at which epoch.
@@ -108,6 +115,40 @@ impl MetadataState {
         self.topics.get(topic)?.partitions.get(partition as usize)
     }
 
+    /// The broker that coordinates consumer group `group` at this point of the log: FNV-1a
+    /// of the group id over the live brokers that serve Kafka, in id order (Kafka places a
+    /// group on the leader of its `__consumer_offsets` partition). When a coordinator is
+    /// fenced its groups spread over the others; when it comes back they return. None: no
+    /// live broker serves Kafka.
+    pub fn group_coordinator(&self, group: &str) -> Option<u32> {
+        let mut live = self
+            .brokers
+            .iter()
+            .filter(|(_, broker)| !broker.fenced && broker.kafka)
+            .map(|(id, _)| *id);
+        let count = live.clone().count() as u64;
+        if count == 0 {
+            return None;
+        }
+        let at = precursor_config::topic_placement_hash(group) % count;
+        live.nth(at as usize)
+    }
+
+    /// The committed offsets of `group`, in (topic, partition) order.
+    pub fn group_offsets<'a>(
+        &'a self,
+        group: &'a str,
+    ) -> impl Iterator<Item = (&'a OffsetKey, &'a CommittedOffset)> + 'a {
+        let first = OffsetKey {
+            group: group.to_string(),
+            topic: String::new(),
+            partition: 0,
+        };
+        self.offsets
+            .range(first..)
+            .take_while(move |(key, _)| key.group == group)
+    }
+
     /// Applies one command. Deterministic and total: the same state and command give the
     /// same result on every voter, and no input panics.
     pub fn apply(&mut self, command: &MetadataCommand) -> MetadataReply {
@@ -116,7 +157,8 @@ impl MetadataState {
                 id,
                 incarnation,
                 rack,
-            } => self.register_broker(*id, *incarnation, rack),
+                kafka,
+            } => self.register_broker(*id, *incarnation, rack, *kafka),
             MetadataCommand::FenceBroker { id, incarnation } => {
                 self.fence_broker(*id, *incarnation)
             }
@@ -157,9 +199,11 @@ impl MetadataState {
             MetadataCommand::AllocateProducerIds { broker, count } => {
                 self.allocate_producer_ids(*broker, *count)
             }
-            MetadataCommand::CommitOffsets { group, offsets } => {
-                self.commit_offsets(group, offsets)
-            }
+            MetadataCommand::CommitOffsets {
+                group,
+                coordinator,
+                offsets,
+            } => self.commit_offsets(group, *coordinator, offsets),
         };
         let reply = result.unwrap_or_else(MetadataReply::Refused);
         debug_assert!(self.invariants_hold());
@@ -184,6 +228,7 @@ impl MetadataState {
         id: u32,
         incarnation: u64,
         rack: &str,
+        kafka: bool,
     ) -> Result<MetadataReply, Refusal> {
         check_broker_id(id)?;
         if rack.len() > RACK_BYTES_MAX {
@@ -215,6 +260,7 @@ impl MetadataState {
                 incarnation,
                 fenced: false,
                 rack: rack.to_string(),
+                kafka,
             },
         );
         for topic in self.topics.values_mut() {
@@ -454,9 +500,18 @@ impl MetadataState {
     fn commit_offsets(
         &mut self,
         group: &str,
+        coordinator: u32,
         offsets: &[OffsetCommit],
     ) -> Result<MetadataReply, Refusal> {
         check_name(group)?;
+        if coordinator != 0 {
+            let current = self.group_coordinator(group);
+            if current != Some(coordinator) {
+                return Err(Refusal::NotCoordinator {
+                    coordinator: current,
+                });
+            }
+        }
         if offsets.len() > OFFSETS_PER_COMMIT_MAX {
             return Err(Refusal::TooManyOffsets);
         }
@@ -572,6 +627,7 @@ mod tests {
             id,
             incarnation,
             rack: String::new(),
+            kafka: true,
         })
     }
 
@@ -938,12 +994,14 @@ mod tests {
         };
         let reply = state.apply(&MetadataCommand::CommitOffsets {
             group: "g".into(),
+            coordinator: 0,
             offsets: vec![commit("t", 0), commit("t", 7)],
         });
         assert_eq!(reply, MetadataReply::Refused(Refusal::PartitionUnknown));
         assert!(state.offsets.is_empty());
         let reply = state.apply(&MetadataCommand::CommitOffsets {
             group: "g".into(),
+            coordinator: 0,
             offsets: vec![commit("t", 0), commit("t", 2)],
         });
         assert_eq!(reply, MetadataReply::Done);
@@ -961,6 +1019,68 @@ mod tests {
             state.apply(&MetadataCommand::DeleteTopic { name: "t".into() }),
             MetadataReply::Refused(Refusal::TopicUnknown)
         );
+    }
+
+    #[test]
+    fn a_group_moves_off_a_fenced_coordinator_whose_late_commits_are_refused() {
+        let mut state = three_brokers_one_topic(false);
+        let groups: Vec<String> = (0..64).map(|i| format!("group-{i}")).collect();
+        let placed: Vec<u32> = groups
+            .iter()
+            .map(|g| state.group_coordinator(g).unwrap())
+            .collect();
+        for id in 1..=3 {
+            assert!(placed.contains(&id), "groups spread over every broker");
+        }
+        let (group, owner) = groups
+            .iter()
+            .zip(&placed)
+            .find(|(_, owner)| **owner == 1)
+            .unwrap();
+        let commit = |coordinator: u32| MetadataCommand::CommitOffsets {
+            group: group.clone(),
+            coordinator,
+            offsets: vec![OffsetCommit {
+                topic: "t".into(),
+                partition: 0,
+                offset: 10 + i64::from(coordinator),
+                leader_epoch: 1,
+                metadata: String::new(),
+            }],
+        };
+        assert_eq!(state.apply(&commit(*owner)), MetadataReply::Done);
+        assert_eq!(
+            state.apply(&commit(2)),
+            MetadataReply::Refused(Refusal::NotCoordinator {
+                coordinator: Some(1)
+            })
+        );
+        let incarnation = state.brokers[&1].incarnation;
+        state.apply(&MetadataCommand::FenceBroker { id: 1, incarnation });
+        let heir = state.group_coordinator(group).unwrap();
+        assert_ne!(heir, 1);
+        // Groups of live brokers stay where they were only if their hash still lands
+        // there; every group of broker 1 moved to a live broker.
+        for g in &groups {
+            assert!(state.broker_live(state.group_coordinator(g).unwrap()));
+        }
+        // The fenced broker's late commit is refused; the heir's is taken.
+        assert!(matches!(
+            state.apply(&commit(1)),
+            MetadataReply::Refused(Refusal::NotCoordinator { .. })
+        ));
+        assert_eq!(state.apply(&commit(heir)), MetadataReply::Done);
+        let offsets: Vec<i64> = state.group_offsets(group).map(|(_, c)| c.offset).collect();
+        assert_eq!(offsets, vec![10 + i64::from(heir)]);
+        // A broker without a Kafka listener coordinates nothing.
+        let mut state = MetadataState::default();
+        state.apply(&MetadataCommand::RegisterBroker {
+            id: 4,
+            incarnation: 1,
+            rack: String::new(),
+            kafka: false,
+        });
+        assert_eq!(state.group_coordinator("g"), None);
     }
 
     #[test]
@@ -995,6 +1115,7 @@ mod tests {
             id: 2,
             incarnation: recorded + 1,
             rack: String::new(),
+            kafka: true,
         });
         assert_eq!(reply, MetadataReply::Done);
         let after = state.partition("t", 1).unwrap();
@@ -1009,6 +1130,7 @@ mod tests {
             id: 2,
             incarnation: recorded + 1,
             rack: String::new(),
+            kafka: true,
         });
         assert_eq!(state, again);
     }

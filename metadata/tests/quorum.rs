@@ -139,6 +139,7 @@ fn register(id: u32, incarnation: u64) -> MetadataCommand {
         id,
         incarnation,
         rack: format!("rack-{id}"),
+        kafka: true,
     }
 }
 

@@ -207,6 +207,23 @@ impl Cluster {
         }
     }
 
+    /// `nodes` brokers with `cluster.metadata = "quorum"`, once every one registered with
+    /// the metadata quorum (a topic is placed on registered brokers only).
+    pub fn up_quorum(nodes: u32) -> Cluster {
+        let cluster = Cluster::up(
+            nodes,
+            ClusterOptions {
+                metadata: Some("quorum"),
+                ..ClusterOptions::default()
+            },
+        );
+        wait_until("every broker registered with the metadata quorum", || {
+            (1..=nodes)
+                .all(|i| cluster.precursor_json(i, &["status"])["quorum"]["registered"] == true)
+        });
+        cluster
+    }
+
     /// Broker `i` (1-based, as the broker ids).
     pub fn node(&self, i: u32) -> &Node {
         self.nodes

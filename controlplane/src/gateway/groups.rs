@@ -27,6 +27,7 @@
 //! Group membership lives in memory only: after a control plane restart members get
 //! UNKNOWN_MEMBER_ID and rejoin (committed offsets are durable, see `offsets.rs`).
 
+use super::committed::CommitError;
 use super::offsets::{CommittedOffset, OffsetKey};
 use super::requests::{api_name, Context, RequestMeta};
 use super::topics::find_partition;
@@ -974,7 +975,11 @@ pub fn find_coordinator(
             }
             match gateway.coordinates(key) {
                 Ok(()) => Ok(own.clone()),
-                Err(id) => match gateway.kafka_listener_of(id) {
+                Err(None) => Err((
+                    code(ResponseError::CoordinatorNotAvailable),
+                    "no live broker serving Kafka can coordinate the group".into(),
+                )),
+                Err(Some(id)) => match gateway.kafka_listener_of(id) {
                     Some(listener) => Ok((BrokerId(id as i32), listener)),
                     None => Err((
                         code(ResponseError::CoordinatorNotAvailable),
@@ -1330,14 +1335,21 @@ pub fn offset_commit(
         }
         response.topics.push(topic_response);
     }
-    let write = (!entries.is_empty()).then(|| gateway.offsets.commit(entries));
+    let write = (!entries.is_empty()).then(|| gateway.commit_offsets(&group_id, entries));
     async move {
         if let Some(write) = write {
             if let Err(error) = write.await {
-                eprintln!("precursor-controlplane: kafka gateway: OffsetCommit: {error}");
+                let refused = match error {
+                    CommitError::NotCoordinator(_) => ResponseError::NotCoordinator,
+                    CommitError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+                    CommitError::Unavailable(_) => ResponseError::CoordinatorNotAvailable,
+                };
+                eprintln!(
+                    "precursor-controlplane: kafka gateway: OffsetCommit of group \
+                     {group_id:?}: {error}"
+                );
                 for (t, p) in stored {
-                    response.topics[t].partitions[p].error_code =
-                        code(ResponseError::CoordinatorNotAvailable);
+                    response.topics[t].partitions[p].error_code = code(refused);
                 }
             }
         }
@@ -1362,7 +1374,7 @@ pub fn offset_fetch(
     let committed_of = |topic: &str, partition: i32| {
         let mut entry = OffsetFetchResponsePartition::default();
         entry.partition_index = partition;
-        match gateway.offsets.get(group_id, topic, partition) {
+        match gateway.committed_offset(group_id, topic, partition) {
             Some(committed) => {
                 entry.committed_offset = committed.offset;
                 entry.committed_leader_epoch = committed.leader_epoch;
@@ -1393,7 +1405,7 @@ pub fn offset_fetch(
         }
         None => {
             let mut by_topic: BTreeMap<String, Vec<OffsetFetchResponsePartition>> = BTreeMap::new();
-            for (topic, partition, _) in gateway.offsets.group(group_id) {
+            for (topic, partition, _) in gateway.group_offsets(group_id) {
                 let entry = committed_of(&topic, partition);
                 by_topic.entry(topic).or_default().push(entry);
             }
@@ -1454,7 +1466,7 @@ pub fn describe_groups(
             // only has committed offsets as Empty.
             let mut described = DescribedGroup::default();
             described.group_id = group_id.clone();
-            let state = if context.gateway.offsets.group(id).is_empty() {
+            let state = if context.gateway.group_offsets(id).is_empty() {
                 "Dead"
             } else {
                 GroupState::Empty.name()
@@ -1481,7 +1493,7 @@ pub fn list_groups(
     request: ListGroupsRequest,
 ) -> ListGroupsResponse {
     let mut listed: BTreeMap<String, (&'static str, String)> = BTreeMap::new();
-    for group in context.gateway.offsets.groups() {
+    for group in context.gateway.groups_with_offsets() {
         listed.insert(group, (GroupState::Empty.name(), String::new()));
     }
     for (id, state, protocol_type) in context

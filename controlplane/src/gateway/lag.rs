@@ -66,7 +66,7 @@ pub fn decode_assignment(bytes: &bytes::Bytes) -> Vec<AssignedTopic> {
 
 /// Every group this gateway knows: live ones and those with committed offsets.
 fn group_names(gateway: &Gateway) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = gateway.offsets.groups().into_iter().collect();
+    let mut names: BTreeSet<String> = gateway.groups_with_offsets().into_iter().collect();
     let live = gateway.groups.lock().expect("coordinator lock").list();
     names.extend(live.into_iter().map(|(id, _, _)| id));
     names
@@ -83,7 +83,7 @@ pub fn describe_group(
         .lock()
         .expect("coordinator lock")
         .overview(name);
-    let committed = gateway.offsets.group(name);
+    let committed = gateway.group_offsets(name);
     if overview.is_none() && committed.is_empty() {
         return None;
     }

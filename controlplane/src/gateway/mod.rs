@@ -27,6 +27,7 @@
 //! docs/kafka.md.
 
 mod cluster;
+mod committed;
 mod connection;
 mod data_path;
 mod fetch;
@@ -194,15 +195,6 @@ impl Gateway {
             .map(|start| (start.epoch, start.start_offset))
             .collect();
         Some((starts, history.walked_to()))
-    }
-
-    /// Where consumer group `group` is coordinated: Ok on this broker, else the id of the
-    /// broker that coordinates it (see [`cluster::group_coordinator`]).
-    pub fn coordinates(&self, group: &str) -> Result<(), u32> {
-        match cluster::group_coordinator(&self.node.config.cluster, group) {
-            Some(id) if id != self.cluster_broker_id() => Err(id),
-            _ => Ok(()),
-        }
     }
 
     /// `(host, port)` of broker `id`'s Kafka listener in `[cluster]`.

@@ -805,7 +805,7 @@ pub async fn delete_topics(
         gateway.topics.invalidate();
         match answer {
             admin::Response::Ok => {
-                if let Err(error) = gateway.offsets.delete_topic(&text).await {
+                if let Err(error) = gateway.forget_topic_offsets(&text).await {
                     eprintln!(
                         "precursor-controlplane: kafka gateway: topic {text:?} deleted, its \
                          committed offsets not: {error}"

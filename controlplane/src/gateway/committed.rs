@@ -1,0 +1,193 @@
+//! Where committed consumer offsets live, and who coordinates a group.
+//!
+//! - Alone or with `cluster.metadata = "static"`: this broker's offsets file
+//!   ([`super::offsets::OffsetStore`]); a group is placed by `[cluster]` alone
+//!   ([`super::cluster::group_coordinator`]), so a dead coordinator's groups wait for it.
+//! - With `cluster.metadata = "quorum"`: the metadata quorum. An OffsetCommit is answered
+//!   once its `CommitOffsets` is committed by a majority of voters, so it survives losing
+//!   the coordinator; OffsetFetch reads the state this broker's voter applied. The group's
+//!   coordinator is [`MetadataState::group_coordinator`]: a hash over the live brokers
+//!   that serve Kafka, so the groups of a fenced broker move to the others at once.
+//!
+//! Why the quorum's order makes a moved group read every commit: the state machine takes a
+//! `CommitOffsets` only from the group's coordinator at that point of the log. A broker
+//! becomes a group's coordinator by applying the entry that moved it (a fence, a
+//! registration); every commit of the previous coordinator the quorum accepted comes before
+//! that entry, so the new coordinator has applied it before it answers any request of the
+//! group.
+
+use super::offsets::{CommittedOffset, OffsetKey};
+use super::Gateway;
+use precursor_metadata::{MetadataCommand, MetadataReply, MetadataState, OffsetCommit, Refusal};
+use std::future::Future;
+use std::sync::Arc;
+
+/// Why committed offsets were not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    /// Another broker (or none) coordinates the group now.
+    #[error("this broker does not coordinate the group (now: {0:?})")]
+    NotCoordinator(Option<u32>),
+    #[error("a topic or partition of the commit does not exist")]
+    UnknownTopicOrPartition,
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl Gateway {
+    /// The metadata quorum's state, when this broker is a member of one.
+    fn quorum_state(&self) -> Option<Arc<MetadataState>> {
+        self.node.member.get().map(|member| member.state())
+    }
+
+    /// Where consumer group `group` is coordinated: Ok on this broker, else the id of the
+    /// broker that coordinates it, or None when no live broker can.
+    pub fn coordinates(&self, group: &str) -> Result<(), Option<u32>> {
+        let placed = match self.quorum_state() {
+            Some(state) => match state.group_coordinator(group) {
+                Some(id) => Some(id),
+                None => return Err(None),
+            },
+            None => super::cluster::group_coordinator(&self.node.config.cluster, group),
+        };
+        match placed {
+            Some(id) if id != self.cluster_broker_id() => Err(Some(id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// The committed offset of one partition.
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Option<CommittedOffset> {
+        let Some(state) = self.quorum_state() else {
+            return self.offsets.get(group, topic, partition);
+        };
+        let key = precursor_metadata::OffsetKey {
+            group: group.to_string(),
+            topic: topic.to_string(),
+            partition: u32::try_from(partition).ok()?,
+        };
+        state.offsets.get(&key).map(from_quorum)
+    }
+
+    /// Every committed offset of `group`, by topic and partition.
+    pub fn group_offsets(&self, group: &str) -> Vec<(String, i32, CommittedOffset)> {
+        let Some(state) = self.quorum_state() else {
+            return self.offsets.group(group);
+        };
+        state
+            .group_offsets(group)
+            .map(|(key, committed)| {
+                (
+                    key.topic.clone(),
+                    key.partition as i32,
+                    from_quorum(committed),
+                )
+            })
+            .collect()
+    }
+
+    /// Groups with at least one committed offset that this broker coordinates (as Kafka's
+    /// ListGroups: each broker lists its own; a client asks every broker).
+    pub fn groups_with_offsets(&self) -> Vec<String> {
+        let Some(state) = self.quorum_state() else {
+            return self.offsets.groups();
+        };
+        let me = self.cluster_broker_id();
+        let mut groups: Vec<String> = Vec::new();
+        for key in state.offsets.keys() {
+            if groups.last() != Some(&key.group) && state.group_coordinator(&key.group) == Some(me)
+            {
+                groups.push(key.group.clone());
+            }
+        }
+        groups
+    }
+
+    /// Stores `entries` (all of one group) and resolves once they are durable: fdatasync'd
+    /// to the offsets file, or committed by the metadata quorum.
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        entries: Vec<(OffsetKey, CommittedOffset)>,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send + 'static {
+        debug_assert!(entries.iter().all(|(key, _)| key.group == group));
+        let quorum = self.node.member.get().is_some();
+        let file = (!quorum).then(|| self.offsets.commit(entries.clone()));
+        let node = self.node.clone();
+        let coordinator = self.cluster_broker_id();
+        let group = group.to_string();
+        async move {
+            if let Some(file) = file {
+                return file
+                    .await
+                    .map_err(|error| CommitError::Unavailable(error.to_string()));
+            }
+            let offsets = entries
+                .into_iter()
+                .map(|(key, committed)| OffsetCommit {
+                    topic: key.topic,
+                    partition: u32::try_from(key.partition).unwrap_or(u32::MAX),
+                    offset: committed.offset,
+                    leader_epoch: committed.leader_epoch,
+                    metadata: committed.metadata.unwrap_or_default(),
+                })
+                .collect();
+            let member = node.member.get().expect("checked above: a quorum member");
+            let command = MetadataCommand::CommitOffsets {
+                group,
+                coordinator,
+                offsets,
+            };
+            match member.propose(command).await {
+                Ok(MetadataReply::Done) => Ok(()),
+                Ok(MetadataReply::Refused(Refusal::NotCoordinator { coordinator })) => {
+                    Err(CommitError::NotCoordinator(coordinator))
+                }
+                Ok(MetadataReply::Refused(Refusal::TopicUnknown | Refusal::PartitionUnknown)) => {
+                    Err(CommitError::UnknownTopicOrPartition)
+                }
+                Ok(other) => Err(CommitError::Unavailable(format!(
+                    "the metadata quorum refused the commit: {other}"
+                ))),
+                Err(error) => Err(CommitError::Unavailable(format!(
+                    "the metadata quorum did not commit the offsets: {error}"
+                ))),
+            }
+        }
+    }
+
+    /// Forgets every committed offset of a deleted topic. The quorum drops them itself
+    /// when it applies the deletion.
+    pub fn forget_topic_offsets(
+        &self,
+        topic: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        let file = self
+            .node
+            .member
+            .get()
+            .is_none()
+            .then(|| self.offsets.delete_topic(topic));
+        async move {
+            match file {
+                Some(file) => file.await.map_err(|error| error.to_string()),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+fn from_quorum(committed: &precursor_metadata::CommittedOffset) -> CommittedOffset {
+    CommittedOffset {
+        offset: committed.offset,
+        leader_epoch: committed.leader_epoch,
+        metadata: Some(committed.metadata.clone()),
+        // The quorum keeps no commit time (it would be the proposer's clock).
+        commit_ms: 0,
+    }
+}
