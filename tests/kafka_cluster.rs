@@ -776,3 +776,88 @@ fn a_groups_coordinator_killed_whole_hands_the_group_and_its_committed_offsets_o
     );
     assert!(commits >= 1.0, "no OffsetCommit reached broker {heir}");
 }
+
+#[test]
+fn admin_clients_describe_the_cluster_and_elect_preferred_leaders_through_the_quorum() {
+    let _serial = serial();
+    let test = "admin_clients_describe_the_cluster_and_elect_preferred_leaders_through_the_quorum";
+    if !can_run(test) || !clients_installed(test) {
+        return;
+    }
+    let cluster = Cluster::up_quorum(3);
+    const PARTITIONS: u32 = 3;
+    create_replicated(&cluster, "elected", PARTITIONS);
+    // Partition 0's leadership moves off its preferred replica (through the quorum).
+    let partition = &cluster.partitions(1, "elected")[0];
+    let replicas: Vec<u32> = partition["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_u64().unwrap() as u32)
+        .collect();
+    let (preferred, other) = (replicas[0], replicas[1]);
+    let out = cluster.precursor(
+        1,
+        &[
+            "topic",
+            "lead",
+            "elected",
+            "--partition",
+            "0",
+            "--broker-id",
+            &other.to_string(),
+        ],
+    );
+    assert_success(&out, "topic lead away from the preferred replica");
+    wait_until(
+        "partition 0 led by the other replica, with 3 in sync",
+        || {
+            let p = &cluster.partitions(other, "elected")[0];
+            field(p, "leader") as u32 == other && p["isr"].as_array().is_some_and(|i| i.len() == 3)
+        },
+    );
+
+    let out = kafka_client(CURRENT_LIBRDKAFKA_PYTHON)
+        .arg(script("cluster_admin.py"))
+        .args([
+            &cluster.bootstrap_servers(),
+            "elected",
+            &PARTITIONS.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_success(&out, "cluster_admin.py");
+    let result: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    eprintln!("cluster_admin.py: {result}");
+    assert_eq!(result["brokers"], serde_json::json!([1, 2, 3]), "{result}");
+    let quorum_leader = cluster.precursor_json(1, &["status"])["quorum"]["leader"].clone();
+    assert_eq!(result["controller"], quorum_leader, "{result}");
+    // Partition 0 went back to its preferred replica; the others needed nothing.
+    assert_eq!(
+        result["preferred"]["0"],
+        serde_json::Value::Null,
+        "{result}"
+    );
+    for p in 1..PARTITIONS {
+        assert_eq!(
+            result["preferred"][p.to_string()],
+            "ELECTION_NOT_NEEDED",
+            "{result}"
+        );
+    }
+    // Every partition has a leader: an unclean election is not needed anywhere.
+    for p in 0..PARTITIONS {
+        assert_eq!(
+            result["unclean"][p.to_string()],
+            "ELECTION_NOT_NEEDED",
+            "{result}"
+        );
+    }
+    wait_until(
+        "partition 0 led by its preferred replica on every broker",
+        || {
+            (1..=3)
+                .all(|i| field(&cluster.partitions(i, "elected")[0], "leader") as u32 == preferred)
+        },
+    );
+}

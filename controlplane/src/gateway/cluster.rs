@@ -114,6 +114,23 @@ fn host_port(listener: &str) -> Option<(String, i32)> {
 /// Every broker of `[cluster]` a client can reach: those with a `kafka` listener, and
 /// this one (`cluster.broker_id`) at `own` when its own `kafka` is empty. Brokers without
 /// a listener are left out: a partition they lead is LEADER_NOT_AVAILABLE.
+impl super::Gateway {
+    /// The brokers clients are told of (Metadata, DescribeCluster): this gateway alone
+    /// outside a cluster (at `own`, the address the client reached), every broker of
+    /// `[cluster]` with a Kafka listener in one.
+    pub fn kafka_brokers(&self, own: (String, i32)) -> Vec<KafkaBroker> {
+        if self.cluster_broker_id() == 0 {
+            return vec![KafkaBroker {
+                id: self.broker_id(),
+                host: own.0,
+                port: own.1,
+                rack: None,
+            }];
+        }
+        kafka_brokers(&self.node.config.cluster, own)
+    }
+}
+
 pub fn kafka_brokers(cluster: &ClusterConfig, own: (String, i32)) -> Vec<KafkaBroker> {
     let mut brokers: Vec<KafkaBroker> = cluster
         .brokers

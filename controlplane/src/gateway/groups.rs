@@ -32,6 +32,7 @@ use super::offsets::{CommittedOffset, OffsetKey};
 use super::requests::{api_name, Context, RequestMeta};
 use super::topics::find_partition;
 use super::Gateway;
+use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
@@ -60,8 +61,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-/// "Not requested" for authorized-operations fields (Kafka's INT32_MIN).
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
 
@@ -790,10 +789,6 @@ pub struct MemberOverview {
 /// `ResponseError` has no "none" variant: code 0 is spelled by this helper's callers.
 fn return_none() -> ResponseError {
     ResponseError::Unknown(0)
-}
-
-fn str_bytes(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
 }
 
 /// `<client id>-<uuid>`, as Kafka names members.

@@ -27,6 +27,7 @@
 //! docs/kafka.md.
 
 mod cluster;
+mod cluster_admin;
 mod committed;
 mod connection;
 mod data_path;
@@ -87,6 +88,13 @@ pub enum GatewayError {
     ProducerIds(#[source] std::io::Error),
     #[error("kafka gateway TLS: {0}")]
     Tls(#[from] TlsError),
+}
+
+/// "Not requested" for the authorized-operations fields (Kafka's INT32_MIN).
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+fn str_bytes(text: &str) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(text.to_string())
 }
 
 /// Everything the connections of the gateway share.

@@ -5,8 +5,8 @@
 //! answer. A request that cannot be read is a [`Malformed`]: the connection is closed.
 
 use super::{
-    fetch, groups, list_offsets, offset_for_leader_epoch, produce, producer_ids, topics, versions,
-    Gateway,
+    cluster_admin, fetch, groups, list_offsets, offset_for_leader_epoch, produce, producer_ids,
+    topics, versions, Gateway,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -146,6 +146,8 @@ pub enum RequestBody {
     OffsetFetch(messages::OffsetFetchRequest),
     DescribeGroups(messages::DescribeGroupsRequest),
     ListGroups(messages::ListGroupsRequest),
+    DescribeCluster(messages::DescribeClusterRequest),
+    ElectLeaders(messages::ElectLeadersRequest),
 }
 
 /// One request frame read off the wire by [`decode_request`].
@@ -216,6 +218,8 @@ pub fn decode_request(mut frame: Bytes, in_cluster: bool) -> Result<DecodedReque
         ApiKey::OffsetFetch => RequestBody::OffsetFetch(decode_body(&mut frame, &meta)?),
         ApiKey::DescribeGroups => RequestBody::DescribeGroups(decode_body(&mut frame, &meta)?),
         ApiKey::ListGroups => RequestBody::ListGroups(decode_body(&mut frame, &meta)?),
+        ApiKey::DescribeCluster => RequestBody::DescribeCluster(decode_body(&mut frame, &meta)?),
+        ApiKey::ElectLeaders => RequestBody::ElectLeaders(decode_body(&mut frame, &meta)?),
         other => return Err(Malformed::UnsupportedApi(other)),
     };
     Ok(DecodedRequest::Request {
@@ -335,6 +339,14 @@ pub fn dispatch(context: &Context, frame: Bytes) -> Result<Pending, Malformed> {
             let response = groups::list_groups(context, &meta, request);
             ready(encode(&meta, &response))
         }
+        RequestBody::DescribeCluster(request) => {
+            let response = cluster_admin::describe_cluster(context, &meta, request);
+            ready(encode(&meta, &response))
+        }
+        RequestBody::ElectLeaders(request) => {
+            let answer = cluster_admin::elect_leaders(context, &meta, request);
+            respond_later(meta, answer)
+        }
     })
 }
 
@@ -430,6 +442,8 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::DeleteTopics => "DeleteTopics",
         ApiKey::InitProducerId => "InitProducerId",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::ElectLeaders => "ElectLeaders",
         _ => "other",
     }
 }

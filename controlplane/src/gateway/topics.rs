@@ -2,9 +2,10 @@
 //! counters file (as for `precursor topic list`), creation and deletion go through the
 //! admin path (the command ring), as the CLI's do.
 
-use super::cluster::{self, KafkaBroker, Leadership, LiveGauge};
+use super::cluster::{Leadership, LiveGauge};
 use super::requests::{api_name, Context, RequestMeta};
 use super::Gateway;
+use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::admin::{self, codes, PartitionInfo};
 use crate::counters::{parse_labels, CountersSnapshot, Sample};
 use kafka_protocol::error::ResponseError;
@@ -41,8 +42,6 @@ pub const TOPIC_VIEW_MISS_REFRESH_MS: u64 = 2;
 /// is older than this, in milliseconds, and Metadata is answered from a view at most this
 /// old: after a leader change (published within 10 ms) clients are told at once.
 pub const TOPIC_VIEW_LEADERSHIP_MAX_AGE_MS: u64 = 20;
-/// "Not requested" for the authorized-operations fields (Kafka's INT32_MIN).
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 /// One partition of the topic view: its offsets, bytes and (in a cluster) replication,
 /// as the data plane last published them.
@@ -238,10 +237,6 @@ impl TopicView {
     }
 }
 
-fn str_bytes(text: &str) -> StrBytes {
-    StrBytes::from_string(text.to_string())
-}
-
 fn topic_name(text: &str) -> TopicName {
     TopicName(str_bytes(text))
 }
@@ -274,16 +269,7 @@ pub fn metadata(
     async move {
         let mut response = MetadataResponse::default();
         let me = gateway.cluster_broker_id();
-        let brokers = if me == 0 {
-            vec![KafkaBroker {
-                id: gateway.broker_id(),
-                host: own.0,
-                port: own.1,
-                rack: None,
-            }]
-        } else {
-            cluster::kafka_brokers(&gateway.node.config.cluster, own)
-        };
+        let brokers = gateway.kafka_brokers(own);
         let listed = Listed {
             me,
             own_id: gateway.broker_id(),

@@ -14,7 +14,7 @@ use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::protocol::VersionRange;
 
 /// `(api, min, max)` for every API the gateway answers.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 17] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 18] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -32,6 +32,7 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 17] = [
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeCluster, 0, 1),
 ];
 
 /// `(api, min, max)` of the APIs a broker of a cluster answers besides
@@ -39,7 +40,12 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 17] = [
 /// v4 is flexible) only means something where leader epochs are given out: on a single
 /// node Metadata says -1 and librdkafka, seeing it not advertised, skips the validation
 /// it would otherwise ask for with the epochs producers write into their batches.
-pub const CLUSTER_APIS: [(ApiKey, i16, i16); 1] = [(ApiKey::OffsetForLeaderEpoch, 2, 4)];
+/// ElectLeaders (preferred-leader elections through the metadata quorum; v2 is flexible)
+/// too.
+pub const CLUSTER_APIS: [(ApiKey, i16, i16); 2] = [
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::ElectLeaders, 0, 2),
+];
 
 /// The APIs advertised: [`SUPPORTED_APIS`], and [`CLUSTER_APIS`] in a cluster.
 fn advertised(in_cluster: bool) -> impl Iterator<Item = &'static (ApiKey, i16, i16)> {
@@ -107,7 +113,7 @@ mod tests {
         );
         assert_eq!(
             api_versions_response(0, true).api_keys.len(),
-            SUPPORTED_APIS.len() + 1
+            SUPPORTED_APIS.len() + CLUSTER_APIS.len()
         );
     }
 
