@@ -230,6 +230,118 @@ fn a_leader_stopped_past_its_lease_acknowledges_nothing_after_it_was_fenced() {
     check_history(&cluster, &ids, "paused", &first, end);
 }
 
+#[test]
+fn the_quorum_leader_cut_off_the_network_is_replaced_and_rejoins_without_deposing_its_heir() {
+    let _serial = serial();
+    if !can_run(
+        "the_quorum_leader_cut_off_the_network_is_replaced_and_rejoins_without_deposing_its_heir",
+    ) {
+        return;
+    }
+    let cluster = Cluster::up_quorum(3);
+    let quorum_leader = |asked: u32| {
+        cluster.precursor_json(asked, &["status"])["quorum"]["leader"]
+            .as_u64()
+            .unwrap_or(0) as u32
+    };
+    let controller = quorum_leader(1);
+    assert!(
+        (1..=3).contains(&controller),
+        "a quorum leader: {controller}"
+    );
+    let leader = create_topic(&cluster, "cut");
+    // The controller also leads the partition: the worst broker to lose.
+    if leader != controller {
+        let out = cluster.precursor(
+            1,
+            &[
+                "topic",
+                "lead",
+                "cut",
+                "--partition",
+                "0",
+                "--broker-id",
+                &controller.to_string(),
+            ],
+        );
+        assert_success(&out, "topic lead to the controller");
+        wait_until(
+            "the controller leading the partition with 3 in sync",
+            || {
+                let p = &cluster.partitions(controller, "cut")[0];
+                field(p, "leader") as u32 == controller
+                    && p["isr"].as_array().is_some_and(|isr| isr.len() == 3)
+            },
+        );
+    }
+    let survivors: Vec<u32> = (1..=3).filter(|&id| id != controller).collect();
+    const MESSAGES: u64 = 20_000;
+    const CUT_AFTER: u64 = 6_000;
+    let brokers = all_brokers(&cluster);
+    let mut cut = false;
+    let history = produce_acked(&brokers, "cut", MESSAGES, |acked| {
+        if !cut && acked >= CUT_AFTER {
+            cut = true;
+            // Both of its links (control plane and data plane) go down: alive but alone.
+            cluster.link_down(controller);
+        }
+    });
+    assert!(cut);
+    assert_eq!(
+        history.acked.len() as u64,
+        MESSAGES,
+        "every line acknowledged once"
+    );
+    eprintln!(
+        "CUT: longest gap between two acknowledgements: {:?} (the controller and leader, \
+         broker {controller}, cut off at {CUT_AFTER} acks; parked lcores, 2 shared cores)",
+        history.longest_gap()
+    );
+    // The two others elected a quorum leader of their own, fenced the cut broker and moved
+    // the partition to one of them.
+    let heir = quorum_leader(survivors[0]);
+    assert!(survivors.contains(&heir), "quorum leader {heir}");
+    let status = cluster.precursor_json(heir, &["status"]);
+    let term = status["quorum"]["term"].as_u64().unwrap();
+    assert!(
+        status["quorum"]["fenced_brokers"]
+            .as_array()
+            .is_some_and(|f| f.contains(&serde_json::json!(controller))),
+        "the quorum fenced broker {controller}: {status}"
+    );
+    let new_leader = field(&cluster.partitions(heir, "cut")[0], "leader") as u32;
+    assert!(survivors.contains(&new_leader), "led by {new_leader}");
+    check_history(&cluster, &survivors, "cut", &history, MESSAGES);
+
+    // Healed: the cut broker rejoins as a follower of the quorum (pre-vote: a voter that
+    // was away does not depose a healthy leader), registers a new incarnation, and its
+    // data plane catches up behind the new partition leader.
+    cluster.link_up(controller);
+    wait_until(
+        &format!("broker {controller} registered again and in sync"),
+        || {
+            let back = cluster.precursor_json(controller, &["status"]);
+            back["quorum"]["registered"] == true
+                && cluster.partitions(new_leader, "cut")[0]["isr"]
+                    .as_array()
+                    .is_some_and(|isr| isr.len() == 3)
+                && field(&cluster.partitions(controller, "cut")[0], "end_offset") == MESSAGES
+        },
+    );
+    let after = cluster.precursor_json(heir, &["status"]);
+    assert_eq!(
+        quorum_leader(controller),
+        heir,
+        "the heir still leads the quorum"
+    );
+    assert_eq!(
+        after["quorum"]["term"].as_u64().unwrap(),
+        term,
+        "no new term after the heal: {after}"
+    );
+    check_history(&cluster, &[controller], "cut", &history, MESSAGES);
+}
+
 /// Sets the flag when dropped: the roller's end, even by a panic, releases the producer.
 struct SetOnDrop<'a>(&'a AtomicBool);
 

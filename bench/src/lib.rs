@@ -6,6 +6,7 @@
 //!   correction ([`latency`]), the same for every system.
 //! - [`peers`]: NATS JetStream and Redis Streams adapters at matched durability.
 //! - [`kafka`]: Precursor through its Kafka gateway, driven by librdkafka.
+//! - [`metadata`]: the metadata quorum's commit latency against the partitions it holds.
 //! - [`result`]: the one JSON schema every run prints (Precursor's CLI prints it too).
 //! - [`report`], [`plot`]: docs/benchmarks.md tables, SVG plots, the one-line summary.
 //!
@@ -15,6 +16,7 @@ pub mod harness;
 pub mod kafka;
 pub mod latency;
 pub mod limits;
+pub mod metadata;
 pub mod peers;
 pub mod plot;
 pub mod report;

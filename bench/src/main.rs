@@ -8,7 +8,7 @@ use precursor_bench::harness::ProduceParams;
 use precursor_bench::peers::{nats, redis, Durability};
 use precursor_bench::report::{self, Report};
 use precursor_bench::result::RunResult;
-use precursor_bench::{kafka, limits, plot};
+use precursor_bench::{kafka, limits, metadata, plot};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,6 +44,18 @@ enum Command {
     /// Precursor's Kafka gateway through librdkafka (rdkafka crate).
     #[command(subcommand)]
     Kafka(KafkaCommand),
+    /// The metadata quorum's commit latency (three voters in this process, real TCP and
+    /// fdatasync) with `--partitions` partitions in its state.
+    MetadataCommit {
+        #[arg(long, default_value_t = 1_000)]
+        partitions: u32,
+        /// Proposals measured, one after another.
+        #[arg(long, default_value_t = 2_000)]
+        commits: u64,
+        /// Unmeasured proposals first.
+        #[arg(long, default_value_t = 100)]
+        warmup: u64,
+    },
     /// Render docs/benchmarks.md's generated section and the SVG plots from a results dir.
     Report(ReportArgs),
     /// Print the one-line summary of a results dir (ratios Precursor / peer).
@@ -253,6 +265,21 @@ fn print(result: RunResult) -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::MetadataCommit {
+            partitions,
+            commits,
+            warmup,
+        } => {
+            // Three voters, as three control planes would be: more than one thread.
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .context("cannot start the tokio runtime")?;
+            Ok(print(runtime.block_on(metadata::commit_latency(
+                partitions, commits, warmup,
+            ))?))
+        }
         Command::Limits(LimitsCommand::Memcpy { mib, runs }) => {
             Ok(print(limits::memcpy(mib, runs)?))
         }
