@@ -5,7 +5,10 @@
 //! native client follows, and every acknowledged line is on every broker once, at its
 //! offset. A leader stopped (SIGSTOP) past its lease acknowledges nothing after it was
 //! fenced, and rejoins as a follower. `broker drain` moves a leader away; a rolling restart
-//! (each broker stopped cleanly, its leaderships moved first) loses nothing.
+//! (each broker stopped cleanly, its leaderships moved first) loses nothing. The quorum's
+//! leader, also the partition's, cut off the network (both veths down) while a producer
+//! writes: the other two elect a leader, fence it and move the partition; healed, it
+//! rejoins without a new term (pre-vote) and catches up.
 //!
 //! Root only (namespaces, veths, hugepages); each test runs alone (`serial`). The
 //! unavailability a producer saw is printed, never asserted (2 shared cores).

@@ -115,6 +115,20 @@ fn host_port(listener: &str) -> Option<(String, i32)> {
 /// this one (`cluster.broker_id`) at `own` when its own `kafka` is empty. Brokers without
 /// a listener are left out: a partition they lead is LEADER_NOT_AVAILABLE.
 impl super::Gateway {
+    /// The controller clients are told of (Metadata, DescribeCluster): the metadata
+    /// quorum's leader with `cluster.metadata = "quorum"` (-1 while there is none), else
+    /// this broker (there is no other controller).
+    pub fn controller_id(&self) -> i32 {
+        match self.node.member.get() {
+            Some(member) => member
+                .status()
+                .quorum
+                .leader
+                .map_or(-1, |leader| leader as i32),
+            None => self.broker_id(),
+        }
+    }
+
     /// The brokers clients are told of (Metadata, DescribeCluster): this gateway alone
     /// outside a cluster (at `own`, the address the client reached), every broker of
     /// `[cluster]` with a Kafka listener in one.

@@ -56,14 +56,7 @@ pub fn describe_cluster(
             .error(api_name(meta.api), response.error_code);
         return response;
     }
-    response.controller_id = BrokerId(match gateway.node.member.get() {
-        Some(member) => member
-            .status()
-            .quorum
-            .leader
-            .map_or(-1, |leader| leader as i32),
-        None => gateway.broker_id(),
-    });
+    response.controller_id = BrokerId(gateway.controller_id());
     response.brokers = gateway
         .kafka_brokers(context.advertised())
         .into_iter()

@@ -287,7 +287,7 @@ pub fn metadata(
             })
             .collect();
         response.cluster_id = Some(str_bytes(&gateway.cluster_id));
-        response.controller_id = BrokerId(gateway.broker_id());
+        response.controller_id = BrokerId(gateway.controller_id());
         response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
         let wanted: Option<Vec<String>> = match request.topics {
             None => None,
