@@ -8,6 +8,7 @@ use crate::command::{MetadataCommand, MetadataReply, OffsetCommit, Refusal};
 use precursor_config::{BROKERS_MAX, REPLICATION_FACTOR_MAX};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Topic and group names, at most, in bytes (Kafka's topic name limit).
 pub const NAME_BYTES_MAX: usize = 249;
@@ -77,31 +78,61 @@ pub struct CommittedOffset {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataState {
     pub brokers: BTreeMap<u32, BrokerState>,
-    pub topics: BTreeMap<String, TopicState>,
+    /// Each topic behind its own `Arc`, as each group's offsets: every apply publishes a
+    /// copy of the state to the control plane, and a copy then shares every topic and
+    /// group the command did not change (a change copies only its own, `Arc::make_mut`).
+    pub topics: BTreeMap<String, Arc<TopicState>>,
     pub next_producer_id: u64,
-    /// JSON maps need string keys: stored as a list of pairs, in key order.
+    /// JSON maps need string keys: stored as a list of `(OffsetKey, CommittedOffset)`
+    /// pairs, in key order.
     #[serde(with = "offsets_as_pairs")]
-    pub offsets: BTreeMap<OffsetKey, CommittedOffset>,
+    pub offsets: BTreeMap<String, Arc<GroupOffsets>>,
 }
 
+/// One group's committed offsets, by (topic, partition).
+pub type GroupOffsets = BTreeMap<(String, u32), CommittedOffset>;
+
 mod offsets_as_pairs {
-    use super::{CommittedOffset, OffsetKey};
+    use super::{CommittedOffset, GroupOffsets, OffsetKey};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
     use std::collections::BTreeMap;
+    use std::sync::Arc;
 
     pub fn serialize<S: Serializer>(
-        map: &BTreeMap<OffsetKey, CommittedOffset>,
+        map: &BTreeMap<String, Arc<GroupOffsets>>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        let pairs: Vec<(&OffsetKey, &CommittedOffset)> = map.iter().collect();
+        let pairs: Vec<(OffsetKey, &CommittedOffset)> = map
+            .iter()
+            .flat_map(|(group, offsets)| {
+                offsets.iter().map(move |((topic, partition), committed)| {
+                    let key = OffsetKey {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    };
+                    (key, committed)
+                })
+            })
+            .collect();
         pairs.serialize(serializer)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<BTreeMap<OffsetKey, CommittedOffset>, D::Error> {
+    ) -> Result<BTreeMap<String, Arc<GroupOffsets>>, D::Error> {
         let pairs: Vec<(OffsetKey, CommittedOffset)> = Vec::deserialize(deserializer)?;
-        Ok(pairs.into_iter().collect())
+        let mut groups: BTreeMap<String, GroupOffsets> = BTreeMap::new();
+        for (key, committed) in pairs {
+            groups
+                .entry(key.group)
+                .or_default()
+                .insert((key.topic, key.partition), committed);
+        }
+        Ok(groups
+            .into_iter()
+            .map(|(group, offsets)| (group, Arc::new(offsets)))
+            .collect())
     }
 }
 
@@ -134,19 +165,20 @@ impl MetadataState {
         live.nth(at as usize)
     }
 
-    /// The committed offsets of `group`, in (topic, partition) order.
-    pub fn group_offsets<'a>(
-        &'a self,
-        group: &'a str,
-    ) -> impl Iterator<Item = (&'a OffsetKey, &'a CommittedOffset)> + 'a {
-        let first = OffsetKey {
-            group: group.to_string(),
-            topic: String::new(),
-            partition: 0,
-        };
-        self.offsets
-            .range(first..)
-            .take_while(move |(key, _)| key.group == group)
+    /// The committed offsets of `group`: (topic, partition) -> offset, in that order.
+    pub fn group_offsets(&self, group: &str) -> Option<&GroupOffsets> {
+        self.offsets.get(group).map(|offsets| &**offsets)
+    }
+
+    /// One partition's committed offset of `group`.
+    pub fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Option<&CommittedOffset> {
+        self.group_offsets(group)?
+            .get(&(topic.to_string(), partition))
     }
 
     /// Applies one command. Deterministic and total: the same state and command give the
@@ -263,9 +295,13 @@ impl MetadataState {
                 kafka,
             },
         );
+        let leaderless = |p: &PartitionState| p.leader == 0 && p.isr.contains(&id);
         for topic in self.topics.values_mut() {
-            for partition in topic.partitions.iter_mut() {
-                if partition.leader == 0 && partition.isr.contains(&id) {
+            if !topic.partitions.iter().any(leaderless) {
+                continue; // shared with the published copy: not copied
+            }
+            for partition in Arc::make_mut(topic).partitions.iter_mut() {
+                if leaderless(partition) {
                     partition.leader = id;
                     partition.leader_epoch = partition.leader_epoch.wrapping_add(1);
                 }
@@ -287,7 +323,13 @@ impl MetadataState {
         recorded.fenced = true;
         let brokers = &self.brokers;
         let mut leaders_moved = 0u32;
+        let touched =
+            |p: &PartitionState| p.leader == id || (p.isr.len() > 1 && p.isr.contains(&id));
         for topic in self.topics.values_mut() {
+            if !topic.partitions.iter().any(touched) {
+                continue;
+            }
+            let topic = Arc::make_mut(topic);
             let unclean = topic.unclean_leader_election;
             for partition in topic.partitions.iter_mut() {
                 if partition.leader == id {
@@ -343,13 +385,13 @@ impl MetadataState {
             .collect();
         self.topics.insert(
             name.to_string(),
-            TopicState {
+            Arc::new(TopicState {
                 partitions: partitions.clone(),
                 min_insync,
                 unclean_leader_election,
                 retention_ms,
                 retention_bytes,
-            },
+            }),
         );
         Ok(MetadataReply::TopicCreated { partitions })
     }
@@ -358,7 +400,12 @@ impl MetadataState {
         if self.topics.remove(name).is_none() {
             return Err(Refusal::TopicUnknown);
         }
-        self.offsets.retain(|key, _| key.topic != name);
+        for offsets in self.offsets.values_mut() {
+            if offsets.keys().any(|(topic, _)| topic == name) {
+                Arc::make_mut(offsets).retain(|(topic, _), _| topic != name);
+            }
+        }
+        self.offsets.retain(|_, offsets| !offsets.is_empty());
         Ok(MetadataReply::Done)
     }
 
@@ -410,7 +457,10 @@ impl MetadataState {
         let mut moved = 0u32;
         let mut stuck = Vec::new();
         for (name, topic) in self.topics.iter_mut() {
-            for (index, partition) in topic.partitions.iter_mut().enumerate() {
+            if !topic.partitions.iter().any(|p| p.leader == id) {
+                continue;
+            }
+            for (index, partition) in Arc::make_mut(topic).partitions.iter_mut().enumerate() {
                 if partition.leader != id {
                     continue;
                 }
@@ -461,7 +511,7 @@ impl MetadataState {
     ) -> Result<MetadataReply, Refusal> {
         self.check_replicas(replicas)?;
         let brokers = &self.brokers;
-        let Some(topic_state) = self.topics.get_mut(topic) else {
+        let Some(topic_state) = self.topics.get_mut(topic).map(Arc::make_mut) else {
             return Err(Refusal::TopicUnknown);
         };
         let unclean = topic_state.unclean_leader_election;
@@ -528,13 +578,13 @@ impl MetadataState {
                 });
             }
         }
+        if offsets.is_empty() {
+            return Ok(MetadataReply::Done);
+        }
+        let group_offsets = Arc::make_mut(self.offsets.entry(group.to_string()).or_default());
         for commit in offsets {
-            self.offsets.insert(
-                OffsetKey {
-                    group: group.to_string(),
-                    topic: commit.topic.clone(),
-                    partition: commit.partition,
-                },
+            group_offsets.insert(
+                (commit.topic.clone(), commit.partition),
                 CommittedOffset {
                     offset: commit.offset,
                     leader_epoch: commit.leader_epoch,
@@ -587,14 +637,18 @@ fn elect_from_isr(
     }
 }
 
+/// One partition to change: its topic is copied first if the published state shares it.
+/// Check what can be checked before: a refused command copies nothing it need not.
 fn partition_mut<'a>(
-    topics: &'a mut BTreeMap<String, TopicState>,
+    topics: &'a mut BTreeMap<String, Arc<TopicState>>,
     topic: &str,
     partition: u32,
 ) -> Result<&'a mut PartitionState, Refusal> {
-    topics
-        .get_mut(topic)
-        .ok_or(Refusal::TopicUnknown)?
+    let topic = topics.get_mut(topic).ok_or(Refusal::TopicUnknown)?;
+    if partition as usize >= topic.partitions.len() {
+        return Err(Refusal::PartitionUnknown);
+    }
+    Arc::make_mut(topic)
         .partitions
         .get_mut(partition as usize)
         .ok_or(Refusal::PartitionUnknown)
@@ -1005,7 +1059,8 @@ mod tests {
             offsets: vec![commit("t", 0), commit("t", 2)],
         });
         assert_eq!(reply, MetadataReply::Done);
-        assert_eq!(state.offsets.len(), 2);
+        assert_eq!(state.group_offsets("g").unwrap().len(), 2);
+        assert_eq!(state.committed_offset("g", "t", 2).unwrap().offset, 42);
         // Serde round trip keeps the pair-encoded map.
         let json = serde_json::to_string(&state).unwrap();
         let back: MetadataState = serde_json::from_str(&json).unwrap();
@@ -1070,7 +1125,12 @@ mod tests {
             MetadataReply::Refused(Refusal::NotCoordinator { .. })
         ));
         assert_eq!(state.apply(&commit(heir)), MetadataReply::Done);
-        let offsets: Vec<i64> = state.group_offsets(group).map(|(_, c)| c.offset).collect();
+        let offsets: Vec<i64> = state
+            .group_offsets(group)
+            .unwrap()
+            .values()
+            .map(|c| c.offset)
+            .collect();
         assert_eq!(offsets, vec![10 + i64::from(heir)]);
         // A broker without a Kafka listener coordinates nothing.
         let mut state = MetadataState::default();
@@ -1081,6 +1141,70 @@ mod tests {
             kafka: false,
         });
         assert_eq!(state.group_coordinator("g"), None);
+    }
+
+    #[test]
+    fn a_copy_of_the_state_shares_every_topic_and_group_a_command_did_not_change() {
+        let mut state = three_brokers_one_topic(false);
+        let replicas = vec![vec![1, 2, 3]];
+        state.apply(&MetadataCommand::CreateTopic {
+            name: "other".into(),
+            replicas,
+            min_insync: 1,
+            unclean_leader_election: false,
+            retention_ms: 0,
+            retention_bytes: 0,
+        });
+        let commit = |group: &str| MetadataCommand::CommitOffsets {
+            group: group.into(),
+            coordinator: 0,
+            offsets: vec![OffsetCommit {
+                topic: "t".into(),
+                partition: 0,
+                offset: 1,
+                leader_epoch: 1,
+                metadata: String::new(),
+            }],
+        };
+        state.apply(&commit("a"));
+        state.apply(&commit("b"));
+        // What the state machine publishes after each apply.
+        let published = state.clone();
+        let leader = state.partition("t", 0).unwrap().leader;
+        let other = *state
+            .partition("t", 0)
+            .unwrap()
+            .isr
+            .iter()
+            .find(|b| **b != leader)
+            .unwrap();
+        let reply = state.apply(&MetadataCommand::ElectLeader {
+            topic: "t".into(),
+            partition: 0,
+            leader: other,
+        });
+        assert!(matches!(reply, MetadataReply::Partition(_)), "{reply}");
+        assert!(!Arc::ptr_eq(&state.topics["t"], &published.topics["t"]));
+        assert!(Arc::ptr_eq(
+            &state.topics["other"],
+            &published.topics["other"]
+        ));
+        assert_eq!(
+            published.partition("t", 0).unwrap().leader,
+            leader,
+            "copy unchanged"
+        );
+        state.apply(&commit("a"));
+        assert!(!Arc::ptr_eq(&state.offsets["a"], &published.offsets["a"]));
+        assert!(Arc::ptr_eq(&state.offsets["b"], &published.offsets["b"]));
+        // A refused command copies nothing.
+        let before = state.clone();
+        state.apply(&MetadataCommand::ElectLeader {
+            topic: "t".into(),
+            partition: 9,
+            leader: other,
+        });
+        assert!(Arc::ptr_eq(&state.topics["t"], &before.topics["t"]));
     }
 
     #[test]

@@ -66,12 +66,9 @@ impl Gateway {
         let Some(state) = self.quorum_state() else {
             return self.offsets.get(group, topic, partition);
         };
-        let key = precursor_metadata::OffsetKey {
-            group: group.to_string(),
-            topic: topic.to_string(),
-            partition: u32::try_from(partition).ok()?,
-        };
-        state.offsets.get(&key).map(from_quorum)
+        state
+            .committed_offset(group, topic, u32::try_from(partition).ok()?)
+            .map(from_quorum)
     }
 
     /// Every committed offset of `group`, by topic and partition.
@@ -81,12 +78,10 @@ impl Gateway {
         };
         state
             .group_offsets(group)
-            .map(|(key, committed)| {
-                (
-                    key.topic.clone(),
-                    key.partition as i32,
-                    from_quorum(committed),
-                )
+            .into_iter()
+            .flatten()
+            .map(|((topic, partition), committed)| {
+                (topic.clone(), *partition as i32, from_quorum(committed))
             })
             .collect()
     }
@@ -98,14 +93,12 @@ impl Gateway {
             return self.offsets.groups();
         };
         let me = self.cluster_broker_id();
-        let mut groups: Vec<String> = Vec::new();
-        for key in state.offsets.keys() {
-            if groups.last() != Some(&key.group) && state.group_coordinator(&key.group) == Some(me)
-            {
-                groups.push(key.group.clone());
-            }
-        }
-        groups
+        state
+            .offsets
+            .keys()
+            .filter(|group| state.group_coordinator(group) == Some(me))
+            .cloned()
+            .collect()
     }
 
     /// Stores `entries` (all of one group) and resolves once they are durable: fdatasync'd
