@@ -14,7 +14,7 @@ use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::protocol::VersionRange;
 
 /// `(api, min, max)` for every API the gateway answers.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 17] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 21] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -32,6 +32,13 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 17] = [
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
+    // SASL (sasl/mod.rs): the handshake in v1 only, whose tokens travel in
+    // SaslAuthenticate (v0 sent them bare on the socket); SaslAuthenticate v1 tells the
+    // session lifetime (KIP-368). Advertised on every listener, as Kafka does.
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// `(api, min, max)` of the APIs a broker of a cluster answers besides
@@ -115,7 +122,12 @@ mod tests {
     fn record_batch_v2_floors() {
         assert_eq!(supported_versions(ApiKey::Produce, false).unwrap().min, 3);
         assert_eq!(supported_versions(ApiKey::Fetch, false).unwrap().min, 4);
-        assert!(supported_versions(ApiKey::SaslHandshake, true).is_none());
+        assert_eq!(
+            supported_versions(ApiKey::SaslHandshake, false)
+                .unwrap()
+                .min,
+            1
+        );
         assert!(supported_versions(ApiKey::EndTxn, true).is_none());
         let response = api_versions_response(0, false);
         assert_eq!(response.api_keys.len(), SUPPORTED_APIS.len());
