@@ -611,11 +611,10 @@ fn bad_requests_get_the_right_error_or_a_closed_connection() {
         None,
         "DescribeAcls is not served"
     );
-    assert_eq!(
-        exchange(&gateway, &raw_request(17, 0, 10, &string("PLAIN"))),
-        None,
-        "SaslHandshake v0 (bare SASL tokens) is not served"
-    );
+    // SaslHandshake on a listener without SASL: ILLEGAL_SASL_STATE (34).
+    let answer = exchange(&gateway, &raw_request(17, 1, 10, &string("PLAIN")))
+        .expect("SaslHandshake answered");
+    assert_eq!(i16_at(&answer, 4), 34, "ILLEGAL_SASL_STATE");
     assert_eq!(
         exchange(&gateway, &raw_request(3, 99, 11, &[])),
         None,

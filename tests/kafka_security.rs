@@ -851,7 +851,7 @@ fn sasl_tampered_scram_proof_and_nonce_are_refused() {
         assert_refused(
             &nonce,
             "tampered nonce",
-            "nonce is not this exchange's nonce",
+            "nonce does not end with this exchange's nonce",
         );
     }
 }

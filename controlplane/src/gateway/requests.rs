@@ -359,6 +359,21 @@ pub fn dispatch(context: &mut Context, frame: Bytes) -> Result<Pending, Malforme
             let response = groups::list_groups(context, &meta, request);
             ready(encode(&meta, &response))
         }
+        RequestBody::SaslHandshake(request) if meta.version == 0 => {
+            // v0: the tokens would follow bare on the socket (before KIP-152); refused.
+            let mut response = sasl::handshake(context, request);
+            response.error_code = ResponseError::IllegalSaslState.code();
+            gateway
+                .metrics
+                .error(api_name(meta.api), response.error_code);
+            match encode(&meta, &response) {
+                Outcome::Respond(bytes) => ready(Outcome::RespondThenClose(
+                    bytes,
+                    "SaslHandshake v0 (bare SASL tokens) is not served: v1 is",
+                )),
+                other => ready(other),
+            }
+        }
         RequestBody::SaslHandshake(request) => {
             let response = sasl::handshake(context, request);
             gateway

@@ -32,10 +32,12 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 21] = [
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
-    // SASL (sasl/mod.rs): the handshake in v1 only, whose tokens travel in
-    // SaslAuthenticate (v0 sent them bare on the socket); SaslAuthenticate v1 tells the
-    // session lifetime (KIP-368). Advertised on every listener, as Kafka does.
-    (ApiKey::SaslHandshake, 1, 1),
+    // SASL (sasl/mod.rs): tokens travel in SaslAuthenticate after a v1 handshake; a v0
+    // handshake (bare tokens on the socket) is answered ILLEGAL_SASL_STATE and closed,
+    // but v0 is advertised: librdkafka wants SaslHandshake 0..1 in ApiVersions before it
+    // uses SASL at all. SaslAuthenticate v1 tells the session lifetime (KIP-368).
+    // Advertised on every listener, as Kafka does.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
@@ -125,7 +127,7 @@ mod tests {
         assert_eq!(
             supported_versions(ApiKey::SaslHandshake, false)
                 .unwrap()
-                .min,
+                .max,
             1
         );
         assert!(supported_versions(ApiKey::EndTxn, true).is_none());

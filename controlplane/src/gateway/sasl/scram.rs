@@ -175,7 +175,7 @@ pub enum ScramError {
         "SCRAM client-final channel binding (c=) is not the gs2 header of the client-first message"
     )]
     ChannelBindingMismatch,
-    #[error("SCRAM client-final nonce is not this exchange's nonce (client nonce + server nonce)")]
+    #[error("SCRAM client-final nonce does not end with this exchange's nonce (client nonce + server nonce)")]
     NonceMismatch,
     #[error("SCRAM authorization id differs from the user name")]
     AuthorizationId,
@@ -353,7 +353,15 @@ impl ScramExchange {
         if binding != self.gs2_header.as_bytes() {
             return Err(ScramError::ChannelBindingMismatch);
         }
-        if !bool::from(nonce.as_bytes().ct_eq(self.nonce.as_bytes())) {
+        // The nonce must end with this exchange's (client nonce + server nonce): Kafka
+        // checks `endsWith`, not equality, because librdkafka up to 2.x sends its client
+        // nonce twice (cnonce + the server-first's r=). The proof covers the whole
+        // message, so a prefix changes nothing of what is proven.
+        let suffix = nonce
+            .len()
+            .checked_sub(self.nonce.len())
+            .map(|at| &nonce.as_bytes()[at..]);
+        if !suffix.is_some_and(|s| bool::from(s.ct_eq(self.nonce.as_bytes()))) {
             return Err(ScramError::NonceMismatch);
         }
         let proof = BASE64
@@ -429,6 +437,33 @@ mod tests {
             exchange.finish(CLIENT_FINAL.as_bytes()).unwrap(),
             SERVER_FINAL
         );
+    }
+
+    #[test]
+    fn librdkafkas_doubled_client_nonce_is_accepted_as_kafka_accepts_it() {
+        // librdkafka writes r=<cnonce><r of server-first>: the client nonce twice. The
+        // proof is over the message as sent, so it is computed here the same way.
+        let first = ClientFirst::parse(CLIENT_FIRST.as_bytes()).unwrap();
+        let credential = rfc7677_credential();
+        let (exchange, server_first) =
+            ScramExchange::start(ScramHash::Sha256, first, credential, SERVER_NONCE);
+        let without_proof = format!("c=biws,r=rOprNGfwEbeRWgbNEkqO{}", &server_first[2..52]);
+        let salted = ScramHash::Sha256.salted_password(
+            b"pencil",
+            &BASE64.decode("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap(),
+            4096,
+        );
+        let client_key = ScramHash::Sha256.hmac(&salted, b"Client Key");
+        let stored_key = ScramHash::Sha256.hash(&client_key);
+        let auth = format!("n=user,r=rOprNGfwEbeRWgbNEkqO,{server_first},{without_proof}");
+        let signature = ScramHash::Sha256.hmac(&stored_key, auth.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
+        let message = format!("{without_proof},p={}", BASE64.encode(proof));
+        assert!(exchange.finish(message.as_bytes()).is_ok());
     }
 
     #[test]
