@@ -675,9 +675,12 @@ fn sasl_scram_and_plain_serve_kcat_and_confluent_kafka_on_both_listeners() {
         .arg(alice.to_string())
         .output()
         .unwrap();
-    assert_success(&out, "describe_user_scram_credentials as alice");
+    assert_success(
+        &out,
+        "alter_user_scram_credentials as alice (not a super user)",
+    );
     assert!(
-        stdout(&out).contains("CLUSTER_AUTHORIZATION_FAILED"),
+        stdout(&out).contains("carol CLUSTER_AUTHORIZATION_FAILED"),
         "{}",
         stdout(&out)
     );
@@ -706,7 +709,7 @@ fn sasl_scram_and_plain_serve_kcat_and_confluent_kafka_on_both_listeners() {
 
 /// The wheel's AdminClient: `bootstrap case settings-json`; `upsert` makes bob
 /// (SCRAM-SHA-256, 8192 iterations) and prints every user's credentials and the errors
-/// of bad requests; `delete` deletes bob; `unauthorized` prints the describe error.
+/// of bad requests; `delete` deletes bob; `unauthorized` tries to make carol.
 const SCRAM_ADMIN: &str = r#"
 import json, sys
 from confluent_kafka.admin import (AdminClient, ScramCredentialInfo, ScramMechanism,
@@ -742,11 +745,16 @@ elif case == "delete":
         f.result(30)
     print("deleted")
 elif case == "unauthorized":
-    try:
-        admin.describe_user_scram_credentials().result(30)
-        print("described")
-    except KafkaException as e:
-        print(error_name(e))
+    # Alter (per-user errors): librdkafka 2.12 crashes (SIGSEGV) after a describe
+    # answered with a top-level error, as Kafka answers it; see docs/security.md.
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096)
+    for user, f in admin.alter_user_scram_credentials(
+            [UserScramCredentialUpsertion("carol", info, b"pw", b"salt")]).items():
+        try:
+            f.result(30)
+            print(user, "altered")
+        except KafkaException as e:
+            print(user, error_name(e))
 "#;
 
 fn assert_refused(answer: &serde_json::Value, what: &str, message: &str) {
