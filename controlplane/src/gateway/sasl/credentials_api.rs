@@ -25,8 +25,7 @@ fn authorized(context: &Context) -> bool {
         .gateway
         .config
         .super_users
-        .iter()
-        .any(|p| *p == context.principal)
+        .contains(&context.principal)
 }
 
 fn unauthorized_message(context: &Context) -> String {
