@@ -287,6 +287,20 @@ pub struct GatewayConfig {
     /// More Kafka listeners (`[[gateway.listeners]]`), each with its own security
     /// protocol, served beside `listen` (the default PLAINTEXT listener). docs/security.md.
     pub listeners: Vec<ListenerConfig>,
+    /// SASL lockout: this many failed authentications of one user, or from one client
+    /// address, within `sasl_failure_window_ms` lock that user / address out.
+    pub sasl_failures_max: u32,
+    /// SASL lockout: the window failures are counted in, in milliseconds.
+    pub sasl_failure_window_ms: u64,
+    /// SASL lockout: how long a lock lasts after the failure that set it, in milliseconds.
+    pub sasl_lockout_ms: u64,
+    /// SASL lockout: an attempt while locked out is answered (an error) after this
+    /// delay, in milliseconds, so a password cannot be guessed at network speed.
+    pub sasl_lockout_delay_ms: u64,
+    /// Principals (`User:<name>`) that may describe and alter SCRAM credentials through
+    /// the Kafka API (DescribeUserScramCredentials, AlterUserScramCredentials).
+    /// `precursor user` on the admin socket needs none.
+    pub super_users: Vec<String>,
 }
 
 /// A Kafka listener's security protocol (Kafka's `security.protocol` names).
@@ -372,6 +386,48 @@ pub struct ListenerConfig {
     pub client_auth: ClientAuth,
     /// TLS: "1.3" (default) or "1.2" (1.2 and 1.3).
     pub tls_min_version: TlsVersion,
+    /// SASL_PLAINTEXT / SASL_SSL: the mechanisms offered, in this order (at least one).
+    pub sasl_mechanisms: Vec<SaslMechanism>,
+    /// SASL: a session lasts this long, then the client must re-authenticate (KIP-368,
+    /// Kafka's `connections.max.reauth.ms`); a request after it closes the connection.
+    /// 0: sessions do not expire. In milliseconds.
+    pub connections_max_reauth_ms: u64,
+}
+
+/// A SASL mechanism a listener can offer (Kafka's names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SaslMechanism {
+    /// RFC 4616: user and password in one message (use it over TLS only).
+    #[serde(rename = "PLAIN")]
+    Plain,
+    /// RFC 5802 / RFC 7677 with SHA-256.
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    /// RFC 5802 with SHA-512.
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub const ALL: [SaslMechanism; 3] = [
+        SaslMechanism::Plain,
+        SaslMechanism::ScramSha256,
+        SaslMechanism::ScramSha512,
+    ];
+
+    /// Kafka's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SaslMechanism::Plain => "PLAIN",
+            SaslMechanism::ScramSha256 => "SCRAM-SHA-256",
+            SaslMechanism::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+
+    /// The mechanism named `name` (exactly, as Kafka compares).
+    pub fn parse(name: &str) -> Option<SaslMechanism> {
+        SaslMechanism::ALL.into_iter().find(|m| m.name() == name)
+    }
 }
 
 impl Default for ListenerConfig {
@@ -386,6 +442,8 @@ impl Default for ListenerConfig {
             client_ca_file: PathBuf::new(),
             client_auth: ClientAuth::None,
             tls_min_version: TlsVersion::Tls13,
+            sasl_mechanisms: Vec::new(),
+            connections_max_reauth_ms: 0,
         }
     }
 }
@@ -559,6 +617,11 @@ impl Default for GatewayConfig {
             group_members_max: 1_000,
             offset_metadata_bytes_max: 4_096,
             listeners: Vec::new(),
+            sasl_failures_max: 5,
+            sasl_failure_window_ms: 60_000,
+            sasl_lockout_ms: 60_000,
+            sasl_lockout_delay_ms: 1_000,
+            super_users: Vec::new(),
         }
     }
 }

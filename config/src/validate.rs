@@ -284,6 +284,39 @@ impl Config {
         }
         self.validate_listeners()?;
         check(
+            (1..=1_000_000).contains(&gw.sasl_failures_max),
+            "gateway.sasl_failures_max",
+            gw.sasl_failures_max,
+            "between 1 and 1000000",
+        )?;
+        for (key, value) in [
+            ("gateway.sasl_failure_window_ms", gw.sasl_failure_window_ms),
+            ("gateway.sasl_lockout_ms", gw.sasl_lockout_ms),
+        ] {
+            check(
+                (1..=86_400_000).contains(&value),
+                key,
+                value,
+                "between 1 and 86400000 (a day)",
+            )?;
+        }
+        check(
+            gw.sasl_lockout_delay_ms <= 60_000,
+            "gateway.sasl_lockout_delay_ms",
+            gw.sasl_lockout_delay_ms,
+            "at most 60000",
+        )?;
+        for (i, principal) in gw.super_users.iter().enumerate() {
+            check(
+                principal
+                    .strip_prefix("User:")
+                    .is_some_and(|n| !n.is_empty()),
+                &format!("gateway.super_users[{i}]"),
+                format!("{principal:?}"),
+                "a principal such as \"User:admin\"",
+            )?;
+        }
+        check(
             gw.broker_id >= 0,
             "gateway.broker_id",
             gw.broker_id,
@@ -529,11 +562,36 @@ impl Config {
                 format!("{:?}", listener.address),
                 "another listener (or gateway.listen) has this address",
             )?;
+            if listener.protocol.sasl() {
+                check(
+                    !listener.sasl_mechanisms.is_empty(),
+                    &key("sasl_mechanisms"),
+                    "[]",
+                    "at least one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 on a SASL listener",
+                )?;
+                let distinct: std::collections::BTreeSet<_> =
+                    listener.sasl_mechanisms.iter().map(|m| m.name()).collect();
+                check(
+                    distinct.len() == listener.sasl_mechanisms.len(),
+                    &key("sasl_mechanisms"),
+                    format!("{:?}", listener.sasl_mechanisms),
+                    "each mechanism once",
+                )?;
+            } else {
+                check(
+                    listener.sasl_mechanisms.is_empty() && listener.connections_max_reauth_ms == 0,
+                    &key("protocol"),
+                    listener.protocol.name(),
+                    "SASL settings (sasl_mechanisms, connections_max_reauth_ms) need \
+                     SASL_PLAINTEXT or SASL_SSL",
+                )?;
+            }
             check(
-                !listener.protocol.sasl(),
-                &key("protocol"),
-                listener.protocol.name(),
-                "SASL listeners are not implemented yet (issue 14): PLAINTEXT or SSL",
+                listener.connections_max_reauth_ms == 0
+                    || (1_000..=i64::MAX as u64).contains(&listener.connections_max_reauth_ms),
+                &key("connections_max_reauth_ms"),
+                listener.connections_max_reauth_ms,
+                "0 (no re-authentication) or at least 1000",
             )?;
             if listener.protocol.tls() {
                 for (field, path) in [

@@ -4,7 +4,7 @@
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use precursor_config::limits::PARTITIONS_PER_TOPIC_MAX;
-use precursor_config::{AcksAll, Config};
+use precursor_config::{AcksAll, Config, SaslMechanism};
 use precursor_controlplane::admin::{
     self, codes, BrokerAnswer, ClusterVerdict, GroupDescription, NodeStatus, PartitionInfo,
     Request, Response,
@@ -249,6 +249,83 @@ pub fn group(command: GroupCommand) -> Result<ExitCode> {
     }
 }
 
+/// A SCRAM mechanism of `user create --mechanism`.
+#[derive(clap::ValueEnum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ScramMechanismArg {
+    #[value(name = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[value(name = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+/// SASL users of the Kafka listeners (docs/security.md).
+#[derive(Subcommand)]
+pub enum UserCommand {
+    /// Create a user or set its password (salted; the password is never stored).
+    Create {
+        name: String,
+        /// The password; left out: the first line of standard input.
+        #[arg(long)]
+        password: Option<String>,
+        /// Only these mechanisms [default: both SCRAM mechanisms; PLAIN uses them].
+        #[arg(long = "mechanism", value_enum)]
+        mechanisms: Vec<ScramMechanismArg>,
+        /// PBKDF2 iterations (4096..=16384) [default: 4096].
+        #[arg(long)]
+        iterations: Option<u32>,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// Delete a user (all its credentials).
+    Delete {
+        name: String,
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// List the users and their mechanisms.
+    List {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+}
+
+pub fn user(command: UserCommand) -> Result<ExitCode> {
+    match command {
+        UserCommand::Create {
+            name,
+            password,
+            mechanisms,
+            iterations,
+            target,
+        } => {
+            let password = match password {
+                Some(password) => password,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            let mechanisms = mechanisms
+                .into_iter()
+                .map(|m| match m {
+                    ScramMechanismArg::ScramSha256 => SaslMechanism::ScramSha256,
+                    ScramMechanismArg::ScramSha512 => SaslMechanism::ScramSha512,
+                })
+                .collect();
+            let request = Request::CreateUser {
+                name,
+                password,
+                mechanisms,
+                iterations,
+            };
+            ask(&target, &request)
+        }
+        UserCommand::Delete { name, target } => ask(&target, &Request::DeleteUser { name }),
+        UserCommand::List { target } => ask(&target, &Request::ListUsers),
+    }
+}
+
 pub fn status(target: AdminTarget) -> Result<ExitCode> {
     ask(&target, &Request::Status)
 }
@@ -410,6 +487,7 @@ fn json(response: &Response) -> Result<String> {
         .to_string(),
         Response::Groups(groups) => serde_json::to_string(groups)?,
         Response::Group(group) => serde_json::to_string(group)?,
+        Response::Users(users) => serde_json::to_string(users)?,
         Response::Error { .. } | Response::ClusterResults(_) => serde_json::to_string(response)?,
     })
 }
@@ -421,6 +499,8 @@ fn human(request: &Request, response: &Response) -> Result<String> {
                 format!("deleted topic {name}\n")
             }
             Request::AlterTopic { name, .. } => format!("altered topic {name}\n"),
+            Request::CreateUser { name, .. } => format!("user {name} set\n"),
+            Request::DeleteUser { name } => format!("deleted user {name}\n"),
             _ => "ok\n".into(),
         },
         Response::TopicCreated {
@@ -560,6 +640,21 @@ fn human(request: &Request, response: &Response) -> Result<String> {
                 .collect(),
         ),
         Response::Group(group) => group_text(group),
+        Response::Users(users) if users.is_empty() => "no users\n".into(),
+        Response::Users(users) => table(
+            &["USER", "MECHANISMS"],
+            users
+                .iter()
+                .map(|u| {
+                    let mechanisms: Vec<String> = u
+                        .credentials
+                        .iter()
+                        .map(|c| format!("{} ({} iterations)", c.mechanism.name(), c.iterations))
+                        .collect();
+                    vec![u.name.clone(), mechanisms.join(", ")]
+                })
+                .collect(),
+        ),
     })
 }
 

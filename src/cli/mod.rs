@@ -60,6 +60,9 @@ enum Command {
     /// Consumer groups: members, committed offsets and lag, through the control plane.
     #[command(subcommand)]
     Group(admin::GroupCommand),
+    /// SASL users of the Kafka listeners (SCRAM credentials), through the control plane.
+    #[command(subcommand)]
+    User(admin::UserCommand),
     /// A local cluster of brokers in network namespaces on this machine (root).
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -257,6 +260,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Controlplane { config } => up::controlplane(config),
         Command::Topic(command) => admin::topic(command),
         Command::Group(command) => admin::group(command),
+        Command::User(command) => admin::user(command),
         Command::Cluster(command) => cluster::run(command),
         Command::Broker(command) => admin::broker(command),
         Command::Status { target } => admin::status(target),

@@ -20,7 +20,7 @@ pub use server::{bind, bind_cluster_listener, handle, serve, serve_cluster, Admi
 pub use types::{
     codes, unpack_broker_ids, AssignedTopic, BrokerAnswer, ClusterVerdict, GroupDescription,
     GroupMember, GroupPartition, GroupSummary, LcoreStatus, NodeStatus, PartitionInfo, PortStatus,
-    QuorumView, Request, Response, TopicDescription, TopicSummary,
+    QuorumView, Request, Response, TopicDescription, TopicSummary, UserCredentialInfo, UserSummary,
 };
 
 /// Longest request line the server reads, in bytes.

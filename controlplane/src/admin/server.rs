@@ -5,6 +5,7 @@
 use super::forward::ask_broker;
 use super::types::{
     codes, BrokerAnswer, PartitionInfo, Request, Response, TopicDescription, TopicSummary,
+    UserCredentialInfo, UserSummary,
 };
 use super::REQUEST_BYTES_MAX;
 use crate::counters::CountersSnapshot;
@@ -178,6 +179,66 @@ fn no_gateway() -> Response {
     )
 }
 
+/// `user create`: salts the password for each SCRAM mechanism asked for.
+fn create_user(
+    gateway: &crate::gateway::Gateway,
+    name: &str,
+    password: &str,
+    mechanisms: &[precursor_config::SaslMechanism],
+    iterations: Option<u32>,
+) -> Response {
+    use crate::gateway::sasl::scram::{self, ScramHash};
+    if !crate::gateway::sasl::users::valid_user_name(name) {
+        return Response::error(
+            codes::INVALID_ARGUMENT,
+            format!(
+                "user name {name:?}: 1 to {} bytes, no control characters",
+                crate::gateway::sasl::users::USER_NAME_BYTES_MAX
+            ),
+        );
+    }
+    if password.is_empty() {
+        return Response::error(codes::INVALID_ARGUMENT, "an empty password");
+    }
+    let iterations = iterations.unwrap_or(scram::SCRAM_ITERATIONS_DEFAULT);
+    if !(scram::SCRAM_ITERATIONS_MIN..=scram::SCRAM_ITERATIONS_MAX).contains(&iterations) {
+        return Response::error(
+            codes::INVALID_ARGUMENT,
+            format!(
+                "--iterations {iterations}: between {} and {}",
+                scram::SCRAM_ITERATIONS_MIN,
+                scram::SCRAM_ITERATIONS_MAX
+            ),
+        );
+    }
+    let mut hashes = Vec::new();
+    for mechanism in mechanisms {
+        match ScramHash::of(*mechanism) {
+            Some(hash) => hashes.push(hash),
+            None => {
+                return Response::error(
+                    codes::INVALID_ARGUMENT,
+                    "PLAIN keeps no credential of its own: it checks the SCRAM-SHA-512 \
+                     (else SCRAM-SHA-256) one",
+                )
+            }
+        }
+    }
+    if hashes.is_empty() {
+        hashes = ScramHash::ALL.to_vec();
+    }
+    match gateway
+        .users
+        .set_password(name, password.as_bytes(), &hashes, iterations)
+    {
+        Ok(()) => {
+            eprintln!("precursor-controlplane: admin: SASL user {name:?} created or updated");
+            Response::Ok
+        }
+        Err(error) => Response::error(codes::STORAGE_ERROR, error.to_string()),
+    }
+}
+
 /// Answers one request.
 pub async fn handle(node: &Node, request: Request) -> Response {
     match request {
@@ -240,6 +301,48 @@ pub async fn handle(node: &Node, request: Request) -> Response {
                     counters.as_ref(),
                 ))
             }
+            None => no_gateway(),
+        },
+        Request::CreateUser {
+            name,
+            password,
+            mechanisms,
+            iterations,
+        } => match node.gateway() {
+            Some(gateway) => create_user(&gateway, &name, &password, &mechanisms, iterations),
+            None => no_gateway(),
+        },
+        Request::DeleteUser { name } => match node.gateway() {
+            Some(gateway) => match gateway.users.delete(&name, None) {
+                Ok(true) => {
+                    eprintln!("precursor-controlplane: admin: SASL user {name:?} deleted");
+                    Response::Ok
+                }
+                Ok(false) => {
+                    Response::error(codes::UNKNOWN_USER, format!("no SASL user named {name:?}"))
+                }
+                Err(error) => Response::error(codes::STORAGE_ERROR, error.to_string()),
+            },
+            None => no_gateway(),
+        },
+        Request::ListUsers => match node.gateway() {
+            Some(gateway) => Response::Users(
+                gateway
+                    .users
+                    .list()
+                    .into_iter()
+                    .map(|(name, credentials)| UserSummary {
+                        name,
+                        credentials: credentials
+                            .into_iter()
+                            .map(|(hash, iterations)| UserCredentialInfo {
+                                mechanism: hash.mechanism(),
+                                iterations,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
+            ),
             None => no_gateway(),
         },
         Request::DescribeGroup { name } => {

@@ -14,7 +14,7 @@
 //!                        {"broker_id":2,"admin":"10.79.0.12:9290","answer":{"error":{...}}}]}
 //! ```
 
-use precursor_config::AcksAll;
+use precursor_config::{AcksAll, SaslMechanism};
 use serde::{Deserialize, Serialize};
 
 /// What the CLI asks of the control plane.
@@ -114,6 +114,24 @@ pub enum Request {
     DescribeGroup {
         name: String,
     },
+    /// `user create`: sets a SASL user's password, salted, for each SCRAM mechanism in
+    /// `mechanisms` (empty: SCRAM-SHA-256 and SCRAM-SHA-512; PLAIN logins use the
+    /// SHA-512 credential, else the SHA-256 one). Replaces the credentials it names.
+    CreateUser {
+        name: String,
+        password: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        mechanisms: Vec<SaslMechanism>,
+        /// PBKDF2 iterations (4096..=16384); left out: 4096.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        iterations: Option<u32>,
+    },
+    /// `user delete`: every credential of a SASL user.
+    DeleteUser {
+        name: String,
+    },
+    /// `user list`: the SASL users and their mechanisms.
+    ListUsers,
 }
 
 impl Request {
@@ -134,6 +152,9 @@ impl Request {
             Request::PingDataplane { .. } => "ping_dataplane",
             Request::ListGroups => "list_groups",
             Request::DescribeGroup { .. } => "describe_group",
+            Request::CreateUser { .. } => "create_user",
+            Request::DeleteUser { .. } => "delete_user",
+            Request::ListUsers => "list_users",
         }
     }
 }
@@ -179,6 +200,21 @@ pub enum Response {
     ClusterResults(Vec<BrokerAnswer>),
     Groups(Vec<GroupSummary>),
     Group(Box<GroupDescription>),
+    Users(Vec<UserSummary>),
+}
+
+/// One line of `user list`: a SASL user and its SCRAM credentials.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserSummary {
+    pub name: String,
+    pub credentials: Vec<UserCredentialInfo>,
+}
+
+/// A SCRAM credential of a user (never its keys).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserCredentialInfo {
+    pub mechanism: SaslMechanism,
+    pub iterations: u32,
 }
 
 /// One broker's answer to a request the cluster carried out.
@@ -281,6 +317,10 @@ pub mod codes {
     pub const UNKNOWN_GROUP: &str = "unknown_group";
     /// A group command on a broker whose Kafka gateway is off (`gateway.enabled = false`).
     pub const GATEWAY_DISABLED: &str = "gateway_disabled";
+    /// `user delete` of a user that has no credentials.
+    pub const UNKNOWN_USER: &str = "unknown_user";
+    /// The users file could not be written (the message says why).
+    pub const STORAGE_ERROR: &str = "storage_error";
 }
 
 /// One line of `group list`.

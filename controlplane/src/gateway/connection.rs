@@ -67,6 +67,9 @@ pub async fn accept_forever(listener: TcpListener, gateway: Arc<Gateway>, kind: 
                     };
                     let mut context = Context::new(open.0.clone(), local, peer);
                     context.listener = kind.config.clone();
+                    if kind.config.as_ref().is_some_and(|c| c.protocol.sasl()) {
+                        context.sasl = Some(super::sasl::SaslSession::default());
+                    }
                     let Some(acceptor) = kind.tls.clone() else {
                         serve_connection(stream, context, &open.0).await;
                         return;
@@ -128,16 +131,24 @@ impl Drop for OpenConnection {
     }
 }
 
-async fn serve_connection<S>(stream: S, context: Context, gateway: &Arc<Gateway>)
+async fn serve_connection<S>(stream: S, mut context: Context, gateway: &Arc<Gateway>)
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let peer = context.peer;
     let config = &gateway.config;
     let (read, mut write) = tokio::io::split(stream);
+    // Until a client of a SASL listener authenticated, its requests are small.
+    let unauthenticated_bytes_max = config
+        .request_bytes_max
+        .min(super::sasl::SASL_UNAUTHENTICATED_REQUEST_BYTES_MAX);
+    let mut frame_bytes_max = match &context.sasl {
+        Some(_) => unauthenticated_bytes_max,
+        None => config.request_bytes_max,
+    };
     let codec = LengthDelimitedCodec::builder()
         .length_field_length(4)
-        .max_frame_length(config.request_bytes_max as usize)
+        .max_frame_length(frame_bytes_max as usize)
         .new_codec();
     let mut frames = FramedRead::new(read, codec);
     let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
@@ -153,6 +164,12 @@ where
                     }
                 }
                 Outcome::Silent => {}
+                Outcome::RespondThenClose(bytes, reason) => {
+                    let _ = write.write_all(&bytes).await;
+                    let _ = write.flush().await;
+                    eprintln!("{LOG}: closing {peer}: {reason}");
+                    return;
+                }
                 Outcome::Close(reason) => {
                     // acks=0 produce that failed: Kafka closes so the client notices.
                     eprintln!("{LOG}: closing {peer}: {reason}");
@@ -177,8 +194,18 @@ where
                         eprintln!("{LOG}: closing {peer}: {reason}");
                         return;
                     }
-                    Ok(Some(Ok(frame))) => match requests::dispatch(&context, frame.freeze()) {
-                        Ok(answer) => pending.push_back(answer),
+                    Ok(Some(Ok(frame))) => match requests::dispatch(&mut context, frame.freeze()) {
+                        Ok(answer) => {
+                            pending.push_back(answer);
+                            if frame_bytes_max != config.request_bytes_max
+                                && context.sasl.as_ref().is_some_and(|s| s.authenticated())
+                            {
+                                frame_bytes_max = config.request_bytes_max;
+                                frames
+                                    .decoder_mut()
+                                    .set_max_frame_length(frame_bytes_max as usize);
+                            }
+                        }
                         Err(malformed) => {
                             gateway.metrics.malformed(malformed.reason());
                             eprintln!("{LOG}: closing {peer}: {malformed}");

@@ -17,6 +17,7 @@ pub struct GatewayMetrics {
     connections_accepted: Counter,
     connections_refused: Counter,
     connections_open: Gauge,
+    sasl_authentications: Family<Labels, Counter>,
 }
 
 impl GatewayMetrics {
@@ -59,7 +60,23 @@ impl GatewayMetrics {
             "Kafka client connections open now",
             metrics.connections_open.clone(),
         );
+        registry.register(
+            "precursor_sasl_authentications",
+            "SASL authentications on the Kafka listeners, by mechanism and outcome (success, \
+             failure, locked: refused during a lockout)",
+            metrics.sasl_authentications.clone(),
+        );
         metrics
+    }
+
+    /// Counts a SASL authentication of `mechanism` that ended in `outcome`.
+    pub fn sasl_authentication(&self, mechanism: &'static str, outcome: &'static str) {
+        self.sasl_authentications
+            .get_or_create(&vec![
+                ("mechanism", mechanism.to_string()),
+                ("outcome", outcome.to_string()),
+            ])
+            .inc();
     }
 
     pub fn request(&self, api: &'static str) {

@@ -42,6 +42,7 @@ mod offsets;
 mod produce;
 mod producer_ids;
 mod requests;
+pub mod sasl;
 mod time_index;
 mod tls;
 mod topics;
@@ -88,6 +89,8 @@ pub enum GatewayError {
     ProducerIds(#[source] std::io::Error),
     #[error("kafka gateway TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("kafka gateway SASL users: {0}")]
+    Users(#[from] sasl::users::UserStoreError),
 }
 
 /// "Not requested" for the authorized-operations fields (Kafka's INT32_MIN).
@@ -114,6 +117,10 @@ pub struct Gateway {
     pub metrics: Arc<GatewayMetrics>,
     /// Connections open now.
     pub connections: AtomicU32,
+    /// The SASL users (SCRAM credentials) of this broker.
+    pub users: sasl::users::UserStore,
+    /// Failed SASL authentications and the locks they set.
+    pub sasl_lockout: sasl::lockout::Lockout,
 }
 
 impl Gateway {
@@ -139,6 +146,9 @@ impl Gateway {
         let producer_ids =
             ProducerIdBlocks::open(&state_dir, id_space).map_err(GatewayError::ProducerIds)?;
         let groups = Coordinator::new(groups::GroupLimits::from_config(&config));
+        let users = sasl::users::UserStore::open(&state_dir)?;
+        let sasl_lockout =
+            sasl::lockout::Lockout::new(sasl::lockout::LockoutPolicy::from_config(&config));
         let data = DataPath::start(&node.config);
         let metrics = node.metrics.gateway.clone();
         for broker in &node.config.cluster.brokers {
@@ -163,6 +173,8 @@ impl Gateway {
             data,
             metrics,
             connections: AtomicU32::new(0),
+            users,
+            sasl_lockout,
         }))
     }
 

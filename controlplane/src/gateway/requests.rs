@@ -6,7 +6,7 @@
 
 use super::{
     cluster_admin, fetch, groups, list_offsets, offset_for_leader_epoch, produce, producer_ids,
-    topics, versions, Gateway,
+    sasl, topics, versions, Gateway,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -26,6 +26,8 @@ pub enum Outcome {
     Silent,
     /// Close the connection (a produce with acks=0 that failed, as Kafka does).
     Close(&'static str),
+    /// Send these bytes, then close the connection (a failed SASL authentication).
+    RespondThenClose(Bytes, &'static str),
 }
 
 /// The answer to one request, when it is ready.
@@ -49,6 +51,10 @@ pub enum Malformed {
     Header,
     #[error("{0:?} v{1} body does not decode")]
     Body(ApiKey, i16),
+    #[error("{0:?} before SASL authentication (only ApiVersions, SaslHandshake and SaslAuthenticate are served until then)")]
+    Unauthenticated(ApiKey),
+    #[error("{0:?} after the SASL session expired (connections_max_reauth_ms) without a re-authentication")]
+    SessionExpired(ApiKey),
 }
 
 impl Malformed {
@@ -62,6 +68,8 @@ impl Malformed {
             Malformed::UnsupportedVersion(..) => "unsupported_version",
             Malformed::Header => "bad_header",
             Malformed::Body(..) => "bad_body",
+            Malformed::Unauthenticated(_) => "sasl_unauthenticated",
+            Malformed::SessionExpired(_) => "sasl_session_expired",
         }
     }
 }
@@ -77,9 +85,11 @@ pub struct Context {
     pub trailing_bytes_logged: AtomicBool,
     /// The `[[gateway.listeners]]` entry the client came in on; None for `gateway.listen`.
     pub listener: Option<Arc<precursor_config::ListenerConfig>>,
-    /// Who the client is: `User:<CN>` of its TLS certificate, else `User:ANONYMOUS`
-    /// (kept for ACLs).
+    /// Who the client is: `User:<name>` once it authenticated with SASL, else
+    /// `User:<CN>` of its TLS certificate, else `User:ANONYMOUS` (kept for ACLs).
     pub principal: String,
+    /// On a SASL listener: where the connection is in its authentication.
+    pub sasl: Option<sasl::SaslSession>,
 }
 
 impl Context {
@@ -91,6 +101,7 @@ impl Context {
             trailing_bytes_logged: AtomicBool::new(false),
             listener: None,
             principal: super::tls::ANONYMOUS.to_string(),
+            sasl: None,
         }
     }
 
@@ -148,6 +159,10 @@ pub enum RequestBody {
     ListGroups(messages::ListGroupsRequest),
     DescribeCluster(messages::DescribeClusterRequest),
     ElectLeaders(messages::ElectLeadersRequest),
+    SaslHandshake(messages::SaslHandshakeRequest),
+    SaslAuthenticate(messages::SaslAuthenticateRequest),
+    DescribeUserScramCredentials(messages::DescribeUserScramCredentialsRequest),
+    AlterUserScramCredentials(messages::AlterUserScramCredentialsRequest),
 }
 
 /// One request frame read off the wire by [`decode_request`].
@@ -220,6 +235,14 @@ pub fn decode_request(mut frame: Bytes, in_cluster: bool) -> Result<DecodedReque
         ApiKey::ListGroups => RequestBody::ListGroups(decode_body(&mut frame, &meta)?),
         ApiKey::DescribeCluster => RequestBody::DescribeCluster(decode_body(&mut frame, &meta)?),
         ApiKey::ElectLeaders => RequestBody::ElectLeaders(decode_body(&mut frame, &meta)?),
+        ApiKey::SaslHandshake => RequestBody::SaslHandshake(decode_body(&mut frame, &meta)?),
+        ApiKey::SaslAuthenticate => RequestBody::SaslAuthenticate(decode_body(&mut frame, &meta)?),
+        ApiKey::DescribeUserScramCredentials => {
+            RequestBody::DescribeUserScramCredentials(decode_body(&mut frame, &meta)?)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            RequestBody::AlterUserScramCredentials(decode_body(&mut frame, &meta)?)
+        }
         other => return Err(Malformed::UnsupportedApi(other)),
     };
     Ok(DecodedRequest::Request {
@@ -230,8 +253,8 @@ pub fn decode_request(mut frame: Bytes, in_cluster: bool) -> Result<DecodedReque
 }
 
 /// Reads the header, checks the version, decodes the body and starts the request.
-pub fn dispatch(context: &Context, frame: Bytes) -> Result<Pending, Malformed> {
-    let gateway = &context.gateway;
+pub fn dispatch(context: &mut Context, frame: Bytes) -> Result<Pending, Malformed> {
+    let gateway = &context.gateway.clone();
     let in_cluster = gateway.cluster_broker_id() != 0;
     let (meta, body, trailing_bytes) = match decode_request(frame, in_cluster) {
         Ok(DecodedRequest::Request {
@@ -265,6 +288,7 @@ pub fn dispatch(context: &Context, frame: Bytes) -> Result<Pending, Malformed> {
     if trailing_bytes > 0 {
         note_trailing_bytes(context, &meta, trailing_bytes);
     }
+    sasl_gate(context, &meta, &body)?;
     Ok(match body {
         RequestBody::ApiVersions(_request) => {
             let response = versions::api_versions_response(0, in_cluster);
@@ -347,7 +371,94 @@ pub fn dispatch(context: &Context, frame: Bytes) -> Result<Pending, Malformed> {
             let answer = cluster_admin::elect_leaders(context, &meta, request);
             respond_later(meta, answer)
         }
+        RequestBody::SaslHandshake(request) if meta.version == 0 => {
+            // v0: the tokens would follow bare on the socket (before KIP-152); refused.
+            let mut response = sasl::handshake(context, request);
+            response.error_code = ResponseError::IllegalSaslState.code();
+            gateway
+                .metrics
+                .error(api_name(meta.api), response.error_code);
+            match encode(&meta, &response) {
+                Outcome::Respond(bytes) => ready(Outcome::RespondThenClose(
+                    bytes,
+                    "SaslHandshake v0 (bare SASL tokens) is not served: v1 is",
+                )),
+                other => ready(other),
+            }
+        }
+        RequestBody::SaslHandshake(request) => {
+            let response = sasl::handshake(context, request);
+            gateway
+                .metrics
+                .error(api_name(meta.api), response.error_code);
+            ready(encode(&meta, &response))
+        }
+        RequestBody::SaslAuthenticate(request) => {
+            let outcome = sasl::authenticate(context, request);
+            let api = api_name(meta.api);
+            gateway.metrics.error(api, outcome.response.error_code);
+            let mut answer = encode(&meta, &outcome.response);
+            if outcome.close {
+                if let Some(message) = &outcome.response.error_message {
+                    eprintln!(
+                        "precursor-controlplane: kafka gateway: {}: SASL authentication \
+                         failed: {}",
+                        context.peer,
+                        message.as_str()
+                    );
+                }
+                if let Outcome::Respond(bytes) = answer {
+                    answer = Outcome::RespondThenClose(bytes, "SASL authentication failed");
+                }
+            }
+            match outcome.delay {
+                None => ready(answer),
+                Some(delay) => Box::pin(async move {
+                    tokio::time::sleep(delay).await;
+                    answer
+                }),
+            }
+        }
+        RequestBody::DescribeUserScramCredentials(request) => {
+            let response = sasl::credentials_api::describe(context, request);
+            gateway
+                .metrics
+                .error(api_name(meta.api), response.error_code);
+            ready(encode(&meta, &response))
+        }
+        RequestBody::AlterUserScramCredentials(request) => {
+            let response = sasl::credentials_api::alter(context, request);
+            for result in &response.results {
+                gateway.metrics.error(api_name(meta.api), result.error_code);
+            }
+            ready(encode(&meta, &response))
+        }
     })
+}
+
+/// On a SASL listener: before authentication only ApiVersions, SaslHandshake and
+/// SaslAuthenticate pass; after the session's lifetime (`connections_max_reauth_ms`)
+/// without a re-authentication, only they do again. Anything else closes the
+/// connection, as Kafka does.
+fn sasl_gate(context: &Context, meta: &RequestMeta, body: &RequestBody) -> Result<(), Malformed> {
+    let Some(session) = &context.sasl else {
+        return Ok(());
+    };
+    if matches!(
+        body,
+        RequestBody::ApiVersions(_)
+            | RequestBody::SaslHandshake(_)
+            | RequestBody::SaslAuthenticate(_)
+    ) {
+        return Ok(());
+    }
+    if !session.authenticated() {
+        return Err(Malformed::Unauthenticated(meta.api));
+    }
+    if session.expired(std::time::Instant::now()) {
+        return Err(Malformed::SessionExpired(meta.api));
+    }
+    Ok(())
 }
 
 /// Decodes a request body of `meta`'s version. Bytes after the body are ignored, as
@@ -444,6 +555,10 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::ElectLeaders => "ElectLeaders",
+        ApiKey::SaslHandshake => "SaslHandshake",
+        ApiKey::SaslAuthenticate => "SaslAuthenticate",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
         _ => "other",
     }
 }

@@ -14,7 +14,7 @@ use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::protocol::VersionRange;
 
 /// `(api, min, max)` for every API the gateway answers.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 18] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 22] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -33,6 +33,15 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 18] = [
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeCluster, 0, 1),
+    // SASL (sasl/mod.rs): tokens travel in SaslAuthenticate after a v1 handshake; a v0
+    // handshake (bare tokens on the socket) is answered ILLEGAL_SASL_STATE and closed,
+    // but v0 is advertised: librdkafka wants SaslHandshake 0..1 in ApiVersions before it
+    // uses SASL at all. SaslAuthenticate v1 tells the session lifetime (KIP-368).
+    // Advertised on every listener, as Kafka does.
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// `(api, min, max)` of the APIs a broker of a cluster answers besides
@@ -121,7 +130,12 @@ mod tests {
     fn record_batch_v2_floors() {
         assert_eq!(supported_versions(ApiKey::Produce, false).unwrap().min, 3);
         assert_eq!(supported_versions(ApiKey::Fetch, false).unwrap().min, 4);
-        assert!(supported_versions(ApiKey::SaslHandshake, true).is_none());
+        assert_eq!(
+            supported_versions(ApiKey::SaslHandshake, false)
+                .unwrap()
+                .max,
+            1
+        );
         assert!(supported_versions(ApiKey::EndTxn, true).is_none());
         let response = api_versions_response(0, false);
         assert_eq!(response.api_keys.len(), SUPPORTED_APIS.len());
