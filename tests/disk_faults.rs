@@ -128,12 +128,18 @@ impl Ledger {
             .assign(TOPIC, Some(&[0]), StartOffset::Earliest)
             .expect("assign");
         let mut records: Vec<ConsumedRecord> = Vec::new();
-        wait_for(&format!("{what}: reading to the end"), FILL_WAIT, || {
+        let deadline = std::time::Instant::now() + FILL_WAIT;
+        while !consumer.caught_up() {
             consumer
                 .poll(Duration::from_millis(100), &mut records)
                 .expect("fetch");
-            consumer.caught_up()
-        });
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: gave up reading to the end (bounded wait): {} records, last offset {:?}",
+                records.len(),
+                records.last().map(|r| r.offset)
+            );
+        }
         let mut by_id: BTreeMap<u64, &ConsumedRecord> = BTreeMap::new();
         for record in &records {
             let key = record.key.as_deref().expect("every message has a key");
