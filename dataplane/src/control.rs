@@ -8,7 +8,7 @@
 //! timer: one writer per slot, no syscall, no allocation.
 
 use crate::counters::{IpcClose, LcoreCounters, ERROR_CODES};
-use crate::log::FlusherHandle;
+use crate::log::{FlusherHandle, StorageFault};
 use crate::net::DropReason;
 use crate::replica::RefusalReason;
 use precursor_ffi::dpdk::{LinkStatus, PortStats};
@@ -95,6 +95,9 @@ pub struct Control {
     fdatasync: HistogramId,
     /// Segments the flusher's partitions made on small pages (hugepages ran out).
     small_page_segments: CounterId,
+    /// Storage fault episodes, by [`StorageFault`] in [`StorageFault::ALL`] order.
+    storage_faults: [CounterId; StorageFault::ALL.len()],
+    storage_full_recoveries: CounterId,
     /// The flusher's own fdatasync statistics, copied into `fdatasync` on the drain timer.
     flusher: FlusherHandle,
     commands_handled: u64,
@@ -145,6 +148,14 @@ impl Control {
         let small_page_segments = counters
             .allocate(kind::SEGMENTS_ON_SMALL_PAGES, "flusher=0")
             .expect("room for the flusher's counter at start-up");
+        let storage_faults = StorageFault::ALL.map(|fault| {
+            counters
+                .allocate(kind::STORAGE_FAULTS, &format!("kind={}", fault.name()))
+                .expect("room for the flusher's counters at start-up")
+        });
+        let storage_full_recoveries = counters
+            .allocate(kind::STORAGE_FULL_RECOVERIES, "flusher=0")
+            .expect("room for the flusher's counter at start-up");
         // The CnC file is made last: a control plane that sees it finds counters ready.
         let cnc = DataplaneCnc::create_with_lease(dir, RING_SLOTS, lease_until_ns)?;
         Ok(Control {
@@ -154,6 +165,8 @@ impl Control {
             port,
             durable_wait,
             small_page_segments,
+            storage_faults,
+            storage_full_recoveries,
             fdatasync,
             flusher,
             commands_handled: 0,
@@ -207,6 +220,17 @@ impl Control {
         self.counters.set(
             self.small_page_segments,
             self.flusher.segments_on_small_pages(),
+        );
+        for (id, value) in self
+            .storage_faults
+            .iter()
+            .zip(self.flusher.storage_faults())
+        {
+            self.counters.set(*id, value);
+        }
+        self.counters.set(
+            self.storage_full_recoveries,
+            self.flusher.storage_full_recoveries(),
         );
         let (buckets, sum_ns, count) = self.flusher.sync_latency();
         let first = self.fdatasync.0 .0;

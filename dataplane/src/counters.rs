@@ -3,6 +3,7 @@
 //! They move into the shared counters page (DESIGN.md §3) with the control plane; until then
 //! the data plane prints them as one JSON object when it stops (`COUNTERS {...}` on stderr).
 
+use crate::log::StorageFault;
 use crate::net::DropReason;
 use crate::replica::RefusalReason;
 use precursor_protocol::frame::{ErrorCode, FrameError};
@@ -71,6 +72,11 @@ pub struct LcoreCounters {
     /// Segments whose memory went to small pages for lack of hugepages (the flusher's
     /// count, copied in when the data plane stops).
     pub segments_on_small_pages: u64,
+    /// Storage fault episodes by [`StorageFault`] (the flusher's counts, copied in when
+    /// the data plane stops).
+    pub storage_faults: [u64; StorageFault::ALL.len()],
+    /// Full-disk episodes that ended with writes resuming (the flusher's count, likewise).
+    pub storage_full_recoveries: u64,
 }
 
 /// Why an IPC channel was given back.
@@ -188,6 +194,13 @@ impl LcoreCounters {
         field("isr_changes", self.isr_changes);
         field("lease_refusals", self.lease_refusals);
         field("segments_on_small_pages", self.segments_on_small_pages);
+        for fault in StorageFault::ALL {
+            field(
+                &format!("storage_faults_{}", fault.name()),
+                self.storage_faults[fault as usize - 1],
+            );
+        }
+        field("storage_full_recoveries", self.storage_full_recoveries);
         out.push('}');
         out
     }

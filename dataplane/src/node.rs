@@ -550,6 +550,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
     lcore.run(&stop, &mut idle);
     let mut counters = lcore.counters().clone();
     counters.segments_on_small_pages = storage.flusher.segments_on_small_pages();
+    counters.storage_faults = storage.flusher.storage_faults();
+    counters.storage_full_recoveries = storage.flusher.storage_full_recoveries();
     let counters = counters.to_json();
     #[cfg(feature = "rdma")]
     if let Some(rdma) = lcore.rdma_counters() {

@@ -1121,10 +1121,19 @@ impl Service {
             }
             let reply = match topics.replicated_mut(waiting.handle) {
                 None => Reply::error(ErrorCode::UnknownTopicOrPartition, "partition deleted"),
-                Some((log, _)) if log.storage_error().is_some() => Reply::error(
-                    ErrorCode::StorageError,
-                    "partition cannot persist: see the data plane's log",
-                ),
+                // What was durable before the fault is still acknowledged; nothing after it.
+                Some((log, replica))
+                    if log.storage_error().is_some()
+                        && waiting.ack.last_offset >= waiting.wait.passed(log, replica) =>
+                {
+                    if waiting.wait == Wait::DurableHighWatermark {
+                        replica.durable_waiters = replica.durable_waiters.saturating_sub(1);
+                    }
+                    Reply::error(
+                        ErrorCode::StorageError,
+                        log.storage_error().expect("checked by the guard"),
+                    )
+                }
                 Some((_, replica)) if !replica.is_leader() => Reply::error(
                     ErrorCode::NotLeaderOrFollower,
                     "leadership moved before the in-sync replicas had the batch",

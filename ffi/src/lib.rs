@@ -6,6 +6,8 @@
 //!   [`dpdk::Mempool`], [`dpdk::Mbuf`], [`dpdk::MbufBurst`], [`dpdk::Port`].
 //! - [`thread`]: CPU affinity of the calling thread (threads spawned after
 //!   `rte_eal_init` inherit the main lcore's pinning).
+//! - [`fs`]: shutting a filesystem down (EIO on every later write and fsync), for the
+//!   disk fault tests.
 //! - `verbs` (feature `rdma`): RDMA verbs over the system rdma-core, with its
 //!   own raw bindings in `verbs::sys` (context, PD, MR, CQ, RC queue pairs).
 //!
@@ -17,6 +19,7 @@
 pub mod alloc;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;
+pub mod fs;
 #[cfg(feature = "dpdk")]
 pub mod sys;
 #[cfg(feature = "dpdk")]

@@ -89,6 +89,12 @@ pub const SEGMENTS_ON_SMALL_PAGES: u32 = 129;
 /// Iterations of the lcore's poll loop that did some work (received, sent, served,
 /// drained anything); with [`LCORE_LOOP_ITERATIONS`], the lcore's busy fraction.
 pub const LCORE_BUSY_ITERATIONS: u32 = 130;
+/// Storage fault episodes of the flusher's partitions; label
+/// `kind=no_space|quota|io|other`. A full disk (no_space, quota) is retried until space
+/// returns and counts once per episode; io and other take the partition offline.
+pub const STORAGE_FAULTS: u32 = 131;
+/// Full-disk episodes that ended with the partition's writes resuming (label `flusher=0`).
+pub const STORAGE_FULL_RECOVERIES: u32 = 132;
 
 // Per partition.
 /// Messages in the log: end offset - start offset.
@@ -129,7 +135,7 @@ pub const DURABLE_ACK_WAIT: u32 = 300;
 pub const FLUSHER_FDATASYNC: u32 = 301;
 
 /// Every kind, for exhaustive tests and for exporters that describe all metrics up front.
-pub const ALL_KINDS: [u32; 59] = [
+pub const ALL_KINDS: [u32; 61] = [
     PORT_RX_PACKETS,
     PORT_TX_PACKETS,
     PORT_RX_BYTES,
@@ -171,6 +177,8 @@ pub const ALL_KINDS: [u32; 59] = [
     LEASE_REFUSALS,
     SEGMENTS_ON_SMALL_PAGES,
     LCORE_BUSY_ITERATIONS,
+    STORAGE_FAULTS,
+    STORAGE_FULL_RECOVERIES,
     PARTITION_MESSAGES,
     PARTITION_BYTES,
     PARTITION_START_OFFSET,
@@ -402,6 +410,16 @@ fn describe(kind: u32) -> (&'static str, MetricType, &'static str) {
             "precursor_lcore_busy_iterations_total",
             Counter,
             "Iterations of the lcore's poll loop that did work; divided by all iterations, the lcore's busy fraction.",
+        ),
+        STORAGE_FAULTS => (
+            "precursor_storage_errors_total",
+            Counter,
+            "Storage fault episodes persisting partition logs, by kind (no_space and quota are retried until space returns; io and other take the partition offline).",
+        ),
+        STORAGE_FULL_RECOVERIES => (
+            "precursor_storage_full_recoveries_total",
+            Counter,
+            "Full-disk episodes that ended with the partition's writes resuming.",
         ),
         PARTITION_MESSAGES => (
             "precursor_partition_messages",

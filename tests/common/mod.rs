@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod disk;
 pub mod kafka;
 
 use std::io::{BufRead, BufReader};
@@ -420,15 +421,23 @@ impl AfPacketNode {
     /// `tag` names the namespace and files; `subnet` picks 10.78.<subnet>.0/24; `extra` is
     /// appended to the config (more TOML tables).
     pub fn new(tag: &str, subnet: u8, extra: &str) -> AfPacketNode {
+        AfPacketNode::with_data_dir(tag, subnet, None, extra)
+    }
+
+    /// As [`AfPacketNode::new`], with the data directory at `data_dir` (e.g. on a
+    /// [`disk::LoopDisk`]) instead of `data` beside the config.
+    pub fn with_data_dir(
+        tag: &str,
+        subnet: u8,
+        data_dir: Option<&Path>,
+        extra: &str,
+    ) -> AfPacketNode {
         let netns = Netns::with_veth(tag, subnet);
         let dir = tempfile::tempdir().unwrap();
         let memory = memory_dir(tag);
         let config = dir.path().join("precursor.toml");
-        std::fs::write(
-            &config,
-            af_packet_config(&netns, &dir.path().join("data"), &memory, extra),
-        )
-        .unwrap();
+        let data = data_dir.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
+        std::fs::write(&config, af_packet_config(&netns, &data, &memory, extra)).unwrap();
         let broker = format!("{}:9190", netns.broker_ip);
         AfPacketNode {
             netns,

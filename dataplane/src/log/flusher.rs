@@ -8,8 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,111 @@ const UNSEALED_SEGMENTS_MAX: u64 = 16;
 const BLOCKED_POLL_US: u64 = 200;
 /// How long `open` waits for the flusher to release a closed instance of the partition.
 const RELEASE_WAIT_MS: u64 = 30_000;
+/// Wait between two attempts to persist a partition whose disk was full (ENOSPC, EDQUOT),
+/// in milliseconds: writes resume at most this long after space returns.
+pub const STORAGE_FULL_RETRY_MS: u64 = 100;
+
+/// errno values the flusher tells apart.
+const ENOSPC: i32 = 28;
+const EDQUOT: i32 = 122;
+const EIO: i32 = 5;
+
+/// Why a partition cannot persist now: [`PartitionShared::storage_fault`] holds its value
+/// (0: none). The permanent faults are larger than the retried ones, so a permanent fault
+/// always replaces a retried one and nothing replaces a permanent one.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum StorageFault {
+    /// ENOSPC writing the log: retried every [`STORAGE_FULL_RETRY_MS`]; writes resume by
+    /// themselves when space returns.
+    NoSpace = 1,
+    /// EDQUOT writing the log: retried as [`StorageFault::NoSpace`].
+    QuotaExceeded = 2,
+    /// EIO, or any failed fdatasync: the partition is offline until restarted. A failed
+    /// fdatasync is never retried: the kernel may have dropped the dirty pages and a
+    /// second fdatasync would report success for data that is not on disk (fsyncgate).
+    Io = 3,
+    /// Any other error persisting the log: offline until restarted.
+    Other = 4,
+}
+
+impl StorageFault {
+    pub const ALL: [StorageFault; 4] = [
+        StorageFault::NoSpace,
+        StorageFault::QuotaExceeded,
+        StorageFault::Io,
+        StorageFault::Other,
+    ];
+
+    /// The counter label value (`kind=...`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageFault::NoSpace => "no_space",
+            StorageFault::QuotaExceeded => "quota",
+            StorageFault::Io => "io",
+            StorageFault::Other => "other",
+        }
+    }
+
+    /// What producers are told.
+    pub fn reason(self) -> &'static str {
+        match self {
+            StorageFault::NoSpace => {
+                "disk full (ENOSPC) persisting the log; retried until space returns"
+            }
+            StorageFault::QuotaExceeded => {
+                "disk quota exceeded (EDQUOT) persisting the log; retried until space returns"
+            }
+            StorageFault::Io => {
+                "I/O error (EIO) persisting the log; partition offline until restart"
+            }
+            StorageFault::Other => "persisting the log failed; partition offline until restart",
+        }
+    }
+
+    /// Whether the flusher retries (the partition comes back by itself).
+    pub fn is_retried(self) -> bool {
+        matches!(self, StorageFault::NoSpace | StorageFault::QuotaExceeded)
+    }
+
+    fn index(self) -> usize {
+        self as usize - 1
+    }
+
+    pub(crate) fn from_u8(value: u8) -> Option<StorageFault> {
+        match value {
+            0 => None,
+            1 => Some(StorageFault::NoSpace),
+            2 => Some(StorageFault::QuotaExceeded),
+            3 => Some(StorageFault::Io),
+            4 => Some(StorageFault::Other),
+            _ => unreachable!("storage fault value {value}"),
+        }
+    }
+
+    /// The fault an error of `operation` means. `rewritten_whole`: the operation rewrites
+    /// everything it needs from memory when retried (pwrite of the segment's unwritten
+    /// bytes, index files written to a temporary name, creating a file): only those are
+    /// retried on a full disk. fdatasync and directory fsync never are.
+    fn of(error: &std::io::Error, rewritten_whole: bool) -> StorageFault {
+        match error.raw_os_error() {
+            Some(ENOSPC) if rewritten_whole => StorageFault::NoSpace,
+            Some(EDQUOT) if rewritten_whole => StorageFault::QuotaExceeded,
+            Some(EIO) => StorageFault::Io,
+            _ if !rewritten_whole => StorageFault::Io,
+            _ => StorageFault::Other,
+        }
+    }
+}
+
+/// Storage fault episodes of all partitions, by [`StorageFault`]: an episode starts when a
+/// partition's persistence first fails (a full disk retried a thousand times is one), and
+/// the episodes of a full disk that ended with writes resuming.
+#[derive(Default)]
+pub(crate) struct StorageFaultCounts {
+    episodes: [AtomicU64; StorageFault::ALL.len()],
+    recovered: AtomicU64,
+}
 
 /// lcore -> flusher.
 pub(crate) enum ToFlusher {
@@ -92,7 +197,9 @@ pub(crate) struct PartitionShared {
     pub durable_offset: AtomicU64,
     /// 1 + the highest offset the lcore wants durable now; 0: none.
     pub durable_requested: AtomicU64,
-    pub storage_error: OnceLock<&'static str>,
+    /// The [`StorageFault`] in force (0: none; Release by the flusher). A retried fault
+    /// goes back to 0 when persisting succeeds again; a permanent one never does.
+    pub storage_fault: AtomicU8,
     /// Spare segments the lcore has rolled onto (Release by the lcore): the flusher replaces
     /// them without waiting to see the `Rolled` commands behind other work.
     pub spares_taken: AtomicU64,
@@ -115,6 +222,8 @@ struct FlusherShared {
     /// Segments whose memory went to the small-page directory for lack of hugepages (all
     /// partitions; each partition's [`SegmentMemory`] adds to it).
     small_page_segments: Arc<AtomicU64>,
+    /// Storage fault episodes (all partitions; each [`FlushedPartition`] adds to it).
+    storage_faults: Arc<StorageFaultCounts>,
     /// Partition directory -> its current instance. Locked only by `open` (admin thread)
     /// and never by an lcore.
     live: Mutex<HashMap<PathBuf, Arc<PartitionShared>>>,
@@ -150,6 +259,7 @@ impl Flusher {
             stopped: AtomicBool::new(false),
             syncs: SyncStats::default(),
             small_page_segments: Arc::new(AtomicU64::new(0)),
+            storage_faults: Arc::new(StorageFaultCounts::default()),
             live: Mutex::new(HashMap::new()),
         });
         let thread_shared = Arc::clone(&shared);
@@ -197,6 +307,23 @@ impl FlusherHandle {
     /// [`SegmentMemory`].
     pub(crate) fn small_page_counter(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.shared.small_page_segments)
+    }
+
+    /// Storage fault episodes so far (all partitions), by [`StorageFault`] in
+    /// [`StorageFault::ALL`] order.
+    pub fn storage_faults(&self) -> [u64; StorageFault::ALL.len()] {
+        let counts = &self.shared.storage_faults;
+        std::array::from_fn(|i| counts.episodes[i].load(Ordering::Relaxed))
+    }
+
+    /// Full-disk episodes that ended with the partition's writes resuming, so far.
+    pub fn storage_full_recoveries(&self) -> u64 {
+        self.shared.storage_faults.recovered.load(Ordering::Relaxed)
+    }
+
+    /// The counts [`FlusherHandle::storage_faults`] reads, for a [`FlushedPartition`].
+    pub(crate) fn storage_fault_counter(&self) -> Arc<StorageFaultCounts> {
+        Arc::clone(&self.shared.storage_faults)
     }
 
     /// fdatasync latencies so far: counts per power-of-two bucket (the counters page's
@@ -252,7 +379,7 @@ impl FlusherHandle {
                         name: name.to_string(),
                         durable_offset: AtomicU64::new(0),
                         durable_requested: AtomicU64::new(0),
-                        storage_error: OnceLock::new(),
+                        storage_fault: AtomicU8::new(0),
                         spares_taken: AtomicU64::new(0),
                         spare_requested: AtomicBool::new(false),
                         closed: AtomicBool::new(false),
@@ -324,8 +451,44 @@ pub(crate) struct FlushTarget {
     pub written: usize,
     /// Bytes fdatasynced.
     pub synced: usize,
-    /// Replayed over the written bytes: its end offset is the offset after them.
+    /// Bytes replayed into `index` (>= `written`: a batch is indexed once, when first seen,
+    /// however many times a full disk makes its pwrite fail).
+    pub indexed: usize,
+    /// The offset after the written bytes: what an fdatasync makes durable.
+    pub written_end_offset: u64,
+    /// Replayed over the indexed bytes: its end offset is the offset after them.
     pub index: SparseIndex,
+}
+
+impl FlushTarget {
+    /// A segment file whose first `written` bytes (whole batches, replayed into `index`)
+    /// are on disk and synced.
+    pub(crate) fn synced(
+        reader: AppendReader,
+        file: File,
+        log_path: PathBuf,
+        written: usize,
+        index: SparseIndex,
+    ) -> FlushTarget {
+        FlushTarget {
+            reader,
+            file,
+            log_path,
+            written,
+            synced: written,
+            indexed: written,
+            written_end_offset: index.end_offset(),
+            index,
+        }
+    }
+}
+
+/// A roll the flusher could not finish yet (the disk was full while sealing): the memory
+/// the lcore rolled onto, and the `Rolled` command's values.
+struct PendingRoll {
+    memory: AppendReader,
+    sealed_bytes: usize,
+    new_base_offset: u64,
 }
 
 /// The flusher's state of one partition.
@@ -363,6 +526,15 @@ pub(crate) struct FlushedPartition {
     outbox: VecDeque<ToLcore>,
     unsynced_records: u64,
     last_sync: Instant,
+    /// Storage fault episodes of all partitions (the flusher's counts).
+    faults: Arc<StorageFaultCounts>,
+    /// While the disk is full: since when (the episode's start), and the next attempt.
+    full_since: Option<Instant>,
+    full_retry_at: Instant,
+    /// Set by [`FlushedPartition::fail`]: the current attempt failed.
+    attempt_failed: bool,
+    /// A roll interrupted by a full disk, finished before any later command.
+    pending_roll: Option<PendingRoll>,
 }
 
 impl FlushedPartition {
@@ -372,6 +544,7 @@ impl FlushedPartition {
         dir: PathBuf,
         memory: SegmentMemory,
         active: FlushTarget,
+        faults: Arc<StorageFaultCounts>,
     ) -> FlushedPartition {
         FlushedPartition {
             shared,
@@ -394,6 +567,11 @@ impl FlushedPartition {
             outbox: VecDeque::new(),
             unsynced_records: 0,
             last_sync: Instant::now(),
+            faults,
+            full_since: None,
+            full_retry_at: Instant::now(),
+            attempt_failed: false,
+            pending_roll: None,
         }
     }
 
@@ -518,25 +696,105 @@ impl FlushedPartition {
         }
     }
 
-    fn failed(&self) -> bool {
-        self.shared.storage_error.get().is_some()
+    /// The fault in force, if any.
+    fn fault(&self) -> Option<StorageFault> {
+        StorageFault::from_u8(self.shared.storage_fault.load(Ordering::Acquire))
     }
 
-    fn fail(&mut self, operation: &'static str, error: &std::io::Error) {
-        let reason = match error.raw_os_error() {
-            Some(28) => "disk full (ENOSPC) persisting the log",
-            Some(122) => "disk quota exceeded (EDQUOT) persisting the log",
-            Some(5) => "I/O error (EIO) persisting the log",
-            _ => operation,
-        };
-        if self.shared.storage_error.set(reason).is_ok() {
+    /// Any fault in force: nothing is persisted until it clears (a full disk) or ever
+    /// again (a permanent fault).
+    fn failed(&self) -> bool {
+        self.fault().is_some()
+    }
+
+    /// A fault that is never retried is in force.
+    fn offline(&self) -> bool {
+        self.fault().is_some_and(|fault| !fault.is_retried())
+    }
+
+    /// Records that `operation` failed with `error`. `rewritten_whole`: see
+    /// [`StorageFault::of`]. A full disk starts (or continues) a retried episode; anything
+    /// else takes the partition offline. Logged and counted once per episode.
+    fn fail(&mut self, operation: &'static str, error: &std::io::Error, rewritten_whole: bool) {
+        self.attempt_failed = true;
+        let fault = StorageFault::of(error, rewritten_whole);
+        let durable = self.shared.durable_offset.load(Ordering::Relaxed);
+        if fault.is_retried() {
+            self.full_retry_at = Instant::now() + Duration::from_millis(STORAGE_FULL_RETRY_MS);
+            if self.full_since.is_some() {
+                return;
+            }
+            // Only from healthy: a permanent fault is never replaced by a retried one.
+            if self
+                .shared
+                .storage_fault
+                .compare_exchange(0, fault as u8, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                return;
+            }
+            self.full_since = Some(Instant::now());
+            self.faults.episodes[fault.index()].fetch_add(1, Ordering::Relaxed);
             log::error!(
-                "partition {}: {operation} failed: {error}. The partition refuses writes \
-                 until restarted; offsets below {} are durable.",
+                "partition {}: {operation} failed: {error}. The partition refuses writes and \
+                 retries every {STORAGE_FULL_RETRY_MS} ms until space returns; offsets below \
+                 {durable} are durable.",
                 self.shared.name,
-                self.shared.durable_offset.load(Ordering::Relaxed),
             );
+            return;
         }
+        let previous = self
+            .shared
+            .storage_fault
+            .fetch_max(fault as u8, Ordering::AcqRel);
+        if StorageFault::from_u8(previous).is_some_and(|p| !p.is_retried()) {
+            return;
+        }
+        self.full_since = None;
+        self.faults.episodes[fault.index()].fetch_add(1, Ordering::Relaxed);
+        log::error!(
+            "partition {}: {operation} failed: {error}. The partition is OFFLINE: it refuses \
+             writes until the data plane is restarted (a failed write or fdatasync is never \
+             retried); offsets below {durable} are durable, nothing later was acknowledged.",
+            self.shared.name,
+        );
+    }
+
+    /// Another attempt at persisting a partition whose disk was full (due): the
+    /// interrupted roll, then the unwritten bytes. When both succeed the fault clears and
+    /// the lcore takes writes again. False while the disk is still full.
+    fn retry_after_full(&mut self, syncs: &SyncStats) -> bool {
+        let since = self.full_since.expect("a full disk is being retried");
+        self.attempt_failed = false;
+        self.finish_roll(syncs);
+        if !self.attempt_failed {
+            self.persist();
+        }
+        if self.attempt_failed {
+            return false;
+        }
+        assert!(self.pending_roll.is_none());
+        assert_eq!(self.active.written, self.active.indexed);
+        let fault = self.fault().expect("the retried fault is in force");
+        assert!(fault.is_retried());
+        if self
+            .shared
+            .storage_fault
+            .compare_exchange(fault as u8, 0, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        self.full_since = None;
+        self.faults.recovered.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "partition {}: persisting again after {} ms with the disk full ({}); writes \
+             resume",
+            self.shared.name,
+            since.elapsed().as_millis(),
+            fault.name(),
+        );
+        true
     }
 
     /// One pass: commands, persistence, sync policy, spare. Returns the work done.
@@ -544,7 +802,23 @@ impl FlushedPartition {
         let closed = self.shared.closed.load(Ordering::Acquire);
         let force = shutting_down || closed;
         let mut work = 0;
-        while let Some(command) = self.shared.to_flusher.pop() {
+        if self.full_since.is_some() && !self.offline() {
+            if Instant::now() < self.full_retry_at && !force {
+                self.send_outbox();
+                return 0;
+            }
+            work += 1;
+            if !self.retry_after_full(syncs) {
+                self.send_outbox();
+                return work;
+            }
+        }
+        // Bounded: the queue holds at most TO_FLUSHER_CAPACITY commands. A roll that a
+        // full disk interrupted stops the loop: later commands wait behind it, in order.
+        while self.pending_roll.is_none() || self.offline() {
+            let Some(command) = self.shared.to_flusher.pop() else {
+                break;
+            };
             work += 1;
             match command {
                 ToFlusher::Rolled {
@@ -576,7 +850,7 @@ impl FlushedPartition {
                 || requested > durable
                 || self.unsynced_records >= self.flush_messages
                 || self.last_sync.elapsed() >= self.flush_interval;
-            if due && self.active.synced < self.active.written {
+            if due && self.active.synced < self.active.written && !self.failed() {
                 self.sync(syncs);
                 work += 1;
             }
@@ -585,7 +859,8 @@ impl FlushedPartition {
         work
     }
 
-    /// pwrites the active segment's newly published bytes.
+    /// Indexes the active segment's newly published batches (once each) and pwrites the
+    /// bytes not written yet.
     fn persist(&mut self) -> usize {
         let target = &mut self.active;
         let bytes = target.reader.bytes();
@@ -593,7 +868,7 @@ impl FlushedPartition {
         if published == target.written {
             return 0;
         }
-        let mut position = target.written;
+        let mut position = target.indexed;
         // Bounded: each step moves forward by one whole published batch.
         while position < published {
             let header = header_at(bytes, position);
@@ -612,35 +887,49 @@ impl FlushedPartition {
             position, published,
             "published length is not a batch boundary"
         );
+        target.indexed = published;
         if let Err(error) = target
             .file
             .write_all_at(&bytes[target.written..published], target.written as u64)
         {
-            self.fail("writing the segment file", &error);
+            // `written` stays: a retry pwrites every byte after it again.
+            self.fail("writing the segment file", &error, true);
             return 1;
         }
         target.written = published;
+        target.written_end_offset = target.index.end_offset();
         1
     }
 
     fn sync(&mut self, syncs: &SyncStats) {
+        assert!(!self.offline(), "an offline partition is never synced");
+        assert_eq!(self.active.written, self.active.indexed);
+        let durable_after = self.active.written_end_offset;
         let started = Instant::now();
         if let Err(error) = self.active.file.sync_data() {
-            self.fail("fdatasync of the segment file", &error);
+            // Never retried (fsyncgate): whatever the errno, the partition goes offline.
+            self.fail("fdatasync of the segment file", &error, false);
             return;
         }
         syncs.record(started.elapsed().as_nanos() as u64);
         self.active.synced = self.active.written;
         self.unsynced_records = 0;
         self.last_sync = Instant::now();
-        self.shared
+        let durable_before = self
+            .shared
             .durable_offset
-            .store(self.active.index.end_offset(), Ordering::Release);
+            .fetch_max(durable_after, Ordering::AcqRel);
+        assert!(
+            durable_before <= durable_after,
+            "durable offset moved back: {durable_before} -> {durable_after}"
+        );
     }
 
-    /// Seals the active segment and makes the oldest spare the active one.
+    /// The lcore rolled: seals the active segment and makes the oldest spare the active
+    /// one (now, or on a retry when the disk is full).
     fn roll(&mut self, sealed_bytes: usize, new_base_offset: u64, syncs: &SyncStats) {
-        if self.failed() {
+        assert!(self.pending_roll.is_none() || self.offline());
+        if self.offline() {
             return;
         }
         // The lcore appends into the oldest spare now. Replace it before the slow work of
@@ -651,9 +940,23 @@ impl FlushedPartition {
             .expect("the lcore rolled onto a spare");
         self.rolls_handled += 1;
         self.top_up_spares(Some(&memory));
-        if !self.seal_active(sealed_bytes, new_base_offset, syncs) {
-            // The partition failed: its memory files go when it is released.
-            self.spares.push_front(memory);
+        self.pending_roll = Some(PendingRoll {
+            memory,
+            sealed_bytes,
+            new_base_offset,
+        });
+        self.attempt_failed = false;
+        self.finish_roll(syncs);
+    }
+
+    /// Finishes the pending roll, if any. On a failure the roll stays pending (retried
+    /// after a full disk; its memory goes when an offline partition is released).
+    fn finish_roll(&mut self, syncs: &SyncStats) {
+        let Some(roll) = self.pending_roll.take() else {
+            return;
+        };
+        if !self.seal_active(roll.sealed_bytes, roll.new_base_offset, syncs) {
+            self.pending_roll = Some(roll);
             return;
         }
         // Made ahead by `top_up_spares`, unless that failed (then once more now).
@@ -664,39 +967,41 @@ impl FlushedPartition {
         {
             Ok(file) => file,
             Err(error) => {
-                self.fail("creating the next segment file", &error);
-                self.spares.push_front(memory);
+                self.fail("creating the next segment file", &error, true);
+                self.pending_roll = Some(roll);
                 return;
             }
         };
-        let log_path = segment_path(&self.dir, new_base_offset, "log");
-        let renamed = std::fs::rename(self.dir.join(SPARE_LOG_NAME), &log_path)
-            .and_then(|()| File::open(&self.dir)?.sync_all());
-        if let Err(error) = renamed {
-            self.fail("renaming the next segment file", &error);
-            self.spares.push_front(memory);
+        let log_path = segment_path(&self.dir, roll.new_base_offset, "log");
+        if let Err(error) = std::fs::rename(self.dir.join(SPARE_LOG_NAME), &log_path) {
+            self.fail("renaming the next segment file", &error, true);
+            self.spare_file = Some(file);
+            self.pending_roll = Some(roll);
             return;
         }
-        let old = std::mem::replace(
-            &mut self.active,
-            FlushTarget {
-                reader: memory,
-                file,
-                log_path,
-                written: 0,
-                synced: 0,
-                index: SparseIndex::new(
-                    new_base_offset,
-                    self.index_interval_bytes,
-                    self.segment_bytes,
-                ),
-            },
+        if let Err(error) = File::open(&self.dir).and_then(|dir| dir.sync_all()) {
+            self.fail("fsync of the partition directory", &error, false);
+            self.pending_roll = Some(roll);
+            return;
+        }
+        let next = FlushTarget::synced(
+            roll.memory,
+            file,
+            log_path,
+            0,
+            SparseIndex::new(
+                roll.new_base_offset,
+                self.index_interval_bytes,
+                self.segment_bytes,
+            ),
         );
+        let old = std::mem::replace(&mut self.active, next);
         self.sealed_memory.push(old.reader);
     }
 
     /// Persists and syncs the whole active segment, writes its index files and sends the
-    /// lcore a read-only map of it. False when the partition failed.
+    /// lcore a read-only map of it. False when the partition failed (retried: the segment
+    /// is written from where it stopped, its index files rewritten whole).
     fn seal_active(
         &mut self,
         sealed_bytes: usize,
@@ -704,17 +1009,23 @@ impl FlushedPartition {
         syncs: &SyncStats,
     ) -> bool {
         assert_eq!(self.active.reader.published(), sealed_bytes);
+        self.attempt_failed = false;
         self.persist();
+        if self.attempt_failed {
+            return false;
+        }
         if self.active.synced < self.active.written {
             self.sync(syncs);
         }
-        if self.failed() {
+        if self.attempt_failed {
             return false;
         }
         assert_eq!(self.active.index.end_offset(), new_base_offset);
+        assert_eq!(self.active.written_end_offset, new_base_offset);
+        // Idempotent: a retried seal appends no second time entry.
         self.active.index.seal();
         if let Err(error) = self.active.index.write_files(&self.active.log_path) {
-            self.fail("writing the segment index files", &error);
+            self.fail("writing the segment index files", &error, true);
             return false;
         }
         match ReadOnlyFileMap::open(&self.active.log_path, self.active.written) {
@@ -744,6 +1055,9 @@ impl FlushedPartition {
         remove_file_logged(self.active.reader.path());
         for spare in self.spares.drain(..) {
             remove_file_logged(spare.path());
+        }
+        if let Some(roll) = self.pending_roll.take() {
+            remove_file_logged(roll.memory.path());
         }
         if self.spare_file.take().is_some() {
             remove_file_logged(&self.dir.join(SPARE_LOG_NAME));

@@ -14,7 +14,8 @@
 //!  swap in the file map <--ToLcore::Sealed----------    read-only map of the .log
 //!  send back the memory --ToFlusher::Release------->  unmap + unlink memory file
 //!  retention: Retire    --ToFlusher::Retire-------->  unmap + unlink segment files
-//!  storage_error()      <--OnceLock (atomic load)---  pwrite/fdatasync failed
+//!  storage_fault()      <--AtomicU8 (Release)-------  pwrite/fdatasync failed (a full
+//!                                                    disk clears when a retry succeeds)
 //! ```
 //!
 //! Files of a partition, under `<data_dir>/<topic>-<partition>/`:
@@ -42,7 +43,7 @@ use std::path::PathBuf;
 
 pub use config::{validate_topic, LogConfig};
 pub use epochs::{EpochEntry, EpochHistory};
-pub use flusher::{Flusher, FlusherHandle};
+pub use flusher::{Flusher, FlusherHandle, StorageFault, STORAGE_FULL_RETRY_MS};
 pub use index::SparseIndex;
 pub use partition::{Appended, ClosedPartition, PartitionLog, SegmentSpan};
 pub use precursor_protocol::record_batch::BatchError;

@@ -14,8 +14,8 @@ use precursor_shm::{AppendWriter, ReadOnlyFileMap};
 use super::config::validate_topic;
 use super::epochs::EpochHistory;
 use super::flusher::{
-    FlushTarget, FlushedPartition, PartitionShared, Spare, ToFlusher, ToLcore, SPARE_SEGMENTS,
-    TO_FLUSHER_CAPACITY,
+    FlushTarget, FlushedPartition, PartitionShared, Spare, StorageFault, ToFlusher, ToLcore,
+    SPARE_SEGMENTS, TO_FLUSHER_CAPACITY,
 };
 use super::memory::{remove_memory_files, SegmentMemory};
 use super::producer::{ProducerTable, SequenceCheck};
@@ -203,14 +203,8 @@ impl PartitionLog {
             cfg,
             dir.clone(),
             memory,
-            FlushTarget {
-                reader,
-                file,
-                log_path,
-                written: tail_bytes,
-                synced: tail_bytes,
-                index: index.clone(),
-            },
+            FlushTarget::synced(reader, file, log_path, tail_bytes, index.clone()),
+            flusher.storage_fault_counter(),
         );
         // No spare yet: the flusher makes them lazily (when this segment is half full, or
         // when a roll asks), so that an idle partition holds one segment of memory.
@@ -732,9 +726,15 @@ impl PartitionLog {
         self.sealed.len() + 1
     }
 
-    /// Why the partition refuses writes, once persisting failed.
+    /// Why the partition refuses writes now: persisting failed (a full disk: until the
+    /// flusher's retry succeeds; any other fault: until restarted).
     pub fn storage_error(&self) -> Option<&'static str> {
-        self.shared.storage_error.get().copied()
+        self.storage_fault().map(StorageFault::reason)
+    }
+
+    /// The storage fault in force, if any (one atomic load).
+    pub fn storage_fault(&self) -> Option<StorageFault> {
+        StorageFault::from_u8(self.shared.storage_fault.load(Ordering::Acquire))
     }
 
     /// Spare segments ready: the next that many rolls will not return `SegmentNotReady`.

@@ -548,8 +548,34 @@ fn run_as_root(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Appends batches from `next` on, asking for durability, until the partition refuses
+/// with a storage error; returns its reason. Each appended batch is kept (base offset,
+/// stored bytes).
+fn append_until_storage_error(
+    log: &mut PartitionLog,
+    next: &mut u64,
+    appended: &mut Vec<(u64, Vec<u8>)>,
+) -> &'static str {
+    let deadline = Instant::now() + WAIT_MAX;
+    loop {
+        assert!(Instant::now() < deadline, "the disk never filled");
+        log.maintain(0);
+        let b = batch(*next, 0);
+        match log.append(&b, 0) {
+            Ok(a) => {
+                appended.push((a.base_offset, stored(b, a.base_offset)));
+                log.request_durable(a.last_offset);
+                *next += 1;
+            }
+            Err(AppendError::SegmentNotReady) => std::thread::sleep(Duration::from_micros(100)),
+            Err(AppendError::Storage { reason }) => return reason,
+            Err(error) => panic!("{error}"),
+        }
+    }
+}
+
 #[test]
-fn full_disk_surfaces_storage_error_and_keeps_durable_data() {
+fn full_disk_refuses_writes_then_resumes_when_space_returns() {
     let data = tempfile::tempdir().unwrap();
     let mount_point = data.path().to_str().unwrap().to_string();
     if !run_as_root(&[
@@ -569,45 +595,74 @@ fn full_disk_surfaces_storage_error_and_keeps_durable_data() {
         let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
         let mut log = PartitionLog::open(&f.cfg, "full", 0, &flusher).unwrap();
         let mut appended = Vec::new();
-        let mut i = 0u64;
-        let deadline = Instant::now() + WAIT_MAX;
-        let reason = loop {
-            assert!(Instant::now() < deadline, "the disk never filled");
-            log.maintain(0);
-            let b = batch(i, 0);
-            match log.append(&b, 0) {
-                Ok(a) => {
-                    appended.push((a.base_offset, stored(b, a.base_offset)));
-                    log.request_durable(a.last_offset);
-                    i += 1;
-                }
-                Err(AppendError::SegmentNotReady) => std::thread::sleep(Duration::from_micros(100)),
-                Err(AppendError::Storage { reason }) => break reason,
-                Err(error) => panic!("{error}"),
-            }
-        };
+        let mut next = 0u64;
+        let reason = append_until_storage_error(&mut log, &mut next, &mut appended);
         assert!(reason.contains("ENOSPC"), "{reason}");
-        assert_eq!(log.storage_error(), Some(reason));
+        assert_eq!(log.storage_fault(), Some(StorageFault::NoSpace));
+        assert_eq!(flusher.storage_faults(), [1, 0, 0, 0]);
         let durable = log.durable_offset();
         assert!(durable > 0 && durable < log.log_end_offset());
         assert!(matches!(
             log.append(&batch(0, 0), 0),
             Err(AppendError::Storage { .. })
         ));
-        drop(log);
-        flusher.shutdown();
-        thread.join().unwrap();
-        // More room, then every durable batch is back, byte for byte.
+        // Reads of what is in the log keep working while the disk is full.
+        for (base, bytes) in &appended {
+            assert_eq!(&read_batch(&log, *base), bytes);
+        }
+        // More room, the same process: the flusher's retry finds it and writes resume.
         assert!(run_as_root(&[
             "mount",
             "-o",
             "remount,size=4m",
             &mount_point
         ]));
+        wait_until("writes resume", || {
+            log.maintain(0);
+            log.storage_fault().is_none()
+        });
+        assert_eq!(flusher.storage_full_recoveries(), 1);
+        for _ in 0..200 {
+            let b = batch(next, 0);
+            let a = append(&mut log, &b, 0);
+            appended.push((a.base_offset, stored(b, a.base_offset)));
+            log.request_durable(a.last_offset);
+            next += 1;
+        }
+        let end = log.log_end_offset();
+        wait_until("everything durable", || {
+            log.maintain(0);
+            log.durable_offset() == end
+        });
+        assert_eq!(flusher.storage_faults(), [1, 0, 0, 0], "one episode");
+        drop(log);
+        flusher.shutdown();
+        thread.join().unwrap();
+        // Every batch, those the full disk held up included, is on disk once, in order,
+        // byte for byte; the sealed index files are what recovery rebuilds from the
+        // segments (no entry added twice by a retried write).
+        let index_files = || {
+            let mut files: Vec<(PathBuf, Vec<u8>)> =
+                std::fs::read_dir(f.cfg.data_dir.join("full-0"))
+                    .unwrap()
+                    .map(|e| e.unwrap().path())
+                    .filter(|p| {
+                        p.extension()
+                            .is_some_and(|e| e == "index" || e == "timeindex")
+                    })
+                    .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+                    .collect();
+            files.sort();
+            files
+        };
+        let sealed_index_files = index_files();
+        assert!(!sealed_index_files.is_empty());
         let (flusher, thread) = Flusher::spawn(&f.cfg).unwrap();
         let log = PartitionLog::open(&f.cfg, "full", 0, &flusher).unwrap();
-        assert!(log.log_end_offset() >= durable);
-        for (base, bytes) in appended.iter().filter(|(base, _)| *base < durable) {
+        assert_eq!(index_files(), sealed_index_files);
+        assert_eq!(log.log_end_offset(), end);
+        assert!(log.segment_count() > 2, "rolled across the full disk");
+        for (base, bytes) in &appended {
             assert_eq!(&read_batch(&log, *base), bytes);
         }
         drop(log);
