@@ -68,21 +68,22 @@ fn kcat_produces_and_consumes_100k_keyed_messages() {
             "x".repeat(i % 50)
         ));
     }
-    let mut producer = kafka_client("kcat")
-        .args(["-b", &broker.bootstrap, "-P", "-t", "kcat-keyed", "-K", ":"])
-        .args(["-X", "acks=all", "-X", "linger.ms=5"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    producer
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = producer.wait_with_output().unwrap();
-    assert_success(&out, "kcat -P");
+    let out = kcat_produce(
+        &[
+            "-b",
+            &broker.bootstrap,
+            "-P",
+            "-t",
+            "kcat-keyed",
+            "-K",
+            ":",
+            "-X",
+            "acks=all",
+            "-X",
+            "linger.ms=5",
+        ],
+        &input,
+    );
     assert!(
         !stderr(&out).contains("ERROR"),
         "kcat reported delivery errors: {}",

@@ -14,27 +14,18 @@
 mod common;
 
 use common::cluster::{field, wait_until, Cluster, ClusterOptions};
-use common::kafka::LineProcess;
+use common::kafka::{kafka_client, kcat_produce, LineProcess};
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// The Python with Debian's python3-confluent-kafka (librdkafka 2.0.2).
 const PYTHON: &str = "/usr/bin/python3";
 /// A Python with a current confluent-kafka wheel (librdkafka 2.16), made by ci/setup.sh.
 const CURRENT_LIBRDKAFKA_PYTHON: &str = "/opt/precursor-kafka-venv/bin/python";
-
-/// A Kafka client with the system's loader path (see tests/kafka.rs: `cargo test` puts a
-/// librdkafka of the bench's build on LD_LIBRARY_PATH).
-fn kafka_client(program: &str) -> Command {
-    let mut command = Command::new(program);
-    command.env_remove("LD_LIBRARY_PATH");
-    command
-}
 
 fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -135,29 +126,28 @@ fn metric(cluster: &Cluster, i: u32, metric: &str, label: &str) -> f64 {
 /// Produces `values` with kcat (acks=-1, keys spreading them over the partitions),
 /// bootstrapped from every broker.
 fn produce_values(cluster: &Cluster, topic: &str, values: &[String]) {
-    let mut producer = kafka_client("kcat")
-        .args([
+    let input: String = values
+        .iter()
+        .enumerate()
+        .map(|(i, value)| format!("k{}:{value}\n", i % 61))
+        .collect();
+    let bootstrap = cluster.bootstrap_servers();
+    kcat_produce(
+        &[
             "-b",
-            &cluster.bootstrap_servers(),
+            &bootstrap,
             "-P",
             "-t",
             topic,
             "-K",
             ":",
-        ])
-        .args(["-X", "acks=-1", "-X", "enable.idempotence=true"])
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat (ci/setup.sh installs it)");
-    {
-        let mut input = std::io::BufWriter::new(producer.stdin.take().unwrap());
-        for (i, value) in values.iter().enumerate() {
-            writeln!(input, "k{}:{value}", i % 61).unwrap();
-        }
-    }
-    let out = producer.wait_with_output().unwrap();
-    assert_success(&out, "kcat -P acks=-1");
+            "-X",
+            "acks=-1",
+            "-X",
+            "enable.idempotence=true",
+        ],
+        &input,
+    );
 }
 
 /// A Python client process and the lines it printed.

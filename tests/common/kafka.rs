@@ -254,22 +254,25 @@ pub fn produce_to_partition(
     count: usize,
     prefix: &str,
 ) {
+    let input: String = (0..count).map(|i| format!("{prefix}-{i}\n")).collect();
+    let partition = partition.to_string();
+    kcat_produce(
+        &[
+            "-b", bootstrap, "-P", "-t", topic, "-p", &partition, "-X", "acks=all",
+        ],
+        &input,
+    );
+}
+
+/// `kcat <args>` with `input` on its stdin (a producer: `-P` among the args); asserts it
+/// succeeded and returns what it printed.
+pub fn kcat_produce(args: &[&str], input: &str) -> std::process::Output {
     let mut producer = kafka_client("kcat")
-        .args([
-            "-b",
-            bootstrap,
-            "-P",
-            "-t",
-            topic,
-            "-p",
-            &partition.to_string(),
-        ])
-        .args(["-X", "acks=all"])
+        .args(args)
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
-    let input: String = (0..count).map(|i| format!("{prefix}-{i}\n")).collect();
+        .expect("kcat (ci/setup.sh installs it)");
     producer
         .stdin
         .take()
@@ -278,6 +281,7 @@ pub fn produce_to_partition(
         .unwrap();
     let out = producer.wait_with_output().unwrap();
     assert_success(&out, "kcat -P");
+    out
 }
 
 /// The value of the sample `name{labels}` exactly (labels as Prometheus prints them,
