@@ -298,6 +298,146 @@ fn kafka_python_produces_consumes_and_commits() {
     assert_eq!(result["beginning_is_zero"], true, "{result}");
 }
 
+/// Kafka's error codes the group admin test expects.
+const GROUP_ID_NOT_FOUND: i64 = 69;
+const GROUP_SUBSCRIBED_TO_TOPIC: i64 = 86;
+const UNKNOWN_TOPIC_OR_PARTITION: i64 = 3;
+
+#[test]
+fn admin_clients_delete_groups_and_offsets_and_describe_log_dirs() {
+    let _serial = serial();
+    if !can_run("group_admin") || !clients_installed("group_admin") {
+        return;
+    }
+    let node = AfPacketNode::new("kg", 45, "");
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = Broker::start(&node, dir.path());
+    const PARTITIONS: u32 = 3;
+    broker.create_topic("ga", PARTITIONS);
+    produce_values(&broker, "ga", &batch("ga", 300));
+    let run = |broker: &Broker| {
+        let out = kafka_client(CURRENT_LIBRDKAFKA_PYTHON)
+            .arg(script("group_admin.py"))
+            .args([broker.bootstrap.as_str(), "ga", &PARTITIONS.to_string()])
+            .output()
+            .unwrap();
+        assert_success(&out, "group_admin.py");
+        let steps: BTreeMap<String, serde_json::Value> = stdout(&out)
+            .lines()
+            .map(|line| {
+                let step: serde_json::Value = serde_json::from_str(line).unwrap();
+                (step["step"].as_str().unwrap().to_string(), step)
+            })
+            .collect();
+        eprintln!("group_admin.py: {steps:#?}");
+        steps
+    };
+    let steps = run(&broker);
+
+    // A group with a member is not deleted, nor are the offsets of a topic it reads.
+    let live = &steps["live"];
+    assert!(live["read"].as_u64().unwrap() > 0, "{live}");
+    assert_eq!(live["deleted"]["live"], "NON_EMPTY_GROUP", "{live}");
+    assert_eq!(
+        live["deleted"]["no-such-group"], "GROUP_ID_NOT_FOUND",
+        "{live}"
+    );
+    assert_eq!(live["offset_delete"][0], 0, "no top-level error: {live}");
+    assert_eq!(
+        live["offset_delete"][1]["0"], GROUP_SUBSCRIBED_TO_TOPIC,
+        "{live}"
+    );
+
+    // An idle group's offsets: partition 0's deleted, the others kept.
+    let offsets = &steps["offsets"];
+    assert_eq!(offsets["offset_delete"][0], 0, "{offsets}");
+    assert_eq!(offsets["offset_delete"][1]["0"], 0, "{offsets}");
+    assert_eq!(
+        offsets["offset_delete"][1]["999"], UNKNOWN_TOPIC_OR_PARTITION,
+        "{offsets}"
+    );
+    assert_eq!(offsets["unknown_group"][0], GROUP_ID_NOT_FOUND, "{offsets}");
+    assert!(
+        offsets["left"].get("0").is_none(),
+        "partition 0 still committed: {offsets}"
+    );
+    for p in 1..PARTITIONS {
+        assert_eq!(offsets["left"][p.to_string()], 5 + p, "{offsets}");
+    }
+
+    // Deleted groups are gone with their offsets.
+    let deleted = &steps["deleted"];
+    assert_eq!(
+        deleted["first"]["idle"],
+        serde_json::Value::Null,
+        "{deleted}"
+    );
+    assert_eq!(
+        deleted["first"]["live"],
+        serde_json::Value::Null,
+        "{deleted}"
+    );
+    assert_eq!(deleted["second"]["idle"], "GROUP_ID_NOT_FOUND", "{deleted}");
+    assert_eq!(deleted["second"]["live"], "GROUP_ID_NOT_FOUND", "{deleted}");
+    let listed = deleted["listed"].as_array().unwrap();
+    assert!(
+        !listed.iter().any(|g| g == "idle" || g == "live"),
+        "{deleted}"
+    );
+
+    // One log dir, the data directory, with every partition's bytes as `topic describe`.
+    let log_dirs = &steps["log_dirs"];
+    let v1 = &log_dirs["v1"][0];
+    assert_eq!(v1["error"], 0, "{log_dirs}");
+    assert_eq!(log_dirs["v1"].as_array().unwrap().len(), 1, "{log_dirs}");
+    let sizes = &v1["topics"]["ga"];
+    assert_eq!(
+        sizes.as_object().unwrap().len(),
+        PARTITIONS as usize,
+        "{log_dirs}"
+    );
+    let total: u64 = (0..PARTITIONS)
+        .map(|p| sizes[p.to_string()].as_u64().unwrap())
+        .sum();
+    assert!(total > 300 * 4, "300 messages in {total} bytes: {log_dirs}");
+    let v4 = &log_dirs["v4"];
+    assert_eq!(v4["error"], 0, "{log_dirs}");
+    let dir4 = &v4["dirs"][0];
+    assert_eq!(
+        dir4["topics"]["ga"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["1"],
+        "only the partition asked for: {log_dirs}"
+    );
+    assert_eq!(dir4["topics"]["ga"]["1"], sizes["1"], "{log_dirs}");
+    let (total_bytes, usable_bytes) = (
+        dir4["total_bytes"].as_i64().unwrap(),
+        dir4["usable_bytes"].as_i64().unwrap(),
+    );
+    assert!(
+        total_bytes > 0 && (0..=total_bytes).contains(&usable_bytes),
+        "{log_dirs}"
+    );
+
+    // Deletions are durable: after a restart no committed offset of either group is back
+    // (`group list` shows every group with committed offsets).
+    let listed = |broker: &Broker| {
+        let out = broker.cli(&["group", "list"]);
+        assert_success(&out, "precursor group list");
+        stdout(&out)
+    };
+    assert!(!listed(&broker).contains("idle"), "{}", listed(&broker));
+    broker.restart();
+    let after = listed(&broker);
+    assert!(
+        !after.contains("idle") && !after.contains("live"),
+        "deleted groups are back after a restart:\n{after}"
+    );
+}
+
 /// A group_member.py process and the lines it printed.
 struct Member(LineProcess);
 

@@ -78,6 +78,15 @@ pub enum MetadataCommand {
         coordinator: u32,
         offsets: Vec<OffsetCommit>,
     },
+    /// Deletes committed offsets of a group (Kafka's DeleteGroups and OffsetDelete), from
+    /// the broker that coordinates it (checked as for [`MetadataCommand::CommitOffsets`]).
+    /// `partitions` None: every offset of the group; else those (topic, partition) pairs.
+    /// Deleting what is not there is not an error.
+    DeleteOffsets {
+        group: String,
+        coordinator: u32,
+        partitions: Option<Vec<(String, u32)>>,
+    },
 }
 
 fn serves_kafka_by_default() -> bool {

@@ -236,6 +236,11 @@ impl MetadataState {
                 coordinator,
                 offsets,
             } => self.commit_offsets(group, *coordinator, offsets),
+            MetadataCommand::DeleteOffsets {
+                group,
+                coordinator,
+                partitions,
+            } => self.delete_offsets(group, *coordinator, partitions.as_deref()),
         };
         let reply = result.unwrap_or_else(MetadataReply::Refused);
         debug_assert!(self.invariants_hold());
@@ -547,13 +552,8 @@ impl MetadataState {
         Ok(MetadataReply::ProducerIds { first, count })
     }
 
-    fn commit_offsets(
-        &mut self,
-        group: &str,
-        coordinator: u32,
-        offsets: &[OffsetCommit],
-    ) -> Result<MetadataReply, Refusal> {
-        check_name(group)?;
+    /// Refused unless `coordinator` (0: unchecked) coordinates `group` at this point.
+    fn check_coordinator(&self, group: &str, coordinator: u32) -> Result<(), Refusal> {
         if coordinator != 0 {
             let current = self.group_coordinator(group);
             if current != Some(coordinator) {
@@ -562,6 +562,17 @@ impl MetadataState {
                 });
             }
         }
+        Ok(())
+    }
+
+    fn commit_offsets(
+        &mut self,
+        group: &str,
+        coordinator: u32,
+        offsets: &[OffsetCommit],
+    ) -> Result<MetadataReply, Refusal> {
+        check_name(group)?;
+        self.check_coordinator(group, coordinator)?;
         if offsets.len() > OFFSETS_PER_COMMIT_MAX {
             return Err(Refusal::TooManyOffsets);
         }
@@ -591,6 +602,36 @@ impl MetadataState {
                     metadata: commit.metadata.clone(),
                 },
             );
+        }
+        Ok(MetadataReply::Done)
+    }
+
+    fn delete_offsets(
+        &mut self,
+        group: &str,
+        coordinator: u32,
+        partitions: Option<&[(String, u32)]>,
+    ) -> Result<MetadataReply, Refusal> {
+        check_name(group)?;
+        self.check_coordinator(group, coordinator)?;
+        if partitions.is_some_and(|p| p.len() > OFFSETS_PER_COMMIT_MAX) {
+            return Err(Refusal::TooManyOffsets);
+        }
+        match partitions {
+            None => {
+                self.offsets.remove(group);
+            }
+            Some(partitions) => {
+                if let Some(offsets) = self.offsets.get_mut(group) {
+                    let offsets = Arc::make_mut(offsets);
+                    for key in partitions {
+                        offsets.remove(key);
+                    }
+                    if offsets.is_empty() {
+                        self.offsets.remove(group);
+                    }
+                }
+            }
         }
         Ok(MetadataReply::Done)
     }
@@ -1074,6 +1115,47 @@ mod tests {
             state.apply(&MetadataCommand::DeleteTopic { name: "t".into() }),
             MetadataReply::Refused(Refusal::TopicUnknown)
         );
+    }
+
+    #[test]
+    fn delete_offsets_drops_named_partitions_or_the_whole_group_from_its_coordinator_only() {
+        let mut state = three_brokers_one_topic(false);
+        let commit = |partition| OffsetCommit {
+            topic: "t".into(),
+            partition,
+            offset: 7,
+            leader_epoch: 0,
+            metadata: String::new(),
+        };
+        let coordinator = state.group_coordinator("g").unwrap();
+        let other = (1..=3).find(|b| *b != coordinator).unwrap();
+        let commits = vec![commit(0), commit(1), commit(2)];
+        let reply = state.apply(&MetadataCommand::CommitOffsets {
+            group: "g".into(),
+            coordinator,
+            offsets: commits,
+        });
+        assert_eq!(reply, MetadataReply::Done);
+        let delete = |coordinator, partitions| MetadataCommand::DeleteOffsets {
+            group: "g".into(),
+            coordinator,
+            partitions,
+        };
+        assert_eq!(
+            state.apply(&delete(other, None)),
+            MetadataReply::Refused(Refusal::NotCoordinator {
+                coordinator: Some(coordinator)
+            })
+        );
+        assert_eq!(state.group_offsets("g").unwrap().len(), 3);
+        let some = Some(vec![("t".to_string(), 1), ("absent".to_string(), 9)]);
+        assert_eq!(state.apply(&delete(coordinator, some)), MetadataReply::Done);
+        assert_eq!(state.group_offsets("g").unwrap().len(), 2);
+        assert!(state.committed_offset("g", "t", 1).is_none());
+        assert_eq!(state.apply(&delete(coordinator, None)), MetadataReply::Done);
+        assert!(state.offsets.is_empty());
+        // Deleting a group with nothing committed is not an error.
+        assert_eq!(state.apply(&delete(coordinator, None)), MetadataReply::Done);
     }
 
     #[test]

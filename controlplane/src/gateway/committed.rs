@@ -136,21 +136,43 @@ impl Gateway {
                 coordinator,
                 offsets,
             };
-            match member.propose(command).await {
-                Ok(MetadataReply::Done) => Ok(()),
-                Ok(MetadataReply::Refused(Refusal::NotCoordinator { coordinator })) => {
-                    Err(CommitError::NotCoordinator(coordinator))
-                }
-                Ok(MetadataReply::Refused(Refusal::TopicUnknown | Refusal::PartitionUnknown)) => {
-                    Err(CommitError::UnknownTopicOrPartition)
-                }
-                Ok(other) => Err(CommitError::Unavailable(format!(
-                    "the metadata quorum refused the commit: {other}"
-                ))),
-                Err(error) => Err(CommitError::Unavailable(format!(
-                    "the metadata quorum did not commit the offsets: {error}"
-                ))),
+            quorum_answer(member.propose(command).await, "commit")
+        }
+    }
+
+    /// Deletes committed offsets of `group` (all of them when `partitions` is None) and
+    /// resolves once that is durable, as [`Gateway::commit_offsets`].
+    pub fn delete_group_offsets(
+        &self,
+        group: &str,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send + 'static {
+        let quorum = self.node.member.get().is_some();
+        let file = (!quorum).then(|| {
+            self.offsets
+                .delete_group_offsets(group, partitions.as_deref())
+        });
+        let node = self.node.clone();
+        let coordinator = self.cluster_broker_id();
+        let group = group.to_string();
+        async move {
+            if let Some(file) = file {
+                return file
+                    .await
+                    .map_err(|error| CommitError::Unavailable(error.to_string()));
             }
+            let partitions = partitions.map(|list| {
+                list.into_iter()
+                    .filter_map(|(topic, partition)| Some((topic, u32::try_from(partition).ok()?)))
+                    .collect()
+            });
+            let member = node.member.get().expect("checked above: a quorum member");
+            let command = MetadataCommand::DeleteOffsets {
+                group,
+                coordinator,
+                partitions,
+            };
+            quorum_answer(member.propose(command).await, "deletion")
         }
     }
 
@@ -172,6 +194,28 @@ impl Gateway {
                 None => Ok(()),
             }
         }
+    }
+}
+
+/// A committed offsets command's answer from the quorum, as a [`CommitError`].
+fn quorum_answer<E: std::fmt::Display>(
+    answer: Result<MetadataReply, E>,
+    what: &str,
+) -> Result<(), CommitError> {
+    match answer {
+        Ok(MetadataReply::Done) => Ok(()),
+        Ok(MetadataReply::Refused(Refusal::NotCoordinator { coordinator })) => {
+            Err(CommitError::NotCoordinator(coordinator))
+        }
+        Ok(MetadataReply::Refused(Refusal::TopicUnknown | Refusal::PartitionUnknown)) => {
+            Err(CommitError::UnknownTopicOrPartition)
+        }
+        Ok(other) => Err(CommitError::Unavailable(format!(
+            "the metadata quorum refused the offsets {what}: {other}"
+        ))),
+        Err(error) => Err(CommitError::Unavailable(format!(
+            "the metadata quorum did not commit the offsets {what}: {error}"
+        ))),
     }
 }
 

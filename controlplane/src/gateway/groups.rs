@@ -748,6 +748,44 @@ impl Coordinator {
         })
     }
 
+    /// DeleteGroups of a live group: forgets it if no member is in it (Ok(true)); a group
+    /// with members is NON_EMPTY_GROUP, as in Kafka. Ok(false): no live group of that id.
+    pub fn delete(&mut self, group_id: &str) -> Result<bool, ResponseError> {
+        let Some(group) = self.groups.get(group_id) else {
+            return Ok(false);
+        };
+        if !group.members.is_empty() {
+            return Err(ResponseError::NonEmptyGroup);
+        }
+        self.groups.remove(group_id);
+        Ok(true)
+    }
+
+    /// Which committed offsets of a group OffsetDelete may delete (Kafka's rule): all of
+    /// an empty or unknown group's; of a live consumer group, those of topics no member
+    /// subscribes to or is assigned; none of a live group of another protocol type.
+    pub fn offsets_deletable(&self, group_id: &str) -> OffsetsDeletable {
+        let Some(group) = self.groups.get(group_id) else {
+            return OffsetsDeletable::All;
+        };
+        if group.members.is_empty() {
+            return OffsetsDeletable::All;
+        }
+        if group.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) {
+            return OffsetsDeletable::None;
+        }
+        let mut subscribed = std::collections::BTreeSet::new();
+        for member in group.members.values() {
+            for (_, metadata) in &member.protocols {
+                subscribed.extend(decode_subscription(metadata));
+            }
+            for assigned in super::lag::decode_assignment(&member.assignment) {
+                subscribed.insert(assigned.topic);
+            }
+        }
+        OffsetsDeletable::AllBut(subscribed)
+    }
+
     /// Live groups: id, state, protocol type.
     pub fn list(&self) -> Vec<(String, GroupState, String)> {
         self.groups
@@ -760,6 +798,41 @@ impl Coordinator {
                 )
             })
             .collect()
+    }
+}
+
+/// What [`Coordinator::offsets_deletable`] allows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OffsetsDeletable {
+    All,
+    /// Every offset except those of these topics (GROUP_SUBSCRIBED_TO_TOPIC).
+    AllBut(std::collections::BTreeSet<String>),
+    /// A live group of a protocol type other than `consumer` (NON_EMPTY_GROUP).
+    None,
+}
+
+/// The protocol type of Kafka consumers, whose member metadata is a
+/// ConsumerProtocolSubscription.
+const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+/// The highest consumer protocol (subscription) version kafka-protocol decodes.
+const CONSUMER_SUBSCRIPTION_VERSION_MAX: i16 = 3;
+
+/// The topics of a consumer-protocol subscription; empty when the bytes are not one.
+fn decode_subscription(bytes: &Bytes) -> Vec<String> {
+    use bytes::Buf;
+    use kafka_protocol::protocol::Decodable;
+    let mut buf = bytes.clone();
+    if buf.remaining() < 2 {
+        return Vec::new();
+    }
+    let version = buf.get_i16().clamp(0, CONSUMER_SUBSCRIPTION_VERSION_MAX);
+    match kafka_protocol::messages::ConsumerProtocolSubscription::decode(&mut buf, version) {
+        Ok(subscription) => subscription
+            .topics
+            .into_iter()
+            .map(|topic| topic.to_string())
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -1029,7 +1102,7 @@ pub fn find_coordinator(
 
 /// NOT_COORDINATOR for a group another broker of the cluster coordinates: the client
 /// asks FindCoordinator again.
-fn not_coordinator(gateway: &Gateway, group: &str) -> Option<ResponseError> {
+pub(super) fn not_coordinator(gateway: &Gateway, group: &str) -> Option<ResponseError> {
     gateway
         .coordinates(group)
         .err()

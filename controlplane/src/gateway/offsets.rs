@@ -196,18 +196,44 @@ impl OffsetStore {
         &self,
         topic: &str,
     ) -> impl std::future::Future<Output = Result<(), OffsetStoreError>> + Send + 'static {
+        let (bytes, live) = self.take_where(|_, t, _| t == topic);
+        self.send(bytes, live)
+    }
+
+    /// Forgets committed offsets of `group` (DeleteGroups, OffsetDelete), durably:
+    /// `partitions` None is every offset of the group.
+    pub fn delete_group_offsets(
+        &self,
+        group: &str,
+        partitions: Option<&[(String, i32)]>,
+    ) -> impl std::future::Future<Output = Result<(), OffsetStoreError>> + Send + 'static {
+        let (bytes, live) = self.take_where(|g, topic, partition| {
+            g == group
+                && partitions
+                    .is_none_or(|wanted| wanted.iter().any(|(t, p)| t == topic && *p == partition))
+        });
+        self.send(bytes, live)
+    }
+
+    /// Forgets (in memory) every committed offset whose (group, topic, partition) `doomed`
+    /// picks, and returns the delete records to write, one each.
+    #[allow(clippy::type_complexity)]
+    fn take_where(
+        &self,
+        mut doomed: impl FnMut(&str, &str, i32) -> bool,
+    ) -> (Vec<u8>, Vec<(OffsetKey, Option<Vec<u8>>)>) {
         let mut bytes = Vec::new();
         let mut live = Vec::new();
         {
             let mut committed = self.committed.lock().expect("offsets lock");
             for (group, offsets) in committed.iter_mut() {
-                offsets.retain(|(t, partition), value| {
-                    if t != topic {
+                offsets.retain(|(topic, partition), value| {
+                    if !doomed(group, topic, *partition) {
                         return true;
                     }
                     let key = OffsetKey {
                         group: group.clone(),
-                        topic: t.clone(),
+                        topic: topic.clone(),
                         partition: *partition,
                     };
                     encode_record(&mut bytes, KIND_DELETE, &key, value);
@@ -217,7 +243,7 @@ impl OffsetStore {
             }
             committed.retain(|_, offsets| !offsets.is_empty());
         }
-        self.send(bytes, live)
+        (bytes, live)
     }
 
     fn send(
@@ -554,6 +580,32 @@ mod tests {
         assert!(third.get("g", "orders", 1).is_none());
         assert_eq!(third.group("h").len(), 1);
         assert_eq!(third.groups(), vec!["h".to_string()]);
+    }
+
+    #[test]
+    fn a_groups_offsets_are_deleted_by_partition_or_whole_and_stay_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = OffsetStore::open(dir.path()).unwrap();
+        block_on(store.commit(vec![
+            (key("g", "a", 0), value(1, None)),
+            (key("g", "a", 1), value(2, None)),
+            (key("g", "b", 0), value(3, None)),
+            (key("h", "a", 0), value(4, None)),
+        ]))
+        .unwrap();
+        let some = [("a".to_string(), 1), ("nope".to_string(), 0)];
+        block_on(store.delete_group_offsets("g", Some(&some))).unwrap();
+        assert!(store.get("g", "a", 1).is_none());
+        assert_eq!(store.group("g").len(), 2);
+        drop(store);
+        let store = OffsetStore::open(dir.path()).unwrap();
+        assert!(store.get("g", "a", 1).is_none(), "the delete is durable");
+        block_on(store.delete_group_offsets("g", None)).unwrap();
+        assert_eq!(store.groups(), vec!["h".to_string()]);
+        drop(store);
+        let store = OffsetStore::open(dir.path()).unwrap();
+        assert_eq!(store.groups(), vec!["h".to_string()]);
+        assert_eq!(store.get("h", "a", 0).unwrap().offset, 4);
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! answer. A request that cannot be read is a [`Malformed`]: the connection is closed.
 
 use super::{
-    cluster_admin, fetch, groups, list_offsets, offset_for_leader_epoch, produce, producer_ids,
-    sasl, topics, versions, Gateway,
+    cluster_admin, fetch, group_admin, groups, list_offsets, log_dirs, offset_for_leader_epoch,
+    produce, producer_ids, sasl, topics, versions, Gateway,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -157,6 +157,9 @@ pub enum RequestBody {
     OffsetFetch(messages::OffsetFetchRequest),
     DescribeGroups(messages::DescribeGroupsRequest),
     ListGroups(messages::ListGroupsRequest),
+    DeleteGroups(messages::DeleteGroupsRequest),
+    OffsetDelete(messages::OffsetDeleteRequest),
+    DescribeLogDirs(messages::DescribeLogDirsRequest),
     DescribeCluster(messages::DescribeClusterRequest),
     ElectLeaders(messages::ElectLeadersRequest),
     SaslHandshake(messages::SaslHandshakeRequest),
@@ -233,6 +236,9 @@ pub fn decode_request(mut frame: Bytes, in_cluster: bool) -> Result<DecodedReque
         ApiKey::OffsetFetch => RequestBody::OffsetFetch(decode_body(&mut frame, &meta)?),
         ApiKey::DescribeGroups => RequestBody::DescribeGroups(decode_body(&mut frame, &meta)?),
         ApiKey::ListGroups => RequestBody::ListGroups(decode_body(&mut frame, &meta)?),
+        ApiKey::DeleteGroups => RequestBody::DeleteGroups(decode_body(&mut frame, &meta)?),
+        ApiKey::OffsetDelete => RequestBody::OffsetDelete(decode_body(&mut frame, &meta)?),
+        ApiKey::DescribeLogDirs => RequestBody::DescribeLogDirs(decode_body(&mut frame, &meta)?),
         ApiKey::DescribeCluster => RequestBody::DescribeCluster(decode_body(&mut frame, &meta)?),
         ApiKey::ElectLeaders => RequestBody::ElectLeaders(decode_body(&mut frame, &meta)?),
         ApiKey::SaslHandshake => RequestBody::SaslHandshake(decode_body(&mut frame, &meta)?),
@@ -361,6 +367,18 @@ pub fn dispatch(context: &mut Context, frame: Bytes) -> Result<Pending, Malforme
         }
         RequestBody::ListGroups(request) => {
             let response = groups::list_groups(context, &meta, request);
+            ready(encode(&meta, &response))
+        }
+        RequestBody::DeleteGroups(request) => {
+            let answer = group_admin::delete_groups(context, &meta, request);
+            respond_later(meta, answer)
+        }
+        RequestBody::OffsetDelete(request) => {
+            let answer = group_admin::offset_delete(context, &meta, request);
+            respond_later(meta, answer)
+        }
+        RequestBody::DescribeLogDirs(request) => {
+            let response = log_dirs::describe_log_dirs(context, &meta, request);
             ready(encode(&meta, &response))
         }
         RequestBody::DescribeCluster(request) => {
@@ -548,6 +566,9 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::SyncGroup => "SyncGroup",
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::ListGroups => "ListGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeLogDirs => "DescribeLogDirs",
         ApiKey::ApiVersions => "ApiVersions",
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",

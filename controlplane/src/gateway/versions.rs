@@ -14,7 +14,7 @@ use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::protocol::VersionRange;
 
 /// `(api, min, max)` for every API the gateway answers.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 22] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 25] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -28,6 +28,9 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 22] = [
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
