@@ -493,6 +493,10 @@ pub struct TopicSpec {
 /// Upper bounds on configuration values, named with their units.
 pub mod limits {
     pub const PARTITIONS_PER_TOPIC_MAX: u16 = 1024;
+    /// Partitions one broker holds, at most (every topic's, replicas included): sizes the
+    /// data plane's counters file (16 gauges each, 4 KiB of file per partition, pages
+    /// used only as partitions come) and is checked at every topic creation.
+    pub const PARTITIONS_PER_BROKER_MAX: u32 = 16_384;
     pub const TOPICS_MAX: usize = 4096;
     pub const SEGMENT_BYTES_MIN: u64 = 1 << 20;
     /// Kafka's own segment limit (1 GiB), well inside the u32 positions of its index format.

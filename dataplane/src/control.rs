@@ -11,6 +11,7 @@ use crate::counters::{IpcClose, LcoreCounters, ERROR_CODES};
 use crate::log::{FlusherHandle, StorageFault};
 use crate::net::DropReason;
 use crate::replica::RefusalReason;
+use precursor_config::limits::PARTITIONS_PER_BROKER_MAX;
 use precursor_ffi::dpdk::{LinkStatus, PortStats};
 use precursor_protocol::command::{Event, COMMAND_PAYLOAD_BYTES_MAX};
 use precursor_protocol::counter_kind as kind;
@@ -25,10 +26,16 @@ use std::path::Path;
 pub const COMMANDS_PER_ITERATION_MAX: usize = 4;
 /// Slots of each CnC ring.
 pub const RING_SLOTS: u32 = 256;
-/// Counters the page holds (ports, lcore, and 6 per partition).
-pub const COUNTERS_MAX: u32 = 16_384;
-/// Counters per partition: start, end, durable offsets, bytes, segments, messages.
+/// Counters of the broker itself: ports, lcore, flusher, histograms (a few hundred used).
+const BROKER_COUNTERS_MAX: u32 = 4096;
+/// Counters per partition: offsets, bytes, segments, messages, and replication's gauges.
 const PARTITION_COUNTERS: usize = 16;
+/// Counters the page holds: the broker's, and every partition's up to
+/// [`PARTITIONS_PER_BROKER_MAX`] (68 MiB of file, sparse: pages are touched as counters
+/// are allocated, and readers scan only what was ever used).
+pub const COUNTERS_MAX: u32 =
+    BROKER_COUNTERS_MAX + PARTITIONS_PER_BROKER_MAX * PARTITION_COUNTERS as u32;
+const _: () = assert!(COUNTERS_MAX <= precursor_shm::counters::COUNTERS_MAX_LIMIT);
 /// Counters per port: packets and bytes each way, missed, errors each way, no-mbuf, link.
 const PORT_COUNTERS: usize = 10;
 /// Longest counter label, in bytes (the page's label field).

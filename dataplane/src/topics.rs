@@ -11,6 +11,7 @@
 use crate::log::{FlusherHandle, LogConfig, PartitionLog};
 use crate::replica::{BrokerSet, Replica};
 use crossbeam_queue::ArrayQueue;
+use precursor_config::limits::PARTITIONS_PER_BROKER_MAX;
 use precursor_protocol::command::{TopicReplication, ACKS_ALL_DURABLE, ACKS_ALL_MEMORY};
 use precursor_protocol::frame::{is_valid_topic_name, PartitionHandle, TOPIC_NAME_BYTES_MAX};
 use precursor_protocol::replication::topic_key;
@@ -108,6 +109,11 @@ pub enum TopicError {
     },
     #[error("no topic id left (ids are 16 bits and never reused)")]
     TooManyTopics,
+    #[error(
+        "{asked} more partition(s) would make {total} on this broker, more than it holds \
+         (PARTITIONS_PER_BROKER_MAX = {max}); delete topics or spread them over more brokers"
+    )]
+    TooManyPartitions { asked: u32, total: u32, max: u32 },
     #[error("topic {0:?} is not a valid name")]
     InvalidName(String),
     #[error("topic {0:?} does not exist")]
@@ -235,6 +241,7 @@ impl Manifest {
         if self.entries.len() >= TOPICS_MAX || self.next_id > u16::MAX as u32 {
             return Err(TopicError::TooManyTopics);
         }
+        self.check_partitions_room(u32::from(partitions))?;
         let entry = TopicEntry {
             id: self.next_id as u16,
             name: name.into(),
@@ -251,6 +258,21 @@ impl Manifest {
             return Err(e);
         }
         Ok(entry)
+    }
+
+    /// Refused when `more` partitions would take the broker past
+    /// [`PARTITIONS_PER_BROKER_MAX`].
+    pub fn check_partitions_room(&self, more: u32) -> Result<(), TopicError> {
+        let held: u32 = self.entries.iter().map(|e| u32::from(e.partitions)).sum();
+        let total = held + more;
+        if total > PARTITIONS_PER_BROKER_MAX {
+            return Err(TopicError::TooManyPartitions {
+                asked: more,
+                total,
+                max: PARTITIONS_PER_BROKER_MAX,
+            });
+        }
+        Ok(())
     }
 
     /// Removes a topic and persists the manifest (its id stays used).

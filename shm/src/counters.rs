@@ -90,6 +90,10 @@ const START_NS_OFFSET: usize = 16;
 const COUNTERS_MAX_OFFSET: usize = 24;
 const METADATA_OFFSET_OFFSET: usize = 32;
 const VALUES_OFFSET_OFFSET: usize = 40;
+/// One past the highest slot ever allocated (u32; the writer stores it with Release after
+/// publishing the record): readers scan no further, so a file sized for many partitions
+/// costs a reader what is in use. 0 in files from before it existed: scan every slot.
+const SLOTS_USED_OFFSET: usize = 48;
 
 const RECORD_STATE_OFFSET: usize = 0;
 const RECORD_KIND_OFFSET: usize = 4;
@@ -177,6 +181,11 @@ impl CountersLayout {
 pub struct CountersWriter {
     mapping: Arc<SharedMapping>,
     layout: CountersLayout,
+    /// Every slot below this is allocated: allocation scans from here, so allocating N
+    /// counters one after another costs O(N), not O(N^2).
+    first_maybe_free: u32,
+    /// One past the highest slot ever allocated (published at [`SLOTS_USED_OFFSET`]).
+    slots_used: u32,
 }
 
 impl CountersWriter {
@@ -209,7 +218,12 @@ impl CountersWriter {
                 store_u64(VALUES_OFFSET_OFFSET, layout.values_offset as u64);
             },
         )?;
-        Ok(CountersWriter { mapping, layout })
+        Ok(CountersWriter {
+            mapping,
+            layout,
+            first_maybe_free: 0,
+            slots_used: 0,
+        })
     }
 
     /// Slots of the file.
@@ -319,6 +333,7 @@ impl CountersWriter {
     }
 
     fn reclaim(&mut self, index: u32) {
+        self.first_maybe_free = self.first_maybe_free.min(index);
         self.mapping
             .atomic_u32(self.layout.record(index) + RECORD_STATE_OFFSET)
             .store(COUNTER_STATE_RECLAIMED, Ordering::Release);
@@ -331,9 +346,9 @@ impl CountersWriter {
                 label_bytes: label.len(),
             });
         }
-        let mut run_start = 0;
+        let mut run_start = self.first_maybe_free;
         let mut run = 0;
-        for index in 0..self.layout.counters_max {
+        for index in self.first_maybe_free..self.layout.counters_max {
             if self.state(index) == COUNTER_STATE_ALLOCATED {
                 run = 0;
                 run_start = index + 1;
@@ -384,6 +399,21 @@ impl CountersWriter {
         mapping
             .atomic_u32(record + RECORD_STATE_OFFSET)
             .store(COUNTER_STATE_ALLOCATED, Ordering::Release);
+        // Past every allocated slot at the hint (amortized O(1): each slot is passed once
+        // per allocation of it). A histogram publishes its first slot last, after the
+        // parts the hint would otherwise stop behind.
+        while self.first_maybe_free < self.layout.counters_max
+            && self.state(self.first_maybe_free) == COUNTER_STATE_ALLOCATED
+        {
+            self.first_maybe_free += 1;
+        }
+        if index >= self.slots_used {
+            self.slots_used = index + 1;
+            mapping
+                .atomic_u32(SLOTS_USED_OFFSET)
+                .store(self.slots_used, Ordering::Release);
+        }
+        debug_assert!(self.first_maybe_free <= self.layout.counters_max);
     }
 }
 
@@ -482,7 +512,7 @@ impl CountersReader {
     /// Calls `f` with every allocated plain counter (histogram slots excluded: see
     /// [`CountersReader::histograms`]). Skips a record being rewritten at that moment.
     pub fn for_each(&self, mut f: impl FnMut(CounterSnapshot<'_>)) {
-        for index in 0..self.layout.counters_max {
+        for index in 0..self.scan_end() {
             let Some(view) = self.record(index) else {
                 continue;
             };
@@ -504,7 +534,7 @@ impl CountersReader {
     /// Calls `f` with every allocated histogram.
     pub fn histograms(&self, mut f: impl FnMut(HistogramSnapshot<'_>)) {
         let slots = HISTOGRAM_COUNTERS as u32;
-        for index in 0..self.layout.counters_max {
+        for index in 0..self.scan_end() {
             if index + slots > self.layout.counters_max {
                 break;
             }
@@ -574,6 +604,19 @@ impl CountersReader {
     /// Slots of the file.
     pub fn counters_max(&self) -> u32 {
         self.layout.counters_max
+    }
+
+    /// One past the highest slot the writer ever allocated (every slot for a file that
+    /// does not say).
+    fn scan_end(&self) -> u32 {
+        match self
+            .mapping
+            .atomic_u32(SLOTS_USED_OFFSET)
+            .load(Ordering::Acquire)
+        {
+            0 => self.layout.counters_max,
+            used => used.min(self.layout.counters_max),
+        }
     }
 
     /// Process id of the writer.

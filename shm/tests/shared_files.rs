@@ -862,3 +862,52 @@ fn value_if_reads_a_slot_only_while_it_holds_the_counter_looked_up() {
         Some(7)
     );
 }
+
+#[test]
+fn counters_fill_in_order_reuse_freed_slots_and_readers_scan_only_what_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    const SLOTS: u32 = 1 << 18;
+    let mut writer = CountersWriter::create(dir.path(), SLOTS).unwrap();
+    let reader = CountersReader::open(dir.path()).unwrap();
+    let mut seen = 0;
+    reader.for_each(|_| seen += 1);
+    assert_eq!(seen, 0, "a fresh file lists nothing");
+    // Ten thousand partitions' worth, allocated one after another: in order, no gaps.
+    // A histogram first (it publishes its first slot last), then plain counters.
+    let first_histogram = writer.allocate_histogram(9, "h=0").unwrap();
+    assert_eq!(first_histogram.0 .0, 0);
+    let base = HISTOGRAM_COUNTERS as u32;
+    let ids: Vec<CounterId> = (0..160_000)
+        .map(|i| {
+            writer
+                .allocate(7, &format!("topic=t,partition={i}"))
+                .unwrap()
+        })
+        .collect();
+    assert!(ids
+        .iter()
+        .enumerate()
+        .all(|(i, id)| id.0 == base + i as u32));
+    writer.free(ids[17]);
+    writer.free(ids[99_999]);
+    assert_eq!(writer.allocate(8, "again=a").unwrap(), ids[17]);
+    assert_eq!(writer.allocate(8, "again=b").unwrap(), ids[99_999]);
+    assert_eq!(
+        writer.allocate(8, "again=c").unwrap(),
+        CounterId(base + 160_000)
+    );
+    // A histogram needs a run: it goes past the end of what is used.
+    let histogram = writer.allocate_histogram(9, "h=1").unwrap();
+    assert_eq!(histogram.0 .0, base + 160_001);
+    let mut labels = 0;
+    let mut highest = 0;
+    reader.for_each(|counter| {
+        labels += 1;
+        highest = highest.max(counter.id.0);
+    });
+    assert_eq!(labels, 160_001, "every plain counter, once");
+    assert_eq!(highest, base + 160_000);
+    let mut histograms = 0;
+    reader.histograms(|_| histograms += 1);
+    assert_eq!(histograms, 2);
+}

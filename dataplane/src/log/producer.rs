@@ -1,7 +1,10 @@
 //! Idempotent producer state of one partition, as Kafka keeps it: per producer id the
 //! epoch and the last [`PRODUCER_BATCHES_REMEMBERED`] batches (sequence range and offsets).
 //! Bounded and preallocated: `check` and `record` never allocate; when the table is full
-//! the least recently used producer is evicted.
+//! the least recently used producer is evicted. The slots are reserved, not written, at
+//! `new` (a `Vec` of that capacity, filled as producers arrive): an idle partition's
+//! table costs address space, not memory, so ten thousand partitions of 1024 producers
+//! each fit in a few MiB until their producers come.
 
 use std::collections::HashMap;
 
@@ -72,11 +75,12 @@ pub enum SequenceCheck {
 
 /// The producer table of one partition.
 pub struct ProducerTable {
+    /// Grows (within its capacity, never reallocating) up to `slots_max`.
     slots: Vec<ProducerEntry>,
+    slots_max: usize,
     /// Producer id -> slot. Capacity is twice the slots so that hashbrown's in-place rehash
     /// (after many evictions) never needs to grow the table: no allocation after `new`.
     by_id: HashMap<i64, u32>,
-    free: Vec<u32>,
     clock: u64,
 }
 
@@ -85,9 +89,9 @@ impl ProducerTable {
         assert!(producers_max > 0);
         let producers_max = producers_max as usize;
         ProducerTable {
-            slots: vec![ProducerEntry::default(); producers_max],
+            slots: Vec::with_capacity(producers_max),
+            slots_max: producers_max,
             by_id: HashMap::with_capacity(producers_max * 2),
-            free: (0..producers_max as u32).rev().collect(),
             clock: 0,
         }
     }
@@ -156,18 +160,25 @@ impl ProducerTable {
         let slot = match self.by_id.get(&header.producer_id) {
             Some(&slot) => slot,
             None => {
-                let slot = match self.free.pop() {
-                    Some(slot) => slot,
-                    None => self.evict_least_recently_used(),
-                };
-                let had_room = self.by_id.len() < self.slots.len();
-                assert!(had_room, "producer map holds more producers than slots");
-                self.by_id.insert(header.producer_id, slot);
-                self.slots[slot as usize] = ProducerEntry {
+                let fresh = ProducerEntry {
                     producer_id: header.producer_id,
                     epoch: header.producer_epoch,
                     ..ProducerEntry::default()
                 };
+                let slot = if self.slots.len() < self.slots_max {
+                    // Within the capacity reserved at `new`: no allocation.
+                    debug_assert!(self.slots.len() < self.slots.capacity());
+                    self.slots.push(fresh);
+                    (self.slots.len() - 1) as u32
+                } else {
+                    let slot = self.evict_least_recently_used();
+                    self.slots[slot as usize] = fresh;
+                    slot
+                };
+                let had_room = self.by_id.len() < self.slots_max;
+                assert!(had_room, "producer map holds more producers than slots");
+                self.by_id.insert(header.producer_id, slot);
+                assert_eq!(self.by_id.len(), self.slots.len());
                 slot
             }
         };
