@@ -2,7 +2,8 @@
 //! exhaust 1024 pages of 2 MiB, each holding its active segment and two prefaulted spares,
 //! and later topic creation failed with ENOMEM). A real data plane with the default 32 MiB
 //! segments: 64 topics auto-created by producing to them, every produce acknowledged and
-//! every message read back; the segments that found no hugepages went to /dev/shm.
+//! every message read back; the segments that found no hugepages went to /dev/shm. Then a
+//! restart: recovery leaves DPDK the hugepages it needs.
 
 mod common;
 
@@ -101,4 +102,34 @@ fn sixty_four_partitions_on_the_default_hugepages_all_take_produce() {
         assert!(on_small > 0, "{counters}");
         assert!(warned > 0 && warned <= TOPICS, "{warned} warnings");
     }
+    // A restart recovers all 64 partitions before DPDK starts: their new active segments
+    // must leave DPDK the hugepages it was planned on (they once took them all, and the
+    // packet pool failed with ENOMEM: the broker could not come back).
+    let dataplane = node.start();
+    for t in [0, TOPICS - 1] {
+        let topic = format!("hp-{t}");
+        let out = node
+            .ipc_command(&["consume", &topic, "--verify", "--to-end"])
+            .output()
+            .unwrap();
+        assert_success(&out, &format!("verified read of {topic} after the restart"));
+        assert!(
+            stderr(&out).contains(&format!(
+                "verified {MESSAGES} messages: {MESSAGES} in order"
+            )),
+            "{topic}: {}",
+            stderr(&out)
+        );
+    }
+    let kept = dataplane
+        .stderr()
+        .iter()
+        .any(|l| l.contains("kept for DPDK until it has started"));
+    if free_at_start < TOPICS as u64 * 17 {
+        assert!(
+            kept,
+            "no segment said it left hugepages to DPDK during recovery"
+        );
+    }
+    dataplane.stop();
 }

@@ -242,6 +242,8 @@ fn mbuf_data_room_bytes(mtu_bytes: u16) -> u16 {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemoryPlan {
     pub dpdk_hugepages: bool,
+    /// What DPDK takes of the hugepages (packet pool and EAL), when `dpdk_hugepages`.
+    pub dpdk_bytes: u64,
     pub memory_dir: PathBuf,
     pub warnings: Vec<String>,
 }
@@ -305,6 +307,7 @@ pub fn plan_memory(config: &Config, partitions: u64) -> Result<MemoryPlan, NodeE
     }
     Ok(MemoryPlan {
         dpdk_hugepages,
+        dpdk_bytes: if dpdk_hugepages { dpdk_need } else { 0 },
         memory_dir,
         warnings,
     })
@@ -436,6 +439,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
         path: plan.memory_dir.clone(),
         source,
     })?;
+    // Recovery and the first segments must not take the hugepages DPDK was planned on:
+    // they are kept free until the EAL and the pool have them (below).
+    crate::log::keep_hugepages_free(plan.dpdk_bytes.div_ceil(HUGE_PAGE_BYTES));
     let (mut storage, topics, admin) = Storage::open(config, &plan.memory_dir)?;
 
     // Before rte_eal_init: its thread keeps the process's CPU set, and a wrong address
@@ -444,6 +450,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<String, NodeError> 
     // Read before rte_eal_init: afterwards this thread is pinned and sees one core.
     let polling_core = config.lcore();
     let (eal, pool, port) = open_port(config, &plan)?;
+    crate::log::keep_hugepages_free(0);
     let endpoint = endpoint(config, &port);
     let lcore_config = LcoreConfig {
         endpoint,

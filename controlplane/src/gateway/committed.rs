@@ -16,7 +16,7 @@
 //! that entry, so the new coordinator has applied it before it answers any request of the
 //! group.
 
-use super::offsets::{CommittedOffset, OffsetKey};
+use super::offsets::{CommittedOffset, OffsetKey, OffsetStoreError};
 use super::Gateway;
 use precursor_metadata::{MetadataCommand, MetadataReply, MetadataState, OffsetCommit, Refusal};
 use std::future::Future;
@@ -109,17 +109,9 @@ impl Gateway {
         entries: Vec<(OffsetKey, CommittedOffset)>,
     ) -> impl Future<Output = Result<(), CommitError>> + Send + 'static {
         debug_assert!(entries.iter().all(|(key, _)| key.group == group));
-        let quorum = self.node.member.get().is_some();
-        let file = (!quorum).then(|| self.offsets.commit(entries.clone()));
-        let node = self.node.clone();
-        let coordinator = self.cluster_broker_id();
-        let group = group.to_string();
-        async move {
-            if let Some(file) = file {
-                return file
-                    .await
-                    .map_err(|error| CommitError::Unavailable(error.to_string()));
-            }
+        let change = if self.node.member.get().is_none() {
+            OffsetsChange::File(self.offsets.commit(entries))
+        } else {
             let offsets = entries
                 .into_iter()
                 .map(|(key, committed)| OffsetCommit {
@@ -130,14 +122,13 @@ impl Gateway {
                     metadata: committed.metadata.unwrap_or_default(),
                 })
                 .collect();
-            let member = node.member.get().expect("checked above: a quorum member");
-            let command = MetadataCommand::CommitOffsets {
-                group,
-                coordinator,
+            OffsetsChange::Quorum(MetadataCommand::CommitOffsets {
+                group: group.to_string(),
+                coordinator: self.cluster_broker_id(),
                 offsets,
-            };
-            quorum_answer(member.propose(command).await, "commit")
-        }
+            })
+        };
+        self.offsets_durable(change, "commit")
     }
 
     /// Deletes committed offsets of `group` (all of them when `partitions` is None) and
@@ -147,32 +138,47 @@ impl Gateway {
         group: &str,
         partitions: Option<Vec<(String, i32)>>,
     ) -> impl Future<Output = Result<(), CommitError>> + Send + 'static {
-        let quorum = self.node.member.get().is_some();
-        let file = (!quorum).then(|| {
-            self.offsets
-                .delete_group_offsets(group, partitions.as_deref())
-        });
-        let node = self.node.clone();
-        let coordinator = self.cluster_broker_id();
-        let group = group.to_string();
-        async move {
-            if let Some(file) = file {
-                return file
-                    .await
-                    .map_err(|error| CommitError::Unavailable(error.to_string()));
-            }
+        let change = if self.node.member.get().is_none() {
+            OffsetsChange::File(
+                self.offsets
+                    .delete_group_offsets(group, partitions.as_deref()),
+            )
+        } else {
             let partitions = partitions.map(|list| {
                 list.into_iter()
                     .filter_map(|(topic, partition)| Some((topic, u32::try_from(partition).ok()?)))
                     .collect()
             });
-            let member = node.member.get().expect("checked above: a quorum member");
-            let command = MetadataCommand::DeleteOffsets {
-                group,
-                coordinator,
+            OffsetsChange::Quorum(MetadataCommand::DeleteOffsets {
+                group: group.to_string(),
+                coordinator: self.cluster_broker_id(),
                 partitions,
-            };
-            quorum_answer(member.propose(command).await, "deletion")
+            })
+        };
+        self.offsets_durable(change, "deletion")
+    }
+
+    /// Resolves once `change` is durable: its write to the offsets file synced, or its
+    /// command committed by the metadata quorum (refusals as [`CommitError`]s).
+    fn offsets_durable<F>(
+        &self,
+        change: OffsetsChange<F>,
+        what: &'static str,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send + 'static
+    where
+        F: Future<Output = Result<(), OffsetStoreError>> + Send + 'static,
+    {
+        let node = self.node.clone();
+        async move {
+            match change {
+                OffsetsChange::File(written) => written
+                    .await
+                    .map_err(|error| CommitError::Unavailable(error.to_string())),
+                OffsetsChange::Quorum(command) => {
+                    let member = node.member.get().expect("a quorum change needs a member");
+                    quorum_answer(member.propose(command).await, what)
+                }
+            }
         }
     }
 
@@ -195,6 +201,14 @@ impl Gateway {
             }
         }
     }
+}
+
+/// A change of committed offsets, where this broker keeps them.
+enum OffsetsChange<F> {
+    /// Alone or in static mode: the offsets file's write, resolving once synced.
+    File(F),
+    /// With `cluster.metadata = "quorum"`: the command to commit.
+    Quorum(MetadataCommand),
 }
 
 /// A committed offsets command's answer from the quorum, as a [`CommitError`].

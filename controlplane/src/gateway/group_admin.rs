@@ -120,14 +120,7 @@ pub fn offset_delete(
     };
     let top_level = top_level.or_else(|| match deletable {
         OffsetsDeletable::None => Some(ResponseError::NonEmptyGroup),
-        _ if gateway.group_offsets(&group).is_empty()
-            && gateway
-                .groups
-                .lock()
-                .expect("coordinator lock")
-                .overview(&group)
-                .is_none() =>
-        {
+        OffsetsDeletable::NoLiveGroup if gateway.group_offsets(&group).is_empty() => {
             Some(ResponseError::GroupIdNotFound)
         }
         _ => None,

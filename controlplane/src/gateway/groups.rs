@@ -762,11 +762,11 @@ impl Coordinator {
     }
 
     /// Which committed offsets of a group OffsetDelete may delete (Kafka's rule): all of
-    /// an empty or unknown group's; of a live consumer group, those of topics no member
+    /// an unknown or empty group's; of a live consumer group, those of topics no member
     /// subscribes to or is assigned; none of a live group of another protocol type.
     pub fn offsets_deletable(&self, group_id: &str) -> OffsetsDeletable {
         let Some(group) = self.groups.get(group_id) else {
-            return OffsetsDeletable::All;
+            return OffsetsDeletable::NoLiveGroup;
         };
         if group.members.is_empty() {
             return OffsetsDeletable::All;
@@ -804,6 +804,10 @@ impl Coordinator {
 /// What [`Coordinator::offsets_deletable`] allows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OffsetsDeletable {
+    /// The coordinator holds no such group: every committed offset (GROUP_ID_NOT_FOUND
+    /// when there are none either).
+    NoLiveGroup,
+    /// A group without members: every committed offset.
     All,
     /// Every offset except those of these topics (GROUP_SUBSCRIBED_TO_TOPIC).
     AllBut(std::collections::BTreeSet<String>),

@@ -26,6 +26,17 @@ use precursor_shm::{
 
 use super::{io_error, LogConfig, LogError};
 
+/// Hugepages (of the memory directory's size) that segments leave free for DPDK, which
+/// takes its memory after the partitions are recovered: see [`keep_hugepages_free`].
+static HUGEPAGES_KEPT_FREE: AtomicU64 = AtomicU64::new(0);
+
+/// Makes segments leave `pages` hugepages free (0: none). The node keeps DPDK's need free
+/// from recovery until `rte_eal_init` and the packet pool have taken it: a restart with
+/// few hugepages otherwise gave them all to segments and the pool failed with ENOMEM.
+pub fn keep_hugepages_free(pages: u64) {
+    HUGEPAGES_KEPT_FREE.store(pages, Ordering::Relaxed);
+}
+
 const ENOMEM: i32 = 12;
 const EFAULT: i32 = 14;
 const ENOSPC: i32 = 28;
@@ -90,11 +101,17 @@ impl SegmentMemory {
         let Some(fallback_dir) = self.fallback_dir.clone() else {
             return Ok(self.create_in(&huge_path, prefault)?);
         };
+        let kept = HUGEPAGES_KEPT_FREE.load(Ordering::Relaxed);
         let reason = match hugetlbfs_free_pages(&self.memory_dir) {
-            Some(free) if free < self.huge_pages_per_segment => format!(
-                "{free} free hugepages in {}, a segment needs {}",
+            Some(free) if free < self.huge_pages_per_segment + kept => format!(
+                "{free} free hugepages in {}, a segment needs {}{}",
                 self.memory_dir.display(),
-                self.huge_pages_per_segment
+                self.huge_pages_per_segment,
+                if kept > 0 {
+                    format!(" and {kept} are kept for DPDK until it has started")
+                } else {
+                    String::new()
+                }
             ),
             _ => match self.create_in(&huge_path, prefault) {
                 Ok(region) => {

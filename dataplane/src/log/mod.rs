@@ -31,6 +31,7 @@ pub mod epochs;
 pub mod flusher;
 pub mod index;
 mod memory;
+pub use memory::keep_hugepages_free;
 pub mod partition;
 pub mod producer;
 mod recovery;
