@@ -850,3 +850,85 @@ fn admin_clients_describe_the_cluster_and_elect_preferred_leaders_through_the_qu
         },
     );
 }
+
+/// create_partitions.py `produce-all` (confluent-kafka 2.16, acks=all): every partition of
+/// `topic` gets 20 messages, read back; the messages per partition it found of its kind.
+fn produce_to_every_partition(cluster: &Cluster, topic: &str) -> serde_json::Value {
+    let out = kafka_client(CURRENT_LIBRDKAFKA_PYTHON)
+        .arg(script("create_partitions.py"))
+        .args(["produce-all", &cluster.bootstrap_servers(), topic])
+        .output()
+        .unwrap();
+    assert_success(&out, "create_partitions.py produce-all");
+    serde_json::from_str(stdout(&out).trim()).unwrap()
+}
+
+#[test]
+fn a_replicated_topic_grows_through_the_quorum_and_its_new_partitions_survive_a_leader_kill() {
+    let _serial = serial();
+    let test = "a_replicated_topic_grows_through_the_quorum";
+    if !can_run(test) || !clients_installed(test) {
+        return;
+    }
+    let cluster = Cluster::up_quorum(3);
+    create_replicated(&cluster, "grown", 2);
+    let out = cluster.precursor(2, &["topic", "alter", "grown", "--partitions", "6"]);
+    assert_success(&out, "topic alter --partitions 6");
+    eprintln!("{}", stdout(&out));
+    // Every broker has the six, each new one led (the quorum's first live replica) with
+    // all three replicas in sync.
+    let leaders = settled_leaders(&cluster, "grown");
+    assert_eq!(leaders.len(), 6);
+    wait_until("every partition of grown with 3 in sync", || {
+        cluster.nodes().iter().all(|n| {
+            let partitions = cluster.partitions(n.id, "grown");
+            partitions.len() == 6
+                && partitions
+                    .iter()
+                    .all(|p| p["isr"].as_array().is_some_and(|i| i.len() == 3))
+        })
+    });
+    // Shrinking, or a count some broker has already, is refused everywhere.
+    let out = cluster.precursor(3, &["topic", "alter", "grown", "--partitions", "6"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("topic grown has 6 partitions; partitions can only grow"),
+        "{}",
+        stderr(&out)
+    );
+    // acks=all to every partition, the new ones included, and read back.
+    let result = produce_to_every_partition(&cluster, "grown");
+    assert_eq!(result["partitions"], 6, "{result}");
+    for p in 0..6 {
+        assert_eq!(
+            result["consumed"][p.to_string()],
+            20,
+            "partition {p}: {result}"
+        );
+    }
+    wait_replicated(&cluster, "grown", &leaders);
+    // The leader of a new partition dies: another in-sync replica takes over, nothing of
+    // what was acknowledged is lost, and acks=all produce goes on.
+    let (victim, _) = leaders[5];
+    cluster.kill_broker(victim);
+    let survivor = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.id)
+        .find(|&id| id != victim)
+        .unwrap();
+    wait_until("partition 5 led by a survivor", || {
+        let p = &cluster.partitions(survivor, "grown")[5];
+        let leader = field(p, "leader") as u32;
+        leader != 0 && leader != victim
+    });
+    let result = produce_to_every_partition(&cluster, "grown");
+    for p in 0..6 {
+        assert_eq!(
+            result["consumed"][p.to_string()],
+            40,
+            "partition {p}: {result}"
+        );
+    }
+    cluster.down();
+}

@@ -414,6 +414,11 @@ impl Producer {
         let accepted_at = Instant::now();
         let timestamp_ms = now_ms();
         let topic_index = self.ensure_topic(topic)?;
+        if partition.is_some_and(|p| p >= self.state.topics[topic_index].meta.partition_count) {
+            // Perhaps grown since it was learnt. A look-up that gets no answer leaves the
+            // count known: the send is refused UnknownPartition with it below.
+            let _ = self.refresh_metadata(topic);
+        }
         let entry = &self.state.topics[topic_index];
         let meta = entry.meta;
         let partition = match (partition, key) {
@@ -565,6 +570,18 @@ impl Producer {
     /// The topic's id and partition count (fetching metadata if not known yet).
     pub fn partition_count(&mut self, topic: &str) -> Result<u16, ClientError> {
         let index = self.ensure_topic(topic)?;
+        Ok(self.state.topics[index].meta.partition_count)
+    }
+
+    /// Asks for the topic's metadata again. A topic grown since it was learnt
+    /// (CreatePartitions) is used with its new count from then on: keys map over it, the
+    /// sticky partition cycles over it, its new partitions take messages. Leaders of the
+    /// partitions known already are left to the look-ups that errors start. A send to a
+    /// partition past the known count refreshes by itself, once. Returns the count.
+    pub fn refresh_metadata(&mut self, topic: &str) -> Result<u16, ClientError> {
+        let index = self.ensure_topic(topic)?;
+        let view = self.learn_topic(topic)?;
+        self.state.grow_topic(index, view);
         Ok(self.state.topics[index].meta.partition_count)
     }
 
@@ -838,6 +855,30 @@ impl ProducerState {
                 });
             }
         }
+    }
+
+    /// A fresh look-up of a topic: partitions past the count known so far are added with
+    /// their leaders (the topic grew); a smaller count changes nothing (topics never shrink
+    /// while they exist).
+    fn grow_topic(&mut self, topic_index: usize, view: LeaderView) {
+        let topic = &mut self.topics[topic_index];
+        let known = topic.meta.partition_count;
+        if view.partition_count <= known {
+            return;
+        }
+        for (partition, leader) in view.leaders.into_iter().enumerate().skip(known as usize) {
+            if let Some(route) = leader.route() {
+                let key = PartitionKey {
+                    topic_index: topic_index as u16,
+                    partition: partition as u16,
+                };
+                self.routes.insert(route, key);
+            }
+            topic.leaders.push(leader);
+        }
+        topic.meta.partition_count = view.partition_count;
+        topic.meta.frame_bytes_max = topic.meta.frame_bytes_max.min(view.frame_bytes_max);
+        assert_eq!(topic.leaders.len(), usize::from(view.partition_count));
     }
 
     /// What a look-up of `topic_index`'s leaders found (`None`: no broker answered):
@@ -1568,6 +1609,32 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_grown_topic_is_used_with_its_new_count_after_a_refresh() {
+        let (mut producer, silent) = producer(|c| c.linger_us = 0);
+        assert_eq!(producer.partition_count("t").unwrap(), 4);
+        // A smaller or equal count changes nothing.
+        producer
+            .state
+            .grow_topic(0, single_broker_view(TOPIC_ID, 2));
+        assert_eq!(producer.state.topics[0].meta.partition_count, 4);
+        producer
+            .state
+            .grow_topic(0, single_broker_view(TOPIC_ID, 6));
+        assert_eq!(producer.partition_count("t").unwrap(), 6);
+        assert_eq!(producer.state.topics[0].leaders.len(), 6);
+        // The new partitions take messages, and their acks find them by route.
+        producer.send("t", Some(5), None, b"new").unwrap();
+        let sent = frames(&silent);
+        let (header, _) = sent.last().expect("a produce to partition 5");
+        assert_eq!(header.partition, PartitionHandle::new(TOPIC_ID, 5).0);
+        let route = Route {
+            slot: BrokerSlot(0),
+            handle: PartitionHandle::new(TOPIC_ID, 5),
+        };
+        assert_eq!(producer.state.routes.get(&route), Some(&key(5)));
+    }
+
     /// Partition `partition` of the first topic.
     fn key(partition: u16) -> PartitionKey {
         PartitionKey {
@@ -1713,7 +1780,13 @@ mod tests {
 
     #[test]
     fn unknown_partition_is_an_error() {
-        let (mut producer, _silent) = producer(|_| {});
+        // The send looks the topic up again first (it may have grown): the silent broker
+        // lets that time out soon, and the count known stands.
+        let (mut producer, _silent) = producer(|c| {
+            c.client.request_timeout_ms = 20;
+            c.client.retransmit_backoff_max_ms = 20;
+            c.client.delivery_timeout_ms = 100;
+        });
         let error = producer.send("t", Some(4), None, b"x").unwrap_err();
         assert!(matches!(
             error,

@@ -460,7 +460,18 @@ pub fn placement(
     partitions: u16,
     factor: u8,
 ) -> Vec<Vec<u32>> {
-    (0..partitions)
+    placement_from(cluster, name, 0..partitions, factor)
+}
+
+/// The replica lists of partitions `range` of a topic as the data planes place them (a
+/// grow's new partitions: the same rule as at creation).
+pub fn placement_from(
+    cluster: &ClusterConfig,
+    name: &str,
+    range: std::ops::Range<u16>,
+    factor: u8,
+) -> Vec<Vec<u32>> {
+    range
         .map(|p| cluster.replicas_for(name, p, factor))
         .collect()
 }
@@ -545,6 +556,12 @@ async fn apply_loop(node: Arc<Node>) {
                 create_on_dataplane(&node, name, topic, &mut reports).await;
                 continue;
             };
+            if local.len() < topic.partitions.len() {
+                // Grown by the quorum (CreatePartitions): the new partitions here first,
+                // their leaders on the next pass.
+                grow_on_dataplane(&node, name, topic.partitions.len() as u16, &mut reports).await;
+                continue;
+            }
             for (index, partition) in topic.partitions.iter().enumerate() {
                 if !partition.replicas.contains(&broker) {
                     continue;
@@ -649,6 +666,24 @@ async fn create_on_dataplane(
         }) => {}
         other => reports.say(&format!("create {name}"), || {
             format!("topic {name:?} of the metadata quorum: creating it here: {other:?}")
+        }),
+    }
+}
+
+/// A committed topic with more partitions than this data plane holds: grown there
+/// (leaderless, as created ones are, until `SetLeader`).
+async fn grow_on_dataplane(node: &Node, name: &str, partitions: u16, reports: &mut Reports) {
+    match node
+        .link
+        .call(Command::CreatePartitions { name, partitions })
+        .await
+    {
+        Ok(Reply::TopicCreated { .. }) => {}
+        other => reports.say(&format!("grow {name}"), || {
+            format!(
+                "topic {name:?} of the metadata quorum: growing it here to {partitions} \
+                 partitions: {other:?}"
+            )
         }),
     }
 }

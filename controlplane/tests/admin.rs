@@ -118,6 +118,10 @@ impl SharedFiles {
                         | Command::Ping
                         | Command::SetLeader { .. }
                         | Command::SetIsr { .. } => Event::Done,
+                        Command::CreatePartitions { .. } => Event::Failed {
+                            code: ErrorCode::InvalidArgument,
+                            message: "not in this test",
+                        },
                     };
                     let length = event.encode(&mut reply);
                     cnc.events()

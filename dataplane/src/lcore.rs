@@ -125,7 +125,7 @@ impl Lcore {
     pub fn attach_control(&mut self, mut control: Control) {
         self.service
             .topics
-            .for_each_mut(|topic| register_partitions(&mut control, topic));
+            .for_each_mut(|topic| register_partitions(&mut control, topic, 0));
         self.control = Some(control);
     }
 
@@ -470,6 +470,16 @@ impl Lcore {
             else {
                 continue;
             };
+            if self
+                .service
+                .growing
+                .iter()
+                .any(|g| g.as_str() == name.as_str())
+            {
+                // Its grow's reply needs it in the table: cut once that is in.
+                self.service.to_truncate.push(topic_id);
+                break;
+            }
             let Some((topic, key)) = self.service.topics.remove(name.as_str()) else {
                 continue;
             };
@@ -862,6 +872,12 @@ impl Lcore {
                         &failed(ErrorCode::Busy, "topic is being created"),
                     );
                 }
+                if self.service.growing.iter().any(|n| n.as_str() == name) {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::Busy, "partitions are being added to the topic"),
+                    );
+                }
                 let Some((mut topic, key)) = self.service.topics.remove(name) else {
                     return self.answer(
                         correlation,
@@ -884,6 +900,9 @@ impl Lcore {
                     self.service.topics.install(topic, key);
                     self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full"));
                 }
+            }
+            Command::CreatePartitions { name, partitions } => {
+                self.on_create_partitions(correlation, name, partitions)
             }
             Command::SetIsr {
                 name,
@@ -1065,8 +1084,119 @@ impl Lcore {
         }
     }
 
+    /// CreatePartitions: checked here, carried out by the admin thread (files), installed
+    /// when it answers ([`AdminReply::PartitionsCreated`]).
+    fn on_create_partitions(&mut self, correlation: u64, name: &str, partitions: u16) {
+        let failed = |code, message| Event::Failed { code, message };
+        let Some(topic_name) = TopicName::new(name) else {
+            return self.answer(
+                correlation,
+                &failed(ErrorCode::InvalidTopic, "invalid topic name"),
+            );
+        };
+        let busy = self.service.creating.iter().any(|n| n.as_str() == name)
+            || self.service.growing.iter().any(|n| n.as_str() == name);
+        if busy {
+            return self.answer(
+                correlation,
+                &failed(
+                    ErrorCode::Busy,
+                    "the topic is being created or grown: ask again when that is done",
+                ),
+            );
+        }
+        let Some(topic) = self.service.topics.by_name(name) else {
+            return self.answer(
+                correlation,
+                &failed(ErrorCode::UnknownTopicOrPartition, "no such topic"),
+            );
+        };
+        let existing = topic.partitions.len() as u16;
+        if partitions <= existing {
+            // The message names the count: the control plane checked it before asking, so
+            // this is a race with another grow (or a retry of one that went through).
+            let mut message = [0u8; 96];
+            let mut cursor = std::io::Cursor::new(&mut message[..]);
+            use std::io::Write;
+            let _ = write!(
+                cursor,
+                "the topic has {existing} partitions; partitions can only grow"
+            );
+            let written = cursor.position() as usize;
+            let text =
+                std::str::from_utf8(&message[..written]).unwrap_or("partitions can only grow");
+            return self.answer(correlation, &failed(ErrorCode::InvalidArgument, text));
+        }
+        if partitions > PARTITIONS_PER_TOPIC_MAX {
+            return self.answer(
+                correlation,
+                &failed(
+                    ErrorCode::InvalidArgument,
+                    "partitions must be between 1 and 1024",
+                ),
+            );
+        }
+        if self.service.growing.len() >= CREATIONS_IN_FLIGHT_MAX {
+            return self.answer(
+                correlation,
+                &failed(ErrorCode::Busy, "too many topic changes at once"),
+            );
+        }
+        let request = AdminRequest::CreatePartitions {
+            name: topic_name,
+            existing,
+            partitions,
+            correlation,
+        };
+        match self.service.admin.request(request) {
+            Ok(()) => self.service.growing.push(topic_name),
+            Err(_) => self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full")),
+        }
+    }
+
     fn on_admin_reply(&mut self, reply: AdminReply) {
         match reply {
+            AdminReply::PartitionsCreated {
+                name,
+                grown,
+                correlation,
+            } => {
+                self.service.growing.retain(|n| n.as_str() != name.as_str());
+                let topic = self
+                    .service
+                    .topics
+                    .by_name_mut(name.as_str())
+                    .expect("a growing topic is neither deleted nor taken out");
+                let first = topic.grow(grown);
+                if let Some(control) = &mut self.control {
+                    register_partitions(control, topic, first);
+                }
+                let (topic_id, partitions) = (topic.id, topic.partitions.len() as u16);
+                // Followers of the new partitions fetch on the next tick; a designated
+                // leader probes first, as at creation.
+                self.answer(
+                    correlation,
+                    &Event::TopicCreated {
+                        topic_id,
+                        partitions,
+                    },
+                );
+            }
+            AdminReply::CreatePartitionsFailed {
+                name,
+                reason,
+                correlation,
+            } => {
+                self.service.growing.retain(|n| n.as_str() != name.as_str());
+                let message = truncate_message(&reason);
+                self.answer(
+                    correlation,
+                    &Event::Failed {
+                        code: ErrorCode::StorageError,
+                        message,
+                    },
+                );
+            }
             AdminReply::Created {
                 mut topic,
                 key,
@@ -1076,7 +1206,7 @@ impl Lcore {
                 let (topic_id, partitions) = (topic.id, topic.partitions.len() as u16);
                 if self.service.topics.by_name(&topic.name).is_none() {
                     if let Some(control) = &mut self.control {
-                        register_partitions(control, &mut topic);
+                        register_partitions(control, &mut topic, 0);
                     }
                     self.service.counters.topics_created += 1;
                     self.service.topics.install(topic, key);
@@ -1192,12 +1322,13 @@ fn truncate_message(message: &str) -> &str {
     &message[..end]
 }
 
-/// Registers a topic's partition counters and publishes their values at once: a reader
-/// never sees a partition that exists with zero offsets until the next publish tick.
-fn register_partitions(control: &mut Control, topic: &mut Topic) {
+/// Registers the counters of a topic's partitions from `first` on and publishes their
+/// values at once: a reader never sees a partition that exists with zero offsets until the
+/// next publish tick.
+fn register_partitions(control: &mut Control, topic: &mut Topic, first: u16) {
     let partitions = topic.partitions.iter().zip(&topic.replicas);
-    for (partition, (slot, (log, replica))) in topic.counters.iter_mut().zip(partitions).enumerate()
-    {
+    let slots = topic.counters.iter_mut().zip(partitions).enumerate();
+    for (partition, (slot, (log, replica))) in slots.skip(usize::from(first)) {
         *slot = control.register_partition(&topic.name, partition as u16);
         if let Some(ids) = slot {
             control.publish_partition(ids, &partition_values(log, replica));

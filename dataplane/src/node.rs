@@ -112,6 +112,7 @@ impl Storage {
                 manifest.add_with(&spec.name, spec.partitions, None, None, replication)?;
             }
         }
+        topics::remove_uncommitted_partitions(&manifest, &log)?;
         let policy = ReplicationPolicy::from_config(config);
         let mut table = TopicTable::new();
         for entry in manifest.entries() {

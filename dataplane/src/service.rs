@@ -227,6 +227,9 @@ pub struct Service {
     pub admin: AdminLink,
     /// Topics asked of the admin thread and not installed yet.
     pub creating: Vec<TopicName>,
+    /// Topics the admin thread is adding partitions to (CreatePartitions): not deleted,
+    /// truncated or grown again meanwhile.
+    pub growing: Vec<TopicName>,
     pending: VecDeque<PendingAck>,
     /// A ping's payload between `serve` and `render`.
     scratch: Vec<u8>,
@@ -281,6 +284,7 @@ impl Service {
             pending: VecDeque::with_capacity(config.pending_acks_max),
             scratch: vec![0u8; config.frame_bytes_max],
             creating: Vec::with_capacity(CREATIONS_IN_FLIGHT_MAX),
+            growing: Vec::with_capacity(CREATIONS_IN_FLIGHT_MAX),
             config,
             topics,
             admin,

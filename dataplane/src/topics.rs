@@ -318,6 +318,25 @@ impl Manifest {
         Ok(after)
     }
 
+    /// Records that topic `name` has `partitions` partitions now (more than before) and
+    /// persists the manifest. The commit point of a grow: the new partitions' logs are
+    /// made before it, and exist for a restart only once it is written.
+    pub fn grow(&mut self, name: &str, partitions: u16) -> Result<TopicEntry, TopicError> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.name == name)
+            .ok_or_else(|| TopicError::Unknown(name.into()))?;
+        let before = self.entries[at].partitions;
+        assert!(partitions > before, "partitions only grow");
+        self.entries[at].partitions = partitions;
+        if let Err(e) = self.persist() {
+            self.entries[at].partitions = before;
+            return Err(e);
+        }
+        Ok(self.entries[at].clone())
+    }
+
     fn persist(&self) -> Result<(), TopicError> {
         let io = |source| TopicError::Io {
             path: self.path.clone(),
@@ -422,8 +441,14 @@ impl ReplicationPolicy {
         if !self.cluster.enabled() || factor <= 1 {
             return Ok(Replica::single(key, partition, self.me()));
         }
-        let ids = match self.fixed.get(&entry.name) {
-            Some(fixed) => fixed[partition as usize].clone(),
+        // A partition added after creation (CreatePartitions) past the fixed assignment is
+        // placed like any other.
+        let ids = match self
+            .fixed
+            .get(&entry.name)
+            .and_then(|fixed| fixed.get(partition as usize))
+        {
+            Some(fixed) => fixed.clone(),
             None => self.cluster.replicas_for(&entry.name, partition, factor),
         };
         if ids.len() < factor as usize {
@@ -516,6 +541,50 @@ impl Topic {
             partitions,
             replicas,
         })
+    }
+}
+
+/// The partitions a grow adds to a topic, opened by the admin thread, and room for the
+/// whole topic, so that the lcore appends them without allocating.
+pub struct GrownPartitions {
+    /// The new partitions' logs and replication state, in partition order.
+    pub logs: Vec<PartitionLog>,
+    pub replicas: Vec<Replica>,
+    /// Empty, with capacity for every partition of the grown topic.
+    room_logs: Vec<PartitionLog>,
+    room_replicas: Vec<Replica>,
+    room_counters: Vec<Option<crate::control::PartitionCounters>>,
+}
+
+impl Topic {
+    /// Appends the partitions of a grow (numbered from this topic's count on); the existing
+    /// ones are moved, not touched. No allocation: the room was made by the admin thread.
+    /// Returns the first new partition's number.
+    pub fn grow(&mut self, grown: GrownPartitions) -> u16 {
+        let GrownPartitions {
+            mut logs,
+            mut replicas,
+            mut room_logs,
+            mut room_replicas,
+            mut room_counters,
+        } = grown;
+        let first = self.partitions.len();
+        let total = first + logs.len();
+        assert_eq!(logs.len(), replicas.len());
+        assert!(room_logs.capacity() >= total && room_replicas.capacity() >= total);
+        assert!(room_counters.capacity() >= total);
+        room_logs.append(&mut self.partitions);
+        room_logs.append(&mut logs);
+        room_replicas.append(&mut self.replicas);
+        room_replicas.append(&mut replicas);
+        room_counters.append(&mut self.counters);
+        room_counters.resize(total, None);
+        self.partitions = room_logs;
+        self.replicas = room_replicas;
+        self.counters = room_counters;
+        assert_eq!(self.partitions.len(), total);
+        assert_eq!(self.replicas.len(), total);
+        first as u16
     }
 }
 
@@ -719,6 +788,14 @@ pub enum AdminRequest {
         key: String,
         correlation: u64,
     },
+    /// Grow topic `name` from `existing` to `partitions` partitions: open the new logs,
+    /// then record the count in the manifest (see [`create_partitions`]).
+    CreatePartitions {
+        name: TopicName,
+        existing: u16,
+        partitions: u16,
+        correlation: u64,
+    },
     /// Persist new retention (the lcore has already applied it to the open logs).
     Alter {
         name: TopicName,
@@ -751,6 +828,18 @@ pub enum AdminReply {
     Deleted {
         correlation: u64,
         result: Result<(), String>,
+    },
+    /// The grown topic's new partitions, committed to the manifest.
+    PartitionsCreated {
+        name: TopicName,
+        grown: GrownPartitions,
+        correlation: u64,
+    },
+    /// Nothing changed: no partition opened, no file left, the manifest as it was.
+    CreatePartitionsFailed {
+        name: TopicName,
+        reason: String,
+        correlation: u64,
     },
     Altered {
         correlation: u64,
@@ -843,6 +932,18 @@ pub fn spawn_admin(
                         correlation,
                         result: delete(&mut manifest, &log, topic, key).map_err(|e| e.to_string()),
                     },
+                    AdminRequest::CreatePartitions {
+                        name,
+                        existing,
+                        partitions,
+                        correlation,
+                    } => create_partitions(
+                        &mut manifest,
+                        (&log, &flusher, &policy),
+                        name,
+                        (existing, partitions),
+                        correlation,
+                    ),
                     AdminRequest::Alter {
                         name,
                         retention_ms,
@@ -864,6 +965,16 @@ pub fn spawn_admin(
                         failed: Some(reason),
                         ..
                     } => eprintln!("precursor-dataplane: cannot truncate a partition: {reason}"),
+                    AdminReply::CreatePartitionsFailed { name, reason, .. } => {
+                        eprintln!(
+                            "precursor-dataplane: cannot add partitions to topic {name:?}: \
+                             {reason}"
+                        )
+                    }
+                    AdminReply::PartitionsCreated { name, grown, .. } => eprintln!(
+                        "precursor-dataplane: topic {name:?}: {} partitions added",
+                        grown.logs.len()
+                    ),
                     AdminReply::Deleted {
                         result: Err(reason),
                         ..
@@ -913,6 +1024,158 @@ fn create(
         }
         Err(e) => failed(e.to_string()),
     }
+}
+
+/// Grows topic `name` from `existing` to `partitions` partitions. The manifest records
+/// the new count last, as the commit point: the new partitions' logs are made first
+/// (leftovers of an earlier grow that never committed are removed before), so a crash
+/// before the manifest is written leaves the topic with its `existing` partitions and, at
+/// worst, directories past its count that held nothing acknowledged (nothing is installed
+/// before the commit); [`remove_uncommitted_partitions`] removes them at the next start.
+/// On failure every new partition is closed and its files deleted: the topic is as it was.
+fn create_partitions(
+    manifest: &mut Manifest,
+    (log, flusher, policy): (&LogConfig, &FlusherHandle, &ReplicationPolicy),
+    name: TopicName,
+    (existing, partitions): (u16, u16),
+    correlation: u64,
+) -> AdminReply {
+    let failed = |reason: String| AdminReply::CreatePartitionsFailed {
+        name,
+        reason,
+        correlation,
+    };
+    let Some(entry) = manifest.find(name.as_str()) else {
+        return failed(format!("topic {:?} is not in the manifest", name.as_str()));
+    };
+    if entry.partitions != existing || partitions <= existing {
+        return failed(format!(
+            "topic {:?} has {} partitions in the manifest, the lcore {existing}; asked for \
+             {partitions}",
+            name.as_str(),
+            entry.partitions
+        ));
+    }
+    if let Err(e) = manifest.check_partitions_room(u32::from(partitions - existing)) {
+        return failed(e.to_string());
+    }
+    let mut grown_entry = entry.clone();
+    grown_entry.partitions = partitions;
+    let log_config = grown_entry.log_config(log);
+    let added = usize::from(partitions - existing);
+    let mut logs: Vec<PartitionLog> = Vec::with_capacity(added);
+    let mut replicas: Vec<Replica> = Vec::with_capacity(added);
+    let mut failure = None;
+    for p in existing..partitions {
+        let opened = crate::log::remove_uncommitted_partition(&log_config, name.as_str(), p)
+            .and_then(|_| PartitionLog::open(&log_config, name.as_str(), p, flusher))
+            .map_err(|source| TopicError::Log {
+                name: name.as_str().to_string(),
+                source,
+            })
+            .and_then(|mut partition_log| {
+                match policy.replica(&grown_entry, p, &mut partition_log) {
+                    Ok(replica) => Ok((partition_log, replica)),
+                    Err(e) => {
+                        logs.push(partition_log);
+                        Err(e)
+                    }
+                }
+            });
+        match opened {
+            Ok((partition_log, replica)) => {
+                logs.push(partition_log);
+                replicas.push(replica);
+            }
+            Err(e) => {
+                failure = Some(format!("partition {p}: {e}"));
+                break;
+            }
+        }
+    }
+    if failure.is_none() {
+        if let Err(e) = manifest.grow(name.as_str(), partitions) {
+            failure = Some(e.to_string());
+        }
+    }
+    let Some(reason) = failure else {
+        let total = usize::from(partitions);
+        return AdminReply::PartitionsCreated {
+            name,
+            grown: GrownPartitions {
+                logs,
+                replicas,
+                room_logs: Vec::with_capacity(total),
+                room_replicas: Vec::with_capacity(total),
+                room_counters: Vec::with_capacity(total),
+            },
+            correlation,
+        };
+    };
+    // Undo: close what was opened, then delete every new partition's files.
+    let closed: Vec<_> = logs.into_iter().map(PartitionLog::close).collect();
+    let mut cleanup = String::new();
+    for partition in &closed {
+        if !partition.wait_released(DELETE_RELEASE_TIMEOUT) {
+            cleanup = format!(
+                "; {} not released by the flusher in time, left behind",
+                partition.dir().display()
+            );
+        }
+    }
+    for p in existing..partitions {
+        if let Err(e) = crate::log::remove_uncommitted_partition(&log_config, name.as_str(), p) {
+            cleanup = format!("; cleaning up: {e}");
+        }
+    }
+    failed(format!(
+        "{reason}; the topic keeps its {existing} partitions{cleanup}"
+    ))
+}
+
+/// Removes the directories of partitions past their topic's count in the manifest (what
+/// a grow left when it crashed before its commit: they never held an acknowledged
+/// message). Start-up only, before any topic opens. Returns how many were removed.
+pub fn remove_uncommitted_partitions(
+    manifest: &Manifest,
+    log: &LogConfig,
+) -> Result<usize, TopicError> {
+    let io = |source| TopicError::Io {
+        path: log.data_dir.clone(),
+        source,
+    };
+    let mut removed = 0;
+    for dir in std::fs::read_dir(&log.data_dir).map_err(io)? {
+        let dir = dir.map_err(io)?;
+        let file_name = dir.file_name();
+        let Some((topic, partition)) = file_name
+            .to_str()
+            .and_then(|n| n.rsplit_once('-'))
+            .and_then(|(t, p)| Some((t, p.parse::<u16>().ok()?)))
+        else {
+            continue;
+        };
+        let Some(entry) = manifest.find(topic) else {
+            continue;
+        };
+        if partition < entry.partitions || !dir.path().is_dir() {
+            continue;
+        }
+        crate::log::remove_uncommitted_partition(log, topic, partition).map_err(|source| {
+            TopicError::Log {
+                name: topic.to_string(),
+                source,
+            }
+        })?;
+        eprintln!(
+            "precursor-dataplane: removed {}: partition {partition} of topic {topic:?} was \
+             never committed (the topic has {} partitions; a grow did not finish)",
+            dir.path().display(),
+            entry.partitions
+        );
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 /// `<partition dir>/leader`: the leadership the control plane last set.
@@ -1150,6 +1413,145 @@ mod tests {
                 "{text:?}: {message}"
             );
         }
+    }
+
+    /// A log configuration in temporary directories (memory files in /dev/shm).
+    fn log_config() -> (tempfile::TempDir, tempfile::TempDir, LogConfig) {
+        let data = tempfile::tempdir().unwrap();
+        let memory = tempfile::tempdir_in("/dev/shm").unwrap();
+        let mut log = LogConfig::new(data.path().to_path_buf());
+        log.memory_dir = memory.path().to_path_buf();
+        log.segment_bytes = 64 << 10;
+        log.batch_bytes_max = 16 << 10;
+        log.small_page_dir = Some(memory.path().join("small"));
+        (data, memory, log)
+    }
+
+    fn partition_dirs(log: &LogConfig, topic: &str) -> Vec<u16> {
+        let mut dirs: Vec<u16> = std::fs::read_dir(&log.data_dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| {
+                let name = e.file_name().into_string().unwrap();
+                let (t, p) = name.rsplit_once('-')?;
+                (t == topic).then(|| p.parse().ok())?
+            })
+            .collect();
+        dirs.sort_unstable();
+        dirs
+    }
+
+    fn grow(
+        manifest: &mut Manifest,
+        (log, flusher): (&LogConfig, &FlusherHandle),
+        name: &str,
+        (existing, partitions): (u16, u16),
+    ) -> AdminReply {
+        let policy = ReplicationPolicy::default();
+        create_partitions(
+            manifest,
+            (log, flusher, &policy),
+            TopicName::new(name).unwrap(),
+            (existing, partitions),
+            7,
+        )
+    }
+
+    #[test]
+    fn a_grow_commits_in_the_manifest_last_and_a_failed_one_leaves_nothing() {
+        let (_data, _memory, log) = log_config();
+        let (flusher, thread) = crate::log::Flusher::spawn(&log).unwrap();
+        let mut manifest = Manifest::load(&log.data_dir).unwrap();
+        let entry = manifest.add("orders", 2).unwrap();
+        let policy = ReplicationPolicy::default();
+        let mut topic = Topic::open(&entry, &log, &flusher, &policy).unwrap();
+        topic.partitions[1].append(&batch(), 0).unwrap();
+
+        // Debris of a grow that crashed before its commit: a partition directory past the
+        // count, with a file in it. Start-up removes it; nothing else.
+        let debris = log.data_dir.join("orders-2");
+        std::fs::create_dir_all(&debris).unwrap();
+        std::fs::write(debris.join("00000000000000000000.log"), b"junk").unwrap();
+        // A topic whose name ends like a partition number is another topic.
+        std::fs::create_dir_all(log.data_dir.join("orders-2-0")).unwrap();
+        assert_eq!(remove_uncommitted_partitions(&manifest, &log).unwrap(), 1);
+        assert!(!debris.exists());
+        assert!(log.data_dir.join("orders-2-0").exists());
+
+        // A grow whose commit fails (the manifest's temporary file cannot be made): every
+        // new partition is closed and its files removed, the manifest keeps 2.
+        let tmp = log.data_dir.join("topics.manifest.tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let AdminReply::CreatePartitionsFailed { reason, .. } =
+            grow(&mut manifest, (&log, &flusher), "orders", (2, 5))
+        else {
+            panic!("the grow succeeded without its manifest");
+        };
+        assert!(reason.contains("keeps its 2 partitions"), "{reason}");
+        assert_eq!(partition_dirs(&log, "orders"), vec![0, 1]);
+        assert_eq!(
+            Manifest::load(&log.data_dir)
+                .unwrap()
+                .find("orders")
+                .unwrap()
+                .partitions,
+            2
+        );
+        std::fs::remove_dir(&tmp).unwrap();
+
+        // A count the manifest does not hold is refused (the lcore's view raced).
+        assert!(matches!(
+            grow(&mut manifest, (&log, &flusher), "orders", (3, 5)),
+            AdminReply::CreatePartitionsFailed { .. }
+        ));
+        assert!(matches!(
+            grow(&mut manifest, (&log, &flusher), "nope", (1, 5)),
+            AdminReply::CreatePartitionsFailed { .. }
+        ));
+
+        // The grow: new partitions open empty, the old ones keep their data.
+        let AdminReply::PartitionsCreated { grown, .. } =
+            grow(&mut manifest, (&log, &flusher), "orders", (2, 5))
+        else {
+            panic!("the grow failed");
+        };
+        assert_eq!(grown.logs.len(), 3);
+        assert!(grown.logs.iter().all(|l| l.log_end_offset() == 0));
+        assert_eq!(topic.grow(grown), 2);
+        assert_eq!(topic.partitions.len(), 5);
+        assert_eq!(topic.replicas.len(), 5);
+        assert_eq!(topic.counters.len(), 5);
+        assert_eq!(topic.partitions[1].log_end_offset(), 1);
+        topic.partitions[4].append(&batch(), 0).unwrap();
+        assert_eq!(
+            Manifest::load(&log.data_dir)
+                .unwrap()
+                .find("orders")
+                .unwrap()
+                .partitions,
+            5
+        );
+        assert_eq!(partition_dirs(&log, "orders"), vec![0, 1, 2, 3, 4]);
+        // Nothing past the count now: start-up removes nothing.
+        assert_eq!(remove_uncommitted_partitions(&manifest, &log).unwrap(), 0);
+        drop(topic);
+        flusher.shutdown();
+        thread.join().unwrap();
+    }
+
+    /// One record batch of one record.
+    fn batch() -> Vec<u8> {
+        use precursor_protocol::record_batch as rb;
+        let mut builder = rb::RecordBatchBuilder::new(
+            precursor_protocol::compression::Compression::None,
+            rb::NO_PRODUCER_ID,
+            rb::NO_PRODUCER_EPOCH,
+            rb::NO_SEQUENCE,
+            0,
+        );
+        builder.append(0, None, b"value", &[]);
+        builder.finish()
     }
 
     #[test]

@@ -36,6 +36,15 @@ pub enum MetadataCommand {
     DeleteTopic {
         name: String,
     },
+    /// Grows `topic` to `partitions` partitions: `replicas[i]` lists the replicas of the
+    /// new partition `existing + i`, preferred leader first, placed by the proposer as it
+    /// places a created topic's. Refused unless the topic has exactly
+    /// `partitions - replicas.len()` partitions (another grow committed first).
+    CreatePartitions {
+        topic: String,
+        partitions: u32,
+        replicas: Vec<Vec<u32>>,
+    },
     /// A partition's leader asks to change its in-sync replica set.
     AlterIsr {
         topic: String,
@@ -116,6 +125,8 @@ pub enum MetadataReply {
     Drained { moved: u32, stuck: Vec<String> },
     /// CreateTopic applied: the partitions as created.
     TopicCreated { partitions: Vec<PartitionState> },
+    /// CreatePartitions applied: the new partitions as created.
+    PartitionsCreated { partitions: Vec<PartitionState> },
     /// AlterIsr, ElectLeader, ReassignPartition applied: the partition as committed.
     Partition(PartitionState),
     /// AllocateProducerIds applied: ids `first .. first + count` belong to the broker.
@@ -169,6 +180,8 @@ pub enum Refusal {
     TooManyOffsets,
     #[error("the group is coordinated by broker {coordinator:?}, not by the proposer")]
     NotCoordinator { coordinator: Option<u32> },
+    #[error("the topic has {existing} partitions: the new ones do not follow them")]
+    PartitionsNotAppended { existing: u32 },
 }
 
 impl std::fmt::Display for MetadataCommand {

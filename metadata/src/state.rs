@@ -210,6 +210,11 @@ impl MetadataState {
                 *retention_bytes,
             ),
             MetadataCommand::DeleteTopic { name } => self.delete_topic(name),
+            MetadataCommand::CreatePartitions {
+                topic,
+                partitions,
+                replicas,
+            } => self.create_partitions(topic, *partitions, replicas),
             MetadataCommand::AlterIsr {
                 topic,
                 partition,
@@ -372,7 +377,24 @@ impl MetadataState {
         for list in replicas {
             self.check_replicas(list)?;
         }
-        let partitions: Vec<PartitionState> = replicas
+        let partitions = self.new_partitions(replicas);
+        self.topics.insert(
+            name.to_string(),
+            Arc::new(TopicState {
+                partitions: partitions.clone(),
+                min_insync,
+                unclean_leader_election,
+                retention_ms,
+                retention_bytes,
+            }),
+        );
+        Ok(MetadataReply::TopicCreated { partitions })
+    }
+
+    /// Partitions as a topic gets them at creation: the first live replica leads at epoch
+    /// 1, the live replicas are the ISR.
+    fn new_partitions(&self, replicas: &[Vec<u32>]) -> Vec<PartitionState> {
+        replicas
             .iter()
             .map(|list| {
                 let isr: Vec<u32> = list
@@ -387,18 +409,36 @@ impl MetadataState {
                     isr,
                 }
             })
-            .collect();
-        self.topics.insert(
-            name.to_string(),
-            Arc::new(TopicState {
-                partitions: partitions.clone(),
-                min_insync,
-                unclean_leader_election,
-                retention_ms,
-                retention_bytes,
-            }),
-        );
-        Ok(MetadataReply::TopicCreated { partitions })
+            .collect()
+    }
+
+    fn create_partitions(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        replicas: &[Vec<u32>],
+    ) -> Result<MetadataReply, Refusal> {
+        let existing = self
+            .topics
+            .get(name)
+            .ok_or(Refusal::TopicUnknown)?
+            .partitions
+            .len();
+        if replicas.is_empty() || existing + replicas.len() != partitions as usize {
+            return Err(Refusal::PartitionsNotAppended {
+                existing: existing as u32,
+            });
+        }
+        if partitions as usize > PARTITIONS_MAX {
+            return Err(Refusal::PartitionCountInvalid);
+        }
+        for list in replicas {
+            self.check_replicas(list)?;
+        }
+        let added = self.new_partitions(replicas);
+        let topic = Arc::make_mut(self.topics.get_mut(name).expect("looked up above"));
+        topic.partitions.extend(added.iter().cloned());
+        Ok(MetadataReply::PartitionsCreated { partitions: added })
     }
 
     fn delete_topic(&mut self, name: &str) -> Result<MetadataReply, Refusal> {
@@ -746,6 +786,70 @@ mod tests {
 
     fn fence(state: &mut MetadataState, id: u32, incarnation: u64) -> MetadataReply {
         state.apply(&MetadataCommand::FenceBroker { id, incarnation })
+    }
+
+    #[test]
+    fn create_partitions_appends_partitions_placed_as_given() {
+        let mut state = three_brokers_one_topic(false);
+        let grow = |partitions, replicas: Vec<Vec<u32>>| MetadataCommand::CreatePartitions {
+            topic: "t".into(),
+            partitions,
+            replicas,
+        };
+        // The count must follow the topic's: a stale proposer's grow is refused whole.
+        for (partitions, replicas) in [(4, vec![vec![1, 2, 3], vec![2, 3, 1]]), (6, vec![vec![1]])]
+        {
+            assert_eq!(
+                state.apply(&grow(partitions, replicas)),
+                MetadataReply::Refused(Refusal::PartitionsNotAppended { existing: 3 })
+            );
+        }
+        assert_eq!(
+            state.apply(&grow(3, vec![])),
+            MetadataReply::Refused(Refusal::PartitionsNotAppended { existing: 3 })
+        );
+        assert_eq!(
+            state.apply(&grow(4, vec![vec![1, 1]])),
+            MetadataReply::Refused(Refusal::ReplicasInvalid)
+        );
+        assert_eq!(
+            state.apply(&grow(4, vec![vec![1, 9]])),
+            MetadataReply::Refused(Refusal::BrokerUnknown(9))
+        );
+        assert_eq!(
+            state.apply(&MetadataCommand::CreatePartitions {
+                topic: "nope".into(),
+                partitions: 1,
+                replicas: vec![vec![1]],
+            }),
+            MetadataReply::Refused(Refusal::TopicUnknown)
+        );
+        assert_eq!(state.topics["t"].partitions.len(), 3);
+        fence(&mut state, 2, 10);
+        let MetadataReply::PartitionsCreated { partitions } =
+            state.apply(&grow(5, vec![vec![2, 3, 1], vec![3, 1, 2]]))
+        else {
+            panic!("not grown");
+        };
+        // As at creation: the first live replica leads at epoch 1, the live ones are the ISR.
+        assert_eq!(
+            (
+                partitions[0].leader,
+                partitions[0].leader_epoch,
+                partitions[0].isr.clone()
+            ),
+            (3, 1, vec![3, 1])
+        );
+        assert_eq!(state.topics["t"].partitions.len(), 5);
+        assert_eq!(state.partition("t", 4).unwrap().replicas, vec![3, 1, 2]);
+        assert_eq!(state.partition("t", 0).unwrap().replicas, vec![1, 2, 3]);
+        // Serde: the command survives the log's encoding.
+        let command = grow(6, vec![vec![1, 2, 3]]);
+        let json = serde_json::to_string(&command).unwrap();
+        assert_eq!(
+            serde_json::from_str::<MetadataCommand>(&json).unwrap(),
+            command
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //!  KIND_SET_LEADER      5    partition u16 | leader u16 (broker id) | epoch u32 | isr u64 (packed)
 //!                            | name_len u16 | name
 //!  KIND_SET_ISR         6    partition u16 | epoch u32 | isr u64 (packed) | name_len u16 | name
+//!  KIND_CREATE_PARTITIONS 7  partitions u16 (the new count) | name_len u16 | name
 //!  KIND_DONE        0x101    (empty)
 //!  KIND_TOPIC_CREATED 0x102  topic_id u16 | partitions u16
 //!  KIND_FAILED      0x103    code u16 (frame::ErrorCode) | message_len u16 | message (UTF-8)
@@ -37,6 +38,7 @@ pub const KIND_ALTER_TOPIC: u32 = 3;
 pub const KIND_PING: u32 = 4;
 pub const KIND_SET_LEADER: u32 = 5;
 pub const KIND_SET_ISR: u32 = 6;
+pub const KIND_CREATE_PARTITIONS: u32 = 7;
 pub const KIND_DONE: u32 = 0x101;
 pub const KIND_TOPIC_CREATED: u32 = 0x102;
 pub const KIND_FAILED: u32 = 0x103;
@@ -98,6 +100,15 @@ pub enum Command<'a> {
         partition: u16,
         epoch: u32,
         isr: u64,
+    },
+    /// Grows topic `name` to `partitions` partitions (more than it has, at most
+    /// `PARTITIONS_PER_TOPIC_MAX`); the partitions it has are untouched. The new ones are
+    /// placed and replicated as at creation. Answered with [`Event::TopicCreated`] (the
+    /// topic's id and its new count) once they take produce, or [`Event::Failed`] with the
+    /// topic as it was.
+    CreatePartitions {
+        name: &'a str,
+        partitions: u16,
     },
 }
 
@@ -282,6 +293,7 @@ impl<'a> Command<'a> {
             Command::Ping => KIND_PING,
             Command::SetLeader { .. } => KIND_SET_LEADER,
             Command::SetIsr { .. } => KIND_SET_ISR,
+            Command::CreatePartitions { .. } => KIND_CREATE_PARTITIONS,
         }
     }
 
@@ -293,7 +305,8 @@ impl<'a> Command<'a> {
             | Command::DeleteTopic { name }
             | Command::AlterTopic { name, .. }
             | Command::SetLeader { name, .. }
-            | Command::SetIsr { name, .. } => check_name(name),
+            | Command::SetIsr { name, .. }
+            | Command::CreatePartitions { name, .. } => check_name(name),
             Command::Ping => Ok(()),
         }
     }
@@ -374,6 +387,11 @@ impl<'a> Command<'a> {
                 writer.put(&(name.len() as u16).to_le_bytes());
                 writer.put(name.as_bytes());
             }
+            Command::CreatePartitions { name, partitions } => {
+                writer.put(&partitions.to_le_bytes());
+                writer.put(&(name.len() as u16).to_le_bytes());
+                writer.put(name.as_bytes());
+            }
         }
         assert!(writer.at <= COMMAND_PAYLOAD_BYTES_MAX);
         writer.at
@@ -443,6 +461,13 @@ impl<'a> Command<'a> {
                     partition,
                     epoch,
                     isr,
+                    name: reader.name()?,
+                }
+            }
+            KIND_CREATE_PARTITIONS => {
+                let partitions = reader.u16()?;
+                Command::CreatePartitions {
+                    partitions,
                     name: reader.name()?,
                 }
             }
@@ -599,6 +624,10 @@ mod tests {
                 partition: 7,
                 epoch: 9,
                 isr: 0x02_01,
+            });
+            round_trip_command(Command::CreatePartitions {
+                name,
+                partitions: 1024,
             });
             for (retention_ms, retention_bytes) in [
                 (None, None),
@@ -792,6 +821,9 @@ mod tests {
             KIND_DELETE_TOPIC,
             KIND_ALTER_TOPIC,
             KIND_PING,
+            KIND_SET_LEADER,
+            KIND_SET_ISR,
+            KIND_CREATE_PARTITIONS,
             KIND_DONE,
             KIND_TOPIC_CREATED,
             KIND_FAILED,

@@ -120,15 +120,23 @@ pub enum TopicCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
-    /// Change a topic's retention (at least one of --retention-ms, --retention-bytes).
-    #[command(group(clap::ArgGroup::new("retention").required(true).multiple(true)))]
+    /// Change a topic: add partitions (--partitions) and/or change its retention (at least
+    /// one of --partitions, --retention-ms, --retention-bytes).
+    ///
+    /// --partitions M grows the topic to M partitions (more than it has, at most 1024; in a
+    /// cluster on every broker, placed and replicated as at creation). The partitions it
+    /// has keep their data; keyed messages may map to other partitions from then on.
+    #[command(group(clap::ArgGroup::new("change").required(true).multiple(true)))]
     Alter {
         name: String,
+        /// The topic's new partition count (partitions only grow).
+        #[arg(long, short, group = "change", value_name = "M", value_parser = clap::value_parser!(u32).range(1..=PARTITIONS_PER_TOPIC_MAX as i64))]
+        partitions: Option<u32>,
         /// New time retention, in ms (0: no limit).
-        #[arg(long, group = "retention")]
+        #[arg(long, group = "change")]
         retention_ms: Option<u64>,
         /// New size retention per partition, in bytes (0: no limit).
-        #[arg(long, group = "retention")]
+        #[arg(long, group = "change")]
         retention_bytes: Option<u64>,
         #[command(flatten)]
         target: AdminTarget,
@@ -173,17 +181,31 @@ pub fn topic(command: TopicCommand) -> Result<ExitCode> {
         ),
         TopicCommand::Alter {
             name,
+            partitions,
             retention_ms,
             retention_bytes,
             target,
-        } => (
-            Request::AlterTopic {
-                name,
+        } => {
+            let retention = retention_ms.is_some() || retention_bytes.is_some();
+            let alter = Request::AlterTopic {
+                name: name.clone(),
                 retention_ms,
                 retention_bytes,
-            },
-            target,
-        ),
+            };
+            let Some(partitions) = partitions else {
+                return ask(&target, &alter);
+            };
+            let grow = Request::CreatePartitions {
+                name,
+                partitions,
+                forwarded: false,
+            };
+            let grown = ask(&target, &grow)?;
+            if !retention || grown != ExitCode::SUCCESS {
+                return Ok(grown);
+            }
+            (alter, target)
+        }
         TopicCommand::Lead {
             name,
             partition,
@@ -367,6 +389,7 @@ fn cluster_results(
             (name, "created", codes::TOPIC_EXISTS, "exists already")
         }
         Request::ClusterSetLeader { name, .. } => (name, "leader set", "", ""),
+        Request::CreatePartitions { name, .. } => (name, "grown", "", ""),
         _ => bail!("the control plane answered with results from every broker to {request:?}"),
     };
     let verdict = ClusterVerdict::of(answers, already_code);
@@ -397,6 +420,11 @@ fn cluster_results(
                 .iter()
                 .map(|a| {
                     let answer = match &a.answer {
+                        Response::TopicCreated { partitions, .. }
+                            if matches!(request, Request::CreatePartitions { .. }) =>
+                        {
+                            format!("{partitions} partition(s)")
+                        }
                         Response::TopicCreated {
                             topic_id,
                             partitions,
@@ -503,6 +531,11 @@ fn human(request: &Request, response: &Response) -> Result<String> {
             Request::DeleteUser { name } => format!("deleted user {name}\n"),
             _ => "ok\n".into(),
         },
+        Response::TopicCreated {
+            name, partitions, ..
+        } if matches!(request, Request::CreatePartitions { .. }) => {
+            format!("topic {name} now has {partitions} partition(s)\n")
+        }
         Response::TopicCreated {
             name,
             topic_id,

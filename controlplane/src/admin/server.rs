@@ -392,6 +392,19 @@ pub async fn handle(node: &Node, request: Request) -> Response {
             forwarded,
         } => cluster_set_leader(node, name, partition, leader, epoch, forwarded).await,
         Request::DrainBroker { broker } => drain_broker(node, broker).await,
+        Request::CreatePartitions {
+            name,
+            partitions,
+            forwarded,
+        } => {
+            let answer = cluster_create_partitions(node, name, partitions, forwarded).await;
+            // The gateway's cached topic view would show the old count for up to
+            // TOPIC_VIEW_MAX_AGE_MS: Metadata right after `topic alter` shows the new one.
+            if let Some(gateway) = node.gateway() {
+                gateway.topics.invalidate();
+            }
+            answer
+        }
         Request::AlterTopic {
             name,
             retention_ms,
@@ -611,6 +624,181 @@ async fn committed_topic_here(node: &Node, name: String) -> Response {
         },
         Err(response) => response,
     }
+}
+
+/// `create_partitions`: committed by the metadata quorum first in quorum mode; then here,
+/// and (unless forwarded) on every other broker.
+async fn cluster_create_partitions(
+    node: &Node,
+    name: String,
+    partitions: u32,
+    forwarded: bool,
+) -> Response {
+    if let Err(response) = check_name(&name) {
+        return response;
+    }
+    let partitions_max = u32::from(PARTITIONS_PER_TOPIC_MAX);
+    if partitions > partitions_max {
+        return Response::error(
+            codes::INVALID_ARGUMENT,
+            format!("partitions {partitions}: a topic has at most {partitions_max}"),
+        );
+    }
+    if let Some(member) = node.member.get() {
+        if !forwarded {
+            if let Err(response) = quorum_create_partitions(node, member, &name, partitions).await {
+                return response;
+            }
+        }
+        let here = committed_partitions_here(node, name.clone(), partitions);
+        if forwarded {
+            return here.await;
+        }
+        let request = Request::CreatePartitions {
+            name,
+            partitions,
+            forwarded: true,
+        };
+        return on_every_broker(node, here, request).await;
+    }
+    let here = create_partitions_here(node, &name, partitions, forwarded);
+    if forwarded || !node.config.cluster.enabled() {
+        return here.await;
+    }
+    let request = Request::CreatePartitions {
+        name: name.clone(),
+        partitions,
+        forwarded: true,
+    };
+    on_every_broker(node, here, request).await
+}
+
+/// The refusal of a count that does not grow the topic.
+fn cannot_shrink(name: &str, existing: usize) -> Response {
+    Response::error(
+        codes::INVALID_PARTITIONS,
+        format!("topic {name} has {existing} partitions; partitions can only grow"),
+    )
+}
+
+/// Grows the topic on this broker's data plane. A forwarded request finding the count
+/// there already is done (a retry, or the quorum's apply loop was first).
+async fn create_partitions_here(
+    node: &Node,
+    name: &str,
+    partitions: u32,
+    forwarded: bool,
+) -> Response {
+    let counters = match check_known(node, name) {
+        Ok(counters) => counters,
+        Err(response) => return response,
+    };
+    let existing = counters.topic(name).map_or(0, <[PartitionInfo]>::len);
+    if forwarded && existing == partitions as usize {
+        return Response::TopicCreated {
+            name: name.to_string(),
+            topic_id: 0,
+            partitions,
+        };
+    }
+    if partitions as usize <= existing {
+        return cannot_shrink(name, existing);
+    }
+    let command = Command::CreatePartitions {
+        name,
+        partitions: partitions as u16,
+    };
+    match node.link.call(command).await {
+        Ok(Reply::TopicCreated {
+            topic_id,
+            partitions,
+        }) => Response::TopicCreated {
+            name: name.to_string(),
+            topic_id: u32::from(topic_id),
+            partitions: u32::from(partitions),
+        },
+        other => failure(other),
+    }
+}
+
+/// Quorum mode: commits the new partitions (placed as `placement` places a created
+/// topic's) unless the quorum's topic has the count already.
+async fn quorum_create_partitions(
+    node: &Node,
+    member: &crate::member::Member,
+    name: &str,
+    partitions: u32,
+) -> Result<(), Response> {
+    use precursor_metadata::{MetadataReply, Refusal};
+    let state = member.state();
+    let Some(topic) = state.topics.get(name) else {
+        return Err(Response::error(
+            codes::UNKNOWN_TOPIC,
+            format!("no topic named {name:?} in the metadata quorum"),
+        ));
+    };
+    let existing = topic.partitions.len();
+    if partitions as usize <= existing {
+        return Err(cannot_shrink(name, existing));
+    }
+    let factor = topic.partitions.first().map_or(1, |p| p.replicas.len()) as u8;
+    let command = precursor_metadata::MetadataCommand::CreatePartitions {
+        topic: name.to_string(),
+        partitions,
+        replicas: crate::member::placement_from(
+            &node.config.cluster,
+            name,
+            existing as u16..partitions as u16,
+            factor,
+        ),
+    };
+    drop(state);
+    match member.propose(command).await {
+        Ok(MetadataReply::PartitionsCreated { .. }) => Ok(()),
+        Ok(MetadataReply::Refused(Refusal::TopicUnknown)) => Err(Response::error(
+            codes::UNKNOWN_TOPIC,
+            format!("no topic named {name:?} in the metadata quorum"),
+        )),
+        Ok(MetadataReply::Refused(Refusal::PartitionsNotAppended { existing })) => {
+            // Another grow committed meanwhile.
+            Err(cannot_shrink(name, existing as usize))
+        }
+        Ok(other) => Err(Response::error(
+            codes::INVALID_ARGUMENT,
+            format!("the metadata quorum refused the partitions: {other}"),
+        )),
+        Err(error) => Err(Response::error(
+            codes::UNREACHABLE,
+            format!("the metadata quorum did not commit the partitions: {error}"),
+        )),
+    }
+}
+
+/// Waits (bounded) until this broker's data plane holds `partitions` partitions of a
+/// topic the quorum grew (its member's apply loop grows it).
+async fn committed_partitions_here(node: &Node, name: String, partitions: u32) -> Response {
+    let polls = TOPIC_VISIBLE_WAIT_MS / TOPIC_VISIBLE_POLL_MS;
+    for _ in 0..polls {
+        let counters = match read_counters(node) {
+            Ok(counters) => counters,
+            Err(response) => return response,
+        };
+        if counters.topic(&name).map_or(0, <[PartitionInfo]>::len) >= partitions as usize {
+            return Response::TopicCreated {
+                name,
+                topic_id: 0,
+                partitions,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(TOPIC_VISIBLE_POLL_MS)).await;
+    }
+    Response::error(
+        codes::TIMEOUT,
+        format!(
+            "topic {name:?} has {partitions} partitions in the metadata quorum but not on this \
+             broker's data plane within {TOPIC_VISIBLE_WAIT_MS} ms (see its log)"
+        ),
+    )
 }
 
 /// `cluster_delete_topic`: here, and (unless forwarded) on every other broker.

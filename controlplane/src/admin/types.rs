@@ -86,6 +86,19 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         broker: Option<u32>,
     },
+    /// `topic alter --partitions`: grows topic `name` to `partitions` partitions (more than
+    /// it has, at most `PARTITIONS_PER_TOPIC_MAX`), placed and replicated as at creation;
+    /// the partitions it has are untouched. Answered with [`Response::TopicCreated`] (the
+    /// new count). In a cluster carried to every broker like
+    /// [`Request::ClusterCreateTopic`] (answered with [`Response::ClusterResults`]); in
+    /// `metadata = "quorum"` mode committed by the quorum first. A broker that holds
+    /// `partitions` already answers a forwarded one as done (a retry).
+    CreatePartitions {
+        name: String,
+        partitions: u32,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        forwarded: bool,
+    },
     /// Change a topic's retention; a field left out keeps its value.
     AlterTopic {
         name: String,
@@ -145,6 +158,7 @@ impl Request {
             Request::ClusterSetLeader { .. } => "cluster_set_leader",
             Request::DrainBroker { .. } => "drain_broker",
             Request::AlterTopic { .. } => "alter_topic",
+            Request::CreatePartitions { .. } => "create_partitions",
             Request::ListTopics => "list_topics",
             Request::DescribeTopic { .. } => "describe_topic",
             Request::Status => "status",
@@ -321,6 +335,8 @@ pub mod codes {
     pub const UNKNOWN_USER: &str = "unknown_user";
     /// The users file could not be written (the message says why).
     pub const STORAGE_ERROR: &str = "storage_error";
+    /// `topic alter --partitions` with no more partitions than the topic has.
+    pub const INVALID_PARTITIONS: &str = "invalid_partitions";
 }
 
 /// One line of `group list`.
@@ -595,6 +611,19 @@ mod tests {
             retention_bytes: Some(1 << 30),
         });
         round_trip(Request::DescribeTopic { name: "a".into() });
+        assert_eq!(
+            round_trip(Request::CreatePartitions {
+                name: "a".into(),
+                partitions: 8,
+                forwarded: false,
+            }),
+            r#"{"create_partitions":{"name":"a","partitions":8}}"#
+        );
+        round_trip(Request::CreatePartitions {
+            name: "a".into(),
+            partitions: 8,
+            forwarded: true,
+        });
         assert_eq!(
             round_trip(Request::ClusterCreateTopic {
                 name: "orders".into(),

@@ -106,6 +106,14 @@ impl DataRequest {
         }
     }
 
+    fn partition(&self) -> u32 {
+        match self {
+            DataRequest::Produce { partition, .. } | DataRequest::Fetch { partition, .. } => {
+                *partition
+            }
+        }
+    }
+
     fn fail(self, error: DataPathError) {
         match self {
             DataRequest::Produce { reply, .. } => {
@@ -386,13 +394,16 @@ impl IoThread {
             Some(TopicEntry::Known {
                 topic_id,
                 partitions,
-            }) => {
+            }) if request.partition() < u32::from(*partitions) => {
                 let (topic_id, partitions) = (*topic_id, *partitions);
                 self.send_data(request, topic_id, partitions);
             }
             Some(TopicEntry::Resolving(waiting)) => waiting.push_back(request),
-            None => {
-                if self.topics.len() >= TOPICS_CACHED_MAX {
+            known_or_none => {
+                // Unknown, or a partition past the count learnt: the topic may have grown
+                // (CreatePartitions) since, so it is resolved again; a partition still past
+                // the new count is refused then (`send_data`), once.
+                if known_or_none.is_none() && self.topics.len() >= TOPICS_CACHED_MAX {
                     self.topics
                         .retain(|_, e| matches!(e, TopicEntry::Resolving(_)));
                 }
@@ -418,11 +429,7 @@ impl IoThread {
     }
 
     fn send_data(&mut self, request: DataRequest, topic_id: u16, partitions: u16) {
-        let partition = match &request {
-            DataRequest::Produce { partition, .. } | DataRequest::Fetch { partition, .. } => {
-                *partition
-            }
-        };
+        let partition = request.partition();
         if partition >= u32::from(partitions) {
             request.fail(DataPathError::Refused {
                 code: ErrorCode::UnknownTopicOrPartition,

@@ -30,6 +30,7 @@ mod cluster;
 mod cluster_admin;
 mod committed;
 mod connection;
+mod create_partitions;
 mod data_path;
 mod fetch;
 mod group_admin;

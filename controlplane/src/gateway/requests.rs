@@ -5,8 +5,8 @@
 //! answer. A request that cannot be read is a [`Malformed`]: the connection is closed.
 
 use super::{
-    cluster_admin, fetch, group_admin, groups, list_offsets, log_dirs, offset_for_leader_epoch,
-    produce, producer_ids, sasl, topics, versions, Gateway,
+    cluster_admin, create_partitions, fetch, group_admin, groups, list_offsets, log_dirs,
+    offset_for_leader_epoch, produce, producer_ids, sasl, topics, versions, Gateway,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::error::ResponseError;
@@ -143,6 +143,7 @@ pub enum RequestBody {
     Metadata(messages::MetadataRequest),
     CreateTopics(messages::CreateTopicsRequest),
     DeleteTopics(messages::DeleteTopicsRequest),
+    CreatePartitions(messages::CreatePartitionsRequest),
     Produce(messages::ProduceRequest),
     Fetch(messages::FetchRequest),
     ListOffsets(messages::ListOffsetsRequest),
@@ -220,6 +221,7 @@ pub fn decode_request(mut frame: Bytes, in_cluster: bool) -> Result<DecodedReque
         ApiKey::Metadata => RequestBody::Metadata(decode_body(&mut frame, &meta)?),
         ApiKey::CreateTopics => RequestBody::CreateTopics(decode_body(&mut frame, &meta)?),
         ApiKey::DeleteTopics => RequestBody::DeleteTopics(decode_body(&mut frame, &meta)?),
+        ApiKey::CreatePartitions => RequestBody::CreatePartitions(decode_body(&mut frame, &meta)?),
         ApiKey::Produce => RequestBody::Produce(decode_body(&mut frame, &meta)?),
         ApiKey::Fetch => RequestBody::Fetch(decode_body(&mut frame, &meta)?),
         ApiKey::ListOffsets => RequestBody::ListOffsets(decode_body(&mut frame, &meta)?),
@@ -310,6 +312,14 @@ pub fn dispatch(context: &mut Context, frame: Bytes) -> Result<Pending, Malforme
         }
         RequestBody::DeleteTopics(request) => {
             let answer = topics::delete_topics(context.gateway.clone(), meta.clone(), request);
+            respond_later(meta, answer)
+        }
+        RequestBody::CreatePartitions(request) => {
+            let answer = create_partitions::create_partitions(
+                context.gateway.clone(),
+                meta.clone(),
+                request,
+            );
             respond_later(meta, answer)
         }
         RequestBody::Produce(request) => produce::produce(context, meta, request),
@@ -572,6 +582,7 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::ApiVersions => "ApiVersions",
         ApiKey::CreateTopics => "CreateTopics",
         ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::InitProducerId => "InitProducerId",
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::DescribeCluster => "DescribeCluster",

@@ -438,7 +438,7 @@ async fn delete_topic(gateway: &Gateway, name: &str) -> admin::Response {
 /// broker's answer first): this broker's, unless it succeeded and another broker failed
 /// (other than with `done_already`: the topic was there already, or was gone), which makes
 /// the answer that failure, naming every broker that failed.
-fn one_answer(answer: admin::Response, done_already: &str) -> admin::Response {
+pub(super) fn one_answer(answer: admin::Response, done_already: &str) -> admin::Response {
     let admin::Response::ClusterResults(answers) = answer else {
         return answer;
     };

@@ -14,7 +14,7 @@ use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::protocol::VersionRange;
 
 /// `(api, min, max)` for every API the gateway answers.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 25] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 26] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -34,6 +34,8 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 25] = [
     (ApiKey::ApiVersions, 0, 3),
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
+    // CreatePartitions: v2 is flexible, v3 the same fields (KIP-599's throttling: unused).
+    (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::DescribeCluster, 0, 1),
     // SASL (sasl/mod.rs): tokens travel in SaslAuthenticate after a v1 handshake; a v0

@@ -46,7 +46,9 @@ pub use config::{validate_topic, LogConfig};
 pub use epochs::{EpochEntry, EpochHistory};
 pub use flusher::{Flusher, FlusherHandle, StorageFault, STORAGE_FULL_RETRY_MS};
 pub use index::SparseIndex;
-pub use partition::{Appended, ClosedPartition, PartitionLog, SegmentSpan};
+pub use partition::{
+    remove_uncommitted_partition, Appended, ClosedPartition, PartitionLog, SegmentSpan,
+};
 pub use precursor_protocol::record_batch::BatchError;
 pub use recovery::truncate_files;
 

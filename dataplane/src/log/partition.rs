@@ -908,6 +908,30 @@ fn salvage_memory_segments(
     Ok(written)
 }
 
+/// Removes what partition `partition` of `topic` left behind without ever being committed
+/// (a grow that failed, or crashed before the topic manifest recorded the new count): its
+/// directory and its memory files. True when there was a directory. The partition must not
+/// be open. Blocking: admin thread only.
+pub fn remove_uncommitted_partition(
+    cfg: &LogConfig,
+    topic: &str,
+    partition: u16,
+) -> Result<bool, LogError> {
+    validate_topic(topic)?;
+    remove_stale_memory_files(cfg, &memory_file_prefix(topic, partition))?;
+    let dir = cfg.data_dir.join(format!("{topic}-{partition}"));
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {
+            std::fs::File::open(&cfg.data_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_error(&cfg.data_dir))?;
+            Ok(true)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(error) => Err(io_error(&dir)(error)),
+    }
+}
+
 /// Removes the partition's memory files left by a previous instance (in every memory
 /// directory: hugetlbfs and the small-page fallback).
 fn remove_stale_memory_files(cfg: &LogConfig, prefix: &str) -> Result<(), LogError> {
