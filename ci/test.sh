@@ -17,6 +17,11 @@ step "tests"
 # Release: the end-to-end tests push a million messages through the real path.
 cargo test --release --workspace --no-fail-fast
 
+step "kafka suite: librdkafka's own integration tests against one broker (ci/kafka-suite.sh)"
+# About 18 minutes (librdkafka's build, then 118 tests of at most 120 s each); bounded as a
+# whole. Verdicts must match ci/kafka-suite-expected.tsv (docs/kafka.md).
+timeout -k 30 2100 ci/kafka-suite.sh --timeout 120
+
 step "fuzz: every target of fuzz/ for a bounded time from its corpus (ci/fuzz.sh)"
 # About four minutes; fails on any crash, hang or OOM (docs/reliability.md).
 ci/fuzz.sh
