@@ -69,7 +69,10 @@ target/release/precursor up --config "$work/suite.toml" >"$OUT.broker.log" 2>&1 
 broker=$!
 mkdir -p "$OUT"
 for _ in $(seq 300); do
-  if target/release/precursor status --config "$work/suite.toml" >/dev/null 2>&1 &&
+  # The data plane attached (not only the control plane up): a test that starts first
+  # otherwise meets REQUEST_TIMED_OUT "the data plane is not running".
+  if target/release/precursor status --json --config "$work/suite.toml" 2>/dev/null |
+       grep -q '"dataplane_alive":true' &&
      (exec 3<>/dev/tcp/127.0.0.1/19092) 2>/dev/null; then
     break
   fi

@@ -333,10 +333,15 @@ fn end_of_epoch(
 
 /// Produce v3 of one batch, acks=1: the partition's error code.
 fn produce_error(address: &str, topic: &str, partition: i32) -> i16 {
+    produce_value_error(address, topic, partition, b"hand-made")
+}
+
+/// Produce v3 of one batch of one record holding `value`, acks=1: the partition's error.
+fn produce_value_error(address: &str, topic: &str, partition: i32, value: &[u8]) -> i16 {
     use precursor_protocol::compression::Compression;
     use precursor_protocol::record_batch::RecordBatchBuilder;
     let mut builder = RecordBatchBuilder::new(Compression::None, -1, -1, -1, 1_700_000_000_000);
-    builder.append(1_700_000_000_000, Some(b"k"), b"hand-made", &[]);
+    builder.append(1_700_000_000_000, Some(b"k"), value, &[]);
     let batch = builder.finish();
     let mut body = (-1i16).to_be_bytes().to_vec(); // transactional id
     body.extend_from_slice(&1i16.to_be_bytes()); // acks
@@ -931,4 +936,98 @@ fn a_replicated_topic_grows_through_the_quorum_and_its_new_partitions_survive_a_
         );
     }
     cluster.down();
+}
+
+/// DescribeConfigs v1 of one topic key on broker `address`: (error, value).
+fn described_config(address: &str, topic: &str, key: &str) -> (i16, Option<String>) {
+    let mut body = 1i32.to_be_bytes().to_vec();
+    body.push(2); // TOPIC
+    body.extend_from_slice(&string(topic));
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&string(key));
+    body.push(0); // include_synonyms
+    let answer = exchange(address, &raw_request(32, 1, 25, &body));
+    let mut r = Reader(&answer);
+    let _throttle = r.i32();
+    assert_eq!(r.i32(), 1, "one resource");
+    let error = r.i16();
+    let message_bytes = r.i16();
+    if message_bytes > 0 {
+        r.0 = &r.0[message_bytes as usize..];
+    }
+    let _resource_type = r.take::<1>();
+    assert_eq!(r.string(), topic);
+    if r.i32() < 1 {
+        return (error, None);
+    }
+    assert_eq!(r.string(), key);
+    let value_bytes = r.i16();
+    let value = (value_bytes >= 0).then(|| {
+        let (text, rest) = r.0.split_at(value_bytes as usize);
+        r.0 = rest;
+        String::from_utf8(text.to_vec()).unwrap()
+    });
+    (error, value)
+}
+
+#[test]
+fn an_altered_topic_config_is_on_every_broker_and_enforced_after_a_failover() {
+    let _serial = serial();
+    let test = "an_altered_topic_config_is_on_every_broker_and_enforced_after_a_failover";
+    if !can_run(test) {
+        return;
+    }
+    let cluster = Cluster::up_quorum(3);
+    let leaders = create_replicated(&cluster, "cfg-quorum", 1);
+    // Altered through broker 2 (the quorum commits it, every member applies it).
+    let out = cluster.precursor(
+        2,
+        &[
+            "topic",
+            "alter",
+            "cfg-quorum",
+            "--set",
+            "max.message.bytes=2048",
+        ],
+    );
+    assert_success(&out, "topic alter --set max.message.bytes=2048");
+    for node in cluster.nodes() {
+        wait_until(
+            &format!("max.message.bytes 2048 on broker {}", node.id),
+            || {
+                described_config(&node.kafka, "cfg-quorum", "max.message.bytes")
+                    == (0, Some("2048".into()))
+            },
+        );
+    }
+    let (leader, _) = leaders[0];
+    let big = vec![b'x'; 4000];
+    let kafka = |i: u32| cluster.node(i).kafka.clone();
+    assert_eq!(
+        produce_value_error(&kafka(leader), "cfg-quorum", 0, &big),
+        10
+    );
+    assert_eq!(
+        produce_value_error(&kafka(leader), "cfg-quorum", 0, b"small"),
+        0
+    );
+    // The leader dies; the new one enforces the same limit.
+    cluster.kill_broker(leader);
+    let others: Vec<u32> = (1..=3).filter(|i| *i != leader).collect();
+    let mut new_leader = 0;
+    wait_until("a new leader of cfg-quorum-0", || {
+        new_leader = field(&cluster.partitions(others[0], "cfg-quorum")[0], "leader") as u32;
+        new_leader != 0 && new_leader != leader
+    });
+    wait_until("the new leader serves cfg-quorum-0", || {
+        produce_value_error(&kafka(new_leader), "cfg-quorum", 0, b"small") == 0
+    });
+    assert_eq!(
+        produce_value_error(&kafka(new_leader), "cfg-quorum", 0, &big),
+        10
+    );
+    assert_eq!(
+        described_config(&kafka(new_leader), "cfg-quorum", "max.message.bytes"),
+        (0, Some("2048".into()))
+    );
 }

@@ -581,7 +581,8 @@ impl Default for StorageConfig {
             retention_ms: 7 * 24 * 3600 * 1000,
             flush_interval_ms: 1000,
             flush_messages: 100_000,
-            batch_bytes_max: 1 << 20,
+            // Kafka's message.max.bytes: 1 MiB of records and a batch's 12 bytes of log overhead.
+            batch_bytes_max: (1 << 20) + 12,
             producers_per_partition_max: 1024,
         }
     }

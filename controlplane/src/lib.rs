@@ -23,6 +23,7 @@ pub mod link;
 pub mod member;
 pub mod metrics;
 pub mod supervisor;
+pub mod topic_configs;
 
 use precursor_config::Config;
 use precursor_protocol::frame::ErrorCode;
@@ -108,6 +109,8 @@ pub struct Node {
     /// The Kafka gateway once it is open (`gateway.enabled`): consumer groups and their
     /// lag for the admin API, /metrics and the dashboard.
     pub gateway: GatewaySlot,
+    /// The topics' configurations as the data plane's manifest holds them.
+    pub topic_configs: topic_configs::TopicConfigCache,
 }
 
 /// Where the gateway is found once open (it holds the node, so the node holds it weakly).
@@ -128,6 +131,7 @@ impl Node {
         );
         Ok(Arc::new(Node {
             config,
+            topic_configs: topic_configs::TopicConfigCache::new(cnc_dir.clone()),
             cnc_dir,
             link,
             metrics,

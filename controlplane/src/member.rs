@@ -40,6 +40,7 @@ use precursor_metadata::{
 };
 use precursor_protocol::command::{Command, TopicReplication};
 use precursor_protocol::frame::ErrorCode;
+use precursor_protocol::topic_config::TopicConfigs;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -507,6 +508,8 @@ async fn apply_loop(node: Arc<Node>) {
     let broker = me.broker_id;
     let mut state_changes = me.quorum.state();
     let mut applied: HashMap<(String, u32), Leadership> = HashMap::new();
+    // Topic configurations the data plane has taken (as committed).
+    let mut applied_configs: HashMap<String, BTreeMap<String, String>> = HashMap::new();
     let mut generation = u64::MAX;
     let mut configured_proposed = false;
     let mut reports = Reports::new();
@@ -528,6 +531,7 @@ async fn apply_loop(node: Arc<Node>) {
         if now_generation != generation {
             // A new data plane knows nothing we sent the last one.
             applied.clear();
+            applied_configs.clear();
             generation = now_generation;
         }
         let state = state_changes.borrow_and_update().clone();
@@ -556,6 +560,13 @@ async fn apply_loop(node: Arc<Node>) {
                 create_on_dataplane(&node, name, topic, &mut reports).await;
                 continue;
             };
+            if let Some(configs) = &topic.configs {
+                if applied_configs.get(name) != Some(configs)
+                    && set_configs(&node, name, configs, &mut reports).await
+                {
+                    applied_configs.insert(name.clone(), configs.clone());
+                }
+            }
             if local.len() < topic.partitions.len() {
                 // Grown by the quorum (CreatePartitions): the new partitions here first,
                 // their leaders on the next pass.
@@ -685,6 +696,37 @@ async fn grow_on_dataplane(node: &Node, name: &str, partitions: u16, reports: &m
                  partitions: {other:?}"
             )
         }),
+    }
+}
+
+/// A committed topic configuration to the data plane; true once it has taken it.
+async fn set_configs(
+    node: &Node,
+    name: &str,
+    committed: &BTreeMap<String, String>,
+    reports: &mut Reports,
+) -> bool {
+    let limits = crate::topic_configs::limits(&node.config);
+    let pairs = committed
+        .iter()
+        .map(|(k, v)| (k.as_str(), Some(v.as_str())));
+    let configs = match TopicConfigs::from_pairs(pairs, &limits) {
+        Ok(configs) => configs,
+        Err(error) => {
+            reports.say(&format!("configs {name}"), || {
+                format!("topic {name:?}: the committed configuration is refused here: {error}")
+            });
+            return false;
+        }
+    };
+    match crate::admin::set_configs_here(node, name, configs).await {
+        crate::admin::Response::Ok => true,
+        other => {
+            reports.say(&format!("configs {name}"), || {
+                format!("topic {name:?}: setting its committed configuration: {other:?}")
+            });
+            false
+        }
     }
 }
 

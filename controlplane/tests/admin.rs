@@ -117,7 +117,8 @@ impl SharedFiles {
                         Command::AlterTopic { .. }
                         | Command::Ping
                         | Command::SetLeader { .. }
-                        | Command::SetIsr { .. } => Event::Done,
+                        | Command::SetIsr { .. }
+                        | Command::SetTopicConfigs { .. } => Event::Done,
                         Command::CreatePartitions { .. } => Event::Failed {
                             code: ErrorCode::InvalidArgument,
                             message: "not in this test",

@@ -1046,6 +1046,77 @@ impl Lcore {
                     self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full"));
                 }
             }
+            Command::SetTopicConfigs { name, configs } => {
+                let Some(topic_name) = TopicName::new(name) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::InvalidTopic, "invalid topic name"),
+                    );
+                };
+                let Some(topic) = self.service.topics.by_name_mut(name) else {
+                    return self.answer(
+                        correlation,
+                        &failed(ErrorCode::UnknownTopicOrPartition, "no such topic"),
+                    );
+                };
+                let defaults = topic.defaults;
+                if configs
+                    .max_message_bytes
+                    .is_some_and(|bytes| bytes > defaults.batch_bytes_max)
+                {
+                    return self.answer(
+                        correlation,
+                        &failed(
+                            ErrorCode::InvalidArgument,
+                            "max.message.bytes exceeds storage.batch_bytes_max",
+                        ),
+                    );
+                }
+                let factor = topic
+                    .replicas
+                    .iter()
+                    .map(|r| r.replicas.len().max(1))
+                    .min()
+                    .unwrap_or(1);
+                if configs
+                    .min_insync_replicas
+                    .is_some_and(|n| usize::from(n) > factor)
+                {
+                    return self.answer(
+                        correlation,
+                        &failed(
+                            ErrorCode::InvalidArgument,
+                            "min.insync.replicas exceeds the topic's replication factor",
+                        ),
+                    );
+                }
+                use precursor_protocol::topic_config::retention_as_log;
+                let limit = |v: i64| Some(retention_as_log(v)).filter(|v| *v > 0);
+                for log in &mut topic.partitions {
+                    log.set_retention(
+                        configs.retention_ms.map_or(defaults.retention_ms, limit),
+                        configs
+                            .retention_bytes
+                            .map_or(defaults.retention_bytes, limit),
+                    );
+                    log.set_message_bytes_max(configs.max_message_bytes);
+                }
+                for replica in topic.replicas.iter_mut().filter(|r| r.is_replicated()) {
+                    let factor = replica.replicas.len() as u8;
+                    replica.min_insync = configs
+                        .min_insync_replicas
+                        .unwrap_or(defaults.min_insync.min(factor))
+                        .clamp(1, factor);
+                }
+                let request = AdminRequest::SetConfigs {
+                    name: topic_name,
+                    configs,
+                    correlation,
+                };
+                if self.service.admin.request(request).is_err() {
+                    self.answer(correlation, &failed(ErrorCode::Busy, "admin queue full"));
+                }
+            }
             Command::AlterTopic {
                 name,
                 retention_ms,

@@ -1240,7 +1240,7 @@ fn append_error_code(error: &AppendError) -> (ErrorCode, &'static str) {
         AppendError::Corrupt(e) => (ErrorCode::CorruptMessage, e.reason()),
         AppendError::TooLarge { .. } => (
             ErrorCode::MessageTooLarge,
-            "batch larger than storage.batch_bytes_max",
+            "record batch larger than the topic's max.message.bytes",
         ),
         AppendError::OutOfOrderSequence { .. } => (ErrorCode::OutOfOrderSequence, "sequence gap"),
         AppendError::InvalidProducerEpoch => (

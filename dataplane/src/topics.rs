@@ -15,6 +15,7 @@ use precursor_config::limits::PARTITIONS_PER_BROKER_MAX;
 use precursor_protocol::command::{TopicReplication, ACKS_ALL_DURABLE, ACKS_ALL_MEMORY};
 use precursor_protocol::frame::{is_valid_topic_name, PartitionHandle, TOPIC_NAME_BYTES_MAX};
 use precursor_protocol::replication::topic_key;
+use precursor_protocol::topic_config::{CompressionType, ManifestOption, TopicConfigs};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,11 @@ pub struct TopicEntry {
     pub retention_bytes: Option<u64>,
     /// As created; 0 fields take the broker's defaults at open.
     pub replication: TopicReplication,
+    /// `max.message.bytes`: the largest batch a producer may append (`None`:
+    /// `storage.batch_bytes_max`).
+    pub max_message_bytes: Option<u32>,
+    /// `compression.type`, which the Kafka gateway applies (`None`: producer).
+    pub compression_type: Option<CompressionType>,
 }
 
 impl TopicEntry {
@@ -86,6 +92,63 @@ impl TopicEntry {
             log.retention_bytes = (bytes > 0).then_some(bytes);
         }
         log
+    }
+
+    /// The topic's dynamic configuration as Kafka names it.
+    pub fn configs(&self) -> TopicConfigs {
+        let kafka = |v: u64| if v == 0 { -1 } else { v as i64 };
+        TopicConfigs {
+            retention_ms: self.retention_ms.map(kafka),
+            retention_bytes: self.retention_bytes.map(kafka),
+            max_message_bytes: self.max_message_bytes,
+            compression_type: self.compression_type,
+            min_insync_replicas: (self.replication.min_insync != 0)
+                .then_some(self.replication.min_insync),
+        }
+    }
+
+    /// Replaces the topic's dynamic configuration.
+    pub fn set_configs(&mut self, configs: &TopicConfigs) {
+        use precursor_protocol::topic_config::retention_as_log;
+        self.retention_ms = configs.retention_ms.map(retention_as_log);
+        self.retention_bytes = configs.retention_bytes.map(retention_as_log);
+        self.max_message_bytes = configs.max_message_bytes;
+        self.compression_type = configs.compression_type;
+        self.replication.min_insync = configs.min_insync_replicas.unwrap_or(0);
+    }
+
+    /// The options of the topic's manifest line after `id name partitions`.
+    fn options(&self) -> Vec<String> {
+        let r = self.replication;
+        let mut options: Vec<String> = Vec::new();
+        options.extend(
+            self.retention_ms
+                .map(|v| ManifestOption::RetentionMs(v).to_string()),
+        );
+        options.extend(
+            self.retention_bytes
+                .map(|v| ManifestOption::RetentionBytes(v).to_string()),
+        );
+        if r.factor != 0 {
+            options.push(format!("replication_factor={}", r.factor));
+        }
+        if r.min_insync != 0 {
+            options.push(ManifestOption::MinInsyncReplicas(r.min_insync).to_string());
+        }
+        match r.acks_all {
+            ACKS_ALL_MEMORY => options.push("acks_all=memory".into()),
+            ACKS_ALL_DURABLE => options.push("acks_all=durable".into()),
+            _ => {}
+        }
+        options.extend(
+            self.max_message_bytes
+                .map(|v| ManifestOption::MaxMessageBytes(v).to_string()),
+        );
+        options.extend(
+            self.compression_type
+                .map(|v| ManifestOption::Compression(v).to_string()),
+        );
+        options
     }
 }
 
@@ -175,18 +238,27 @@ impl Manifest {
                 retention_ms: None,
                 retention_bytes: None,
                 replication: TopicReplication::default(),
+                max_message_bytes: None,
+                compression_type: None,
             };
             for option in options {
-                let value = |v: &str| v.parse::<u64>().map_err(|_| corrupt("bad option value"));
                 let small = |v: &str| v.parse::<u8>().map_err(|_| corrupt("bad option value"));
-                match option.split_once('=') {
-                    Some(("retention_ms", v)) => entry.retention_ms = Some(value(v)?),
-                    Some(("retention_bytes", v)) => entry.retention_bytes = Some(value(v)?),
-                    Some(("replication_factor", v)) => entry.replication.factor = small(v)?,
-                    Some(("min_insync_replicas", v)) => entry.replication.min_insync = small(v)?,
-                    Some(("acks_all", "memory")) => entry.replication.acks_all = ACKS_ALL_MEMORY,
-                    Some(("acks_all", "durable")) => entry.replication.acks_all = ACKS_ALL_DURABLE,
-                    _ => return Err(corrupt("unknown topic option")),
+                match ManifestOption::parse(option).map_err(corrupt)? {
+                    Some(ManifestOption::RetentionMs(v)) => entry.retention_ms = Some(v),
+                    Some(ManifestOption::RetentionBytes(v)) => entry.retention_bytes = Some(v),
+                    Some(ManifestOption::MinInsyncReplicas(v)) => entry.replication.min_insync = v,
+                    Some(ManifestOption::MaxMessageBytes(v)) => entry.max_message_bytes = Some(v),
+                    Some(ManifestOption::Compression(v)) => entry.compression_type = Some(v),
+                    None => match option.split_once('=') {
+                        Some(("replication_factor", v)) => entry.replication.factor = small(v)?,
+                        Some(("acks_all", "memory")) => {
+                            entry.replication.acks_all = ACKS_ALL_MEMORY
+                        }
+                        Some(("acks_all", "durable")) => {
+                            entry.replication.acks_all = ACKS_ALL_DURABLE
+                        }
+                        _ => return Err(corrupt("unknown topic option")),
+                    },
                 }
             }
             if !is_valid_topic_name(name) || entry.partitions == 0 {
@@ -249,6 +321,8 @@ impl Manifest {
             retention_ms,
             retention_bytes,
             replication,
+            max_message_bytes: None,
+            compression_type: None,
         };
         self.entries.push(entry.clone());
         self.next_id += 1;
@@ -337,6 +411,27 @@ impl Manifest {
         Ok(self.entries[at].clone())
     }
 
+    /// Replaces a topic's dynamic configuration and persists the manifest.
+    pub fn set_configs(
+        &mut self,
+        name: &str,
+        configs: &TopicConfigs,
+    ) -> Result<TopicEntry, TopicError> {
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.name == name)
+            .ok_or_else(|| TopicError::Unknown(name.into()))?;
+        let before = self.entries[at].clone();
+        self.entries[at].set_configs(configs);
+        let after = self.entries[at].clone();
+        if let Err(e) = self.persist() {
+            self.entries[at] = before;
+            return Err(e);
+        }
+        Ok(after)
+    }
+
     fn persist(&self) -> Result<(), TopicError> {
         let io = |source| TopicError::Io {
             path: self.path.clone(),
@@ -347,23 +442,8 @@ impl Manifest {
         writeln!(file, "next_id {}", self.next_id).map_err(io)?;
         for e in &self.entries {
             write!(file, "{} {} {}", e.id, e.name, e.partitions).map_err(io)?;
-            if let Some(ms) = e.retention_ms {
-                write!(file, " retention_ms={ms}").map_err(io)?;
-            }
-            if let Some(bytes) = e.retention_bytes {
-                write!(file, " retention_bytes={bytes}").map_err(io)?;
-            }
-            let r = e.replication;
-            if r.factor != 0 {
-                write!(file, " replication_factor={}", r.factor).map_err(io)?;
-            }
-            if r.min_insync != 0 {
-                write!(file, " min_insync_replicas={}", r.min_insync).map_err(io)?;
-            }
-            match r.acks_all {
-                ACKS_ALL_MEMORY => write!(file, " acks_all=memory").map_err(io)?,
-                ACKS_ALL_DURABLE => write!(file, " acks_all=durable").map_err(io)?,
-                _ => {}
+            for option in e.options() {
+                write!(file, " {option}").map_err(io)?;
             }
             writeln!(file).map_err(io)?;
         }
@@ -388,6 +468,19 @@ pub struct Topic {
     pub replicas: Vec<Replica>,
     /// Each partition's counters in the control plane's page (made on install).
     pub counters: Vec<Option<crate::control::PartitionCounters>>,
+    /// What a configuration key left out of a [`TopicConfigs`] falls back to.
+    pub defaults: BrokerDefaults,
+}
+
+/// The broker's values of the settings a topic may override.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct BrokerDefaults {
+    pub retention_ms: Option<u64>,
+    pub retention_bytes: Option<u64>,
+    /// `storage.batch_bytes_max`: also the most `max.message.bytes` may be.
+    pub batch_bytes_max: u32,
+    /// `topics.default_min_insync_replicas`.
+    pub min_insync: u8,
 }
 
 /// How this broker places and replicates partitions: `[cluster]` and the `[topics]`
@@ -520,7 +613,8 @@ impl Topic {
         flusher: &FlusherHandle,
         policy: &ReplicationPolicy,
     ) -> Result<Topic, TopicError> {
-        let log = entry.log_config(log);
+        let broker = log;
+        let log = entry.log_config(broker);
         let mut partitions = (0..entry.partitions)
             .map(|p| PartitionLog::open(&log, &entry.name, p, flusher))
             .collect::<Result<Vec<_>, _>>()
@@ -533,7 +627,16 @@ impl Topic {
             .enumerate()
             .map(|(p, log)| policy.replica(entry, p as u16, log))
             .collect::<Result<Vec<_>, _>>()?;
+        for partition in &mut partitions {
+            partition.set_message_bytes_max(entry.max_message_bytes);
+        }
         Ok(Topic {
+            defaults: BrokerDefaults {
+                retention_ms: broker.retention_ms,
+                retention_bytes: broker.retention_bytes,
+                batch_bytes_max: broker.batch_bytes_max,
+                min_insync: policy.default_min_insync,
+            },
             id: entry.id,
             name: entry.name.clone(),
             key: topic_key(&entry.name),
@@ -796,6 +899,12 @@ pub enum AdminRequest {
         partitions: u16,
         correlation: u64,
     },
+    /// Persist a topic's whole dynamic configuration (the lcore has applied it already).
+    SetConfigs {
+        name: TopicName,
+        configs: TopicConfigs,
+        correlation: u64,
+    },
     /// Persist new retention (the lcore has already applied it to the open logs).
     Alter {
         name: TopicName,
@@ -944,6 +1053,17 @@ pub fn spawn_admin(
                         (existing, partitions),
                         correlation,
                     ),
+                    AdminRequest::SetConfigs {
+                        name,
+                        configs,
+                        correlation,
+                    } => AdminReply::Altered {
+                        correlation,
+                        result: manifest
+                            .set_configs(name.as_str(), &configs)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string()),
+                    },
                     AdminRequest::Alter {
                         name,
                         retention_ms,
@@ -1326,6 +1446,56 @@ fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_configs_persist_and_an_old_manifest_loads_unchanged() {
+        use precursor_protocol::compression::Compression;
+        let dir = tempfile::tempdir().unwrap();
+        let old = "next_id 2\n0 orders 4\n1 quotes 1 retention_ms=0 replication_factor=3 \
+                   min_insync_replicas=2 acks_all=durable\n";
+        std::fs::write(dir.path().join(MANIFEST_FILE), old).unwrap();
+        let mut manifest = Manifest::load(dir.path()).unwrap();
+        assert_eq!(
+            manifest.find("orders").unwrap().configs(),
+            TopicConfigs::default()
+        );
+        let quotes = manifest.find("quotes").unwrap().configs();
+        assert_eq!(quotes.retention_ms, Some(-1));
+        assert_eq!(quotes.min_insync_replicas, Some(2));
+        let configs = TopicConfigs {
+            retention_ms: Some(3_600_000),
+            retention_bytes: Some(-1),
+            max_message_bytes: Some(4096),
+            compression_type: Some(CompressionType::Codec(Compression::Zstd)),
+            min_insync_replicas: None,
+        };
+        manifest.set_configs("orders", &configs).unwrap();
+        let reloaded = Manifest::load(dir.path()).unwrap();
+        assert_eq!(reloaded.find("orders").unwrap().configs(), configs);
+        assert_eq!(reloaded.find("quotes").unwrap().configs(), quotes);
+        assert_eq!(
+            reloaded.find("quotes").unwrap().replication.acks_all,
+            ACKS_ALL_DURABLE
+        );
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(
+            text.contains("max_message_bytes=4096 compression_type=zstd"),
+            "{text}"
+        );
+        assert!(matches!(
+            manifest.set_configs("nope", &configs),
+            Err(TopicError::Unknown(_))
+        ));
+        std::fs::write(
+            dir.path().join(MANIFEST_FILE),
+            "0 x 1 compression_type=brotli\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            Manifest::load(dir.path()),
+            Err(TopicError::Corrupt { .. })
+        ));
+    }
 
     #[test]
     fn manifest_round_trips_and_assigns_the_lowest_free_id() {

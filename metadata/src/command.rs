@@ -45,6 +45,12 @@ pub enum MetadataCommand {
         partitions: u32,
         replicas: Vec<Vec<u32>>,
     },
+    /// A topic's whole dynamic configuration from now on (Kafka's keys and values, as
+    /// the proposer checked them): [`crate::state::TopicState::configs`].
+    AlterTopicConfigs {
+        name: String,
+        configs: std::collections::BTreeMap<String, String>,
+    },
     /// A partition's leader asks to change its in-sync replica set.
     AlterIsr {
         topic: String,

@@ -23,6 +23,10 @@ pub const PARTITIONS_MAX: usize = 4096;
 pub const PRODUCER_IDS_PER_BLOCK_MAX: u32 = 1_000_000;
 /// Offsets in one CommitOffsets, at most.
 pub const OFFSETS_PER_COMMIT_MAX: usize = 10_000;
+/// Keys of one topic's configuration, at most.
+pub const TOPIC_CONFIGS_MAX: usize = 64;
+/// A topic configuration key or value, at most, in bytes.
+pub const TOPIC_CONFIG_BYTES_MAX: usize = 256;
 
 /// A registered broker.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +61,13 @@ pub struct TopicState {
     pub unclean_leader_election: bool,
     pub retention_ms: u64,
     pub retention_bytes: u64,
+    /// The topic's whole dynamic configuration as Kafka names it (`retention.ms` ->
+    /// `"3600000"`), once one was committed (AlterTopicConfigs): each broker's member
+    /// sets it on its data plane. `None` (and in snapshots written before it existed):
+    /// as created. The proposer checks the values (precursor_protocol::topic_config);
+    /// the state machine keeps them as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configs: Option<BTreeMap<String, String>>,
 }
 
 /// Where a committed offset belongs.
@@ -215,6 +226,9 @@ impl MetadataState {
                 partitions,
                 replicas,
             } => self.create_partitions(topic, *partitions, replicas),
+            MetadataCommand::AlterTopicConfigs { name, configs } => {
+                self.alter_topic_configs(name, configs)
+            }
             MetadataCommand::AlterIsr {
                 topic,
                 partition,
@@ -386,6 +400,7 @@ impl MetadataState {
                 unclean_leader_election,
                 retention_ms,
                 retention_bytes,
+                configs: None,
             }),
         );
         Ok(MetadataReply::TopicCreated { partitions })
@@ -439,6 +454,31 @@ impl MetadataState {
         let topic = Arc::make_mut(self.topics.get_mut(name).expect("looked up above"));
         topic.partitions.extend(added.iter().cloned());
         Ok(MetadataReply::PartitionsCreated { partitions: added })
+    }
+
+    fn alter_topic_configs(
+        &mut self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<MetadataReply, Refusal> {
+        let too_long = configs.len() > TOPIC_CONFIGS_MAX
+            || configs
+                .iter()
+                .any(|(k, v)| k.len() > TOPIC_CONFIG_BYTES_MAX || v.len() > TOPIC_CONFIG_BYTES_MAX);
+        if too_long {
+            return Err(Refusal::StringTooLong);
+        }
+        let topic = self.topics.get_mut(name).ok_or(Refusal::TopicUnknown)?;
+        let topic = Arc::make_mut(topic);
+        if let Some(n) = configs.get("min.insync.replicas") {
+            let factor = topic.partitions.first().map_or(1, |p| p.replicas.len());
+            match n.parse::<u8>() {
+                Ok(n) if n >= 1 && usize::from(n) <= factor => topic.min_insync = n,
+                _ => return Err(Refusal::MinInsyncInvalid),
+            }
+        }
+        topic.configs = Some(configs.clone());
+        Ok(MetadataReply::Done)
     }
 
     fn delete_topic(&mut self, name: &str) -> Result<MetadataReply, Refusal> {
@@ -850,6 +890,47 @@ mod tests {
             serde_json::from_str::<MetadataCommand>(&json).unwrap(),
             command
         );
+    }
+
+    #[test]
+    fn topic_configs_are_committed_whole_and_old_states_load_without_them() {
+        let mut state = three_brokers_one_topic(false);
+        assert_eq!(state.topics["t"].configs, None);
+        let configs: BTreeMap<String, String> = [
+            ("max.message.bytes".to_string(), "2048".to_string()),
+            ("min.insync.replicas".to_string(), "3".to_string()),
+        ]
+        .into();
+        let alter =
+            |name: &str, configs: &BTreeMap<String, String>| MetadataCommand::AlterTopicConfigs {
+                name: name.into(),
+                configs: configs.clone(),
+            };
+        assert_eq!(state.apply(&alter("t", &configs)), MetadataReply::Done);
+        assert_eq!(state.topics["t"].configs.as_ref(), Some(&configs));
+        assert_eq!(state.topics["t"].min_insync, 3);
+        let before = state.clone();
+        let over: BTreeMap<String, String> =
+            [("min.insync.replicas".to_string(), "4".to_string())].into();
+        assert_eq!(
+            state.apply(&alter("t", &over)),
+            MetadataReply::Refused(Refusal::MinInsyncInvalid)
+        );
+        assert_eq!(
+            state.apply(&alter("nope", &configs)),
+            MetadataReply::Refused(Refusal::TopicUnknown)
+        );
+        let long: BTreeMap<String, String> = [("k".repeat(300), "v".to_string())].into();
+        assert_eq!(
+            state.apply(&alter("t", &long)),
+            MetadataReply::Refused(Refusal::StringTooLong)
+        );
+        assert_eq!(state, before, "refusals change nothing");
+        // A topic state serialized before `configs` existed loads with none.
+        let mut old = serde_json::to_value(&*state.topics["t"]).unwrap();
+        old.as_object_mut().unwrap().remove("configs");
+        let loaded: TopicState = serde_json::from_value(old).unwrap();
+        assert_eq!(loaded.configs, None);
     }
 
     #[test]

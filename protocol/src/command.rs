@@ -20,12 +20,15 @@
 //!                            | name_len u16 | name
 //!  KIND_SET_ISR         6    partition u16 | epoch u32 | isr u64 (packed) | name_len u16 | name
 //!  KIND_CREATE_PARTITIONS 7  partitions u16 (the new count) | name_len u16 | name
+//!  KIND_SET_TOPIC_CONFIGS 8  configs (TopicConfigs::ENCODED_BYTES, see `topic_config`)
+//!                            | name_len u16 | name
 //!  KIND_DONE        0x101    (empty)
 //!  KIND_TOPIC_CREATED 0x102  topic_id u16 | partitions u16
 //!  KIND_FAILED      0x103    code u16 (frame::ErrorCode) | message_len u16 | message (UTF-8)
 //! ```
 
 use crate::frame::{ErrorCode, TOPIC_NAME_BYTES_MAX};
+use crate::topic_config::TopicConfigs;
 
 /// Largest payload of a ring entry, in bytes (the shm ring's slot payload is at least this).
 pub const COMMAND_PAYLOAD_BYTES_MAX: usize = 488;
@@ -39,6 +42,7 @@ pub const KIND_PING: u32 = 4;
 pub const KIND_SET_LEADER: u32 = 5;
 pub const KIND_SET_ISR: u32 = 6;
 pub const KIND_CREATE_PARTITIONS: u32 = 7;
+pub const KIND_SET_TOPIC_CONFIGS: u32 = 8;
 pub const KIND_DONE: u32 = 0x101;
 pub const KIND_TOPIC_CREATED: u32 = 0x102;
 pub const KIND_FAILED: u32 = 0x103;
@@ -51,6 +55,8 @@ const CREATE_FIXED_BYTES: usize = 8 + 8 + 2 + 2;
 const ALTER_FIXED_BYTES: usize = 1 + 8 + 8 + 2;
 const _: () = assert!(CREATE_FIXED_BYTES + TOPIC_NAME_BYTES_MAX <= COMMAND_PAYLOAD_BYTES_MAX);
 const _: () = assert!(ALTER_FIXED_BYTES + TOPIC_NAME_BYTES_MAX <= COMMAND_PAYLOAD_BYTES_MAX);
+const _: () =
+    assert!(TopicConfigs::ENCODED_BYTES + 2 + TOPIC_NAME_BYTES_MAX <= COMMAND_PAYLOAD_BYTES_MAX);
 const _: () = assert!(4 + FAILED_MESSAGE_BYTES_MAX <= COMMAND_PAYLOAD_BYTES_MAX);
 
 /// A command, control plane -> data plane. Borrows its strings from the payload.
@@ -109,6 +115,14 @@ pub enum Command<'a> {
     CreatePartitions {
         name: &'a str,
         partitions: u16,
+    },
+    /// The topic's whole dynamic configuration from now on (a key left out takes the
+    /// broker's default again), persisted in the manifest before it is answered. Refused
+    /// with InvalidArgument when `max.message.bytes` exceeds `storage.batch_bytes_max` or
+    /// `min.insync.replicas` the topic's replication factor.
+    SetTopicConfigs {
+        name: &'a str,
+        configs: TopicConfigs,
     },
 }
 
@@ -170,6 +184,8 @@ pub enum CommandError {
     BadAlterFlags { flags: u8 },
     #[error("unknown error code {code}")]
     UnknownErrorCode { code: u16 },
+    #[error("topic configs with unknown presence bits or out-of-range values")]
+    BadTopicConfigs,
 }
 
 /// A cursor over a payload that reports truncation with the entry's kind.
@@ -294,6 +310,7 @@ impl<'a> Command<'a> {
             Command::SetLeader { .. } => KIND_SET_LEADER,
             Command::SetIsr { .. } => KIND_SET_ISR,
             Command::CreatePartitions { .. } => KIND_CREATE_PARTITIONS,
+            Command::SetTopicConfigs { .. } => KIND_SET_TOPIC_CONFIGS,
         }
     }
 
@@ -306,7 +323,8 @@ impl<'a> Command<'a> {
             | Command::AlterTopic { name, .. }
             | Command::SetLeader { name, .. }
             | Command::SetIsr { name, .. }
-            | Command::CreatePartitions { name, .. } => check_name(name),
+            | Command::CreatePartitions { name, .. }
+            | Command::SetTopicConfigs { name, .. } => check_name(name),
             Command::Ping => Ok(()),
         }
     }
@@ -392,6 +410,13 @@ impl<'a> Command<'a> {
                 writer.put(&(name.len() as u16).to_le_bytes());
                 writer.put(name.as_bytes());
             }
+            Command::SetTopicConfigs { name, configs } => {
+                let mut encoded = [0u8; TopicConfigs::ENCODED_BYTES];
+                configs.encode(&mut encoded);
+                writer.put(&encoded);
+                writer.put(&(name.len() as u16).to_le_bytes());
+                writer.put(name.as_bytes());
+            }
         }
         assert!(writer.at <= COMMAND_PAYLOAD_BYTES_MAX);
         writer.at
@@ -468,6 +493,14 @@ impl<'a> Command<'a> {
                 let partitions = reader.u16()?;
                 Command::CreatePartitions {
                     partitions,
+                    name: reader.name()?,
+                }
+            }
+            KIND_SET_TOPIC_CONFIGS => {
+                let encoded = reader.take(TopicConfigs::ENCODED_BYTES)?;
+                let configs = TopicConfigs::decode(encoded).ok_or(CommandError::BadTopicConfigs)?;
+                Command::SetTopicConfigs {
+                    configs,
                     name: reader.name()?,
                 }
             }
@@ -628,6 +661,20 @@ mod tests {
             round_trip_command(Command::CreatePartitions {
                 name,
                 partitions: 1024,
+            });
+            round_trip_command(Command::SetTopicConfigs {
+                name,
+                configs: crate::topic_config::TopicConfigs::default(),
+            });
+            round_trip_command(Command::SetTopicConfigs {
+                name,
+                configs: crate::topic_config::TopicConfigs {
+                    retention_ms: Some(-1),
+                    retention_bytes: Some(1 << 30),
+                    max_message_bytes: Some(0),
+                    compression_type: Some(crate::topic_config::CompressionType::Producer),
+                    min_insync_replicas: Some(2),
+                },
             });
             for (retention_ms, retention_bytes) in [
                 (None, None),

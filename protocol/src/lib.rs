@@ -8,6 +8,7 @@
 //! - [`rdma`]: the RDMA transport's connection handshake (rdma_cm private data).
 //! - [`replication`]: ReplicaFetch / ReplicaData, partition replication between data planes.
 //! - [`command`]: commands and events of the `cnc` rings between the planes.
+//! - [`topic_config`]: the Kafka topic configurations supported, parsed and validated.
 //! - [`counter_kind`]: kinds of the shared counters and their Prometheus names.
 
 pub mod command;
@@ -17,4 +18,5 @@ pub mod frame;
 pub mod rdma;
 pub mod record_batch;
 pub mod replication;
+pub mod topic_config;
 pub mod varint;

@@ -384,6 +384,48 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], partition_leader_epoch: i32)
     );
 }
 
+/// Why a batch could not be recompressed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum RecompressError {
+    #[error("{0}")]
+    Batch(#[from] BatchError),
+    #[error("{0}")]
+    Codec(#[from] compression::CompressionError),
+    #[error("recompressed batch of {bytes} bytes does not fit a batch length")]
+    TooLarge { bytes: usize },
+}
+
+/// `batch` (one whole, valid v2 batch) with its records stored with `codec` instead:
+/// decompressed (at most `decompressed_bytes_max` bytes), compressed again, the codec
+/// bits of `attributes`, `batch_length` and the CRC32C rewritten. Everything else (base
+/// offset, leader epoch, timestamps, producer id, epoch and sequence, the records'
+/// offset and timestamp deltas) is kept as the producer sent it. Allocates: the Kafka
+/// gateway calls it, never the data plane.
+pub fn recompress_batch(
+    batch: &[u8],
+    codec: Compression,
+    decompressed_bytes_max: usize,
+) -> Result<Vec<u8>, RecompressError> {
+    let mut header = validate_batch(batch)?;
+    let from = header.compression()?;
+    let records = &batch[BATCH_HEADER_BYTES..];
+    let plain = compression::decompress_bounded(from, records, decompressed_bytes_max)?;
+    let packed = compression::compress(codec, &plain)?;
+    let total = BATCH_HEADER_BYTES + packed.len();
+    let batch_length = i32::try_from(total - LOG_OVERHEAD_BYTES)
+        .map_err(|_| RecompressError::TooLarge { bytes: total })?;
+    header.attributes =
+        (header.attributes & !compression::ATTRIBUTES_COMPRESSION_MASK) | codec.attribute_bits();
+    header.batch_length = batch_length;
+    let mut out = vec![0u8; total];
+    header.write(&mut out);
+    out[BATCH_HEADER_BYTES..].copy_from_slice(&packed);
+    let crc = crc32c::crc32c(&out[ATTRIBUTES_OFFSET..]);
+    put(&mut out, CRC_OFFSET, &crc.to_be_bytes());
+    debug_assert!(validate_batch(&out).is_ok());
+    Ok(out)
+}
+
 /// Iterates the batches of `bytes` (a log segment, a FetchData payload): see [`BatchIter`].
 pub fn batches(bytes: &[u8]) -> BatchIter<'_> {
     BatchIter {
@@ -1013,6 +1055,45 @@ mod tests {
             });
         }
         (builder, expected)
+    }
+
+    #[test]
+    fn recompressed_batches_keep_every_record_and_the_producer_fields() {
+        for from in Compression::ALL {
+            let mut builder = RecordBatchBuilder::new(from, 77, 0, 5, 1_700_000_000_000);
+            for i in 0..50u32 {
+                let value = format!("value {i} {}", "x".repeat(i as usize));
+                builder.append(
+                    1_700_000_000_000 + i64::from(i),
+                    Some(b"key"),
+                    value.as_bytes(),
+                    &[],
+                );
+            }
+            let original = builder.finish();
+            for to in Compression::ALL {
+                let again = recompress_batch(&original, to, 1 << 20).unwrap();
+                let header = validate_batch(&again).unwrap();
+                let before = validate_batch(&original).unwrap();
+                assert_eq!(header.compression().unwrap(), to);
+                assert_eq!(header.producer_id, 77);
+                assert_eq!(header.base_sequence, 5);
+                assert_eq!(header.last_offset_delta, before.last_offset_delta);
+                assert_eq!(header.max_timestamp, before.max_timestamp);
+                assert_eq!(records(&again).unwrap(), records(&original).unwrap());
+            }
+        }
+        let mut builder = RecordBatchBuilder::new(Compression::None, -1, -1, -1, 0);
+        builder.append(0, None, b"v", &[]);
+        let batch = builder.finish();
+        assert!(matches!(
+            recompress_batch(&batch[..batch.len() - 1], Compression::Zstd, 1 << 20),
+            Err(RecompressError::Batch(_))
+        ));
+        assert!(matches!(
+            recompress_batch(&batch, Compression::Zstd, 1),
+            Err(RecompressError::Codec(_))
+        ));
     }
 
     #[test]

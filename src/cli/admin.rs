@@ -83,6 +83,12 @@ pub enum TopicCommand {
         /// [default, or 0: the node's storage.retention_bytes].
         #[arg(long)]
         retention_bytes: Option<u64>,
+        /// A Kafka topic configuration, KEY=VALUE (repeatable): retention.ms,
+        /// retention.bytes, max.message.bytes, compression.type, min.insync.replicas,
+        /// cleanup.policy, message.timestamp.type (docs/kafka.md lists their ranges).
+        /// Kafka's tools call it --config; here --config names the broker's config file.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_config)]
+        configs: Vec<(String, String)>,
         #[command(flatten)]
         target: AdminTarget,
     },
@@ -91,7 +97,7 @@ pub enum TopicCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
-    /// Show a topic's partitions: offsets and sizes.
+    /// Show a topic's partitions (offsets and sizes) and its configuration.
     Describe {
         name: String,
         #[command(flatten)]
@@ -120,8 +126,9 @@ pub enum TopicCommand {
         #[command(flatten)]
         target: AdminTarget,
     },
-    /// Change a topic: add partitions (--partitions) and/or change its retention (at least
-    /// one of --partitions, --retention-ms, --retention-bytes).
+    /// Change a topic: add partitions (--partitions), change its retention or its Kafka
+    /// configuration (at least one of them; in a cluster on every broker). Done in that
+    /// order, stopping at the first step refused.
     ///
     /// --partitions M grows the topic to M partitions (more than it has, at most 1024; in a
     /// cluster on every broker, placed and replicated as at creation). The partitions it
@@ -138,9 +145,37 @@ pub enum TopicCommand {
         /// New size retention per partition, in bytes (0: no limit).
         #[arg(long, group = "change")]
         retention_bytes: Option<u64>,
+        /// Set a Kafka topic configuration, KEY=VALUE (repeatable; see `topic create`).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_config, group = "change")]
+        configs: Vec<(String, String)>,
+        /// Return a configuration key to the broker's default (repeatable).
+        #[arg(long = "unset", value_name = "KEY", group = "change")]
+        delete_configs: Vec<String>,
         #[command(flatten)]
         target: AdminTarget,
     },
+}
+
+/// `KEY=VALUE` of `--set`.
+fn parse_config(text: &str) -> std::result::Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!(
+            "{text:?}: expected KEY=VALUE, e.g. compression.type=zstd"
+        )),
+    }
+}
+
+/// The admin request that sets `configs` (and deletes `delete`) on a topic.
+fn configs_request(name: String, configs: Vec<(String, String)>, delete: Vec<String>) -> Request {
+    Request::AlterTopicConfigs {
+        name,
+        set: configs.into_iter().collect(),
+        delete,
+        replace: false,
+        validate_only: false,
+        forwarded: false,
+    }
 }
 
 pub fn topic(command: TopicCommand) -> Result<ExitCode> {
@@ -153,23 +188,75 @@ pub fn topic(command: TopicCommand) -> Result<ExitCode> {
             acks_all,
             retention_ms,
             retention_bytes,
+            configs,
             target,
-        } => (
-            Request::ClusterCreateTopic {
-                name,
-                partitions,
-                retention_ms,
-                retention_bytes,
-                replication_factor,
-                min_insync_replicas,
-                acks_all: acks_all.map(|a| match a {
-                    AcksAllArg::Memory => AcksAll::Memory,
-                    AcksAllArg::Durable => AcksAll::Durable,
-                }),
-                forwarded: false,
-            },
+        } => {
+            let then =
+                (!configs.is_empty()).then(|| configs_request(name.clone(), configs, Vec::new()));
+            let created = ask(
+                &target,
+                &Request::ClusterCreateTopic {
+                    name,
+                    partitions,
+                    retention_ms,
+                    retention_bytes,
+                    replication_factor,
+                    min_insync_replicas,
+                    acks_all: acks_all.map(|a| match a {
+                        AcksAllArg::Memory => AcksAll::Memory,
+                        AcksAllArg::Durable => AcksAll::Durable,
+                    }),
+                    forwarded: false,
+                },
+            )?;
+            return match then {
+                Some(request) if created == ExitCode::SUCCESS => ask(&target, &request),
+                _ => Ok(created),
+            };
+        }
+        TopicCommand::Alter {
+            name,
+            partitions,
+            retention_ms,
+            retention_bytes,
+            configs,
+            delete_configs,
             target,
-        ),
+        } => {
+            let mut steps = Vec::new();
+            if let Some(partitions) = partitions {
+                steps.push(Request::CreatePartitions {
+                    name: name.clone(),
+                    partitions,
+                    forwarded: false,
+                });
+            }
+            if retention_ms.is_some() || retention_bytes.is_some() {
+                steps.push(Request::AlterTopic {
+                    name: name.clone(),
+                    retention_ms,
+                    retention_bytes,
+                });
+            }
+            if !configs.is_empty() || !delete_configs.is_empty() {
+                steps.push(configs_request(name, configs, delete_configs));
+            }
+            let last = steps.pop().expect("clap requires one change at least");
+            for step in &steps {
+                let done = ask(&target, step)?;
+                if done != ExitCode::SUCCESS {
+                    return Ok(done);
+                }
+            }
+            (last, target)
+        }
+        TopicCommand::Lead {
+            name,
+            partition,
+            leader,
+            epoch,
+            target,
+        } => (lead_request(name, partition, leader, epoch), target),
         TopicCommand::List { target } => (Request::ListTopics, target),
         TopicCommand::Describe { name, target } => (Request::DescribeTopic { name }, target),
         TopicCommand::Delete { name, target } => (
@@ -179,40 +266,6 @@ pub fn topic(command: TopicCommand) -> Result<ExitCode> {
             },
             target,
         ),
-        TopicCommand::Alter {
-            name,
-            partitions,
-            retention_ms,
-            retention_bytes,
-            target,
-        } => {
-            let retention = retention_ms.is_some() || retention_bytes.is_some();
-            let alter = Request::AlterTopic {
-                name: name.clone(),
-                retention_ms,
-                retention_bytes,
-            };
-            let Some(partitions) = partitions else {
-                return ask(&target, &alter);
-            };
-            let grow = Request::CreatePartitions {
-                name,
-                partitions,
-                forwarded: false,
-            };
-            let grown = ask(&target, &grow)?;
-            if !retention || grown != ExitCode::SUCCESS {
-                return Ok(grown);
-            }
-            (alter, target)
-        }
-        TopicCommand::Lead {
-            name,
-            partition,
-            leader,
-            epoch,
-            target,
-        } => (lead_request(name, partition, leader, epoch), target),
     };
     ask(&target, &request)
 }
@@ -526,7 +579,9 @@ fn human(request: &Request, response: &Response) -> Result<String> {
             Request::DeleteTopic { name } | Request::ClusterDeleteTopic { name, .. } => {
                 format!("deleted topic {name}\n")
             }
-            Request::AlterTopic { name, .. } => format!("altered topic {name}\n"),
+            Request::AlterTopic { name, .. } | Request::AlterTopicConfigs { name, .. } => {
+                format!("altered topic {name}\n")
+            }
             Request::CreateUser { name, .. } => format!("user {name} set\n"),
             Request::DeleteUser { name } => format!("deleted user {name}\n"),
             _ => "ok\n".into(),
@@ -612,6 +667,7 @@ fn human(request: &Request, response: &Response) -> Result<String> {
             );
             if topic.partitions.iter().any(PartitionInfo::replicated) {
                 text.push_str(&replicated_partitions(&topic.partitions));
+                text.push_str(&configs_text(&topic.configs));
                 return Ok(text);
             }
             text.push_str(&table(
@@ -631,6 +687,7 @@ fn human(request: &Request, response: &Response) -> Result<String> {
                     })
                     .collect(),
             ));
+            text.push_str(&configs_text(&topic.configs));
             text
         }
         Response::Status(status) => status_text(status),
@@ -692,6 +749,25 @@ fn human(request: &Request, response: &Response) -> Result<String> {
 }
 
 /// `-` for an empty field.
+/// A topic's configuration under its partitions.
+fn configs_text(configs: &[admin::TopicConfigEntry]) -> String {
+    if configs.is_empty() {
+        return String::new();
+    }
+    let rows = configs
+        .iter()
+        .map(|c| {
+            let source = if c.read_only {
+                format!("{} (read-only)", c.source)
+            } else {
+                c.source.clone()
+            };
+            vec![c.name.clone(), c.value.clone(), source]
+        })
+        .collect();
+    format!("\n{}", table(&["CONFIG", "VALUE", "SOURCE"], rows))
+}
+
 fn dash(text: &str) -> String {
     if text.is_empty() {
         "-".into()
@@ -978,6 +1054,48 @@ mod tests {
     use super::super::Cli;
     use clap::Parser;
 
+    #[test]
+    fn topic_configs_and_the_config_file_do_not_share_an_option() {
+        // `topic alter --config KEY=VALUE` once took the config file's path as a topic
+        // configuration (and refused it): topic configurations are --set/--unset.
+        for args in [
+            &[
+                "topic",
+                "alter",
+                "t",
+                "--set",
+                "retention.ms=5",
+                "--config",
+                "/c.toml",
+            ][..],
+            &[
+                "topic",
+                "alter",
+                "t",
+                "--unset",
+                "retention.ms",
+                "--config",
+                "/c.toml",
+            ],
+            &[
+                "topic",
+                "create",
+                "t",
+                "-p",
+                "1",
+                "--set",
+                "compression.type=zstd",
+                "--config",
+                "/c.toml",
+            ],
+        ] {
+            // With a clash the path is parsed as KEY=VALUE and refused.
+            if let Err(error) = parse(args) {
+                panic!("{args:?}: {error}");
+            }
+        }
+    }
+
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("precursor").chain(args.iter().copied()))
     }
@@ -1090,6 +1208,7 @@ mod tests {
             &Response::Topic(TopicDescription {
                 name: "orders".into(),
                 partitions: vec![partition.clone()],
+                configs: Vec::new(),
             }),
         )
         .unwrap();
@@ -1110,9 +1229,21 @@ mod tests {
             &Response::Topic(TopicDescription {
                 name: "orders".into(),
                 partitions: vec![PartitionInfo::default()],
+                configs: vec![precursor_controlplane::admin::TopicConfigEntry {
+                    name: "compression.type".into(),
+                    value: "zstd".into(),
+                    source: "dynamic".into(),
+                    read_only: false,
+                }],
             }),
         )
         .unwrap();
+        assert!(
+            single.contains("CONFIG")
+                && single.contains("compression.type")
+                && single.contains("dynamic"),
+            "{single}"
+        );
         assert!(
             single.contains("PARTITION  START  END  DURABLE"),
             "{single}"

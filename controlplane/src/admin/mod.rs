@@ -16,11 +16,14 @@ mod types;
 
 pub use client::{request, request_within, AdminError, CLIENT_RESPONSE_TIMEOUT_MS};
 pub use forward::{ask_broker, ForwardError, CONNECT_TIMEOUT_MS};
-pub use server::{bind, bind_cluster_listener, handle, serve, serve_cluster, AdminServer};
+pub use server::{
+    bind, bind_cluster_listener, handle, serve, serve_cluster, set_configs_here, AdminServer,
+};
 pub use types::{
     codes, unpack_broker_ids, AssignedTopic, BrokerAnswer, ClusterVerdict, GroupDescription,
     GroupMember, GroupPartition, GroupSummary, LcoreStatus, NodeStatus, PartitionInfo, PortStatus,
-    QuorumView, Request, Response, TopicDescription, TopicSummary, UserCredentialInfo, UserSummary,
+    QuorumView, Request, Response, TopicConfigEntry, TopicDescription, TopicSummary,
+    UserCredentialInfo, UserSummary,
 };
 
 /// Longest request line the server reads, in bytes.

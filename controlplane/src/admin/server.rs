@@ -4,8 +4,8 @@
 
 use super::forward::ask_broker;
 use super::types::{
-    codes, BrokerAnswer, PartitionInfo, Request, Response, TopicDescription, TopicSummary,
-    UserCredentialInfo, UserSummary,
+    codes, BrokerAnswer, PartitionInfo, Request, Response, TopicConfigEntry, TopicDescription,
+    TopicSummary, UserCredentialInfo, UserSummary,
 };
 use super::REQUEST_BYTES_MAX;
 use crate::counters::CountersSnapshot;
@@ -15,6 +15,8 @@ use precursor_config::limits::PARTITIONS_PER_TOPIC_MAX;
 use precursor_config::{AcksAll, REPLICATION_FACTOR_MAX};
 use precursor_protocol::command::{Command, TopicReplication, ACKS_ALL_DURABLE, ACKS_ALL_MEMORY};
 use precursor_protocol::frame::{is_valid_topic_name, TOPIC_NAME_BYTES_MAX};
+use precursor_protocol::topic_config::TopicConfigs;
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -269,6 +271,7 @@ pub async fn handle(node: &Node, request: Request) -> Response {
             };
             match counters.topic(&name) {
                 Some(partitions) => Response::Topic(TopicDescription {
+                    configs: topic_config_entries(node, &name),
                     name,
                     partitions: partitions.to_vec(),
                 }),
@@ -405,6 +408,21 @@ pub async fn handle(node: &Node, request: Request) -> Response {
             }
             answer
         }
+        Request::AlterTopicConfigs {
+            name,
+            set,
+            delete,
+            replace,
+            validate_only,
+            forwarded,
+        } => {
+            let change = ConfigChange {
+                set,
+                delete,
+                replace,
+            };
+            alter_topic_configs(node, &name, &change, validate_only, forwarded).await
+        }
         Request::AlterTopic {
             name,
             retention_ms,
@@ -430,6 +448,164 @@ pub async fn handle(node: &Node, request: Request) -> Response {
             }
         }
     }
+}
+
+/// Every supported configuration key of a topic, as this broker holds it (none when
+/// the manifest cannot be read).
+fn topic_config_entries(node: &Node, name: &str) -> Vec<TopicConfigEntry> {
+    let Ok(configs) = node.topic_configs.topic(name) else {
+        return Vec::new();
+    };
+    crate::topic_configs::describe_topic(&node.config, &configs.unwrap_or_default(), None)
+        .into_iter()
+        .map(|d| TopicConfigEntry {
+            name: d.name.to_string(),
+            value: d.value,
+            source: d.source.name().to_string(),
+            read_only: d.read_only,
+        })
+        .collect()
+}
+
+/// What an `alter_topic_configs` asks for.
+pub struct ConfigChange {
+    pub set: BTreeMap<String, String>,
+    pub delete: Vec<String>,
+    pub replace: bool,
+}
+
+/// The topic's configuration after `change`, checked as Kafka checks it (and the
+/// replication factor, for `min.insync.replicas`).
+fn changed_configs(
+    node: &Node,
+    name: &str,
+    change: &ConfigChange,
+) -> Result<TopicConfigs, Response> {
+    let counters = check_known(node, name)?;
+    node.topic_configs.invalidate();
+    let current = node
+        .topic_configs
+        .topic(name)
+        .map_err(|e| Response::error(codes::DATAPLANE_UNAVAILABLE, e.to_string()))?
+        .unwrap_or_default();
+    let mut configs = if change.replace {
+        TopicConfigs::default()
+    } else {
+        current
+    };
+    let invalid = |e: precursor_protocol::topic_config::ConfigError| {
+        Response::error(codes::INVALID_CONFIG, e.to_string())
+    };
+    for key in &change.delete {
+        configs.delete(key).map_err(invalid)?;
+    }
+    let limits = crate::topic_configs::limits(&node.config);
+    for (key, value) in &change.set {
+        configs.set(key, Some(value), &limits).map_err(invalid)?;
+    }
+    let factor = counters
+        .topic(name)
+        .and_then(|p| p.first())
+        .map_or(1, |p| p.replicas.len().max(1));
+    if let Some(n) = configs.min_insync_replicas {
+        if usize::from(n) > factor {
+            return Err(Response::error(
+                codes::INVALID_CONFIG,
+                format!("min.insync.replicas={n}: 1 to the topic's replication factor ({factor})"),
+            ));
+        }
+    }
+    Ok(configs)
+}
+
+/// `alter_topic_configs`: checked here, then carried out on every broker (through the
+/// metadata quorum in quorum mode) with the whole resulting set.
+async fn alter_topic_configs(
+    node: &Node,
+    name: &str,
+    change: &ConfigChange,
+    validate_only: bool,
+    forwarded: bool,
+) -> Response {
+    let configs = match changed_configs(node, name, change) {
+        Ok(configs) => configs,
+        Err(response) => return response,
+    };
+    if validate_only {
+        return Response::Ok;
+    }
+    let whole: BTreeMap<String, String> = configs
+        .entries()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    if let Some(member) = node.member.get() {
+        if !forwarded {
+            let command = precursor_metadata::MetadataCommand::AlterTopicConfigs {
+                name: name.to_string(),
+                configs: whole,
+            };
+            match member.propose(command).await {
+                Ok(precursor_metadata::MetadataReply::Done) => {}
+                Ok(other) => {
+                    return Response::error(
+                        codes::INVALID_ARGUMENT,
+                        format!("the metadata quorum refused the configuration: {other}"),
+                    )
+                }
+                Err(error) => {
+                    return Response::error(
+                        codes::UNREACHABLE,
+                        format!("the metadata quorum did not commit the configuration: {error}"),
+                    )
+                }
+            }
+        }
+        // The member applies it on every broker; answered once it is in force here.
+        return wait_for_configs(node, name, &configs).await;
+    }
+    let here = set_configs_here(node, name, configs);
+    if forwarded || !node.config.cluster.enabled() {
+        return here.await;
+    }
+    let request = Request::AlterTopicConfigs {
+        name: name.to_string(),
+        set: whole,
+        delete: Vec::new(),
+        replace: true,
+        validate_only: false,
+        forwarded: true,
+    };
+    on_every_broker(node, here, request).await
+}
+
+/// The topic's whole configuration to this broker's data plane.
+pub async fn set_configs_here(node: &Node, name: &str, configs: TopicConfigs) -> Response {
+    let command = Command::SetTopicConfigs { name, configs };
+    let answer = node.link.call(command).await;
+    node.topic_configs.invalidate();
+    match answer {
+        Ok(Reply::Done) => Response::Ok,
+        other => failure(other),
+    }
+}
+
+/// Waits, bounded, until this broker's manifest holds `configs` for the topic.
+async fn wait_for_configs(node: &Node, name: &str, configs: &TopicConfigs) -> Response {
+    let polls = TOPIC_VISIBLE_WAIT_MS / TOPIC_VISIBLE_POLL_MS;
+    for _ in 0..polls {
+        node.topic_configs.invalidate();
+        if node.topic_configs.topic(name).ok().flatten().as_ref() == Some(configs) {
+            return Response::Ok;
+        }
+        tokio::time::sleep(Duration::from_millis(TOPIC_VISIBLE_POLL_MS)).await;
+    }
+    Response::error(
+        codes::TIMEOUT,
+        format!(
+            "the configuration of {name:?} is committed by the metadata quorum but not in              force on this broker within {TOPIC_VISIBLE_WAIT_MS} ms (see its log)"
+        ),
+    )
 }
 
 /// A `cluster_create_topic` request, its fields as sent.

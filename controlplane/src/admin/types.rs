@@ -16,6 +16,7 @@
 
 use precursor_config::{AcksAll, SaslMechanism};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What the CLI asks of the control plane.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +112,26 @@ pub enum Request {
     DescribeTopic {
         name: String,
     },
+    /// `topic alter --config` / `--delete-config`, Kafka's AlterConfigs and
+    /// IncrementalAlterConfigs: `set` and `delete` applied to the topic's dynamic
+    /// configuration (to none at all with `replace`, as AlterConfigs does), checked as
+    /// Kafka checks them (an error names the key: code `invalid_config`), then carried
+    /// out everywhere: through the metadata quorum in `quorum` mode, else here and (unless
+    /// `forwarded`) on every other broker, which get the whole resulting set. With
+    /// `validate_only` nothing changes.
+    AlterTopicConfigs {
+        name: String,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        set: BTreeMap<String, String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        delete: Vec<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        replace: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        validate_only: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        forwarded: bool,
+    },
     Status,
     /// The effective configuration, as TOML.
     Config,
@@ -161,6 +182,7 @@ impl Request {
             Request::CreatePartitions { .. } => "create_partitions",
             Request::ListTopics => "list_topics",
             Request::DescribeTopic { .. } => "describe_topic",
+            Request::AlterTopicConfigs { .. } => "alter_topic_configs",
             Request::Status => "status",
             Request::Config => "config",
             Request::PingDataplane { .. } => "ping_dataplane",
@@ -215,6 +237,17 @@ pub enum Response {
     Groups(Vec<GroupSummary>),
     Group(Box<GroupDescription>),
     Users(Vec<UserSummary>),
+}
+
+/// One configuration key of a [`TopicDescription`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfigEntry {
+    pub name: String,
+    pub value: String,
+    /// `dynamic` (the topic's own) or `default` (the broker's).
+    pub source: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// One line of `user list`: a SASL user and its SCRAM credentials.
@@ -337,6 +370,9 @@ pub mod codes {
     pub const STORAGE_ERROR: &str = "storage_error";
     /// `topic alter --partitions` with no more partitions than the topic has.
     pub const INVALID_PARTITIONS: &str = "invalid_partitions";
+    /// A topic configuration key or value refused (the message names the key and what
+    /// it takes).
+    pub const INVALID_CONFIG: &str = "invalid_config";
 }
 
 /// One line of `group list`.
@@ -442,6 +478,10 @@ pub struct TopicSummary {
 pub struct TopicDescription {
     pub name: String,
     pub partitions: Vec<PartitionInfo>,
+    /// Every supported configuration key: the topic's own value or the broker's (what
+    /// Kafka's DescribeConfigs answers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<TopicConfigEntry>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -689,6 +729,7 @@ mod tests {
         }]));
         round_trip(Response::Topic(TopicDescription {
             name: "orders".into(),
+            configs: Vec::new(),
             partitions: vec![PartitionInfo {
                 isr_proposed: vec![2, 3],
                 partition: 0,

@@ -29,6 +29,7 @@
 mod cluster;
 mod cluster_admin;
 mod committed;
+mod configs;
 mod connection;
 mod create_partitions;
 mod data_path;

@@ -21,8 +21,9 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
+use precursor_protocol::compression::DECOMPRESSED_BYTES_MAX;
 use precursor_protocol::frame::{Acks, ErrorCode};
-use precursor_protocol::record_batch::{validate_batch, RecordBatchHeader};
+use precursor_protocol::record_batch::{recompress_batch, validate_batch, RecordBatchHeader};
 
 /// The Kafka code for a data path failure (produce and fetch).
 pub fn kafka_error(error: &DataPathError) -> ResponseError {
@@ -128,6 +129,51 @@ fn check_batch(
     Ok(())
 }
 
+/// The batch as the topic stores it: recompressed where its `compression.type` names
+/// another codec than the producer's (records, producer id, epoch and sequence, offset
+/// and timestamp deltas kept; CRC32C computed again). Done in line, before the batch is
+/// handed on, so batches of one connection reach the data plane in the order they came
+/// (idempotent producers pipeline them); it costs the gateway's thread the codecs' time.
+fn stored_batch(
+    gateway: &super::Gateway,
+    topic: &str,
+    batch: Bytes,
+) -> Result<Bytes, (ResponseError, String)> {
+    let compression = match gateway.node.topic_configs.topic(topic) {
+        Ok(configs) => configs.and_then(|c| c.compression_type),
+        Err(error) => {
+            return Err((
+                ResponseError::KafkaStorageError,
+                format!("the topic's configuration cannot be read: {error}"),
+            ))
+        }
+    };
+    let Some(compression) = compression else {
+        return Ok(batch);
+    };
+    let header = RecordBatchHeader::parse(&batch)
+        .map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+    let codec = header
+        .compression()
+        .map_err(|e| (ResponseError::CorruptMessage, e.to_string()))?;
+    let Some(to) = compression.recompress_to(codec) else {
+        return Ok(batch);
+    };
+    let bounded = gateway.node.config.storage.batch_bytes_max as usize * RECOMPRESS_EXPANSION_MAX;
+    recompress_batch(&batch, to, bounded.min(DECOMPRESSED_BYTES_MAX))
+        .map(Bytes::from)
+        .map_err(|e| {
+            (
+                ResponseError::CorruptMessage,
+                format!("recompressing the batch to {to} (compression.type) failed: {e}"),
+            )
+        })
+}
+
+/// A batch recompressed for its topic may decompress to at most this many times
+/// `storage.batch_bytes_max` (and never more than the codecs' own bound).
+pub const RECOMPRESS_EXPANSION_MAX: usize = 64;
+
 /// Produce.
 pub fn produce(context: &Context, meta: RequestMeta, request: ProduceRequest) -> Pending {
     let gateway = context.gateway.clone();
@@ -191,9 +237,11 @@ pub fn produce(context: &Context, meta: RequestMeta, request: ProduceRequest) ->
                     format!("no partition {} of topic {name:?}", data.index),
                 ))
             };
+            let checked = checked.and_then(|()| {
+                stored_batch(&gateway, name, data.records.clone().unwrap_or_default())
+            });
             match (checked, acks) {
-                (Ok(()), Some(acks)) => {
-                    let batch = data.records.clone().unwrap_or_default();
+                (Ok(batch), Some(acks)) => {
                     let future = gateway.data.produce(name, data.index as u32, acks, batch);
                     sent.push((
                         response.responses.len(),
@@ -201,7 +249,7 @@ pub fn produce(context: &Context, meta: RequestMeta, request: ProduceRequest) ->
                         future,
                     ));
                 }
-                (Ok(()), None) => unreachable!("acks checked above"),
+                (Ok(_), None) => unreachable!("acks checked above"),
                 (Err((error, message)), _) => {
                     partition.error_code = error.code();
                     if version >= 8 {

@@ -5,7 +5,7 @@
 //! answer. A request that cannot be read is a [`Malformed`]: the connection is closed.
 
 use super::{
-    cluster_admin, create_partitions, fetch, group_admin, groups, list_offsets, log_dirs,
+    cluster_admin, configs, create_partitions, fetch, group_admin, groups, list_offsets, log_dirs,
     offset_for_leader_epoch, produce, producer_ids, sasl, topics, versions, Gateway,
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -167,6 +167,9 @@ pub enum RequestBody {
     SaslAuthenticate(messages::SaslAuthenticateRequest),
     DescribeUserScramCredentials(messages::DescribeUserScramCredentialsRequest),
     AlterUserScramCredentials(messages::AlterUserScramCredentialsRequest),
+    DescribeConfigs(messages::DescribeConfigsRequest),
+    AlterConfigs(messages::AlterConfigsRequest),
+    IncrementalAlterConfigs(messages::IncrementalAlterConfigsRequest),
 }
 
 /// One request frame read off the wire by [`decode_request`].
@@ -251,6 +254,11 @@ pub fn decode_request(mut frame: Bytes, in_cluster: bool) -> Result<DecodedReque
         ApiKey::AlterUserScramCredentials => {
             RequestBody::AlterUserScramCredentials(decode_body(&mut frame, &meta)?)
         }
+        ApiKey::DescribeConfigs => RequestBody::DescribeConfigs(decode_body(&mut frame, &meta)?),
+        ApiKey::AlterConfigs => RequestBody::AlterConfigs(decode_body(&mut frame, &meta)?),
+        ApiKey::IncrementalAlterConfigs => {
+            RequestBody::IncrementalAlterConfigs(decode_body(&mut frame, &meta)?)
+        }
         other => return Err(Malformed::UnsupportedApi(other)),
     };
     Ok(DecodedRequest::Request {
@@ -320,6 +328,19 @@ pub fn dispatch(context: &mut Context, frame: Bytes) -> Result<Pending, Malforme
                 meta.clone(),
                 request,
             );
+            respond_later(meta, answer)
+        }
+        RequestBody::DescribeConfigs(request) => {
+            let answer = configs::describe_configs(context.gateway.clone(), meta.clone(), request);
+            respond_later(meta, answer)
+        }
+        RequestBody::AlterConfigs(request) => {
+            let answer = configs::alter_configs(context.gateway.clone(), meta.clone(), request);
+            respond_later(meta, answer)
+        }
+        RequestBody::IncrementalAlterConfigs(request) => {
+            let answer =
+                configs::incremental_alter_configs(context.gateway.clone(), meta.clone(), request);
             respond_later(meta, answer)
         }
         RequestBody::Produce(request) => produce::produce(context, meta, request),
@@ -591,6 +612,9 @@ pub fn api_name(api: ApiKey) -> &'static str {
         ApiKey::SaslAuthenticate => "SaslAuthenticate",
         ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
         ApiKey::AlterUserScramCredentials => "AlterUserScramCredentials",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         _ => "other",
     }
 }

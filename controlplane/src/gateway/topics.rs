@@ -9,7 +9,9 @@ use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED};
 use crate::admin::{self, codes, PartitionInfo};
 use crate::counters::{parse_labels, CountersSnapshot, Sample};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -22,6 +24,7 @@ use kafka_protocol::protocol::StrBytes;
 use precursor_config::limits::PARTITIONS_PER_TOPIC_MAX;
 use precursor_config::REPLICATION_FACTOR_MAX;
 use precursor_protocol::frame::is_valid_topic_name;
+use precursor_protocol::topic_config::TopicConfigs;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
@@ -242,11 +245,12 @@ fn topic_name(text: &str) -> TopicName {
 }
 
 /// The Kafka error code for an admin error answer.
-fn admin_error_code(code: &str) -> ResponseError {
+pub(super) fn admin_error_code(code: &str) -> ResponseError {
     match code {
         codes::TOPIC_EXISTS => ResponseError::TopicAlreadyExists,
         codes::UNKNOWN_TOPIC => ResponseError::UnknownTopicOrPartition,
         codes::INVALID_ARGUMENT => ResponseError::InvalidTopicException,
+        codes::INVALID_CONFIG => ResponseError::InvalidConfig,
         codes::TIMEOUT | codes::BUSY | codes::DATAPLANE_UNAVAILABLE | codes::UNREACHABLE => {
             ResponseError::RequestTimedOut
         }
@@ -530,8 +534,8 @@ fn partition_metadata(listed: &Listed, partition: &Partition) -> MetadataRespons
 /// What a CreateTopics entry asks for, once checked.
 struct TopicToCreate {
     partitions: u32,
-    retention_ms: Option<i64>,
-    retention_bytes: Option<i64>,
+    /// Checked by the one parser of topic configurations.
+    configs: TopicConfigs,
     /// In a cluster; None: `topics.default_replication_factor`.
     replication_factor: Option<u8>,
 }
@@ -620,40 +624,25 @@ fn check_creatable(
         }
         topic.assignments.len() as u32
     };
-    let mut create = TopicToCreate {
+    let limits = crate::topic_configs::limits(&gateway.node.config);
+    let pairs = topic
+        .configs
+        .iter()
+        .map(|c| (c.name.as_str(), c.value.as_ref().map(|v| v.as_str())));
+    let configs = TopicConfigs::from_pairs(pairs, &limits)
+        .map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
+    let create = TopicToCreate {
         partitions,
-        retention_ms: None,
-        retention_bytes: None,
+        configs,
         replication_factor,
     };
-    for config in &topic.configs {
-        let key = config.name.as_str();
-        let value = config.value.as_ref().map(|v| v.as_str()).unwrap_or("");
-        let number = || {
-            value
-                .parse::<i64>()
-                .ok()
-                .filter(|v| *v == -1 || *v > 0)
-                .ok_or_else(|| {
-                    (
-                        ResponseError::InvalidConfig,
-                        format!("{key}={value:?}: a positive number, or -1 for no limit"),
-                    )
-                })
-        };
-        match key {
-            "retention.ms" => create.retention_ms = Some(number()?),
-            "retention.bytes" => create.retention_bytes = Some(number()?),
-            "cleanup.policy" if value == "delete" => {}
-            _ => {
-                return Err((
-                    ResponseError::InvalidConfig,
-                    format!(
-                        "topic config {key}={value:?} is not supported (supported: retention.ms, \
-                         retention.bytes, cleanup.policy=delete)"
-                    ),
-                ))
-            }
+    if let Some(n) = configs.min_insync_replicas {
+        let factor = replicas_of(gateway, &create);
+        if n > factor {
+            return Err((
+                ResponseError::InvalidConfig,
+                format!("min.insync.replicas={n}: 1 to the replication factor ({factor})"),
+            ));
         }
     }
     Ok(create)
@@ -691,18 +680,35 @@ pub async fn create_topics(
                 ResponseError::TopicAlreadyExists,
                 format!("topic {name:?} already exists"),
             )),
-            Ok(create) if request.validate_only => {
-                Ok((create.partitions, replicas_of(&gateway, &create)))
-            }
+            Ok(create) if request.validate_only => Ok((
+                create.partitions,
+                replicas_of(&gateway, &create),
+                create.configs,
+            )),
             Ok(create) => create_one(&gateway, &name, &create)
                 .await
-                .map(|partitions| (partitions, replicas_of(&gateway, &create))),
+                .map(|partitions| (partitions, replicas_of(&gateway, &create), create.configs)),
         };
         match outcome {
-            Ok((partitions, replication_factor)) => {
+            Ok((partitions, replication_factor, configs)) => {
                 result.num_partitions = partitions as i32;
                 result.replication_factor = i16::from(replication_factor);
-                result.configs = Some(Vec::new());
+                // v5+: the topic's configuration as created (KIP-525).
+                let described =
+                    crate::topic_configs::describe_topic(&gateway.node.config, &configs, None);
+                result.configs = Some(
+                    described
+                        .into_iter()
+                        .map(|d| {
+                            let mut config = CreatableTopicConfigs::default();
+                            config.name = StrBytes::from_static_str(d.name);
+                            config.value = Some(StrBytes::from_string(d.value));
+                            config.read_only = d.read_only;
+                            config.config_source = d.source.kafka_id();
+                            config
+                        })
+                        .collect(),
+                );
             }
             Err((error, message)) => {
                 result.error_code = error.code();
@@ -732,14 +738,14 @@ async fn create_one(
     name: &str,
     create: &TopicToCreate,
 ) -> Result<u32, (ResponseError, String)> {
-    // 0 in the admin request is the node default; "no limit" (-1) is set by an alter.
+    // 0 in the admin request is the node default; "no limit" (-1) is set by the alter.
     let positive = |v: Option<i64>| v.filter(|v| *v > 0).map(|v| v as u64);
     let answer = create_topic(
         gateway,
         name,
         create.partitions,
-        positive(create.retention_ms),
-        positive(create.retention_bytes),
+        positive(create.configs.retention_ms),
+        positive(create.configs.retention_bytes),
         create.replication_factor,
     )
     .await;
@@ -754,18 +760,24 @@ async fn create_one(
             ))
         }
     };
-    let unlimited = |v: Option<i64>| (v == Some(-1)).then_some(0u64);
-    if create.retention_ms == Some(-1) || create.retention_bytes == Some(-1) {
-        let alter = admin::Request::AlterTopic {
+    let entries = create.configs.entries();
+    if !entries.is_empty() {
+        let alter = admin::Request::AlterTopicConfigs {
             name: name.to_string(),
-            retention_ms: unlimited(create.retention_ms),
-            retention_bytes: unlimited(create.retention_bytes),
+            set: entries
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            delete: Vec::new(),
+            replace: false,
+            validate_only: false,
+            forwarded: false,
         };
-        if let admin::Response::Error { code, message } = admin::handle(&gateway.node, alter).await
-        {
+        let answer = one_answer(admin::handle(&gateway.node, alter).await, "");
+        if let admin::Response::Error { code, message } = answer {
             return Err((
                 admin_error_code(&code),
-                format!("created, but setting no retention limit failed: {message}"),
+                format!("created, but setting its configuration failed: {message}"),
             ));
         }
     }

@@ -14,7 +14,7 @@ use kafka_protocol::messages::ApiVersionsResponse;
 use kafka_protocol::protocol::VersionRange;
 
 /// `(api, min, max)` for every API the gateway answers.
-pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 26] = [
+pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 29] = [
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
@@ -47,6 +47,11 @@ pub const SUPPORTED_APIS: [(ApiKey, i16, i16); 26] = [
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    // Topic configurations (configs.rs). DescribeConfigs v0 is gone from Kafka 4's specs
+    // (KIP-896), so from kafka-protocol: v1 is the floor.
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 /// `(api, min, max)` of the APIs a broker of a cluster answers besides

@@ -57,7 +57,7 @@ pub use recovery::truncate_files;
 pub enum AppendError {
     #[error("corrupt record batch: {0}")]
     Corrupt(#[from] BatchError),
-    #[error("record batch of {bytes} bytes exceeds batch_bytes_max {max}")]
+    #[error("record batch of {bytes} bytes exceeds the limit of {max} (max.message.bytes)")]
     TooLarge { bytes: usize, max: u32 },
     #[error("out of order sequence: expected {expected}, found {found}")]
     OutOfOrderSequence { expected: i32, found: i32 },

@@ -64,6 +64,10 @@ pub struct PartitionLog {
     shared: Arc<PartitionShared>,
     dir: PathBuf,
     batch_bytes_max: u32,
+    /// The topic's `max.message.bytes`: the largest batch a producer may append (at most
+    /// `batch_bytes_max`). Replicated batches are held to `batch_bytes_max` alone: a
+    /// leader may have taken a batch before the limit was lowered.
+    message_bytes_max: u32,
     segment_ms: u64,
     retention_bytes: Option<u64>,
     retention_ms: Option<u64>,
@@ -223,6 +227,7 @@ impl PartitionLog {
             shared,
             dir,
             batch_bytes_max: cfg.batch_bytes_max,
+            message_bytes_max: cfg.batch_bytes_max,
             segment_ms: cfg.segment_ms,
             retention_bytes: cfg.retention_bytes,
             retention_ms: cfg.retention_ms,
@@ -263,6 +268,12 @@ impl PartitionLog {
         now_ms: i64,
         leader_epoch: Option<u32>,
     ) -> Result<Appended, AppendError> {
+        if batch.len() > self.message_bytes_max as usize {
+            return Err(AppendError::TooLarge {
+                bytes: batch.len(),
+                max: self.message_bytes_max,
+            });
+        }
         let header = self.admit(batch)?;
         let sequence = self.producers.check(&header);
         if let Ok(SequenceCheck::Duplicate {
@@ -757,6 +768,18 @@ impl PartitionLog {
     pub fn set_retention(&mut self, retention_ms: Option<u64>, retention_bytes: Option<u64>) {
         self.retention_ms = retention_ms;
         self.retention_bytes = retention_bytes;
+    }
+
+    /// The largest batch a producer may append (the topic's `max.message.bytes`).
+    pub fn message_bytes_max(&self) -> u32 {
+        self.message_bytes_max
+    }
+
+    /// Changes the largest batch a producer may append; `None`: `batch_bytes_max`, the
+    /// most it may be. No syscall, no allocation.
+    pub fn set_message_bytes_max(&mut self, bytes: Option<u32>) {
+        self.message_bytes_max =
+            bytes.map_or(self.batch_bytes_max, |b| b.min(self.batch_bytes_max));
     }
 
     /// Closes the log: the flusher persists what was published, then releases the files.
