@@ -1047,17 +1047,9 @@ impl Lcore {
                 }
             }
             Command::SetTopicConfigs { name, configs } => {
-                let Some(topic_name) = TopicName::new(name) else {
-                    return self.answer(
-                        correlation,
-                        &failed(ErrorCode::InvalidTopic, "invalid topic name"),
-                    );
-                };
-                let Some(topic) = self.service.topics.by_name_mut(name) else {
-                    return self.answer(
-                        correlation,
-                        &failed(ErrorCode::UnknownTopicOrPartition, "no such topic"),
-                    );
+                let (topic_name, topic) = match named_topic(&mut self.service.topics, name) {
+                    Ok(found) => found,
+                    Err(refusal) => return self.answer(correlation, &refusal),
                 };
                 let defaults = topic.defaults;
                 if configs
@@ -1122,17 +1114,9 @@ impl Lcore {
                 retention_ms,
                 retention_bytes,
             } => {
-                let Some(topic_name) = TopicName::new(name) else {
-                    return self.answer(
-                        correlation,
-                        &failed(ErrorCode::InvalidTopic, "invalid topic name"),
-                    );
-                };
-                let Some(topic) = self.service.topics.by_name_mut(name) else {
-                    return self.answer(
-                        correlation,
-                        &failed(ErrorCode::UnknownTopicOrPartition, "no such topic"),
-                    );
+                let (topic_name, topic) = match named_topic(&mut self.service.topics, name) {
+                    Ok(found) => found,
+                    Err(refusal) => return self.answer(correlation, &refusal),
                 };
                 // 0 means "no limit"; absent means "unchanged".
                 for log in &mut topic.partitions {
@@ -1391,6 +1375,22 @@ fn truncate_message(message: &str) -> &str {
         end -= 1;
     }
     &message[..end]
+}
+
+/// The topic a command names, for changing it: refused InvalidTopic for a name no topic
+/// can have, UnknownTopicOrPartition for one this lcore does not hold.
+fn named_topic<'t>(
+    topics: &'t mut TopicTable,
+    name: &str,
+) -> Result<(TopicName, &'t mut Topic), Event<'static>> {
+    let failed = |code, message| Event::Failed { code, message };
+    let Some(topic_name) = TopicName::new(name) else {
+        return Err(failed(ErrorCode::InvalidTopic, "invalid topic name"));
+    };
+    match topics.by_name_mut(name) {
+        Some(topic) => Ok((topic_name, topic)),
+        None => Err(failed(ErrorCode::UnknownTopicOrPartition, "no such topic")),
+    }
 }
 
 /// Registers the counters of a topic's partitions from `first` on and publishes their

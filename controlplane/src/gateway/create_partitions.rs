@@ -40,20 +40,9 @@ pub async fn create_partitions(
 ) -> CreatePartitionsResponse {
     let mut response = CreatePartitionsResponse::default();
     for topic in &request.topics {
-        let duplicated = request
-            .topics
-            .iter()
-            .filter(|t| t.name == topic.name)
-            .count()
-            > 1;
-        let outcome = if duplicated {
-            Err((
-                ResponseError::InvalidRequest,
-                format!(
-                    "topic {:?} is named more than once in the request",
-                    topic.name.0.as_str()
-                ),
-            ))
+        let names = request.topics.iter().map(|t| &t.name);
+        let outcome = if let Err(refusal) = super::topics::named_once(names, &topic.name) {
+            Err(refusal)
         } else {
             match check(&gateway, topic) {
                 Ok(_) if request.validate_only => Ok(()),

@@ -70,6 +70,24 @@ impl Partition {
 /// them. A broker of a cluster may publish only some partitions of a topic.
 pub type Topics = BTreeMap<String, Vec<Partition>>;
 
+/// Refused INVALID_REQUEST when a request names `topic` more than once (CreateTopics,
+/// CreatePartitions: Kafka answers each such entry so).
+pub(super) fn named_once<'a>(
+    names: impl Iterator<Item = &'a TopicName>,
+    topic: &TopicName,
+) -> Result<(), (ResponseError, String)> {
+    if names.filter(|name| *name == topic).nth(1).is_none() {
+        return Ok(());
+    }
+    Err((
+        ResponseError::InvalidRequest,
+        format!(
+            "topic {:?} is named more than once in the request",
+            topic.0.as_str()
+        ),
+    ))
+}
+
 /// Partition `index` of `topic` in the view.
 pub fn find_partition<'a>(topics: &'a Topics, topic: &str, index: i32) -> Option<&'a Partition> {
     let partitions = topics.get(topic)?;
@@ -660,20 +678,9 @@ pub async fn create_topics(
         let name = topic.name.0.as_str().to_string();
         let mut result = CreatableTopicResult::default();
         result.name = topic.name.clone();
-        let duplicated = request
-            .topics
-            .iter()
-            .filter(|t| t.name == topic.name)
-            .count()
-            > 1;
-        let outcome = if duplicated {
-            Err((
-                ResponseError::InvalidRequest,
-                format!("topic {name:?} is named more than once in the request"),
-            ))
-        } else {
-            check_creatable(&gateway, topic)
-        };
+        let names = request.topics.iter().map(|t| &t.name);
+        let outcome =
+            named_once(names, &topic.name).and_then(|()| check_creatable(&gateway, topic));
         let outcome = match outcome {
             Err(error) => Err(error),
             Ok(_) if existing.as_ref().is_some_and(|t| t.contains_key(&name)) => Err((
